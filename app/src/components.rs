@@ -1,0 +1,159 @@
+//! Building blocks shared by the pages.
+
+use bindery_model::{CurrentUser, Role};
+use leptos::prelude::*;
+use leptos_router::components::{Outlet, A};
+use leptos_router::hooks::use_query_map;
+
+use crate::api::AppError;
+use crate::Me;
+
+/// The signed-in user, for components inside `Suspense`.
+pub fn me() -> Me {
+    expect_context::<Me>()
+}
+
+/// Whether the signed-in user is a System Admin (buttons that change things
+/// are shown only to them; the server checks again regardless).
+pub fn is_admin(me: &Option<CurrentUser>) -> bool {
+    me.as_ref().is_some_and(|u| u.role == Role::Admin)
+}
+
+#[component]
+pub fn Layout() -> impl IntoView {
+    let me = me();
+    view! {
+        <div class="layout">
+            <header class="topbar">
+                <a class="brand" href="/">"Bindery"</a>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        let user = me.0.await.ok().flatten();
+                        let reader = user.as_ref().is_some_and(|u| u.role.can_read_admin());
+                        let who = user
+                            .as_ref()
+                            .map(|u| format!("{} ({})", u.username, u.role.label()))
+                            .unwrap_or_default();
+                        view! {
+                            <nav class="mainnav" aria-label="Main">
+                                <Show when=move || reader>
+                                    <A href="/">"Dashboard"</A>
+                                    <A href="/users">"Users"</A>
+                                    <A href="/groups">"Groups"</A>
+                                    <A href="/organisations">"Organisations"</A>
+                                    <A href="/logs/logins">"Login log"</A>
+                                    <A href="/logs/operations">"Operation log"</A>
+                                    <A href="/settings/basic">"Settings"</A>
+                                </Show>
+                            </nav>
+                            <div class="whoami">
+                                <span data-testid="whoami">{who}</span>
+                                <a href="/change-password">"Change password"</a>
+                                <form method="post" action="/rpc/logout" class="inline">
+                                    <button type="submit" class="link">"Sign out"</button>
+                                </form>
+                            </div>
+                        }
+                    })}
+                </Suspense>
+            </header>
+            <main class="content">
+                <Outlet/>
+            </main>
+        </div>
+    }
+}
+
+/// Tabs of the settings section.
+#[component]
+pub fn SettingsTabs() -> impl IntoView {
+    view! {
+        <nav class="tabs" aria-label="Settings">
+            <A href="/settings/basic">"Basic"</A>
+            <A href="/settings/security">"Security"</A>
+            <A href="/settings/ldap">"LDAP"</A>
+            <A href="/settings/ldap-ha">"LDAP HA"</A>
+            <A href="/settings/tokens">"API tokens"</A>
+        </nav>
+    }
+}
+
+/// A page-level error (not a field error).
+#[component]
+pub fn ErrorBox(error: AppError) -> impl IntoView {
+    view! { <p class="error" role="alert">{error.to_string()}</p> }
+}
+
+/// The message for `field` from the last result of an action, next to its input.
+pub fn field_error<T, S>(result: S, field: &'static str) -> impl IntoView
+where
+    T: Clone + Send + Sync + 'static,
+    S: Get<Value = Option<Result<T, AppError>>> + Send + Sync + 'static,
+{
+    move || {
+        result
+            .get()
+            .and_then(|r| r.err())
+            .and_then(|e| e.for_field(field))
+            .map(|m| view! { <span class="field-error" data-field=field>{m}</span> })
+    }
+}
+
+/// Errors of an action that are not about one field.
+pub fn action_error<T, S>(result: S) -> impl IntoView
+where
+    T: Clone + Send + Sync + 'static,
+    S: Get<Value = Option<Result<T, AppError>>> + Send + Sync + 'static,
+{
+    move || {
+        result.get().and_then(|r| r.err()).map(|e| {
+            let text = match &e {
+                AppError::Invalid(_) => "Please correct the fields marked below.".to_string(),
+                other => other.to_string(),
+            };
+            view! { <p class="error" role="alert">{text}</p> }
+        })
+    }
+}
+
+/// `?q=` and `?page=` of the current URL.
+pub fn list_params() -> (Memo<Option<String>>, Memo<Option<i64>>) {
+    let query = use_query_map();
+    let q = Memo::new(move |_| query.read().get("q").filter(|s| !s.trim().is_empty()));
+    let page = Memo::new(move |_| query.read().get("page").and_then(|p| p.parse().ok()));
+    (q, page)
+}
+
+/// A search box: a plain GET form, so it works without JavaScript.
+#[component]
+pub fn SearchBox(q: Memo<Option<String>>, placeholder: &'static str) -> impl IntoView {
+    view! {
+        <form method="get" class="search" role="search">
+            <input type="search" name="q" placeholder=placeholder aria-label=placeholder value=move || q.get().unwrap_or_default()/>
+            <button type="submit">"Search"</button>
+        </form>
+    }
+}
+
+/// "Total N" and previous / next links.
+#[component]
+pub fn Pager(total: i64, page: i64, pages: i64, q: Option<String>) -> impl IntoView {
+    let href = move |p: i64| {
+        let mut h = format!("?page={p}");
+        if let Some(q) = &q {
+            h.push_str("&q=");
+            h.push_str(&crate::url_encode(q));
+        }
+        h
+    };
+    let prev = (page > 1).then(|| href(page - 1));
+    let next = (page < pages).then(|| href(page + 1));
+    view! {
+        <div class="pager">
+            <span data-testid="total">{format!("Total {total}")}</span>
+            <span>{format!("Page {page} of {pages}")}</span>
+            {prev.map(|h| view! { <a href=h rel="prev">"Previous"</a> })}
+            {next.map(|h| view! { <a href=h rel="next">"Next"</a> })}
+        </div>
+    }
+}

@@ -1,0 +1,132 @@
+//! The Bindery console: Leptos components rendered on the server and
+//! hydrated in the browser, and the server functions they call.
+
+pub mod api;
+mod components;
+mod directory;
+mod pages;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{ParentRoute, Route, Router, Routes};
+use leptos_router::{path, SsrMode};
+
+use bindery_model::{CurrentUser, FieldError};
+
+/// The HTML document around the app (server side only).
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// The signed-in user, loaded once per page and shared through context.
+#[derive(Clone, Copy)]
+pub struct Me(pub Resource<Result<Option<CurrentUser>, api::AppError>>);
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    let me = Resource::new(|| (), |_| api::current_user());
+    provide_context(Me(me));
+    // Every route renders completely on the server before the page is sent
+    // (SsrMode::Async): pages and forms then work without JavaScript, and
+    // hydration picks up the same HTML.
+    view! {
+        <Stylesheet id="leptos" href="/pkg/bindery.css"/>
+        <Title text="Bindery"/>
+        <Router>
+            <Routes fallback=|| view! { <pages::NotFound/> }>
+                <Route path=path!("/login") view=pages::LoginPage ssr=SsrMode::Async/>
+                <Route path=path!("/change-password") view=pages::ChangePasswordPage ssr=SsrMode::Async/>
+                <ParentRoute path=path!("") view=components::Layout ssr=SsrMode::Async>
+                    <Route path=path!("") view=pages::HomePage ssr=SsrMode::Async/>
+                    <Route path=path!("/users") view=pages::UsersPage ssr=SsrMode::Async/>
+                    <Route path=path!("/users/:id") view=pages::UserPage ssr=SsrMode::Async/>
+                    <Route path=path!("/groups") view=pages::GroupsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/organisations") view=pages::OrganisationsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/logs/logins") view=pages::LoginLogPage ssr=SsrMode::Async/>
+                    <Route path=path!("/logs/operations") view=pages::OperationLogPage ssr=SsrMode::Async/>
+                    <Route path=path!("/settings/basic") view=pages::BasicSettingsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/settings/security") view=pages::SecuritySettingsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/settings/tokens") view=pages::TokensPage ssr=SsrMode::Async/>
+                    <Route path=path!("/settings/ldap") view=directory::LdapPage ssr=SsrMode::Async/>
+                    <Route path=path!("/settings/ldap-ha") view=directory::LdapHaPage ssr=SsrMode::Async/>
+                </ParentRoute>
+            </Routes>
+        </Router>
+    }
+}
+
+/// `Set-Cookie` value for the session: HttpOnly, SameSite=Lax, Path=/,
+/// Secure when served over HTTPS. `max_age = Some(0)` deletes it.
+pub fn session_cookie(name: &str, value: &str, secure: bool, max_age: Option<i64>) -> String {
+    let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if secure {
+        c.push_str("; Secure");
+    }
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    c
+}
+
+/// Percent-encode a query-string value.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Parse a whole number typed into a form field, recording a field error.
+pub fn parse_int(errors: &mut Vec<FieldError>, field: &str, value: &str) -> i64 {
+    match value.trim().parse::<i64>() {
+        Ok(v) => v,
+        Err(_) => {
+            errors.push(FieldError::new(field, "must be a whole number"));
+            0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_flags() {
+        let c = session_cookie("s", "v", true, None);
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax") && c.contains("Secure"), "{c}");
+        assert!(!session_cookie("s", "v", false, None).contains("Secure"));
+        assert!(session_cookie("s", "", false, Some(0)).ends_with("Max-Age=0"));
+    }
+
+    #[test]
+    fn next_is_local_only() {
+        assert_eq!(api::safe_next(Some("/users?page=2")), "/users?page=2");
+        for bad in ["//evil.example", "https://evil.example", "/\\evil", "/rpc/logout", ""] {
+            assert_eq!(api::safe_next(Some(bad)), "/", "{bad}");
+        }
+    }
+
+    #[test]
+    fn encodes_query_values() {
+        assert_eq!(url_encode("a b&c=/é"), "a%20b%26c%3D/%C3%A9");
+    }
+}

@@ -1,0 +1,121 @@
+//! A real OpenLDAP server for tests: wraps `testkit/slapd/start`, which
+//! starts `slapd` on free loopback ports with throwaway data (TLS with a CA
+//! it generates, ppolicy, memberof, an AD-like schema). Stopped and removed
+//! when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bindery_model::{DirectoryInput, GroupMode};
+
+pub struct Slapd {
+    pub ldap_url: String,
+    pub ldaps_url: String,
+    pub ldaps_host_url: String,
+    pub base_dn: String,
+    pub bind_dn: String,
+    pub bind_password: String,
+    pub admin_dn: String,
+    pub admin_password: String,
+    pub ca_pem: String,
+    pub other_ca_pem: String,
+    pub dir: PathBuf,
+}
+
+fn repo_root() -> PathBuf {
+    // crates/directory → the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("workspace root").to_path_buf()
+}
+
+impl Slapd {
+    pub fn start() -> Slapd {
+        Self::start_with(&[])
+    }
+
+    /// Start with extra environment for the script (e.g. `SLAPD_CERT_SANS`).
+    pub fn start_with(env: &[(&str, &str)]) -> Slapd {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!("bindery-slapd-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&dir);
+        let script = repo_root().join("testkit/slapd/start");
+        let mut cmd = Command::new(&script);
+        cmd.arg(&dir).env("SLAPD_WATCH_PID", std::process::id().to_string()).env("SLAPD_LOGLEVEL", "none");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {} (is slapd installed? run scripts/setup): {e}", script.display()));
+        assert!(out.status.success(), "slapd fixture failed to start:\n{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fixture prints JSON");
+        let s = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("fixture JSON lacks {k}")).to_string();
+        let read = |k: &str| std::fs::read_to_string(s(k)).expect("CA file");
+        Slapd {
+            ldap_url: s("ldap_url"),
+            ldaps_url: s("ldaps_url"),
+            ldaps_host_url: s("ldaps_host_url"),
+            base_dn: s("base_dn"),
+            bind_dn: s("bind_dn"),
+            bind_password: s("bind_password"),
+            admin_dn: s("admin_dn"),
+            admin_password: s("admin_password"),
+            ca_pem: read("ca_file"),
+            other_ca_pem: read("other_ca_file"),
+            dir,
+        }
+    }
+
+    pub fn port(&self, url: &str) -> u16 {
+        url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+    }
+
+    /// A working configuration for this directory (over `ldap://`).
+    pub fn input(&self) -> DirectoryInput {
+        DirectoryInput {
+            enabled: true,
+            server_uris: vec![self.ldap_url.clone()],
+            starttls: false,
+            bind_dn: self.bind_dn.clone(),
+            bind_password: Some(self.bind_password.clone()),
+            search_ous: format!("ou=people,{b}|ou=tech,{b}", b = self.base_dn),
+            search_filter: "(uid=%(user)s)".into(),
+            attr_map: r#"{"username":"uid","name":"cn","email":"mail","is_active":"userAccountControl","groups":"memberOf"}"#.into(),
+            group_mode: GroupMode::Attribute,
+            group_base: String::new(),
+            group_filter: "(member={0})".into(),
+            nested_groups: true,
+            group_mappings: vec![],
+            connect_timeout_secs: 3,
+            op_timeout_secs: 5,
+            page_size: 2,
+            dn_cache_secs: 300,
+            ca_pem: self.ca_pem.clone(),
+            client_cert_pem: String::new(),
+            client_key_pem: None,
+            skip_verify: false,
+        }
+    }
+
+    /// Run `ldapmodify` as the directory's admin.
+    pub fn modify(&self, ldif: &str) {
+        use std::io::Write;
+        let mut child = Command::new("ldapmodify")
+            .args(["-x", "-H", &self.ldap_url, "-D", &self.admin_dn, "-w", &self.admin_password])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ldapmodify");
+        child.stdin.take().expect("stdin").write_all(ldif.as_bytes()).expect("write ldif");
+        assert!(child.wait().expect("ldapmodify").success(), "ldapmodify failed:\n{ldif}");
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new(repo_root().join("testkit/slapd/stop")).arg(&self.dir).status();
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,306 @@
+//! The directory client against a real OpenLDAP (`testkit/slapd`).
+
+use bindery_directory::authn::test_login;
+use bindery_directory::config::validate;
+use bindery_directory::probe::test_connection;
+use bindery_directory::testing::Slapd;
+use bindery_directory::{DirectoryConfig, Secret};
+use bindery_model::{DirectoryInput, ProbeReport};
+
+fn config(input: &DirectoryInput) -> DirectoryConfig {
+    validate(input, Secret::new(input.bind_password.clone().unwrap_or_default()), Secret::default()).expect("valid config")
+}
+
+async fn probe(input: &DirectoryInput) -> ProbeReport {
+    test_connection(&config(input), &input.server_uris).await
+}
+
+/// The one failed step of the first server, and the steps before it.
+fn failed_step(r: &ProbeReport) -> (String, String, Vec<String>) {
+    let s = &r.servers[0];
+    let bad = s.steps.iter().find(|s| !s.ok).unwrap_or_else(|| panic!("no step failed: {r:#?}"));
+    let ok_before: Vec<String> = s.steps.iter().take_while(|s| s.ok).map(|s| s.step.clone()).collect();
+    (bad.step.clone(), bad.detail.clone(), ok_before)
+}
+
+#[tokio::test]
+async fn connection_test_passes_over_ldap_ldaps_and_starttls() {
+    let d = Slapd::start();
+    for (uris, starttls) in [
+        (vec![d.ldap_url.clone()], false),
+        (vec![d.ldaps_url.clone()], false),
+        (vec![d.ldap_url.clone()], true),
+        (vec![d.ldaps_host_url.clone()], false),
+    ] {
+        let mut i = d.input();
+        i.server_uris = uris.clone();
+        i.starttls = starttls;
+        let r = probe(&i).await;
+        assert!(r.ok, "{uris:?} starttls={starttls}: {r:#?}");
+        let steps: Vec<&str> = r.servers[0].steps.iter().map(|s| s.step.as_str()).collect();
+        let tls = uris[0].starts_with("ldaps") || starttls;
+        let want: Vec<&str> = if tls {
+            vec!["parse", "tcp", "tls", "bind", "search_ou", "search_ou", "count", "sample"]
+        } else {
+            vec!["parse", "tcp", "bind", "search_ou", "search_ou", "count", "sample"]
+        };
+        assert_eq!(steps, want);
+        // 6 people + 2 tech users, counted page by page (page size 2).
+        assert_eq!(r.user_count, Some(8), "{r:#?}");
+        assert_eq!(r.sample.len(), 5);
+        if tls {
+            let detail = &r.servers[0].steps[2].detail;
+            assert!(detail.contains("issuer") && detail.contains("chain and host name verified"), "{detail}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_connection_step_fails_in_turn_with_its_cause() {
+    let d = Slapd::start();
+    // Wrong port: nothing listens.
+    let mut i = d.input();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    i.server_uris = vec![format!("ldap://127.0.0.1:{free}")];
+    let (step, detail, _) = failed_step(&probe(&i).await);
+    assert_eq!(step, "tcp");
+    assert!(detail.contains("connection refused"), "{detail}");
+
+    // TLS with a CA that did not sign the server's certificate.
+    let mut i = d.input();
+    i.server_uris = vec![d.ldaps_url.clone()];
+    i.ca_pem = d.other_ca_pem.clone();
+    let (step, detail, before) = failed_step(&probe(&i).await);
+    assert_eq!((step.as_str(), before), ("tls", vec!["parse".to_string(), "tcp".to_string()]));
+    assert!(detail.contains("certificate not trusted"), "{detail}");
+    // … the same through StartTLS.
+    i.server_uris = vec![d.ldap_url.clone()];
+    i.starttls = true;
+    let (step, detail, _) = failed_step(&probe(&i).await);
+    assert_eq!(step, "tls");
+    assert!(detail.contains("certificate not trusted"), "{detail}");
+
+    // Wrong bind password: invalid credentials with the LDAP code.
+    let mut i = d.input();
+    i.bind_password = Some("wrong".into());
+    let r = probe(&i).await;
+    let (step, detail, _) = failed_step(&r);
+    assert_eq!(step, "bind");
+    assert!(detail.contains("invalid credentials (LDAP 49)"), "{detail}");
+    assert_eq!(r.servers[0].steps.iter().find(|s| s.step == "bind").unwrap().ldap_code, Some(49));
+
+    // A search OU that does not exist.
+    let mut i = d.input();
+    i.search_ous = format!("ou=people,{b}|ou=nowhere,{b}", b = d.base_dn);
+    let (step, detail, _) = failed_step(&probe(&i).await);
+    assert_eq!(step, "search_ou");
+    assert!(detail.contains("no such object: ou=nowhere,dc=example,dc=com"), "{detail}");
+
+    // A filter that matches nothing.
+    let mut i = d.input();
+    i.search_filter = "(&(objectClass=groupOfNames)(uid=%(user)s))".into();
+    let (step, detail, _) = failed_step(&probe(&i).await);
+    assert_eq!(step, "count");
+    assert!(detail.contains("matches no entry"), "{detail}");
+}
+
+#[tokio::test]
+async fn host_names_are_verified() {
+    let d = Slapd::start_with(&[("SLAPD_CERT_SANS", "DNS:ldap.example.invalid")]);
+    let mut i = d.input();
+    i.server_uris = vec![d.ldaps_url.clone()];
+    let (step, detail, _) = failed_step(&probe(&i).await);
+    assert_eq!(step, "tls");
+    assert!(detail.contains("not valid for the host name 127.0.0.1"), "{detail}");
+    // Only an explicit choice skips verification, and the report says so.
+    i.skip_verify = true;
+    let r = probe(&i).await;
+    assert!(r.ok, "{r:#?}");
+    assert!(r.servers[0].steps[2].detail.contains("WARNING: certificate verification is switched off"));
+}
+
+#[tokio::test]
+async fn a_dead_server_costs_one_connect_timeout_then_the_next_is_tried() {
+    let d = Slapd::start();
+    let mut i = d.input();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    i.server_uris = vec![format!("ldap://127.0.0.1:{free}"), d.ldap_url.clone()];
+    let cfg = config(&i);
+    let r = test_login(&cfg, "jdoe", Some("Jdoe-Password-1")).await;
+    assert!(r.allowed, "{r:#?}");
+    assert_eq!(r.server.as_deref(), Some(d.ldap_url.as_str()));
+}
+
+#[tokio::test]
+async fn test_login_reports_each_kind_of_user() {
+    let d = Slapd::start();
+    let cfg = config(&d.input());
+    let r = test_login(&cfg, "jdoe", Some("Jdoe-Password-1")).await;
+    assert!(r.allowed, "{r:#?}");
+    assert_eq!((r.bind.as_str(), r.account_state.as_str(), r.local_user.as_deref()), ("ok", "active", Some("jdoe")));
+    let groups = r.user.as_ref().unwrap().groups.join(";");
+    assert!(groups.contains("cn=admins") && groups.contains("cn=developers"), "direct and nested: {groups}");
+    assert_eq!(r.user.as_ref().unwrap().email, "jdoe@example.com");
+
+    // Case does not matter to the directory; the local user is the directory's spelling.
+    let r = test_login(&cfg, "JDOE", Some("Jdoe-Password-1")).await;
+    assert_eq!(r.local_user.as_deref(), Some("jdoe"));
+
+    let r = test_login(&cfg, "jdoe", Some("wrong-password")).await;
+    assert!(!r.allowed);
+    assert_eq!(r.ldap_code, Some(49));
+    assert!(r.bind.contains("invalid credentials"), "{}", r.bind);
+
+    let r = test_login(&cfg, "nomail", Some("Nomail-Password-1")).await;
+    assert!(r.allowed, "{r:#?}");
+    assert_eq!(r.user.unwrap().email, "");
+
+    let r = test_login(&cfg, "élodie", Some("Pässwörd-É-1")).await;
+    assert!(r.allowed, "non-ASCII name and password: {r:#?}");
+    assert!(r.user.unwrap().groups.iter().any(|g| g.contains("Équipe Ünïcode")));
+
+    let r = test_login(&cfg, "jsmith", Some("Jsmith-Password-1")).await;
+    assert!(r.allowed, "escaped DN: {r:#?}");
+    assert!(r.dn.unwrap().starts_with("cn=Smith"));
+
+    let r = test_login(&cfg, "tina", Some("Tina-Password-1")).await;
+    assert!(r.allowed, "second OU: {r:#?}");
+
+    let r = test_login(&cfg, "locked", Some("Locked-Password-1")).await;
+    assert!(!r.allowed);
+    assert_eq!(r.account_state, "locked", "{r:#?}");
+
+    let r = test_login(&cfg, "disabled", Some("Disabled-Password-1")).await;
+    assert!(!r.allowed, "the directory accepts the bind, Bindery refuses the disabled account");
+    assert_eq!((r.bind.as_str(), r.account_state.as_str()), ("ok", "disabled"));
+
+    // Lookup only: no bind.
+    let r = test_login(&cfg, "tina", None).await;
+    assert!(!r.allowed && r.bind.starts_with("not checked"));
+    assert!(r.verdict.contains("resolves to"), "{}", r.verdict);
+
+    // Empty and whitespace passwords are refused before any bind.
+    for pw in ["", "   "] {
+        let r = test_login(&cfg, "jdoe", Some(pw)).await;
+        assert!(!r.allowed);
+        assert!(r.bind.contains("refused before any bind"), "{}", r.bind);
+    }
+}
+
+#[tokio::test]
+async fn injection_attempts_never_match_or_widen_the_search() {
+    let d = Slapd::start();
+    let cfg = config(&d.input());
+    let long = "x".repeat(300);
+    for hostile in ["*", "admin)(uid=*", "jdoe)(|(uid=*", "a\\29", "j*", "*)(objectClass=*", long.as_str(), "Ünïcødé", "\u{0}"] {
+        let r = test_login(&cfg, hostile, Some("Jdoe-Password-1")).await;
+        assert!(!r.allowed, "{hostile:?} let in: {r:#?}");
+        assert!(r.dn.is_none(), "{hostile:?} matched {:?}", r.dn);
+        assert!(r.verdict.contains("no entry matches"), "{hostile:?}: {}", r.verdict);
+    }
+}
+
+#[tokio::test]
+async fn the_search_must_match_exactly_one_entry() {
+    let d = Slapd::start();
+    let mut i = d.input();
+    // A careless filter that matches everyone: refused, not "first match wins".
+    i.search_filter = "(|(uid=%(user)s)(objectClass=inetOrgPerson))".into();
+    let r = test_login(&config(&i), "jdoe", Some("Jdoe-Password-1")).await;
+    assert!(!r.allowed);
+    assert!(r.verdict.contains("or more entries match"), "{}", r.verdict);
+    // A user outside the search OUs is not found.
+    let mut i = d.input();
+    i.search_ous = format!("ou=tech,{}", d.base_dn);
+    let r = test_login(&config(&i), "jdoe", Some("Jdoe-Password-1")).await;
+    assert!(!r.allowed && r.dn.is_none(), "{r:#?}");
+}
+
+#[tokio::test]
+async fn ad_style_filters_and_disabled_bits() {
+    let d = Slapd::start();
+    let mut i = d.input();
+    i.search_filter = "(&(objectClass=binderyADUser)(sAMAccountName=%(user)s))".into();
+    i.attr_map = r#"{"username":"sAMAccountName","name":"cn","is_active":"userAccountControl"}"#.into();
+    let cfg = config(&i);
+    assert!(test_login(&cfg, "jdoe", Some("Jdoe-Password-1")).await.allowed);
+    let r = test_login(&cfg, "disabled", Some("Disabled-Password-1")).await;
+    assert_eq!(r.account_state, "disabled");
+    assert!(!r.user.unwrap().is_active);
+    // The directory changes: disabling jdoe (uac 514) is seen at once.
+    d.modify("dn: uid=jdoe,ou=people,dc=example,dc=com\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n");
+    let r = test_login(&cfg, "jdoe", Some("Jdoe-Password-1")).await;
+    assert_eq!(r.account_state, "disabled");
+}
+
+#[tokio::test]
+async fn group_mapping_gives_the_highest_role_and_every_organisation() {
+    let d = Slapd::start();
+    let mut i = d.input();
+    i.group_mappings = vec![
+        bindery_model::GroupMapping::parse_line("CN=Developers, ou=groups,dc=example,dc=com => auditor; Tech").unwrap(),
+        bindery_model::GroupMapping::parse_line("cn=admins,ou=groups,dc=example,dc=com => admin; Ops").unwrap(),
+        bindery_model::GroupMapping::parse_line("cn=nobody,ou=groups,dc=example,dc=com => admin; Nope").unwrap(),
+    ];
+    let cfg = config(&i);
+    let r = test_login(&cfg, "jdoe", Some("Jdoe-Password-1")).await;
+    assert_eq!(r.mapped_role, Some(bindery_model::Role::Admin), "{r:#?}");
+    assert_eq!(r.mapped_organisations, vec!["Tech".to_string(), "Ops".to_string()], "nested developers + direct admins");
+    assert!(r.verdict.contains("role System Admin"), "{}", r.verdict);
+    let r = test_login(&cfg, "tina", Some("Tina-Password-1")).await;
+    assert_eq!((r.mapped_role, r.mapped_organisations), (Some(bindery_model::Role::Auditor), vec!["Tech".to_string()]));
+    let r = test_login(&cfg, "nomail", Some("Nomail-Password-1")).await;
+    assert_eq!(r.mapped_role, None);
+    // At sign-in the groups are read too.
+    let (_, found) = bindery_directory::authn::login(&cfg, "jdoe", "Jdoe-Password-1").await.unwrap();
+    assert_eq!(bindery_directory::authn::apply_mappings(&cfg, &found.user.groups).map(|m| m.0), Some(bindery_model::Role::Admin));
+}
+
+#[tokio::test]
+async fn fetch_certificate_shows_the_chain_and_its_ca_can_be_trusted() {
+    let d = Slapd::start();
+    let mut i = d.input();
+    i.server_uris = vec![d.ldaps_url.clone()];
+    i.ca_pem = String::new(); // nothing trusted yet (not even the system's CAs know this one)
+    let cfg = config(&i);
+    let server = &cfg.servers[0];
+    let chain = bindery_directory::conn::fetch_certificates(server, &cfg).await.expect("fetched");
+    assert_eq!(chain.len(), 2, "leaf and CA: {chain:#?}");
+    assert!(chain[0].subject.contains("CN=localhost") && !chain[0].is_ca);
+    // The fixture's certificates live 10 days: flagged as expiring (< 30 days).
+    assert!(chain[1].is_ca && chain[1].expiring && (9..=10).contains(&chain[1].days_left), "{:?}", chain[1]);
+    let ca_der = bindery_directory::conn::parse_certs(&d.ca_pem).unwrap().remove(0);
+    let fetched = bindery_directory::conn::parse_certs(&chain[1].pem).unwrap().remove(0);
+    assert_eq!(fetched.as_ref(), ca_der.as_ref(), "the fetched CA is the directory's CA");
+    // Before: not trusted. After trusting the fetched CA: verified, host name included.
+    assert!(!probe(&i).await.ok);
+    i.ca_pem = chain[1].pem.clone();
+    let r = probe(&i).await;
+    assert!(r.ok, "{r:#?}");
+    // Plain ldap:// without StartTLS has nothing to fetch.
+    let mut plain = d.input();
+    plain.starttls = false;
+    let cfg = config(&plain);
+    assert!(bindery_directory::conn::fetch_certificates(&cfg.servers[0], &cfg).await.is_err());
+}
+
+#[tokio::test]
+async fn groups_by_searching_member_direct_and_nested() {
+    let d = Slapd::start();
+    let mut i = d.input();
+    i.group_mode = bindery_model::GroupMode::Search;
+    i.group_base = format!("ou=groups,{}", d.base_dn);
+    i.group_filter = "(&(objectClass=groupOfNames)(member={0}))".into();
+    i.nested_groups = false;
+    let r = test_login(&config(&i), "jdoe", None).await;
+    let direct = r.user.unwrap().groups;
+    assert_eq!(direct.len(), 1, "{direct:?}");
+    assert!(direct[0].starts_with("cn=admins"), "{direct:?}");
+    i.nested_groups = true;
+    let r = test_login(&config(&i), "jdoe", None).await;
+    let all = r.user.unwrap().groups.join(";");
+    assert!(all.contains("cn=admins") && all.contains("cn=developers"), "nested through cn=admins: {all}");
+    // The DN in the filter is escaped too: the escaped-DN user's groups resolve.
+    let r = test_login(&config(&i), "jsmith", None).await;
+    assert!(r.dn.is_some() && r.user.is_some(), "{r:#?}");
+}

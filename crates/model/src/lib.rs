@@ -1,0 +1,738 @@
+//! Data shapes shared by the server, the REST API and the WASM console.
+//!
+//! Only `serde` (and, for the REST API's OpenAPI document, `utoipa`) so the
+//! same types compile for the browser. Timestamps travel as RFC 3339 strings
+//! produced on the server: the browser never formats a clock value, which
+//! keeps hydration deterministic.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// What a user may do in the console and the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// System Admin: may change everything.
+    Admin,
+    /// System Auditor: may read everything, change nothing.
+    Auditor,
+    /// User: may sign in and manage their own password.
+    #[default]
+    User,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Admin, Role::Auditor, Role::User];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+            Role::User => "user",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Admin => "System Admin",
+            Role::Auditor => "System Auditor",
+            Role::User => "User",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Admins and auditors may read the console's administrative pages.
+    pub fn can_read_admin(self) -> bool {
+        matches!(self, Role::Admin | Role::Auditor)
+    }
+}
+
+/// Where a user's identity lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum UserSource {
+    #[default]
+    Local,
+    Ldap,
+    LdapHa,
+}
+
+impl UserSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserSource::Local => "local",
+            UserSource::Ldap => "ldap",
+            UserSource::LdapHa => "ldap_ha",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UserSource> {
+        [UserSource::Local, UserSource::Ldap, UserSource::LdapHa].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// A reference to a named object (organisation, group).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NamedRef {
+    pub id: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub name: String,
+    pub email: String,
+    pub role: Role,
+    pub source: UserSource,
+    pub is_active: bool,
+    /// Locked out by too many failed logins (an admin can unlock).
+    pub locked: bool,
+    pub must_change_password: bool,
+    pub organisations: Vec<NamedRef>,
+    pub groups: Vec<NamedRef>,
+    pub created_at: String,
+    pub last_login_at: Option<String>,
+}
+
+/// One page of a server-side paged list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+    pub page: i64,
+    pub per_page: i64,
+}
+
+impl<T> Page<T> {
+    pub fn pages(&self) -> i64 {
+        if self.per_page <= 0 {
+            1
+        } else {
+            ((self.total + self.per_page - 1) / self.per_page).max(1)
+        }
+    }
+}
+
+/// Query of a paged list: 1-based page, optional free-text search.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema, utoipa::IntoParams))]
+pub struct ListQuery {
+    #[serde(default)]
+    pub q: Option<String>,
+    #[serde(default)]
+    pub page: Option<i64>,
+    #[serde(default)]
+    pub per_page: Option<i64>,
+}
+
+impl ListQuery {
+    pub const DEFAULT_PER_PAGE: i64 = 15;
+    pub const MAX_PER_PAGE: i64 = 500;
+
+    pub fn page(&self) -> i64 {
+        self.page.unwrap_or(1).max(1)
+    }
+
+    pub fn per_page(&self) -> i64 {
+        self.per_page.unwrap_or(Self::DEFAULT_PER_PAGE).clamp(1, Self::MAX_PER_PAGE)
+    }
+
+    pub fn search(&self) -> Option<&str> {
+        self.q.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NewUser {
+    pub username: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub role: Role,
+    /// Initial password; the user must change it at first login.
+    pub password: String,
+    #[serde(default)]
+    pub organisation_ids: Vec<i64>,
+}
+
+/// Partial update: absent fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UserUpdate {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    #[serde(default)]
+    pub organisation_ids: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Organisation {
+    pub id: i64,
+    pub name: String,
+    pub is_default: bool,
+    pub user_count: i64,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct OrganisationInput {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Group {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub source: UserSource,
+    pub members: Vec<NamedRef>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct GroupInput {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub member_ids: Vec<i64>,
+}
+
+/// One login attempt, successful or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LoginEvent {
+    pub id: i64,
+    pub at: String,
+    pub username: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub success: bool,
+    /// Why it failed (never shown to the person logging in).
+    pub reason: String,
+    pub method: String,
+}
+
+/// One administrative change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct OperationEvent {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub ip: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BasicSettings {
+    /// Public URL of this console, e.g. `https://bindery.example.com`.
+    pub site_url: String,
+    /// A session ends after this many minutes without a request.
+    pub session_idle_minutes: i64,
+    /// A session ends this many hours after login, whatever the activity.
+    pub session_absolute_hours: i64,
+}
+
+impl Default for BasicSettings {
+    fn default() -> Self {
+        BasicSettings { site_url: "http://127.0.0.1:3000".into(), session_idle_minutes: 30, session_absolute_hours: 12 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SecuritySettings {
+    /// Lock a username or client IP after this many failures ...
+    pub lockout_max_failures: i64,
+    /// ... within this many minutes; the lock lifts when they age out.
+    pub lockout_window_minutes: i64,
+    pub min_password_length: i64,
+    /// Directory users must be imported before they can log in (otherwise
+    /// they are created at their first login, into the default organisation).
+    #[serde(default)]
+    pub only_imported_users: bool,
+    /// Lifetime of bearer tokens from `POST /api/v1/authn/ldap/{username}/authenticate`.
+    #[serde(default = "default_bearer_minutes")]
+    pub bearer_token_minutes: i64,
+}
+
+fn default_bearer_minutes() -> i64 {
+    15
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        // Below Active Directory's usual threshold so Bindery locks first
+        // and a guessing attacker cannot lock people out of the directory.
+        SecuritySettings {
+            lockout_max_failures: 5,
+            lockout_window_minutes: 15,
+            min_password_length: 10,
+            only_imported_users: false,
+            bearer_token_minutes: 15,
+        }
+    }
+}
+
+/// A username or client address currently locked out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Lockout {
+    /// `user:<name>` or `ip:<address>`.
+    pub key: String,
+    pub failures: i64,
+    pub last_failure_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ApiToken {
+    pub id: i64,
+    pub name: String,
+    pub username: String,
+    /// First characters of the secret, to recognise it in lists.
+    pub prefix: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NewApiToken {
+    pub name: String,
+    /// Whose token it is (defaults to the caller).
+    #[serde(default)]
+    pub user_id: Option<i64>,
+    /// Days until it expires; none for no expiry.
+    #[serde(default)]
+    pub expires_in_days: Option<i64>,
+}
+
+/// Returned once, at creation: the secret is never shown again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreatedApiToken {
+    pub token: ApiToken,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Dashboard {
+    pub users: i64,
+    pub active_users: i64,
+    pub organisations: i64,
+    pub groups: i64,
+    pub failed_logins_24h: i64,
+    pub successful_logins_24h: i64,
+    pub recent_logins: Vec<LoginEvent>,
+}
+
+/// The signed-in person, as the console shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CurrentUser {
+    pub id: i64,
+    pub username: String,
+    pub name: String,
+    pub role: Role,
+    pub must_change_password: bool,
+}
+
+/// A validation error naming the field it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
+
+/// The body of every REST error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ApiError {
+    pub error: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldError>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_query_clamps() {
+        let q = ListQuery { q: Some("  ".into()), page: Some(0), per_page: Some(100_000) };
+        assert_eq!(q.page(), 1);
+        assert_eq!(q.per_page(), ListQuery::MAX_PER_PAGE);
+        assert_eq!(q.search(), None);
+    }
+
+    #[test]
+    fn page_count_rounds_up() {
+        let p: Page<()> = Page { items: vec![], total: 31, page: 1, per_page: 15 };
+        assert_eq!(p.pages(), 3);
+    }
+
+    #[test]
+    fn role_round_trips() {
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(Role::parse("root"), None);
+    }
+}
+
+// ----- directories (LDAP / LDAP HA) -------------------------------------------
+
+/// The two directory configurations: the primary, and the backup used when
+/// every server of the primary is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DirectoryKind {
+    #[default]
+    Ldap,
+    LdapHa,
+}
+
+impl DirectoryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirectoryKind::Ldap => "ldap",
+            DirectoryKind::LdapHa => "ldap_ha",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DirectoryKind::Ldap => "LDAP",
+            DirectoryKind::LdapHa => "LDAP HA",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DirectoryKind> {
+        [DirectoryKind::Ldap, DirectoryKind::LdapHa].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// How a user's groups are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum GroupMode {
+    /// From a user attribute (the attribute map's `groups`, e.g. `memberOf`).
+    #[default]
+    Attribute,
+    /// By searching groups that contain the user (`group_filter`).
+    Search,
+}
+
+/// Members of a directory group get a role and organisations in Bindery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct GroupMapping {
+    pub group_dn: String,
+    pub role: Role,
+    /// Organisation names.
+    #[serde(default)]
+    pub organisations: Vec<String>,
+}
+
+impl GroupMapping {
+    /// `group DN => role; org1, org2` — the console's one-line form.
+    pub fn to_line(&self) -> String {
+        format!("{} => {}; {}", self.group_dn, self.role.as_str(), self.organisations.join(", ")).trim_end_matches([';', ' ']).to_string()
+    }
+
+    /// Parse the one-line form (the role may be omitted: `user`).
+    pub fn parse_line(line: &str) -> Result<GroupMapping, String> {
+        let (dn, rest) = line.split_once("=>").ok_or("expected: group DN => role; organisation, …")?;
+        let (role, orgs) = match rest.split_once(';') {
+            Some((r, o)) => (r.trim(), o),
+            None => (rest.trim(), ""),
+        };
+        let role =
+            if role.is_empty() { Role::User } else { Role::parse(role).ok_or(format!("unknown role {role:?} (admin, auditor, user)"))? };
+        Ok(GroupMapping {
+            group_dn: dn.trim().to_string(),
+            role,
+            organisations: orgs.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect(),
+        })
+    }
+}
+
+/// A directory configuration as stored and shown: secrets are never
+/// included, only whether they are set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DirectorySettings {
+    pub kind: DirectoryKind,
+    pub enabled: bool,
+    /// Tried in order; at most 3.
+    pub server_uris: Vec<String>,
+    pub starttls: bool,
+    pub bind_dn: String,
+    pub bind_password_set: bool,
+    /// Base DNs separated by `|`.
+    pub search_ous: String,
+    /// RFC 4515 filter with `%(user)s` where the (escaped) username goes.
+    pub search_filter: String,
+    /// JSON object: Bindery field → directory attribute.
+    pub attr_map: String,
+    pub group_mode: GroupMode,
+    /// Where to search groups (empty: the search OUs).
+    pub group_base: String,
+    /// `{0}` = user DN, `{1}` = username.
+    pub group_filter: String,
+    pub nested_groups: bool,
+    /// Directory group → Bindery role and organisations.
+    #[serde(default)]
+    pub group_mappings: Vec<GroupMapping>,
+    pub connect_timeout_secs: i64,
+    pub op_timeout_secs: i64,
+    pub page_size: i64,
+    pub dn_cache_secs: i64,
+    /// Trusted CA certificates (PEM); empty: the system's.
+    pub ca_pem: String,
+    pub client_cert_pem: String,
+    pub client_key_set: bool,
+    /// Dangerous: accept any certificate. Off by default, logged, shown as a warning.
+    pub skip_verify: bool,
+    pub updated_at: Option<String>,
+}
+
+impl DirectorySettings {
+    pub fn defaults(kind: DirectoryKind) -> DirectorySettings {
+        DirectorySettings {
+            kind,
+            enabled: false,
+            server_uris: vec![],
+            starttls: false,
+            bind_dn: String::new(),
+            bind_password_set: false,
+            search_ous: String::new(),
+            search_filter: "(cn=%(user)s)".into(),
+            attr_map: r#"{"username":"cn","name":"sn","email":"mail"}"#.into(),
+            group_mode: GroupMode::Attribute,
+            group_base: String::new(),
+            group_filter: "(member={0})".into(),
+            nested_groups: false,
+            group_mappings: vec![],
+            connect_timeout_secs: 5,
+            op_timeout_secs: 10,
+            page_size: 1000,
+            dn_cache_secs: 300,
+            ca_pem: String::new(),
+            client_cert_pem: String::new(),
+            client_key_set: false,
+            skip_verify: false,
+            updated_at: None,
+        }
+    }
+}
+
+/// A directory configuration as written by a form or the API. Secrets are
+/// write-only: `None` keeps the stored value, `Some("")` clears it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DirectoryInput {
+    #[serde(default)]
+    pub enabled: bool,
+    pub server_uris: Vec<String>,
+    #[serde(default)]
+    pub starttls: bool,
+    #[serde(default)]
+    pub bind_dn: String,
+    #[serde(default)]
+    pub bind_password: Option<String>,
+    pub search_ous: String,
+    #[serde(default = "default_filter")]
+    pub search_filter: String,
+    #[serde(default = "default_attr_map")]
+    pub attr_map: String,
+    #[serde(default)]
+    pub group_mode: GroupMode,
+    #[serde(default)]
+    pub group_base: String,
+    #[serde(default = "default_group_filter")]
+    pub group_filter: String,
+    #[serde(default)]
+    pub nested_groups: bool,
+    #[serde(default)]
+    pub group_mappings: Vec<GroupMapping>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: i64,
+    #[serde(default = "default_op_timeout")]
+    pub op_timeout_secs: i64,
+    #[serde(default = "default_page_size")]
+    pub page_size: i64,
+    #[serde(default = "default_dn_cache")]
+    pub dn_cache_secs: i64,
+    #[serde(default)]
+    pub ca_pem: String,
+    #[serde(default)]
+    pub client_cert_pem: String,
+    #[serde(default)]
+    pub client_key_pem: Option<String>,
+    #[serde(default)]
+    pub skip_verify: bool,
+}
+
+fn default_filter() -> String {
+    "(cn=%(user)s)".into()
+}
+fn default_attr_map() -> String {
+    r#"{"username":"cn","name":"sn","email":"mail"}"#.into()
+}
+fn default_group_filter() -> String {
+    "(member={0})".into()
+}
+fn default_connect_timeout() -> i64 {
+    5
+}
+fn default_op_timeout() -> i64 {
+    10
+}
+fn default_page_size() -> i64 {
+    1000
+}
+fn default_dn_cache() -> i64 {
+    300
+}
+
+/// One step of a connection test, with its time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ProbeStep {
+    /// `parse`, `tcp`, `tls`, `bind`, `search_ou`, `count`, `sample`.
+    pub step: String,
+    pub ok: bool,
+    pub millis: i64,
+    /// What was found, or why it failed, in plain words.
+    pub detail: String,
+    /// The LDAP result code of a failed operation.
+    pub ldap_code: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ServerProbe {
+    pub uri: String,
+    pub ok: bool,
+    pub steps: Vec<ProbeStep>,
+}
+
+/// A user as the directory's attribute map makes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct MappedUser {
+    pub dn: String,
+    pub username: String,
+    pub name: String,
+    pub email: String,
+    pub is_active: bool,
+    pub phone: String,
+    pub comment: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ProbeReport {
+    pub ok: bool,
+    pub servers: Vec<ServerProbe>,
+    pub user_count: Option<i64>,
+    pub sample: Vec<MappedUser>,
+}
+
+/// A certificate a directory server presented ("Fetch certificate").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CertificateDetails {
+    pub subject: String,
+    pub issuer: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub days_left: i64,
+    /// Expires in less than 30 days.
+    pub expiring: bool,
+    /// A CA certificate: can be trusted as the directory's CA.
+    pub is_ca: bool,
+    /// SHA-256 of the DER, `AB:CD:…`.
+    pub sha256: String,
+    pub pem: String,
+}
+
+/// What one server presented.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ServerCertificates {
+    pub uri: String,
+    pub certificates: Vec<CertificateDetails>,
+    pub error: Option<String>,
+}
+
+/// Result of "Test login".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LoginTestReport {
+    /// Would this person be let into Bindery?
+    pub allowed: bool,
+    /// One line for the verdict, in plain words.
+    pub verdict: String,
+    pub server: Option<String>,
+    pub dn: Option<String>,
+    /// `not checked` (lookup only), `ok`, or the failure in words.
+    pub bind: String,
+    pub ldap_code: Option<i64>,
+    /// AD sub-code such as `52e`, when the directory gave one.
+    pub ad_subcode: Option<String>,
+    /// `active`, `disabled`, `locked`, `expired`, `must change password`.
+    pub account_state: String,
+    pub user: Option<MappedUser>,
+    pub local_user: Option<String>,
+    /// The role and organisations the group mapping gives (None: no mapping matched).
+    pub mapped_role: Option<Role>,
+    pub mapped_organisations: Vec<String>,
+    pub steps: Vec<ProbeStep>,
+}

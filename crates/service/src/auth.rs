@@ -1,0 +1,459 @@
+//! Logins, sessions, API tokens and lockout.
+
+use std::time::Instant;
+
+use bindery_model::{ApiToken, CreatedApiToken, CurrentUser, Lockout, NewApiToken, Role, UserSource};
+use bindery_store::{NewLoginEvent, UserRow};
+
+use crate::logs::j;
+use crate::util::{self, now_ms};
+use crate::{Actor, AuthVia, Error, Principal, Result, Secret, Service};
+
+pub const SESSION_COOKIE: &str = "bindery_session";
+
+/// Where a request came from (for lockout and the logs).
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// What a successful sign-in issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issue {
+    /// A console session (cookie).
+    Session,
+    /// A short-lived bearer token for the REST API.
+    Bearer,
+    /// A long-lived API key for the REST API (replaces the previous one).
+    ApiKey,
+}
+
+pub const BEARER_TOKEN_NAME: &str = "authn/ldap bearer token";
+pub const API_KEY_NAME: &str = "authn/ldap API key";
+
+/// A credential issued at sign-in.
+#[derive(Debug)]
+pub struct Issued {
+    pub secret: Secret,
+    pub must_change_password: bool,
+    pub expires_at: Option<i64>,
+}
+
+/// A successful login: the new session's cookie value.
+#[derive(Debug)]
+pub struct LoginSuccess {
+    pub session_token: Secret,
+    pub must_change_password: bool,
+}
+
+/// A failed login. The reason is for the login log only: callers show the
+/// person one generic message whatever it says (security checklist item 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginFailure {
+    pub reason: String,
+}
+
+impl LoginFailure {
+    /// The only thing a failed login ever tells the person trying.
+    pub const GENERIC_MESSAGE: &'static str = "Invalid username or password.";
+}
+
+fn fail(reason: impl Into<String>) -> LoginFailure {
+    LoginFailure { reason: reason.into() }
+}
+
+fn principal_of(u: &UserRow, via: AuthVia) -> Principal {
+    Principal {
+        user_id: u.id,
+        username: u.username.clone(),
+        name: u.name.clone(),
+        role: Role::parse(&u.role).unwrap_or(Role::User),
+        must_change_password: u.must_change_password != 0,
+        via,
+    }
+}
+
+pub(crate) fn user_key(username_key: &str) -> String {
+    format!("user:{username_key}")
+}
+
+fn ip_key(ip: &str) -> String {
+    format!("ip:{ip}")
+}
+
+impl Service {
+    /// Authenticate a person with a username and password and open a
+    /// session. Failures all look the same to the caller and take at least
+    /// [`crate::Options::min_failure_delay`].
+    pub async fn login(&self, username: &str, password: &str, client: &ClientInfo, method: &str) -> Result<LoginSuccess, LoginFailure> {
+        let issued = self.sign_in(username, password, client, method, Issue::Session).await?;
+        Ok(LoginSuccess { session_token: issued.secret, must_change_password: issued.must_change_password })
+    }
+
+    /// Authenticate and issue a credential: a console session, a short-lived
+    /// bearer token, or an API key. One path for all, so the policy, the
+    /// lockout, the generic failure and its minimum time are the same.
+    pub async fn sign_in(
+        &self,
+        username: &str,
+        password: &str,
+        client: &ClientInfo,
+        method: &str,
+        issue: Issue,
+    ) -> Result<Issued, LoginFailure> {
+        let started = Instant::now();
+        let outcome = self.try_login(username, password, client, issue).await;
+        let now = now_ms();
+        let (success, reason) = match &outcome {
+            Ok(_) => (true, String::new()),
+            Err(f) => (false, f.reason.clone()),
+        };
+        let logged_name: String = username.trim().chars().take(128).collect();
+        if let Err(e) = self
+            .store
+            .insert_login_event(&NewLoginEvent {
+                at: now,
+                username: &logged_name,
+                ip: &client.ip,
+                user_agent: &client.user_agent,
+                success,
+                reason: &reason,
+                method,
+            })
+            .await
+        {
+            tracing::error!(error = %e, "could not write the login log");
+        }
+        if success {
+            tracing::info!(user = %logged_name, ip = %client.ip, "login succeeded");
+        } else {
+            tracing::info!(user = %logged_name, ip = %client.ip, reason = %reason, "login failed");
+            let elapsed = started.elapsed();
+            if elapsed < self.options.min_failure_delay {
+                tokio::time::sleep(self.options.min_failure_delay - elapsed).await;
+            }
+        }
+        outcome
+    }
+
+    async fn try_login(&self, username: &str, password: &str, client: &ClientInfo, issue: Issue) -> Result<Issued, LoginFailure> {
+        let key = util::username_key(username);
+        if key.is_empty() {
+            return Err(fail("empty username"));
+        }
+        // An LDAP simple bind with an empty password is an unauthenticated
+        // bind that "succeeds" (RFC 4513 §5.1.2): refuse before anything else.
+        if password.trim().is_empty() {
+            return Err(fail("empty password"));
+        }
+        if key.chars().count() > 256 || password.len() > 1024 {
+            return Err(fail("input too long"));
+        }
+        let store_err = |e: bindery_store::Error| {
+            tracing::error!(error = %e, "store error during login");
+            fail("internal error")
+        };
+        let security = self.security_settings().await.map_err(|_| fail("internal error"))?;
+        let since = now_ms() - security.lockout_window_minutes * 60_000;
+        let ukey = user_key(&key);
+        let ikey = ip_key(&client.ip);
+        if self.store.count_failures(&ukey, since).await.map_err(store_err)? >= security.lockout_max_failures {
+            return Err(fail("locked out: too many failures for this username"));
+        }
+        if !client.ip.is_empty() && self.store.count_failures(&ikey, since).await.map_err(store_err)? >= security.lockout_max_failures {
+            return Err(fail("locked out: too many failures from this address"));
+        }
+
+        let user = self.store.find_user(&key).await.map_err(store_err)?;
+        let checked = match user {
+            // Local users authenticate locally, and only locally.
+            Some(u) if u.source == UserSource::Local.as_str() => match &u.password_hash {
+                Some(hash) if util::verify_password(password, hash) => {
+                    if u.is_active == 0 {
+                        Err(fail("account disabled"))
+                    } else {
+                        Ok(u)
+                    }
+                }
+                _ => Err(fail("wrong password")),
+            },
+            // Directory users (and unknown names) go to the directories.
+            other => self.directory_login(other, username.trim(), &key, password).await,
+        };
+        let u = match checked {
+            Ok(u) => u,
+            Err(f) => {
+                let mut keys = vec![ukey.as_str()];
+                if !client.ip.is_empty() {
+                    keys.push(ikey.as_str());
+                }
+                self.store.record_failure(&keys, now_ms()).await.map_err(store_err)?;
+                return Err(f);
+            }
+        };
+        if issue != Issue::Session && u.source == UserSource::Local.as_str() {
+            // The /authn/ldap endpoints are for directory users; local
+            // users sign in to the console.
+            return Err(fail("local user: the directory authentication endpoints are for directory users"));
+        }
+        self.store.clear_failures(&ukey).await.map_err(store_err)?;
+        let now = now_ms();
+        self.store.touch_last_login(u.id, now).await.map_err(store_err)?;
+        let must_change_password = u.must_change_password != 0;
+        match issue {
+            Issue::Session => {
+                // A new random session on every login: the old cookie (if
+                // any) is never promoted, which rules out session fixation.
+                let token = util::random_token();
+                self.store.insert_session(&util::token_hash(&token), u.id, &client.ip, &client.user_agent, now).await.map_err(store_err)?;
+                Ok(Issued { secret: Secret::new(token), must_change_password, expires_at: None })
+            }
+            Issue::Bearer => {
+                let minutes = self.security_settings().await.map_err(|_| fail("internal error"))?.bearer_token_minutes;
+                let secret = format!("bdy_{}", util::random_token());
+                let expires = now + minutes * 60_000;
+                let prefix: String = secret.chars().take(10).collect();
+                self.store
+                    .insert_api_token(u.id, BEARER_TOKEN_NAME, &util::token_hash(&secret), &prefix, &u.username, Some(expires), now)
+                    .await
+                    .map_err(store_err)?;
+                Ok(Issued { secret: Secret::new(secret), must_change_password, expires_at: Some(expires) })
+            }
+            Issue::ApiKey => {
+                // One API key per user from this endpoint: a new one replaces the old.
+                for t in self.store.list_api_tokens(Some(u.id)).await.map_err(store_err)? {
+                    if t.name == API_KEY_NAME && t.revoked_at.is_none() {
+                        self.store.revoke_api_token(t.id, now).await.map_err(store_err)?;
+                    }
+                }
+                let secret = format!("bdy_{}", util::random_token());
+                let prefix: String = secret.chars().take(10).collect();
+                self.store
+                    .insert_api_token(u.id, API_KEY_NAME, &util::token_hash(&secret), &prefix, &u.username, None, now)
+                    .await
+                    .map_err(store_err)?;
+                Ok(Issued { secret: Secret::new(secret), must_change_password, expires_at: None })
+            }
+        }
+    }
+
+    /// The principal behind a session cookie, if the session is still valid.
+    /// Expired sessions and sessions of disabled users are removed.
+    pub async fn session_principal(&self, token: &str) -> Result<Option<Principal>> {
+        let hash = util::token_hash(token);
+        let Some(s) = self.store.get_session(&hash).await? else {
+            return Ok(None);
+        };
+        let basic = self.basic_settings().await?;
+        let now = now_ms();
+        let idle_ok = now - s.last_seen_at <= basic.session_idle_minutes * 60_000;
+        let absolute_ok = now - s.created_at <= basic.session_absolute_hours * 3_600_000;
+        let user = self.store.get_user(s.user_id).await?;
+        match user {
+            Some(u) if idle_ok && absolute_ok && u.is_active != 0 => {
+                // Write the activity time at most every 30 s.
+                if now - s.last_seen_at > 30_000 {
+                    self.store.touch_session(&hash, now).await?;
+                }
+                Ok(Some(principal_of(&u, AuthVia::Session)))
+            }
+            _ => {
+                self.store.delete_session(&hash).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    pub async fn logout(&self, token: &str) -> Result<()> {
+        self.store.delete_session(&util::token_hash(token)).await?;
+        Ok(())
+    }
+
+    pub async fn current_user(&self, p: &Principal) -> CurrentUser {
+        CurrentUser {
+            id: p.user_id,
+            username: p.username.clone(),
+            name: p.name.clone(),
+            role: p.role,
+            must_change_password: p.must_change_password,
+        }
+    }
+
+    /// Change one's own password (also the forced change after a one-time
+    /// password). Ends every other session of the user.
+    pub async fn change_password(&self, actor: &Actor, current: &str, new: &str, confirm: &str, keep_session: Option<&str>) -> Result<()> {
+        let u = self.store.get_user(actor.principal.user_id).await?.ok_or(Error::NotFound("user"))?;
+        let Some(hash) = u.password_hash.as_deref().filter(|_| u.source == "local") else {
+            return Err(Error::field("current_password", "directory users change their password in the directory"));
+        };
+        if !util::verify_password(current, hash) {
+            return Err(Error::field("current_password", "the current password is not correct"));
+        }
+        let mut errors = self.password_problems("new_password", new, Some(&u.username)).await?;
+        if new != confirm {
+            errors.push(bindery_model::FieldError::new("confirm_password", "the two passwords differ"));
+        }
+        if new == current {
+            errors.push(bindery_model::FieldError::new("new_password", "choose a password different from the current one"));
+        }
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let now = now_ms();
+        self.store.set_password(u.id, &util::hash_password(new)?, false, now).await?;
+        self.store.delete_user_sessions(u.id).await?;
+        if let Some(token) = keep_session {
+            self.store.insert_session(&util::token_hash(token), u.id, &actor.ip, "", now).await?;
+        }
+        self.audit(actor, "user.change_password", &format!("user:{}", u.username), None, None).await;
+        Ok(())
+    }
+
+    /// What is wrong with a proposed password (empty when nothing).
+    pub(crate) async fn password_problems(
+        &self,
+        field: &str,
+        password: &str,
+        username: Option<&str>,
+    ) -> Result<Vec<bindery_model::FieldError>> {
+        let min = self.security_settings().await?.min_password_length;
+        let mut errors = Vec::new();
+        if (password.chars().count() as i64) < min {
+            errors.push(bindery_model::FieldError::new(field, format!("must be at least {min} characters")));
+        } else if password.trim().is_empty() {
+            errors.push(bindery_model::FieldError::new(field, "must not be blank"));
+        } else if password.len() > 1024 {
+            errors.push(bindery_model::FieldError::new(field, "must be at most 1024 bytes"));
+        } else if username.is_some_and(|u| util::username_key(u) == util::username_key(password)) {
+            errors.push(bindery_model::FieldError::new(field, "must not be the username"));
+        }
+        Ok(errors)
+    }
+
+    // ----- API tokens ----------------------------------------------------
+
+    /// The principal behind an API token (`Authorization: Bearer …`).
+    pub async fn token_principal(&self, secret: &str) -> Result<Option<Principal>> {
+        let Some(t) = self.store.find_api_token(&util::token_hash(secret)).await? else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        if t.revoked_at.is_some() || t.expires_at.is_some_and(|e| e <= now) {
+            return Ok(None);
+        }
+        let Some(u) = self.store.get_user(t.user_id).await?.filter(|u| u.is_active != 0) else {
+            return Ok(None);
+        };
+        if t.last_used_at.is_none_or(|l| now - l > 30_000) {
+            self.store.touch_api_token(t.id, now).await?;
+        }
+        let mut p = principal_of(&u, AuthVia::ApiToken);
+        // A token is issued by an admin for automation; the one-time
+        // password rule concerns the console login only.
+        p.must_change_password = false;
+        Ok(Some(p))
+    }
+
+    pub async fn create_api_token(&self, actor: &Actor, input: &NewApiToken) -> Result<CreatedApiToken> {
+        actor.require_admin()?;
+        let name = input.name.trim();
+        let mut errors = Vec::new();
+        if name.is_empty() || name.chars().count() > 64 {
+            errors.push(bindery_model::FieldError::new("name", "give the token a name of 1 to 64 characters"));
+        }
+        if let Some(d) = input.expires_in_days {
+            if !(1..=3650).contains(&d) {
+                errors.push(bindery_model::FieldError::new("expires_in_days", "must be between 1 and 3650 days"));
+            }
+        }
+        let user_id = input.user_id.unwrap_or(actor.principal.user_id);
+        let owner = self.store.get_user(user_id).await?;
+        if owner.is_none() {
+            errors.push(bindery_model::FieldError::new("user_id", "no such user"));
+        }
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let now = now_ms();
+        let secret = format!("bdy_{}", util::random_token());
+        let prefix: String = secret.chars().take(10).collect();
+        let expires_at = input.expires_in_days.map(|d| now + d * 86_400_000);
+        let id = self
+            .store
+            .insert_api_token(user_id, name, &util::token_hash(&secret), &prefix, &actor.principal.username, expires_at, now)
+            .await?;
+        let row = self.store.get_api_token(id).await?.ok_or(Error::NotFound("token"))?;
+        let token = token_dto(&row);
+        self.audit(actor, "token.create", &format!("token:{id}"), None, Some(j(&token))).await;
+        Ok(CreatedApiToken { token, secret })
+    }
+
+    pub async fn list_api_tokens(&self, actor: &Actor) -> Result<Vec<ApiToken>> {
+        actor.require_reader()?;
+        Ok(self.store.list_api_tokens(None).await?.iter().map(token_dto).collect())
+    }
+
+    pub async fn revoke_api_token(&self, actor: &Actor, id: i64) -> Result<()> {
+        actor.require_admin()?;
+        let before = self.store.get_api_token(id).await?.ok_or(Error::NotFound("token"))?;
+        self.store.revoke_api_token(id, now_ms()).await?;
+        self.audit(actor, "token.revoke", &format!("token:{id}"), Some(j(&token_dto(&before))), None).await;
+        Ok(())
+    }
+
+    // ----- lockout -------------------------------------------------------
+
+    pub async fn list_lockouts(&self, actor: &Actor) -> Result<Vec<Lockout>> {
+        actor.require_reader()?;
+        let s = self.security_settings().await?;
+        let since = now_ms() - s.lockout_window_minutes * 60_000;
+        Ok(self
+            .store
+            .locked_keys(since, s.lockout_max_failures)
+            .await?
+            .into_iter()
+            .map(|r| Lockout { key: r.key, failures: r.failures, last_failure_at: util::fmt_ts(r.last_at) })
+            .collect())
+    }
+
+    /// Lift a lockout: `user:<name>` or `ip:<address>`.
+    pub async fn unlock(&self, actor: &Actor, key: &str) -> Result<()> {
+        actor.require_admin()?;
+        let key = match key.split_once(':') {
+            Some(("user", name)) => user_key(&util::username_key(name)),
+            Some(("ip", addr)) if !addr.trim().is_empty() => ip_key(addr.trim()),
+            _ => return Err(Error::field("key", "expected user:<name> or ip:<address>")),
+        };
+        let cleared = self.store.clear_failures(&key).await?;
+        self.audit(actor, "lockout.unlock", &key, Some(serde_json::json!({ "failures": cleared })), None).await;
+        Ok(())
+    }
+
+    /// Every `user:<key>` currently locked out.
+    pub(crate) async fn locked_user_keys(&self) -> Result<std::collections::HashSet<String>> {
+        let s = self.security_settings().await?;
+        let since = now_ms() - s.lockout_window_minutes * 60_000;
+        Ok(self
+            .store
+            .locked_keys(since, s.lockout_max_failures)
+            .await?
+            .into_iter()
+            .map(|r| r.key)
+            .filter(|k| k.starts_with("user:"))
+            .collect())
+    }
+}
+
+fn token_dto(t: &bindery_store::ApiTokenRow) -> ApiToken {
+    ApiToken {
+        id: t.id,
+        name: t.name.clone(),
+        username: t.username.clone(),
+        prefix: t.prefix.clone(),
+        created_at: util::fmt_ts(t.created_at),
+        last_used_at: t.last_used_at.map(util::fmt_ts),
+        expires_at: t.expires_at.map(util::fmt_ts),
+        revoked: t.revoked_at.is_some(),
+    }
+}

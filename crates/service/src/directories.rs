@@ -1,0 +1,292 @@
+//! Directory settings ("LDAP", "LDAP HA"): stored with encrypted secrets,
+//! validated field by field, tested before saving.
+
+use bindery_directory::config::validate;
+use bindery_directory::{DirectoryConfig, Secret as DirSecret};
+use bindery_model::{DirectoryInput, DirectoryKind, DirectorySettings, FieldError, LoginTestReport, ProbeReport};
+use bindery_store::DirectoryRow;
+
+use crate::logs::j;
+use crate::util::{fmt_ts, now_ms};
+use crate::{Actor, Error, Result, Service};
+
+/// A stored configuration with its decrypted secrets.
+pub(crate) struct Stored {
+    pub(crate) settings: DirectorySettings,
+    bind_password: Option<DirSecret>,
+    client_key: Option<DirSecret>,
+}
+
+fn ctx(kind: DirectoryKind, what: &str) -> String {
+    format!("directory/{}/{what}", kind.as_str())
+}
+
+fn same_servers(a: &[String], b: &[String]) -> bool {
+    let norm = |v: &[String]| {
+        let mut v: Vec<String> = v.iter().map(|s| s.trim().trim_end_matches('/').to_ascii_lowercase()).filter(|s| !s.is_empty()).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let (a, b) = (norm(a), norm(b));
+    // Every server the secret would now go to received it before.
+    b.iter().all(|s| a.contains(s))
+}
+
+impl Service {
+    pub(crate) async fn load_directory(&self, kind: DirectoryKind) -> Result<Stored> {
+        let Some(row) = self.store.get_directory(kind.as_str()).await? else {
+            return Ok(Stored { settings: DirectorySettings::defaults(kind), bind_password: None, client_key: None });
+        };
+        let mut settings: DirectorySettings =
+            serde_json::from_str(&row.settings_json).map_err(|e| Error::Internal(format!("stored directory settings unreadable: {e}")))?;
+        let key = &self.options.secret_key;
+        let bind_password =
+            row.bind_password_enc.as_deref().map(|c| key.decrypt(&ctx(kind, "bind_password"), c)).transpose()?.map(DirSecret::new);
+        let client_key = row.client_key_enc.as_deref().map(|c| key.decrypt(&ctx(kind, "client_key"), c)).transpose()?.map(DirSecret::new);
+        settings.kind = kind;
+        settings.bind_password_set = bind_password.is_some();
+        settings.client_key_set = client_key.is_some();
+        settings.updated_at = Some(fmt_ts(row.updated_at));
+        Ok(Stored { settings, bind_password, client_key })
+    }
+
+    pub async fn list_directories(&self, actor: &Actor) -> Result<Vec<DirectorySettings>> {
+        actor.require_reader()?;
+        let mut out = Vec::new();
+        for kind in [DirectoryKind::Ldap, DirectoryKind::LdapHa] {
+            out.push(self.load_directory(kind).await?.settings);
+        }
+        Ok(out)
+    }
+
+    pub async fn get_directory(&self, actor: &Actor, kind: DirectoryKind) -> Result<DirectorySettings> {
+        actor.require_reader()?;
+        Ok(self.load_directory(kind).await?.settings)
+    }
+
+    /// Apply the write-only secret rules and validate. A stored secret is
+    /// reused only if every server it would go to already had it: changing
+    /// the server URIs requires re-entering the bind password.
+    pub(crate) fn resolve(stored: &Stored, input: &DirectoryInput) -> Result<DirectoryConfig> {
+        let servers_kept = same_servers(&stored.settings.server_uris, &input.server_uris);
+        let mut errors: Vec<FieldError> = Vec::new();
+        let bind_password = match input.bind_password.as_deref() {
+            Some(p) if !p.is_empty() => DirSecret::new(p),
+            _ => match &stored.bind_password {
+                Some(p) if servers_kept => p.clone(),
+                Some(_) => {
+                    errors.push(FieldError::new(
+                        "bind_password",
+                        "re-enter the bind password: the server URIs changed, and a stored password is never sent to a new host",
+                    ));
+                    DirSecret::new("x")
+                }
+                None => DirSecret::default(),
+            },
+        };
+        let client_key = match input.client_key_pem.as_deref() {
+            Some(k) if !k.trim().is_empty() => DirSecret::new(k),
+            _ if input.client_cert_pem.trim().is_empty() => DirSecret::default(),
+            _ => match &stored.client_key {
+                Some(k) if servers_kept => k.clone(),
+                Some(_) => {
+                    errors.push(FieldError::new("client_key_pem", "re-enter the client key: the server URIs changed"));
+                    DirSecret::default()
+                }
+                None => DirSecret::default(),
+            },
+        };
+        match validate(input, bind_password, client_key) {
+            Ok(cfg) if errors.is_empty() => Ok(cfg),
+            Ok(_) => Err(Error::Invalid(errors)),
+            Err(mut more) => {
+                more.retain(|e| !errors.iter().any(|x| x.field == e.field));
+                errors.extend(more);
+                Err(Error::Invalid(errors))
+            }
+        }
+    }
+
+    pub async fn save_directory(&self, actor: &Actor, kind: DirectoryKind, input: &DirectoryInput) -> Result<DirectorySettings> {
+        actor.require_admin()?;
+        let stored = self.load_directory(kind).await?;
+        self.check_mapped_organisations(input).await?;
+        let cfg = Self::resolve(&stored, input)?;
+        let now = now_ms();
+        let settings = DirectorySettings {
+            kind,
+            enabled: input.enabled,
+            server_uris: cfg.servers.iter().map(|s| s.to_string()).collect(),
+            starttls: cfg.starttls,
+            bind_dn: cfg.bind_dn.clone(),
+            bind_password_set: !cfg.bind_password.is_empty(),
+            search_ous: cfg.search_ous.join("|"),
+            search_filter: cfg.search_filter.clone(),
+            attr_map: input.attr_map.trim().to_string(),
+            group_mode: cfg.group_mode,
+            group_base: cfg.group_base.join("|"),
+            group_filter: cfg.group_filter.clone(),
+            nested_groups: cfg.nested_groups,
+            group_mappings: cfg.group_mappings.clone(),
+            connect_timeout_secs: input.connect_timeout_secs,
+            op_timeout_secs: input.op_timeout_secs,
+            page_size: input.page_size,
+            dn_cache_secs: input.dn_cache_secs,
+            ca_pem: cfg.ca_pem.trim().to_string(),
+            client_cert_pem: cfg.client_cert_pem.trim().to_string(),
+            client_key_set: !cfg.client_key_pem.is_empty(),
+            skip_verify: cfg.skip_verify,
+            updated_at: Some(fmt_ts(now)),
+        };
+        let key = &self.options.secret_key;
+        let row = DirectoryRow {
+            kind: kind.as_str().into(),
+            settings_json: serde_json::to_string(&settings).map_err(|e| Error::Internal(e.to_string()))?,
+            bind_password_enc: (!cfg.bind_password.is_empty())
+                .then(|| key.encrypt(&ctx(kind, "bind_password"), cfg.bind_password.expose()))
+                .transpose()?,
+            client_key_enc: (!cfg.client_key_pem.is_empty())
+                .then(|| key.encrypt(&ctx(kind, "client_key"), cfg.client_key_pem.expose()))
+                .transpose()?,
+            updated_at: now,
+        };
+        self.store.put_directory(&row).await?;
+        if settings.skip_verify {
+            tracing::warn!(directory = kind.as_str(), actor = %actor.principal.username, "TLS certificate verification switched OFF for this directory");
+        }
+        // Saving also clears the user DN cache of this directory (kept by the
+        // login path, which reads it together with the settings' timestamp).
+        self.audit(actor, "directory.update", &format!("directory:{}", kind.as_str()), Some(j(&stored.settings)), Some(j(&settings))).await;
+        Ok(settings)
+    }
+
+    /// Every organisation a group mapping names must exist.
+    async fn check_mapped_organisations(&self, input: &DirectoryInput) -> Result<()> {
+        let known: Vec<String> = self.store.list_organisations().await?.into_iter().map(|o| o.name.to_lowercase()).collect();
+        for (i, m) in input.group_mappings.iter().enumerate() {
+            if let Some(o) = m.organisations.iter().find(|o| !known.contains(&o.to_lowercase())) {
+                return Err(Error::field("group_mappings", format!("mapping {}: no organisation named {o:?}", i + 1)));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn delete_directory(&self, actor: &Actor, kind: DirectoryKind) -> Result<()> {
+        actor.require_admin()?;
+        let before = self.load_directory(kind).await?.settings;
+        if !self.store.delete_directory(kind.as_str()).await? {
+            return Err(Error::NotFound("directory configuration"));
+        }
+        self.audit(actor, "directory.delete", &format!("directory:{}", kind.as_str()), Some(j(&before)), None).await;
+        Ok(())
+    }
+
+    /// The stored configuration as an input (for testing what is saved).
+    pub(crate) fn stored_input(s: &DirectorySettings) -> DirectoryInput {
+        DirectoryInput {
+            enabled: s.enabled,
+            server_uris: s.server_uris.clone(),
+            starttls: s.starttls,
+            bind_dn: s.bind_dn.clone(),
+            bind_password: None,
+            search_ous: s.search_ous.clone(),
+            search_filter: s.search_filter.clone(),
+            attr_map: s.attr_map.clone(),
+            group_mode: s.group_mode,
+            group_base: s.group_base.clone(),
+            group_filter: s.group_filter.clone(),
+            nested_groups: s.nested_groups,
+            group_mappings: s.group_mappings.clone(),
+            connect_timeout_secs: s.connect_timeout_secs,
+            op_timeout_secs: s.op_timeout_secs,
+            page_size: s.page_size,
+            dn_cache_secs: s.dn_cache_secs,
+            ca_pem: s.ca_pem.clone(),
+            client_cert_pem: s.client_cert_pem.clone(),
+            client_key_pem: None,
+            skip_verify: s.skip_verify,
+        }
+    }
+
+    async fn config_for_test(&self, kind: DirectoryKind, input: Option<&DirectoryInput>) -> Result<(DirectoryConfig, Vec<String>)> {
+        let stored = self.load_directory(kind).await?;
+        let input = match input {
+            Some(i) => i.clone(),
+            None => Self::stored_input(&stored.settings),
+        };
+        let cfg = Self::resolve(&stored, &input)?;
+        let raw: Vec<String> = input.server_uris.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        Ok((cfg, raw))
+    }
+
+    /// "Test connection" on the given (unsaved) form values, or on the
+    /// stored configuration when `input` is `None`.
+    pub async fn test_directory_connection(
+        &self,
+        actor: &Actor,
+        kind: DirectoryKind,
+        input: Option<&DirectoryInput>,
+    ) -> Result<ProbeReport> {
+        actor.require_admin()?;
+        let (cfg, raw) = self.config_for_test(kind, input).await?;
+        Ok(bindery_directory::probe::test_connection(&cfg, &raw).await)
+    }
+
+    /// "Fetch certificate": the chain each server presents (no bind; nothing
+    /// is trusted). The admin may then trust a CA of it.
+    pub async fn fetch_directory_certificates(
+        &self,
+        actor: &Actor,
+        kind: DirectoryKind,
+        input: Option<&DirectoryInput>,
+    ) -> Result<Vec<bindery_model::ServerCertificates>> {
+        actor.require_admin()?;
+        let stored = self.load_directory(kind).await?;
+        let mut input = input.cloned().unwrap_or_else(|| Self::stored_input(&stored.settings));
+        // Only the handshake is needed: let an unset password not stop it.
+        if input.bind_password.as_deref().is_none_or(str::is_empty) {
+            input.bind_password = Some("unused".into());
+        }
+        let cfg = Self::resolve(
+            &Stored { settings: stored.settings.clone(), bind_password: None, client_key: stored.client_key.clone() },
+            &input,
+        )?;
+        let mut out = Vec::new();
+        for server in &cfg.servers {
+            let r = bindery_directory::conn::fetch_certificates(server, &cfg).await;
+            out.push(match r {
+                Ok(certificates) => bindery_model::ServerCertificates { uri: server.to_string(), certificates, error: None },
+                Err(f) => bindery_model::ServerCertificates { uri: server.to_string(), certificates: vec![], error: Some(f.message) },
+            });
+        }
+        Ok(out)
+    }
+
+    /// "Test login": never counts toward lockout, never uses the service
+    /// account's password as the user's.
+    pub async fn test_directory_login(
+        &self,
+        actor: &Actor,
+        kind: DirectoryKind,
+        input: Option<&DirectoryInput>,
+        username: &str,
+        password: Option<&str>,
+    ) -> Result<LoginTestReport> {
+        actor.require_admin()?;
+        if username.trim().is_empty() {
+            return Err(Error::field("username", "enter the username to test"));
+        }
+        let (cfg, _) = self.config_for_test(kind, input).await?;
+        let report = bindery_directory::authn::test_login(&cfg, username.trim(), password).await;
+        self.audit(
+            actor,
+            "directory.test_login",
+            &format!("directory:{}", kind.as_str()),
+            None,
+            Some(serde_json::json!({ "username": username, "allowed": report.allowed, "verdict": report.verdict })),
+        )
+        .await;
+        Ok(report)
+    }
+}

@@ -1,0 +1,179 @@
+//! Signing in with a directory password.
+//!
+//! LDAP first; LDAP HA only when every LDAP server is unreachable — a wrong
+//! password, an unknown or disabled user on a live directory is final and
+//! never falls through to another directory or to a local password.
+
+use bindery_model::{DirectoryKind, UserSource};
+use bindery_store::{NewUserRow, UserRow};
+
+use crate::auth::LoginFailure;
+use crate::util::{self, now_ms};
+use crate::Service;
+
+fn fail(reason: impl Into<String>) -> LoginFailure {
+    LoginFailure { reason: reason.into() }
+}
+
+impl Service {
+    pub(crate) async fn directory_login(
+        &self,
+        existing: Option<UserRow>,
+        username: &str,
+        key: &str,
+        password: &str,
+    ) -> Result<UserRow, LoginFailure> {
+        let mut outcome = None;
+        for kind in [DirectoryKind::Ldap, DirectoryKind::LdapHa] {
+            let stored = match self.load_directory(kind).await {
+                Ok(s) if s.settings.enabled => s,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::error!(directory = kind.as_str(), error = %e, "cannot load the directory configuration");
+                    continue;
+                }
+            };
+            let cfg = match Self::resolve(&stored, &Self::stored_input(&stored.settings)) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(directory = kind.as_str(), error = %e, "the stored directory configuration is invalid");
+                    continue;
+                }
+            };
+            match bindery_directory::authn::login(&cfg, username, password).await {
+                Ok((server, found)) => {
+                    let mapped = bindery_directory::authn::apply_mappings(&cfg, &found.user.groups);
+                    outcome = Some(Ok((kind, server, found, mapped)));
+                    break;
+                }
+                Err(e) if e.failure.unreachable => {
+                    tracing::warn!(directory = kind.as_str(), reason = %e.failure, "directory unreachable");
+                    outcome = Some(Err((kind, e)));
+                }
+                Err(e) => {
+                    outcome = Some(Err((kind, e)));
+                    break;
+                }
+            }
+        }
+        let store_err = |e: bindery_store::Error| {
+            tracing::error!(error = %e, "store error during directory login");
+            fail("internal error")
+        };
+        match outcome {
+            None => {
+                let _ = util::verify_password(password, util::dummy_hash());
+                Err(fail(if existing.is_some() { "directory user, but no directory is enabled" } else { "unknown user" }))
+            }
+            Some(Err((kind, e))) => {
+                if e.state == Some("disabled") {
+                    if let Some(u) = existing.as_ref().filter(|u| u.is_active != 0) {
+                        // Disabled in the directory: disabled here too, and
+                        // every session and token ends now.
+                        self.disable_directory_user(u).await.map_err(store_err)?;
+                    }
+                }
+                let what = if e.failure.unreachable { "unreachable" } else { "refused" };
+                Err(fail(format!("{} {what}: {}", kind.label(), e.failure.message)))
+            }
+            Some(Ok((kind, server, found, mapped))) => {
+                let mapped_orgs = match &mapped {
+                    Some((_, names)) => self.organisation_ids(names).await.map_err(store_err)?,
+                    None => vec![],
+                };
+                let dkey = util::username_key(&found.user.username);
+                let local = if dkey == key { existing } else { self.store.find_user(&dkey).await.map_err(store_err)? };
+                match local {
+                    Some(u) if u.source == UserSource::Local.as_str() => {
+                        Err(fail("a local user has this name: directory login refused (a name never works both ways)"))
+                    }
+                    Some(u) if u.is_active == 0 => Err(fail("account disabled in Bindery")),
+                    Some(u) => {
+                        tracing::debug!(user = %u.username, %server, "directory login");
+                        match mapped {
+                            // The directory's groups decide role and organisations.
+                            Some((role, _)) if role.as_str() != u.role || !mapped_orgs.is_empty() => {
+                                let orgs = (!mapped_orgs.is_empty()).then_some(mapped_orgs.as_slice());
+                                self.store
+                                    .update_user(
+                                        u.id,
+                                        &bindery_store::UserRowUpdate {
+                                            name: &u.name,
+                                            email: &u.email,
+                                            role: role.as_str(),
+                                            is_active: true,
+                                            organisation_ids: orgs,
+                                        },
+                                        now_ms(),
+                                    )
+                                    .await
+                                    .map_err(store_err)?;
+                                self.store.get_user(u.id).await.map_err(store_err)?.ok_or_else(|| fail("internal error"))
+                            }
+                            _ => Ok(u),
+                        }
+                    }
+                    None if self.security_settings().await.map_err(|_| fail("internal error"))?.only_imported_users => {
+                        Err(fail(format!("not imported: only imported users may log in ({} {server})", kind.label())))
+                    }
+                    None => {
+                        let email =
+                            if crate::accounts::email_problem(found.user.email.trim()).is_none() { found.user.email.trim() } else { "" };
+                        let orgs: Vec<i64> = if mapped_orgs.is_empty() {
+                            self.store.default_organisation().await.map_err(store_err)?.map(|o| o.id).into_iter().collect()
+                        } else {
+                            mapped_orgs.clone()
+                        };
+                        let role = mapped.as_ref().map(|(r, _)| *r).unwrap_or(bindery_model::Role::User);
+                        let source = match kind {
+                            DirectoryKind::Ldap => UserSource::Ldap,
+                            DirectoryKind::LdapHa => UserSource::LdapHa,
+                        };
+                        let id = self
+                            .store
+                            .insert_user(&NewUserRow {
+                                username: &found.user.username,
+                                username_key: &dkey,
+                                name: &found.user.name,
+                                email,
+                                role: role.as_str(),
+                                source: source.as_str(),
+                                is_active: true,
+                                // Never a usable local password.
+                                password_hash: None,
+                                must_change_password: false,
+                                external_id: Some(&found.dn),
+                                organisation_ids: &orgs,
+                                now: now_ms(),
+                            })
+                            .await
+                            .map_err(store_err)?;
+                        tracing::info!(user = %found.user.username, directory = kind.as_str(), "created a user at first directory login");
+                        self.store.get_user(id).await.map_err(store_err)?.ok_or_else(|| fail("internal error"))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Organisation ids by name (case-insensitive); unknown names are skipped.
+    async fn organisation_ids(&self, names: &[String]) -> Result<Vec<i64>, bindery_store::Error> {
+        let all = self.store.list_organisations().await?;
+        Ok(all.into_iter().filter(|o| names.iter().any(|n| n.eq_ignore_ascii_case(&o.name))).map(|o| o.id).collect())
+    }
+
+    async fn disable_directory_user(&self, u: &UserRow) -> Result<(), bindery_store::Error> {
+        let now = now_ms();
+        self.store
+            .update_user(
+                u.id,
+                &bindery_store::UserRowUpdate { name: &u.name, email: &u.email, role: &u.role, is_active: false, organisation_ids: None },
+                now,
+            )
+            .await?;
+        let sessions = self.store.delete_user_sessions(u.id).await?;
+        let tokens = self.store.revoke_user_api_tokens(u.id, now).await?;
+        tracing::warn!(user = %u.username, sessions, tokens, "disabled in the directory: disabled here, sessions and tokens revoked");
+        Ok(())
+    }
+}

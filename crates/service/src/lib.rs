@@ -1,0 +1,199 @@
+//! Bindery's use-cases. Every public operation that reads or changes
+//! administrative state takes the calling [`Actor`] and checks its role
+//! *here*, so the console's server functions and the REST API cannot
+//! disagree about who may do what.
+
+mod accounts;
+mod auth;
+pub mod crypto;
+mod directories;
+mod dirlogin;
+mod logs;
+mod secret;
+mod settings;
+pub mod util;
+
+use std::time::Duration;
+
+use bindery_model::{FieldError, Role};
+pub use bindery_store::{Backend, Store};
+
+pub use auth::{ClientInfo, Issue, Issued, LoginFailure, LoginSuccess, API_KEY_NAME, BEARER_TOKEN_NAME, SESSION_COOKIE};
+pub use crypto::SecretKey;
+pub use secret::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sign in first")]
+    Unauthenticated,
+    #[error("you are not allowed to do this")]
+    Forbidden,
+    #[error("change your one-time password first")]
+    PasswordChangeRequired,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("invalid input: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] bindery_store::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn field(field: &str, message: impl Into<String>) -> Error {
+        Error::Invalid(vec![FieldError::new(field, message)])
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthVia {
+    Session,
+    ApiToken,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: i64,
+    pub username: String,
+    pub name: String,
+    pub role: Role,
+    pub must_change_password: bool,
+    pub via: AuthVia,
+}
+
+/// The caller of an operation: who, and from where (for the audit log).
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub principal: Principal,
+    pub ip: String,
+}
+
+impl Actor {
+    /// Admins may change anything; nothing else may change anything.
+    pub fn require_admin(&self) -> Result<()> {
+        self.require_usable()?;
+        match self.principal.role {
+            Role::Admin => Ok(()),
+            Role::Auditor | Role::User => Err(Error::Forbidden),
+        }
+    }
+
+    /// Admins and auditors may read administrative pages.
+    pub fn require_reader(&self) -> Result<()> {
+        self.require_usable()?;
+        if self.principal.role.can_read_admin() {
+            Ok(())
+        } else {
+            Err(Error::Forbidden)
+        }
+    }
+
+    fn require_usable(&self) -> Result<()> {
+        if self.principal.must_change_password {
+            Err(Error::PasswordChangeRequired)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Tunables that come from the server's configuration, not the database.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Every failed login answer takes at least this long, whatever the
+    /// reason, so timing does not tell an unknown user from a bad password.
+    pub min_failure_delay: Duration,
+    /// Encrypts directory secrets at rest.
+    pub secret_key: SecretKey,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { min_failure_delay: Duration::from_millis(400), secret_key: SecretKey::generate() }
+    }
+}
+
+/// The application service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Service {
+    store: Store,
+    options: Options,
+}
+
+impl Service {
+    pub fn new(store: Store, options: Options) -> Service {
+        Service { store, options }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// First start: make sure the Default organisation and an `admin`
+    /// exist. Returns the one-time password when `admin` was created, for
+    /// the caller to print once.
+    pub async fn bootstrap(&self) -> Result<Option<Secret>> {
+        let now = util::now_ms();
+        if self.store.default_organisation().await?.is_none() {
+            self.store.insert_organisation("Default", true, now).await?;
+        }
+        let (users, _) = self.store.count_users().await?;
+        if users > 0 {
+            return Ok(None);
+        }
+        let password = util::random_password();
+        let hash = util::hash_password(password.expose())?;
+        let org = self.store.default_organisation().await?.map(|o| o.id);
+        self.store
+            .insert_user(&bindery_store::NewUserRow {
+                username: "admin",
+                username_key: "admin",
+                name: "Administrator",
+                email: "",
+                role: Role::Admin.as_str(),
+                source: "local",
+                is_active: true,
+                password_hash: Some(&hash),
+                must_change_password: true,
+                external_id: None,
+                organisation_ids: org.as_slice(),
+                now,
+            })
+            .await?;
+        Ok(Some(password))
+    }
+}
+
+/// What the HTTP layer learned about a request: put into the request's
+/// extensions by the server's middleware, read by server functions and REST
+/// handlers.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub principal: Option<Principal>,
+    pub client: ClientInfo,
+    /// The session cookie's value, when the request carried a valid one.
+    pub session_token: Option<String>,
+    /// Cookies get `Secure` when the console is reached over HTTPS.
+    pub secure: bool,
+}
+
+impl RequestContext {
+    /// The caller as an [`Actor`], or `Unauthenticated`.
+    pub fn actor(&self) -> Result<Actor> {
+        match &self.principal {
+            Some(p) => Ok(Actor { principal: p.clone(), ip: self.client.ip.clone() }),
+            None => Err(Error::Unauthenticated),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Clock, randomness and password hashing.
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rand::{distributions::Alphanumeric, Rng, RngCore};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result, Secret};
+
+pub fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+/// RFC 3339 in UTC, second precision, e.g. `2026-11-23T10:17:00Z`.
+pub fn fmt_ts(ms: i64) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).ok().and_then(|t| t.format(&fmt).ok()).unwrap_or_default()
+}
+
+/// Argon2id with the crate's default (OWASP-recommended) parameters.
+pub fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A hash to verify against when the user does not exist, so an unknown
+/// username costs the same Argon2 work as a wrong password.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("not-a-real-password").unwrap_or_default())
+}
+
+/// 20 alphanumeric characters (~119 bits): one-time passwords.
+pub fn random_password() -> Secret {
+    Secret::new(rand::thread_rng().sample_iter(&Alphanumeric).take(20).map(char::from).collect::<String>())
+}
+
+/// 32 random bytes, hex: session cookies and API token secrets.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Tokens are stored as SHA-256: they are high-entropy, so a fast hash
+/// suffices and a database leak yields nothing usable.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Usernames compare case-insensitively, Unicode-aware.
+pub fn username_key(username: &str) -> String {
+    username.trim().to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argon2id_round_trip() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("Correct horse", &h));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn timestamps_format_as_rfc3339() {
+        assert_eq!(fmt_ts(0), "1970-01-01T00:00:00Z");
+        assert_eq!(fmt_ts(1_795_000_000_123), "2026-11-18T11:06:40Z");
+    }
+
+    #[test]
+    fn username_keys_fold_unicode_case() {
+        assert_eq!(username_key(" ÉLODIE "), "élodie");
+        assert_eq!(username_key("Straße"), username_key("STRAßE"));
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let a = random_token();
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, random_token());
+        assert_eq!(token_hash(&a).len(), 64);
+        assert_ne!(token_hash(&a), a);
+    }
+}

@@ -1,0 +1,772 @@
+//! Persistence for Bindery: one sqlx [`AnyPool`] over embedded SQLite (the
+//! default) or PostgreSQL (several replicas sharing state), chosen by the
+//! database URL at run time.
+//!
+//! All SQL of the project lives in this crate. Queries are written once in
+//! the dialect both backends accept (`$1` placeholders, `RETURNING`, `LIMIT
+//! .. OFFSET`); DDL differs, so each backend has its own migrations folder.
+//! Timestamps are Unix milliseconds and booleans 0/1 integers so that every
+//! column decodes through the Any driver identically on both backends.
+
+mod rows;
+pub mod testing;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, ConnectOptions, Row};
+
+pub use rows::*;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL (expected sqlite:… or postgres://…)")]
+    UnsupportedUrl,
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+}
+
+impl Error {
+    /// True when the error is a violated UNIQUE constraint.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            Error::Database(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            Error::Conflict(_) => true,
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The database. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+/// Escape `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
+fn like_pattern(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('%');
+    for c in s.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+fn b(v: bool) -> i64 {
+    i64::from(v)
+}
+
+impl Store {
+    /// Connect and bring the schema up to date.
+    ///
+    /// `sqlite:path/to/file.db` (created if missing) or
+    /// `postgres://user@host:port/db`.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(Error::UnsupportedUrl);
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let opts = AnyConnectOptions::from_str(&url)?.log_statements(tracing::log::LevelFilter::Trace);
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL: readers never block the writer; NORMAL is
+                        // durable across application crashes in WAL mode.
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Cheap liveness check for `/healthz`.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ----- organisations -------------------------------------------------
+
+    pub async fn insert_organisation(&self, name: &str, is_default: bool, now: i64) -> Result<i64> {
+        let row = sqlx::query("INSERT INTO organisations (name, name_key, is_default, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
+            .bind(name)
+            .bind(name.to_lowercase())
+            .bind(b(is_default))
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unique("organisation"))?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn default_organisation(&self) -> Result<Option<OrganisationRow>> {
+        Ok(sqlx::query_as(ORG_SELECT_DEFAULT).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn list_organisations(&self) -> Result<Vec<OrganisationRow>> {
+        Ok(sqlx::query_as(&format!(
+            "{ORG_SELECT} GROUP BY o.id, o.name, o.is_default, o.created_at ORDER BY o.is_default DESC, o.name_key"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn get_organisation(&self, id: i64) -> Result<Option<OrganisationRow>> {
+        Ok(sqlx::query_as(&format!("{ORG_SELECT} WHERE o.id = $1 GROUP BY o.id, o.name, o.is_default, o.created_at"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn rename_organisation(&self, id: i64, name: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE organisations SET name = $1, name_key = $2 WHERE id = $3")
+            .bind(name)
+            .bind(name.to_lowercase())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unique("organisation"))?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn delete_organisation(&self, id: i64) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM organisations WHERE id = $1 AND is_default = 0").bind(id).execute(&self.pool).await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    // ----- users -----------------------------------------------------------
+
+    pub async fn insert_user(&self, u: &NewUserRow<'_>) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
+             must_change_password, external_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING id",
+        )
+        .bind(u.username)
+        .bind(u.username_key)
+        .bind(u.name)
+        .bind(u.email)
+        .bind(u.role)
+        .bind(u.source)
+        .bind(b(u.is_active))
+        .bind(u.password_hash)
+        .bind(b(u.must_change_password))
+        .bind(u.external_id)
+        .bind(u.now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unique("user"))?;
+        let id: i64 = row.try_get(0)?;
+        for org in u.organisation_ids {
+            sqlx::query("INSERT INTO user_organisations (user_id, organisation_id) VALUES ($1, $2)")
+                .bind(id)
+                .bind(*org)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn get_user(&self, id: i64) -> Result<Option<UserRow>> {
+        Ok(sqlx::query_as(&format!("{USER_SELECT} WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?)
+    }
+
+    /// Look a user up by the case-folded username.
+    pub async fn find_user(&self, username_key: &str) -> Result<Option<UserRow>> {
+        Ok(sqlx::query_as(&format!("{USER_SELECT} WHERE username_key = $1")).bind(username_key).fetch_optional(&self.pool).await?)
+    }
+
+    /// One page of users, newest last, matching `search` in username, name or email.
+    pub async fn list_users(&self, search: Option<&str>, limit: i64, offset: i64) -> Result<(Vec<UserRow>, i64)> {
+        let (filter, pattern) = match search {
+            Some(s) => (
+                " WHERE (username_key LIKE $1 ESCAPE '\\' OR lower(name) LIKE $1 ESCAPE '\\' OR lower(email) LIKE $1 ESCAPE '\\')",
+                Some(like_pattern(s)),
+            ),
+            None => ("", None),
+        };
+        let total: i64 = {
+            let q = format!("SELECT COUNT(*) FROM users{filter}");
+            let mut q = sqlx::query(&q);
+            if let Some(p) = &pattern {
+                q = q.bind(p.clone());
+            }
+            q.fetch_one(&self.pool).await?.try_get(0)?
+        };
+        let (l, o) = if pattern.is_some() { ("$2", "$3") } else { ("$1", "$2") };
+        let sql = format!("{USER_SELECT}{filter} ORDER BY username_key LIMIT {l} OFFSET {o}");
+        let mut q = sqlx::query_as::<Any, UserRow>(&sql);
+        if let Some(p) = pattern {
+            q = q.bind(p);
+        }
+        let rows = q.bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        Ok((rows, total))
+    }
+
+    pub async fn update_user(&self, id: i64, u: &UserRowUpdate<'_>, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query("UPDATE users SET name = $1, email = $2, role = $3, is_active = $4, updated_at = $5 WHERE id = $6")
+            .bind(u.name)
+            .bind(u.email)
+            .bind(u.role)
+            .bind(b(u.is_active))
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(orgs) = u.organisation_ids {
+            sqlx::query("DELETE FROM user_organisations WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+            for org in orgs {
+                sqlx::query("INSERT INTO user_organisations (user_id, organisation_id) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(*org)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn set_password(&self, id: i64, hash: &str, must_change: bool, now: i64) -> Result<bool> {
+        let r = sqlx::query("UPDATE users SET password_hash = $1, must_change_password = $2, updated_at = $3 WHERE id = $4")
+            .bind(hash)
+            .bind(b(must_change))
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn touch_last_login(&self, id: i64, now: i64) -> Result<()> {
+        sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2").bind(now).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn delete_user(&self, id: i64) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn count_users(&self) -> Result<(i64, i64)> {
+        let row = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(is_active), 0) AS BIGINT) FROM users").fetch_one(&self.pool).await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// (user id, organisation) pairs for the given users.
+    pub async fn organisations_of(&self, user_ids: &[i64]) -> Result<Vec<MembershipRow>> {
+        self.memberships(
+            "SELECT uo.user_id AS owner_id, o.id AS id, o.name AS name FROM user_organisations uo \
+             JOIN organisations o ON o.id = uo.organisation_id WHERE uo.user_id IN ({ids}) ORDER BY o.name_key",
+            user_ids,
+        )
+        .await
+    }
+
+    /// (user id, group) pairs for the given users.
+    pub async fn groups_of(&self, user_ids: &[i64]) -> Result<Vec<MembershipRow>> {
+        self.memberships(
+            "SELECT gm.user_id AS owner_id, g.id AS id, g.name AS name FROM group_members gm \
+             JOIN user_groups g ON g.id = gm.group_id WHERE gm.user_id IN ({ids}) ORDER BY g.name_key",
+            user_ids,
+        )
+        .await
+    }
+
+    /// (group id, member) pairs for the given groups.
+    pub async fn members_of(&self, group_ids: &[i64]) -> Result<Vec<MembershipRow>> {
+        self.memberships(
+            "SELECT gm.group_id AS owner_id, u.id AS id, u.username AS name FROM group_members gm \
+             JOIN users u ON u.id = gm.user_id WHERE gm.group_id IN ({ids}) ORDER BY u.username_key",
+            group_ids,
+        )
+        .await
+    }
+
+    async fn memberships(&self, template: &str, ids: &[i64]) -> Result<Vec<MembershipRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // ids are i64 from our own rows: formatting them cannot inject SQL,
+        // and one IN list is one round trip for a whole page.
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let sql = template.replace("{ids}", &list);
+        Ok(sqlx::query_as(&sql).fetch_all(&self.pool).await?)
+    }
+
+    // ----- groups ------------------------------------------------------------
+
+    pub async fn insert_group(&self, name: &str, description: &str, source: &str, members: &[i64], now: i64) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO user_groups (name, name_key, description, source, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(name)
+        .bind(name.to_lowercase())
+        .bind(description)
+        .bind(source)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unique("group"))?;
+        let id: i64 = row.try_get(0)?;
+        for m in members {
+            sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2)").bind(id).bind(*m).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn update_group(&self, id: i64, name: &str, description: &str, members: &[i64]) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query("UPDATE user_groups SET name = $1, name_key = $2, description = $3 WHERE id = $4")
+            .bind(name)
+            .bind(name.to_lowercase())
+            .bind(description)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unique("group"))?;
+        sqlx::query("DELETE FROM group_members WHERE group_id = $1").bind(id).execute(&mut *tx).await?;
+        for m in members {
+            sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2)").bind(id).bind(*m).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn list_groups(&self) -> Result<Vec<GroupRow>> {
+        Ok(sqlx::query_as("SELECT id, name, description, source, created_at FROM user_groups ORDER BY name_key")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn get_group(&self, id: i64) -> Result<Option<GroupRow>> {
+        Ok(sqlx::query_as("SELECT id, name, description, source, created_at FROM user_groups WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn delete_group(&self, id: i64) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM user_groups WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn count_groups_and_orgs(&self) -> Result<(i64, i64)> {
+        let g: i64 = sqlx::query("SELECT COUNT(*) FROM user_groups").fetch_one(&self.pool).await?.try_get(0)?;
+        let o: i64 = sqlx::query("SELECT COUNT(*) FROM organisations").fetch_one(&self.pool).await?.try_get(0)?;
+        Ok((g, o))
+    }
+
+    // ----- sessions ----------------------------------------------------------
+
+    pub async fn insert_session(&self, token_hash: &str, user_id: i64, ip: &str, user_agent: &str, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, ip, user_agent) VALUES ($1, $2, $3, $3, $4, $5)")
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(now)
+            .bind(ip)
+            .bind(user_agent)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_session(&self, token_hash: &str) -> Result<Option<SessionRow>> {
+        Ok(sqlx::query_as("SELECT token_hash, user_id, created_at, last_seen_at FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn touch_session(&self, token_hash: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2").bind(now).bind(token_hash).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Revoke every session of a user; returns how many ended.
+    pub async fn delete_user_sessions(&self, user_id: i64) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+        Ok(r.rows_affected())
+    }
+
+    pub async fn purge_sessions(&self, idle_before: i64, created_before: i64) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM sessions WHERE last_seen_at < $1 OR created_at < $2")
+            .bind(idle_before)
+            .bind(created_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    // ----- API tokens --------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_api_token(
+        &self,
+        user_id: i64,
+        name: &str,
+        token_hash: &str,
+        prefix: &str,
+        created_by: &str,
+        expires_at: Option<i64>,
+        now: i64,
+    ) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO api_tokens (user_id, name, token_hash, prefix, created_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(user_id)
+        .bind(name)
+        .bind(token_hash)
+        .bind(prefix)
+        .bind(created_by)
+        .bind(now)
+        .bind(expires_at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn list_api_tokens(&self, user_id: Option<i64>) -> Result<Vec<ApiTokenRow>> {
+        let mut sql = TOKEN_SELECT.to_string();
+        if user_id.is_some() {
+            sql.push_str(" WHERE t.user_id = $1");
+        }
+        sql.push_str(" ORDER BY t.id DESC");
+        let mut q = sqlx::query_as::<Any, ApiTokenRow>(&sql);
+        if let Some(u) = user_id {
+            q = q.bind(u);
+        }
+        Ok(q.fetch_all(&self.pool).await?)
+    }
+
+    pub async fn get_api_token(&self, id: i64) -> Result<Option<ApiTokenRow>> {
+        Ok(sqlx::query_as(&format!("{TOKEN_SELECT} WHERE t.id = $1")).bind(id).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn find_api_token(&self, token_hash: &str) -> Result<Option<ApiTokenRow>> {
+        Ok(sqlx::query_as(&format!("{TOKEN_SELECT} WHERE t.token_hash = $1")).bind(token_hash).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn touch_api_token(&self, id: i64, now: i64) -> Result<()> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2").bind(now).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn revoke_api_token(&self, id: i64, now: i64) -> Result<bool> {
+        let r = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn revoke_user_api_tokens(&self, user_id: i64, now: i64) -> Result<u64> {
+        let r = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    // ----- logs --------------------------------------------------------------
+
+    pub async fn insert_login_event(&self, e: &NewLoginEvent<'_>) -> Result<()> {
+        sqlx::query("INSERT INTO login_log (at, username, ip, user_agent, success, reason, method) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(e.at)
+            .bind(e.username)
+            .bind(e.ip)
+            .bind(e.user_agent)
+            .bind(b(e.success))
+            .bind(e.reason)
+            .bind(e.method)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_login_events(&self, search: Option<&str>, limit: i64, offset: i64) -> Result<(Vec<LoginEventRow>, i64)> {
+        self.list_log(
+            "login_log",
+            "id, at, username, ip, user_agent, success, reason, method",
+            "(lower(username) LIKE $1 ESCAPE '\\' OR ip LIKE $1 ESCAPE '\\' OR lower(reason) LIKE $1 ESCAPE '\\')",
+            search,
+            limit,
+            offset,
+        )
+        .await
+    }
+
+    pub async fn list_operation_events(&self, search: Option<&str>, limit: i64, offset: i64) -> Result<(Vec<OperationEventRow>, i64)> {
+        self.list_log(
+            "operation_log",
+            "id, at, actor, action, target, before_json, after_json, ip",
+            "(lower(actor) LIKE $1 ESCAPE '\\' OR lower(action) LIKE $1 ESCAPE '\\' OR lower(target) LIKE $1 ESCAPE '\\')",
+            search,
+            limit,
+            offset,
+        )
+        .await
+    }
+
+    async fn list_log<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        filter: &str,
+        search: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<T>, i64)>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        let pattern = search.map(like_pattern);
+        let where_ = if pattern.is_some() { format!(" WHERE {filter}") } else { String::new() };
+        let count_sql = format!("SELECT COUNT(*) FROM {table}{where_}");
+        let mut cq = sqlx::query(&count_sql);
+        if let Some(p) = &pattern {
+            cq = cq.bind(p.clone());
+        }
+        let total: i64 = cq.fetch_one(&self.pool).await?.try_get(0)?;
+        let (l, o) = if pattern.is_some() { ("$2", "$3") } else { ("$1", "$2") };
+        let sql = format!("SELECT {columns} FROM {table}{where_} ORDER BY id DESC LIMIT {l} OFFSET {o}");
+        let mut q = sqlx::query_as::<Any, T>(&sql);
+        if let Some(p) = pattern {
+            q = q.bind(p);
+        }
+        Ok((q.bind(limit).bind(offset).fetch_all(&self.pool).await?, total))
+    }
+
+    pub async fn count_logins_since(&self, since: i64) -> Result<(i64, i64)> {
+        let row = sqlx::query("SELECT CAST(COALESCE(SUM(success), 0) AS BIGINT), COUNT(*) FROM login_log WHERE at >= $1")
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+        let ok: i64 = row.try_get(0)?;
+        let all: i64 = row.try_get(1)?;
+        Ok((ok, all - ok))
+    }
+
+    pub async fn insert_operation(&self, e: &NewOperationEvent<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO operation_log (at, actor, action, target, before_json, after_json, ip) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(e.at)
+        .bind(e.actor)
+        .bind(e.action)
+        .bind(e.target)
+        .bind(e.before)
+        .bind(e.after)
+        .bind(e.ip)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ----- lockout -----------------------------------------------------------
+
+    pub async fn record_failure(&self, keys: &[&str], now: i64) -> Result<()> {
+        for k in keys {
+            sqlx::query("INSERT INTO auth_failures (key, at) VALUES ($1, $2)").bind(*k).bind(now).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn count_failures(&self, key: &str, since: i64) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM auth_failures WHERE key = $1 AND at >= $2")
+            .bind(key)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+
+    pub async fn clear_failures(&self, key: &str) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM auth_failures WHERE key = $1").bind(key).execute(&self.pool).await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Keys with at least `threshold` failures since `since`.
+    pub async fn locked_keys(&self, since: i64, threshold: i64) -> Result<Vec<LockoutRow>> {
+        Ok(sqlx::query_as(
+            "SELECT key, COUNT(*) AS failures, MAX(at) AS last_at FROM auth_failures WHERE at >= $1 \
+             GROUP BY key HAVING COUNT(*) >= $2 ORDER BY MAX(at) DESC",
+        )
+        .bind(since)
+        .bind(threshold)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn purge_failures(&self, before: i64) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM auth_failures WHERE at < $1").bind(before).execute(&self.pool).await?;
+        Ok(r.rows_affected())
+    }
+
+    // ----- directory configurations -------------------------------------------
+
+    pub async fn get_directory(&self, kind: &str) -> Result<Option<DirectoryRow>> {
+        Ok(sqlx::query_as(
+            "SELECT kind, settings_json, bind_password_enc, client_key_enc, updated_at FROM directory_configs WHERE kind = $1",
+        )
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn put_directory(&self, row: &DirectoryRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO directory_configs (kind, settings_json, bind_password_enc, client_key_enc, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (kind) DO UPDATE SET settings_json = excluded.settings_json, bind_password_enc = excluded.bind_password_enc, \
+             client_key_enc = excluded.client_key_enc, updated_at = excluded.updated_at",
+        )
+        .bind(&row.kind)
+        .bind(&row.settings_json)
+        .bind(&row.bind_password_enc)
+        .bind(&row.client_key_enc)
+        .bind(row.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_directory(&self, kind: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM directory_configs WHERE kind = $1").bind(kind).execute(&self.pool).await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    // ----- settings ----------------------------------------------------------
+
+    pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?)
+    }
+
+    pub async fn put_setting(&self, key: &str, value: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+fn unique(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => Error::Conflict(what),
+        _ => Error::Database(e),
+    }
+}
+
+const USER_SELECT: &str = "SELECT id, username, username_key, name, email, role, source, is_active, password_hash, \
+    must_change_password, external_id, created_at, updated_at, last_login_at FROM users";
+
+const ORG_SELECT: &str = "SELECT o.id AS id, o.name AS name, o.is_default AS is_default, o.created_at AS created_at, \
+    COUNT(uo.user_id) AS user_count FROM organisations o LEFT JOIN user_organisations uo ON uo.organisation_id = o.id";
+
+const ORG_SELECT_DEFAULT: &str =
+    "SELECT id, name, is_default, created_at, CAST(0 AS BIGINT) AS user_count FROM organisations WHERE is_default = 1 ORDER BY id LIMIT 1";
+
+const TOKEN_SELECT: &str = "SELECT t.id AS id, t.user_id AS user_id, u.username AS username, t.name AS name, \
+    t.prefix AS prefix, t.created_at AS created_at, t.last_used_at AS last_used_at, t.expires_at AS expires_at, \
+    t.revoked_at AS revoked_at FROM api_tokens t JOIN users u ON u.id = t.user_id";
+
+#[cfg(test)]
+mod tests {
+    use super::like_pattern;
+
+    #[test]
+    fn like_pattern_escapes_wildcards() {
+        assert_eq!(like_pattern("A_b%c\\"), "%a\\_b\\%c\\\\%");
+    }
+}

@@ -1,0 +1,170 @@
+//! Row types as stored, and the borrowed inputs of inserts and updates.
+
+/// A user as stored. `password_hash` is `None` for directory users.
+#[derive(Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub username_key: String,
+    pub name: String,
+    pub email: String,
+    pub role: String,
+    pub source: String,
+    pub is_active: i64,
+    pub password_hash: Option<String>,
+    pub must_change_password: i64,
+    pub external_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_login_at: Option<i64>,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("source", &self.source)
+            .field("is_active", &self.is_active)
+            .field("password_hash", &self.password_hash.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct NewUserRow<'a> {
+    pub username: &'a str,
+    pub username_key: &'a str,
+    pub name: &'a str,
+    pub email: &'a str,
+    pub role: &'a str,
+    pub source: &'a str,
+    pub is_active: bool,
+    pub password_hash: Option<&'a str>,
+    pub must_change_password: bool,
+    pub external_id: Option<&'a str>,
+    pub organisation_ids: &'a [i64],
+    pub now: i64,
+}
+
+pub struct UserRowUpdate<'a> {
+    pub name: &'a str,
+    pub email: &'a str,
+    pub role: &'a str,
+    pub is_active: bool,
+    pub organisation_ids: Option<&'a [i64]>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrganisationRow {
+    pub id: i64,
+    pub name: String,
+    pub is_default: i64,
+    pub created_at: i64,
+    pub user_count: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GroupRow {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub source: String,
+    pub created_at: i64,
+}
+
+/// `owner_id` belongs to (`id`, `name`): a user's organisation or group, or a group's member.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MembershipRow {
+    pub owner_id: i64,
+    pub id: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    pub token_hash: String,
+    pub user_id: i64,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiTokenRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub username: String,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+pub struct NewLoginEvent<'a> {
+    pub at: i64,
+    pub username: &'a str,
+    pub ip: &'a str,
+    pub user_agent: &'a str,
+    pub success: bool,
+    pub reason: &'a str,
+    pub method: &'a str,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LoginEventRow {
+    pub id: i64,
+    pub at: i64,
+    pub username: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub success: i64,
+    pub reason: String,
+    pub method: String,
+}
+
+pub struct NewOperationEvent<'a> {
+    pub at: i64,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target: &'a str,
+    pub before: Option<&'a str>,
+    pub after: Option<&'a str>,
+    pub ip: &'a str,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OperationEventRow {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before_json: Option<String>,
+    pub after_json: Option<String>,
+    pub ip: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LockoutRow {
+    pub key: String,
+    pub failures: i64,
+    pub last_at: i64,
+}
+
+/// A stored directory configuration; the secrets are ciphertexts.
+#[derive(Clone, sqlx::FromRow)]
+pub struct DirectoryRow {
+    pub kind: String,
+    pub settings_json: String,
+    pub bind_password_enc: Option<String>,
+    pub client_key_enc: Option<String>,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for DirectoryRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectoryRow").field("kind", &self.kind).field("settings_json", &self.settings_json).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,157 @@
+//! The store against both real backends: embedded SQLite in a temp dir and
+//! PostgreSQL at 127.0.0.1:5432 (a fresh database per test).
+
+use bindery_store::testing::TestDb;
+use bindery_store::{Backend, NewLoginEvent, NewUserRow, Store, UserRowUpdate};
+
+/// Run an async test body once per backend.
+macro_rules! both_backends {
+    ($name:ident, |$store:ident| $body:block) => {
+        mod $name {
+            use super::*;
+            async fn run($store: Store) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                let db = TestDb::new(Backend::Sqlite).await;
+                run(db.store.clone()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let db = TestDb::new(Backend::Postgres).await;
+                run(db.store.clone()).await;
+            }
+        }
+    };
+}
+
+fn new_user<'a>(name: &'a str, key: &'a str, orgs: &'a [i64]) -> NewUserRow<'a> {
+    NewUserRow {
+        username: name,
+        username_key: key,
+        name: "Test Person",
+        email: "",
+        role: "user",
+        source: "local",
+        is_active: true,
+        password_hash: Some("hash"),
+        must_change_password: false,
+        external_id: None,
+        organisation_ids: orgs,
+        now: 1_000,
+    }
+}
+
+both_backends!(users_are_unique_case_insensitively, |store| {
+    let org = store.insert_organisation("Default", true, 1).await.unwrap();
+    let id = store.insert_user(&new_user("Alice", "alice", &[org])).await.unwrap();
+    let dup = store.insert_user(&new_user("ALICE", "alice", &[])).await.unwrap_err();
+    assert!(dup.is_unique_violation(), "{dup}");
+    let u = store.find_user("alice").await.unwrap().expect("found");
+    assert_eq!(u.id, id);
+    assert_eq!(u.username, "Alice");
+    assert_eq!(u.is_active, 1);
+    let orgs = store.organisations_of(&[id]).await.unwrap();
+    assert_eq!(orgs.len(), 1);
+    assert_eq!(orgs[0].name, "Default");
+    // Debug never shows the hash.
+    assert!(!format!("{u:?}").contains("hash\""), "{u:?}");
+});
+
+both_backends!(list_users_pages_and_searches, |store| {
+    for i in 0..23 {
+        let n = format!("user{i:02}");
+        store.insert_user(&new_user(&n, &n, &[])).await.unwrap();
+    }
+    store.insert_user(&new_user("under_score", "under_score", &[])).await.unwrap();
+    let (page, total) = store.list_users(None, 10, 20).await.unwrap();
+    assert_eq!(total, 24);
+    assert_eq!(page.len(), 4);
+    let (page, total) = store.list_users(Some("USER1"), 100, 0).await.unwrap();
+    assert_eq!(total, 10);
+    assert!(page.iter().all(|u| u.username.starts_with("user1")));
+    // `_` is a literal, not a wildcard.
+    let (_, total) = store.list_users(Some("r_s"), 100, 0).await.unwrap();
+    assert_eq!(total, 1);
+});
+
+both_backends!(update_replaces_organisations, |store| {
+    let a = store.insert_organisation("A", true, 1).await.unwrap();
+    let b = store.insert_organisation("B", false, 1).await.unwrap();
+    let id = store.insert_user(&new_user("bob", "bob", &[a])).await.unwrap();
+    let orgs = [b];
+    let changed = store
+        .update_user(
+            id,
+            &UserRowUpdate { name: "Bob", email: "bob@example.com", role: "auditor", is_active: false, organisation_ids: Some(&orgs) },
+            5,
+        )
+        .await
+        .unwrap();
+    assert!(changed);
+    let u = store.get_user(id).await.unwrap().unwrap();
+    assert_eq!((u.role.as_str(), u.is_active, u.email.as_str()), ("auditor", 0, "bob@example.com"));
+    let o = store.organisations_of(&[id]).await.unwrap();
+    assert_eq!(o.iter().map(|m| m.id).collect::<Vec<_>>(), vec![b]);
+    let list = store.list_organisations().await.unwrap();
+    assert_eq!(list.iter().find(|o| o.id == b).unwrap().user_count, 1);
+    assert!(!store.delete_organisation(a).await.unwrap(), "the default organisation cannot be deleted");
+});
+
+both_backends!(sessions_and_revocation, |store| {
+    let id = store.insert_user(&new_user("carol", "carol", &[])).await.unwrap();
+    store.insert_session("h1", id, "127.0.0.1", "ua", 100).await.unwrap();
+    store.insert_session("h2", id, "127.0.0.1", "ua", 100).await.unwrap();
+    store.touch_session("h1", 200).await.unwrap();
+    assert_eq!(store.get_session("h1").await.unwrap().unwrap().last_seen_at, 200);
+    assert_eq!(store.delete_user_sessions(id).await.unwrap(), 2);
+    assert!(store.get_session("h2").await.unwrap().is_none());
+});
+
+both_backends!(lockout_counts_within_window, |store| {
+    store.record_failure(&["user:dave", "ip:10.0.0.1"], 100).await.unwrap();
+    store.record_failure(&["user:dave"], 200).await.unwrap();
+    store.record_failure(&["user:dave"], 300).await.unwrap();
+    assert_eq!(store.count_failures("user:dave", 150).await.unwrap(), 2);
+    let locked = store.locked_keys(0, 3).await.unwrap();
+    assert_eq!(locked.len(), 1);
+    assert_eq!((locked[0].key.as_str(), locked[0].failures, locked[0].last_at), ("user:dave", 3, 300));
+    store.clear_failures("user:dave").await.unwrap();
+    assert_eq!(store.count_failures("user:dave", 0).await.unwrap(), 0);
+});
+
+both_backends!(settings_upsert_and_logs, |store| {
+    assert_eq!(store.get_setting("basic").await.unwrap(), None);
+    store.put_setting("basic", "{\"a\":1}", 1).await.unwrap();
+    store.put_setting("basic", "{\"a\":2}", 2).await.unwrap();
+    assert_eq!(store.get_setting("basic").await.unwrap().as_deref(), Some("{\"a\":2}"));
+    for (i, ok) in [true, false, false].into_iter().enumerate() {
+        store
+            .insert_login_event(&NewLoginEvent {
+                at: 10 + i as i64,
+                username: "erin",
+                ip: "::1",
+                user_agent: "t",
+                success: ok,
+                reason: if ok { "" } else { "bad password" },
+                method: "web",
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.count_logins_since(0).await.unwrap(), (1, 2));
+    let (rows, total) = store.list_login_events(Some("BAD"), 10, 0).await.unwrap();
+    assert_eq!(total, 2);
+    assert!(rows[0].at > rows[1].at, "newest first");
+});
+
+both_backends!(api_tokens_hash_lookup_and_revoke, |store| {
+    let id = store.insert_user(&new_user("frank", "frank", &[])).await.unwrap();
+    let t = store.insert_api_token(id, "ci", "hash-abc", "bdy_abcd", "admin", None, 5).await.unwrap();
+    let found = store.find_api_token("hash-abc").await.unwrap().unwrap();
+    assert_eq!((found.id, found.username.as_str(), found.revoked_at), (t, "frank", None));
+    assert_eq!(store.revoke_user_api_tokens(id, 9).await.unwrap(), 1);
+    assert_eq!(store.find_api_token("hash-abc").await.unwrap().unwrap().revoked_at, Some(9));
+    assert!(!store.revoke_api_token(t, 10).await.unwrap(), "already revoked");
+});

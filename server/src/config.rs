@@ -1,0 +1,161 @@
+//! Configuration: built-in defaults, then `bindery.toml`, then `BINDERY_*`
+//! environment variables (highest). Errors name the key and its variable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// `sqlite:data/bindery.db` (default) or `postgres://user@host/db`.
+    pub database_url: String,
+    pub log_format: LogFormat,
+    /// tracing filter, e.g. `info` or `bindery=debug,info`.
+    pub log_level: String,
+    /// Folder with the built console (`pkg/bindery.js`, `.wasm`, `.css`).
+    pub site_root: String,
+    /// Trust `X-Forwarded-For` / `X-Forwarded-Proto` from a reverse proxy.
+    pub trust_proxy: bool,
+    /// Minimum time of every failed login answer, in milliseconds.
+    pub min_failure_delay_ms: u64,
+    /// Key that encrypts directory secrets at rest: 64 hex characters.
+    /// When unset, the key is read from (or generated into) `secret_key_file`.
+    pub secret_key: Option<String>,
+    pub secret_key_file: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            database_url: "sqlite:data/bindery.db".into(),
+            log_format: LogFormat::Human,
+            log_level: "info".into(),
+            site_root: "target/site".into(),
+            trust_proxy: false,
+            min_failure_delay_ms: 400,
+            secret_key: None,
+            secret_key_file: "data/secret.key".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    /// The database URL may hold a password: show only its scheme.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
+            .field("site_root", &self.site_root)
+            .field("trust_proxy", &self.trust_proxy)
+            .field("min_failure_delay_ms", &self.min_failure_delay_ms)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
+            .field("secret_key_file", &self.secret_key_file)
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Load from defaults, the TOML file (when it exists) and the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let path: PathBuf = file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("bindery.toml"));
+        if file.is_some() && !path.exists() {
+            return Err(ConfigError(format!("config file {} does not exist", path.display())));
+        }
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(&path))
+            .merge(Env::prefixed("BINDERY_"))
+            .extract::<Config>()
+            .map_err(|e| ConfigError(describe(&e, &path)))
+    }
+}
+
+/// A figment error in words: which key, which variable, what is wrong.
+fn describe(e: &figment::Error, path: &Path) -> String {
+    let mut out = Vec::new();
+    for err in e.clone() {
+        let key = err.path.join(".");
+        let var = format!("BINDERY_{}", key.replace('.', "_").to_uppercase());
+        let source = err.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_else(|| format!("{} or the environment", path.display()));
+        if key.is_empty() {
+            out.push(format!("configuration ({source}): {}", err.kind));
+        } else {
+            out.push(format!(
+                "invalid value for `{key}` (file key `{key}` in {}, or env {var}; from {source}): {}",
+                path.display(),
+                err.kind
+            ));
+        }
+    }
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(redact_url("postgres://bob:s3cret@db/x"), "postgres://bob:***@db/x");
+        assert_eq!(redact_url("sqlite:data/x.db"), "sqlite:data/x.db");
+        let c = Config { database_url: "postgres://a:pw@h/d".into(), secret_key: Some("ab".repeat(32)), ..Config::default() };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("pw@") && !shown.contains("abab"), "{shown}");
+    }
+
+    #[test]
+    // figment's own test harness returns its (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn env_overrides_file_and_errors_name_the_variable() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bindery.toml", "listen = \"127.0.0.1:4000\"\nlog_level = \"debug\"")?;
+            jail.set_env("BINDERY_LOG_LEVEL", "warn");
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.listen.port(), 4000);
+            assert_eq!(c.log_level, "warn");
+            jail.set_env("BINDERY_LISTEN", "not-an-address");
+            let e = Config::load(None).unwrap_err().0;
+            assert!(e.contains("`listen`") && e.contains("BINDERY_LISTEN"), "{e}");
+            Ok(())
+        });
+    }
+}

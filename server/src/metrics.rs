@@ -1,0 +1,78 @@
+//! Prometheus metrics at `/metrics` (OpenMetrics text).
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    /// `console`, `rpc`, `api`, `assets` or `other`: bounded cardinality.
+    area: &'static str,
+    method: String,
+    status: u16,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("bindery");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        let latency = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register("http_request_duration_seconds", "Time to answer HTTP requests", latency.clone());
+        Metrics { registry: Mutex::new(registry), requests, latency }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(r) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        }
+        out
+    }
+}
+
+fn area(path: &str) -> &'static str {
+    if path.starts_with("/rpc/") {
+        "rpc"
+    } else if path.starts_with("/api/") {
+        "api"
+    } else if path.starts_with("/pkg/") {
+        "assets"
+    } else if path == "/metrics" || path == "/healthz" {
+        "other"
+    } else {
+        "console"
+    }
+}
+
+pub async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_string();
+    let area = area(req.uri().path());
+    let res = next.run(req).await;
+    s.metrics.requests.get_or_create(&RequestLabels { area, method, status: res.status().as_u16() }).inc();
+    s.metrics.latency.observe(started.elapsed().as_secs_f64());
+    res
+}

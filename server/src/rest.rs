@@ -1,0 +1,454 @@
+//! The REST API under `/api/v1`, documented at `/api/openapi.json`.
+//!
+//! Callers authenticate with the console's session cookie or with
+//! `Authorization: Bearer <API token>`. Handlers are thin: caller → service
+//! → one exhaustive error mapping.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use bindery_model::{
+    ApiError, ApiToken, CertificateDetails, CreatedApiToken, CurrentUser, DirectoryInput, DirectoryKind, DirectorySettings, FieldError,
+    Group, GroupMapping, GroupMode, ListQuery, LoginTestReport, MappedUser, NamedRef, NewApiToken, NewUser, Organisation,
+    OrganisationInput, Page, ProbeReport, ProbeStep, Role, ServerCertificates, ServerProbe, User, UserSource, UserUpdate,
+};
+use bindery_service::{Actor, Error, RequestContext};
+use http::StatusCode;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::AppState;
+
+/// Mounted at `/api` (its fallback answers unknown API paths in JSON).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/v1/me", get(me))
+        .route("/v1/users", get(list_users).post(create_user))
+        .route("/v1/users/{id}", get(get_user).patch(update_user).delete(delete_user))
+        .route("/v1/users/{id}/reset_password", post(reset_password))
+        .route("/v1/organisations", get(list_organisations).post(create_organisation))
+        .route("/v1/organisations/{id}", axum::routing::patch(rename_organisation).delete(delete_organisation))
+        .route("/v1/groups", get(list_groups))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/v1/authn/ldap/{username}/authenticate", post(authn_authenticate))
+        .route("/v1/authn/ldap/login", get(authn_login))
+        .route("/v1/directories", get(list_directories))
+        .route("/v1/directories/{kind}", get(get_directory).put(put_directory).delete(delete_directory))
+        .route("/v1/directories/{kind}/verify_connection", post(verify_connection))
+        .route("/v1/directories/{kind}/test_login", post(test_login))
+        .route("/v1/directories/{kind}/fetch_certificates", post(fetch_certificates))
+        .fallback(|| async { ApiErr(Error::NotFound("endpoint")) })
+}
+
+/// A service error as an HTTP answer.
+pub struct ApiErr(pub Error);
+
+impl From<Error> for ApiErr {
+    fn from(e: Error) -> Self {
+        ApiErr(e)
+    }
+}
+
+impl IntoResponse for ApiErr {
+    fn into_response(self) -> Response {
+        // Exhaustive on purpose: a new error variant must be decided here.
+        let (status, code, message, fields) = match self.0 {
+            Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated", "authentication required".to_string(), vec![]),
+            Error::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "your role does not allow this".to_string(), vec![]),
+            Error::PasswordChangeRequired => {
+                (StatusCode::FORBIDDEN, "password_change_required", "change the one-time password first".to_string(), vec![])
+            }
+            Error::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", format!("{what} not found"), vec![]),
+            Error::Invalid(fields) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", "some fields are invalid".to_string(), fields),
+            Error::Conflict(m) => (StatusCode::CONFLICT, "conflict", m, vec![]),
+            e @ (Error::Store(_) | Error::Internal(_)) => {
+                tracing::error!(error = %e, "REST request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log".to_string(), vec![])
+            }
+        };
+        let mut res = (status, Json(ApiError { error: code.into(), message, fields })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"bindery\""));
+        }
+        res
+    }
+}
+
+/// JSON body whose parse errors name the offending field, as a 422.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiErr;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rejection) => {
+                let message = match &rejection {
+                    JsonRejection::JsonDataError(e) => std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_else(|| e.body_text()),
+                    other => other.body_text(),
+                };
+                let field = message.split('`').nth(1).filter(|_| message.contains("field")).unwrap_or("body").to_string();
+                Err(ApiErr(Error::Invalid(vec![FieldError::new(field, message)])))
+            }
+        }
+    }
+}
+
+fn actor(ctx: &RequestContext) -> Result<Actor, ApiErr> {
+    Ok(ctx.actor()?)
+}
+
+type ApiResult<T> = Result<T, ApiErr>;
+
+#[derive(Serialize, ToSchema)]
+pub struct OneTimePassword {
+    pub password: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/me", tag = "session", responses((status = 200, body = CurrentUser), (status = 401, body = ApiError)))]
+async fn me(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>) -> ApiResult<Json<CurrentUser>> {
+    let a = actor(&ctx)?;
+    Ok(Json(s.service.current_user(&a.principal).await))
+}
+
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ListQuery),
+    responses((status = 200, body = Page<User>), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+async fn list_users(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Page<User>>> {
+    Ok(Json(s.service.list_users(&actor(&ctx)?, &q).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser,
+    responses((status = 201, body = User), (status = 422, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+async fn create_user(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Body(input): Body<NewUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    Ok((StatusCode::CREATED, Json(s.service.create_user(&actor(&ctx)?, &input).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = i64, Path)),
+    responses((status = 200, body = User), (status = 404, body = ApiError)))]
+async fn get_user(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>, Path(id): Path<i64>) -> ApiResult<Json<User>> {
+    Ok(Json(s.service.get_user(&actor(&ctx)?, id).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = i64, Path)), request_body = UserUpdate,
+    responses((status = 200, body = User), (status = 422, body = ApiError), (status = 404, body = ApiError)))]
+async fn update_user(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<i64>,
+    Body(input): Body<UserUpdate>,
+) -> ApiResult<Json<User>> {
+    Ok(Json(s.service.update_user(&actor(&ctx)?, id, &input).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = ApiError)))]
+async fn delete_user(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    s.service.delete_user(&actor(&ctx)?, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{id}/reset_password", tag = "users", params(("id" = i64, Path)),
+    responses((status = 200, body = OneTimePassword, description = "A new one-time password, shown once")))]
+async fn reset_password(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<OneTimePassword>> {
+    let p = s.service.reset_password(&actor(&ctx)?, id, None).await?;
+    Ok(Json(OneTimePassword { password: p.expose().to_string() }))
+}
+
+#[utoipa::path(get, path = "/api/v1/organisations", tag = "organisations", responses((status = 200, body = Vec<Organisation>)))]
+async fn list_organisations(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>) -> ApiResult<Json<Vec<Organisation>>> {
+    Ok(Json(s.service.list_organisations(&actor(&ctx)?).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/organisations", tag = "organisations", request_body = OrganisationInput,
+    responses((status = 201, body = Organisation), (status = 422, body = ApiError)))]
+async fn create_organisation(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Body(input): Body<OrganisationInput>,
+) -> ApiResult<(StatusCode, Json<Organisation>)> {
+    Ok((StatusCode::CREATED, Json(s.service.create_organisation(&actor(&ctx)?, &input).await?)))
+}
+
+#[utoipa::path(patch, path = "/api/v1/organisations/{id}", tag = "organisations", params(("id" = i64, Path)), request_body = OrganisationInput,
+    responses((status = 200, body = Organisation)))]
+async fn rename_organisation(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<i64>,
+    Body(input): Body<OrganisationInput>,
+) -> ApiResult<Json<Organisation>> {
+    Ok(Json(s.service.rename_organisation(&actor(&ctx)?, id, &input).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/organisations/{id}", tag = "organisations", params(("id" = i64, Path)), responses((status = 204)))]
+async fn delete_organisation(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    s.service.delete_organisation(&actor(&ctx)?, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/groups", tag = "groups", responses((status = 200, body = Vec<Group>)))]
+async fn list_groups(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>) -> ApiResult<Json<Vec<Group>>> {
+    Ok(Json(s.service.list_groups(&actor(&ctx)?).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", responses((status = 200, body = Vec<ApiToken>)))]
+async fn list_tokens(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>) -> ApiResult<Json<Vec<ApiToken>>> {
+    Ok(Json(s.service.list_api_tokens(&actor(&ctx)?).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = NewApiToken,
+    responses((status = 201, body = CreatedApiToken, description = "The secret is in this answer only")))]
+async fn create_token(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Body(input): Body<NewApiToken>,
+) -> ApiResult<(StatusCode, Json<CreatedApiToken>)> {
+    Ok((StatusCode::CREATED, Json(s.service.create_api_token(&actor(&ctx)?, &input).await?)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = i64, Path)), responses((status = 204)))]
+async fn revoke_token(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    s.service.revoke_api_token(&actor(&ctx)?, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An optional JSON body of unsaved settings: empty means "the stored ones".
+fn optional_input(body: &[u8]) -> Result<Option<DirectoryInput>, ApiErr> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body).map(Some).map_err(|e| ApiErr(Error::field("body", e.to_string())))
+}
+
+fn kind(s: &str) -> Result<DirectoryKind, ApiErr> {
+    DirectoryKind::parse(s).ok_or(ApiErr(Error::NotFound("directory configuration (use ldap or ldap_ha)")))
+}
+
+#[utoipa::path(get, path = "/api/v1/directories", tag = "directories",
+    responses((status = 200, body = Vec<DirectorySettings>, description = "Both configurations; secrets are never returned, only *_set flags")))]
+async fn list_directories(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>) -> ApiResult<Json<Vec<DirectorySettings>>> {
+    Ok(Json(s.service.list_directories(&actor(&ctx)?).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/directories/{kind}", tag = "directories", params(("kind" = String, Path, description = "ldap or ldap_ha")),
+    responses((status = 200, body = DirectorySettings), (status = 404, body = ApiError)))]
+async fn get_directory(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+) -> ApiResult<Json<DirectorySettings>> {
+    Ok(Json(s.service.get_directory(&actor(&ctx)?, kind(&k)?).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/directories/{kind}", tag = "directories", params(("kind" = String, Path, description = "ldap or ldap_ha")),
+    request_body = DirectoryInput,
+    responses((status = 200, body = DirectorySettings), (status = 422, body = ApiError, description = "Names each invalid field; nothing saved")))]
+async fn put_directory(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+    Body(input): Body<DirectoryInput>,
+) -> ApiResult<Json<DirectorySettings>> {
+    Ok(Json(s.service.save_directory(&actor(&ctx)?, kind(&k)?, &input).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/directories/{kind}", tag = "directories", params(("kind" = String, Path)), responses((status = 204)))]
+async fn delete_directory(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.service.delete_directory(&actor(&ctx)?, kind(&k)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Optional body: unsaved settings to test instead of the stored ones.
+#[utoipa::path(post, path = "/api/v1/directories/{kind}/verify_connection", tag = "directories", params(("kind" = String, Path)),
+    request_body(content = Option<DirectoryInput>, description = "Settings to test; omit to test the stored configuration"),
+    responses((status = 200, body = ProbeReport)))]
+async fn verify_connection(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<ProbeReport>> {
+    let a = actor(&ctx)?;
+    let input = optional_input(&body)?;
+    Ok(Json(s.service.test_directory_connection(&a, kind(&k)?, input.as_ref()).await?))
+}
+
+/// The certificate chain each server presents (no bind, nothing trusted).
+#[utoipa::path(post, path = "/api/v1/directories/{kind}/fetch_certificates", tag = "directories", params(("kind" = String, Path)),
+    request_body(content = Option<DirectoryInput>, description = "Settings to use; omit for the stored configuration"),
+    responses((status = 200, body = Vec<ServerCertificates>)))]
+async fn fetch_certificates(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Vec<ServerCertificates>>> {
+    let a = actor(&ctx)?;
+    let input = optional_input(&body)?;
+    Ok(Json(s.service.fetch_directory_certificates(&a, kind(&k)?, input.as_ref()).await?))
+}
+
+#[derive(serde::Deserialize, ToSchema)]
+pub struct TestLoginRequest {
+    pub username: String,
+    /// Omit for a lookup only.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Unsaved settings to test; omit for the stored configuration.
+    #[serde(default)]
+    pub settings: Option<DirectoryInput>,
+}
+
+#[utoipa::path(post, path = "/api/v1/directories/{kind}/test_login", tag = "directories", params(("kind" = String, Path)),
+    request_body = TestLoginRequest, responses((status = 200, body = LoginTestReport)))]
+async fn test_login(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+    Body(req): Body<TestLoginRequest>,
+) -> ApiResult<Json<LoginTestReport>> {
+    let a = actor(&ctx)?;
+    Ok(Json(s.service.test_directory_login(&a, kind(&k)?, req.settings.as_ref(), &req.username, req.password.as_deref()).await?))
+}
+
+/// The one answer to every failed directory sign-in (the reason is in the login log).
+fn authn_refused(basic: bool) -> Response {
+    let body = ApiError { error: "unauthenticated".into(), message: bindery_service::LoginFailure::GENERIC_MESSAGE.into(), fields: vec![] };
+    let mut res = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    let challenge = if basic { "Basic realm=\"bindery\", charset=\"UTF-8\"" } else { "Bearer realm=\"bindery\"" };
+    res.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static(challenge));
+    res
+}
+
+#[derive(serde::Deserialize, ToSchema)]
+pub struct AuthenticateRequest {
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BearerToken {
+    pub token: String,
+    pub token_type: String,
+    pub expires_at: String,
+    pub expires_in: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKey {
+    pub username: String,
+    pub api_key: String,
+}
+
+/// Sign a directory user in: a short-lived bearer token for the REST API.
+#[utoipa::path(post, path = "/api/v1/authn/ldap/{username}/authenticate", tag = "authn", security(()),
+    params(("username" = String, Path)), request_body = AuthenticateRequest,
+    responses((status = 200, body = BearerToken), (status = 401, body = ApiError, description = "One generic answer for every reason")))]
+async fn authn_authenticate(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(username): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    // A malformed body is a failed sign-in like any other (same answer, same time).
+    let password = serde_json::from_slice::<AuthenticateRequest>(&body).map(|b| b.password).unwrap_or_default();
+    match s.service.sign_in(&username, &password, &ctx.client, "rest", bindery_service::Issue::Bearer).await {
+        Ok(issued) => {
+            let expires = issued.expires_at.unwrap_or_default();
+            let now = bindery_service::util::now_ms();
+            Json(BearerToken {
+                token: issued.secret.expose().to_string(),
+                token_type: "Bearer".into(),
+                expires_at: bindery_service::util::fmt_ts(expires),
+                expires_in: (expires - now) / 1000,
+            })
+            .into_response()
+        }
+        Err(_) => authn_refused(false),
+    }
+}
+
+fn basic_credentials(headers: &http::HeaderMap) -> Option<(String, String)> {
+    use base64::Engine;
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// HTTP Basic with the directory password: the user's API key (a new one
+/// replaces the previous key from this endpoint).
+#[utoipa::path(get, path = "/api/v1/authn/ldap/login", tag = "authn", security(("basic" = [])),
+    responses((status = 200, body = ApiKey), (status = 401, body = ApiError, description = "One generic answer for every reason")))]
+async fn authn_login(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>, headers: http::HeaderMap) -> Response {
+    let (username, password) = basic_credentials(&headers).unwrap_or_default();
+    match s.service.sign_in(&username, &password, &ctx.client, "rest-basic", bindery_service::Issue::ApiKey).await {
+        Ok(issued) => Json(ApiKey { username, api_key: issued.secret.expose().to_string() }).into_response(),
+        Err(_) => authn_refused(true),
+    }
+}
+
+struct SecurityAddon;
+
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme("basic", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()));
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(utoipa::openapi::security::ApiKeyValue::new(
+                bindery_service::SESSION_COOKIE,
+            ))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Bindery API", description = "Directory-backed users, organisations and authentication."),
+    paths(
+        me, list_users, create_user, get_user, update_user, delete_user, reset_password,
+        list_organisations, create_organisation, rename_organisation, delete_organisation,
+        list_groups, list_tokens, create_token, revoke_token,
+        list_directories, get_directory, put_directory, delete_directory, verify_connection, test_login, fetch_certificates,
+        authn_authenticate, authn_login
+    ),
+    components(schemas(ApiError, FieldError, User, NamedRef, Role, UserSource, NewUser, UserUpdate, Organisation, OrganisationInput,
+        Group, ApiToken, NewApiToken, CreatedApiToken, CurrentUser, OneTimePassword,
+        DirectoryKind, GroupMode, DirectorySettings, DirectoryInput, ProbeReport, ServerProbe, ProbeStep, MappedUser, LoginTestReport, TestLoginRequest, AuthenticateRequest, BearerToken, ApiKey, ServerCertificates, CertificateDetails, GroupMapping)),
+    modifiers(&SecurityAddon),
+    security(("bearer" = []), ("session" = []))
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,10 @@
+//! HTTP-level tests of the whole application (`bindery_server::app`): one
+//! test binary, modules per area. Storage is real (SQLite in a temp dir;
+//! PostgreSQL where a test says so).
+
+mod auth;
+mod directories;
+mod dirlogin;
+mod helpers;
+mod rbac;
+mod rest;
