@@ -266,6 +266,12 @@ pub async fn get_user(id: i64) -> Result<User, AppError> {
     svc.get_user(&actor, id).await.map_err(map)
 }
 
+#[server(prefix = "/rpc", endpoint = "explain_access")]
+pub async fn explain_access(id: i64) -> Result<bindery_model::AccessExplanation, AppError> {
+    let (svc, actor) = caller()?;
+    svc.explain_access(&actor, id).await.map_err(map)
+}
+
 #[server(prefix = "/rpc", endpoint = "create_user")]
 pub async fn create_user(
     username: String,
@@ -415,6 +421,7 @@ pub async fn save_security_settings(
     min_password_length: String,
     only_imported_users: Option<String>,
     bearer_token_minutes: String,
+    revalidate_minutes: String,
 ) -> Result<SecuritySettings, AppError> {
     let (svc, actor) = caller()?;
     let mut errors = Vec::new();
@@ -424,6 +431,7 @@ pub async fn save_security_settings(
         min_password_length: crate::parse_int(&mut errors, "min_password_length", &min_password_length),
         only_imported_users: only_imported_users.is_some(),
         bearer_token_minutes: crate::parse_int(&mut errors, "bearer_token_minutes", &bearer_token_minutes),
+        revalidate_minutes: crate::parse_int(&mut errors, "revalidate_minutes", &revalidate_minutes),
     };
     actor.require_admin().map_err(map)?;
     if !errors.is_empty() {
@@ -586,6 +594,12 @@ fn directory_args(kind: &str, form: DirectoryForm) -> Result<(bindery_model::Dir
     let kind = bindery_model::DirectoryKind::parse(kind).ok_or_else(|| map(bindery_service::Error::NotFound("directory configuration")))?;
     let input = form.into_input().map_err(|e| map(bindery_service::Error::Invalid(e)))?;
     Ok((kind, input))
+}
+
+#[server(name = GetDirectoryHealth, prefix = "/rpc", endpoint = "directory_health")]
+pub async fn directory_health() -> Result<Vec<bindery_model::ServerHealth>, AppError> {
+    let (svc, actor) = caller()?;
+    svc.directory_health(&actor).await.map_err(map)
 }
 
 #[server(name = GetDirectory, prefix = "/rpc", endpoint = "get_directory")]

@@ -79,6 +79,36 @@ pub fn SettingsTabs() -> impl IntoView {
 }
 
 /// A page-level error (not a field error).
+/// Per-server directory health, as the circuit breaker sees it.
+#[component]
+pub fn HealthTable(rows: Vec<bindery_model::ServerHealth>) -> impl IntoView {
+    if rows.is_empty() {
+        return view! { <p class="muted">"No directory configuration is enabled."</p> }.into_any();
+    }
+    view! {
+        <table class="grid" data-testid="health-table">
+            <thead><tr><th>"Directory"</th><th>"Server"</th><th>"State"</th><th>"Latency"</th><th>"Since"</th><th>"Checked"</th><th>"Last error"</th></tr></thead>
+            <tbody>
+                {rows.into_iter().map(|h| {
+                    let class = match h.state.as_str() { "up" => "ok", "down" => "bad", _ => "" };
+                    view! {
+                        <tr>
+                            <td>{h.directory.label()}</td>
+                            <td>{h.uri}</td>
+                            <td class=class data-testid="health-state">{h.state}</td>
+                            <td>{h.latency_ms.map(|l| format!("{l} ms")).unwrap_or_else(|| "—".into())}</td>
+                            <td>{h.since.unwrap_or_else(|| "—".into())}</td>
+                            <td>{h.checked_at.unwrap_or_else(|| "—".into())}</td>
+                            <td>{h.last_error.unwrap_or_default()}</td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
+
 #[component]
 pub fn ErrorBox(error: AppError) -> impl IntoView {
     view! { <p class="error" role="alert">{error.to_string()}</p> }

@@ -37,6 +37,7 @@ fn DirectoryPage(kind: DirectoryKind) -> impl IntoView {
     let fetch = ServerAction::<api::FetchDirectoryCertificates>::new();
     let last = RwSignal::new(Op::Save);
     let settings = Resource::new(move || save.version().get(), move |_| api::get_directory(kind.as_str().to_string()));
+    let health = Resource::new(move || save.version().get(), |_| api::directory_health());
     let me = me();
     // The error of whichever button was pressed last, for the field marks.
     let last_error = Memo::new(move |_| {
@@ -90,6 +91,20 @@ fn DirectoryPage(kind: DirectoryKind) -> impl IntoView {
     view! {
         <h1>"Settings"</h1>
         <SettingsTabs/>
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                health.await.ok().map(|rows| {
+                    let rows: Vec<_> = rows.into_iter().filter(|h| h.directory == kind).collect();
+                    view! {
+                        <section class="card wide">
+                            <h2>"Server health"</h2>
+                            <p class="hint">"A server that cannot be reached costs one connect timeout, then logins skip it until the background probe finds it healthy again."</p>
+                            <crate::components::HealthTable rows=rows/>
+                        </section>
+                    }
+                })
+            })}
+        </Transition>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 let admin = is_admin(&me.0.await.ok().flatten());

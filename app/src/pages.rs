@@ -118,6 +118,8 @@ fn Dashboard() -> impl IntoView {
                             <div class="stat"><span class="n">{d.successful_logins_24h}</span>" logins (24 h)"</div>
                             <div class="stat"><span class="n">{d.failed_logins_24h}</span>" failed logins (24 h)"</div>
                         </div>
+                        <h2>"Directory servers"</h2>
+                        <crate::components::HealthTable rows=d.directory_health/>
                         <h2>"Recent logins"</h2>
                         <LoginTable rows=d.recent_logins/>
                     }.into_any(),
@@ -252,6 +254,7 @@ pub fn UserPage() -> impl IntoView {
     let reset = ServerAction::<api::ResetPassword>::new();
     let unlock = ServerAction::<api::Unlock>::new();
     let delete = ServerAction::<api::DeleteUser>::new();
+    let explain = ServerAction::<api::ExplainAccess>::new();
     let user = Resource::new(
         move || (id.get(), update.version().get(), toggle.version().get(), reset.version().get(), unlock.version().get()),
         |(id, ..)| api::get_user(id),
@@ -284,6 +287,15 @@ pub fn UserPage() -> impl IntoView {
                                 <dt>"Last sign-in"</dt><dd>{u.last_login_at.clone().unwrap_or_else(|| "never".into())}</dd>
                                 <dt>"Must change password"</dt><dd>{if u.must_change_password { "yes" } else { "no" }}</dd>
                             </dl>
+                            <ActionForm action=explain attr:aria-label="Explain access">
+                                <input type="hidden" name="id" value=uid/>
+                                <button type="submit">"Explain access"</button>
+                            </ActionForm>
+                            {move || explain.pending().get().then(|| view! { <p role="status">"Asking the directory…"</p> })}
+                            {move || explain.value().get().map(|r| match r {
+                                Ok(x) => view! { <ExplainView x=x/> }.into_any(),
+                                Err(e) => view! { <ErrorBox error=e/> }.into_any(),
+                            })}
                             {admin.then(move || view! {
                                 <div class="actions">
                                     <ActionForm action=toggle>
@@ -344,6 +356,24 @@ pub fn UserPage() -> impl IntoView {
                 }
             })}
         </Transition>
+    }
+}
+
+#[component]
+fn ExplainView(x: bindery_model::AccessExplanation) -> impl IntoView {
+    view! {
+        <section class="card" data-testid="explain">
+            <h2>"Access explained"</h2>
+            <p class=if x.allowed { "ok" } else { "bad" } data-testid="explain-verdict">{x.verdict}</p>
+            <table class="grid">
+                <tbody>
+                    {x.facts.into_iter().map(|f| {
+                        let class = match f.ok { Some(true) => "ok", Some(false) => "bad", None => "" };
+                        view! { <tr><th scope="row">{f.label}</th><td class=class>{f.value}</td></tr> }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </section>
     }
 }
 
@@ -601,6 +631,9 @@ pub fn SecuritySettingsPage() -> impl IntoView {
                             </label>
                             <label>"REST bearer token lifetime (minutes)" <input name="bearer_token_minutes" inputmode="numeric" value=s.bearer_token_minutes.to_string() disabled=!admin/></label>
                             {field_error(saved, "bearer_token_minutes")}
+                            <label>"Re-check a directory user's account against the directory every (minutes, 0 = on every request) while they have a session or token; disabled or removed → signed out"
+                                <input name="revalidate_minutes" inputmode="numeric" value=s.revalidate_minutes.to_string() disabled=!admin/></label>
+                            {field_error(saved, "revalidate_minutes")}
                             {admin.then(|| view! { <button type="submit" class="primary">"Save"</button> })}
                             {move || saved.get().and_then(|r| r.ok()).map(|_| view! { <p class="ok" role="status">"Saved."</p> })}
                         </ActionForm>

@@ -30,6 +30,9 @@ pub struct Config {
     pub trust_proxy: bool,
     /// Minimum time of every failed login answer, in milliseconds.
     pub min_failure_delay_ms: u64,
+    /// Every directory server is probed this often (seconds): a server
+    /// marked down is used again once a probe finds it healthy.
+    pub directory_probe_seconds: u64,
     /// Key that encrypts directory secrets at rest: 64 hex characters.
     /// When unset, the key is read from (or generated into) `secret_key_file`.
     pub secret_key: Option<String>,
@@ -46,6 +49,7 @@ impl Default for Config {
             site_root: "target/site".into(),
             trust_proxy: false,
             min_failure_delay_ms: 400,
+            directory_probe_seconds: 10,
             secret_key: None,
             secret_key_file: "data/secret.key".into(),
         }
@@ -63,6 +67,7 @@ impl std::fmt::Debug for Config {
             .field("site_root", &self.site_root)
             .field("trust_proxy", &self.trust_proxy)
             .field("min_failure_delay_ms", &self.min_failure_delay_ms)
+            .field("directory_probe_seconds", &self.directory_probe_seconds)
             .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
             .field("secret_key_file", &self.secret_key_file)
             .finish()

@@ -154,6 +154,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         );
     }
     let sweeper = tokio::spawn(sweep(service.clone()));
+    let prober = tokio::spawn(probe(service.clone(), Duration::from_secs(cfg.directory_probe_seconds.max(1))));
     let router = app(service.clone(), leptos_options(&cfg), cfg.trust_proxy);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -163,9 +164,20 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     sweeper.abort();
+    prober.abort();
     service.store().close().await;
     tracing::info!("Bindery stopped");
     Ok(())
+}
+
+/// Probe the directory servers: the circuit breaker's way back.
+async fn probe(service: Service, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        service.probe_directories().await;
+    }
 }
 
 /// Remove expired sessions and old lockout counters every few minutes.

@@ -10,9 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bindery_model::{
-    ApiError, ApiToken, CertificateDetails, CreatedApiToken, CurrentUser, DirectoryInput, DirectoryKind, DirectorySettings, FieldError,
-    Group, GroupMapping, GroupMode, ListQuery, LoginTestReport, MappedUser, NamedRef, NewApiToken, NewUser, Organisation,
-    OrganisationInput, Page, ProbeReport, ProbeStep, Role, ServerCertificates, ServerProbe, User, UserSource, UserUpdate,
+    AccessExplanation, AccessFact, ApiError, ApiToken, CertificateDetails, CreatedApiToken, CurrentUser, DirectoryInput, DirectoryKind,
+    DirectorySettings, FieldError, Group, GroupMapping, GroupMode, ListQuery, LoginTestReport, MappedUser, NamedRef, NewApiToken, NewUser,
+    Organisation, OrganisationInput, Page, ProbeReport, ProbeStep, Role, ServerCertificates, ServerHealth, ServerProbe, User, UserSource,
+    UserUpdate,
 };
 use bindery_service::{Actor, Error, RequestContext};
 use http::StatusCode;
@@ -30,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/users", get(list_users).post(create_user))
         .route("/v1/users/{id}", get(get_user).patch(update_user).delete(delete_user))
         .route("/v1/users/{id}/reset_password", post(reset_password))
+        .route("/v1/users/{id}/explain_access", get(explain_access))
         .route("/v1/organisations", get(list_organisations).post(create_organisation))
         .route("/v1/organisations/{id}", axum::routing::patch(rename_organisation).delete(delete_organisation))
         .route("/v1/groups", get(list_groups))
@@ -38,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/authn/ldap/{username}/authenticate", post(authn_authenticate))
         .route("/v1/authn/ldap/login", get(authn_login))
         .route("/v1/directories", get(list_directories))
+        .route("/v1/directories/health", get(directory_health))
         .route("/v1/directories/{kind}", get(get_directory).put(put_directory).delete(delete_directory))
         .route("/v1/directories/{kind}/verify_connection", post(verify_connection))
         .route("/v1/directories/{kind}/test_login", post(test_login))
@@ -161,6 +164,16 @@ async fn delete_user(State(s): State<AppState>, Extension(ctx): Extension<Reques
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/v1/users/{id}/explain_access", tag = "users", params(("id" = i64, Path)),
+    responses((status = 200, body = AccessExplanation, description = "Why the user can or cannot sign in, fact by fact"), (status = 404, body = ApiError)))]
+async fn explain_access(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<AccessExplanation>> {
+    Ok(Json(s.service.explain_access(&actor(&ctx)?, id).await?))
+}
+
 #[utoipa::path(post, path = "/api/v1/users/{id}/reset_password", tag = "users", params(("id" = i64, Path)),
     responses((status = 200, body = OneTimePassword, description = "A new one-time password, shown once")))]
 async fn reset_password(
@@ -250,6 +263,12 @@ fn kind(s: &str) -> Result<DirectoryKind, ApiErr> {
     responses((status = 200, body = Vec<DirectorySettings>, description = "Both configurations; secrets are never returned, only *_set flags")))]
 async fn list_directories(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>) -> ApiResult<Json<Vec<DirectorySettings>>> {
     Ok(Json(s.service.list_directories(&actor(&ctx)?).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/directories/health", tag = "directories",
+    responses((status = 200, body = Vec<ServerHealth>, description = "Every server of every enabled configuration, as the circuit breaker sees it")))]
+async fn directory_health(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>) -> ApiResult<Json<Vec<ServerHealth>>> {
+    Ok(Json(s.service.directory_health(&actor(&ctx)?).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/directories/{kind}", tag = "directories", params(("kind" = String, Path, description = "ldap or ldap_ha")),
@@ -435,7 +454,7 @@ impl Modify for SecurityAddon {
 #[openapi(
     info(title = "Bindery API", description = "Directory-backed users, organisations and authentication."),
     paths(
-        me, list_users, create_user, get_user, update_user, delete_user, reset_password,
+        me, list_users, create_user, get_user, update_user, delete_user, reset_password, explain_access, directory_health,
         list_organisations, create_organisation, rename_organisation, delete_organisation,
         list_groups, list_tokens, create_token, revoke_token,
         list_directories, get_directory, put_directory, delete_directory, verify_connection, test_login, fetch_certificates,
@@ -443,7 +462,7 @@ impl Modify for SecurityAddon {
     ),
     components(schemas(ApiError, FieldError, User, NamedRef, Role, UserSource, NewUser, UserUpdate, Organisation, OrganisationInput,
         Group, ApiToken, NewApiToken, CreatedApiToken, CurrentUser, OneTimePassword,
-        DirectoryKind, GroupMode, DirectorySettings, DirectoryInput, ProbeReport, ServerProbe, ProbeStep, MappedUser, LoginTestReport, TestLoginRequest, AuthenticateRequest, BearerToken, ApiKey, ServerCertificates, CertificateDetails, GroupMapping)),
+        DirectoryKind, GroupMode, DirectorySettings, DirectoryInput, ProbeReport, ServerProbe, ProbeStep, MappedUser, LoginTestReport, TestLoginRequest, AuthenticateRequest, BearerToken, ApiKey, ServerCertificates, CertificateDetails, GroupMapping, ServerHealth, AccessExplanation, AccessFact)),
     modifiers(&SecurityAddon),
     security(("bearer" = []), ("session" = []))
 )]

@@ -28,6 +28,15 @@ pub struct FoundUser {
 
 /// Search the user across the search OUs: exactly one entry must match.
 pub async fn find_user(ldap: &mut Ldap, cfg: &DirectoryConfig, username: &str) -> Result<FoundUser, Failure> {
+    match lookup_user(ldap, cfg, username).await? {
+        Some(found) => Ok(found),
+        None => Err(Failure::answer(format!("no entry matches {} in the search OUs", crate::user_filter(&cfg.search_filter, username)))),
+    }
+}
+
+/// Like [`find_user`], but a search that matches nothing is `Ok(None)`
+/// (the user is not, or no longer, in the directory).
+pub async fn lookup_user(ldap: &mut Ldap, cfg: &DirectoryConfig, username: &str) -> Result<Option<FoundUser>, Failure> {
     let filter = crate::user_filter(&cfg.search_filter, username);
     let mut attrs = cfg.attr_map.attributes();
     attrs.extend(STATE_ATTRS.iter().map(|s| s.to_string()));
@@ -43,7 +52,13 @@ pub async fn find_user(ldap: &mut Ldap, cfg: &DirectoryConfig, username: &str) -
         match result.rc {
             0 | 4 => {}
             32 => {
-                return Err(Failure { message: format!("no such object: {ou}"), ldap_code: Some(32), ad_subcode: None, unreachable: false })
+                return Err(Failure {
+                    message: format!("no such object: {ou}"),
+                    ldap_code: Some(32),
+                    ad_subcode: None,
+                    unreachable: false,
+                    timed_out: false,
+                })
             }
             _ => {
                 crate::check(result, "user search")?;
@@ -57,12 +72,12 @@ pub async fn find_user(ldap: &mut Ldap, cfg: &DirectoryConfig, username: &str) -
         }
     }
     match found.len() {
-        0 => Err(Failure::answer(format!("no entry matches {filter} in the search OUs"))),
+        0 => Ok(None),
         1 => {
             let e = found.remove(0);
             let user = map_entry(&e, &cfg.attr_map);
             let state = entry_state(&e, &user);
-            Ok(FoundUser { dn: e.dn, user, state })
+            Ok(Some(FoundUser { dn: e.dn, user, state }))
         }
         n => Err(Failure::answer(format!("{n} or more entries match {filter}; a login must match exactly one"))),
     }
@@ -314,79 +329,6 @@ impl From<Failure> for LoginError {
         let state = failure.ad_subcode.as_deref().and_then(ad::subcode_state);
         LoginError { failure, state }
     }
-}
-
-/// Authenticate a person: the servers are tried in order until one answers
-/// (an unreachable server costs at most the connect timeout); on it, one
-/// service bind, one search (exactly one entry), one bind as the user. An
-/// answer from a live server — wrong password, no such user, disabled — is
-/// final: it never falls through to another server or directory.
-pub async fn login(cfg: &DirectoryConfig, username: &str, password: &str) -> Result<(String, FoundUser), LoginError> {
-    if password.trim().is_empty() {
-        return Err(Failure::answer("empty password refused before any bind").into());
-    }
-    let mut last = Failure::unreachable("no directory server configured");
-    for server in &cfg.servers {
-        let mut ldap = match conn::connect(server, cfg).await {
-            Ok((ldap, _)) => ldap,
-            Err((_, f, _)) => {
-                tracing::warn!(server = %server, reason = %f, "directory server unreachable; trying the next");
-                last = f;
-                continue;
-            }
-        };
-        if let Err(f) = conn::service_bind(&mut ldap, cfg).await {
-            let _ = ldap.unbind().await;
-            if f.unreachable {
-                last = f;
-                continue;
-            }
-            // A live server refusing the service account is a configuration
-            // problem, reported as such (and not a reason to try LDAP HA).
-            return Err(Failure::answer(format!("service account: {}", f.message)).into());
-        }
-        let found = match find_user(&mut ldap, cfg, username).await {
-            Ok(f) => f,
-            Err(f) => {
-                let _ = ldap.unbind().await;
-                if f.unreachable {
-                    last = f;
-                    continue;
-                }
-                return Err(f.into());
-            }
-        };
-        // Groups are read (as the service account) only when a mapping needs them.
-        let mut found = found;
-        if !cfg.group_mappings.is_empty() {
-            match groups_of(&mut ldap, cfg, &found).await {
-                Ok(g) => found.user.groups = g,
-                Err(f) => tracing::warn!(reason = %f, "could not read the user's groups; no group mapping applied"),
-            }
-        }
-        let result = bind_user(&mut ldap, cfg, &found.dn, password).await;
-        let _ = ldap.unbind().await;
-        match result {
-            Ok(()) => {}
-            Err(f) if f.unreachable => {
-                last = f;
-                continue;
-            }
-            Err(f) => {
-                let mut e = LoginError::from(f);
-                e.state = e.state.or(found.state);
-                return Err(e);
-            }
-        }
-        if let Some(state) = found.state {
-            return Err(LoginError { failure: Failure::answer(format!("account {state} in the directory")), state: Some(state) });
-        }
-        if found.user.username.is_empty() {
-            return Err(Failure::answer("the entry has no value for the mapped username attribute").into());
-        }
-        return Ok((server.to_string(), found));
-    }
-    Err(last.into())
 }
 
 fn role_rank(r: Role) -> u8 {

@@ -312,7 +312,7 @@ pub async fn connect(server: &ServerUri, cfg: &DirectoryConfig) -> Result<(Ldap,
         Err(_) => {
             return Err((
                 Stage::Tcp,
-                Failure::unreachable(format!("no answer from {server} within {} s (connect timeout)", cfg.connect_timeout.as_secs())),
+                Failure::timeout(format!("no answer from {server} within {} s (connect timeout)", cfg.connect_timeout.as_secs())),
                 report,
             ))
         }
@@ -358,7 +358,7 @@ pub async fn connect(server: &ServerUri, cfg: &DirectoryConfig) -> Result<(Ldap,
     match result {
         Err(_) => Err((
             stage,
-            Failure::unreachable(format!(
+            Failure::timeout(format!(
                 "{server}: {} did not complete within the {} s connect timeout",
                 if cfg.starttls { "StartTLS" } else { "TLS handshake" },
                 cfg.connect_timeout.as_secs()

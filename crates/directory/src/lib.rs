@@ -17,6 +17,7 @@ pub mod authn;
 pub mod config;
 pub mod conn;
 pub mod dn;
+pub mod gateway;
 pub mod probe;
 pub mod testing;
 
@@ -34,15 +35,23 @@ pub struct Failure {
     /// timed out, TLS failed): the next server, or LDAP HA, may be tried.
     /// False for answers from a live server (bad password, no such user).
     pub unreachable: bool,
+    /// True when the server did not answer in time (as opposed to refusing
+    /// or closing the connection): retrying would cost another timeout.
+    pub timed_out: bool,
 }
 
 impl Failure {
     pub fn unreachable(message: impl Into<String>) -> Failure {
-        Failure { message: message.into(), ldap_code: None, ad_subcode: None, unreachable: true }
+        Failure { message: message.into(), ldap_code: None, ad_subcode: None, unreachable: true, timed_out: false }
+    }
+
+    /// Unreachable because nothing answered within the time allowed.
+    pub fn timeout(message: impl Into<String>) -> Failure {
+        Failure { timed_out: true, ..Failure::unreachable(message) }
     }
 
     pub fn answer(message: impl Into<String>) -> Failure {
-        Failure { message: message.into(), ldap_code: None, ad_subcode: None, unreachable: false }
+        Failure { message: message.into(), ldap_code: None, ad_subcode: None, unreachable: false, timed_out: false }
     }
 
     /// From an ldap3 error, for operation `what` (e.g. "service bind").
@@ -57,9 +66,9 @@ impl Failure {
                 } else if !result.text.trim().is_empty() {
                     message.push_str(&format!(": {}", result.text.trim()));
                 }
-                Failure { message, ldap_code: Some(result.rc), ad_subcode, unreachable: false }
+                Failure { message, ldap_code: Some(result.rc), ad_subcode, unreachable: false, timed_out: false }
             }
-            LdapError::Timeout { .. } => Failure::unreachable(format!("{what}: no answer within {} s", timeout.as_secs())),
+            LdapError::Timeout { .. } => Failure::timeout(format!("{what}: no answer within {} s", timeout.as_secs().max(1))),
             other => Failure::unreachable(format!("{what}: connection lost ({other})")),
         }
     }

@@ -190,7 +190,13 @@ async fn ou_exists(ldap: &mut Ldap, cfg: &DirectoryConfig, ou: &str) -> Result<(
         .map_err(|e| Failure::from_ldap(e, "search OU", cfg.op_timeout))?;
     match r.1.rc {
         0 => Ok(()),
-        32 => Err(Failure { message: format!("no such object: {ou}"), ldap_code: Some(32), ad_subcode: None, unreachable: false }),
+        32 => Err(Failure {
+            message: format!("no such object: {ou}"),
+            ldap_code: Some(32),
+            ad_subcode: None,
+            unreachable: false,
+            timed_out: false,
+        }),
         _ => crate::check(r.1, &format!("search OU {ou}")).map(|_| ()),
     }
 }

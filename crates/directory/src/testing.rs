@@ -119,3 +119,73 @@ impl Drop for Slapd {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Operation counters of a [`Slapd`] (its `cn=Monitor`), read over one
+/// connection bound as the admin once — so reading costs one search each
+/// time and no bind.
+pub struct Monitor {
+    ldap: ldap3::Ldap,
+}
+
+impl Slapd {
+    pub async fn monitor(&self) -> Monitor {
+        let (conn, mut ldap) = ldap3::LdapConnAsync::new(&self.ldap_url).await.expect("monitor connection");
+        ldap3::drive!(conn);
+        ldap.simple_bind(&self.admin_dn, &self.admin_password).await.expect("monitor bind").success().expect("monitor bind");
+        Monitor { ldap }
+    }
+}
+
+impl Monitor {
+    /// Completed (binds, searches) so far. The search doing the reading is
+    /// not yet complete when it reads, but is counted by the next reading.
+    pub async fn counts(&mut self) -> (u64, u64) {
+        let (entries, _) = self
+            .ldap
+            .search("cn=Operations,cn=Monitor", ldap3::Scope::OneLevel, "(|(cn=Bind)(cn=Search))", vec!["monitorOpCompleted"])
+            .await
+            .expect("monitor search")
+            .success()
+            .expect("monitor search");
+        let mut binds = 0;
+        let mut searches = 0;
+        for e in entries {
+            let e = ldap3::SearchEntry::construct(e);
+            let n: u64 = e.attrs.get("monitorOpCompleted").and_then(|v| v.first()).and_then(|v| v.parse().ok()).expect("counter");
+            if e.dn.starts_with("cn=Bind") {
+                binds = n;
+            } else {
+                searches = n;
+            }
+        }
+        (binds, searches)
+    }
+}
+
+/// Silently drop every packet sent to a loopback port (an nftables rule),
+/// as a dead network path does: connects and requests get no answer at all.
+/// The rule goes when this is dropped.
+pub struct Blackhole {
+    table: String,
+}
+
+impl Blackhole {
+    pub fn port(port: u16) -> Blackhole {
+        let table = format!("bindery_blackhole_{port}");
+        let nft = |args: &str| {
+            let out =
+                Command::new("nft").args(args.split(' ')).output().unwrap_or_else(|e| panic!("nft (scripts/setup installs nftables): {e}"));
+            assert!(out.status.success(), "nft {args}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        nft(&format!("add table inet {table}"));
+        nft(&format!("add chain inet {table} out {{ type filter hook output priority 0 ; }}"));
+        nft(&format!("add rule inet {table} out ip daddr 127.0.0.1 tcp dport {port} drop"));
+        Blackhole { table }
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        let _ = Command::new("nft").args(["delete", "table", "inet", &self.table]).status();
+    }
+}

@@ -284,6 +284,15 @@ pub struct SecuritySettings {
     /// Lifetime of bearer tokens from `POST /api/v1/authn/ldap/{username}/authenticate`.
     #[serde(default = "default_bearer_minutes")]
     pub bearer_token_minutes: i64,
+    /// A directory user's account is checked against the directory again
+    /// when they use a session or token and the last check is older than
+    /// this (0: on every request). Disabled or removed → signed out.
+    #[serde(default = "default_revalidate_minutes")]
+    pub revalidate_minutes: i64,
+}
+
+fn default_revalidate_minutes() -> i64 {
+    5
 }
 
 fn default_bearer_minutes() -> i64 {
@@ -300,6 +309,7 @@ impl Default for SecuritySettings {
             min_password_length: 10,
             only_imported_users: false,
             bearer_token_minutes: 15,
+            revalidate_minutes: 5,
         }
     }
 }
@@ -348,7 +358,7 @@ pub struct CreatedApiToken {
     pub secret: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Dashboard {
     pub users: i64,
@@ -358,6 +368,45 @@ pub struct Dashboard {
     pub failed_logins_24h: i64,
     pub successful_logins_24h: i64,
     pub recent_logins: Vec<LoginEvent>,
+    /// Every server of every enabled directory configuration.
+    #[serde(default)]
+    pub directory_health: Vec<ServerHealth>,
+}
+
+/// Health of one directory server, as the circuit breaker sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ServerHealth {
+    pub directory: DirectoryKind,
+    pub uri: String,
+    /// `up`, `down` (skipped by logins until a probe sees it healthy) or
+    /// `unknown` (not used or probed yet).
+    pub state: String,
+    /// Round trip of the last successful probe.
+    pub latency_ms: Option<f64>,
+    pub checked_at: Option<String>,
+    /// When the server entered its current state.
+    pub since: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// "Explain access": why a user can or cannot sign in, fact by fact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AccessExplanation {
+    pub username: String,
+    pub allowed: bool,
+    pub verdict: String,
+    pub facts: Vec<AccessFact>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AccessFact {
+    pub label: String,
+    pub value: String,
+    /// `Some(false)` when this fact refuses access.
+    pub ok: Option<bool>,
 }
 
 /// The signed-in person, as the console shows them.
@@ -426,7 +475,7 @@ mod tests {
 
 /// The two directory configurations: the primary, and the backup used when
 /// every server of the primary is unreachable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DirectoryKind {

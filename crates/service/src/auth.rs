@@ -200,6 +200,10 @@ impl Service {
         self.store.clear_failures(&ukey).await.map_err(store_err)?;
         let now = now_ms();
         self.store.touch_last_login(u.id, now).await.map_err(store_err)?;
+        if u.source != UserSource::Local.as_str() {
+            // The directory just vouched for the account.
+            self.store.set_user_validated(u.id, now).await.map_err(store_err)?;
+        }
         let must_change_password = u.must_change_password != 0;
         match issue {
             Issue::Session => {
@@ -251,7 +255,7 @@ impl Service {
         let absolute_ok = now - s.created_at <= basic.session_absolute_hours * 3_600_000;
         let user = self.store.get_user(s.user_id).await?;
         match user {
-            Some(u) if idle_ok && absolute_ok && u.is_active != 0 => {
+            Some(u) if idle_ok && absolute_ok && u.is_active != 0 && self.revalidate_if_due(&u).await? => {
                 // Write the activity time at most every 30 s.
                 if now - s.last_seen_at > 30_000 {
                     self.store.touch_session(&hash, now).await?;
@@ -345,6 +349,9 @@ impl Service {
         let Some(u) = self.store.get_user(t.user_id).await?.filter(|u| u.is_active != 0) else {
             return Ok(None);
         };
+        if !self.revalidate_if_due(&u).await? {
+            return Ok(None);
+        }
         if t.last_used_at.is_none_or(|l| now - l > 30_000) {
             self.store.touch_api_token(t.id, now).await?;
         }

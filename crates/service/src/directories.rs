@@ -15,6 +15,8 @@ pub(crate) struct Stored {
     pub(crate) settings: DirectorySettings,
     bind_password: Option<DirSecret>,
     client_key: Option<DirSecret>,
+    /// Changes whenever the stored configuration does (0: never saved).
+    pub(crate) version: i64,
 }
 
 fn ctx(kind: DirectoryKind, what: &str) -> String {
@@ -36,7 +38,7 @@ fn same_servers(a: &[String], b: &[String]) -> bool {
 impl Service {
     pub(crate) async fn load_directory(&self, kind: DirectoryKind) -> Result<Stored> {
         let Some(row) = self.store.get_directory(kind.as_str()).await? else {
-            return Ok(Stored { settings: DirectorySettings::defaults(kind), bind_password: None, client_key: None });
+            return Ok(Stored { settings: DirectorySettings::defaults(kind), bind_password: None, client_key: None, version: 0 });
         };
         let mut settings: DirectorySettings =
             serde_json::from_str(&row.settings_json).map_err(|e| Error::Internal(format!("stored directory settings unreadable: {e}")))?;
@@ -48,7 +50,7 @@ impl Service {
         settings.bind_password_set = bind_password.is_some();
         settings.client_key_set = client_key.is_some();
         settings.updated_at = Some(fmt_ts(row.updated_at));
-        Ok(Stored { settings, bind_password, client_key })
+        Ok(Stored { settings, bind_password, client_key, version: row.updated_at })
     }
 
     pub async fn list_directories(&self, actor: &Actor) -> Result<Vec<DirectorySettings>> {
@@ -152,11 +154,12 @@ impl Service {
             updated_at: now,
         };
         self.store.put_directory(&row).await?;
+        // New settings, new live state: the user DN cache and the pooled
+        // connections of the old settings are dropped.
+        self.forget_gateway(kind);
         if settings.skip_verify {
             tracing::warn!(directory = kind.as_str(), actor = %actor.principal.username, "TLS certificate verification switched OFF for this directory");
         }
-        // Saving also clears the user DN cache of this directory (kept by the
-        // login path, which reads it together with the settings' timestamp).
         self.audit(actor, "directory.update", &format!("directory:{}", kind.as_str()), Some(j(&stored.settings)), Some(j(&settings))).await;
         Ok(settings)
     }
@@ -178,6 +181,7 @@ impl Service {
         if !self.store.delete_directory(kind.as_str()).await? {
             return Err(Error::NotFound("directory configuration"));
         }
+        self.forget_gateway(kind);
         self.audit(actor, "directory.delete", &format!("directory:{}", kind.as_str()), Some(j(&before)), None).await;
         Ok(())
     }
@@ -249,7 +253,12 @@ impl Service {
             input.bind_password = Some("unused".into());
         }
         let cfg = Self::resolve(
-            &Stored { settings: stored.settings.clone(), bind_password: None, client_key: stored.client_key.clone() },
+            &Stored {
+                settings: stored.settings.clone(),
+                bind_password: None,
+                client_key: stored.client_key.clone(),
+                version: stored.version,
+            },
             &input,
         )?;
         let mut out = Vec::new();

@@ -25,25 +25,18 @@ impl Service {
     ) -> Result<UserRow, LoginFailure> {
         let mut outcome = None;
         for kind in [DirectoryKind::Ldap, DirectoryKind::LdapHa] {
-            let stored = match self.load_directory(kind).await {
-                Ok(s) if s.settings.enabled => s,
-                Ok(_) => continue,
+            let gateway = match self.gateway(kind).await {
+                Ok(Some(g)) => g,
+                Ok(None) => continue,
                 Err(e) => {
                     tracing::error!(directory = kind.as_str(), error = %e, "cannot load the directory configuration");
                     continue;
                 }
             };
-            let cfg = match Self::resolve(&stored, &Self::stored_input(&stored.settings)) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(directory = kind.as_str(), error = %e, "the stored directory configuration is invalid");
-                    continue;
-                }
-            };
-            match bindery_directory::authn::login(&cfg, username, password).await {
-                Ok((server, found)) => {
-                    let mapped = bindery_directory::authn::apply_mappings(&cfg, &found.user.groups);
-                    outcome = Some(Ok((kind, server, found, mapped)));
+            match gateway.login(username, password).await {
+                Ok(done) => {
+                    let mapped = bindery_directory::authn::apply_mappings(gateway.config(), &done.found.user.groups);
+                    outcome = Some(Ok((kind, done.server, done.found, mapped)));
                     break;
                 }
                 Err(e) if e.failure.unreachable => {
@@ -70,7 +63,7 @@ impl Service {
                     if let Some(u) = existing.as_ref().filter(|u| u.is_active != 0) {
                         // Disabled in the directory: disabled here too, and
                         // every session and token ends now.
-                        self.disable_directory_user(u).await.map_err(store_err)?;
+                        self.disable_directory_user(u, "disabled in the directory (at login)").await.map_err(store_err)?;
                     }
                 }
                 let what = if e.failure.unreachable { "unreachable" } else { "refused" };
@@ -162,7 +155,7 @@ impl Service {
         Ok(all.into_iter().filter(|o| names.iter().any(|n| n.eq_ignore_ascii_case(&o.name))).map(|o| o.id).collect())
     }
 
-    async fn disable_directory_user(&self, u: &UserRow) -> Result<(), bindery_store::Error> {
+    pub(crate) async fn disable_directory_user(&self, u: &UserRow, reason: &str) -> Result<(), bindery_store::Error> {
         let now = now_ms();
         self.store
             .update_user(
@@ -173,7 +166,13 @@ impl Service {
             .await?;
         let sessions = self.store.delete_user_sessions(u.id).await?;
         let tokens = self.store.revoke_user_api_tokens(u.id, now).await?;
-        tracing::warn!(user = %u.username, sessions, tokens, "disabled in the directory: disabled here, sessions and tokens revoked");
+        tracing::warn!(user = %u.username, sessions, tokens, reason, "directory account gone or disabled: disabled here, sessions and tokens revoked");
+        self.system_audit(
+            "user.disable",
+            &format!("user:{}", u.id),
+            serde_json::json!({ "username": u.username, "reason": reason, "sessions_ended": sessions, "tokens_revoked": tokens }),
+        )
+        .await;
         Ok(())
     }
 }

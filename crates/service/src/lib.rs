@@ -8,6 +8,8 @@ mod auth;
 pub mod crypto;
 mod directories;
 mod dirlogin;
+mod explain;
+mod gateways;
 mod logs;
 mod secret;
 mod settings;
@@ -125,11 +127,12 @@ impl Default for Options {
 pub struct Service {
     store: Store,
     options: Options,
+    gateways: std::sync::Arc<gateways::Gateways>,
 }
 
 impl Service {
     pub fn new(store: Store, options: Options) -> Service {
-        Service { store, options }
+        Service { store, options, gateways: Default::default() }
     }
 
     pub fn store(&self) -> &Store {

@@ -11,6 +11,26 @@ impl Service {
     /// Record an administrative change. `before`/`after` are DTOs that never
     /// carry secrets. A failure to write is logged, not returned: the change
     /// itself already happened.
+    /// An operation Bindery did by itself (sync, directory re-validation).
+    pub(crate) async fn system_audit(&self, action: &str, target: &str, after: serde_json::Value) {
+        let after = after.to_string();
+        let r = self
+            .store
+            .insert_operation(&NewOperationEvent {
+                at: now_ms(),
+                actor: "(system)",
+                action,
+                target,
+                before: None,
+                after: Some(&after),
+                ip: "",
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, action, target, "could not write the operation log");
+        }
+    }
+
     pub(crate) async fn audit(
         &self,
         actor: &Actor,
@@ -81,6 +101,7 @@ impl Service {
             failed_logins_24h: failed,
             successful_logins_24h: ok,
             recent_logins: recent.into_iter().map(login_dto).collect(),
+            directory_health: self.health_snapshot().await?,
         })
     }
 }

@@ -70,6 +70,7 @@ impl Service {
         range(&mut errors, "lockout_window_minutes", s.lockout_window_minutes, 1, 1440);
         range(&mut errors, "min_password_length", s.min_password_length, 8, 128);
         range(&mut errors, "bearer_token_minutes", s.bearer_token_minutes, 1, 1440);
+        range(&mut errors, "revalidate_minutes", s.revalidate_minutes, 0, 1440);
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }

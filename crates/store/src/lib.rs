@@ -237,6 +237,12 @@ impl Store {
         Ok(id)
     }
 
+    /// Record that a directory user's account was checked against the directory.
+    pub async fn set_user_validated(&self, id: i64, now: i64) -> Result<()> {
+        sqlx::query("UPDATE users SET validated_at = $1 WHERE id = $2").bind(now).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn get_user(&self, id: i64) -> Result<Option<UserRow>> {
         Ok(sqlx::query_as(&format!("{USER_SELECT} WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?)
     }
@@ -749,7 +755,7 @@ fn unique(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
 }
 
 const USER_SELECT: &str = "SELECT id, username, username_key, name, email, role, source, is_active, password_hash, \
-    must_change_password, external_id, created_at, updated_at, last_login_at FROM users";
+    must_change_password, external_id, created_at, updated_at, last_login_at, validated_at FROM users";
 
 const ORG_SELECT: &str = "SELECT o.id AS id, o.name AS name, o.is_default AS is_default, o.created_at AS created_at, \
     COUNT(uo.user_id) AS user_count FROM organisations o LEFT JOIN user_organisations uo ON uo.organisation_id = o.id";

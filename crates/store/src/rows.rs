@@ -17,6 +17,7 @@ pub struct UserRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub last_login_at: Option<i64>,
+    pub validated_at: Option<i64>,
 }
 
 impl std::fmt::Debug for UserRow {

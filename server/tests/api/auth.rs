@@ -54,6 +54,7 @@ async fn lockout_per_username_and_admin_unlock() {
                 min_password_length: 10,
                 only_imported_users: false,
                 bearer_token_minutes: 15,
+                revalidate_minutes: 5,
             },
         )
         .await
@@ -93,6 +94,7 @@ async fn lockout_per_client_address() {
                 min_password_length: 10,
                 only_imported_users: false,
                 bearer_token_minutes: 15,
+                revalidate_minutes: 5,
             },
         )
         .await

@@ -97,7 +97,14 @@ async fn ldap_ha_serves_only_when_every_ldap_server_is_unreachable() {
 async fn disabled_in_the_directory_means_refused_and_signed_out_everywhere() {
     let d = Slapd::start();
     let app = TestApp::new().await;
-    configure(&app, DirectoryKind::Ldap, &d, vec![d.ldap_url.clone()]).await;
+    // Without the user DN cache every login reads the entry, so a state only
+    // an attribute shows (userAccountControl on OpenLDAP) is seen at once.
+    // (With the cache, the bind itself still refuses what AD and ppolicy
+    // enforce; attribute-only states are re-read when the entry expires
+    // and by session re-validation — see failover.rs.)
+    let mut input = d.input();
+    input.dn_cache_secs = 0;
+    app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, &input).await.unwrap();
     let session = app.session("jdoe", "Jdoe-Password-1").await;
     let id = app.db.store.find_user("jdoe").await.unwrap().unwrap().id;
     let token = app

@@ -5,6 +5,7 @@
 mod auth;
 mod directories;
 mod dirlogin;
+mod failover;
 mod helpers;
 mod rbac;
 mod rest;

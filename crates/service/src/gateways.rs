@@ -1,0 +1,165 @@
+//! The live side of the directory configurations: one
+//! [`Gateway`](bindery_directory::gateway::Gateway) per enabled
+//! configuration (pooled connections, circuit breaker, user DN cache),
+//! rebuilt whenever the stored configuration changes — so saving the
+//! settings empties the cache, here and on every other replica.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bindery_directory::gateway::{Gateway, Health};
+use bindery_model::{DirectoryKind, ServerHealth, UserSource};
+use bindery_store::UserRow;
+
+use crate::util::{fmt_ts, now_ms};
+use crate::{Actor, Result, Service};
+
+#[derive(Default)]
+pub(crate) struct Gateways {
+    live: Mutex<HashMap<DirectoryKind, (i64, Arc<Gateway>)>>,
+}
+
+impl std::fmt::Debug for Gateways {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gateways")
+    }
+}
+
+impl Gateways {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<DirectoryKind, (i64, Arc<Gateway>)>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What re-validating a directory user against the directory found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Validation {
+    /// Still there and usable (or the directory could not be asked: an
+    /// outage never signs anybody out).
+    Keep,
+    /// Disabled in, or removed from, the directory.
+    Revoke(String),
+}
+
+fn health_dto(kind: DirectoryKind, h: Health) -> ServerHealth {
+    ServerHealth {
+        directory: kind,
+        uri: h.uri,
+        state: h.state.as_str().into(),
+        latency_ms: h.latency_ms.map(|l| (l * 10.0).round() / 10.0),
+        checked_at: h.checked_at.map(fmt_ts),
+        since: h.since.map(fmt_ts),
+        last_error: h.last_error,
+    }
+}
+
+impl Service {
+    /// The live gateway of an enabled, valid configuration.
+    pub(crate) async fn gateway(&self, kind: DirectoryKind) -> Result<Option<Arc<Gateway>>> {
+        let stored = self.load_directory(kind).await?;
+        if !stored.settings.enabled {
+            self.gateways.map().remove(&kind);
+            return Ok(None);
+        }
+        if let Some((version, g)) = self.gateways.map().get(&kind) {
+            if *version == stored.version {
+                return Ok(Some(g.clone()));
+            }
+        }
+        let cfg = match Self::resolve(&stored, &Self::stored_input(&stored.settings)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(directory = kind.as_str(), error = %e, "the stored directory configuration is invalid");
+                return Ok(None);
+            }
+        };
+        let g = Arc::new(Gateway::new(cfg));
+        self.gateways.map().insert(kind, (stored.version, g.clone()));
+        Ok(Some(g))
+    }
+
+    /// Drop the live state of a configuration (after it was saved or deleted).
+    pub(crate) fn forget_gateway(&self, kind: DirectoryKind) {
+        self.gateways.map().remove(&kind);
+    }
+
+    /// Probe every server of every enabled configuration (the circuit
+    /// breaker's way back: a server marked down is used again only after a
+    /// probe finds it healthy). Run periodically by the server.
+    pub async fn probe_directories(&self) {
+        for kind in [DirectoryKind::Ldap, DirectoryKind::LdapHa] {
+            match self.gateway(kind).await {
+                Ok(Some(g)) => g.probe().await,
+                Ok(None) => {}
+                Err(e) => tracing::error!(directory = kind.as_str(), error = %e, "cannot load the directory configuration"),
+            }
+        }
+    }
+
+    /// Health of every server of every enabled configuration.
+    pub(crate) async fn health_snapshot(&self) -> Result<Vec<ServerHealth>> {
+        let mut out = Vec::new();
+        for kind in [DirectoryKind::Ldap, DirectoryKind::LdapHa] {
+            if let Some(g) = self.gateway(kind).await? {
+                out.extend(g.health().into_iter().map(|h| health_dto(kind, h)));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn directory_health(&self, actor: &Actor) -> Result<Vec<ServerHealth>> {
+        actor.require_reader()?;
+        self.health_snapshot().await
+    }
+
+    /// Re-check a directory user's account against their directory when
+    /// the last check is older than the configured interval. Disabled in or
+    /// removed from the directory → disabled here, sessions and tokens
+    /// revoked. Returns whether the user may go on.
+    pub(crate) async fn revalidate_if_due(&self, u: &UserRow) -> Result<bool> {
+        if u.source == UserSource::Local.as_str() {
+            return Ok(true);
+        }
+        let every = self.security_settings().await?.revalidate_minutes.max(0) * 60_000;
+        let now = now_ms();
+        if u.validated_at.is_some_and(|at| now - at < every) {
+            return Ok(true);
+        }
+        match self.validate_directory_user(u).await? {
+            Validation::Keep => Ok(true),
+            Validation::Revoke(reason) => {
+                self.disable_directory_user(u, &reason).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Ask the user's directory about them (no password involved).
+    pub(crate) async fn validate_directory_user(&self, u: &UserRow) -> Result<Validation> {
+        let kind = if u.source == UserSource::LdapHa.as_str() { DirectoryKind::LdapHa } else { DirectoryKind::Ldap };
+        let Some(g) = self.gateway(kind).await? else {
+            return Ok(Validation::Keep);
+        };
+        match g.lookup(&u.username).await {
+            Ok(l) => {
+                self.store.set_user_validated(u.id, now_ms()).await?;
+                Ok(match l.found {
+                    None => Validation::Revoke(format!("no longer in the directory ({} on {})", kind.label(), l.server)),
+                    Some(f) if matches!(f.state, Some("disabled")) => {
+                        Validation::Revoke(format!("disabled in the directory ({} on {})", kind.label(), l.server))
+                    }
+                    Some(_) => Validation::Keep,
+                })
+            }
+            Err(f) => {
+                tracing::warn!(user = %u.username, reason = %f, "could not re-validate a directory user; keeping the session");
+                Ok(Validation::Keep)
+            }
+        }
+    }
+
+    /// Counts for tests and metrics: cached users per configuration.
+    pub async fn dn_cache_size(&self, kind: DirectoryKind) -> Result<usize> {
+        Ok(self.gateway(kind).await?.map(|g| g.cached_users()).unwrap_or(0))
+    }
+}
