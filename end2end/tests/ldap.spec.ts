@@ -3,6 +3,9 @@
 // through the login page and is refused once disabled in the directory.
 
 import { LdapPage } from './fixtures/ldap-page';
+import { SecurityPage } from './fixtures/security-page';
+import { UserPage } from './fixtures/user-page';
+import { UsersPage } from './fixtures/users-page';
 import { modifyDirectory, startDirectory, stopDirectory, type Directory } from './fixtures/slapd';
 import { expect, signIn, test } from './fixtures/test';
 
@@ -81,21 +84,65 @@ test('LDAP settings: a wrong password fails the bind step, the right one passes 
   await expect(ldap.field('server_uris')).toHaveValue(d.ldap_url);
 });
 
-test('a directory user signs in with the directory password, and not once disabled there', async ({ newSession }) => {
+test('a directory user signs in, is disabled in the directory and is signed out at their next request', async ({ adminPage, newSession }) => {
+  // Re-check directory accounts on every request (0 minutes) for this test.
+  const security = new SecurityPage(adminPage);
+  await security.goto();
+  await security.save({ maxFailures: 5, windowMinutes: 15, revalidateMinutes: 0 });
+
   const page = await newSession();
   await signIn(page, 'tina', 'Tina-Password-1');
   await expect(page.getByTestId('home-user')).toContainText('You are signed in as tina (User).');
+  await page.reload();
+  await expect(page.getByTestId('home-user')).toContainText('You are signed in as tina (User).');
 
   modifyDirectory(d, 'dn: uid=tina,ou=tech,dc=example,dc=com\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n');
+  // Her next request asks the directory, which says disabled: signed out.
+  await page.goto('/');
+  await expect(page).toHaveURL(/\/login/);
+  // And she cannot sign in again.
   const other = await newSession();
   await other.goto('/login');
   await other.getByLabel('Username').fill('tina');
   await other.getByLabel('Password').fill('Tina-Password-1');
   await other.getByRole('button', { name: 'Sign in' }).click();
   await expect(other.getByTestId('login-error')).toHaveText('Invalid username or password.');
-  // Her open session ended as soon as Bindery learned it.
-  await page.goto('/');
-  await expect(page).toHaveURL(/\/login/);
+
+  // The admin sees why on her page.
+  const users = new UsersPage(adminPage);
+  await users.openUser('tina');
+  const user = new UserPage(adminPage);
+  await expect(user.status).toHaveText('disabled');
+  await user.explain();
+  await expect(user.explainVerdict).toContainText('tina cannot sign in');
+  await expect(user.fact('Account state in the directory')).toHaveText('disabled');
+
+  await security.goto();
+  await security.save({ maxFailures: 5, windowMinutes: 15, revalidateMinutes: 5 });
+});
+
+test('Explain access for a user locked in the directory says locked; the dashboard shows server health', async ({ adminPage, newSession }) => {
+  const page = await newSession();
+  await signIn(page, 'jdoe', 'Jdoe-Password-1');
+  await expect(page.getByTestId('home-user')).toContainText('You are signed in as jdoe');
+
+  const users = new UsersPage(adminPage);
+  await users.openUser('jdoe');
+  const user = new UserPage(adminPage);
+  await user.explain();
+  await expect(user.explainVerdict).toHaveText('jdoe can sign in.');
+  await expect(user.fact('Search OU matched')).toHaveText(`ou=people,${d.base_dn}`);
+  await expect(user.fact('Groups (nested)')).toContainText('cn=developers');
+
+  modifyDirectory(d, 'dn: uid=jdoe,ou=people,dc=example,dc=com\nchangetype: modify\nreplace: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n');
+  await user.explain();
+  await expect(user.explainVerdict).toContainText('jdoe cannot sign in — Account state in the directory: locked');
+  await expect(user.fact('Account state in the directory')).toHaveText('locked');
+
+  await adminPage.goto('/');
+  const health = adminPage.getByTestId('health-table');
+  await expect(health).toContainText(d.ldap_url);
+  await expect(health.getByTestId('health-state').first()).toHaveText('up');
 });
 
 test('Fetch certificate shows the chain; trusting its CA makes ldaps:// verify', async ({ adminPage: page }) => {

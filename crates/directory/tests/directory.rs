@@ -252,8 +252,14 @@ async fn group_mapping_gives_the_highest_role_and_every_organisation() {
     let r = test_login(&cfg, "nomail", Some("Nomail-Password-1")).await;
     assert_eq!(r.mapped_role, None);
     // At sign-in the groups are read too.
-    let (_, found) = bindery_directory::authn::login(&cfg, "jdoe", "Jdoe-Password-1").await.unwrap();
-    assert_eq!(bindery_directory::authn::apply_mappings(&cfg, &found.user.groups).map(|m| m.0), Some(bindery_model::Role::Admin));
+    let gateway = bindery_directory::gateway::Gateway::new(cfg.clone());
+    let done = gateway.login("jdoe", "Jdoe-Password-1").await.unwrap();
+    assert!(!done.cached);
+    assert_eq!(bindery_directory::authn::apply_mappings(&cfg, &done.found.user.groups).map(|m| m.0), Some(bindery_model::Role::Admin));
+    // The second login comes from the user DN cache, groups included.
+    let again = gateway.login("JDoe", "Jdoe-Password-1").await.unwrap();
+    assert!(again.cached);
+    assert_eq!(again.found.user.groups, done.found.user.groups);
 }
 
 #[tokio::test]

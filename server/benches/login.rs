@@ -1,0 +1,226 @@
+//! Directory login speed, measured in one run against one loopback slapd:
+//!
+//! * the baseline — raw ldap3 logins (one search on a service-bound
+//!   connection + one bind on a second connection, both kept open), at 1
+//!   and 32 concurrent clients;
+//! * Bindery's HTTP login (`POST /api/v1/authn/ldap/{username}/authenticate`,
+//!   which also issues and stores a bearer token), at 1 and 32 concurrent
+//!   clients, with a warm user DN cache (the default) and without one;
+//! * failover: the first login after the first server starts dropping
+//!   packets, and the ones after it.
+//!
+//! Run with `scripts/bench login` (or `cargo bench -p bindery --features
+//! bindery-app/ssr --bench login`). `BENCH_SECONDS` sets each measurement's
+//! length (default 4). Needs root for the nftables blackhole.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bindery_directory::testing::{Blackhole, Slapd};
+use bindery_model::{DirectoryKind, Role};
+use bindery_service::{Actor, AuthVia, Principal, Service};
+
+const USERS: usize = 200;
+const PASSWORD: &str = "User-Password-1";
+
+fn username(i: usize) -> String {
+    format!("user{:06}", i % USERS + 1)
+}
+
+struct Run {
+    logins: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn per_sec(&self) -> f64 {
+        self.logins as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn pct(&mut self, p: f64) -> f64 {
+        self.latencies.sort();
+        let i = ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+        self.latencies[i].as_secs_f64() * 1000.0
+    }
+}
+
+/// `clients` tasks doing `one(client, n)` until `time` is up.
+async fn load<F, Fut>(clients: usize, time: Duration, one: F) -> Run
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let one = Arc::new(one);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let one = one.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut n = c * 7;
+                while start.elapsed() < time {
+                    let t = Instant::now();
+                    one(c, n).await;
+                    lat.push(t.elapsed());
+                    n += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("client task"));
+    }
+    Run { logins: latencies.len(), elapsed: start.elapsed(), latencies }
+}
+
+async fn raw_conn(d: &Slapd, bind: bool) -> ldap3::Ldap {
+    let (conn, mut ldap) = ldap3::LdapConnAsync::new(&d.ldap_url).await.expect("connect");
+    ldap3::drive!(conn);
+    if bind {
+        ldap.simple_bind(&d.bind_dn, &d.bind_password).await.unwrap().success().expect("service bind");
+    }
+    ldap
+}
+
+/// The baseline: what a login costs with ldap3 directly.
+async fn baseline(d: &Slapd, clients: usize, time: Duration) -> Run {
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        conns.push(tokio::sync::Mutex::new((raw_conn(d, true).await, raw_conn(d, false).await)));
+    }
+    let conns = Arc::new(conns);
+    let base = format!("ou=people,{}", d.base_dn);
+    load(clients, time, move |c, n| {
+        let conns = conns.clone();
+        let base = base.clone();
+        async move {
+            let mut pair = conns[c].lock().await;
+            let (search, bind) = &mut *pair;
+            let filter = format!("(uid={})", ldap3::ldap_escape(username(n)));
+            let (entries, _) =
+                search.search(&base, ldap3::Scope::Subtree, &filter, vec!["uid", "cn", "mail"]).await.unwrap().success().unwrap();
+            let dn = ldap3::SearchEntry::construct(entries.into_iter().next().expect("one entry")).dn;
+            bind.simple_bind(&dn, PASSWORD).await.unwrap().success().expect("user bind");
+        }
+    })
+    .await
+}
+
+async fn http_logins(url: &str, clients: usize, time: Duration) -> Run {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let url = url.to_string();
+    load(clients, time, move |_, n| {
+        let client = client.clone();
+        let url = format!("{url}/api/v1/authn/ldap/{}/authenticate", username(n));
+        async move {
+            let res = client.post(&url).json(&serde_json::json!({ "password": PASSWORD })).send().await.expect("HTTP");
+            assert_eq!(res.status(), 200, "login failed: {}", res.text().await.unwrap_or_default());
+        }
+    })
+    .await
+}
+
+fn admin() -> Actor {
+    Actor {
+        principal: Principal {
+            user_id: 1,
+            username: "admin".into(),
+            name: "Administrator".into(),
+            role: Role::Admin,
+            must_change_password: false,
+            via: AuthVia::Session,
+        },
+        ip: "127.0.0.1".into(),
+    }
+}
+
+async fn configure(service: &Service, uris: Vec<String>, d: &Slapd, dn_cache_secs: i64, connect_timeout_secs: i64) {
+    let mut input = d.input();
+    input.server_uris = uris;
+    input.search_ous = format!("ou=people,{}", d.base_dn);
+    input.dn_cache_secs = dn_cache_secs;
+    input.connect_timeout_secs = connect_timeout_secs;
+    service.save_directory(&admin(), DirectoryKind::Ldap, &input).await.expect("save directory");
+}
+
+fn line(label: &str, r: &mut Run, baseline: Option<f64>) {
+    let ratio = baseline.map(|b| format!("  {:>5.0}% of baseline", 100.0 * r.per_sec() / b)).unwrap_or_default();
+    println!("{label:<44} {:>8.0} logins/s   p50 {:>6.2} ms   p99 {:>6.2} ms{ratio}", r.per_sec(), r.pct(0.50), r.pct(0.99));
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list`
+    }
+    let time = Duration::from_secs(std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4));
+    let d = Slapd::start_with(&[("SLAPD_EXTRA_USERS", &USERS.to_string())]);
+    let spare = Slapd::start();
+
+    println!("Directory login benchmark: {USERS} users, {} s per measurement, one loopback slapd", time.as_secs());
+    let mut base1 = baseline(&d, 1, time).await;
+    let mut base32 = baseline(&d, 32, time).await;
+    line("raw ldap3 search+bind, 1 client", &mut base1, None);
+    line("raw ldap3 search+bind, 32 clients", &mut base32, None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = bindery_server::Config {
+        database_url: format!("sqlite:{}/bench.db", dir.path().display()),
+        secret_key_file: format!("{}/secret.key", dir.path().display()),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Default::default()
+    };
+    let (service, _) = bindery_server::open(&cfg).await.expect("open");
+    configure(&service, vec![d.ldap_url.clone()], &d, 300, 1).await;
+    let router = bindery_server::app(service.clone(), bindery_server::leptos_options(&cfg), false);
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await });
+
+    // Every user once: creates them (first login) and warms the DN cache.
+    http_logins(&url, 8, Duration::from_millis(1500)).await;
+    let mut warm1 = http_logins(&url, 1, time).await;
+    let mut warm32 = http_logins(&url, 32, time).await;
+    line("Bindery HTTP login, 1 client (warm cache)", &mut warm1, Some(base1.per_sec()));
+    line("Bindery HTTP login, 32 clients (warm cache)", &mut warm32, Some(base32.per_sec()));
+    configure(&service, vec![d.ldap_url.clone()], &d, 0, 1).await;
+    let mut cold1 = http_logins(&url, 1, time).await;
+    let mut cold32 = http_logins(&url, 32, time).await;
+    line("Bindery HTTP login, 1 client (no cache)", &mut cold1, Some(base1.per_sec()));
+    line("Bindery HTTP login, 32 clients (no cache)", &mut cold32, Some(base32.per_sec()));
+
+    // Failover: [spare, d]; the spare starts dropping every packet.
+    configure(&service, vec![spare.ldap_url.clone(), d.ldap_url.clone()], &d, 300, 1).await;
+    http_logins(&url, 4, Duration::from_millis(500)).await;
+    let mut normal = http_logins(&url, 1, Duration::from_secs(1)).await;
+    let hole = Blackhole::port(spare.port(&spare.ldap_url));
+    let t = Instant::now();
+    let res = reqwest::Client::new()
+        .post(format!("{url}/api/v1/authn/ldap/{}/authenticate", username(3)))
+        .json(&serde_json::json!({ "password": PASSWORD }))
+        .send()
+        .await
+        .expect("HTTP");
+    assert_eq!(res.status(), 200);
+    let first = t.elapsed().as_secs_f64() * 1000.0;
+    let mut after = http_logins(&url, 1, Duration::from_secs(1)).await;
+    drop(hole);
+    let normal_p50 = normal.pct(0.5);
+    println!(
+        "failover (connect timeout 1000 ms): normal p50 {normal_p50:.2} ms; first login after a blackhole {:.0} ms (= timeout + {:.0} ms); later logins p50 {:.2} ms, p99 {:.2} ms",
+        first,
+        first - 1000.0,
+        after.pct(0.5),
+        after.pct(0.99)
+    );
+    println!(
+        "targets: throughput >= 80% of baseline ({:.0}% at 32 clients, warm cache), p99 <= 20 ms at 32 ({:.2} ms), first login after a blackhole <= timeout + 50 ms ({:.0} ms over)",
+        100.0 * warm32.per_sec() / base32.per_sec(),
+        warm32.pct(0.99),
+        first - 1000.0
+    );
+}
