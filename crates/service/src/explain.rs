@@ -93,9 +93,10 @@ impl Service {
                                     Some(s) => refuse(&mut facts, "Account state in the directory", s.to_string()),
                                 }
                                 let groups = found.user.groups.clone();
+                                let nested = if g.config().nested_groups { " (nested groups included)" } else { " (direct only)" };
                                 facts.push(fact(
-                                    "Groups (nested)",
-                                    if groups.is_empty() { "(none)".to_string() } else { groups.join("; ") },
+                                    "Groups",
+                                    if groups.is_empty() { format!("(none){nested}") } else { format!("{}{nested}", groups.join("; ")) },
                                     None,
                                 ));
                                 facts.push(fact(
