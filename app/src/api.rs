@@ -654,3 +654,74 @@ pub async fn fetch_directory_certificates(kind: String, form: DirectoryForm) -> 
     let (kind, input) = directory_args(&kind, form)?;
     svc.fetch_directory_certificates(&actor, kind, Some(&input)).await.map_err(map)
 }
+
+// ----- user import ------------------------------------------------------------------
+
+#[cfg(feature = "ssr")]
+fn kind_arg(kind: &str) -> Result<bindery_model::DirectoryKind, AppError> {
+    bindery_model::DirectoryKind::parse(kind).ok_or_else(|| map(bindery_service::Error::NotFound("directory configuration")))
+}
+
+#[server(prefix = "/rpc", endpoint = "start_user_fetch")]
+pub async fn start_user_fetch(kind: String) -> Result<bindery_model::SyncRun, AppError> {
+    let (svc, actor) = caller()?;
+    svc.start_user_fetch(&actor, kind_arg(&kind)?).await.map_err(map)
+}
+
+#[server(prefix = "/rpc", endpoint = "cancel_user_fetch")]
+pub async fn cancel_user_fetch(kind: String) -> Result<(), AppError> {
+    let (svc, actor) = caller()?;
+    svc.cancel_user_fetch(&actor, kind_arg(&kind)?).await.map_err(map)
+}
+
+#[server(prefix = "/rpc", endpoint = "user_fetch_status")]
+pub async fn user_fetch_status(kind: String) -> Result<Option<bindery_model::SyncRun>, AppError> {
+    let (svc, actor) = caller()?;
+    svc.user_fetch_status(&actor, kind_arg(&kind)?).await.map_err(map)
+}
+
+#[server(prefix = "/rpc", endpoint = "list_staged_users")]
+pub async fn list_staged_users(
+    kind: String,
+    status: Option<String>,
+    q: Option<String>,
+    sort: Option<String>,
+    desc: Option<bool>,
+    page: Option<i64>,
+    per_page: Option<i64>,
+) -> Result<bindery_model::Page<bindery_model::StagedUser>, AppError> {
+    let (svc, actor) = caller()?;
+    svc.list_staged_users(
+        &actor,
+        kind_arg(&kind)?,
+        status.as_deref(),
+        q.as_deref(),
+        sort.as_deref(),
+        desc.unwrap_or(false),
+        page.unwrap_or(1),
+        per_page.unwrap_or(15),
+    )
+    .await
+    .map_err(map)
+}
+
+/// The import form: checked rows are `ids[<id>]=on`, organisations `orgs[<id>]=on`.
+#[server(prefix = "/rpc", endpoint = "import_users")]
+pub async fn import_users(
+    kind: String,
+    ids: Option<HashMap<String, String>>,
+    orgs: Option<HashMap<String, String>>,
+    all_matching: Option<String>,
+    status: Option<String>,
+    q: Option<String>,
+) -> Result<bindery_model::ImportResult, AppError> {
+    let (svc, actor) = caller()?;
+    let req = bindery_model::ImportRequest {
+        ids: checked_ids(&ids),
+        all_matching: all_matching.is_some_and(|v| v == "true" || v == "on"),
+        status,
+        q,
+        organisation_ids: checked_ids(&orgs),
+    };
+    svc.import_staged_users(&actor, kind_arg(&kind)?, &req).await.map_err(map)
+}

@@ -11,9 +11,9 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bindery_model::{
     AccessExplanation, AccessFact, ApiError, ApiToken, CertificateDetails, CreatedApiToken, CurrentUser, DirectoryInput, DirectoryKind,
-    DirectorySettings, FieldError, Group, GroupMapping, GroupMode, ListQuery, LoginTestReport, MappedUser, NamedRef, NewApiToken, NewUser,
-    Organisation, OrganisationInput, Page, ProbeReport, ProbeStep, Role, ServerCertificates, ServerHealth, ServerProbe, User, UserSource,
-    UserUpdate,
+    DirectorySettings, FieldError, Group, GroupMapping, GroupMode, ImportOutcome, ImportRequest, ImportResult, ListQuery, LoginTestReport,
+    MappedUser, NamedRef, NewApiToken, NewUser, Organisation, OrganisationInput, Page, ProbeReport, ProbeStep, Role, ServerCertificates,
+    ServerHealth, ServerProbe, StagedQuery, StagedUser, SyncRun, User, UserSource, UserUpdate,
 };
 use bindery_service::{Actor, Error, RequestContext};
 use http::StatusCode;
@@ -45,6 +45,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/directories/{kind}/verify_connection", post(verify_connection))
         .route("/v1/directories/{kind}/test_login", post(test_login))
         .route("/v1/directories/{kind}/fetch_certificates", post(fetch_certificates))
+        .route("/v1/directories/{kind}/users", get(list_staged))
+        .route("/v1/directories/{kind}/users.csv", get(staged_csv))
+        .route("/v1/directories/{kind}/users/fetch", get(fetch_status).post(start_fetch).delete(cancel_fetch))
+        .route("/v1/directories/{kind}/users/import", post(import_users))
         .fallback(|| async { ApiErr(Error::NotFound("endpoint")) })
 }
 
@@ -265,6 +269,92 @@ async fn list_directories(State(s): State<AppState>, Extension(ctx): Extension<R
     Ok(Json(s.service.list_directories(&actor(&ctx)?).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/directories/{kind}/users/fetch", tag = "import", params(("kind" = String, Path)),
+    responses((status = 202, body = SyncRun, description = "Enumeration started; poll GET …/users/fetch"), (status = 409, body = ApiError)))]
+async fn start_fetch(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+) -> ApiResult<(StatusCode, Json<SyncRun>)> {
+    Ok((StatusCode::ACCEPTED, Json(s.service.start_user_fetch(&actor(&ctx)?, kind(&k)?).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/directories/{kind}/users/fetch", tag = "import", params(("kind" = String, Path)),
+    responses((status = 200, body = Option<SyncRun>, description = "The latest enumeration and its progress (null: never)")))]
+async fn fetch_status(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+) -> ApiResult<Json<Option<SyncRun>>> {
+    Ok(Json(s.service.user_fetch_status(&actor(&ctx)?, kind(&k)?).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/directories/{kind}/users/fetch", tag = "import", params(("kind" = String, Path)),
+    responses((status = 204, description = "Cancel requested"), (status = 409, body = ApiError)))]
+async fn cancel_fetch(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.service.cancel_user_fetch(&actor(&ctx)?, kind(&k)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/directories/{kind}/users", tag = "import", params(("kind" = String, Path), StagedQuery),
+    responses((status = 200, body = Page<StagedUser>)))]
+async fn list_staged(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+    Query(q): Query<StagedQuery>,
+) -> ApiResult<Json<Page<StagedUser>>> {
+    Ok(Json(
+        s.service
+            .list_staged_users(
+                &actor(&ctx)?,
+                kind(&k)?,
+                q.status.as_deref(),
+                q.q.as_deref(),
+                q.sort.as_deref(),
+                q.desc.unwrap_or(false),
+                q.page.unwrap_or(1),
+                q.per_page.unwrap_or(15),
+            )
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/directories/{kind}/users.csv", tag = "import", params(("kind" = String, Path), StagedQuery),
+    responses((status = 200, content_type = "text/csv", body = String)))]
+async fn staged_csv(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+    Query(q): Query<StagedQuery>,
+) -> ApiResult<Response> {
+    let kind = kind(&k)?;
+    let csv = s.service.staged_users_csv(&actor(&ctx)?, kind, q.status.as_deref(), q.q.as_deref()).await?;
+    Ok((
+        [
+            (http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"bindery-{}-users.csv\"", kind.as_str())),
+        ],
+        csv,
+    )
+        .into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/directories/{kind}/users/import", tag = "import", params(("kind" = String, Path)), request_body = ImportRequest,
+    responses((status = 200, body = ImportResult, description = "Each row's outcome; a bad row fails alone"), (status = 422, body = ApiError)))]
+async fn import_users(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+    Body(req): Body<ImportRequest>,
+) -> ApiResult<Json<ImportResult>> {
+    Ok(Json(s.service.import_staged_users(&actor(&ctx)?, kind(&k)?, &req).await?))
+}
+
 #[utoipa::path(get, path = "/api/v1/directories/health", tag = "directories",
     responses((status = 200, body = Vec<ServerHealth>, description = "Every server of every enabled configuration, as the circuit breaker sees it")))]
 async fn directory_health(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>) -> ApiResult<Json<Vec<ServerHealth>>> {
@@ -458,11 +548,12 @@ impl Modify for SecurityAddon {
         list_organisations, create_organisation, rename_organisation, delete_organisation,
         list_groups, list_tokens, create_token, revoke_token,
         list_directories, get_directory, put_directory, delete_directory, verify_connection, test_login, fetch_certificates,
+        start_fetch, fetch_status, cancel_fetch, list_staged, staged_csv, import_users,
         authn_authenticate, authn_login
     ),
     components(schemas(ApiError, FieldError, User, NamedRef, Role, UserSource, NewUser, UserUpdate, Organisation, OrganisationInput,
         Group, ApiToken, NewApiToken, CreatedApiToken, CurrentUser, OneTimePassword,
-        DirectoryKind, GroupMode, DirectorySettings, DirectoryInput, ProbeReport, ServerProbe, ProbeStep, MappedUser, LoginTestReport, TestLoginRequest, AuthenticateRequest, BearerToken, ApiKey, ServerCertificates, CertificateDetails, GroupMapping, ServerHealth, AccessExplanation, AccessFact)),
+        DirectoryKind, GroupMode, DirectorySettings, DirectoryInput, ProbeReport, ServerProbe, ProbeStep, MappedUser, LoginTestReport, TestLoginRequest, AuthenticateRequest, BearerToken, ApiKey, ServerCertificates, CertificateDetails, GroupMapping, ServerHealth, AccessExplanation, AccessFact, SyncRun, StagedUser, ImportRequest, ImportResult, ImportOutcome)),
     modifiers(&SecurityAddon),
     security(("bearer" = []), ("session" = []))
 )]

@@ -15,13 +15,15 @@ use crate::probe::{all, first, map_entry};
 use crate::{ad, conn, DirectoryConfig, Failure};
 
 /// Operational attributes that reveal the account state.
-const STATE_ATTRS: [&str; 3] = ["userAccountControl", "pwdAccountLockedTime", "pwdReset"];
+const STATE_ATTRS: [&str; 5] = ["userAccountControl", "pwdAccountLockedTime", "pwdReset", "entryUUID", "objectGUID"];
 
 /// A user found in the directory.
 #[derive(Debug, Clone)]
 pub struct FoundUser {
     pub dn: String,
     pub user: MappedUser,
+    /// The entry's immutable id (`entryUUID`, AD `objectGUID`, else the DN).
+    pub uid: String,
     /// Why the account cannot be used, if the entry says so.
     pub state: Option<&'static str>,
 }
@@ -77,7 +79,8 @@ pub async fn lookup_user(ldap: &mut Ldap, cfg: &DirectoryConfig, username: &str)
             let e = found.remove(0);
             let user = map_entry(&e, &cfg.attr_map);
             let state = entry_state(&e, &user);
-            Ok(Some(FoundUser { dn: e.dn, user, state }))
+            let uid = crate::enumerate::uid_of(&e);
+            Ok(Some(FoundUser { dn: e.dn, user, uid, state }))
         }
         n => Err(Failure::answer(format!("{n} or more entries match {filter}; a login must match exactly one"))),
     }

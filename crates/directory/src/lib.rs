@@ -17,6 +17,7 @@ pub mod authn;
 pub mod config;
 pub mod conn;
 pub mod dn;
+pub mod enumerate;
 pub mod gateway;
 pub mod probe;
 pub mod testing;

@@ -785,3 +785,98 @@ pub struct LoginTestReport {
     pub mapped_organisations: Vec<String>,
     pub steps: Vec<ProbeStep>,
 }
+
+/// Query of the import table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema, utoipa::IntoParams))]
+pub struct StagedQuery {
+    /// `all` (default), `new`, `imported`, `changed`, `disabled`, `invalid`.
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub q: Option<String>,
+    /// `username` (default), `name`, `email`, `status`.
+    #[serde(default)]
+    pub sort: Option<String>,
+    #[serde(default)]
+    pub desc: Option<bool>,
+    #[serde(default)]
+    pub page: Option<i64>,
+    #[serde(default)]
+    pub per_page: Option<i64>,
+}
+
+/// A row of the import table: a directory user from the staging snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StagedUser {
+    pub id: i64,
+    /// `new`, `imported`, `changed`, `disabled` (in the directory) or `invalid`.
+    pub status: String,
+    pub username: String,
+    pub name: String,
+    pub email: String,
+    pub groups: Vec<String>,
+    /// A Bindery user is linked to this entry (by immutable id or name).
+    pub already_exists: bool,
+    pub dn: String,
+    /// Why the row cannot be imported (`invalid`), else empty.
+    pub problem: String,
+}
+
+/// A "Sync users" enumeration or a sync run, with its progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SyncRun {
+    pub id: i64,
+    pub directory: DirectoryKind,
+    /// `fetch` (import table) or `sync`.
+    pub kind: String,
+    /// `running`, `done`, `failed`, `cancelled`, `interrupted`, `held`, `rejected`.
+    pub state: String,
+    pub started_by: String,
+    pub dry_run: bool,
+    pub entries: i64,
+    pub pages: i64,
+    /// Every entry of every search OU was enumerated.
+    pub complete: bool,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub elapsed_ms: i64,
+    pub error: String,
+}
+
+/// What to import: the checked rows, or every row matching the filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ImportRequest {
+    #[serde(default)]
+    pub ids: Vec<i64>,
+    /// Ignore `ids`: import every row matching `status` and `q`.
+    #[serde(default)]
+    pub all_matching: bool,
+    pub status: Option<String>,
+    pub q: Option<String>,
+    /// Organisations to put the users in (empty: the default organisation).
+    #[serde(default)]
+    pub organisation_ids: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ImportOutcome {
+    pub username: String,
+    /// `created`, `updated`, `unchanged` or `failed`.
+    pub outcome: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ImportResult {
+    pub created: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub failed: i64,
+    pub outcomes: Vec<ImportOutcome>,
+}

@@ -75,7 +75,29 @@ impl Service {
                     None => vec![],
                 };
                 let dkey = util::username_key(&found.user.username);
-                let local = if dkey == key { existing } else { self.store.find_user(&dkey).await.map_err(store_err)? };
+                // The entry's immutable id first: renamed or moved in the
+                // directory, it is still the same Bindery user (renamed here).
+                let linked = match self.store.find_user_by_external_id(&found.uid).await.map_err(store_err)? {
+                    Some(u) if u.username_key != dkey => {
+                        let now = now_ms();
+                        match self.store.relink_user(u.id, &found.user.username, &dkey, &u.name, &u.email, &found.uid, now).await {
+                            Ok(()) => self.store.get_user(u.id).await.map_err(store_err)?,
+                            Err(bindery_store::Error::Conflict(_)) => {
+                                return Err(fail(format!(
+                                    "renamed in the directory to {}, a name another user already has",
+                                    found.user.username
+                                )))
+                            }
+                            Err(e) => return Err(store_err(e)),
+                        }
+                    }
+                    other => other,
+                };
+                let local = match linked {
+                    Some(u) => Some(u),
+                    None if dkey == key => existing,
+                    None => self.store.find_user(&dkey).await.map_err(store_err)?,
+                };
                 match local {
                     Some(u) if u.source == UserSource::Local.as_str() => {
                         Err(fail("a local user has this name: directory login refused (a name never works both ways)"))
@@ -135,7 +157,7 @@ impl Service {
                                 // Never a usable local password.
                                 password_hash: None,
                                 must_change_password: false,
-                                external_id: Some(&found.dn),
+                                external_id: Some(&found.uid),
                                 organisation_ids: &orgs,
                                 now: now_ms(),
                             })

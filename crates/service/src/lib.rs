@@ -10,6 +10,7 @@ mod directories;
 mod dirlogin;
 mod explain;
 mod gateways;
+mod import;
 mod logs;
 mod secret;
 mod settings;
@@ -128,11 +129,12 @@ pub struct Service {
     store: Store,
     options: Options,
     gateways: std::sync::Arc<gateways::Gateways>,
+    jobs: std::sync::Arc<import::Jobs>,
 }
 
 impl Service {
     pub fn new(store: Store, options: Options) -> Service {
-        Service { store, options, gateways: Default::default() }
+        Service { store, options, gateways: Default::default(), jobs: Default::default() }
     }
 
     pub fn store(&self) -> &Store {
@@ -148,6 +150,11 @@ impl Service {
     /// the caller to print once.
     pub async fn bootstrap(&self) -> Result<Option<Secret>> {
         let now = util::now_ms();
+        // A crash or restart never leaves a run stuck as "running".
+        let interrupted = self.store.interrupt_running_runs(now).await?;
+        if interrupted > 0 {
+            tracing::warn!(runs = interrupted, "marked runs left running by the previous process as interrupted");
+        }
         if self.store.default_organisation().await?.is_none() {
             self.store.insert_organisation("Default", true, now).await?;
         }

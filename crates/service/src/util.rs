@@ -59,6 +59,17 @@ pub fn token_hash(token: &str) -> String {
 }
 
 /// Usernames compare case-insensitively, Unicode-aware.
+/// One CSV field (RFC 4180), safe to open in a spreadsheet: a value that
+/// starts like a formula is prefixed with `'`.
+pub fn csv_field(v: &str) -> String {
+    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{v}") } else { v.to_string() };
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v
+    }
+}
+
 pub fn username_key(username: &str) -> String {
     username.trim().to_lowercase()
 }

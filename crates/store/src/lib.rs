@@ -9,6 +9,7 @@
 //! column decodes through the Any driver identically on both backends.
 
 mod rows;
+mod staging;
 pub mod testing;
 
 use std::str::FromStr;
@@ -19,6 +20,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, ConnectOptions, Row};
 
 pub use rows::*;
+pub use staging::{NewStaged, StagedFilter, StagedRow, SyncRunRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -248,6 +250,14 @@ impl Store {
     }
 
     /// Look a user up by the case-folded username.
+    /// The directory user linked to a directory entry's immutable id.
+    pub async fn find_user_by_external_id(&self, external_id: &str) -> Result<Option<UserRow>> {
+        Ok(sqlx::query_as(&format!("{USER_SELECT} WHERE external_id = $1 AND source <> 'local'"))
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     pub async fn find_user(&self, username_key: &str) -> Result<Option<UserRow>> {
         Ok(sqlx::query_as(&format!("{USER_SELECT} WHERE username_key = $1")).bind(username_key).fetch_optional(&self.pool).await?)
     }

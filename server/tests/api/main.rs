@@ -7,5 +7,6 @@ mod directories;
 mod dirlogin;
 mod failover;
 mod helpers;
+mod import;
 mod rbac;
 mod rest;

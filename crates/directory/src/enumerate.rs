@@ -1,0 +1,157 @@
+//! Streaming enumeration of every user in the search OUs, page by page, for
+//! the import table and sync. Memory stays flat: each page is handed to the
+//! caller and dropped. Anything short of a complete enumeration — an error,
+//! a timeout, a size limit, a server that ignores paging or repeats its
+//! cookie, a page loop that does not end, a cancel — is an `Err`, never a
+//! shorter list that would look like "these users are gone".
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bindery_model::MappedUser;
+use ldap3::controls::{Control, ControlType, PagedResults};
+use ldap3::{Scope, SearchEntry};
+
+use crate::probe::{first, map_entry, MAX_PAGES};
+use crate::{conn, DirectoryConfig, Failure};
+
+/// One directory user as enumerated.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The directory's immutable id: `entryUUID`, or AD's `objectGUID`
+    /// (hex); the DN when the directory has neither.
+    pub uid: String,
+    pub user: MappedUser,
+    /// Account state that refuses sign-in (`disabled`, `locked`), if any.
+    pub state: Option<&'static str>,
+}
+
+/// Counters of a finished enumeration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub entries: u64,
+    pub pages: u64,
+    pub server: String,
+}
+
+pub(crate) fn uid_of(e: &SearchEntry) -> String {
+    if let Some(u) = first(e, "entryUUID") {
+        return u.to_ascii_lowercase();
+    }
+    if let Some(g) = e.bin_attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case("objectGUID")).and_then(|(_, v)| v.first()) {
+        return g.iter().map(|b| format!("{b:02x}")).collect();
+    }
+    format!("dn:{}", crate::dn::normalize(&e.dn))
+}
+
+/// The filter that matches every user: the login filter with `*` for the user.
+pub fn all_users_filter(cfg: &DirectoryConfig) -> String {
+    cfg.search_filter.replace("%(user)s", "*")
+}
+
+/// Enumerate every user of every search OU on the first server that
+/// answers, calling `on_page` with each page. `cancel` stops it between
+/// pages (reported as incomplete).
+pub async fn enumerate<F, Fut>(cfg: &DirectoryConfig, cancel: &AtomicBool, mut on_page: F) -> Result<Totals, Failure>
+where
+    F: FnMut(Vec<Entry>, &Totals) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut last = Failure::unreachable("no directory server configured");
+    let mut connected = None;
+    for server in &cfg.servers {
+        match conn::connect(server, cfg).await {
+            Ok((mut ldap, _)) => match conn::service_bind(&mut ldap, cfg).await {
+                Ok(()) => {
+                    connected = Some((server.to_string(), ldap));
+                    break;
+                }
+                Err(f) => {
+                    let _ = ldap.unbind().await;
+                    if !f.unreachable {
+                        return Err(f);
+                    }
+                    last = f;
+                }
+            },
+            Err((_, f, _)) => last = f,
+        }
+    }
+    let Some((server, mut ldap)) = connected else {
+        return Err(last);
+    };
+    let filter = all_users_filter(cfg);
+    let mut attrs = cfg.attr_map.attributes();
+    attrs.extend(["entryUUID", "objectGUID", "pwdAccountLockedTime"].map(String::from));
+    let mut totals = Totals { server, ..Default::default() };
+    let result =
+        async {
+            for ou in &cfg.search_ous {
+                let mut cookie: Vec<u8> = Vec::new();
+                let mut finished = false;
+                for page in 0..MAX_PAGES {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(Failure::answer("cancelled by an administrator: the enumeration is incomplete"));
+                    }
+                    let control: ldap3::controls::RawControl = PagedResults { size: cfg.page_size, cookie: cookie.clone() }.into();
+                    let what = format!("paged search of {ou} (page {})", page + 1);
+                    let r = ldap
+                        .with_controls(vec![control])
+                        .with_timeout(cfg.op_timeout)
+                        .search(ou, Scope::Subtree, &filter, attrs.clone())
+                        .await
+                        .map_err(|e| Failure::from_ldap(e, &what, cfg.op_timeout))?;
+                    let (raw, result) = (r.0, r.1);
+                    let next = result.ctrls.iter().find_map(|c| match c {
+                        Control(Some(ControlType::PagedResults), raw) => Some(raw.parse::<PagedResults>().cookie),
+                        _ => None,
+                    });
+                    crate::check(result, &what)?;
+                    let entries: Vec<Entry> = raw
+                        .into_iter()
+                        .filter(|e| !e.is_ref() && !e.is_intermediate())
+                        .map(|e| {
+                            let e = SearchEntry::construct(e);
+                            let user = map_entry(&e, &cfg.attr_map);
+                            let state = if !user.is_active {
+                                Some("disabled")
+                            } else if first(&e, "pwdAccountLockedTime").is_some() {
+                                Some("locked")
+                            } else {
+                                None
+                            };
+                            Entry { uid: uid_of(&e), user, state }
+                        })
+                        .collect();
+                    totals.entries += entries.len() as u64;
+                    totals.pages += 1;
+                    on_page(entries, &totals).await.map_err(|e| Failure::answer(format!("storing page {}: {e}", page + 1)))?;
+                    match next {
+                        Some(c) if !c.is_empty() => {
+                            if c == cookie {
+                                return Err(Failure::answer(
+                                    "paged search did not advance (the server repeated its cookie): result incomplete",
+                                ));
+                            }
+                            cookie = c;
+                        }
+                        Some(_) => {
+                            finished = true;
+                            break;
+                        }
+                        None => return Err(Failure::answer(
+                            "the server ignored the paged-results control: the result may be truncated, so it is reported as incomplete",
+                        )),
+                    }
+                }
+                if !finished {
+                    return Err(Failure::answer(format!(
+                        "paged search still not finished after {MAX_PAGES} pages: cut off, result incomplete"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        .await;
+    let _ = ldap.unbind().await;
+    result.map(|()| totals)
+}

@@ -1,0 +1,359 @@
+//! The import table: "Sync users" enumerates the directory into a staging
+//! snapshot (streaming, with progress and cancel); the admin filters,
+//! selects and imports rows into organisations, each row succeeding or
+//! failing on its own.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bindery_directory::enumerate::{self, Entry};
+use bindery_model::{DirectoryKind, ImportOutcome, ImportRequest, ImportResult, Page, StagedUser, SyncRun, UserSource};
+use bindery_store::{NewStaged, NewUserRow, StagedFilter, StagedRow, SyncRunRow};
+
+use crate::util::{fmt_ts, now_ms, username_key};
+use crate::{Actor, Error, Result, Service};
+
+/// Cancel flags of the runs this process is executing.
+#[derive(Default)]
+pub(crate) struct Jobs {
+    running: Mutex<HashMap<i64, Arc<AtomicBool>>>,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Jobs")
+    }
+}
+
+impl Jobs {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<AtomicBool>>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(crate) fn run_dto(r: SyncRunRow) -> SyncRun {
+    let end = r.finished_at.unwrap_or_else(now_ms);
+    SyncRun {
+        id: r.id,
+        directory: DirectoryKind::parse(&r.directory).unwrap_or_default(),
+        kind: r.kind,
+        state: r.state,
+        started_by: r.started_by,
+        dry_run: r.dry_run != 0,
+        entries: r.entries,
+        pages: r.pages,
+        complete: r.complete != 0,
+        started_at: fmt_ts(r.started_at),
+        finished_at: r.finished_at.map(fmt_ts),
+        elapsed_ms: end - r.started_at,
+        error: r.error,
+    }
+}
+
+fn staged_dto(r: StagedRow) -> StagedUser {
+    StagedUser {
+        id: r.id,
+        status: r.status,
+        username: r.username,
+        name: r.name,
+        email: r.email,
+        groups: r.groups.lines().map(str::to_string).filter(|g| !g.is_empty()).collect(),
+        already_exists: r.user_id.is_some(),
+        dn: r.dn,
+        problem: r.problem,
+    }
+}
+
+const STATUSES: [&str; 5] = ["new", "imported", "changed", "disabled", "invalid"];
+
+fn check_status(status: Option<&str>) -> Result<Option<&str>> {
+    match status.map(str::trim).filter(|s| !s.is_empty() && *s != "all") {
+        None => Ok(None),
+        Some(s) if STATUSES.contains(&s) => Ok(Some(s)),
+        Some(_) => Err(Error::field("status", format!("one of: all, {}", STATUSES.join(", ")))),
+    }
+}
+
+/// A staged row as the store wants it, with the problems one entry alone shows.
+fn stage(e: &Entry) -> (String, String, String, &'static str) {
+    let key = username_key(&e.user.username);
+    let groups = e.user.groups.join("\n");
+    let email = e.user.email.trim().to_string();
+    let problem = if e.user.username.trim().is_empty() {
+        "no value for the username attribute"
+    } else if crate::accounts::email_problem(&email).is_some() {
+        "invalid email address"
+    } else {
+        ""
+    };
+    (key, groups, email, problem)
+}
+
+fn source_of(kind: DirectoryKind) -> UserSource {
+    match kind {
+        DirectoryKind::Ldap => UserSource::Ldap,
+        DirectoryKind::LdapHa => UserSource::LdapHa,
+    }
+}
+
+impl Service {
+    /// "Sync users": enumerate the directory into the staging snapshot in
+    /// the background. Returns the run (poll [`Service::user_fetch_status`]).
+    pub async fn start_user_fetch(&self, actor: &Actor, kind: DirectoryKind) -> Result<SyncRun> {
+        actor.require_admin()?;
+        if let Some(r) = self.store.latest_run(kind.as_str(), "fetch").await? {
+            if r.state == "running" && self.jobs.map().contains_key(&r.id) {
+                return Err(Error::Conflict("a user enumeration of this directory is already running".into()));
+            }
+        }
+        let stored = self.load_directory(kind).await?;
+        let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
+        let now = now_ms();
+        let id = self.store.start_run(kind.as_str(), "fetch", &actor.principal.username, false, now).await?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.jobs.map().insert(id, cancel.clone());
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let r = svc.fetch_into_staging(kind, id, &cfg, &cancel).await;
+            svc.jobs.map().remove(&id);
+            if let Err(e) = r {
+                tracing::error!(run = id, error = %e, "user enumeration failed");
+                let _ = svc.store.finish_run(id, "failed", false, &e.to_string(), "{}", now_ms()).await;
+            }
+        });
+        self.audit(actor, "directory.fetch_users", &format!("directory:{}", kind.as_str()), None, Some(serde_json::json!({ "run": id })))
+            .await;
+        Ok(run_dto(self.store.get_run(id).await?.ok_or(Error::NotFound("run"))?))
+    }
+
+    async fn fetch_into_staging(
+        &self,
+        kind: DirectoryKind,
+        id: i64,
+        cfg: &bindery_directory::DirectoryConfig,
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        let dir = kind.as_str();
+        self.store.clear_staged(dir).await?;
+        let store = self.store.clone();
+        let result = enumerate::enumerate(cfg, cancel, |page, totals| {
+            let store = store.clone();
+            let (entries, pages) = (totals.entries as i64, totals.pages as i64);
+            async move {
+                let prepared: Vec<(String, String, String, &'static str)> = page.iter().map(stage).collect();
+                let rows: Vec<NewStaged<'_>> = page
+                    .iter()
+                    .zip(&prepared)
+                    .map(|(e, (key, groups, email, problem))| NewStaged {
+                        external_id: &e.uid,
+                        dn: &e.user.dn,
+                        username: &e.user.username,
+                        username_key: key,
+                        name: &e.user.name,
+                        email,
+                        groups,
+                        dir_state: e.state.unwrap_or(""),
+                        problem,
+                    })
+                    .collect();
+                store.insert_staged(dir, &rows).await.map_err(|e| e.to_string())?;
+                store.run_progress(id, entries, pages).await.map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        self.store.compute_staged_status(dir).await?;
+        let now = now_ms();
+        match result {
+            Ok(t) => {
+                self.store.run_progress(id, t.entries as i64, t.pages as i64).await?;
+                self.store.finish_run(id, "done", true, "", &serde_json::json!({ "server": t.server }).to_string(), now).await?;
+            }
+            Err(f) => {
+                let state = if cancel.load(Ordering::Relaxed) { "cancelled" } else { "failed" };
+                self.store.finish_run(id, state, false, &f.message, "{}", now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn cancel_user_fetch(&self, actor: &Actor, kind: DirectoryKind) -> Result<()> {
+        actor.require_admin()?;
+        let run = self.store.latest_run(kind.as_str(), "fetch").await?.ok_or(Error::NotFound("user enumeration"))?;
+        match self.jobs.map().get(&run.id) {
+            Some(flag) => {
+                flag.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            None => Err(Error::Conflict("no user enumeration of this directory is running".into())),
+        }
+    }
+
+    /// The latest "Sync users" enumeration of a directory, with its progress.
+    pub async fn user_fetch_status(&self, actor: &Actor, kind: DirectoryKind) -> Result<Option<SyncRun>> {
+        actor.require_reader()?;
+        Ok(self.store.latest_run(kind.as_str(), "fetch").await?.map(run_dto))
+    }
+
+    /// One page of the import table.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn list_staged_users(
+        &self,
+        actor: &Actor,
+        kind: DirectoryKind,
+        status: Option<&str>,
+        q: Option<&str>,
+        sort: Option<&str>,
+        descending: bool,
+        page: i64,
+        per_page: i64,
+    ) -> Result<Page<StagedUser>> {
+        actor.require_reader()?;
+        let status = check_status(status)?;
+        let sort = match sort.map(str::trim).filter(|s| !s.is_empty()) {
+            None => "username",
+            Some(s @ ("username" | "name" | "email" | "status")) => s,
+            Some(_) => return Err(Error::field("sort", "one of: username, name, email, status")),
+        };
+        if !(1..=500).contains(&per_page) {
+            return Err(Error::field("per_page", "must be between 1 and 500"));
+        }
+        let page = page.max(1);
+        let filter = StagedFilter { status, search: q };
+        let (rows, total) = self.store.list_staged(kind.as_str(), &filter, sort, descending, per_page, (page - 1) * per_page).await?;
+        Ok(Page { items: rows.into_iter().map(staged_dto).collect(), total, page, per_page })
+    }
+
+    /// The import table (filtered) as CSV.
+    pub async fn staged_users_csv(&self, actor: &Actor, kind: DirectoryKind, status: Option<&str>, q: Option<&str>) -> Result<String> {
+        actor.require_reader()?;
+        let status = check_status(status)?;
+        let rows = self.store.staged_rows(kind.as_str(), &StagedFilter { status, search: q }, None).await?;
+        let mut out = String::from("status,username,name,email,groups,already_exists,dn,problem\r\n");
+        for r in rows.into_iter().map(staged_dto) {
+            let fields = [
+                r.status,
+                r.username,
+                r.name,
+                r.email,
+                r.groups.join("; "),
+                if r.already_exists { "yes".into() } else { "no".into() },
+                r.dn,
+                r.problem,
+            ];
+            out.push_str(&fields.iter().map(|f| crate::util::csv_field(f)).collect::<Vec<_>>().join(","));
+            out.push_str("\r\n");
+        }
+        Ok(out)
+    }
+
+    /// Import the checked rows (or every row matching the filter). One bad
+    /// row fails alone, with its reason.
+    pub async fn import_staged_users(&self, actor: &Actor, kind: DirectoryKind, req: &ImportRequest) -> Result<ImportResult> {
+        actor.require_admin()?;
+        let status = check_status(req.status.as_deref())?;
+        if !req.all_matching && req.ids.is_empty() {
+            return Err(Error::field("ids", "check at least one row, or choose Import all"));
+        }
+        let known = self.store.list_organisations().await?;
+        if let Some(bad) = req.organisation_ids.iter().find(|id| !known.iter().any(|o| o.id == **id)) {
+            return Err(Error::field("organisation_ids", format!("no organisation with id {bad}")));
+        }
+        let orgs: Vec<i64> = if req.organisation_ids.is_empty() {
+            self.store.default_organisation().await?.map(|o| o.id).into_iter().collect()
+        } else {
+            req.organisation_ids.clone()
+        };
+        let filter = StagedFilter {
+            status: if req.all_matching { status } else { None },
+            search: if req.all_matching { req.q.as_deref() } else { None },
+        };
+        let rows = self.store.staged_rows(kind.as_str(), &filter, (!req.all_matching).then_some(req.ids.as_slice())).await?;
+        let source = source_of(kind);
+        let mut result = ImportResult { created: 0, updated: 0, unchanged: 0, failed: 0, outcomes: Vec::with_capacity(rows.len()) };
+        for r in rows {
+            let username = if r.username.is_empty() { r.dn.clone() } else { r.username.clone() };
+            let (outcome, reason) = match self.import_one(&r, source, &orgs).await {
+                Ok(o) => o,
+                Err(Error::Store(e)) => {
+                    tracing::error!(error = %e, row = r.id, "import row failed");
+                    ("failed", format!("storage error: {e}"))
+                }
+                Err(e) => ("failed", e.to_string()),
+            };
+            match outcome {
+                "created" => result.created += 1,
+                "updated" => result.updated += 1,
+                "unchanged" => result.unchanged += 1,
+                _ => result.failed += 1,
+            }
+            result.outcomes.push(ImportOutcome { username, outcome: outcome.into(), reason });
+        }
+        self.store.compute_staged_status(kind.as_str()).await?;
+        self.audit(
+            actor,
+            "user.import",
+            &format!("directory:{}", kind.as_str()),
+            None,
+            Some(serde_json::json!({ "created": result.created, "updated": result.updated, "unchanged": result.unchanged, "failed": result.failed, "organisations": orgs })),
+        )
+        .await;
+        Ok(result)
+    }
+
+    async fn import_one(&self, r: &StagedRow, source: UserSource, orgs: &[i64]) -> Result<(&'static str, String)> {
+        if !r.problem.is_empty() {
+            return Ok(("failed", r.problem.clone()));
+        }
+        let now = now_ms();
+        match r.user_id {
+            Some(id) => {
+                let u = self.store.get_user(id).await?.ok_or(Error::NotFound("user"))?;
+                if u.source == UserSource::Local.as_str() {
+                    return Ok(("failed", "a local user has this username".into()));
+                }
+                if !r.email.is_empty() && self.store.email_taken(&r.email, Some(id)).await? {
+                    return Ok(("failed", format!("another user has the email {}", r.email)));
+                }
+                let same =
+                    u.username == r.username && u.name == r.name && u.email == r.email && u.external_id.as_deref() == Some(&r.external_id);
+                if !same {
+                    self.store.relink_user(id, &r.username, &r.username_key, &r.name, &r.email, &r.external_id, now).await.map_err(
+                        |e| match e {
+                            bindery_store::Error::Conflict(_) => Error::Conflict(format!("another user is named {}", r.username)),
+                            e => e.into(),
+                        },
+                    )?;
+                }
+                self.store.add_user_organisations(id, orgs).await?;
+                Ok(if same { ("unchanged", "already imported".into()) } else { ("updated", "updated from the directory".into()) })
+            }
+            None => {
+                if !r.email.is_empty() && self.store.email_taken(&r.email, None).await? {
+                    return Ok(("failed", format!("another user has the email {}", r.email)));
+                }
+                self.store
+                    .insert_user(&NewUserRow {
+                        username: &r.username,
+                        username_key: &r.username_key,
+                        name: &r.name,
+                        email: &r.email,
+                        role: bindery_model::Role::User.as_str(),
+                        source: source.as_str(),
+                        is_active: r.dir_state != "disabled",
+                        password_hash: None,
+                        must_change_password: false,
+                        external_id: Some(&r.external_id),
+                        organisation_ids: orgs,
+                        now,
+                    })
+                    .await
+                    .map_err(|e| match e {
+                        bindery_store::Error::Conflict(_) => Error::Conflict(format!("a user named {} already exists", r.username)),
+                        e => e.into(),
+                    })?;
+                Ok(("created", String::new()))
+            }
+        }
+    }
+}
