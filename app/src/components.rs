@@ -39,6 +39,7 @@ pub fn Layout() -> impl IntoView {
                                 <Show when=move || reader>
                                     <A href="/">"Dashboard"</A>
                                     <A href="/users">"Users"</A>
+                                    <A href="/import">"User import"</A>
                                     <A href="/groups">"Groups"</A>
                                     <A href="/organisations">"Organisations"</A>
                                     <A href="/logs/logins">"Login log"</A>

@@ -4,6 +4,7 @@
 pub mod api;
 mod components;
 mod directory;
+mod import;
 mod pages;
 
 use leptos::prelude::*;
@@ -54,6 +55,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("") view=pages::HomePage ssr=SsrMode::Async/>
                     <Route path=path!("/users") view=pages::UsersPage ssr=SsrMode::Async/>
                     <Route path=path!("/users/:id") view=pages::UserPage ssr=SsrMode::Async/>
+                    <Route path=path!("/import") view=import::ImportPage ssr=SsrMode::Async/>
                     <Route path=path!("/groups") view=pages::GroupsPage ssr=SsrMode::Async/>
                     <Route path=path!("/organisations") view=pages::OrganisationsPage ssr=SsrMode::Async/>
                     <Route path=path!("/logs/logins") view=pages::LoginLogPage ssr=SsrMode::Async/>

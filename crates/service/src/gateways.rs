@@ -134,28 +134,35 @@ impl Service {
         }
     }
 
-    /// Ask the user's directory about them (no password involved).
+    /// Ask the directory about a user (no password involved), in the
+    /// login path's order: LDAP, then LDAP HA only when LDAP cannot be
+    /// reached. Nobody is revoked on an outage.
     pub(crate) async fn validate_directory_user(&self, u: &UserRow) -> Result<Validation> {
-        let kind = if u.source == UserSource::LdapHa.as_str() { DirectoryKind::LdapHa } else { DirectoryKind::Ldap };
-        let Some(g) = self.gateway(kind).await? else {
-            return Ok(Validation::Keep);
-        };
-        match g.lookup(&u.username).await {
-            Ok(l) => {
-                self.store.set_user_validated(u.id, now_ms()).await?;
-                Ok(match l.found {
-                    None => Validation::Revoke(format!("no longer in the directory ({} on {})", kind.label(), l.server)),
-                    Some(f) if matches!(f.state, Some("disabled")) => {
-                        Validation::Revoke(format!("disabled in the directory ({} on {})", kind.label(), l.server))
-                    }
-                    Some(_) => Validation::Keep,
-                })
-            }
-            Err(f) => {
-                tracing::warn!(user = %u.username, reason = %f, "could not re-validate a directory user; keeping the session");
-                Ok(Validation::Keep)
+        for kind in [DirectoryKind::Ldap, DirectoryKind::LdapHa] {
+            let Some(g) = self.gateway(kind).await? else {
+                continue;
+            };
+            match g.lookup(&u.username).await {
+                Ok(l) => {
+                    self.store.set_user_validated(u.id, now_ms()).await?;
+                    return Ok(match l.found {
+                        None => Validation::Revoke(format!("no longer in the directory ({} on {})", kind.label(), l.server)),
+                        Some(f) if matches!(f.state, Some("disabled")) => {
+                            Validation::Revoke(format!("disabled in the directory ({} on {})", kind.label(), l.server))
+                        }
+                        Some(_) => Validation::Keep,
+                    });
+                }
+                Err(f) if f.unreachable => {
+                    tracing::warn!(user = %u.username, directory = kind.as_str(), reason = %f, "directory unreachable while re-validating");
+                }
+                Err(f) => {
+                    tracing::warn!(user = %u.username, reason = %f, "could not re-validate a directory user; keeping the session");
+                    return Ok(Validation::Keep);
+                }
             }
         }
+        Ok(Validation::Keep)
     }
 
     /// Counts for tests and metrics: cached users per configuration.
