@@ -80,7 +80,14 @@ impl Service {
                 let linked = match self.store.find_user_by_external_id(&found.uid).await.map_err(store_err)? {
                     Some(u) if u.username_key != dkey => {
                         let now = now_ms();
-                        match self.store.relink_user(u.id, &found.user.username, &dkey, &u.name, &u.email, &found.uid, now).await {
+                        let entry = bindery_store::Relink {
+                            username: &found.user.username,
+                            username_key: &dkey,
+                            name: &u.name,
+                            email: &u.email,
+                            external_id: &found.uid,
+                        };
+                        match self.store.relink_user(u.id, &entry, now).await {
                             Ok(()) => self.store.get_user(u.id).await.map_err(store_err)?,
                             Err(bindery_store::Error::Conflict(_)) => {
                                 return Err(fail(format!(

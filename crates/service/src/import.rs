@@ -318,12 +318,17 @@ impl Service {
                 let same =
                     u.username == r.username && u.name == r.name && u.email == r.email && u.external_id.as_deref() == Some(&r.external_id);
                 if !same {
-                    self.store.relink_user(id, &r.username, &r.username_key, &r.name, &r.email, &r.external_id, now).await.map_err(
-                        |e| match e {
-                            bindery_store::Error::Conflict(_) => Error::Conflict(format!("another user is named {}", r.username)),
-                            e => e.into(),
-                        },
-                    )?;
+                    let entry = bindery_store::Relink {
+                        username: &r.username,
+                        username_key: &r.username_key,
+                        name: &r.name,
+                        email: &r.email,
+                        external_id: &r.external_id,
+                    };
+                    self.store.relink_user(id, &entry, now).await.map_err(|e| match e {
+                        bindery_store::Error::Conflict(_) => Error::Conflict(format!("another user is named {}", r.username)),
+                        e => e.into(),
+                    })?;
                 }
                 self.store.add_user_organisations(id, orgs).await?;
                 Ok(if same { ("unchanged", "already imported".into()) } else { ("updated", "updated from the directory".into()) })

@@ -20,7 +20,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, ConnectOptions, Row};
 
 pub use rows::*;
-pub use staging::{NewStaged, StagedFilter, StagedRow, SyncRunRow};
+pub use staging::{NewStaged, Relink, StagedFilter, StagedRow, SyncRunRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");

@@ -17,6 +17,15 @@ pub struct NewStaged<'a> {
     pub problem: &'a str,
 }
 
+/// A directory user's identity and attributes, as its entry now has them.
+pub struct Relink<'a> {
+    pub username: &'a str,
+    pub username_key: &'a str,
+    pub name: &'a str,
+    pub email: &'a str,
+    pub external_id: &'a str,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StagedRow {
     pub id: i64,
@@ -230,24 +239,15 @@ impl Store {
 
     /// Update a directory user from its entry: name (a rename in the
     /// directory renames here), attributes and the immutable id.
-    pub async fn relink_user(
-        &self,
-        id: i64,
-        username: &str,
-        username_key: &str,
-        name: &str,
-        email: &str,
-        external_id: &str,
-        now: i64,
-    ) -> Result<()> {
+    pub async fn relink_user(&self, id: i64, e: &Relink<'_>, now: i64) -> Result<()> {
         sqlx::query(
             "UPDATE users SET username = $1, username_key = $2, name = $3, email = $4, external_id = $5, updated_at = $6 WHERE id = $7",
         )
-        .bind(username)
-        .bind(username_key)
-        .bind(name)
-        .bind(email)
-        .bind(external_id)
+        .bind(e.username)
+        .bind(e.username_key)
+        .bind(e.name)
+        .bind(e.email)
+        .bind(e.external_id)
         .bind(now)
         .bind(id)
         .execute(&self.pool)
