@@ -2,7 +2,7 @@
 //! PostgreSQL at 127.0.0.1:5432 (a fresh database per test).
 
 use bindery_store::testing::TestDb;
-use bindery_store::{Backend, NewLoginEvent, NewUserRow, Store, UserRowUpdate};
+use bindery_store::{Backend, NewLoginEvent, NewStaged, NewUserRow, StagedFilter, Store, UserRowUpdate};
 
 /// Run an async test body once per backend.
 macro_rules! both_backends {
@@ -154,4 +154,60 @@ both_backends!(api_tokens_hash_lookup_and_revoke, |store| {
     assert_eq!(store.revoke_user_api_tokens(id, 9).await.unwrap(), 1);
     assert_eq!(store.find_api_token("hash-abc").await.unwrap().unwrap().revoked_at, Some(9));
     assert!(!store.revoke_api_token(t, 10).await.unwrap(), "already revoked");
+});
+
+fn staged<'a>(uid: &'a str, name: &'a str, key: &'a str, email: &'a str, state: &'a str) -> NewStaged<'a> {
+    NewStaged {
+        external_id: uid,
+        dn: "uid=x,dc=example,dc=com",
+        username: name,
+        username_key: key,
+        name,
+        email,
+        groups: "",
+        dir_state: state,
+        problem: "",
+    }
+}
+
+both_backends!(staging_statuses_links_and_runs, |store| {
+    let org = [store.insert_organisation("Default", true, 1).await.unwrap()];
+    let mut linked = new_user("ann", "ann", &org);
+    linked.source = "ldap";
+    linked.external_id = Some("uuid-ann");
+    let ann = store.insert_user(&linked).await.unwrap();
+    store.insert_user(&new_user("bob", "bob", &org)).await.unwrap(); // local
+    let rows = [
+        staged("uuid-ann", "ann", "ann", "", ""),
+        staged("uuid-ann", "ann", "ann", "", ""), // seen twice (overlapping OUs): kept once
+        staged("uuid-bob", "bob", "bob", "", ""),
+        staged("uuid-cy", "Cy", "cy", "same@example.com", ""),
+        staged("uuid-cy2", "CY", "cy", "other@example.com", ""),
+        staged("uuid-dee", "dee", "dee", "SAME@example.com", ""),
+        staged("uuid-eve", "eve", "eve", "", "disabled"),
+        staged("uuid-fay", "fay", "fay", "", ""),
+    ];
+    store.insert_staged("ldap", &rows).await.unwrap();
+    store.insert_staged("ldap_ha", &rows[..1]).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    let all = store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap();
+    assert_eq!(all.len(), 7);
+    let get = |k: &str| all.iter().find(|r| r.username == k).unwrap().clone();
+    assert_eq!((get("ann").status.as_str(), get("ann").user_id), ("changed", Some(ann)), "name differs: changed");
+    assert_eq!(get("bob").problem, "a local user has this username");
+    assert!(get("Cy").problem.contains("same username") && get("CY").problem.contains("same username"));
+    assert!(get("dee").problem.contains("same email"), "{:?}", get("dee"));
+    assert_eq!(get("eve").status, "disabled");
+    assert_eq!(get("fay").status, "new");
+    let (page, total) =
+        store.list_staged("ldap", &StagedFilter { status: Some("invalid"), search: None }, "username", true, 2, 0).await.unwrap();
+    assert_eq!((total, page.len(), page[0].username_key.as_str()), (4, 2, "dee"));
+    let (page, total) = store.list_staged("ldap", &StagedFilter { status: None, search: Some("FA") }, "email", false, 15, 0).await.unwrap();
+    assert_eq!((total, page[0].username.as_str()), (1, "fay"));
+
+    let run = store.start_run("ldap", "fetch", "admin", false, 10).await.unwrap();
+    store.run_progress(run, 7, 3).await.unwrap();
+    assert_eq!(store.interrupt_running_runs(20).await.unwrap(), 1);
+    let r = store.latest_run("ldap", "fetch").await.unwrap().unwrap();
+    assert_eq!((r.state.as_str(), r.entries, r.finished_at), ("interrupted", 7, Some(20)));
 });
