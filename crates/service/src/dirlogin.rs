@@ -151,7 +151,7 @@ impl Service {
                             DirectoryKind::Ldap => UserSource::Ldap,
                             DirectoryKind::LdapHa => UserSource::LdapHa,
                         };
-                        let id = self
+                        let created = self
                             .store
                             .insert_user(&NewUserRow {
                                 username: &found.user.username,
@@ -168,8 +168,17 @@ impl Service {
                                 organisation_ids: &orgs,
                                 now: now_ms(),
                             })
-                            .await
-                            .map_err(store_err)?;
+                            .await;
+                        let id = match created {
+                            Ok(id) => id,
+                            // Two first logins of the same person at once: the
+                            // other one created the user; this one signs in as it.
+                            Err(bindery_store::Error::Conflict(_)) => match self.store.find_user(&dkey).await.map_err(store_err)? {
+                                Some(u) if u.source == source.as_str() && u.is_active != 0 => return Ok(u),
+                                _ => return Err(fail("a user with this name was created meanwhile")),
+                            },
+                            Err(e) => return Err(store_err(e)),
+                        };
                         tracing::info!(user = %found.user.username, directory = kind.as_str(), "created a user at first directory login");
                         self.store.get_user(id).await.map_err(store_err)?.ok_or_else(|| fail("internal error"))
                     }

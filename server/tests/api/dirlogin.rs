@@ -241,3 +241,15 @@ async fn group_mapping_decides_role_and_organisations_at_sign_in() {
     assert_eq!(me["role"], "user");
     let _ = Role::User;
 }
+
+#[tokio::test]
+async fn concurrent_first_logins_of_one_person_all_succeed() {
+    let d = Slapd::start();
+    let app = TestApp::new().await;
+    configure(&app, DirectoryKind::Ldap, &d, vec![d.ldap_url.clone()]).await;
+    // Eight first logins of the same person at once: one creates the user,
+    // the others sign in as it (none fails, none counts toward lockout).
+    let results = futures::future::join_all((0..8).map(|_| app.login("jdoe", "Jdoe-Password-1"))).await;
+    let ok = results.iter().filter(|(_, c)| c.is_some()).count();
+    assert_eq!(ok, 8, "{}", last_reason(&app).await);
+}
