@@ -16,21 +16,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bindery_directory::testing::Slapd;
-use bindery_model::{DirectoryKind, Role};
-use bindery_service::{Actor, AuthVia, Principal, Service};
+use bindery_model::DirectoryKind;
+use bindery_service::{Actor, Service};
 
 fn admin() -> Actor {
-    Actor {
-        principal: Principal {
-            user_id: 1,
-            username: "admin".into(),
-            name: "Administrator".into(),
-            role: Role::Admin,
-            must_change_password: false,
-            via: AuthVia::Session,
-        },
-        ip: "127.0.0.1".into(),
-    }
+    Actor::local_admin()
 }
 
 fn status_kb(field: &str) -> u64 {

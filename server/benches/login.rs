@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bindery_directory::testing::{Blackhole, Slapd};
-use bindery_model::{DirectoryKind, Role};
-use bindery_service::{Actor, AuthVia, Principal, Service};
+use bindery_model::DirectoryKind;
+use bindery_service::{Actor, Service};
 
 const USERS: usize = 200;
 static FAILURES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -139,17 +139,7 @@ async fn http_logins(url: &str, clients: usize, time: Duration) -> Run {
 }
 
 fn admin() -> Actor {
-    Actor {
-        principal: Principal {
-            user_id: 1,
-            username: "admin".into(),
-            name: "Administrator".into(),
-            role: Role::Admin,
-            must_change_password: false,
-            via: AuthVia::Session,
-        },
-        ip: "127.0.0.1".into(),
-    }
+    Actor::local_admin()
 }
 
 async fn configure(service: &Service, uris: Vec<String>, d: &Slapd, dn_cache_secs: i64, connect_timeout_secs: i64) {

@@ -79,6 +79,22 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// The first administrator (user 1, created by `bootstrap`) acting from
+    /// this machine: for tests and benchmarks, never for a request.
+    pub fn local_admin() -> Actor {
+        Actor {
+            principal: Principal {
+                user_id: 1,
+                username: "admin".into(),
+                name: "Administrator".into(),
+                role: Role::Admin,
+                must_change_password: false,
+                via: AuthVia::Session,
+            },
+            ip: "127.0.0.1".into(),
+        }
+    }
+
     /// Admins may change anything; nothing else may change anything.
     pub fn require_admin(&self) -> Result<()> {
         self.require_usable()?;

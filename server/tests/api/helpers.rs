@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use bindery_model::{NewUser, Role};
-use bindery_service::{Actor, AuthVia, Options, Principal, Service};
+use bindery_service::{Actor, Options, Service};
 use bindery_store::testing::TestDb;
 use bindery_store::Backend;
 use http::{header, Request, Response, StatusCode};
@@ -22,17 +22,7 @@ pub struct TestApp {
 }
 
 pub fn admin_actor() -> Actor {
-    Actor {
-        principal: Principal {
-            user_id: 1,
-            username: "admin".into(),
-            name: "Administrator".into(),
-            role: Role::Admin,
-            must_change_password: false,
-            via: AuthVia::Session,
-        },
-        ip: "127.0.0.1".into(),
-    }
+    Actor::local_admin()
 }
 
 impl TestApp {
