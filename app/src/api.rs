@@ -725,3 +725,75 @@ pub async fn import_users(
     };
     svc.import_staged_users(&actor, kind_arg(&kind)?, &req).await.map_err(map)
 }
+
+// ----- sync ----------------------------------------------------------------------
+
+#[server(prefix = "/rpc", endpoint = "sync_settings")]
+pub async fn sync_settings(kind: String) -> Result<bindery_model::SyncSettingsView, AppError> {
+    let (svc, actor) = caller()?;
+    svc.sync_settings(&actor, kind_arg(&kind)?).await.map_err(map)
+}
+
+/// The sync settings form: organisations are `orgs[<id>]=on`, recipients
+/// usernames separated by commas.
+#[allow(clippy::too_many_arguments)]
+#[server(prefix = "/rpc", endpoint = "save_sync_settings")]
+pub async fn save_sync_settings(
+    kind: String,
+    orgs: Option<HashMap<String, String>>,
+    periodic: Option<String>,
+    crontab: String,
+    interval_hours: String,
+    recipients: String,
+    disable_missing: Option<String>,
+    threshold_percent: String,
+) -> Result<bindery_model::SyncSettingsView, AppError> {
+    let (svc, actor) = caller()?;
+    let mut errors = Vec::new();
+    let interval = if interval_hours.trim().is_empty() { 0 } else { crate::parse_int(&mut errors, "interval_hours", &interval_hours) };
+    let s = bindery_model::SyncSettings {
+        organisation_ids: checked_ids(&orgs),
+        periodic: periodic.is_some(),
+        crontab,
+        interval_hours: interval,
+        recipients: recipients.split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect(),
+        disable_missing: disable_missing.is_some(),
+        threshold_percent: crate::parse_int(&mut errors, "threshold_percent", &threshold_percent),
+    };
+    actor.require_admin().map_err(map)?;
+    if !errors.is_empty() {
+        return Err(map(bindery_service::Error::Invalid(errors)));
+    }
+    svc.save_sync_settings(&actor, kind_arg(&kind)?, &s).await.map_err(map)
+}
+
+/// "Sync now", or its dry-run (`dry_run` set).
+#[server(prefix = "/rpc", endpoint = "start_sync")]
+pub async fn start_sync(kind: String, dry_run: Option<String>) -> Result<bindery_model::SyncRun, AppError> {
+    let (svc, actor) = caller()?;
+    svc.start_sync(&actor, kind_arg(&kind)?, dry_run.is_some_and(|d| d == "true" || d == "on")).await.map_err(map)
+}
+
+#[server(prefix = "/rpc", endpoint = "list_sync_runs")]
+pub async fn list_sync_runs(page: Option<i64>) -> Result<Page<bindery_model::SyncRun>, AppError> {
+    let (svc, actor) = caller()?;
+    svc.list_sync_runs(&actor, page.unwrap_or(1), 20).await.map_err(map)
+}
+
+#[server(prefix = "/rpc", endpoint = "sync_run")]
+pub async fn sync_run(id: i64, action: Option<String>, page: Option<i64>) -> Result<bindery_model::SyncRunDetail, AppError> {
+    let (svc, actor) = caller()?;
+    svc.sync_run(&actor, id, action.as_deref(), page.unwrap_or(1), 50).await.map_err(map)
+}
+
+#[server(prefix = "/rpc", endpoint = "approve_sync")]
+pub async fn approve_sync(id: i64) -> Result<bindery_model::SyncRun, AppError> {
+    let (svc, actor) = caller()?;
+    svc.approve_sync(&actor, id).await.map_err(map)
+}
+
+#[server(prefix = "/rpc", endpoint = "reject_sync")]
+pub async fn reject_sync(id: i64) -> Result<bindery_model::SyncRun, AppError> {
+    let (svc, actor) = caller()?;
+    svc.reject_sync(&actor, id).await.map_err(map)
+}

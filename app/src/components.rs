@@ -40,6 +40,7 @@ pub fn Layout() -> impl IntoView {
                                     <A href="/">"Dashboard"</A>
                                     <A href="/users">"Users"</A>
                                     <A href="/import">"User import"</A>
+                                    <A href="/sync/runs">"Sync runs"</A>
                                     <A href="/groups">"Groups"</A>
                                     <A href="/organisations">"Organisations"</A>
                                     <A href="/logs/logins">"Login log"</A>

@@ -13,12 +13,12 @@ use crate::components::{is_admin, me, ErrorBox, SettingsTabs};
 
 #[component]
 pub fn LdapPage() -> impl IntoView {
-    view! { <DirectoryPage kind=DirectoryKind::Ldap/> }
+    view! { <DirectoryPage kind=DirectoryKind::Ldap/> <crate::sync::SyncCard kind=DirectoryKind::Ldap/> }
 }
 
 #[component]
 pub fn LdapHaPage() -> impl IntoView {
-    view! { <DirectoryPage kind=DirectoryKind::LdapHa/> }
+    view! { <DirectoryPage kind=DirectoryKind::LdapHa/> <crate::sync::SyncCard kind=DirectoryKind::LdapHa/> }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,7 @@ mod components;
 mod directory;
 mod import;
 mod pages;
+mod sync;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -56,6 +57,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/users") view=pages::UsersPage ssr=SsrMode::Async/>
                     <Route path=path!("/users/:id") view=pages::UserPage ssr=SsrMode::Async/>
                     <Route path=path!("/import") view=import::ImportPage ssr=SsrMode::Async/>
+                    <Route path=path!("/sync/runs") view=sync::SyncRunsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/sync/runs/:id") view=sync::SyncRunPage ssr=SsrMode::Async/>
                     <Route path=path!("/groups") view=pages::GroupsPage ssr=SsrMode::Async/>
                     <Route path=path!("/organisations") view=pages::OrganisationsPage ssr=SsrMode::Async/>
                     <Route path=path!("/logs/logins") view=pages::LoginLogPage ssr=SsrMode::Async/>

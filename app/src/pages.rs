@@ -120,6 +120,30 @@ fn Dashboard() -> impl IntoView {
                         </div>
                         <h2>"Directory servers"</h2>
                         <crate::components::HealthTable rows=d.directory_health/>
+                        <h2>"Last sync"</h2>
+                        {if d.last_syncs.is_empty() {
+                            view! { <p class="muted">"No sync has run yet."</p> }.into_any()
+                        } else {
+                            view! {
+                                <ul data-testid="last-syncs">
+                                    {d.last_syncs.into_iter().map(|r| view! {
+                                        <li>
+                                            <A href=format!("/sync/runs/{}", r.id)>{format!("{} #{}", r.directory.label(), r.id)}</A>
+                                            {format!(" — {} ({}), {}", r.state, r.started_at, crate::sync::counts_text(&r))}
+                                        </li>
+                                    }).collect_view()}
+                                </ul>
+                            }.into_any()
+                        }}
+                        {(!d.notifications.is_empty()).then(|| view! {
+                            <h2>"Reports for you"</h2>
+                            <ul data-testid="notifications">
+                                {d.notifications.into_iter().map(|n| view! {
+                                    <li><strong>{n.subject}</strong>{format!(" ({}) ", n.at)}{n.body}
+                                        {(!n.email_status.is_empty()).then(|| view! { <small class="muted">{format!(" — email: {}", n.email_status)}</small> })}</li>
+                                }).collect_view()}
+                            </ul>
+                        })}
                         <h2>"Recent logins"</h2>
                         <LoginTable rows=d.recent_logins/>
                     }.into_any(),

@@ -3,10 +3,10 @@
 //!
 //! * the baseline — a raw paged `ldapsearch` dump of every user (the same
 //!   attributes, page size 1000) to /dev/null;
-//! * Bindery's "Sync users" into the staging snapshot (SQLite): enumerate,
-//!   stage, compute every row's status — and the same again with nothing
-//!   changed;
-//! * the server's RSS growth during the enumeration (VmHWM − VmRSS before);
+//! * Bindery's full sync into SQLite — enumerate into the staging snapshot,
+//!   compute the plan, apply it (100,000 users created) — and a resync with
+//!   nothing changed;
+//! * the server's RSS growth during the full sync (VmHWM − VmRSS before);
 //! * p50/p95 of an import-table page query (search + sort) over the
 //!   staged rows.
 //!
@@ -33,15 +33,16 @@ fn status_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn sync_users(service: &Service) -> (Duration, i64) {
+/// Sync now, waited for: (time, the finished run).
+async fn sync(service: &Service) -> (Duration, bindery_model::SyncRun) {
     let t = Instant::now();
-    let run = service.start_user_fetch(&admin(), DirectoryKind::Ldap).await.expect("start");
+    let run = service.start_sync(&admin(), DirectoryKind::Ldap, false).await.expect("start");
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let r = service.user_fetch_status(&admin(), DirectoryKind::Ldap).await.unwrap().expect("run");
-        if r.id == run.id && r.state != "running" {
+        let r = service.sync_run(&admin(), run.id, None, 1, 1).await.unwrap().run;
+        if r.state != "running" {
             assert_eq!(r.state, "done", "{r:?}");
-            return (t.elapsed(), r.entries);
+            return (t.elapsed(), r);
         }
     }
 }
@@ -95,22 +96,40 @@ async fn main() {
     let mut input = input;
     input.page_size = 1000;
     service.save_directory(&admin(), DirectoryKind::Ldap, &input).await.expect("save");
+    let settings = bindery_model::SyncSettings { disable_missing: true, threshold_percent: 100, ..Default::default() };
+    service.save_sync_settings(&admin(), DirectoryKind::Ldap, &settings).await.expect("sync settings");
 
     let rss_before = status_kb("VmRSS:");
-    let (full, entries) = sync_users(&service).await;
+    let (full, run) = sync(&service).await;
     let rss_peak = status_kb("VmHWM:");
     println!(
-        "Bindery Sync users → staging ({entries} rows)  {:>8.2} s   {:.2}× baseline",
+        "Bindery full sync (fetch + plan + apply)   {:>8.2} s   {:.2}× baseline   ({} entries, {} created)",
         full.as_secs_f64(),
-        full.as_secs_f64() / baseline.as_secs_f64()
+        full.as_secs_f64() / baseline.as_secs_f64(),
+        run.entries,
+        run.counts.create
     );
-    let (again, _) = sync_users(&service).await;
+    let c = &run.counts;
     println!(
-        "Bindery Sync users again, nothing changed  {:>8.2} s   {:.2}× baseline",
-        again.as_secs_f64(),
-        again.as_secs_f64() / baseline.as_secs_f64()
+        "  where the time goes: enumerate + stage {:.2} s, plan {:.2} s, apply {:.2} s",
+        c.enumerate_ms as f64 / 1000.0,
+        c.plan_ms as f64 / 1000.0,
+        c.apply_ms as f64 / 1000.0
     );
-    println!("server RSS growth during the enumeration   {:>8.1} MB", rss_peak.saturating_sub(rss_before) as f64 / 1024.0);
+    let (again, run2) = sync(&service).await;
+    println!(
+        "Bindery resync, nothing changed            {:>8.2} s   {:.2}× baseline   ({} changes)",
+        again.as_secs_f64(),
+        again.as_secs_f64() / baseline.as_secs_f64(),
+        run2.counts.create + run2.counts.update + run2.counts.disable + run2.counts.enable
+    );
+    println!(
+        "  where the time goes: enumerate + stage {:.2} s, plan {:.2} s, apply {:.2} s",
+        run2.counts.enumerate_ms as f64 / 1000.0,
+        run2.counts.plan_ms as f64 / 1000.0,
+        run2.counts.apply_ms as f64 / 1000.0
+    );
+    println!("server RSS growth during the full sync     {:>8.1} MB", rss_peak.saturating_sub(rss_before) as f64 / 1024.0);
 
     // Import-table page queries: search + sort over the staged rows.
     let mut lat = Vec::new();

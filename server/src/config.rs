@@ -33,6 +33,14 @@ pub struct Config {
     /// Every directory server is probed this often (seconds): a server
     /// marked down is used again once a probe finds it healthy.
     pub directory_probe_seconds: u64,
+    /// How often (seconds) the scheduler looks for a due sync. Each firing
+    /// of a schedule runs on exactly one replica.
+    pub sync_tick_seconds: u64,
+    /// Plain-SMTP relay for sync reports, `host:port` (e.g. the local MTA);
+    /// unset: reports are shown in the console only.
+    pub smtp_relay: Option<String>,
+    /// From address of the reports.
+    pub smtp_from: String,
     /// Key that encrypts directory secrets at rest: 64 hex characters.
     /// When unset, the key is read from (or generated into) `secret_key_file`.
     pub secret_key: Option<String>,
@@ -50,6 +58,9 @@ impl Default for Config {
             trust_proxy: false,
             min_failure_delay_ms: 400,
             directory_probe_seconds: 10,
+            sync_tick_seconds: 30,
+            smtp_relay: None,
+            smtp_from: "bindery@localhost".into(),
             secret_key: None,
             secret_key_file: "data/secret.key".into(),
         }
@@ -68,6 +79,9 @@ impl std::fmt::Debug for Config {
             .field("trust_proxy", &self.trust_proxy)
             .field("min_failure_delay_ms", &self.min_failure_delay_ms)
             .field("directory_probe_seconds", &self.directory_probe_seconds)
+            .field("sync_tick_seconds", &self.sync_tick_seconds)
+            .field("smtp_relay", &self.smtp_relay)
+            .field("smtp_from", &self.smtp_from)
             .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
             .field("secret_key_file", &self.secret_key_file)
             .finish()

@@ -48,8 +48,20 @@ pub async fn open(cfg: &Config) -> anyhow::Result<(Service, Option<bindery_servi
     let store = Store::connect(&cfg.database_url)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", config::redact_url(&cfg.database_url)))?;
-    let service =
-        Service::new(store, Options { min_failure_delay: Duration::from_millis(cfg.min_failure_delay_ms), secret_key: secret_key(cfg)? });
+    let smtp = match cfg.smtp_relay.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+        None => None,
+        Some(relay) => {
+            let (host, port) = relay.rsplit_once(':').unwrap_or((relay, "25"));
+            let port = port
+                .parse()
+                .map_err(|_| anyhow::anyhow!("invalid value for `smtp_relay` (env BINDERY_SMTP_RELAY): expected host:port, got {relay}"))?;
+            Some(bindery_service::SmtpOptions { host: host.to_string(), port, from: cfg.smtp_from.clone() })
+        }
+    };
+    let service = Service::new(
+        store,
+        Options { min_failure_delay: Duration::from_millis(cfg.min_failure_delay_ms), secret_key: secret_key(cfg)?, smtp },
+    );
     let password = service.bootstrap().await?;
     Ok((service, password))
 }
@@ -155,6 +167,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let sweeper = tokio::spawn(sweep(service.clone()));
     let prober = tokio::spawn(probe(service.clone(), Duration::from_secs(cfg.directory_probe_seconds.max(1))));
+    let scheduler = tokio::spawn(schedule(service.clone(), Duration::from_secs(cfg.sync_tick_seconds.max(1))));
     let router = app(service.clone(), leptos_options(&cfg), cfg.trust_proxy);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -165,6 +178,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await?;
     sweeper.abort();
     prober.abort();
+    scheduler.abort();
     service.store().close().await;
     tracing::info!("Bindery stopped");
     Ok(())
@@ -177,6 +191,24 @@ async fn probe(service: Service, every: Duration) {
     loop {
         tick.tick().await;
         service.probe_directories().await;
+    }
+}
+
+/// The sync scheduler: due schedules start here (one replica per firing),
+/// and runs of a replica that stopped are marked interrupted.
+async fn schedule(service: Service, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match service.scheduler_tick().await {
+            Ok(runs) => {
+                for r in runs {
+                    tracing::info!(run = r.id, directory = r.directory.as_str(), "scheduled sync started");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sync scheduler tick failed"),
+        }
     }
 }
 

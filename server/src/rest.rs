@@ -13,7 +13,8 @@ use bindery_model::{
     AccessExplanation, AccessFact, ApiError, ApiToken, CertificateDetails, CreatedApiToken, CurrentUser, DirectoryInput, DirectoryKind,
     DirectorySettings, FieldError, Group, GroupMapping, GroupMode, ImportOutcome, ImportRequest, ImportResult, ListQuery, LoginTestReport,
     MappedUser, NamedRef, NewApiToken, NewUser, Organisation, OrganisationInput, Page, ProbeReport, ProbeStep, Role, ServerCertificates,
-    ServerHealth, ServerProbe, StagedQuery, StagedUser, SyncRun, User, UserSource, UserUpdate,
+    ServerHealth, ServerProbe, StagedQuery, StagedUser, SyncCounts, SyncItem, SyncRequest, SyncRun, SyncRunDetail, SyncSettings,
+    SyncSettingsView, User, UserSource, UserUpdate,
 };
 use bindery_service::{Actor, Error, RequestContext};
 use http::StatusCode;
@@ -49,6 +50,14 @@ pub fn router() -> Router<AppState> {
         .route("/v1/directories/{kind}/users.csv", get(staged_csv))
         .route("/v1/directories/{kind}/users/fetch", get(fetch_status).post(start_fetch).delete(cancel_fetch))
         .route("/v1/directories/{kind}/users/import", post(import_users))
+        .route("/v1/directories/{kind}/sync/settings", get(get_sync_settings).put(put_sync_settings))
+        .route("/v1/directories/{kind}/sync", post(start_sync))
+        .route("/v1/sync/runs", get(list_sync_runs))
+        .route("/v1/sync/runs/{id}", get(get_sync_run))
+        .route("/v1/sync/runs/{id}/report.csv", get(sync_run_csv))
+        .route("/v1/sync/runs/{id}/approve", post(approve_sync))
+        .route("/v1/sync/runs/{id}/reject", post(reject_sync))
+        .route("/v1/sync/runs/{id}/cancel", post(cancel_sync))
         .fallback(|| async { ApiErr(Error::NotFound("endpoint")) })
 }
 
@@ -355,6 +364,107 @@ async fn import_users(
     Ok(Json(s.service.import_staged_users(&actor(&ctx)?, kind(&k)?, &req).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/directories/{kind}/sync/settings", tag = "sync", params(("kind" = String, Path)),
+    responses((status = 200, body = SyncSettingsView, description = "The settings, the schedule in words and its next five run times (UTC)")))]
+async fn get_sync_settings(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+) -> ApiResult<Json<SyncSettingsView>> {
+    Ok(Json(s.service.sync_settings(&actor(&ctx)?, kind(&k)?).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/directories/{kind}/sync/settings", tag = "sync", params(("kind" = String, Path)), request_body = SyncSettings,
+    responses((status = 200, body = SyncSettingsView), (status = 422, body = ApiError, description = "Names each invalid field (an invalid crontab with the reason); nothing saved")))]
+async fn put_sync_settings(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+    Body(input): Body<SyncSettings>,
+) -> ApiResult<Json<SyncSettingsView>> {
+    Ok(Json(s.service.save_sync_settings(&actor(&ctx)?, kind(&k)?, &input).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/directories/{kind}/sync", tag = "sync", params(("kind" = String, Path)), request_body = SyncRequest,
+    responses((status = 202, body = SyncRun, description = "Sync (or dry-run) started; poll GET /api/v1/sync/runs/{id}"), (status = 409, body = ApiError)))]
+async fn start_sync(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+    Body(req): Body<SyncRequest>,
+) -> ApiResult<(StatusCode, Json<SyncRun>)> {
+    Ok((StatusCode::ACCEPTED, Json(s.service.start_sync(&actor(&ctx)?, kind(&k)?, req.dry_run).await?)))
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+struct RunsQuery {
+    page: Option<i64>,
+    per_page: Option<i64>,
+    /// Items of one action only: create, update, enable, disable, failed.
+    action: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/sync/runs", tag = "sync", params(RunsQuery), responses((status = 200, body = Page<SyncRun>)))]
+async fn list_sync_runs(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Query(q): Query<RunsQuery>,
+) -> ApiResult<Json<Page<SyncRun>>> {
+    Ok(Json(s.service.list_sync_runs(&actor(&ctx)?, q.page.unwrap_or(1), q.per_page.unwrap_or(20)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/sync/runs/{id}", tag = "sync", params(("id" = i64, Path), RunsQuery),
+    responses((status = 200, body = SyncRunDetail), (status = 404, body = ApiError)))]
+async fn get_sync_run(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<i64>,
+    Query(q): Query<RunsQuery>,
+) -> ApiResult<Json<SyncRunDetail>> {
+    Ok(Json(s.service.sync_run(&actor(&ctx)?, id, q.action.as_deref(), q.page.unwrap_or(1), q.per_page.unwrap_or(50)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/sync/runs/{id}/report.csv", tag = "sync", params(("id" = i64, Path)),
+    responses((status = 200, content_type = "text/csv", description = "Every planned change and its outcome")))]
+async fn sync_run_csv(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>, Path(id): Path<i64>) -> ApiResult<Response> {
+    let csv = s.service.sync_run_csv(&actor(&ctx)?, id).await?;
+    Ok((
+        [
+            (http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"bindery-sync-{id}.csv\"")),
+        ],
+        csv,
+    )
+        .into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/sync/runs/{id}/approve", tag = "sync", params(("id" = i64, Path)),
+    responses((status = 200, body = SyncRun, description = "Applying the held plan"), (status = 409, body = ApiError)))]
+async fn approve_sync(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<SyncRun>> {
+    Ok(Json(s.service.approve_sync(&actor(&ctx)?, id).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/sync/runs/{id}/reject", tag = "sync", params(("id" = i64, Path)),
+    responses((status = 200, body = SyncRun), (status = 409, body = ApiError)))]
+async fn reject_sync(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<SyncRun>> {
+    Ok(Json(s.service.reject_sync(&actor(&ctx)?, id).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/sync/runs/{id}/cancel", tag = "sync", params(("id" = i64, Path)),
+    responses((status = 204, description = "Cancel requested"), (status = 409, body = ApiError)))]
+async fn cancel_sync(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    s.service.cancel_sync(&actor(&ctx)?, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[utoipa::path(get, path = "/api/v1/directories/health", tag = "directories",
     responses((status = 200, body = Vec<ServerHealth>, description = "Every server of every enabled configuration, as the circuit breaker sees it")))]
 async fn directory_health(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>) -> ApiResult<Json<Vec<ServerHealth>>> {
@@ -549,11 +659,13 @@ impl Modify for SecurityAddon {
         list_groups, list_tokens, create_token, revoke_token,
         list_directories, get_directory, put_directory, delete_directory, verify_connection, test_login, fetch_certificates,
         start_fetch, fetch_status, cancel_fetch, list_staged, staged_csv, import_users,
+        get_sync_settings, put_sync_settings, start_sync, list_sync_runs, get_sync_run, sync_run_csv, approve_sync, reject_sync, cancel_sync,
         authn_authenticate, authn_login
     ),
     components(schemas(ApiError, FieldError, User, NamedRef, Role, UserSource, NewUser, UserUpdate, Organisation, OrganisationInput,
         Group, ApiToken, NewApiToken, CreatedApiToken, CurrentUser, OneTimePassword,
-        DirectoryKind, GroupMode, DirectorySettings, DirectoryInput, ProbeReport, ServerProbe, ProbeStep, MappedUser, LoginTestReport, TestLoginRequest, AuthenticateRequest, BearerToken, ApiKey, ServerCertificates, CertificateDetails, GroupMapping, ServerHealth, AccessExplanation, AccessFact, SyncRun, StagedUser, ImportRequest, ImportResult, ImportOutcome)),
+        DirectoryKind, GroupMode, DirectorySettings, DirectoryInput, ProbeReport, ServerProbe, ProbeStep, MappedUser, LoginTestReport, TestLoginRequest, AuthenticateRequest, BearerToken, ApiKey, ServerCertificates, CertificateDetails, GroupMapping, ServerHealth, AccessExplanation, AccessFact, SyncRun, StagedUser, ImportRequest, ImportResult, ImportOutcome,
+        SyncSettings, SyncSettingsView, SyncRequest, SyncCounts, SyncItem, SyncRunDetail)),
     modifiers(&SecurityAddon),
     security(("bearer" = []), ("session" = []))
 )]

@@ -371,6 +371,24 @@ pub struct Dashboard {
     /// Every server of every enabled directory configuration.
     #[serde(default)]
     pub directory_health: Vec<ServerHealth>,
+    /// The latest sync run of each directory configuration.
+    #[serde(default)]
+    pub last_syncs: Vec<SyncRun>,
+    /// Reports addressed to the signed-in user (sync summaries), newest first.
+    #[serde(default)]
+    pub notifications: Vec<Notification>,
+}
+
+/// A report addressed to a user (a sync run's summary).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Notification {
+    pub id: i64,
+    pub at: String,
+    pub subject: String,
+    pub body: String,
+    /// `sent to …`, `not sent: …`, or empty when no SMTP relay is configured.
+    pub email_status: String,
 }
 
 /// Health of one directory server, as the circuit breaker sees it.
@@ -844,6 +862,120 @@ pub struct SyncRun {
     pub finished_at: Option<String>,
     pub elapsed_ms: i64,
     pub error: String,
+    /// A sync run's plan and outcome (zero for enumerations).
+    #[serde(default)]
+    pub counts: SyncCounts,
+}
+
+/// What a sync run planned and did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(default)]
+pub struct SyncCounts {
+    /// Users the directory lists (the threshold's base).
+    pub directory_users: i64,
+    pub create: i64,
+    pub update: i64,
+    pub enable: i64,
+    pub disable: i64,
+    /// Entries that cannot be synced (with their reason in the items).
+    pub failed: i64,
+    /// Planned changes applied / failed while applying.
+    pub applied: i64,
+    pub apply_failed: i64,
+    /// Where the time went: enumerate + stage, plan, apply (milliseconds).
+    pub enumerate_ms: i64,
+    pub plan_ms: i64,
+    pub apply_ms: i64,
+    /// Why the run did or did not do something, in plain words.
+    pub notes: Vec<String>,
+}
+
+/// Sync settings of a directory configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SyncSettings {
+    /// Organisations new users go into (empty: the default organisation).
+    #[serde(default)]
+    pub organisation_ids: Vec<i64>,
+    /// Run on the schedule.
+    #[serde(default)]
+    pub periodic: bool,
+    /// Five-field crontab (minute hour day month weekday, UTC); wins over the interval.
+    #[serde(default)]
+    pub crontab: String,
+    /// Every N hours (1–8760) when no crontab is set; 0: none.
+    #[serde(default)]
+    pub interval_hours: i64,
+    /// Usernames who get each run's summary (console, and email when SMTP is configured).
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Disable users missing from, or disabled in, the directory. Off by default.
+    #[serde(default)]
+    pub disable_missing: bool,
+    /// A run that would disable more than this share (%) of the directory's users waits for approval.
+    #[serde(default = "default_threshold")]
+    pub threshold_percent: i64,
+}
+
+fn default_threshold() -> i64 {
+    10
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            organisation_ids: vec![],
+            periodic: false,
+            crontab: String::new(),
+            interval_hours: 0,
+            recipients: vec![],
+            disable_missing: false,
+            threshold_percent: default_threshold(),
+        }
+    }
+}
+
+/// Sync settings with what the schedule means.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SyncSettingsView {
+    pub settings: SyncSettings,
+    /// `crontab 0 3 * * * (UTC)`, `every 24 h`, or `off`.
+    pub schedule: String,
+    /// The next five run times (UTC), empty when not periodic.
+    pub next_runs: Vec<String>,
+}
+
+/// "Sync now" (or its dry-run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SyncRequest {
+    /// Compute and show the plan; apply nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One user a sync run plans to change, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SyncItem {
+    pub id: i64,
+    /// `create`, `update`, `enable`, `disable`, or `failed` (the entry cannot be synced).
+    pub action: String,
+    pub username: String,
+    pub reason: String,
+    /// `planned`, `applied`, `failed`, `rejected`.
+    pub outcome: String,
+    pub error: String,
+}
+
+/// A sync run with a page of its items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SyncRunDetail {
+    pub run: SyncRun,
+    pub items: Page<SyncItem>,
 }
 
 /// What to import: the checked rows, or every row matching the filter.

@@ -194,16 +194,7 @@ impl Service {
     }
 
     pub(crate) async fn disable_directory_user(&self, u: &UserRow, reason: &str) -> Result<(), bindery_store::Error> {
-        let now = now_ms();
-        self.store
-            .update_user(
-                u.id,
-                &bindery_store::UserRowUpdate { name: &u.name, email: &u.email, role: &u.role, is_active: false, organisation_ids: None },
-                now,
-            )
-            .await?;
-        let sessions = self.store.delete_user_sessions(u.id).await?;
-        let tokens = self.store.revoke_user_api_tokens(u.id, now).await?;
+        let (sessions, tokens) = self.store.disable_for_directory(u.id, now_ms()).await?;
         tracing::warn!(user = %u.username, sessions, tokens, reason, "directory account gone or disabled: disabled here, sessions and tokens revoked");
         self.system_audit(
             "user.disable",

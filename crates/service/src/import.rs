@@ -26,8 +26,17 @@ impl std::fmt::Debug for Jobs {
     }
 }
 
+/// How an enumeration into the staging snapshot ended.
+pub(crate) struct Enumerated {
+    pub complete: bool,
+    pub cancelled: bool,
+    /// Why it is incomplete, in plain words.
+    pub error: String,
+    pub server: String,
+}
+
 impl Jobs {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<AtomicBool>>> {
+    pub(crate) fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<AtomicBool>>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -48,6 +57,7 @@ pub(crate) fn run_dto(r: SyncRunRow) -> SyncRun {
         finished_at: r.finished_at.map(fmt_ts),
         elapsed_ms: end - r.started_at,
         error: r.error,
+        counts: serde_json::from_str(&r.summary_json).unwrap_or_default(),
     }
 }
 
@@ -90,7 +100,7 @@ fn stage(e: &Entry) -> (String, String, String, &'static str) {
     (key, groups, email, problem)
 }
 
-fn source_of(kind: DirectoryKind) -> UserSource {
+pub(crate) fn source_of(kind: DirectoryKind) -> UserSource {
     match kind {
         DirectoryKind::Ldap => UserSource::Ldap,
         DirectoryKind::LdapHa => UserSource::LdapHa,
@@ -102,38 +112,48 @@ impl Service {
     /// the background. Returns the run (poll [`Service::user_fetch_status`]).
     pub async fn start_user_fetch(&self, actor: &Actor, kind: DirectoryKind) -> Result<SyncRun> {
         actor.require_admin()?;
-        if let Some(r) = self.store.latest_run(kind.as_str(), "fetch").await? {
-            if r.state == "running" && self.jobs.map().contains_key(&r.id) {
-                return Err(Error::Conflict("a user enumeration of this directory is already running".into()));
-            }
-        }
         let stored = self.load_directory(kind).await?;
         let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
-        let now = now_ms();
-        let id = self.store.start_run(kind.as_str(), "fetch", &actor.principal.username, false, now).await?;
+        let lease = self.take_staging_lease(kind).await?;
+        let id = self.store.start_run(kind.as_str(), "fetch", &actor.principal.username, false, now_ms()).await?;
+        lease.bind_run(&self.store, id).await?;
         let cancel = Arc::new(AtomicBool::new(false));
         self.jobs.map().insert(id, cancel.clone());
         let svc = self.clone();
         tokio::spawn(async move {
-            let r = svc.fetch_into_staging(kind, id, &cfg, &cancel).await;
-            svc.jobs.map().remove(&id);
+            let keep = lease.keep_alive(svc.store.clone());
+            let r = svc.enumerate_into_staging(kind, id, &cfg, &cancel).await;
+            let r = match r {
+                Ok(e) if e.complete => {
+                    svc.store.finish_run(id, "done", true, "", &serde_json::json!({ "server": e.server }).to_string(), now_ms()).await
+                }
+                Ok(e) => svc.store.finish_run(id, if e.cancelled { "cancelled" } else { "failed" }, false, &e.error, "{}", now_ms()).await,
+                Err(e) => {
+                    tracing::error!(run = id, error = %e, "user enumeration failed");
+                    svc.store.finish_run(id, "failed", false, &e.to_string(), "{}", now_ms()).await
+                }
+            };
             if let Err(e) = r {
-                tracing::error!(run = id, error = %e, "user enumeration failed");
-                let _ = svc.store.finish_run(id, "failed", false, &e.to_string(), "{}", now_ms()).await;
+                tracing::error!(run = id, error = %e, "recording the end of a user enumeration failed");
             }
+            svc.jobs.map().remove(&id);
+            keep.release(&svc.store).await;
         });
         self.audit(actor, "directory.fetch_users", &format!("directory:{}", kind.as_str()), None, Some(serde_json::json!({ "run": id })))
             .await;
         Ok(run_dto(self.store.get_run(id).await?.ok_or(Error::NotFound("run"))?))
     }
 
-    async fn fetch_into_staging(
+    /// Replace the directory's staging snapshot with a fresh enumeration
+    /// and compute every row's status. An incomplete enumeration is not an
+    /// `Err`: what it saw is staged, and the result says why it is partial.
+    pub(crate) async fn enumerate_into_staging(
         &self,
         kind: DirectoryKind,
         id: i64,
         cfg: &bindery_directory::DirectoryConfig,
         cancel: &AtomicBool,
-    ) -> Result<()> {
+    ) -> Result<Enumerated> {
         let dir = kind.as_str();
         self.store.clear_staged(dir).await?;
         let store = self.store.clone();
@@ -163,29 +183,29 @@ impl Service {
         })
         .await;
         self.store.compute_staged_status(dir).await?;
-        let now = now_ms();
-        match result {
+        Ok(match result {
             Ok(t) => {
                 self.store.run_progress(id, t.entries as i64, t.pages as i64).await?;
-                self.store.finish_run(id, "done", true, "", &serde_json::json!({ "server": t.server }).to_string(), now).await?;
+                Enumerated { complete: true, cancelled: false, error: String::new(), server: t.server }
             }
-            Err(f) => {
-                let state = if cancel.load(Ordering::Relaxed) { "cancelled" } else { "failed" };
-                self.store.finish_run(id, state, false, &f.message, "{}", now).await?;
-            }
-        }
-        Ok(())
+            Err(f) => Enumerated { complete: false, cancelled: cancel.load(Ordering::Relaxed), error: f.message, server: String::new() },
+        })
     }
 
     pub async fn cancel_user_fetch(&self, actor: &Actor, kind: DirectoryKind) -> Result<()> {
         actor.require_admin()?;
         let run = self.store.latest_run(kind.as_str(), "fetch").await?.ok_or(Error::NotFound("user enumeration"))?;
-        match self.jobs.map().get(&run.id) {
+        self.cancel_run(run.id).map_err(|_| Error::Conflict("no user enumeration of this directory is running".into()))
+    }
+
+    /// Ask a run this process executes to stop between pages or chunks.
+    pub(crate) fn cancel_run(&self, id: i64) -> Result<()> {
+        match self.jobs.map().get(&id) {
             Some(flag) => {
                 flag.store(true, Ordering::Relaxed);
                 Ok(())
             }
-            None => Err(Error::Conflict("no user enumeration of this directory is running".into())),
+            None => Err(Error::Conflict("this run is not running here".into())),
         }
     }
 

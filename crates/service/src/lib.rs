@@ -14,6 +14,7 @@ mod import;
 mod logs;
 mod secret;
 mod settings;
+pub mod sync;
 pub mod util;
 
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub use bindery_store::{Backend, Store};
 pub use auth::{ClientInfo, Issue, Issued, LoginFailure, LoginSuccess, API_KEY_NAME, BEARER_TOKEN_NAME, SESSION_COOKIE};
 pub use crypto::SecretKey;
 pub use secret::Secret;
+pub use sync::Schedule;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -131,11 +133,22 @@ pub struct Options {
     pub min_failure_delay: Duration,
     /// Encrypts directory secrets at rest.
     pub secret_key: SecretKey,
+    /// Where sync reports are emailed; `None`: console only.
+    pub smtp: Option<SmtpOptions>,
+}
+
+/// A plain-SMTP relay (e.g. the local MTA) for sync reports.
+#[derive(Debug, Clone)]
+pub struct SmtpOptions {
+    pub host: String,
+    pub port: u16,
+    /// The reports' From address.
+    pub from: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { min_failure_delay: Duration::from_millis(400), secret_key: SecretKey::generate() }
+        Options { min_failure_delay: Duration::from_millis(400), secret_key: SecretKey::generate(), smtp: None }
     }
 }
 
@@ -167,7 +180,13 @@ impl Service {
     pub async fn bootstrap(&self) -> Result<Option<Secret>> {
         let now = util::now_ms();
         // A crash or restart never leaves a run stuck as "running".
-        let interrupted = self.store.interrupt_running_runs(now).await?;
+        // SQLite belongs to this one process: whatever ran before is gone.
+        // PostgreSQL may be shared by live replicas: only runs whose lease
+        // has expired are (here and on every scheduler tick).
+        let interrupted = match self.store.backend() {
+            Backend::Sqlite => self.store.interrupt_running_runs(now).await?,
+            Backend::Postgres => self.store.interrupt_orphaned_runs(now).await?,
+        };
         if interrupted > 0 {
             tracing::warn!(runs = interrupted, "marked runs left running by the previous process as interrupted");
         }

@@ -102,6 +102,28 @@ impl Service {
             successful_logins_24h: ok,
             recent_logins: recent.into_iter().map(login_dto).collect(),
             directory_health: self.health_snapshot().await?,
+            last_syncs: {
+                let mut runs = Vec::new();
+                for kind in [bindery_model::DirectoryKind::Ldap, bindery_model::DirectoryKind::LdapHa] {
+                    if let Some(r) = self.store.latest_run(kind.as_str(), "sync").await? {
+                        runs.push(crate::import::run_dto(r));
+                    }
+                }
+                runs
+            },
+            notifications: self
+                .store
+                .list_notifications(actor.principal.user_id, 5)
+                .await?
+                .into_iter()
+                .map(|n| bindery_model::Notification {
+                    id: n.id,
+                    at: fmt_ts(n.created_at),
+                    subject: n.subject,
+                    body: n.body,
+                    email_status: n.email_status,
+                })
+                .collect(),
         })
     }
 }

@@ -10,6 +10,7 @@
 
 mod rows;
 mod staging;
+mod sync;
 pub mod testing;
 
 use std::str::FromStr;
@@ -21,6 +22,7 @@ use sqlx::{Any, AnyPool, ConnectOptions, Row};
 
 pub use rows::*;
 pub use staging::{NewStaged, Relink, StagedFilter, StagedRow, SyncRunRow};
+pub use sync::{ApplyItem, ItemRow, MissingUser, NewItem, NotificationRow, PlanRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -291,7 +293,7 @@ impl Store {
 
     pub async fn update_user(&self, id: i64, u: &UserRowUpdate<'_>, now: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("UPDATE users SET name = $1, email = $2, role = $3, is_active = $4, updated_at = $5 WHERE id = $6")
+        let r = sqlx::query("UPDATE users SET name = $1, email = $2, role = $3, is_active = $4, dir_disabled = CASE WHEN $4 = 1 THEN 0 ELSE dir_disabled END, updated_at = $5 WHERE id = $6")
             .bind(u.name)
             .bind(u.email)
             .bind(u.role)

@@ -162,6 +162,10 @@ impl Store {
              (SELECT lower(email) FROM staged_users WHERE directory = $1 AND email <> '' GROUP BY lower(email) HAVING COUNT(*) > 1)",
             "UPDATE staged_users SET problem = 'a local user has this username' \
              WHERE directory = $1 AND problem = '' AND user_id IN (SELECT id FROM users WHERE source = 'local')",
+            // A Bindery user other than the linked one already has the email.
+            "UPDATE staged_users SET problem = 'another Bindery user has this email' \
+             WHERE directory = $1 AND problem = '' AND email <> '' AND EXISTS \
+             (SELECT 1 FROM users u WHERE lower(u.email) = lower(staged_users.email) AND u.id <> COALESCE(staged_users.user_id, -1))",
             "UPDATE staged_users SET status = CASE \
                 WHEN problem <> '' THEN 'invalid' \
                 WHEN dir_state = 'disabled' THEN 'disabled' \
@@ -332,6 +336,7 @@ impl Store {
     /// At start-up: runs a crash or restart left "running" are marked
     /// interrupted (nothing they half-did is trusted as complete).
     pub async fn interrupt_running_runs(&self, now: i64) -> Result<u64> {
+        sqlx::query("DELETE FROM sync_leases").execute(&self.pool).await?;
         Ok(sqlx::query(
             "UPDATE sync_runs SET state = 'interrupted', finished_at = $1, error = 'the server stopped during the run' WHERE state = 'running'",
         )

@@ -31,8 +31,12 @@ impl TestApp {
     }
 
     pub async fn with_backend(backend: Backend) -> TestApp {
+        Self::with_options(backend, Options { min_failure_delay: MIN_FAILURE_DELAY, ..Default::default() }).await
+    }
+
+    pub async fn with_options(backend: Backend, options: Options) -> TestApp {
         let db = TestDb::new(backend).await;
-        let service = Service::new(db.store.clone(), Options { min_failure_delay: MIN_FAILURE_DELAY, ..Default::default() });
+        let service = Service::new(db.store.clone(), options);
         let otp = service.bootstrap().await.unwrap().expect("first start creates admin");
         assert_eq!(otp.expose().len(), 20);
         // Give admin a known password without the forced change.

@@ -10,3 +10,4 @@ mod helpers;
 mod import;
 mod rbac;
 mod rest;
+mod sync;

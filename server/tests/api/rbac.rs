@@ -29,6 +29,13 @@ const SERVER_FNS: &[(&str, &str, Access)] = &[
     ("start_user_fetch", "kind=ldap", Access::Write),
     ("cancel_user_fetch", "kind=ldap", Access::Write),
     ("import_users", "kind=ldap&ids[1]=on", Access::Write),
+    ("sync_settings", "kind=ldap", Access::Read),
+    ("save_sync_settings", "kind=ldap&crontab=&interval_hours=&recipients=&threshold_percent=10", Access::Write),
+    ("start_sync", "kind=ldap", Access::Write),
+    ("list_sync_runs", "", Access::Read),
+    ("sync_run", "id=1", Access::Read),
+    ("approve_sync", "id=1", Access::Write),
+    ("reject_sync", "id=1", Access::Write),
     ("list_organisations", "", Access::Read),
     ("list_groups", "", Access::Read),
     ("basic_settings", "", Access::Read),
@@ -84,6 +91,9 @@ async fn server_functions_refuse_callers_without_the_role() {
     let (_, apw) = app.user("auditor", Role::Auditor).await;
     let user = app.session("plain", &upw).await;
     let auditor = app.session("auditor", &apw).await;
+    // Sync run 1 exists, so reading it answers 200.
+    let run = app.db.store.start_run("ldap", "sync", "admin", true, 0).await.unwrap();
+    app.db.store.finish_run(run, "done", true, "", "{}", 0).await.unwrap();
     for (name, body, access) in SERVER_FNS {
         let path = format!("/rpc/{name}");
         if *access != Access::Public {
@@ -127,6 +137,15 @@ const REST: &[(&str, &str, Access)] = &[
     ("post", "/api/v1/directories/{kind}/users/fetch", Access::Write),
     ("delete", "/api/v1/directories/{kind}/users/fetch", Access::Write),
     ("post", "/api/v1/directories/{kind}/users/import", Access::Write),
+    ("get", "/api/v1/directories/{kind}/sync/settings", Access::Read),
+    ("put", "/api/v1/directories/{kind}/sync/settings", Access::Write),
+    ("post", "/api/v1/directories/{kind}/sync", Access::Write),
+    ("get", "/api/v1/sync/runs", Access::Read),
+    ("get", "/api/v1/sync/runs/{id}", Access::Read),
+    ("get", "/api/v1/sync/runs/{id}/report.csv", Access::Read),
+    ("post", "/api/v1/sync/runs/{id}/approve", Access::Write),
+    ("post", "/api/v1/sync/runs/{id}/reject", Access::Write),
+    ("post", "/api/v1/sync/runs/{id}/cancel", Access::Write),
     ("get", "/api/v1/organisations", Access::Read),
     ("post", "/api/v1/organisations", Access::Write),
     ("patch", "/api/v1/organisations/{id}", Access::Write),
@@ -156,6 +175,8 @@ fn rest_body(method: &str, path: &str) -> Option<serde_json::Value> {
         ("put", "/api/v1/directories/{kind}") => Some(serde_json::json!({"server_uris": ["ldap://127.0.0.1:1"], "search_ous": "dc=x"})),
         ("post", "/api/v1/directories/{kind}/test_login") => Some(serde_json::json!({"username": "x"})),
         ("post", "/api/v1/directories/{kind}/users/import") => Some(serde_json::json!({"ids": [1]})),
+        ("put", "/api/v1/directories/{kind}/sync/settings") => Some(serde_json::json!({"disable_missing": true})),
+        ("post", "/api/v1/directories/{kind}/sync") => Some(serde_json::json!({})),
         _ => None,
     }
 }

@@ -1,0 +1,927 @@
+//! Sync: the same job for "Sync now" and the schedule — enumerate into the
+//! staging snapshot, compute the plan with a pure function, then apply it
+//! in chunked transactions. An incomplete enumeration disables nobody; a
+//! plan that would disable more than the threshold waits for approval.
+//! Leases in the database keep replicas from running a directory's job
+//! twice; a compare-and-set on `next_run_at` makes one replica own each
+//! firing of the schedule.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use bindery_model::{DirectoryKind, Page, SyncCounts, SyncItem, SyncRun, SyncRunDetail, SyncSettings, SyncSettingsView};
+use bindery_store::{ApplyItem, ItemRow, NewItem, PlanRow, Store};
+
+use crate::import::{run_dto, source_of};
+use crate::util::{fmt_ts, now_ms};
+use crate::{Actor, Error, Result, Service};
+
+/// Rows per plan read, per item write, and per apply transaction.
+const CHUNK: i64 = 1000;
+const APPLY_CHUNK: i64 = 500;
+const LEASE_TTL_MS: i64 = 60_000;
+const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(15);
+
+// ----- the plan: a pure function -------------------------------------------
+
+/// What the plan does with one directory entry and the user linked to it.
+/// Pure: the same inputs always give the same changes, and nothing is read
+/// or written. `disable` is the "disable users missing from or disabled in
+/// the directory" setting; `mapped_role` is the role the group mapping
+/// gives this entry's groups, if any.
+pub fn decide(row: &PlanRow, disable: bool, mapped_role: Option<&str>) -> Vec<(&'static str, String)> {
+    if !row.problem.is_empty() {
+        return vec![("failed", row.problem.clone())];
+    }
+    let dir_disabled = row.dir_state == "disabled";
+    let Some(_) = row.user_id else {
+        return if dir_disabled { vec![] } else { vec![("create", "new in the directory".into())] };
+    };
+    let mut out = Vec::new();
+    let mut changed = Vec::new();
+    if row.user_username.as_deref() != Some(row.username.as_str()) {
+        changed.push(format!("renamed from {} to {}", row.user_username.as_deref().unwrap_or(""), row.username));
+    }
+    if row.user_name.as_deref() != Some(row.name.as_str()) {
+        changed.push("name changed".to_string());
+    }
+    if row.user_email.as_deref() != Some(row.email.as_str()) {
+        changed.push("email changed".to_string());
+    }
+    if row.user_external_id.as_deref() != Some(row.external_id.as_str()) {
+        changed.push("linked to the directory's immutable id".to_string());
+    }
+    if let Some(role) = mapped_role.filter(|r| row.user_role.as_deref() != Some(*r)) {
+        changed.push(format!("role {role} from the group mapping"));
+    }
+    if !changed.is_empty() {
+        out.push(("update", changed.join("; ")));
+    }
+    let active = row.user_active == Some(1);
+    if dir_disabled && active && disable {
+        out.push(("disable", "disabled in the directory".into()));
+    }
+    if !dir_disabled && !active && row.user_dir_disabled == Some(1) {
+        out.push(("enable", "active in the directory again".into()));
+    }
+    out
+}
+
+/// Whether a plan must wait for approval: it would disable more than
+/// `threshold_percent` of the directory's users.
+pub fn over_threshold(disables: i64, directory_users: i64, threshold_percent: i64) -> bool {
+    disables > 0 && disables * 100 > threshold_percent * directory_users
+}
+
+// ----- schedule -------------------------------------------------------------
+
+/// When a sync runs: a crontab (which wins) or every N hours.
+pub enum Schedule {
+    Cron(Box<croner::Cron>),
+    Every(i64),
+}
+
+fn parse_crontab(s: &str) -> std::result::Result<croner::Cron, String> {
+    if s.split_whitespace().count() != 5 {
+        return Err("expected five fields: minute hour day-of-month month day-of-week".into());
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+        .parse(s)
+        .map_err(|e| e.to_string())
+}
+
+impl Schedule {
+    /// The schedule the settings describe; `None` when not periodic.
+    pub fn of(s: &SyncSettings) -> std::result::Result<Option<Schedule>, (&'static str, String)> {
+        if !s.crontab.trim().is_empty() {
+            let c = parse_crontab(s.crontab.trim()).map_err(|e| ("crontab", format!("invalid crontab: {e}")))?;
+            return Ok(s.periodic.then(|| Schedule::Cron(Box::new(c))));
+        }
+        if s.interval_hours > 0 {
+            return Ok(s.periodic.then_some(Schedule::Every(s.interval_hours)));
+        }
+        if s.periodic {
+            return Err(("crontab", "a periodic sync needs a crontab or an interval in hours".into()));
+        }
+        Ok(None)
+    }
+
+    /// The first run strictly after `after` (Unix ms).
+    pub fn next_after(&self, after: i64) -> Option<i64> {
+        match self {
+            Schedule::Every(h) => Some(after + h * 3_600_000),
+            Schedule::Cron(c) => {
+                let t = chrono::DateTime::from_timestamp_millis(after)?;
+                c.find_next_occurrence(&t, false).ok().map(|n| n.timestamp_millis())
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Schedule::Every(h) => format!("every {h} h"),
+            Schedule::Cron(c) => format!("crontab {} (UTC)", c.pattern),
+        }
+    }
+}
+
+// ----- leases ---------------------------------------------------------------
+
+/// The lease on a directory's staging snapshot: one enumeration or sync
+/// at a time per directory, across every replica sharing the database.
+pub(crate) struct Lease {
+    name: String,
+    holder: String,
+}
+
+pub(crate) struct KeptLease {
+    lease: Lease,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    pub(crate) async fn bind_run(&self, store: &Store, run_id: i64) -> Result<()> {
+        store.acquire_lease(&self.name, &self.holder, run_id, now_ms(), LEASE_TTL_MS).await?;
+        Ok(())
+    }
+
+    /// Renew the lease in the background until released.
+    pub(crate) fn keep_alive(self, store: Store) -> KeptLease {
+        let (name, holder) = (self.name.clone(), self.holder.clone());
+        let renew = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_RENEW).await;
+                match store.renew_lease(&name, &holder, now_ms(), LEASE_TTL_MS).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::error!(lease = %name, "sync lease lost"),
+                    Err(e) => tracing::warn!(lease = %name, error = %e, "renewing the sync lease failed"),
+                }
+            }
+        });
+        KeptLease { lease: self, renew }
+    }
+}
+
+impl KeptLease {
+    pub(crate) async fn release(self, store: &Store) {
+        self.renew.abort();
+        if let Err(e) = store.release_lease(&self.lease.name, &self.lease.holder).await {
+            tracing::warn!(error = %e, "releasing the sync lease failed (it expires by itself)");
+        }
+    }
+}
+
+fn item_dto(r: ItemRow) -> SyncItem {
+    SyncItem { id: r.id, action: r.action, username: r.username, reason: r.reason, outcome: r.outcome, error: r.error }
+}
+
+impl Service {
+    pub(crate) async fn take_staging_lease(&self, kind: DirectoryKind) -> Result<Lease> {
+        let lease = Lease { name: format!("staging:{}", kind.as_str()), holder: crate::util::random_token() };
+        if !self.store.acquire_lease(&lease.name, &lease.holder, 0, now_ms(), LEASE_TTL_MS).await? {
+            return Err(Error::Conflict(format!("a user enumeration or sync of {} is already running", kind.label())));
+        }
+        Ok(lease)
+    }
+
+    // ----- settings ---------------------------------------------------------
+
+    async fn load_sync_settings(&self, kind: DirectoryKind) -> Result<(SyncSettings, Option<i64>)> {
+        Ok(match self.store.get_sync_settings(kind.as_str()).await? {
+            Some((json, next)) => (serde_json::from_str(&json).map_err(|e| Error::Internal(format!("stored sync settings: {e}")))?, next),
+            None => (SyncSettings::default(), None),
+        })
+    }
+
+    fn sync_view(settings: SyncSettings, next: Option<i64>) -> SyncSettingsView {
+        let (schedule, next_runs) = match Schedule::of(&settings) {
+            Ok(Some(s)) => {
+                let mut runs = Vec::new();
+                let mut t = next.unwrap_or_else(|| s.next_after(now_ms()).unwrap_or(0));
+                for _ in 0..5 {
+                    runs.push(fmt_ts(t));
+                    match s.next_after(t) {
+                        Some(n) => t = n,
+                        None => break,
+                    }
+                }
+                (s.describe(), runs)
+            }
+            _ => ("off".to_string(), vec![]),
+        };
+        SyncSettingsView { settings, schedule, next_runs }
+    }
+
+    pub async fn sync_settings(&self, actor: &Actor, kind: DirectoryKind) -> Result<SyncSettingsView> {
+        actor.require_reader()?;
+        let (s, next) = self.load_sync_settings(kind).await?;
+        Ok(Self::sync_view(s, next))
+    }
+
+    /// Validate and save; nothing is saved when any field is wrong.
+    pub async fn save_sync_settings(&self, actor: &Actor, kind: DirectoryKind, input: &SyncSettings) -> Result<SyncSettingsView> {
+        actor.require_admin()?;
+        let mut s = input.clone();
+        s.crontab = s.crontab.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut errors = Vec::new();
+        let schedule = match Schedule::of(&s) {
+            Ok(x) => x,
+            Err((field, msg)) => {
+                errors.push(bindery_model::FieldError::new(field, msg));
+                None
+            }
+        };
+        if !(0..=8760).contains(&s.interval_hours) {
+            errors.push(bindery_model::FieldError::new("interval_hours", "must be between 0 (none) and 8760"));
+        }
+        if !(0..=100).contains(&s.threshold_percent) {
+            errors.push(bindery_model::FieldError::new("threshold_percent", "must be between 0 and 100"));
+        }
+        let orgs = self.store.list_organisations().await?;
+        if let Some(bad) = s.organisation_ids.iter().find(|id| !orgs.iter().any(|o| o.id == **id)) {
+            errors.push(bindery_model::FieldError::new("organisation_ids", format!("no organisation with id {bad}")));
+        }
+        s.organisation_ids.sort_unstable();
+        s.organisation_ids.dedup();
+        let mut recipients = Vec::new();
+        for r in s.recipients.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
+            match self.store.find_user(&crate::util::username_key(r)).await? {
+                Some(u) => recipients.push(u.username),
+                None => errors.push(bindery_model::FieldError::new("recipients", format!("no user named {r}"))),
+            }
+        }
+        recipients.dedup();
+        s.recipients = recipients;
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let now = now_ms();
+        let next = schedule.as_ref().and_then(|sch| sch.next_after(now));
+        let json = serde_json::to_string(&s).map_err(|e| Error::Internal(e.to_string()))?;
+        self.store.put_sync_settings(kind.as_str(), &json, next, now).await?;
+        self.audit(
+            actor,
+            "directory.sync_settings",
+            &format!("directory:{}", kind.as_str()),
+            None,
+            Some(serde_json::to_value(&s).unwrap_or_default()),
+        )
+        .await;
+        Ok(Self::sync_view(s, next))
+    }
+
+    // ----- runs -------------------------------------------------------------
+
+    /// "Sync now" (or its dry-run): start the job in the background.
+    pub async fn start_sync(&self, actor: &Actor, kind: DirectoryKind, dry_run: bool) -> Result<SyncRun> {
+        actor.require_admin()?;
+        let run = self.launch_sync(kind, &actor.principal.username, dry_run).await?;
+        self.audit(
+            actor,
+            if dry_run { "directory.sync_dry_run" } else { "directory.sync" },
+            &format!("directory:{}", kind.as_str()),
+            None,
+            Some(serde_json::json!({ "run": run.id })),
+        )
+        .await;
+        Ok(run)
+    }
+
+    async fn launch_sync(&self, kind: DirectoryKind, started_by: &str, dry_run: bool) -> Result<SyncRun> {
+        let stored = self.load_directory(kind).await?;
+        if !stored.settings.enabled {
+            return Err(Error::Conflict(format!("{} is not enabled", kind.label())));
+        }
+        let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
+        let (settings, _) = self.load_sync_settings(kind).await?;
+        let lease = self.take_staging_lease(kind).await?;
+        let id = self.store.start_run(kind.as_str(), "sync", started_by, dry_run, now_ms()).await?;
+        lease.bind_run(&self.store, id).await?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.jobs.map().insert(id, cancel.clone());
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let keep = lease.keep_alive(svc.store.clone());
+            if let Err(e) = svc.sync_job(kind, id, &cfg, &settings, dry_run, &cancel).await {
+                tracing::error!(run = id, error = %e, "sync failed");
+                let _ = svc.store.finish_run(id, "failed", false, &e.to_string(), "{}", now_ms()).await;
+            }
+            svc.jobs.map().remove(&id);
+            keep.release(&svc.store).await;
+            svc.notify_recipients(id, &settings).await;
+        });
+        Ok(run_dto(self.store.get_run(id).await?.ok_or(Error::NotFound("run"))?))
+    }
+
+    async fn sync_job(
+        &self,
+        kind: DirectoryKind,
+        id: i64,
+        cfg: &bindery_directory::DirectoryConfig,
+        settings: &SyncSettings,
+        dry_run: bool,
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        let t = std::time::Instant::now();
+        let e = self.enumerate_into_staging(kind, id, cfg, cancel).await?;
+        if e.cancelled {
+            self.store.finish_run(id, "cancelled", false, &e.error, "{}", now_ms()).await?;
+            return Ok(());
+        }
+        let enumerate_ms = t.elapsed().as_millis() as i64;
+        let t = std::time::Instant::now();
+        let mut counts = self.plan(kind, cfg, id, settings.disable_missing, e.complete).await?;
+        counts.enumerate_ms = enumerate_ms;
+        counts.plan_ms = t.elapsed().as_millis() as i64;
+        if !e.complete {
+            counts.notes.push(format!("nobody was disabled: the enumeration was incomplete ({})", e.error));
+        } else if !settings.disable_missing {
+            counts.notes.push("disabling is off: users missing from or disabled in the directory are kept".into());
+        }
+        if dry_run {
+            counts.notes.push("dry run: nothing was applied".into());
+            return self.finish_sync(id, "done", e.complete, &e.error, &counts).await;
+        }
+        if over_threshold(counts.disable, counts.directory_users, settings.threshold_percent) {
+            counts.notes.push(format!(
+                "held for approval: it would disable {} of {} directory users, more than the threshold of {}%",
+                counts.disable, counts.directory_users, settings.threshold_percent
+            ));
+            return self.finish_sync(id, "held", e.complete, &e.error, &counts).await;
+        }
+        self.apply(kind, cfg, id, settings, &mut counts).await?;
+        if e.complete {
+            self.sync_groups(kind, &mut counts).await?;
+        } else {
+            counts.notes.push("group memberships were not changed: the enumeration was incomplete".into());
+        }
+        let state = if e.complete { "done" } else { "failed" };
+        self.finish_sync(id, state, e.complete, &e.error, &counts).await
+    }
+
+    async fn finish_sync(&self, id: i64, state: &str, complete: bool, error: &str, counts: &SyncCounts) -> Result<()> {
+        let json = serde_json::to_string(counts).map_err(|e| Error::Internal(e.to_string()))?;
+        self.store.finish_run(id, state, complete, error, &json, now_ms()).await?;
+        Ok(())
+    }
+
+    /// Compute the plan over the snapshot and record it as the run's items.
+    async fn plan(
+        &self,
+        kind: DirectoryKind,
+        cfg: &bindery_directory::DirectoryConfig,
+        id: i64,
+        disable: bool,
+        complete: bool,
+    ) -> Result<SyncCounts> {
+        let dir = kind.as_str();
+        let mut counts = SyncCounts { directory_users: self.store.count_staged(dir).await?, ..Default::default() };
+        let mut after = 0;
+        loop {
+            let rows = self.store.plan_rows(dir, after, CHUNK).await?;
+            let Some(last) = rows.last() else { break };
+            after = last.staged_id;
+            let mut planned = Vec::new();
+            for r in &rows {
+                let role = mapped(cfg, &r.groups).map(|(role, _)| role.as_str());
+                for (action, reason) in decide(r, disable && complete, role) {
+                    planned.push((r, action, reason));
+                }
+            }
+            let items: Vec<NewItem<'_>> = planned
+                .iter()
+                .map(|(r, action, reason)| {
+                    count(&mut counts, action);
+                    NewItem {
+                        action,
+                        username: if r.username.is_empty() { &r.external_id } else { &r.username },
+                        user_id: r.user_id,
+                        staged_id: Some(r.staged_id),
+                        reason,
+                        outcome: if *action == "failed" { "failed" } else { "planned" },
+                    }
+                })
+                .collect();
+            self.store.insert_items(id, &items).await?;
+        }
+        if disable && complete {
+            let mut after = 0;
+            loop {
+                let users = self.store.missing_users(dir, source_of(kind).as_str(), after, CHUNK).await?;
+                let Some(last) = users.last() else { break };
+                after = last.id;
+                let items: Vec<NewItem<'_>> = users
+                    .iter()
+                    .map(|u| NewItem {
+                        action: "disable",
+                        username: &u.username,
+                        user_id: Some(u.id),
+                        staged_id: None,
+                        reason: "missing from the directory",
+                        outcome: "planned",
+                    })
+                    .collect();
+                counts.disable += items.len() as i64;
+                self.store.insert_items(id, &items).await?;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Apply the run's planned items in chunked transactions. A chunk that
+    /// fails is retried item by item, so one bad item fails alone.
+    async fn apply(
+        &self,
+        kind: DirectoryKind,
+        cfg: &bindery_directory::DirectoryConfig,
+        id: i64,
+        settings: &SyncSettings,
+        counts: &mut SyncCounts,
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        let source = source_of(kind).as_str();
+        let orgs: Vec<i64> = if settings.organisation_ids.is_empty() {
+            self.store.default_organisation().await?.map(|o| o.id).into_iter().collect()
+        } else {
+            settings.organisation_ids.clone()
+        };
+        let all_orgs = self.store.list_organisations().await?;
+        let mut after = 0;
+        loop {
+            let items = self.store.planned_items(id, after, APPLY_CHUNK).await?;
+            let Some(last) = items.last() else { break };
+            after = last.id;
+            let staged_ids: Vec<i64> = items.iter().filter_map(|i| i.staged_id).collect();
+            let entries = self.store.staged_by_ids(&staged_ids).await?;
+            let find = |i: &ItemRow| i.staged_id.and_then(|s| entries.iter().find(|e| e.id == s));
+            let mut batch: Vec<ApplyItem<'_>> = Vec::with_capacity(items.len());
+            for i in &items {
+                let entry = find(i);
+                let (role, extra_orgs) = match entry.and_then(|e| mapped(cfg, &e.groups)) {
+                    Some((role, names)) => (Some(role.as_str()), org_ids(&all_orgs, &names)),
+                    None => (None, vec![]),
+                };
+                batch.push(ApplyItem { action: &i.action, user_id: i.user_id, entry, role, extra_orgs });
+            }
+            let now = now_ms();
+            if self.store.apply_items(source, &orgs, &batch, now).await.is_ok() {
+                self.store.set_item_outcomes(&items.iter().map(|i| i.id).collect::<Vec<_>>(), "applied").await?;
+                counts.applied += items.len() as i64;
+                continue;
+            }
+            for (item, one) in items.iter().zip(&batch) {
+                match self.store.apply_items(source, &orgs, std::slice::from_ref(one), now).await {
+                    Ok(()) => {
+                        self.store.set_item_outcomes(&[item.id], "applied").await?;
+                        counts.applied += 1;
+                    }
+                    Err(e) => {
+                        let why = if e.is_unique_violation() { format!("another user is named {}", item.username) } else { e.to_string() };
+                        self.store.set_item_failed(item.id, &why).await?;
+                        counts.apply_failed += 1;
+                    }
+                }
+            }
+        }
+        self.store.compute_staged_status(kind.as_str()).await?;
+        counts.apply_ms = started.elapsed().as_millis() as i64;
+        self.system_audit(
+            "directory.sync_applied",
+            &format!("directory:{}", kind.as_str()),
+            serde_json::json!({ "run": id, "applied": counts.applied, "failed": counts.apply_failed, "disabled": counts.disable }),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Approve a held run: apply its plan, unless the snapshot it was
+    /// computed from has been replaced since.
+    pub async fn approve_sync(&self, actor: &Actor, id: i64) -> Result<SyncRun> {
+        actor.require_admin()?;
+        let run = self.store.get_run(id).await?.filter(|r| r.kind == "sync").ok_or(Error::NotFound("sync run"))?;
+        if run.state != "held" {
+            return Err(Error::Conflict(format!("only a held run can be approved (this one is {})", run.state)));
+        }
+        let kind = DirectoryKind::parse(&run.directory).ok_or(Error::NotFound("directory"))?;
+        if self.store.latest_staging_run(kind.as_str()).await? != Some(id) {
+            return Err(Error::Conflict("the directory was enumerated again after this run; start a new sync".into()));
+        }
+        let stored = self.load_directory(kind).await?;
+        let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
+        let lease = self.take_staging_lease(kind).await?;
+        if !self.store.set_run_state(id, "held", "running").await? {
+            lease.keep_alive(self.store.clone()).release(&self.store).await;
+            return Err(Error::Conflict("the run is no longer held".into()));
+        }
+        lease.bind_run(&self.store, id).await?;
+        let (settings, _) = self.load_sync_settings(kind).await?;
+        let mut counts: SyncCounts = serde_json::from_str(&run.summary_json).unwrap_or_default();
+        counts.notes.push(format!("approved by {}", actor.principal.username));
+        self.audit(
+            actor,
+            "directory.sync_approve",
+            &format!("sync_run:{id}"),
+            None,
+            Some(serde_json::json!({ "disable": counts.disable })),
+        )
+        .await;
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let keep = lease.keep_alive(svc.store.clone());
+            let r = async {
+                svc.apply(kind, &cfg, id, &settings, &mut counts).await?;
+                if run.complete != 0 {
+                    svc.sync_groups(kind, &mut counts).await?;
+                }
+                svc.finish_sync(id, "done", run.complete != 0, &run.error, &counts).await
+            }
+            .await;
+            if let Err(e) = r {
+                tracing::error!(run = id, error = %e, "applying an approved sync failed");
+                let _ = svc.store.finish_run(id, "failed", false, &e.to_string(), "{}", now_ms()).await;
+            }
+            keep.release(&svc.store).await;
+            svc.notify_recipients(id, &settings).await;
+        });
+        Ok(run_dto(self.store.get_run(id).await?.ok_or(Error::NotFound("run"))?))
+    }
+
+    /// Reject a held run: nothing of its plan is applied.
+    pub async fn reject_sync(&self, actor: &Actor, id: i64) -> Result<SyncRun> {
+        actor.require_admin()?;
+        let run = self.store.get_run(id).await?.filter(|r| r.kind == "sync").ok_or(Error::NotFound("sync run"))?;
+        if !self.store.set_run_state(id, "held", "rejected").await? {
+            return Err(Error::Conflict(format!("only a held run can be rejected (this one is {})", run.state)));
+        }
+        self.store.close_planned_items(id, "rejected").await?;
+        self.audit(actor, "directory.sync_reject", &format!("sync_run:{id}"), None, None).await;
+        Ok(run_dto(self.store.get_run(id).await?.ok_or(Error::NotFound("run"))?))
+    }
+
+    /// Stop a running sync between pages or chunks (this process's runs).
+    pub async fn cancel_sync(&self, actor: &Actor, id: i64) -> Result<()> {
+        actor.require_admin()?;
+        self.cancel_run(id)
+    }
+
+    pub async fn list_sync_runs(&self, actor: &Actor, page: i64, per_page: i64) -> Result<Page<SyncRun>> {
+        actor.require_reader()?;
+        let per_page = per_page.clamp(1, 200);
+        let page = page.max(1);
+        let (rows, total) = self.store.list_runs("sync", per_page, (page - 1) * per_page).await?;
+        Ok(Page { items: rows.into_iter().map(run_dto).collect(), total, page, per_page })
+    }
+
+    /// A run with a page of its per-user items (`action` filters).
+    pub async fn sync_run(&self, actor: &Actor, id: i64, action: Option<&str>, page: i64, per_page: i64) -> Result<SyncRunDetail> {
+        actor.require_reader()?;
+        let run = self.store.get_run(id).await?.filter(|r| r.kind == "sync").ok_or(Error::NotFound("sync run"))?;
+        let action = action.map(str::trim).filter(|a| !a.is_empty() && *a != "all");
+        if let Some(a) = action {
+            if !["create", "update", "enable", "disable", "failed"].contains(&a) {
+                return Err(Error::field("action", "one of: all, create, update, enable, disable, failed"));
+            }
+        }
+        let per_page = per_page.clamp(1, 500);
+        let page = page.max(1);
+        let (rows, total) = self.store.list_items(id, action, per_page, (page - 1) * per_page).await?;
+        Ok(SyncRunDetail { run: run_dto(run), items: Page { items: rows.into_iter().map(item_dto).collect(), total, page, per_page } })
+    }
+
+    /// The run report as CSV: every item, formula-safe.
+    pub async fn sync_run_csv(&self, actor: &Actor, id: i64) -> Result<String> {
+        actor.require_reader()?;
+        self.sync_run(actor, id, None, 1, 1).await?; // exists, and is a sync run
+        let mut out = String::from("action,username,reason,outcome,error\r\n");
+        let mut offset = 0;
+        loop {
+            let (rows, _) = self.store.list_items(id, None, 5000, offset).await?;
+            if rows.is_empty() {
+                break;
+            }
+            offset += rows.len() as i64;
+            for i in rows {
+                let fields = [i.action, i.username, i.reason, i.outcome, i.error];
+                out.push_str(&fields.iter().map(|f| crate::util::csv_field(f)).collect::<Vec<_>>().join(","));
+                out.push_str("\r\n");
+            }
+        }
+        Ok(out)
+    }
+
+    // ----- the schedule -----------------------------------------------------
+
+    /// One tick of the scheduler: runs left by a stopped process become
+    /// interrupted, and each due schedule is claimed by exactly one replica
+    /// (compare-and-set on `next_run_at`) and started.
+    pub async fn scheduler_tick(&self) -> Result<Vec<SyncRun>> {
+        let now = now_ms();
+        let gone = self.store.interrupt_orphaned_runs(now).await?;
+        if gone > 0 {
+            tracing::warn!(runs = gone, "runs of a stopped server marked interrupted");
+        }
+        let mut started = Vec::new();
+        for (dir, due) in self.store.due_schedules(now).await? {
+            let Some(kind) = DirectoryKind::parse(&dir) else { continue };
+            let (settings, _) = self.load_sync_settings(kind).await?;
+            let next = match Schedule::of(&settings) {
+                Ok(Some(s)) => s.next_after(now),
+                _ => None,
+            };
+            if !self.store.claim_schedule(&dir, due, next).await? {
+                continue; // another replica took this firing
+            }
+            match self.launch_sync(kind, "schedule", false).await {
+                Ok(run) => started.push(run),
+                Err(e) => {
+                    tracing::warn!(directory = %dir, error = %e, "scheduled sync not started");
+                    self.system_audit(
+                        "directory.sync_skipped",
+                        &format!("directory:{dir}"),
+                        serde_json::json!({ "reason": e.to_string() }),
+                    )
+                    .await;
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    async fn notify_recipients(&self, id: i64, settings: &SyncSettings) {
+        if settings.recipients.is_empty() {
+            return;
+        }
+        let Ok(Some(run)) = self.store.get_run(id).await else { return };
+        let run = run_dto(run);
+        let c = &run.counts;
+        let summary = format!(
+            "Sync #{} of {} ({}): {}; {} created, {} updated, {} enabled, {} disabled, {} entries failed. {}",
+            run.id,
+            run.directory.label(),
+            run.started_by,
+            run.state,
+            c.create,
+            c.update,
+            c.enable,
+            c.disable,
+            c.failed,
+            c.notes.join(" ")
+        );
+        for r in &settings.recipients {
+            if let Err(e) = self.notify(r, &format!("Sync #{} {}", run.id, run.state), &summary).await {
+                tracing::warn!(recipient = %r, error = %e, "sync report not delivered");
+            }
+        }
+    }
+}
+
+impl Service {
+    /// A report for a user: always in the console; by email too when an
+    /// SMTP relay is configured and the user has an address.
+    pub(crate) async fn notify(&self, username: &str, subject: &str, body: &str) -> Result<()> {
+        let Some(u) = self.store.find_user(&crate::util::username_key(username)).await? else { return Ok(()) };
+        let email_status = match (&self.options.smtp, u.email.is_empty()) {
+            (None, _) => String::new(),
+            (Some(_), true) => "not sent: the user has no email address".into(),
+            (Some(smtp), false) => match send_mail(smtp, &u.email, subject, body).await {
+                Ok(()) => format!("sent to {}", u.email),
+                Err(e) => format!("not sent: {e}"),
+            },
+        };
+        self.store.insert_notification(u.id, subject, body, &email_status, now_ms()).await?;
+        Ok(())
+    }
+}
+
+async fn send_mail(smtp: &crate::SmtpOptions, to: &str, subject: &str, body: &str) -> std::result::Result<(), String> {
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let msg = Message::builder()
+        .from(smtp.from.parse().map_err(|e| format!("invalid From address {}: {e}", smtp.from))?)
+        .to(to.parse().map_err(|e| format!("invalid address {to}: {e}"))?)
+        .subject(subject)
+        .body(body.to_string())
+        .map_err(|e| e.to_string())?;
+    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
+        .port(smtp.port)
+        .timeout(Some(std::time::Duration::from_secs(10)))
+        .build();
+    match tokio::time::timeout(std::time::Duration::from_secs(15), mailer.send(msg)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("SMTP relay {}:{}: {e}", smtp.host, smtp.port)),
+        Err(_) => Err(format!("SMTP relay {}:{} did not answer within 15 s", smtp.host, smtp.port)),
+    }
+}
+
+/// The role and organisation names the group mapping gives these groups.
+fn mapped(cfg: &bindery_directory::DirectoryConfig, groups: &str) -> Option<(bindery_model::Role, Vec<String>)> {
+    if cfg.group_mappings.is_empty() || groups.is_empty() {
+        return None;
+    }
+    let groups: Vec<String> = groups.lines().map(str::to_string).collect();
+    bindery_directory::authn::apply_mappings(cfg, &groups)
+}
+
+fn org_ids(all: &[bindery_store::OrganisationRow], names: &[String]) -> Vec<i64> {
+    all.iter().filter(|o| names.iter().any(|n| n.eq_ignore_ascii_case(&o.name))).map(|o| o.id).collect()
+}
+
+/// A group's display name: the value of its DN's first RDN (`cn=developers,…` → `developers`).
+fn group_name(dn: &str) -> String {
+    // The first RDN's value, honouring `\,`-style escapes.
+    let mut value = String::new();
+    let mut in_value = false;
+    let mut chars = dn.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    if in_value {
+                        value.push(n);
+                    }
+                }
+            }
+            ',' | '+' => break,
+            '=' if !in_value => in_value = true,
+            c if in_value => value.push(c),
+            _ => {}
+        }
+    }
+    let v = value.trim();
+    if v.is_empty() {
+        dn.to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+impl Service {
+    /// Directory groups become Bindery groups (source ldap / ldap_ha) whose
+    /// members are exactly the synced users the directory lists in them.
+    async fn sync_groups(&self, kind: DirectoryKind, counts: &mut SyncCounts) -> Result<()> {
+        use std::collections::BTreeMap;
+        let source = source_of(kind).as_str();
+        let mut members: BTreeMap<String, (String, Vec<i64>)> = BTreeMap::new();
+        let mut after = 0;
+        loop {
+            let rows = self.store.staged_memberships(kind.as_str(), after, CHUNK * 5).await?;
+            let Some(last) = rows.last() else { break };
+            after = last.0;
+            for (_, user_id, groups) in rows {
+                for dn in groups.lines().filter(|g| !g.is_empty()) {
+                    let key = bindery_directory::dn::normalize(dn);
+                    members.entry(key).or_insert_with(|| (dn.to_string(), Vec::new())).1.push(user_id);
+                }
+            }
+        }
+        let existing = self.store.directory_groups(source).await?;
+        let (mut created, mut updated) = (0, 0);
+        let now = now_ms();
+        for (key, (dn, mut ids)) in members.iter().map(|(k, v)| (k.clone(), v.clone())) {
+            ids.sort_unstable();
+            ids.dedup();
+            let id = match existing.iter().find(|(_, d)| bindery_directory::dn::normalize(d) == key) {
+                Some((id, _)) => {
+                    updated += 1;
+                    *id
+                }
+                None => {
+                    created += 1;
+                    self.store.create_directory_group(&group_name(&dn), source, &dn, now).await?
+                }
+            };
+            self.store.replace_group_members(id, &ids).await?;
+        }
+        // Groups the directory no longer lists for anybody are emptied (kept, with their name).
+        for (id, dn) in &existing {
+            if !members.contains_key(&bindery_directory::dn::normalize(dn)) {
+                self.store.replace_group_members(*id, &[]).await?;
+            }
+        }
+        if created + updated > 0 {
+            counts.notes.push(format!("directory groups: {created} created, {updated} updated"));
+        }
+        Ok(())
+    }
+}
+
+fn count(c: &mut SyncCounts, action: &str) {
+    match action {
+        "create" => c.create += 1,
+        "update" => c.update += 1,
+        "enable" => c.enable += 1,
+        "disable" => c.disable += 1,
+        _ => c.failed += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(user: bool) -> PlanRow {
+        PlanRow {
+            staged_id: 1,
+            external_id: "uuid-1".into(),
+            username: "jane".into(),
+            name: "Jane".into(),
+            email: "jane@example.com".into(),
+            dir_state: String::new(),
+            problem: String::new(),
+            user_id: user.then_some(7),
+            user_username: user.then(|| "jane".into()),
+            user_name: user.then(|| "Jane".into()),
+            user_email: user.then(|| "jane@example.com".into()),
+            user_external_id: user.then(|| "uuid-1".into()),
+            user_source: user.then(|| "ldap".into()),
+            user_active: user.then_some(1),
+            user_dir_disabled: user.then_some(0),
+            user_role: user.then(|| "user".into()),
+            groups: String::new(),
+        }
+    }
+
+    fn actions(r: &PlanRow, disable: bool) -> Vec<&'static str> {
+        decide(r, disable, None).into_iter().map(|(a, _)| a).collect()
+    }
+
+    #[test]
+    fn plan_creates_new_entries_and_leaves_unchanged_users_alone() {
+        assert_eq!(actions(&row(false), true), ["create"]);
+        assert!(actions(&row(true), true).is_empty());
+        let mut disabled_new = row(false);
+        disabled_new.dir_state = "disabled".into();
+        assert!(actions(&disabled_new, true).is_empty(), "a disabled entry is never created");
+    }
+
+    #[test]
+    fn plan_updates_renames_and_reports_what_changed() {
+        let mut r = row(true);
+        r.username = "jane.doe".into();
+        r.email = "jd@example.com".into();
+        let d = decide(&r, false, None);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].0, "update");
+        assert!(d[0].1.contains("renamed from jane to jane.doe") && d[0].1.contains("email changed"), "{}", d[0].1);
+    }
+
+    #[test]
+    fn plan_disables_only_when_allowed_and_enables_only_what_the_directory_disabled() {
+        let mut r = row(true);
+        r.dir_state = "disabled".into();
+        assert_eq!(actions(&r, true), ["disable"]);
+        assert!(actions(&r, false).is_empty(), "disabling is off");
+        let mut back = row(true);
+        back.user_active = Some(0);
+        back.user_dir_disabled = Some(1);
+        assert_eq!(actions(&back, false), ["enable"]);
+        back.user_dir_disabled = Some(0);
+        assert!(actions(&back, true).is_empty(), "an admin's disable is kept");
+    }
+
+    #[test]
+    fn plan_applies_the_group_mapping_role() {
+        let d = decide(&row(true), false, Some("admin"));
+        assert_eq!(d, [("update", "role admin from the group mapping".to_string())]);
+        assert!(decide(&row(true), false, Some("user")).is_empty(), "already that role");
+        assert_eq!(group_name("cn=Smith\\, J,ou=groups,dc=x"), "Smith, J");
+    }
+
+    #[test]
+    fn plan_fails_bad_entries_alone() {
+        let mut r = row(false);
+        r.problem = "invalid email address".into();
+        assert_eq!(decide(&r, true, None), [("failed", "invalid email address".to_string())]);
+    }
+
+    #[test]
+    fn threshold_holds_only_above_the_share() {
+        assert!(!over_threshold(10, 100, 10));
+        assert!(over_threshold(11, 100, 10));
+        assert!(!over_threshold(0, 0, 0));
+        assert!(over_threshold(1, 0, 10), "disabling users of an empty directory is held");
+        assert!(over_threshold(1, 1000, 0), "threshold 0 holds every disable");
+    }
+
+    #[test]
+    fn crontab_wins_over_interval_and_bad_crontabs_are_refused_with_the_reason() {
+        let s = SyncSettings { periodic: true, crontab: "0 3 * * *".into(), interval_hours: 1, ..Default::default() };
+        let sch = Schedule::of(&s).unwrap().unwrap();
+        assert!(matches!(sch, Schedule::Cron(_)));
+        // 2026-01-01T00:00:00Z → 03:00 the same day.
+        assert_eq!(sch.next_after(1_767_225_600_000), Some(1_767_225_600_000 + 3 * 3_600_000));
+        let s = SyncSettings { periodic: true, interval_hours: 6, ..Default::default() };
+        assert_eq!(Schedule::of(&s).unwrap().unwrap().next_after(0), Some(6 * 3_600_000));
+        for bad in ["61 * * * *", "* * * *", "0 3 * * * *", "nonsense"] {
+            let s = SyncSettings { periodic: true, crontab: bad.into(), ..Default::default() };
+            let err = Schedule::of(&s).err().unwrap_or_else(|| panic!("{bad} accepted"));
+            assert_eq!(err.0, "crontab");
+            assert!(err.1.starts_with("invalid crontab: "), "{}", err.1);
+        }
+        let s = SyncSettings { periodic: true, ..Default::default() };
+        assert_eq!(Schedule::of(&s).err().unwrap().0, "crontab");
+        assert!(Schedule::of(&SyncSettings::default()).unwrap().is_none());
+    }
+}

@@ -1,0 +1,568 @@
+//! Scheduled sync: settings, the schedule's compare-and-set claim, leases
+//! between replicas, the plan's inputs, its items and their chunked apply.
+
+use sqlx::{AnyConnection, Row};
+
+use crate::{b, unique, Result, StagedRow, Store, SyncRunRow};
+
+/// A staged entry with the Bindery user linked to it, if any: one input
+/// of the sync plan.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PlanRow {
+    pub staged_id: i64,
+    pub external_id: String,
+    pub username: String,
+    pub name: String,
+    pub email: String,
+    pub dir_state: String,
+    pub problem: String,
+    pub user_id: Option<i64>,
+    pub user_username: Option<String>,
+    pub user_name: Option<String>,
+    pub user_email: Option<String>,
+    pub user_external_id: Option<String>,
+    pub user_source: Option<String>,
+    pub user_active: Option<i64>,
+    pub user_dir_disabled: Option<i64>,
+    pub user_role: Option<String>,
+    /// Group DNs, one per line.
+    pub groups: String,
+}
+
+/// A Bindery user of a directory whose entry the last enumeration did not see.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MissingUser {
+    pub id: i64,
+    pub username: String,
+}
+
+/// A planned change, as recorded.
+#[derive(Debug, Clone)]
+pub struct NewItem<'a> {
+    pub action: &'a str,
+    pub username: &'a str,
+    pub user_id: Option<i64>,
+    pub staged_id: Option<i64>,
+    pub reason: &'a str,
+    pub outcome: &'a str,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ItemRow {
+    pub id: i64,
+    pub run_id: i64,
+    pub action: String,
+    pub username: String,
+    pub user_id: Option<i64>,
+    pub staged_id: Option<i64>,
+    pub reason: String,
+    pub outcome: String,
+    pub error: String,
+}
+
+/// What applying one item needs: the item and, for create/update, its entry.
+pub struct ApplyItem<'a> {
+    pub action: &'a str,
+    pub user_id: Option<i64>,
+    pub entry: Option<&'a StagedRow>,
+    /// The role the group mapping gives (create: `user` when `None`).
+    pub role: Option<&'a str>,
+    /// Organisations the group mapping adds.
+    pub extra_orgs: Vec<i64>,
+}
+
+const ITEM_COLS: &str = "id, run_id, action, username, user_id, staged_id, reason, outcome, error";
+const RUN_COLS: &str =
+    "id, directory, kind, state, started_by, dry_run, entries, pages, complete, started_at, finished_at, error, summary_json";
+
+impl Store {
+    // ----- settings and schedule -----------------------------------------
+
+    pub async fn get_sync_settings(&self, directory: &str) -> Result<Option<(String, Option<i64>)>> {
+        let row = sqlx::query("SELECT settings_json, next_run_at FROM sync_settings WHERE directory = $1")
+            .bind(directory)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+            None => None,
+        })
+    }
+
+    pub async fn put_sync_settings(&self, directory: &str, json: &str, next_run_at: Option<i64>, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sync_settings (directory, settings_json, next_run_at, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (directory) DO UPDATE SET settings_json = excluded.settings_json, next_run_at = excluded.next_run_at, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(directory)
+        .bind(json)
+        .bind(next_run_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Directories whose schedule is due: `(directory, next_run_at)`.
+    pub async fn due_schedules(&self, now: i64) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT directory, next_run_at FROM sync_settings WHERE next_run_at IS NOT NULL AND next_run_at <= $1")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    /// Claim one firing of the schedule: moves `next_run_at` from `expected`
+    /// to `next` only if nobody else did. Exactly one replica wins.
+    pub async fn claim_schedule(&self, directory: &str, expected: i64, next: Option<i64>) -> Result<bool> {
+        let r = sqlx::query("UPDATE sync_settings SET next_run_at = $1 WHERE directory = $2 AND next_run_at = $3")
+            .bind(next)
+            .bind(directory)
+            .bind(expected)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    // ----- leases --------------------------------------------------------
+
+    /// Take the lease `name` for `holder` unless a live one is held by
+    /// someone else. Atomic on both backends (one upsert).
+    pub async fn acquire_lease(&self, name: &str, holder: &str, run_id: i64, now: i64, ttl_ms: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO sync_leases (name, holder, run_id, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, run_id = excluded.run_id, expires_at = excluded.expires_at \
+             WHERE sync_leases.expires_at < $5 OR sync_leases.holder = excluded.holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(run_id)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Extend a lease this holder has; false when it was lost.
+    pub async fn renew_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> Result<bool> {
+        let r = sqlx::query("UPDATE sync_leases SET expires_at = $1 WHERE name = $2 AND holder = $3")
+            .bind(now + ttl_ms)
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sync_leases WHERE name = $1 AND holder = $2").bind(name).bind(holder).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Runs left "running" by a process that is gone (its lease expired, or
+    /// it never took one) become interrupted. Safe with live replicas.
+    pub async fn interrupt_orphaned_runs(&self, now: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE sync_runs SET state = 'interrupted', finished_at = $1, error = 'the server stopped during the run' \
+             WHERE state = 'running' AND started_at < $2 AND NOT EXISTS \
+             (SELECT 1 FROM sync_leases l WHERE l.run_id = sync_runs.id AND l.expires_at >= $1)",
+        )
+        .bind(now)
+        // A run gets its lease right after its row is written: leave it a moment.
+        .bind(now - 30_000)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    // ----- runs ----------------------------------------------------------
+
+    pub async fn list_runs(&self, kind: &str, limit: i64, offset: i64) -> Result<(Vec<SyncRunRow>, i64)> {
+        let total: i64 =
+            sqlx::query("SELECT COUNT(*) FROM sync_runs WHERE kind = $1").bind(kind).fetch_one(&self.pool).await?.try_get(0)?;
+        let rows = sqlx::query_as(&format!("SELECT {RUN_COLS} FROM sync_runs WHERE kind = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"))
+            .bind(kind)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok((rows, total))
+    }
+
+    /// The run that last filled a directory's staging snapshot (any kind).
+    pub async fn latest_staging_run(&self, directory: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(id) FROM sync_runs WHERE directory = $1").bind(directory).fetch_one(&self.pool).await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn set_run_state(&self, id: i64, from: &str, to: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE sync_runs SET state = $1 WHERE id = $2 AND state = $3")
+            .bind(to)
+            .bind(id)
+            .bind(from)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    // ----- plan inputs ---------------------------------------------------
+
+    /// Staged entries after `after` (by id) with their linked users.
+    pub async fn plan_rows(&self, directory: &str, after: i64, limit: i64) -> Result<Vec<PlanRow>> {
+        Ok(sqlx::query_as(
+            "SELECT s.id AS staged_id, s.external_id, s.username, s.name, s.email, s.dir_state, s.problem, s.user_id, \
+             u.username AS user_username, u.name AS user_name, u.email AS user_email, u.external_id AS user_external_id, \
+             u.source AS user_source, u.is_active AS user_active, u.dir_disabled AS user_dir_disabled, \
+             u.role AS user_role, s.groups \
+             FROM staged_users s LEFT JOIN users u ON u.id = s.user_id \
+             WHERE s.directory = $1 AND s.id > $2 ORDER BY s.id LIMIT $3",
+        )
+        .bind(directory)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Active users of `source` that no staged entry of `directory` links to.
+    pub async fn missing_users(&self, directory: &str, source: &str, after: i64, limit: i64) -> Result<Vec<MissingUser>> {
+        Ok(sqlx::query_as(
+            "SELECT u.id, u.username FROM users u WHERE u.source = $2 AND u.is_active = 1 AND u.id > $3 \
+             AND NOT EXISTS (SELECT 1 FROM staged_users s WHERE s.directory = $1 AND s.user_id = u.id) ORDER BY u.id LIMIT $4",
+        )
+        .bind(directory)
+        .bind(source)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Directory users in the snapshot (the base of the mass-change threshold).
+    pub async fn count_staged(&self, directory: &str) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM staged_users WHERE directory = $1").bind(directory).fetch_one(&self.pool).await?.try_get(0)?)
+    }
+
+    /// Staged rows by id.
+    pub async fn staged_by_ids(&self, ids: &[i64]) -> Result<Vec<StagedRow>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        // ids are integers: safe to inline.
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        Ok(sqlx::query_as(&format!(
+            "SELECT id, external_id, dn, username, username_key, name, email, groups, dir_state, problem, status, user_id \
+             FROM staged_users WHERE id IN ({list})"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    // ----- items ---------------------------------------------------------
+
+    pub async fn insert_items(&self, run_id: i64, items: &[NewItem<'_>]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in items.chunks(400) {
+            let mut sql = String::from("INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome) VALUES ");
+            for i in 0..chunk.len() {
+                let n = i * 6 + 2;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("($1, ${}, ${}, ${}, ${}, ${}, ${})", n, n + 1, n + 2, n + 3, n + 4, n + 5));
+            }
+            let mut q = sqlx::query(&sql).bind(run_id);
+            for it in chunk {
+                q = q.bind(it.action).bind(it.username).bind(it.user_id).bind(it.staged_id).bind(it.reason).bind(it.outcome);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Planned items after `after` (by id), in order.
+    pub async fn planned_items(&self, run_id: i64, after: i64, limit: i64) -> Result<Vec<ItemRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {ITEM_COLS} FROM sync_items WHERE run_id = $1 AND id > $2 AND outcome = 'planned' ORDER BY id LIMIT $3"
+        ))
+        .bind(run_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A page of a run's items; `action`/`outcome` filter when given.
+    pub async fn list_items(&self, run_id: i64, action: Option<&str>, limit: i64, offset: i64) -> Result<(Vec<ItemRow>, i64)> {
+        let action = action.unwrap_or("");
+        let total: i64 = sqlx::query("SELECT COUNT(*) FROM sync_items WHERE run_id = $1 AND ($2 = '' OR action = $2)")
+            .bind(run_id)
+            .bind(action)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        let rows = sqlx::query_as(&format!(
+            "SELECT {ITEM_COLS} FROM sync_items WHERE run_id = $1 AND ($2 = '' OR action = $2) ORDER BY id LIMIT $3 OFFSET $4"
+        ))
+        .bind(run_id)
+        .bind(action)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((rows, total))
+    }
+
+    /// `(action, outcome, count)` of a run's items.
+    pub async fn item_counts(&self, run_id: i64) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query("SELECT action, outcome, COUNT(*) FROM sync_items WHERE run_id = $1 GROUP BY action, outcome")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
+    pub async fn set_item_outcomes(&self, ids: &[i64], outcome: &str) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        sqlx::query(&format!("UPDATE sync_items SET outcome = $1 WHERE id IN ({list})")).bind(outcome).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn set_item_failed(&self, id: i64, error: &str) -> Result<()> {
+        sqlx::query("UPDATE sync_items SET outcome = 'failed', error = $1 WHERE id = $2").bind(error).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Every planned item of a run gets `outcome` (a rejected run).
+    pub async fn close_planned_items(&self, run_id: i64, outcome: &str) -> Result<()> {
+        sqlx::query("UPDATE sync_items SET outcome = $1 WHERE run_id = $2 AND outcome = 'planned'")
+            .bind(outcome)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ----- apply ---------------------------------------------------------
+
+    /// Apply items in one transaction: all or none. On error the caller
+    /// retries the chunk item by item to find the one that fails.
+    pub async fn apply_items(&self, source: &str, organisation_ids: &[i64], items: &[ApplyItem<'_>], now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for it in items {
+            apply_item(&mut tx, source, organisation_ids, it, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Disable a user because of the directory: sessions end, tokens are revoked.
+    pub async fn disable_for_directory(&self, user_id: i64, now: i64) -> Result<(u64, u64)> {
+        let mut tx = self.pool.begin().await?;
+        let r = disable(&mut tx, user_id, now).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+}
+
+async fn disable(conn: &mut AnyConnection, user_id: i64, now: i64) -> Result<(u64, u64)> {
+    sqlx::query("UPDATE users SET is_active = 0, dir_disabled = 1, updated_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?.rows_affected();
+    let tokens = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok((sessions, tokens))
+}
+
+async fn add_orgs(conn: &mut AnyConnection, user_id: i64, orgs: impl Iterator<Item = &i64>) -> Result<()> {
+    for org in orgs {
+        sqlx::query("INSERT INTO user_organisations (user_id, organisation_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(user_id)
+            .bind(*org)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn apply_item(conn: &mut AnyConnection, source: &str, orgs: &[i64], it: &ApplyItem<'_>, now: i64) -> Result<()> {
+    match (it.action, it.entry, it.user_id) {
+        ("create", Some(e), _) => {
+            let row = sqlx::query(
+                "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
+                 must_change_password, external_id, created_at, updated_at, validated_at) \
+                 VALUES ($1, $2, $3, $4, $8, $5, 1, NULL, 0, $6, $7, $7, $7) RETURNING id",
+            )
+            .bind(&e.username)
+            .bind(&e.username_key)
+            .bind(&e.name)
+            .bind(&e.email)
+            .bind(source)
+            .bind(&e.external_id)
+            .bind(now)
+            .bind(it.role.unwrap_or("user"))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(unique("user"))?;
+            let id: i64 = row.try_get(0)?;
+            add_orgs(conn, id, orgs.iter().chain(&it.extra_orgs)).await?;
+        }
+        ("update", Some(e), Some(id)) => {
+            sqlx::query(
+                "UPDATE users SET username = $1, username_key = $2, name = $3, email = $4, external_id = $5, updated_at = $6, \
+                 validated_at = $6, role = COALESCE($8, role) WHERE id = $7",
+            )
+            .bind(&e.username)
+            .bind(&e.username_key)
+            .bind(&e.name)
+            .bind(&e.email)
+            .bind(&e.external_id)
+            .bind(now)
+            .bind(id)
+            .bind(it.role)
+            .execute(&mut *conn)
+            .await
+            .map_err(unique("user"))?;
+            add_orgs(conn, id, it.extra_orgs.iter()).await?;
+        }
+        ("enable", _, Some(id)) => {
+            sqlx::query("UPDATE users SET is_active = $1, dir_disabled = 0, updated_at = $2 WHERE id = $3")
+                .bind(b(true))
+                .bind(now)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        ("disable", _, Some(id)) => {
+            disable(conn, id, now).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A report for a user, shown in the console.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub subject: String,
+    pub body: String,
+    pub created_at: i64,
+    pub email_status: String,
+}
+
+impl Store {
+    pub async fn insert_notification(&self, user_id: i64, subject: &str, body: &str, email_status: &str, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO notifications (user_id, subject, body, created_at, email_status) VALUES ($1, $2, $3, $4, $5)")
+            .bind(user_id)
+            .bind(subject)
+            .bind(body)
+            .bind(now)
+            .bind(email_status)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest reports for a user.
+    pub async fn list_notifications(&self, user_id: i64, limit: i64) -> Result<Vec<NotificationRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, subject, body, created_at, email_status FROM notifications WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(user_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+impl Store {
+    /// Staged entries linked to a user, with their group DNs (one per line).
+    pub async fn staged_memberships(&self, directory: &str, after: i64, limit: i64) -> Result<Vec<(i64, i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, groups FROM staged_users WHERE directory = $1 AND id > $2 AND user_id IS NOT NULL \
+             AND groups <> '' AND problem = '' ORDER BY id LIMIT $3",
+        )
+        .bind(directory)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
+    /// Bindery groups made from a directory's groups: `(id, DN)`.
+    pub async fn directory_groups(&self, source: &str) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query("SELECT id, external_dn FROM user_groups WHERE source = $1 AND external_dn IS NOT NULL")
+            .bind(source)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    /// A Bindery group for a directory group. When a group of that name
+    /// exists already, the new one is named `name (source)`.
+    pub async fn create_directory_group(&self, name: &str, source: &str, dn: &str, now: i64) -> Result<i64> {
+        let mut last = None;
+        for candidate in [name.to_string(), format!("{name} ({source})")] {
+            let r = sqlx::query(
+                "INSERT INTO user_groups (name, name_key, description, source, created_at, external_dn) VALUES ($1, $2, $3, $4, $5, $6) \
+                 RETURNING id",
+            )
+            .bind(&candidate)
+            .bind(candidate.to_lowercase())
+            .bind(format!("Directory group {dn}"))
+            .bind(source)
+            .bind(now)
+            .bind(dn)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unique("group"));
+            match r {
+                Ok(row) => return Ok(row.try_get(0)?),
+                Err(e) if e.is_unique_violation() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(crate::Error::Conflict("group")))
+    }
+
+    /// Make a group's members exactly `members`, in one transaction.
+    pub async fn replace_group_members(&self, group_id: i64, members: &[i64]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM group_members WHERE group_id = $1").bind(group_id).execute(&mut *tx).await?;
+        for chunk in members.chunks(400) {
+            let mut sql = String::from("INSERT INTO group_members (group_id, user_id) VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("($1, ${})", i + 2));
+            }
+            sql.push_str(" ON CONFLICT DO NOTHING");
+            let mut q = sqlx::query(&sql).bind(group_id);
+            for m in chunk {
+                q = q.bind(*m);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

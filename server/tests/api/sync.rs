@@ -1,0 +1,445 @@
+//! Sync (issue 5): settings and schedule, the plan (dry-run applies
+//! nothing), create / update / disable / re-enable, the mass-change
+//! threshold holding a run for approval, an incomplete enumeration that
+//! disables nobody, reports to recipients (console and SMTP), and two
+//! server processes on one PostgreSQL running each scheduled firing once.
+
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+use bindery_directory::testing::Slapd;
+use bindery_model::{DirectoryKind, Role, SyncSettings};
+use bindery_store::Backend;
+use http::StatusCode;
+
+use crate::helpers::*;
+
+async fn configure(app: &TestApp, d: &Slapd, page_size: i64, settings: SyncSettings) {
+    let mut input = d.input();
+    input.page_size = page_size;
+    app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, &input).await.unwrap();
+    app.service.save_sync_settings(&admin_actor(), DirectoryKind::Ldap, &settings).await.unwrap();
+}
+
+fn settings(disable: bool, threshold: i64) -> SyncSettings {
+    SyncSettings { disable_missing: disable, threshold_percent: threshold, ..Default::default() }
+}
+
+async fn wait_sync(app: &TestApp, cookie: &str, id: i64, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    for _ in 0..1200 {
+        let detail =
+            body_json(app.send(api("GET", &format!("/api/v1/sync/runs/{id}?per_page=200"), None, Auth::Cookie(cookie))).await).await;
+        if done(&detail["run"]) {
+            return detail;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("sync run {id} did not get there in 60 s");
+}
+
+/// "Sync now" (or its dry-run) and wait for it to stop running.
+async fn sync(app: &TestApp, cookie: &str, dry_run: bool) -> serde_json::Value {
+    let res =
+        app.send(api("POST", "/api/v1/directories/ldap/sync", Some(serde_json::json!({ "dry_run": dry_run })), Auth::Cookie(cookie))).await;
+    assert_status(&res, StatusCode::ACCEPTED, "sync started");
+    let id = body_json(res).await["id"].as_i64().unwrap();
+    wait_sync(app, cookie, id, |r| r["state"] != "running").await
+}
+
+fn items<'a>(detail: &'a serde_json::Value, action: &str) -> Vec<&'a serde_json::Value> {
+    detail["items"]["items"].as_array().unwrap().iter().filter(|i| i["action"] == action).collect()
+}
+
+fn names(items: &[&serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = items.iter().map(|i| i["username"].as_str().unwrap().to_string()).collect();
+    v.sort();
+    v
+}
+
+async fn active(app: &TestApp, username: &str) -> bool {
+    app.db.store.find_user(username).await.unwrap().unwrap_or_else(|| panic!("{username} exists")).is_active != 0
+}
+
+#[tokio::test]
+async fn dry_run_applies_nothing_then_sync_creates_updates_disables_and_enables_again() {
+    let d = Slapd::start();
+    let app = TestApp::new().await;
+    let engineering =
+        app.service.create_organisation(&admin_actor(), &bindery_model::OrganisationInput { name: "Engineering".into() }).await.unwrap().id;
+    configure(&app, &d, 3, SyncSettings { organisation_ids: vec![engineering], ..settings(true, 50) }).await;
+    // Members of developers become auditors in the Support organisation.
+    app.service.create_organisation(&admin_actor(), &bindery_model::OrganisationInput { name: "Support".into() }).await.unwrap();
+    let mut input = d.input();
+    input.page_size = 3;
+    input.group_mappings =
+        vec![bindery_model::GroupMapping::parse_line(&format!("cn=developers,ou=groups,{} => auditor; Support", d.base_dn)).unwrap()];
+    app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, &input).await.unwrap();
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    let (users_before, _) = app.db.store.count_users().await.unwrap();
+
+    let dry = sync(&app, &cookie, true).await;
+    assert_eq!(dry["run"]["state"], "done", "{dry}");
+    assert_eq!(dry["run"]["dry_run"], true);
+    let created = ["disabled", "jdoe", "jsmith", "locked", "nomail", "tina", "tom", "élodie"].len() - 1; // a disabled entry is not created
+    assert_eq!(dry["run"]["counts"]["create"], created as i64, "{dry}");
+    assert_eq!(dry["run"]["counts"]["directory_users"], 8);
+    assert!(items(&dry, "create").iter().all(|i| i["outcome"] == "planned"));
+    assert_eq!(app.db.store.count_users().await.unwrap().0, users_before, "a dry run creates nobody");
+
+    let first = sync(&app, &cookie, false).await;
+    assert_eq!((first["run"]["state"].as_str(), first["run"]["complete"].as_bool()), (Some("done"), Some(true)), "{first}");
+    assert_eq!(first["run"]["counts"]["applied"], created as i64, "{first}");
+    assert!(items(&first, "create").iter().all(|i| i["outcome"] == "applied"), "{first}");
+    let tina = app.db.store.find_user("tina").await.unwrap().unwrap();
+    assert_eq!((tina.source.as_str(), tina.password_hash.is_none()), ("ldap", true));
+    assert_eq!(app.db.store.organisations_of(&[tina.id]).await.unwrap()[0].name, "Engineering");
+    assert!(app.db.store.find_user("disabled").await.unwrap().is_none());
+    // The group mapping applied at import: tina (developers) is an auditor in Support too.
+    assert_eq!(tina.role, "auditor");
+    let orgs: Vec<String> = app.db.store.organisations_of(&[tina.id]).await.unwrap().into_iter().map(|o| o.name).collect();
+    assert!(orgs.contains(&"Support".to_string()) && orgs.contains(&"Engineering".to_string()), "{orgs:?}");
+    assert_eq!(app.db.store.find_user("tom").await.unwrap().unwrap().role, "user");
+    // Directory groups became Bindery groups with their members.
+    let groups = app.service.list_groups(&admin_actor()).await.unwrap();
+    let developers = groups.iter().find(|g| g.name == "developers").unwrap_or_else(|| panic!("{groups:?}"));
+    assert_eq!(developers.source, bindery_model::UserSource::Ldap);
+    let members: Vec<&str> = developers.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(members, ["tina"], "{developers:?}");
+    assert!(groups.iter().any(|g| g.name == "admins" && g.members.iter().any(|m| m.name == "jdoe")), "{groups:?}");
+
+    // jdoe signs in (a live session); an admin disables tom by hand.
+    let jdoe_cookie = app.session("jdoe", "Jdoe-Password-1").await;
+    let tom = app.db.store.find_user("tom").await.unwrap().unwrap();
+    app.service
+        .update_user(&admin_actor(), tom.id, &bindery_model::UserUpdate { is_active: Some(false), ..Default::default() })
+        .await
+        .unwrap();
+
+    // Directory changes: tina renamed, jdoe disabled, nomail deleted.
+    let people = format!("ou=people,{}", d.base_dn);
+    let tech = format!("ou=tech,{}", d.base_dn);
+    d.modify(&format!("dn: uid=tina,{tech}\nchangetype: modrdn\nnewrdn: uid=tina2\ndeleteoldrdn: 1\n"));
+    d.modify(&format!("dn: uid=jdoe,{people}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n"));
+    d.modify(&format!("dn: uid=nomail,{people}\nchangetype: delete\n"));
+    let second = sync(&app, &cookie, false).await;
+    assert_eq!(second["run"]["state"], "done", "{second}");
+    let update = items(&second, "update");
+    assert_eq!(names(&update), ["tina2"], "{second}");
+    assert!(update[0]["reason"].as_str().unwrap().contains("renamed from tina to tina2"), "{second}");
+    assert_eq!(app.db.store.find_user("tina2").await.unwrap().unwrap().id, tina.id, "same user, renamed");
+    let disable = items(&second, "disable");
+    assert_eq!(names(&disable), ["jdoe", "nomail"], "{second}");
+    let reason = |u: &str| disable.iter().find(|i| i["username"] == u).unwrap()["reason"].as_str().unwrap().to_string();
+    assert_eq!(reason("jdoe"), "disabled in the directory");
+    assert_eq!(reason("nomail"), "missing from the directory");
+    assert!(!active(&app, "jdoe").await && !active(&app, "nomail").await);
+    let me = app.send(api("GET", "/api/v1/me", None, Auth::Cookie(&jdoe_cookie))).await;
+    assert_status(&me, StatusCode::UNAUTHORIZED, "the disabled user's session ended");
+
+    // Back in the directory: jdoe is enabled again; tom, disabled by an
+    // admin, stays disabled.
+    d.modify(&format!("dn: uid=jdoe,{people}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 512\n"));
+    let third = sync(&app, &cookie, false).await;
+    assert_eq!(names(&items(&third, "enable")), ["jdoe"], "{third}");
+    assert!(active(&app, "jdoe").await);
+    assert!(!active(&app, "tom").await, "an admin's disable is kept");
+
+    // The run report as CSV.
+    let id = second["run"]["id"].as_i64().unwrap();
+    let res = app.send(api("GET", &format!("/api/v1/sync/runs/{id}/report.csv"), None, Auth::Cookie(&cookie))).await;
+    assert_status(&res, StatusCode::OK, "csv");
+    let csv = body_text(res).await;
+    assert!(csv.starts_with("action,username,reason,outcome,error\r\n"), "{csv}");
+    assert!(csv.contains("disable,nomail,missing from the directory,applied,"), "{csv}");
+
+    // History, newest first.
+    let runs = body_json(app.send(api("GET", "/api/v1/sync/runs", None, Auth::Cookie(&cookie))).await).await;
+    assert_eq!(runs["total"], 4);
+    assert_eq!(runs["items"][0]["id"], third["run"]["id"]);
+}
+
+#[tokio::test]
+async fn bad_entries_fail_alone_and_disabling_is_off_by_default() {
+    let d = Slapd::start();
+    let tech = format!("ou=tech,{}", d.base_dn);
+    d.modify(&format!("dn: uid=bademail,{tech}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: bademail\ncn: b\nsn: b\nmail: nope\n"));
+    let app = TestApp::new().await;
+    configure(&app, &d, 100, SyncSettings::default()).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    let first = sync(&app, &cookie, false).await;
+    let failed = items(&first, "failed");
+    assert_eq!(names(&failed), ["bademail"], "{first}");
+    assert_eq!((failed[0]["reason"].as_str(), failed[0]["outcome"].as_str()), (Some("invalid email address"), Some("failed")));
+    assert_eq!(first["run"]["counts"]["create"], 7, "the others are created: {first}");
+
+    d.modify(&format!("dn: uid=tom,{tech}\nchangetype: delete\n"));
+    let second = sync(&app, &cookie, false).await;
+    assert!(items(&second, "disable").is_empty(), "{second}");
+    assert!(active(&app, "tom").await, "disabling is off by default");
+    let notes = second["run"]["counts"]["notes"].to_string();
+    assert!(notes.contains("disabling is off"), "{notes}");
+}
+
+#[tokio::test]
+async fn a_run_over_the_threshold_waits_for_approval_or_rejection() {
+    let d = Slapd::start();
+    let app = TestApp::new().await;
+    configure(&app, &d, 100, settings(true, 10)).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    assert_eq!(sync(&app, &cookie, false).await["run"]["state"], "done");
+
+    let tech = format!("ou=tech,{}", d.base_dn);
+    d.modify(&format!("dn: uid=tom,{tech}\nchangetype: delete\n"));
+    d.modify(&format!("dn: uid=tina,{tech}\nchangetype: delete\n"));
+    let held = sync(&app, &cookie, false).await;
+    assert_eq!(held["run"]["state"], "held", "2 of 6 is over 10%: {held}");
+    assert!(held["run"]["counts"]["notes"].to_string().contains("held for approval"), "{held}");
+    assert_eq!(names(&items(&held, "disable")), ["tina", "tom"]);
+    assert!(active(&app, "tom").await && active(&app, "tina").await, "nothing applied while held");
+
+    let id = held["run"]["id"].as_i64().unwrap();
+    let res = app.send(api("POST", &format!("/api/v1/sync/runs/{id}/reject"), None, Auth::Cookie(&cookie))).await;
+    assert_status(&res, StatusCode::OK, "rejected");
+    let rejected = wait_sync(&app, &cookie, id, |r| r["state"] == "rejected").await;
+    assert!(items(&rejected, "disable").iter().all(|i| i["outcome"] == "rejected"));
+    assert!(active(&app, "tom").await);
+    let again = app.send(api("POST", &format!("/api/v1/sync/runs/{id}/approve"), None, Auth::Cookie(&cookie))).await;
+    assert_status(&again, StatusCode::CONFLICT, "a rejected run cannot be approved");
+
+    // A held run whose snapshot was replaced by a newer enumeration cannot be approved.
+    let stale = sync(&app, &cookie, false).await;
+    assert_eq!(stale["run"]["state"], "held");
+    let res = app.send(api("POST", "/api/v1/directories/ldap/users/fetch", None, Auth::Cookie(&cookie))).await;
+    assert_status(&res, StatusCode::ACCEPTED, "fetch");
+    for _ in 0..200 {
+        let f = body_json(app.send(api("GET", "/api/v1/directories/ldap/users/fetch", None, Auth::Cookie(&cookie))).await).await;
+        if f["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sid = stale["run"]["id"].as_i64().unwrap();
+    let res = app.send(api("POST", &format!("/api/v1/sync/runs/{sid}/approve"), None, Auth::Cookie(&cookie))).await;
+    assert_status(&res, StatusCode::CONFLICT, "snapshot replaced");
+    assert!(body_json(res).await.to_string().contains("enumerated again"));
+
+    // Auditors cannot approve; admins can, and the plan is applied.
+    let held = sync(&app, &cookie, false).await;
+    let id = held["run"]["id"].as_i64().unwrap();
+    let (_, pw) = app.user("audrey", Role::Auditor).await;
+    let auditor = app.session("audrey", &pw).await;
+    let res = app.send(api("POST", &format!("/api/v1/sync/runs/{id}/approve"), None, Auth::Cookie(&auditor))).await;
+    assert_status(&res, StatusCode::FORBIDDEN, "auditor");
+    let res = app.send(api("POST", &format!("/api/v1/sync/runs/{id}/approve"), None, Auth::Cookie(&cookie))).await;
+    assert_status(&res, StatusCode::OK, "approved");
+    let done = wait_sync(&app, &cookie, id, |r| r["state"] != "running").await;
+    assert_eq!(done["run"]["state"], "done", "{done}");
+    assert!(items(&done, "disable").iter().all(|i| i["outcome"] == "applied"), "{done}");
+    assert!(!active(&app, "tom").await && !active(&app, "tina").await);
+}
+
+#[tokio::test]
+async fn a_directory_lost_mid_enumeration_disables_nobody() {
+    let d = Slapd::start_with(&[("SLAPD_EXTRA_USERS", "3000")]);
+    let app = TestApp::new().await;
+    configure(&app, &d, 1000, settings(true, 100)).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    let first = sync(&app, &cookie, false).await;
+    assert_eq!((first["run"]["state"].as_str(), first["run"]["counts"]["create"].as_i64()), (Some("done"), Some(3007)), "{}", first["run"]);
+
+    let mut input = d.input();
+    input.page_size = 3;
+    app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, &input).await.unwrap();
+    let res = app.send(api("POST", "/api/v1/directories/ldap/sync", Some(serde_json::json!({})), Auth::Cookie(&cookie))).await;
+    let id = body_json(res).await["id"].as_i64().unwrap();
+    wait_sync(&app, &cookie, id, |r| r["entries"].as_i64().unwrap_or(0) > 0).await;
+    d.stop();
+    let run = wait_sync(&app, &cookie, id, |r| r["state"] != "running").await;
+    assert_eq!((run["run"]["state"].as_str(), run["run"]["complete"].as_bool()), (Some("failed"), Some(false)), "{}", run["run"]);
+    assert_eq!(run["run"]["counts"]["disable"], 0);
+    assert!(run["run"]["counts"]["notes"].to_string().contains("nobody was disabled: the enumeration was incomplete"), "{}", run["run"]);
+    let (users, active_users) = app.db.store.count_users().await.unwrap();
+    assert_eq!(users, active_users, "everybody is still active");
+}
+
+#[tokio::test]
+async fn settings_are_validated_and_a_crontab_wins_over_the_interval() {
+    let app = TestApp::new().await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    let put = |body: serde_json::Value| api("PUT", "/api/v1/directories/ldap/sync/settings", Some(body), Auth::Cookie(&cookie));
+
+    let res = app
+        .send(put(serde_json::json!({ "periodic": true, "crontab": "0 3 * * 1-5", "interval_hours": 6, "recipients": ["admin"] })))
+        .await;
+    assert_status(&res, StatusCode::OK, "saved");
+    let view = body_json(res).await;
+    assert_eq!(view["schedule"], "crontab 0 3 * * 1-5 (UTC)", "{view}");
+    let runs: Vec<&str> = view["next_runs"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(runs.len(), 5);
+    assert!(runs.iter().all(|t| t.ends_with("T03:00:00Z")), "{runs:?}");
+    assert!(runs.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(view["settings"]["threshold_percent"], 10, "default threshold");
+    assert_eq!(view["settings"]["disable_missing"], false, "off by default");
+
+    let res = app.send(put(serde_json::json!({ "periodic": true, "interval_hours": 6 }))).await;
+    let view = body_json(res).await;
+    assert_eq!(view["schedule"], "every 6 h");
+
+    for (body, field, words) in [
+        (serde_json::json!({ "periodic": true, "crontab": "61 * * * *" }), "crontab", "invalid crontab"),
+        (serde_json::json!({ "periodic": true, "crontab": "* * *" }), "crontab", "five fields"),
+        (serde_json::json!({ "periodic": true }), "crontab", "crontab or an interval"),
+        (serde_json::json!({ "interval_hours": -1 }), "interval_hours", "between"),
+        (serde_json::json!({ "threshold_percent": 101 }), "threshold_percent", "between"),
+        (serde_json::json!({ "organisation_ids": [999] }), "organisation_ids", "999"),
+        (serde_json::json!({ "recipients": ["nobody-here"] }), "recipients", "nobody-here"),
+    ] {
+        let res = app.send(put(body.clone())).await;
+        assert_status(&res, StatusCode::UNPROCESSABLE_ENTITY, &body.to_string());
+        let err = body_json(res).await.to_string();
+        assert!(err.contains(field) && err.contains(words), "{body}: {err}");
+    }
+    let kept = body_json(app.send(api("GET", "/api/v1/directories/ldap/sync/settings", None, Auth::Cookie(&cookie))).await).await;
+    assert_eq!(kept["schedule"], "every 6 h", "nothing invalid was saved: {kept}");
+}
+
+/// A minimal SMTP sink: accepts one message and returns it.
+fn smtp_sink() -> (u16, std::thread::JoinHandle<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut message = String::new();
+        let mut in_data = false;
+        out.write_all(b"220 sink ESMTP\r\n").unwrap();
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    out.write_all(b"250 queued\r\n").unwrap();
+                } else {
+                    message.push_str(&line);
+                }
+            } else {
+                let cmd = line.to_ascii_uppercase();
+                if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                    out.write_all(b"250 sink\r\n").unwrap();
+                } else if cmd.starts_with("DATA") {
+                    in_data = true;
+                    out.write_all(b"354 go ahead\r\n").unwrap();
+                } else if cmd.starts_with("QUIT") {
+                    out.write_all(b"221 bye\r\n").unwrap();
+                    break;
+                } else {
+                    out.write_all(b"250 ok\r\n").unwrap();
+                }
+            }
+            line.clear();
+        }
+        message
+    });
+    (port, handle)
+}
+
+#[tokio::test]
+async fn recipients_get_the_summary_in_the_console_and_by_email() {
+    let d = Slapd::start();
+    let (port, sink) = smtp_sink();
+    let options = bindery_service::Options {
+        min_failure_delay: MIN_FAILURE_DELAY,
+        smtp: Some(bindery_service::SmtpOptions { host: "127.0.0.1".into(), port, from: "bindery@example.com".into() }),
+        ..Default::default()
+    };
+    let app = TestApp::with_options(Backend::Sqlite, options).await;
+    let (rid, _) = app.user("rita", Role::Auditor).await;
+    app.service
+        .update_user(&admin_actor(), rid, &bindery_model::UserUpdate { email: Some("rita@example.com".into()), ..Default::default() })
+        .await
+        .unwrap();
+    configure(&app, &d, 100, SyncSettings { recipients: vec!["rita".into()], ..Default::default() }).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    let run = sync(&app, &cookie, false).await;
+    let id = run["run"]["id"].as_i64().unwrap();
+
+    let mail = tokio::task::spawn_blocking(move || sink.join().unwrap()).await.unwrap();
+    assert!(mail.contains("To: rita@example.com") && mail.contains(&format!("Sync #{id}")), "{mail}");
+    assert!(mail.contains("7 created"), "{mail}");
+    let mut note = None;
+    for _ in 0..100 {
+        let n = app.db.store.list_notifications(rid, 5).await.unwrap();
+        if let Some(first) = n.into_iter().next() {
+            note = Some(first);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let note = note.expect("a console notification");
+    assert_eq!(note.email_status, "sent to rita@example.com");
+    assert!(note.body.contains("7 created"), "{}", note.body);
+}
+
+/// Two `bindery` processes on one PostgreSQL database, both ticking the
+/// scheduler every second: each firing of the schedule runs exactly once.
+#[tokio::test]
+async fn two_server_processes_on_one_postgres_run_each_scheduled_sync_once() {
+    let d = Slapd::start();
+    let key = bindery_service::SecretKey::generate();
+    let options = bindery_service::Options { min_failure_delay: MIN_FAILURE_DELAY, secret_key: key.clone(), smtp: None };
+    let app = TestApp::with_options(Backend::Postgres, options).await;
+    configure(&app, &d, 100, SyncSettings { periodic: true, interval_hours: 24, ..Default::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spawn = |n: u32| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bindery"))
+            .arg("serve")
+            .env("BINDERY_DATABASE_URL", &app.db.url)
+            .env("BINDERY_LISTEN", "127.0.0.1:0")
+            .env("BINDERY_SECRET_KEY", key.to_hex())
+            .env("BINDERY_SYNC_TICK_SECONDS", "1")
+            .env("BINDERY_LOG_LEVEL", "warn")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join(format!("server{n}.log"))).unwrap())
+            .spawn()
+            .expect("start bindery")
+    };
+    let mut servers = [spawn(1), spawn(2)];
+
+    let store = &app.db.store;
+    let firings = 3;
+    for firing in 1..=firings {
+        // Make the schedule due now, as if its time had come.
+        let (_, next) = store.get_sync_settings("ldap").await.unwrap().unwrap();
+        assert!(store.claim_schedule("ldap", next.unwrap(), Some(bindery_service::util::now_ms() - 1)).await.unwrap());
+        let mut runs = 0;
+        for _ in 0..200 {
+            let (rows, total) = store.list_runs("sync", 50, 0).await.unwrap();
+            runs = total;
+            if total == firing && rows.iter().all(|r| r.state != "running") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if runs != firing {
+            let logs: String =
+                (1..=2).map(|n| std::fs::read_to_string(dir.path().join(format!("server{n}.log"))).unwrap_or_default()).collect();
+            panic!("firing {firing}: {runs} runs, want one per firing\n{logs}");
+        }
+    }
+    // Both replicas had their chance for another few ticks: still one run each.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rows, total) = store.list_runs("sync", 50, 0).await.unwrap();
+    for s in servers.iter_mut() {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    let logs: String = (1..=2).map(|n| std::fs::read_to_string(dir.path().join(format!("server{n}.log"))).unwrap_or_default()).collect();
+    assert_eq!(total, firings, "{rows:?}\n{logs}");
+    assert!(rows.iter().all(|r| r.state == "done" && r.started_by == "schedule"), "{rows:?}\n{logs}");
+    // The replica that lost a firing never even tried (no lease conflict logged).
+    let (ops, _) = store.list_operation_events(Some("sync_skipped"), 50, 0).await.unwrap();
+    assert!(ops.is_empty(), "a replica tried to run a firing it did not claim: {ops:?}");
+}
