@@ -459,7 +459,7 @@ async fn reject_sync(
 }
 
 #[utoipa::path(post, path = "/api/v1/sync/runs/{id}/cancel", tag = "sync", params(("id" = i64, Path)),
-    responses((status = 204, description = "Cancel requested"), (status = 409, body = ApiError)))]
+    responses((status = 204, description = "Cancel requested: the enumeration stops at the next page and nothing is applied"), (status = 409, body = ApiError)))]
 async fn cancel_sync(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     s.service.cancel_sync(&actor(&ctx)?, id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -290,10 +290,19 @@ impl Service {
         };
         let rows = self.store.staged_rows(kind.as_str(), &filter, (!req.all_matching).then_some(req.ids.as_slice())).await?;
         let source = source_of(kind);
+        let stored = self.load_directory(kind).await?;
+        let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings)).ok();
         let mut result = ImportResult { created: 0, updated: 0, unchanged: 0, failed: 0, outcomes: Vec::with_capacity(rows.len()) };
         for r in rows {
             let username = if r.username.is_empty() { r.dn.clone() } else { r.username.clone() };
-            let (outcome, reason) = match self.import_one(&r, source, &orgs).await {
+            let outcome = self.import_one(&r, source, &orgs).await;
+            let outcome = match (outcome, &cfg) {
+                (Ok(o @ ("created" | "updated" | "unchanged", _)), Some(cfg)) => {
+                    self.apply_group_mapping(cfg, &r, &known).await.map(|()| o)
+                }
+                (o, _) => o,
+            };
+            let (outcome, reason) = match outcome {
                 Ok(o) => o,
                 Err(Error::Store(e)) => {
                     tracing::error!(error = %e, row = r.id, "import row failed");
@@ -319,6 +328,23 @@ impl Service {
         )
         .await;
         Ok(result)
+    }
+
+    /// The group mapping at import: the role and organisations the entry's
+    /// groups give (as at sign-in and at every sync).
+    async fn apply_group_mapping(
+        &self,
+        cfg: &bindery_directory::DirectoryConfig,
+        r: &StagedRow,
+        orgs: &[bindery_store::OrganisationRow],
+    ) -> Result<()> {
+        let groups: Vec<String> = r.groups.lines().map(str::to_string).collect();
+        let Some((role, names)) = bindery_directory::authn::apply_mappings(cfg, &groups) else { return Ok(()) };
+        let Some(u) = self.store.find_user_by_external_id(&r.external_id).await? else { return Ok(()) };
+        self.store.set_user_role(u.id, role.as_str()).await?;
+        let ids: Vec<i64> = orgs.iter().filter(|o| names.iter().any(|n| n.eq_ignore_ascii_case(&o.name))).map(|o| o.id).collect();
+        self.store.add_user_organisations(u.id, &ids).await?;
+        Ok(())
     }
 
     async fn import_one(&self, r: &StagedRow, source: UserSource, orgs: &[i64]) -> Result<(&'static str, String)> {

@@ -561,7 +561,8 @@ impl Service {
         Ok(run_dto(self.store.get_run(id).await?.ok_or(Error::NotFound("run"))?))
     }
 
-    /// Stop a running sync between pages or chunks (this process's runs).
+    /// Stop a running sync's enumeration between pages (this process's runs):
+    /// the run ends cancelled and applies nothing.
     pub async fn cancel_sync(&self, actor: &Actor, id: i64) -> Result<()> {
         actor.require_admin()?;
         self.cancel_run(id)

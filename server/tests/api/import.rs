@@ -63,7 +63,11 @@ async fn sync_users_then_import_rows_each_with_its_outcome() {
         d.modify(&format!("dn: uid={uid},{ou}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: x\nmail: {mail}\nuserPassword: P-{uid}-1\n"));
     }
     let app = TestApp::new().await;
-    configure(&app, &d, 3).await;
+    let mut input = d.input();
+    input.page_size = 3;
+    input.group_mappings =
+        vec![bindery_model::GroupMapping::parse_line(&format!("cn=developers,ou=groups,{} => auditor", d.base_dn)).unwrap()];
+    app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, &input).await.unwrap();
     app.user("tom", Role::User).await; // a local user named like a directory user
     let engineering =
         app.service.create_organisation(&admin_actor(), &bindery_model::OrganisationInput { name: "Engineering".into() }).await.unwrap().id;
@@ -109,6 +113,7 @@ async fn sync_users_then_import_rows_each_with_its_outcome() {
     assert_eq!(outcome("bademail")["reason"], "invalid email address");
     let tina = app.db.store.find_user("tina").await.unwrap().unwrap();
     assert_eq!((tina.source.as_str(), tina.password_hash.is_none()), ("ldap", true));
+    assert_eq!(tina.role, "auditor", "the group mapping applies at import");
     assert!(!tina.external_id.clone().unwrap().starts_with("dn:"), "linked by entryUUID: {:?}", tina.external_id);
     assert_eq!(app.db.store.organisations_of(&[tina.id]).await.unwrap()[0].name, "Engineering");
     let after = page(&app, &cookie, "q=tina&status=imported").await;
