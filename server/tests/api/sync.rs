@@ -392,21 +392,7 @@ async fn two_server_processes_on_one_postgres_run_each_scheduled_sync_once() {
     let app = TestApp::with_options(Backend::Postgres, options).await;
     configure(&app, &d, 100, SyncSettings { periodic: true, interval_hours: 24, ..Default::default() }).await;
     let dir = tempfile::tempdir().unwrap();
-    let spawn = |n: u32| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_bindery"))
-            .arg("serve")
-            .env("BINDERY_DATABASE_URL", &app.db.url)
-            .env("BINDERY_LISTEN", "127.0.0.1:0")
-            .env("BINDERY_SECRET_KEY", key.to_hex())
-            .env("BINDERY_SYNC_TICK_SECONDS", "1")
-            .env("BINDERY_LOG_LEVEL", "warn")
-            .current_dir(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join(format!("server{n}.log"))).unwrap())
-            .spawn()
-            .expect("start bindery")
-    };
-    let mut servers = [spawn(1), spawn(2)];
+    let mut servers = [serve(&app.db.url, &key, dir.path(), "server1.log"), serve(&app.db.url, &key, dir.path(), "server2.log")];
 
     let store = &app.db.store;
     let firings = 3;
@@ -442,4 +428,88 @@ async fn two_server_processes_on_one_postgres_run_each_scheduled_sync_once() {
     // The replica that lost a firing never even tried (no lease conflict logged).
     let (ops, _) = store.list_operation_events(Some("sync_skipped"), 50, 0).await.unwrap();
     assert!(ops.is_empty(), "a replica tried to run a firing it did not claim: {ops:?}");
+}
+
+/// A `bindery serve` process on the test's database, ticking the scheduler every second.
+fn serve(db_url: &str, key: &bindery_service::SecretKey, dir: &std::path::Path, log: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_bindery"))
+        .arg("serve")
+        .env("BINDERY_DATABASE_URL", db_url)
+        .env("BINDERY_LISTEN", "127.0.0.1:0")
+        .env("BINDERY_SECRET_KEY", key.to_hex())
+        .env("BINDERY_SYNC_TICK_SECONDS", "1")
+        .env("BINDERY_LOG_LEVEL", "warn")
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join(log)).unwrap())
+        .spawn()
+        .expect("start bindery")
+}
+
+/// Killed mid-apply (SIGKILL, no goodbye): after a restart the run is
+/// interrupted, never "running"; what was committed is whole; the next run
+/// completes the job.
+#[tokio::test]
+async fn a_crash_mid_sync_leaves_no_run_running_and_the_next_run_completes() {
+    let d = Slapd::start_with(&[("SLAPD_EXTRA_USERS", "3000")]);
+    let key = bindery_service::SecretKey::generate();
+    let options = bindery_service::Options { min_failure_delay: MIN_FAILURE_DELAY, secret_key: key.clone(), smtp: None };
+    let app = TestApp::with_options(Backend::Sqlite, options).await;
+    configure(&app, &d, 1000, SyncSettings { periodic: true, interval_hours: 24, ..Default::default() }).await;
+    let store = &app.db.store;
+    let dir = tempfile::tempdir().unwrap();
+    let fire = || async {
+        let (_, next) = store.get_sync_settings("ldap").await.unwrap().unwrap();
+        assert!(store.claim_schedule("ldap", next.unwrap(), Some(bindery_service::util::now_ms() - 1)).await.unwrap());
+    };
+
+    let mut server = serve(&app.db.url, &key, dir.path(), "first.log");
+    fire().await;
+    // Kill it as soon as the apply has committed something.
+    let mut killed_with = 0;
+    for _ in 0..1200 {
+        let (users, _) = store.count_users().await.unwrap();
+        if users > 1 {
+            server.kill().unwrap();
+            server.wait().unwrap();
+            killed_with = users;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(killed_with > 1, "the apply never started: {}", std::fs::read_to_string(dir.path().join("first.log")).unwrap_or_default());
+    let (rows, _) = store.list_runs("sync", 10, 0).await.unwrap();
+    assert_eq!(rows[0].state, "running", "killed mid-run: {rows:?}");
+    let (users_after_kill, _) = store.count_users().await.unwrap();
+    assert!(users_after_kill < 3008, "killed before the end ({users_after_kill} users)");
+    assert_eq!((users_after_kill - 1) % 500, 0, "only whole chunks were committed: {users_after_kill}");
+
+    // Restart: the run is interrupted; the next firing completes the job.
+    let mut server = serve(&app.db.url, &key, dir.path(), "second.log");
+    let mut state = String::new();
+    for _ in 0..300 {
+        state = store.list_runs("sync", 10, 0).await.unwrap().0[0].state.clone();
+        if state == "interrupted" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state, "interrupted");
+    fire().await;
+    let mut last = None;
+    for _ in 0..600 {
+        let (rows, total) = store.list_runs("sync", 10, 0).await.unwrap();
+        if total == 2 && rows[0].state != "running" {
+            last = Some(rows[0].clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let last = last.unwrap_or_else(|| panic!("{}", std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default()));
+    assert_eq!(last.state, "done", "{last:?}");
+    let counts: bindery_model::SyncCounts = serde_json::from_str(&last.summary_json).unwrap();
+    assert_eq!(counts.create, 3008 - users_after_kill, "the rest created: {counts:?}");
+    assert_eq!(store.count_users().await.unwrap().0, 3008, "admin + 3007 directory users, each once");
 }
