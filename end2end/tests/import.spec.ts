@@ -2,7 +2,7 @@
 // organisation → the rows show "Already exists"; each row's outcome listed.
 
 import { waitForHydration } from './fixtures/hydration';
-import { startDirectory, stopDirectory, type Directory } from './fixtures/slapd';
+import { saveAsLdapHa, startDirectory, stopDirectory, type Directory } from './fixtures/slapd';
 import { BASE_URL } from './fixtures/env';
 import { expect, test } from './fixtures/test';
 
@@ -17,22 +17,9 @@ test.afterAll(() => {
 test('Sync users, filter, select, import into an organisation; the rows then exist', async ({ adminPage: page }) => {
   test.slow();
   const headers = { Origin: BASE_URL };
-  // LDAP HA (the LDAP tab belongs to ldap.spec.ts) with page size 2, so the
-  // enumeration takes several pages; and an organisation to import into.
-  const put = await page.request.put('/api/v1/directories/ldap_ha', {
-    headers,
-    data: {
-      enabled: true,
-      server_uris: [d.ldap_url],
-      bind_dn: d.bind_dn,
-      bind_password: d.bind_password,
-      search_ous: `ou=people,${d.base_dn}|ou=tech,${d.base_dn}`,
-      search_filter: '(uid=%(user)s)',
-      attr_map: '{"username":"uid","name":"cn","email":"mail","is_active":"userAccountControl","groups":"memberOf"}',
-      page_size: 2,
-    },
-  });
-  expect(put.status(), await put.text()).toBe(200);
+  // LDAP HA with page size 2, so the enumeration takes several pages; and
+  // an organisation to import into.
+  await saveAsLdapHa(page.request, d, BASE_URL, { page_size: 2 });
   const org = await page.request.post('/api/v1/organisations', { headers, data: { name: 'Imported E2E' } });
   expect([201, 409]).toContain(org.status());
 

@@ -114,11 +114,7 @@ impl Service {
         actor.require_admin()?;
         let stored = self.load_directory(kind).await?;
         let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
-        let lease = self.take_staging_lease(kind).await?;
-        let id = self.store.start_run(kind.as_str(), "fetch", &actor.principal.username, false, now_ms()).await?;
-        lease.bind_run(&self.store, id).await?;
-        let cancel = Arc::new(AtomicBool::new(false));
-        self.jobs.map().insert(id, cancel.clone());
+        let (id, lease, cancel) = self.begin_run(kind, "fetch", &actor.principal.username, false).await?;
         let svc = self.clone();
         tokio::spawn(async move {
             let keep = lease.keep_alive(svc.store.clone());

@@ -187,6 +187,23 @@ impl Service {
         Ok(lease)
     }
 
+    /// Take the directory's lease, record a new run and register its cancel
+    /// flag: the start shared by enumerations and syncs.
+    pub(crate) async fn begin_run(
+        &self,
+        kind: DirectoryKind,
+        run_kind: &str,
+        started_by: &str,
+        dry_run: bool,
+    ) -> Result<(i64, Lease, Arc<AtomicBool>)> {
+        let lease = self.take_staging_lease(kind).await?;
+        let id = self.store.start_run(kind.as_str(), run_kind, started_by, dry_run, now_ms()).await?;
+        lease.bind_run(&self.store, id).await?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.jobs.map().insert(id, cancel.clone());
+        Ok((id, lease, cancel))
+    }
+
     // ----- settings ---------------------------------------------------------
 
     async fn load_sync_settings(&self, kind: DirectoryKind) -> Result<(SyncSettings, Option<i64>)> {
@@ -297,11 +314,7 @@ impl Service {
         }
         let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
         let (settings, _) = self.load_sync_settings(kind).await?;
-        let lease = self.take_staging_lease(kind).await?;
-        let id = self.store.start_run(kind.as_str(), "sync", started_by, dry_run, now_ms()).await?;
-        lease.bind_run(&self.store, id).await?;
-        let cancel = Arc::new(AtomicBool::new(false));
-        self.jobs.map().insert(id, cancel.clone());
+        let (id, lease, cancel) = self.begin_run(kind, "sync", started_by, dry_run).await?;
         let svc = self.clone();
         tokio::spawn(async move {
             let keep = lease.keep_alive(svc.store.clone());
