@@ -470,13 +470,13 @@ async fn a_crash_mid_sync_leaves_no_run_running_and_the_next_run_completes() {
     for _ in 0..1200 {
         let (users, _) = store.count_users().await.unwrap();
         if users > 1 {
-            server.kill().unwrap();
-            server.wait().unwrap();
             killed_with = users;
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    server.kill().unwrap();
+    server.wait().unwrap();
     assert!(killed_with > 1, "the apply never started: {}", std::fs::read_to_string(dir.path().join("first.log")).unwrap_or_default());
     let (rows, _) = store.list_runs("sync", 10, 0).await.unwrap();
     assert_eq!(rows[0].state, "running", "killed mid-run: {rows:?}");
