@@ -148,6 +148,13 @@ impl Lease {
         Ok(())
     }
 
+    /// Give the lease back (one that was never kept alive).
+    pub(crate) async fn release(self, store: &Store) {
+        if let Err(e) = store.release_lease(&self.name, &self.holder).await {
+            tracing::warn!(error = %e, "releasing the sync lease failed (it expires by itself)");
+        }
+    }
+
     /// Renew the lease in the background until released.
     pub(crate) fn keep_alive(self, store: Store) -> KeptLease {
         let (name, holder) = (self.name.clone(), self.holder.clone());
@@ -168,9 +175,7 @@ impl Lease {
 impl KeptLease {
     pub(crate) async fn release(self, store: &Store) {
         self.renew.abort();
-        if let Err(e) = store.release_lease(&self.lease.name, &self.lease.holder).await {
-            tracing::warn!(error = %e, "releasing the sync lease failed (it expires by itself)");
-        }
+        self.lease.release(store).await;
     }
 }
 
@@ -526,7 +531,7 @@ impl Service {
         let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
         let lease = self.take_staging_lease(kind).await?;
         if !self.store.set_run_state(id, "held", "running").await? {
-            lease.keep_alive(self.store.clone()).release(&self.store).await;
+            lease.release(&self.store).await;
             return Err(Error::Conflict("the run is no longer held".into()));
         }
         lease.bind_run(&self.store, id).await?;

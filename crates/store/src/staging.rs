@@ -67,8 +67,9 @@ pub struct StagedFilter<'a> {
     pub search: Option<&'a str>,
 }
 
-const STAGED_COLS: &str = "id, external_id, dn, username, username_key, name, email, groups, dir_state, problem, status, user_id";
-const RUN_COLS: &str =
+pub(crate) const STAGED_COLS: &str =
+    "id, external_id, dn, username, username_key, name, email, groups, dir_state, problem, status, user_id";
+pub(crate) const RUN_COLS: &str =
     "id, directory, kind, state, started_by, dry_run, entries, pages, complete, started_at, finished_at, error, summary_json";
 /// Rows per multi-row INSERT (9 values each, far below every backend's limit).
 const INSERT_CHUNK: usize = 500;

@@ -3,6 +3,7 @@
 
 use sqlx::{AnyConnection, Row};
 
+use crate::staging::{RUN_COLS, STAGED_COLS};
 use crate::{b, unique, Result, StagedRow, Store, SyncRunRow};
 
 /// A staged entry with the Bindery user linked to it, if any: one input
@@ -72,8 +73,6 @@ pub struct ApplyItem<'a> {
 }
 
 const ITEM_COLS: &str = "id, run_id, action, username, user_id, staged_id, reason, outcome, error";
-const RUN_COLS: &str =
-    "id, directory, kind, state, started_by, dry_run, entries, pages, complete, started_at, finished_at, error, summary_json";
 
 impl Store {
     // ----- settings and schedule -----------------------------------------
@@ -252,12 +251,7 @@ impl Store {
         }
         // ids are integers: safe to inline.
         let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        Ok(sqlx::query_as(&format!(
-            "SELECT id, external_id, dn, username, username_key, name, email, groups, dir_state, problem, status, user_id \
-             FROM staged_users WHERE id IN ({list})"
-        ))
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(&format!("SELECT {STAGED_COLS} FROM staged_users WHERE id IN ({list})")).fetch_all(&self.pool).await?)
     }
 
     // ----- items ---------------------------------------------------------
