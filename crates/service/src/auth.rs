@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use bindery_model::{ApiToken, CreatedApiToken, CurrentUser, Lockout, NewApiToken, Role, UserSource};
-use bindery_store::{NewLoginEvent, UserRow};
+use bindery_store::{Grant, GrantCredential, NewLoginEvent, UserRow};
 
 use crate::logs::j;
 use crate::util::{self, now_ms};
@@ -63,6 +63,33 @@ fn fail(reason: impl Into<String>) -> LoginFailure {
     LoginFailure { reason: reason.into() }
 }
 
+/// A password check that passed.
+struct Granted {
+    user: UserRow,
+    /// The username's lockout key, when it has failures to clear.
+    clear: Option<String>,
+    bearer_minutes: i64,
+}
+
+/// A login refused, and whether it counts towards a lockout.
+struct Denied {
+    failure: LoginFailure,
+    counts: bool,
+}
+
+impl Denied {
+    /// Refused before any password was checked (or after, for a reason
+    /// that is not a wrong guess): no lockout count.
+    fn quiet(reason: &str) -> Denied {
+        Denied { failure: fail(reason), counts: false }
+    }
+
+    fn store(e: bindery_store::Error) -> Denied {
+        tracing::error!(error = %e, "store error during login");
+        Denied::quiet("internal error")
+    }
+}
+
 fn principal_of(u: &UserRow, via: AuthVia) -> Principal {
     Principal {
         user_id: u.id,
@@ -103,69 +130,77 @@ impl Service {
         issue: Issue,
     ) -> Result<Issued, LoginFailure> {
         let started = Instant::now();
-        let outcome = self.try_login(username, password, client, issue).await;
-        let now = now_ms();
-        let (success, reason) = match &outcome {
-            Ok(_) => (true, String::new()),
-            Err(f) => (false, f.reason.clone()),
-        };
         let logged_name: String = username.trim().chars().take(128).collect();
-        if let Err(e) = self
-            .store
-            .insert_login_event(&NewLoginEvent {
-                at: now,
-                username: &logged_name,
-                ip: &client.ip,
-                user_agent: &client.user_agent,
-                success,
-                reason: &reason,
-                method,
-            })
-            .await
-        {
-            tracing::error!(error = %e, "could not write the login log");
-        }
-        if success {
-            tracing::info!(user = %logged_name, ip = %client.ip, "login succeeded");
-        } else {
-            tracing::info!(user = %logged_name, ip = %client.ip, reason = %reason, "login failed");
-            let elapsed = started.elapsed();
-            if elapsed < self.options.min_failure_delay {
-                tokio::time::sleep(self.options.min_failure_delay - elapsed).await;
+        let outcome = match self.try_login(username, password, client).await {
+            Ok(granted) => self.grant(granted, &logged_name, client, method, issue).await,
+            Err(denied) => Err(denied),
+        };
+        let outcome = match outcome {
+            Ok(issued) => {
+                tracing::info!(user = %logged_name, ip = %client.ip, "login succeeded");
+                return Ok(issued);
+            }
+            Err(d) => d,
+        };
+        // A failure: its lockout counts and the login log's line, in one write.
+        let reason = outcome.failure.reason.as_str();
+        let (ukey, ikey) = (user_key(&util::username_key(username)), ip_key(&client.ip));
+        let mut keys = Vec::new();
+        if outcome.counts {
+            keys.push(ukey.as_str());
+            if !client.ip.is_empty() {
+                keys.push(ikey.as_str());
             }
         }
-        outcome
+        let line = NewLoginEvent {
+            at: now_ms(),
+            username: &logged_name,
+            ip: &client.ip,
+            user_agent: &client.user_agent,
+            success: false,
+            reason,
+            method,
+        };
+        if let Err(e) = self.store.deny_login(&keys, &line).await {
+            tracing::error!(error = %e, "could not record a failed login");
+        }
+        tracing::info!(user = %logged_name, ip = %client.ip, reason = %reason, "login failed");
+        let elapsed = started.elapsed();
+        if elapsed < self.options.min_failure_delay {
+            tokio::time::sleep(self.options.min_failure_delay - elapsed).await;
+        }
+        Err(outcome.failure)
     }
 
-    async fn try_login(&self, username: &str, password: &str, client: &ClientInfo, issue: Issue) -> Result<Issued, LoginFailure> {
+    /// Check a login: lockout, then the password (locally or against the
+    /// directories). Reads only, apart from what the directory taught us
+    /// (a user created at first login, renamed or disabled).
+    async fn try_login(&self, username: &str, password: &str, client: &ClientInfo) -> Result<Granted, Denied> {
         let key = util::username_key(username);
         if key.is_empty() {
-            return Err(fail("empty username"));
+            return Err(Denied::quiet("empty username"));
         }
         // An LDAP simple bind with an empty password is an unauthenticated
         // bind that "succeeds" (RFC 4513 §5.1.2): refuse before anything else.
         if password.trim().is_empty() {
-            return Err(fail("empty password"));
+            return Err(Denied::quiet("empty password"));
         }
         if key.chars().count() > 256 || password.len() > 1024 {
-            return Err(fail("input too long"));
+            return Err(Denied::quiet("input too long"));
         }
-        let store_err = |e: bindery_store::Error| {
-            tracing::error!(error = %e, "store error during login");
-            fail("internal error")
-        };
-        let security = self.security_settings().await.map_err(|_| fail("internal error"))?;
+        let security = self.security_settings().await.map_err(|_| Denied::quiet("internal error"))?;
         let since = now_ms() - security.lockout_window_minutes * 60_000;
         let ukey = user_key(&key);
-        let ikey = ip_key(&client.ip);
-        if self.store.count_failures(&ukey, since).await.map_err(store_err)? >= security.lockout_max_failures {
-            return Err(fail("locked out: too many failures for this username"));
+        let ikey = if client.ip.is_empty() { String::new() } else { ip_key(&client.ip) };
+        let (user_failures, ip_failures) = self.store.failure_counts(&ukey, &ikey, since).await.map_err(Denied::store)?;
+        if user_failures >= security.lockout_max_failures {
+            return Err(Denied::quiet("locked out: too many failures for this username"));
         }
-        if !client.ip.is_empty() && self.store.count_failures(&ikey, since).await.map_err(store_err)? >= security.lockout_max_failures {
-            return Err(fail("locked out: too many failures from this address"));
+        if !client.ip.is_empty() && ip_failures >= security.lockout_max_failures {
+            return Err(Denied::quiet("locked out: too many failures from this address"));
         }
 
-        let user = self.store.find_user(&key).await.map_err(store_err)?;
+        let user = self.store.find_user(&key).await.map_err(Denied::store)?;
         let checked = match user {
             // Local users authenticate locally, and only locally.
             Some(u) if u.source == UserSource::Local.as_str() => match &u.password_hash {
@@ -181,65 +216,63 @@ impl Service {
             // Directory users (and unknown names) go to the directories.
             other => self.directory_login(other, username.trim(), &key, password).await,
         };
-        let u = match checked {
-            Ok(u) => u,
-            Err(f) => {
-                let mut keys = vec![ukey.as_str()];
-                if !client.ip.is_empty() {
-                    keys.push(ikey.as_str());
-                }
-                self.store.record_failure(&keys, now_ms()).await.map_err(store_err)?;
-                return Err(f);
-            }
-        };
+        match checked {
+            Ok(user) => Ok(Granted { user, clear: (user_failures > 0).then_some(ukey), bearer_minutes: security.bearer_token_minutes }),
+            Err(failure) => Err(Denied { failure, counts: true }),
+        }
+    }
+
+    /// Issue what a checked login asked for, and write the whole login in
+    /// one transaction.
+    async fn grant(&self, g: Granted, logged_name: &str, client: &ClientInfo, method: &str, issue: Issue) -> Result<Issued, Denied> {
+        let u = &g.user;
         if issue != Issue::Session && u.source == UserSource::Local.as_str() {
             // The /authn/ldap endpoints are for directory users; local
             // users sign in to the console.
-            return Err(fail("local user: the directory authentication endpoints are for directory users"));
+            return Err(Denied::quiet("local user: the directory authentication endpoints are for directory users"));
         }
-        self.store.clear_failures(&ukey).await.map_err(store_err)?;
         let now = now_ms();
-        self.store.touch_last_login(u.id, now).await.map_err(store_err)?;
-        if u.source != UserSource::Local.as_str() {
-            // The directory just vouched for the account.
-            self.store.set_user_validated(u.id, now).await.map_err(store_err)?;
-        }
         let must_change_password = u.must_change_password != 0;
-        match issue {
-            Issue::Session => {
-                // A new random session on every login: the old cookie (if
-                // any) is never promoted, which rules out session fixation.
-                let token = util::random_token();
-                self.store.insert_session(&util::token_hash(&token), u.id, &client.ip, &client.user_agent, now).await.map_err(store_err)?;
-                Ok(Issued { secret: Secret::new(token), must_change_password, expires_at: None })
-            }
-            Issue::Bearer => {
-                let minutes = self.security_settings().await.map_err(|_| fail("internal error"))?.bearer_token_minutes;
-                let secret = format!("bdy_{}", util::random_token());
-                let expires = now + minutes * 60_000;
-                let prefix: String = secret.chars().take(10).collect();
-                self.store
-                    .insert_api_token(u.id, BEARER_TOKEN_NAME, &util::token_hash(&secret), &prefix, &u.username, Some(expires), now)
-                    .await
-                    .map_err(store_err)?;
-                Ok(Issued { secret: Secret::new(secret), must_change_password, expires_at: Some(expires) })
-            }
-            Issue::ApiKey => {
+        let (secret, expires_at) = match issue {
+            // A new random session on every login: the old cookie (if any)
+            // is never promoted, which rules out session fixation.
+            Issue::Session => (util::random_token(), None),
+            Issue::Bearer => (format!("bdy_{}", util::random_token()), Some(now + g.bearer_minutes * 60_000)),
+            Issue::ApiKey => (format!("bdy_{}", util::random_token()), None),
+        };
+        let token_hash = util::token_hash(&secret);
+        let prefix: String = secret.chars().take(10).collect();
+        let credential = match issue {
+            Issue::Session => GrantCredential::Session { token_hash: &token_hash },
+            Issue::Bearer | Issue::ApiKey => GrantCredential::Token {
+                name: if issue == Issue::Bearer { BEARER_TOKEN_NAME } else { API_KEY_NAME },
+                token_hash: &token_hash,
+                prefix: &prefix,
+                expires_at,
                 // One API key per user from this endpoint: a new one replaces the old.
-                for t in self.store.list_api_tokens(Some(u.id)).await.map_err(store_err)? {
-                    if t.name == API_KEY_NAME && t.revoked_at.is_none() {
-                        self.store.revoke_api_token(t.id, now).await.map_err(store_err)?;
-                    }
-                }
-                let secret = format!("bdy_{}", util::random_token());
-                let prefix: String = secret.chars().take(10).collect();
-                self.store
-                    .insert_api_token(u.id, API_KEY_NAME, &util::token_hash(&secret), &prefix, &u.username, None, now)
-                    .await
-                    .map_err(store_err)?;
-                Ok(Issued { secret: Secret::new(secret), must_change_password, expires_at: None })
-            }
-        }
+                replace_same_name: issue == Issue::ApiKey,
+            },
+        };
+        let grant = Grant {
+            user_id: u.id,
+            username: &u.username,
+            now,
+            // A directory user: the directory just vouched for the account.
+            validated: u.source != UserSource::Local.as_str(),
+            clear_failures: g.clear.as_deref(),
+            credential,
+            event: NewLoginEvent {
+                at: now,
+                username: logged_name,
+                ip: &client.ip,
+                user_agent: &client.user_agent,
+                success: true,
+                reason: "",
+                method,
+            },
+        };
+        self.store.grant_login(&grant).await.map_err(Denied::store)?;
+        Ok(Issued { secret: Secret::new(secret), must_change_password, expires_at })
     }
 
     /// The principal behind a session cookie, if the session is still valid.

@@ -77,7 +77,13 @@ impl Service {
                 let dkey = util::username_key(&found.user.username);
                 // The entry's immutable id first: renamed or moved in the
                 // directory, it is still the same Bindery user (renamed here).
-                let linked = match self.store.find_user_by_external_id(&found.uid).await.map_err(store_err)? {
+                let by_id = match existing.as_ref() {
+                    // The usual case, known without another read: the user
+                    // found by name is the entry's.
+                    Some(u) if u.external_id.as_deref() == Some(found.uid.as_str()) => Some(u.clone()),
+                    _ => self.store.find_user_by_external_id(&found.uid).await.map_err(store_err)?,
+                };
+                let linked = match by_id {
                     Some(u) if u.username_key != dkey => {
                         let now = now_ms();
                         let entry = bindery_store::Relink {

@@ -56,6 +56,15 @@ fn health_dto(kind: DirectoryKind, h: Health) -> ServerHealth {
 impl Service {
     /// The live gateway of an enabled, valid configuration.
     pub(crate) async fn gateway(&self, kind: DirectoryKind) -> Result<Option<Arc<Gateway>>> {
+        // The hot path (every login): one small read proves the live
+        // gateway is still the stored configuration's.
+        if let Some(version) = self.store.directory_version(kind.as_str()).await? {
+            if let Some((live, g)) = self.gateways.map().get(&kind) {
+                if *live == version {
+                    return Ok(Some(g.clone()));
+                }
+            }
+        }
         let stored = self.load_directory(kind).await?;
         if !stored.settings.enabled {
             self.gateways.map().remove(&kind);

@@ -159,11 +159,12 @@ pub struct Service {
     options: Options,
     gateways: std::sync::Arc<gateways::Gateways>,
     jobs: std::sync::Arc<import::Jobs>,
+    settings: std::sync::Arc<settings::SettingsCache>,
 }
 
 impl Service {
     pub fn new(store: Store, options: Options) -> Service {
-        Service { store, options, gateways: Default::default(), jobs: Default::default() }
+        Service { store, options, gateways: Default::default(), jobs: Default::default(), settings: Default::default() }
     }
 
     pub fn store(&self) -> &Store {

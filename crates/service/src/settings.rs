@@ -2,6 +2,9 @@
 
 use bindery_model::{BasicSettings, FieldError, SecuritySettings};
 use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::logs::j;
 use crate::util::now_ms;
@@ -10,17 +13,59 @@ use crate::{Actor, Error, Result, Service};
 const BASIC: &str = "basic";
 const SECURITY: &str = "security";
 
+/// How long a replica may answer from its copy of the settings (read on
+/// every login and page): saving on this replica forgets the copy at once;
+/// other replicas see the change within this time.
+const SETTINGS_TTL: Duration = Duration::from_secs(1);
+
+/// This replica's recent copies of the stored settings documents.
+#[derive(Default)]
+pub(crate) struct SettingsCache {
+    copies: Mutex<HashMap<&'static str, (Instant, Option<String>)>>,
+}
+
+impl SettingsCache {
+    fn copies(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, (Instant, Option<String>)>> {
+        self.copies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for SettingsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SettingsCache")
+    }
+}
+
+fn parse<T: DeserializeOwned + Default>(key: &str, json: Option<&str>) -> Result<T> {
+    match json {
+        Some(json) => serde_json::from_str(json).map_err(|e| Error::Internal(format!("stored setting {key} is unreadable: {e}"))),
+        None => Ok(T::default()),
+    }
+}
+
 impl Service {
-    async fn load<T: DeserializeOwned + Default>(&self, key: &str) -> Result<T> {
-        match self.store.get_setting(key).await? {
-            Some(json) => serde_json::from_str(&json).map_err(|e| Error::Internal(format!("stored setting {key} is unreadable: {e}"))),
-            None => Ok(T::default()),
-        }
+    async fn load<T: DeserializeOwned + Default>(&self, key: &'static str) -> Result<T> {
+        let copy = self.settings.copies().get(key).filter(|(at, _)| at.elapsed() < SETTINGS_TTL).map(|(_, json)| json.clone());
+        let json = match copy {
+            Some(json) => json,
+            None => {
+                let json = self.store.get_setting(key).await?;
+                self.settings.copies().insert(key, (Instant::now(), json.clone()));
+                json
+            }
+        };
+        parse(key, json.as_deref())
     }
 
-    async fn save<T: Serialize>(&self, actor: &Actor, key: &str, before: &T, after: &T) -> Result<()> {
+    /// The stored document itself, never a copy (for the audit's "before").
+    async fn load_stored<T: DeserializeOwned + Default>(&self, key: &'static str) -> Result<T> {
+        parse(key, self.store.get_setting(key).await?.as_deref())
+    }
+
+    async fn save<T: Serialize>(&self, actor: &Actor, key: &'static str, before: &T, after: &T) -> Result<()> {
         let json = serde_json::to_string(after).map_err(|e| Error::Internal(e.to_string()))?;
         self.store.put_setting(key, &json, now_ms()).await?;
+        self.settings.copies().remove(key);
         self.audit(actor, "settings.update", &format!("settings:{key}"), Some(j(before)), Some(j(after))).await;
         Ok(())
     }
@@ -58,7 +103,7 @@ impl Service {
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }
-        let before = self.basic_settings().await?;
+        let before: BasicSettings = self.load_stored(BASIC).await?;
         self.save(actor, BASIC, &before, &s).await?;
         Ok(s)
     }
@@ -74,7 +119,7 @@ impl Service {
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }
-        let before = self.security_settings().await?;
+        let before: SecuritySettings = self.load_stored(SECURITY).await?;
         self.save(actor, SECURITY, &before, &s).await?;
         Ok(s)
     }

@@ -103,6 +103,7 @@ pub struct ApiTokenRow {
     pub revoked_at: Option<i64>,
 }
 
+#[derive(Debug)]
 pub struct NewLoginEvent<'a> {
     pub at: i64,
     pub username: &'a str,

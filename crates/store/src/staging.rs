@@ -103,7 +103,7 @@ impl Store {
     /// Stage a page of users in one transaction. An entry seen twice (search
     /// OUs that overlap) is kept once.
     pub async fn insert_staged(&self, directory: &str, rows: &[NewStaged<'_>]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut sql = String::from(
                 "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, problem) VALUES ",
@@ -149,7 +149,7 @@ impl Store {
     /// Link staged rows to local users (by immutable id, then by name) and
     /// compute every row's status, in a few set-based statements.
     pub async fn compute_staged_status(&self, directory: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let statements = [
             "UPDATE staged_users SET user_id = (SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id) WHERE directory = $1",
             "UPDATE staged_users SET user_id = (SELECT u.id FROM users u WHERE u.username_key = staged_users.username_key) \

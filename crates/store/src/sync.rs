@@ -260,7 +260,7 @@ impl Store {
         if items.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for chunk in items.chunks(400) {
             let mut sql = String::from("INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome) VALUES ");
             for i in 0..chunk.len() {
@@ -351,7 +351,7 @@ impl Store {
     /// Apply items in one transaction: all or none. On error the caller
     /// retries the chunk item by item to find the one that fails.
     pub async fn apply_items(&self, source: &str, organisation_ids: &[i64], items: &[ApplyItem<'_>], now: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for it in items {
             apply_item(&mut tx, source, organisation_ids, it, now).await?;
         }
@@ -361,7 +361,7 @@ impl Store {
 
     /// Disable a user because of the directory: sessions end, tokens are revoked.
     pub async fn disable_for_directory(&self, user_id: i64, now: i64) -> Result<(u64, u64)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let r = disable(&mut tx, user_id, now).await?;
         tx.commit().await?;
         Ok(r)
@@ -539,7 +539,7 @@ impl Store {
 
     /// Make a group's members exactly `members`, in one transaction.
     pub async fn replace_group_members(&self, group_id: i64, members: &[i64]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM group_members WHERE group_id = $1").bind(group_id).execute(&mut *tx).await?;
         for chunk in members.chunks(400) {
             let mut sql = String::from("INSERT INTO group_members (group_id, user_id) VALUES ");

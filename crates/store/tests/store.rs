@@ -2,7 +2,7 @@
 //! PostgreSQL at 127.0.0.1:5432 (a fresh database per test).
 
 use bindery_store::testing::TestDb;
-use bindery_store::{Backend, NewLoginEvent, NewStaged, NewUserRow, StagedFilter, Store, UserRowUpdate};
+use bindery_store::{Backend, Grant, GrantCredential, NewLoginEvent, NewStaged, NewUserRow, StagedFilter, Store, UserRowUpdate};
 
 /// Run an async test body once per backend.
 macro_rules! both_backends {
@@ -119,6 +119,80 @@ both_backends!(lockout_counts_within_window, |store| {
     assert_eq!((locked[0].key.as_str(), locked[0].failures, locked[0].last_at), ("user:dave", 3, 300));
     store.clear_failures("user:dave").await.unwrap();
     assert_eq!(store.count_failures("user:dave", 0).await.unwrap(), 0);
+});
+
+fn login_line(success: bool, at: i64) -> NewLoginEvent<'static> {
+    NewLoginEvent {
+        at,
+        username: "gina",
+        ip: "10.0.0.9",
+        user_agent: "t",
+        success,
+        reason: if success { "" } else { "wrong password" },
+        method: "api",
+    }
+}
+
+both_backends!(a_login_is_written_in_one_transaction, |store| {
+    let id = store.insert_user(&new_user("gina", "gina", &[])).await.unwrap();
+    // Two failures count against both keys; one that does not count
+    // (an empty password, say) only writes the log line.
+    store.deny_login(&["user:gina", "ip:10.0.0.9"], &login_line(false, 100)).await.unwrap();
+    store.deny_login(&["user:gina", "ip:10.0.0.9"], &login_line(false, 110)).await.unwrap();
+    store.deny_login(&[], &login_line(false, 120)).await.unwrap();
+    assert_eq!(store.failure_counts("user:gina", "ip:10.0.0.9", 0).await.unwrap(), (2, 2));
+    assert_eq!(store.failure_counts("user:gina", "ip:10.0.0.9", 105).await.unwrap(), (1, 1));
+    assert_eq!(store.failure_counts("user:gina", "", 0).await.unwrap(), (2, 0));
+
+    // A session: last login and validation times, the username's failures
+    // cleared (the address's stay), the session, and the log line.
+    let session = Grant {
+        user_id: id,
+        username: "gina",
+        now: 200,
+        validated: true,
+        clear_failures: Some("user:gina"),
+        credential: GrantCredential::Session { token_hash: "s1" },
+        event: login_line(true, 200),
+    };
+    assert_eq!(store.grant_login(&session).await.unwrap(), None);
+    let u = store.get_user(id).await.unwrap().unwrap();
+    assert_eq!((u.last_login_at, u.validated_at), (Some(200), Some(200)));
+    assert_eq!(store.failure_counts("user:gina", "ip:10.0.0.9", 0).await.unwrap(), (0, 2));
+    assert_eq!(store.get_session("s1").await.unwrap().expect("session").user_id, id);
+    assert_eq!(store.count_logins_since(0).await.unwrap(), (1, 3));
+
+    // API keys: a new one revokes the earlier live one of the same name.
+    let key = |hash: &'static str, now: i64| Grant {
+        user_id: id,
+        username: "gina",
+        now,
+        validated: false,
+        clear_failures: None,
+        credential: GrantCredential::Token {
+            name: "api key",
+            token_hash: hash,
+            prefix: "bdy_x",
+            expires_at: None,
+            replace_same_name: true,
+        },
+        event: login_line(true, now),
+    };
+    let first = store.grant_login(&key("k1", 300)).await.unwrap().expect("token id");
+    let second = store.grant_login(&key("k2", 400)).await.unwrap().expect("token id");
+    assert_ne!(first, second);
+    assert!(store.find_api_token("k1").await.unwrap().unwrap().revoked_at.is_some());
+    let live = store.find_api_token("k2").await.unwrap().unwrap();
+    assert_eq!((live.revoked_at, live.user_id, live.name.as_str()), (None, id, "api key"));
+    // validated: false leaves the validation time alone.
+    let u = store.get_user(id).await.unwrap().unwrap();
+    assert_eq!((u.last_login_at, u.validated_at), (Some(400), Some(200)));
+
+    // Nothing half-written: a session whose hash is taken fails whole.
+    let dup = Grant { now: 500, event: login_line(true, 500), ..session };
+    assert!(store.grant_login(&dup).await.is_err());
+    assert_eq!(store.get_user(id).await.unwrap().unwrap().last_login_at, Some(400));
+    assert_eq!(store.count_logins_since(0).await.unwrap(), (3, 3));
 });
 
 both_backends!(settings_upsert_and_logs, |store| {
