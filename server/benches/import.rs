@@ -138,7 +138,7 @@ async fn main() {
         ("4", "name", false),
         ("example", "username", true),
         ("", "status", false),
-        ("user09", "username", false),
+        ("user001", "username", false),
     ];
     for i in 0..100 {
         let (q, sort, desc) = queries[i % queries.len()];
