@@ -85,6 +85,10 @@ where
     let mut totals = Totals { server, ..Default::default() };
     let result =
         async {
+            // The page before this one is stored while this one is fetched:
+            // the directory and the database work at the same time, and
+            // at most two pages are held in memory.
+            let mut storing: Option<(u64, Fut)> = None;
             for ou in &cfg.search_ous {
                 let mut cookie: Vec<u8> = Vec::new();
                 let mut finished = false;
@@ -94,12 +98,17 @@ where
                     }
                     let control: ldap3::controls::RawControl = PagedResults { size: cfg.page_size, cookie: cookie.clone() }.into();
                     let what = format!("paged search of {ou} (page {})", page + 1);
-                    let r = ldap
-                        .with_controls(vec![control])
-                        .with_timeout(cfg.op_timeout)
-                        .search(ou, Scope::Subtree, &filter, attrs.clone())
-                        .await
-                        .map_err(|e| Failure::from_ldap(e, &what, cfg.op_timeout))?;
+                    let search =
+                        ldap.with_controls(vec![control]).with_timeout(cfg.op_timeout).search(ou, Scope::Subtree, &filter, attrs.clone());
+                    let r = match storing.take() {
+                        Some((n, store)) => {
+                            let (r, stored) = tokio::join!(search, store);
+                            stored.map_err(|e| Failure::answer(format!("storing page {n}: {e}")))?;
+                            r
+                        }
+                        None => search.await,
+                    }
+                    .map_err(|e| Failure::from_ldap(e, &what, cfg.op_timeout))?;
                     let (raw, result) = (r.0, r.1);
                     let next = result.ctrls.iter().find_map(|c| match c {
                         Control(Some(ControlType::PagedResults), raw) => Some(raw.parse::<PagedResults>().cookie),
@@ -124,7 +133,7 @@ where
                         .collect();
                     totals.entries += entries.len() as u64;
                     totals.pages += 1;
-                    on_page(entries, &totals).await.map_err(|e| Failure::answer(format!("storing page {}: {e}", page + 1)))?;
+                    storing = Some((totals.pages, on_page(entries, &totals)));
                     match next {
                         Some(c) if !c.is_empty() => {
                             if c == cookie {
@@ -148,6 +157,9 @@ where
                         "paged search still not finished after {MAX_PAGES} pages: cut off, result incomplete"
                     )));
                 }
+            }
+            if let Some((n, store)) = storing {
+                store.await.map_err(|e| Failure::answer(format!("storing page {n}: {e}")))?;
             }
             Ok(())
         }

@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use bindery_model::{DirectoryKind, Page, SyncCounts, SyncItem, SyncRun, SyncRunDetail, SyncSettings, SyncSettingsView};
-use bindery_store::{ApplyItem, ItemRow, NewItem, PlanRow, Store};
+use bindery_store::{ApplyItem, ItemRow, NewItem, PlanRow, StagedRow, Store};
 
 use crate::import::{run_dto, source_of};
 use crate::util::{fmt_ts, now_ms};
@@ -474,7 +474,8 @@ impl Service {
             after = last.id;
             let staged_ids: Vec<i64> = items.iter().filter_map(|i| i.staged_id).collect();
             let entries = self.store.staged_by_ids(&staged_ids).await?;
-            let find = |i: &ItemRow| i.staged_id.and_then(|s| entries.iter().find(|e| e.id == s));
+            let by_id: std::collections::HashMap<i64, &StagedRow> = entries.iter().map(|e| (e.id, e)).collect();
+            let find = |i: &ItemRow| i.staged_id.and_then(|s| by_id.get(&s).copied());
             let mut batch: Vec<ApplyItem<'_>> = Vec::with_capacity(items.len());
             for i in &items {
                 let entry = find(i);
@@ -485,10 +486,13 @@ impl Service {
                 batch.push(ApplyItem { action: &i.action, user_id: i.user_id, entry, role, extra_orgs });
             }
             let now = now_ms();
-            if self.store.apply_items(source, &orgs, &batch, now).await.is_ok() {
-                self.store.set_item_outcomes(&items.iter().map(|i| i.id).collect::<Vec<_>>(), "applied").await?;
-                counts.applied += items.len() as i64;
-                continue;
+            match self.store.apply_items(source, &orgs, &batch, now).await {
+                Ok(()) => {
+                    self.store.set_item_outcomes(&items.iter().map(|i| i.id).collect::<Vec<_>>(), "applied").await?;
+                    counts.applied += items.len() as i64;
+                    continue;
+                }
+                Err(e) => tracing::warn!(run = id, error = %e, "a chunk of the sync failed: applying its items one by one"),
             }
             for (item, one) in items.iter().zip(&batch) {
                 match self.store.apply_items(source, &orgs, std::slice::from_ref(one), now).await {
@@ -504,7 +508,10 @@ impl Service {
                 }
             }
         }
-        self.store.compute_staged_status(kind.as_str()).await?;
+        if counts.applied + counts.apply_failed > 0 {
+            // The import table's statuses follow what was applied.
+            self.store.compute_staged_status(kind.as_str()).await?;
+        }
         counts.apply_ms = started.elapsed().as_millis() as i64;
         self.system_audit(
             "directory.sync_applied",

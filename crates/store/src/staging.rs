@@ -71,8 +71,6 @@ pub(crate) const STAGED_COLS: &str =
     "id, external_id, dn, username, username_key, name, email, groups, dir_state, problem, status, user_id";
 pub(crate) const RUN_COLS: &str =
     "id, directory, kind, state, started_by, dry_run, entries, pages, complete, started_at, finished_at, error, summary_json";
-/// Rows per multi-row INSERT (9 values each, far below every backend's limit).
-const INSERT_CHUNK: usize = 500;
 
 impl StagedFilter<'_> {
     /// ` AND …` clauses after `directory = $1`, and their bound values from `$2`.
@@ -104,7 +102,7 @@ impl Store {
     /// OUs that overlap) is kept once.
     pub async fn insert_staged(&self, directory: &str, rows: &[NewStaged<'_>]) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        for chunk in rows.chunks(INSERT_CHUNK) {
+        for chunk in rows.chunks(crate::rows_per_statement(9)) {
             let mut sql = String::from(
                 "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, problem) VALUES ",
             );
@@ -203,18 +201,19 @@ impl Store {
             }
             q.fetch_one(&self.pool).await?.try_get::<i64, _>(0)?
         };
-        let column = match sort {
-            "name" => "lower(name)",
-            "email" => "lower(email)",
-            "status" => "status",
-            _ => "username_key",
+        // Each order has an index that yields it (`id` is the rowid that
+        // ends every SQLite index), so a page never sorts the snapshot.
+        let keys: &[&str] = match sort {
+            "name" => &["lower(name)", "id"],
+            "email" => &["lower(email)", "id"],
+            "status" => &["status", "username_key", "id"],
+            _ => &["username_key", "id"],
         };
         let dir = if descending { "DESC" } else { "ASC" };
+        let order = keys.iter().map(|k| format!("{k} {dir}")).collect::<Vec<_>>().join(", ");
         let n = binds.len() + 2;
-        let sql = format!(
-            "SELECT {STAGED_COLS} FROM staged_users WHERE directory = $1{clause} ORDER BY {column} {dir}, id {dir} LIMIT ${n} OFFSET ${}",
-            n + 1
-        );
+        let sql =
+            format!("SELECT {STAGED_COLS} FROM staged_users WHERE directory = $1{clause} ORDER BY {order} LIMIT ${n} OFFSET ${}", n + 1);
         let mut q = sqlx::query_as::<_, StagedRow>(&sql).bind(directory);
         for b in &binds {
             q = q.bind(b.as_str());
