@@ -14,9 +14,18 @@ use bindery_store::UserRow;
 use crate::util::{fmt_ts, now_ms};
 use crate::{Actor, Result, Service};
 
+/// A live gateway: the configuration version it was built from, and when
+/// that version was last confirmed as the stored one.
+type Live = (i64, Arc<Gateway>, std::time::Instant);
+
+/// How long a confirmed gateway is used without asking the database again.
+/// Saving on this replica drops the gateway at once; other replicas notice
+/// within this time.
+const CONFIRMED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Default)]
 pub(crate) struct Gateways {
-    live: Mutex<HashMap<DirectoryKind, (i64, Arc<Gateway>)>>,
+    live: Mutex<HashMap<DirectoryKind, Live>>,
 }
 
 impl std::fmt::Debug for Gateways {
@@ -26,7 +35,7 @@ impl std::fmt::Debug for Gateways {
 }
 
 impl Gateways {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<DirectoryKind, (i64, Arc<Gateway>)>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<DirectoryKind, Live>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -56,11 +65,17 @@ fn health_dto(kind: DirectoryKind, h: Health) -> ServerHealth {
 impl Service {
     /// The live gateway of an enabled, valid configuration.
     pub(crate) async fn gateway(&self, kind: DirectoryKind) -> Result<Option<Arc<Gateway>>> {
-        // The hot path (every login): one small read proves the live
-        // gateway is still the stored configuration's.
+        // The hot path (every login): a gateway confirmed a moment ago, or
+        // one small read proving it is still the stored configuration's.
+        if let Some((_, g, confirmed)) = self.gateways.map().get(&kind) {
+            if confirmed.elapsed() < CONFIRMED_FOR {
+                return Ok(Some(g.clone()));
+            }
+        }
         if let Some(version) = self.store.directory_version(kind.as_str()).await? {
-            if let Some((live, g)) = self.gateways.map().get(&kind) {
+            if let Some((live, g, confirmed)) = self.gateways.map().get_mut(&kind) {
                 if *live == version {
+                    *confirmed = std::time::Instant::now();
                     return Ok(Some(g.clone()));
                 }
             }
@@ -70,7 +85,7 @@ impl Service {
             self.gateways.map().remove(&kind);
             return Ok(None);
         }
-        if let Some((version, g)) = self.gateways.map().get(&kind) {
+        if let Some((version, g, _)) = self.gateways.map().get(&kind) {
             if *version == stored.version {
                 return Ok(Some(g.clone()));
             }
@@ -83,7 +98,7 @@ impl Service {
             }
         };
         let g = Arc::new(Gateway::new(cfg));
-        self.gateways.map().insert(kind, (stored.version, g.clone()));
+        self.gateways.map().insert(kind, (stored.version, g.clone(), std::time::Instant::now()));
         Ok(Some(g))
     }
 

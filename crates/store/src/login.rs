@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use crate::{b, NewLoginEvent, Result, Store};
+use crate::{b, Backend, NewLoginEvent, Result, Store};
 
 /// The credential a successful login issues.
 #[derive(Debug)]
@@ -55,10 +55,60 @@ impl Store {
 
     /// Write a successful login in one transaction: last login (and
     /// validation) time, the cleared failures, the session or token, and
-    /// the login log's line. Returns the new token's id (`None` for a
-    /// session).
-    pub async fn grant_login(&self, g: &Grant<'_>) -> Result<Option<i64>> {
+    /// the login log's line.
+    pub async fn grant_login(&self, g: &Grant<'_>) -> Result<()> {
         let mut tx = self.write_tx().await?;
+        if self.backend == Backend::Sqlite {
+            // SQLite runs the statements of one query in turn: one trip to
+            // its worker thread instead of one per statement.
+            let mut sql = String::from(if g.validated {
+                "UPDATE users SET last_login_at = $1, validated_at = $1 WHERE id = $2;"
+            } else {
+                "UPDATE users SET last_login_at = $1 WHERE id = $2;"
+            });
+            if g.clear_failures.is_some() {
+                sql.push_str("DELETE FROM auth_failures WHERE key = $9;");
+            }
+            let (name, prefix, expires_at, token_hash) = match &g.credential {
+                GrantCredential::Session { token_hash } => {
+                    sql.push_str(
+                        "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, ip, user_agent) VALUES ($8, $2, $1, $1, $4, $5);",
+                    );
+                    ("", "", None, *token_hash)
+                }
+                GrantCredential::Token { name, token_hash, prefix, expires_at, replace_same_name } => {
+                    if *replace_same_name {
+                        sql.push_str("UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND name = $10 AND revoked_at IS NULL;");
+                    }
+                    sql.push_str(
+                        "INSERT INTO api_tokens (user_id, name, token_hash, prefix, created_by, created_at, expires_at) \
+                         VALUES ($2, $10, $8, $11, $3, $1, $12);",
+                    );
+                    (*name, *prefix, *expires_at, *token_hash)
+                }
+            };
+            sql.push_str(
+                "INSERT INTO login_log (at, username, ip, user_agent, success, reason, method) VALUES ($1, $6, $4, $5, $13, $14, $7)",
+            );
+            sqlx::query(&sql)
+                .bind(g.now)
+                .bind(g.user_id)
+                .bind(g.username)
+                .bind(g.event.ip)
+                .bind(g.event.user_agent)
+                .bind(g.event.username)
+                .bind(g.event.method)
+                .bind(token_hash)
+                .bind(g.clear_failures.unwrap_or(""))
+                .bind(name)
+                .bind(prefix)
+                .bind(expires_at)
+                .bind(b(g.event.success))
+                .bind(g.event.reason)
+                .execute(&mut *tx)
+                .await?;
+            return tx.commit().await;
+        }
         let sql = if g.validated {
             "UPDATE users SET last_login_at = $1, validated_at = $1 WHERE id = $2"
         } else {
@@ -68,7 +118,7 @@ impl Store {
         if let Some(key) = g.clear_failures {
             sqlx::query("DELETE FROM auth_failures WHERE key = $1").bind(key).execute(&mut *tx).await?;
         }
-        let id = match &g.credential {
+        match &g.credential {
             GrantCredential::Session { token_hash } => {
                 sqlx::query(
                     "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, ip, user_agent) VALUES ($1, $2, $3, $3, $4, $5)",
@@ -80,7 +130,6 @@ impl Store {
                 .bind(g.event.user_agent)
                 .execute(&mut *tx)
                 .await?;
-                None
             }
             GrantCredential::Token { name, token_hash, prefix, expires_at, replace_same_name } => {
                 if *replace_same_name {
@@ -91,9 +140,9 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                let row = sqlx::query(
+                sqlx::query(
                     "INSERT INTO api_tokens (user_id, name, token_hash, prefix, created_by, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(g.user_id)
                 .bind(*name)
@@ -102,14 +151,12 @@ impl Store {
                 .bind(g.username)
                 .bind(g.now)
                 .bind(*expires_at)
-                .fetch_one(&mut *tx)
+                .execute(&mut *tx)
                 .await?;
-                Some(row.try_get(0)?)
             }
-        };
+        }
         insert_event(&mut tx, &g.event).await?;
-        tx.commit().await?;
-        Ok(id)
+        tx.commit().await
     }
 
     /// Write a failed login in one transaction: a failure for each lockout

@@ -155,7 +155,7 @@ both_backends!(a_login_is_written_in_one_transaction, |store| {
         credential: GrantCredential::Session { token_hash: "s1" },
         event: login_line(true, 200),
     };
-    assert_eq!(store.grant_login(&session).await.unwrap(), None);
+    store.grant_login(&session).await.unwrap();
     let u = store.get_user(id).await.unwrap().unwrap();
     assert_eq!((u.last_login_at, u.validated_at), (Some(200), Some(200)));
     assert_eq!(store.failure_counts("user:gina", "ip:10.0.0.9", 0).await.unwrap(), (0, 2));
@@ -178,9 +178,8 @@ both_backends!(a_login_is_written_in_one_transaction, |store| {
         },
         event: login_line(true, now),
     };
-    let first = store.grant_login(&key("k1", 300)).await.unwrap().expect("token id");
-    let second = store.grant_login(&key("k2", 400)).await.unwrap().expect("token id");
-    assert_ne!(first, second);
+    store.grant_login(&key("k1", 300)).await.unwrap();
+    store.grant_login(&key("k2", 400)).await.unwrap();
     assert!(store.find_api_token("k1").await.unwrap().unwrap().revoked_at.is_some());
     let live = store.find_api_token("k2").await.unwrap().unwrap();
     assert_eq!((live.revoked_at, live.user_id, live.name.as_str()), (None, id, "api key"));
