@@ -277,6 +277,12 @@ both_backends!(staging_statuses_links_and_runs, |store| {
     assert_eq!((total, page.len(), page[0].username_key.as_str()), (4, 2, "dee"));
     let (page, total) = store.list_staged("ldap", &StagedFilter { status: None, search: Some("FA") }, "email", false, 15, 0).await.unwrap();
     assert_eq!((total, page[0].username.as_str()), (1, "fay"));
+    // The search looks in the username, the name and the email, case-insensitively.
+    let search = |q: &'static str| StagedFilter { status: None, search: Some(q) };
+    let (page, total) = store.list_staged("ldap", &search("Other@Example"), "username", false, 15, 0).await.unwrap();
+    assert_eq!((total, page[0].username.as_str()), (1, "CY"));
+    assert_eq!(store.list_staged("ldap", &search("same@"), "username", false, 15, 0).await.unwrap().1, 2);
+    assert_eq!(store.list_staged("ldap", &search("nobody"), "username", false, 15, 0).await.unwrap().1, 0);
 
     let run = store.start_run("ldap", "fetch", "admin", false, 10).await.unwrap();
     store.run_progress(run, 7, 3).await.unwrap();
