@@ -712,22 +712,6 @@ impl Store {
 
     // ----- lockout -----------------------------------------------------------
 
-    pub async fn record_failure(&self, keys: &[&str], now: i64) -> Result<()> {
-        for k in keys {
-            sqlx::query("INSERT INTO auth_failures (key, at) VALUES ($1, $2)").bind(*k).bind(now).execute(&self.pool).await?;
-        }
-        Ok(())
-    }
-
-    pub async fn count_failures(&self, key: &str, since: i64) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM auth_failures WHERE key = $1 AND at >= $2")
-            .bind(key)
-            .bind(since)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?)
-    }
-
     pub async fn clear_failures(&self, key: &str) -> Result<u64> {
         let r = sqlx::query("DELETE FROM auth_failures WHERE key = $1").bind(key).execute(&self.pool).await?;
         Ok(r.rows_affected())

@@ -110,15 +110,17 @@ both_backends!(sessions_and_revocation, |store| {
 });
 
 both_backends!(lockout_counts_within_window, |store| {
-    store.record_failure(&["user:dave", "ip:10.0.0.1"], 100).await.unwrap();
-    store.record_failure(&["user:dave"], 200).await.unwrap();
-    store.record_failure(&["user:dave"], 300).await.unwrap();
-    assert_eq!(store.count_failures("user:dave", 150).await.unwrap(), 2);
+    let failed =
+        |at: i64| NewLoginEvent { at, username: "dave", ip: "10.0.0.1", user_agent: "t", success: false, reason: "x", method: "web" };
+    store.deny_login(&["user:dave", "ip:10.0.0.1"], &failed(100)).await.unwrap();
+    store.deny_login(&["user:dave"], &failed(200)).await.unwrap();
+    store.deny_login(&["user:dave"], &failed(300)).await.unwrap();
+    assert_eq!(store.failure_counts("user:dave", "", 150).await.unwrap().0, 2);
     let locked = store.locked_keys(0, 3).await.unwrap();
     assert_eq!(locked.len(), 1);
     assert_eq!((locked[0].key.as_str(), locked[0].failures, locked[0].last_at), ("user:dave", 3, 300));
     store.clear_failures("user:dave").await.unwrap();
-    assert_eq!(store.count_failures("user:dave", 0).await.unwrap(), 0);
+    assert_eq!(store.failure_counts("user:dave", "", 0).await.unwrap().0, 0);
 });
 
 fn login_line(success: bool, at: i64) -> NewLoginEvent<'static> {
