@@ -192,7 +192,8 @@ impl Service {
         let since = now_ms() - security.lockout_window_minutes * 60_000;
         let ukey = user_key(&key);
         let ikey = if client.ip.is_empty() { String::new() } else { ip_key(&client.ip) };
-        let (user_failures, ip_failures) = self.store.failure_counts(&ukey, &ikey, since).await.map_err(Denied::store)?;
+        let bindery_store::LoginLookup { user_failures, ip_failures, user } =
+            self.store.login_lookup(&key, &ukey, &ikey, since).await.map_err(Denied::store)?;
         if user_failures >= security.lockout_max_failures {
             return Err(Denied::quiet("locked out: too many failures for this username"));
         }
@@ -200,7 +201,6 @@ impl Service {
             return Err(Denied::quiet("locked out: too many failures from this address"));
         }
 
-        let user = self.store.find_user(&key).await.map_err(Denied::store)?;
         let checked = match user {
             // Local users authenticate locally, and only locally.
             Some(u) if u.source == UserSource::Local.as_str() => match &u.password_hash {

@@ -21,7 +21,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, ConnectOptions, Row};
 
-pub use login::{Grant, GrantCredential};
+pub use login::{Grant, GrantCredential, LoginLookup};
 pub use rows::*;
 pub use staging::{NewStaged, Relink, StagedFilter, StagedRow, SyncRunRow};
 pub use sync::{ApplyItem, ItemRow, MissingUser, NewItem, NotificationRow, PlanRow};
@@ -70,6 +70,8 @@ pub struct Store {
     /// 1, 2, 5, 10… ms and turned lock contention into a 60 ms p99 at 32
     /// concurrent logins. `None` on PostgreSQL (row locks, many writers).
     write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// Successful logins waiting for their group commit (SQLite).
+    grant_queue: std::sync::Arc<std::sync::Mutex<Vec<login::Waiting>>>,
 }
 
 /// A write transaction; on SQLite it also holds this process's write turn
@@ -185,17 +187,22 @@ impl Store {
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
         let write_gate = (backend == Backend::Sqlite).then(Default::default);
-        Ok(Store { pool, backend, write_gate })
+        Ok(Store { pool, backend, write_gate, grant_queue: Default::default() })
     }
 
     /// Begin a write transaction (on SQLite, after this process's earlier
     /// writers are done).
     pub(crate) async fn write_tx(&self) -> Result<WriteTx> {
-        let turn = match &self.write_gate {
+        let turn = self.write_turn().await;
+        Ok(WriteTx { tx: self.pool.begin().await?, _turn: turn })
+    }
+
+    /// This process's write turn on SQLite (`None` on PostgreSQL).
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.write_gate {
             Some(g) => Some(g.clone().lock_owned().await),
             None => None,
-        };
-        Ok(WriteTx { tx: self.pool.begin().await?, _turn: turn })
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -2,9 +2,29 @@
 //! lockout counters, and one write transaction per login whatever it
 //! issues (it used to be five autocommits queuing behind SQLite's writer).
 
-use sqlx::Row;
+use sqlx::any::AnyArguments;
+use sqlx::{Any, Row};
 
-use crate::{b, Backend, NewLoginEvent, Result, Store};
+use crate::{b, Backend, NewLoginEvent, Result, Store, UserRow};
+
+/// The lockout counters and the user, read together (see [`Store::login_lookup`]).
+#[derive(Debug)]
+pub struct LoginLookup {
+    pub user_failures: i64,
+    pub ip_failures: i64,
+    pub user: Option<UserRow>,
+}
+
+/// One row whatever the user: the counters, joined to the user if any.
+const LOGIN_LOOKUP: &str = "SELECT c.user_failures AS user_failures, c.ip_failures AS ip_failures, \
+        u.id AS id, u.username AS username, u.username_key AS username_key, u.name AS name, u.email AS email, \
+        u.role AS role, u.source AS source, u.is_active AS is_active, u.password_hash AS password_hash, \
+        u.must_change_password AS must_change_password, u.external_id AS external_id, u.created_at AS created_at, \
+        u.updated_at AS updated_at, u.last_login_at AS last_login_at, u.validated_at AS validated_at \
+     FROM (SELECT CAST(COALESCE(SUM(CASE WHEN key = $1 THEN 1 ELSE 0 END), 0) AS BIGINT) AS user_failures, \
+                  CAST(COALESCE(SUM(CASE WHEN key = $2 THEN 1 ELSE 0 END), 0) AS BIGINT) AS ip_failures \
+           FROM auth_failures WHERE key IN ($1, $2) AND at >= $3) c \
+     LEFT JOIN users u ON u.username_key = $4";
 
 /// The credential a successful login issues.
 #[derive(Debug)]
@@ -38,77 +58,27 @@ pub struct Grant<'a> {
 }
 
 impl Store {
-    /// Recent failures of a username key and of a client IP key, in one read.
-    pub async fn failure_counts(&self, user_key: &str, ip_key: &str, since: i64) -> Result<(i64, i64)> {
-        let row = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(CASE WHEN key = $1 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-                    CAST(COALESCE(SUM(CASE WHEN key = $2 THEN 1 ELSE 0 END), 0) AS BIGINT) \
-             FROM auth_failures WHERE key IN ($1, $2) AND at >= $3",
-        )
-        .bind(user_key)
-        .bind(ip_key)
-        .bind(since)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((row.try_get(0)?, row.try_get(1)?))
+    /// What a login attempt needs to know before it asks a directory, in
+    /// one read: the recent failures of the username's lockout key and of
+    /// the client IP's key (at or after `since`), and the user of that
+    /// username key, if any.
+    pub async fn login_lookup(&self, username_key: &str, user_key: &str, ip_key: &str, since: i64) -> Result<LoginLookup> {
+        let row = sqlx::query(LOGIN_LOOKUP).bind(user_key).bind(ip_key).bind(since).bind(username_key).fetch_one(&self.pool).await?;
+        let user = match row.try_get::<Option<i64>, _>("id")? {
+            Some(_) => Some(<UserRow as sqlx::FromRow<'_, sqlx::any::AnyRow>>::from_row(&row)?),
+            None => None,
+        };
+        Ok(LoginLookup { user_failures: row.try_get("user_failures")?, ip_failures: row.try_get("ip_failures")?, user })
     }
 
     /// Write a successful login in one transaction: last login (and
     /// validation) time, the cleared failures, the session or token, and
     /// the login log's line.
     pub async fn grant_login(&self, g: &Grant<'_>) -> Result<()> {
-        let mut tx = self.write_tx().await?;
         if self.backend == Backend::Sqlite {
-            // SQLite runs the statements of one query in turn: one trip to
-            // its worker thread instead of one per statement.
-            let mut sql = String::from(if g.validated {
-                "UPDATE users SET last_login_at = $1, validated_at = $1 WHERE id = $2;"
-            } else {
-                "UPDATE users SET last_login_at = $1 WHERE id = $2;"
-            });
-            if g.clear_failures.is_some() {
-                sql.push_str("DELETE FROM auth_failures WHERE key = $9;");
-            }
-            let (name, prefix, expires_at, token_hash) = match &g.credential {
-                GrantCredential::Session { token_hash } => {
-                    sql.push_str(
-                        "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, ip, user_agent) VALUES ($8, $2, $1, $1, $4, $5);",
-                    );
-                    ("", "", None, *token_hash)
-                }
-                GrantCredential::Token { name, token_hash, prefix, expires_at, replace_same_name } => {
-                    if *replace_same_name {
-                        sql.push_str("UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND name = $10 AND revoked_at IS NULL;");
-                    }
-                    sql.push_str(
-                        "INSERT INTO api_tokens (user_id, name, token_hash, prefix, created_by, created_at, expires_at) \
-                         VALUES ($2, $10, $8, $11, $3, $1, $12);",
-                    );
-                    (*name, *prefix, *expires_at, *token_hash)
-                }
-            };
-            sql.push_str(
-                "INSERT INTO login_log (at, username, ip, user_agent, success, reason, method) VALUES ($1, $6, $4, $5, $13, $14, $7)",
-            );
-            sqlx::query(&sql)
-                .bind(g.now)
-                .bind(g.user_id)
-                .bind(g.username)
-                .bind(g.event.ip)
-                .bind(g.event.user_agent)
-                .bind(g.event.username)
-                .bind(g.event.method)
-                .bind(token_hash)
-                .bind(g.clear_failures.unwrap_or(""))
-                .bind(name)
-                .bind(prefix)
-                .bind(expires_at)
-                .bind(b(g.event.success))
-                .bind(g.event.reason)
-                .execute(&mut *tx)
-                .await?;
-            return tx.commit().await;
+            return self.grant_in_group(QueuedGrant::of(g)).await;
         }
+        let mut tx = self.write_tx().await?;
         let sql = if g.validated {
             "UPDATE users SET last_login_at = $1, validated_at = $1 WHERE id = $2"
         } else {
@@ -169,6 +139,218 @@ impl Store {
         }
         insert_event(&mut tx, event).await?;
         tx.commit().await
+    }
+}
+
+/// A successful login's writes on SQLite, owned, waiting for the next
+/// group commit. Its values are bound in this order as `$1`…`$14` of
+/// [`GRANT_STATEMENTS`] (renumbered for its place in a batch).
+#[derive(Debug)]
+pub(crate) struct QueuedGrant {
+    validated: bool,
+    clear: bool,
+    /// `None`: a session; `Some(replace_same_name)`: an API token.
+    token: Option<bool>,
+    now: i64,
+    user_id: i64,
+    username: String,
+    ip: String,
+    user_agent: String,
+    logged_name: String,
+    method: String,
+    token_hash: String,
+    clear_key: String,
+    name: String,
+    prefix: String,
+    expires_at: Option<i64>,
+    success: i64,
+    reason: String,
+}
+
+/// A queued grant and where its result goes.
+pub(crate) type Waiting = (QueuedGrant, tokio::sync::oneshot::Sender<Result<()>>);
+
+/// Grants written per transaction at most.
+const GRANTS_PER_COMMIT: usize = 64;
+
+/// Parameters per grant in a batch.
+const GRANT_PARAMS: usize = 14;
+
+impl QueuedGrant {
+    fn of(g: &Grant<'_>) -> QueuedGrant {
+        let (token, name, prefix, expires_at, token_hash) = match &g.credential {
+            GrantCredential::Session { token_hash } => (None, "", "", None, *token_hash),
+            GrantCredential::Token { name, token_hash, prefix, expires_at, replace_same_name } => {
+                (Some(*replace_same_name), *name, *prefix, *expires_at, *token_hash)
+            }
+        };
+        QueuedGrant {
+            validated: g.validated,
+            clear: g.clear_failures.is_some(),
+            token,
+            now: g.now,
+            user_id: g.user_id,
+            username: g.username.into(),
+            ip: g.event.ip.into(),
+            user_agent: g.event.user_agent.into(),
+            logged_name: g.event.username.into(),
+            method: g.event.method.into(),
+            token_hash: token_hash.into(),
+            clear_key: g.clear_failures.unwrap_or("").into(),
+            name: name.into(),
+            prefix: prefix.into(),
+            expires_at,
+            success: b(g.event.success),
+            reason: g.event.reason.into(),
+        }
+    }
+
+    /// This grant's statements, their parameters numbered after `base`.
+    fn push_sql(&self, sql: &mut String, base: usize) {
+        let mut push = |template: &str| renumber(sql, template, base);
+        push(if self.validated {
+            "UPDATE users SET last_login_at = $1, validated_at = $1 WHERE id = $2;"
+        } else {
+            "UPDATE users SET last_login_at = $1 WHERE id = $2;"
+        });
+        if self.clear {
+            push("DELETE FROM auth_failures WHERE key = $9;");
+        }
+        match self.token {
+            None => push(
+                "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, ip, user_agent) VALUES ($8, $2, $1, $1, $4, $5);",
+            ),
+            Some(replace_same_name) => {
+                if replace_same_name {
+                    push("UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND name = $10 AND revoked_at IS NULL;");
+                }
+                push(
+                    "INSERT INTO api_tokens (user_id, name, token_hash, prefix, created_by, created_at, expires_at) \
+                     VALUES ($2, $10, $8, $11, $3, $1, $12);",
+                );
+            }
+        }
+        push("INSERT INTO login_log (at, username, ip, user_agent, success, reason, method) VALUES ($1, $6, $4, $5, $13, $14, $7);");
+    }
+
+    fn bind<'q>(&'q self, q: sqlx::query::Query<'q, Any, AnyArguments<'q>>) -> sqlx::query::Query<'q, Any, AnyArguments<'q>> {
+        q.bind(self.now)
+            .bind(self.user_id)
+            .bind(self.username.as_str())
+            .bind(self.ip.as_str())
+            .bind(self.user_agent.as_str())
+            .bind(self.logged_name.as_str())
+            .bind(self.method.as_str())
+            .bind(self.token_hash.as_str())
+            .bind(self.clear_key.as_str())
+            .bind(self.name.as_str())
+            .bind(self.prefix.as_str())
+            .bind(self.expires_at)
+            .bind(self.success)
+            .bind(self.reason.as_str())
+    }
+}
+
+/// Append `template` with every `$n` turned into `$(n + base)`.
+fn renumber(out: &mut String, template: &str, base: usize) {
+    if base == 0 {
+        out.push_str(template);
+        return;
+    }
+    let mut rest = template;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let n: usize = rest[..digits].parse().unwrap_or(0);
+        out.push_str(&(n + base).to_string());
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+}
+
+impl Store {
+    /// Group commit (SQLite): a login queues its writes, then waits for the
+    /// write turn. Whoever gets the turn writes every grant queued by then
+    /// in one transaction — a single trip to SQLite's worker thread — and
+    /// answers each; a login whose grant an earlier turn already wrote just
+    /// takes its answer. Under load, one commit serves many logins instead
+    /// of each waiting for its own.
+    async fn grant_in_group(&self, g: QueuedGrant) -> Result<()> {
+        let (done, mut answer) = tokio::sync::oneshot::channel();
+        self.queued_grants().push((g, done));
+        let turn = tokio::select! {
+            biased;
+            // Written by an earlier turn: leave the queue for the turn.
+            r = &mut answer => return r.unwrap_or_else(|_| Err(sqlx::Error::WorkerCrashed.into())),
+            turn = self.write_turn() => turn,
+        };
+        match answer.try_recv() {
+            Ok(r) => return r,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return Err(sqlx::Error::WorkerCrashed.into()),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+        }
+        // Ours is still queued, so this turn writes the queue as it is now.
+        // In a task of its own: should this login be abandoned (its client
+        // gone), the others it carries are still written and answered.
+        let store = self.clone();
+        let waiting = std::mem::take(&mut *self.queued_grants());
+        tokio::spawn(async move {
+            let _turn = turn;
+            let mut waiting = waiting.into_iter().peekable();
+            while waiting.peek().is_some() {
+                let batch: Vec<Waiting> = waiting.by_ref().take(GRANTS_PER_COMMIT).collect();
+                store.commit_grants(batch).await;
+            }
+        });
+        answer.await.unwrap_or_else(|_| Err(sqlx::Error::WorkerCrashed.into()))
+    }
+
+    fn queued_grants(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
+        self.grant_queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Write `batch` in one transaction and answer each grant. Should the
+    /// transaction fail, each grant is written again on its own, so one bad
+    /// grant fails alone.
+    async fn commit_grants(&self, batch: Vec<Waiting>) {
+        let (grants, answers): (Vec<QueuedGrant>, Vec<_>) = batch.into_iter().unzip();
+        match self.write_grants(&grants).await {
+            Ok(()) => answers.into_iter().for_each(|a| drop(a.send(Ok(())))),
+            Err(e) if grants.len() == 1 => drop(answers.into_iter().next().map(|a| a.send(Err(e)))),
+            Err(e) => {
+                tracing::warn!(error = %e, grants = grants.len(), "a group of logins failed to commit: writing them one by one");
+                for (g, a) in grants.iter().zip(answers) {
+                    let _ = a.send(self.write_grants(std::slice::from_ref(g)).await);
+                }
+            }
+        }
+    }
+
+    /// One transaction, BEGIN to COMMIT, in one query: SQLite runs the
+    /// statements of one query in turn on its worker thread. A single
+    /// grant's text is always the same (a cached statement); a batch's is
+    /// prepared once.
+    async fn write_grants(&self, grants: &[QueuedGrant]) -> Result<()> {
+        let mut sql = String::from("BEGIN IMMEDIATE;");
+        for (i, g) in grants.iter().enumerate() {
+            g.push_sql(&mut sql, i * GRANT_PARAMS);
+        }
+        sql.push_str("COMMIT");
+        let mut query = sqlx::query(&sql).persistent(grants.len() == 1);
+        for g in grants {
+            query = g.bind(query);
+        }
+        let mut conn = self.pool.acquire().await?;
+        if let Err(e) = query.execute(&mut *conn).await {
+            // A statement failed inside the transaction: undo it here, or
+            // never hand this connection out again.
+            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                conn.close_on_drop();
+            }
+            return Err(e.into());
+        }
+        Ok(())
     }
 }
 

@@ -109,18 +109,24 @@ both_backends!(sessions_and_revocation, |store| {
     assert!(store.get_session("h2").await.unwrap().is_none());
 });
 
+/// The lockout counters of [`Store::login_lookup`].
+async fn failure_counts(store: &Store, user_key: &str, ip_key: &str, since: i64) -> (i64, i64) {
+    let l = store.login_lookup("", user_key, ip_key, since).await.unwrap();
+    (l.user_failures, l.ip_failures)
+}
+
 both_backends!(lockout_counts_within_window, |store| {
     let failed =
         |at: i64| NewLoginEvent { at, username: "dave", ip: "10.0.0.1", user_agent: "t", success: false, reason: "x", method: "web" };
     store.deny_login(&["user:dave", "ip:10.0.0.1"], &failed(100)).await.unwrap();
     store.deny_login(&["user:dave"], &failed(200)).await.unwrap();
     store.deny_login(&["user:dave"], &failed(300)).await.unwrap();
-    assert_eq!(store.failure_counts("user:dave", "", 150).await.unwrap().0, 2);
+    assert_eq!(failure_counts(&store, "user:dave", "", 150).await.0, 2);
     let locked = store.locked_keys(0, 3).await.unwrap();
     assert_eq!(locked.len(), 1);
     assert_eq!((locked[0].key.as_str(), locked[0].failures, locked[0].last_at), ("user:dave", 3, 300));
     store.clear_failures("user:dave").await.unwrap();
-    assert_eq!(store.failure_counts("user:dave", "", 0).await.unwrap().0, 0);
+    assert_eq!(failure_counts(&store, "user:dave", "", 0).await.0, 0);
 });
 
 fn login_line(success: bool, at: i64) -> NewLoginEvent<'static> {
@@ -142,9 +148,14 @@ both_backends!(a_login_is_written_in_one_transaction, |store| {
     store.deny_login(&["user:gina", "ip:10.0.0.9"], &login_line(false, 100)).await.unwrap();
     store.deny_login(&["user:gina", "ip:10.0.0.9"], &login_line(false, 110)).await.unwrap();
     store.deny_login(&[], &login_line(false, 120)).await.unwrap();
-    assert_eq!(store.failure_counts("user:gina", "ip:10.0.0.9", 0).await.unwrap(), (2, 2));
-    assert_eq!(store.failure_counts("user:gina", "ip:10.0.0.9", 105).await.unwrap(), (1, 1));
-    assert_eq!(store.failure_counts("user:gina", "", 0).await.unwrap(), (2, 0));
+    assert_eq!(failure_counts(&store, "user:gina", "ip:10.0.0.9", 0).await, (2, 2));
+    assert_eq!(failure_counts(&store, "user:gina", "ip:10.0.0.9", 105).await, (1, 1));
+    assert_eq!(failure_counts(&store, "user:gina", "", 0).await, (2, 0));
+    // The same read brings the user, or none.
+    let seen = store.login_lookup("gina", "user:gina", "ip:10.0.0.9", 0).await.unwrap();
+    assert_eq!((seen.user_failures, seen.ip_failures, seen.user.map(|u| (u.id, u.username))), (2, 2, Some((id, "gina".into()))));
+    let nobody = store.login_lookup("nobody", "user:nobody", "ip:10.0.0.9", 0).await.unwrap();
+    assert_eq!((nobody.user_failures, nobody.ip_failures, nobody.user.is_none()), (0, 2, true));
 
     // A session: last login and validation times, the username's failures
     // cleared (the address's stay), the session, and the log line.
@@ -160,7 +171,7 @@ both_backends!(a_login_is_written_in_one_transaction, |store| {
     store.grant_login(&session).await.unwrap();
     let u = store.get_user(id).await.unwrap().unwrap();
     assert_eq!((u.last_login_at, u.validated_at), (Some(200), Some(200)));
-    assert_eq!(store.failure_counts("user:gina", "ip:10.0.0.9", 0).await.unwrap(), (0, 2));
+    assert_eq!(failure_counts(&store, "user:gina", "ip:10.0.0.9", 0).await, (0, 2));
     assert_eq!(store.get_session("s1").await.unwrap().expect("session").user_id, id);
     assert_eq!(store.count_logins_since(0).await.unwrap(), (1, 3));
 
@@ -194,6 +205,44 @@ both_backends!(a_login_is_written_in_one_transaction, |store| {
     assert!(store.grant_login(&dup).await.is_err());
     assert_eq!(store.get_user(id).await.unwrap().unwrap().last_login_at, Some(400));
     assert_eq!(store.count_logins_since(0).await.unwrap(), (3, 3));
+});
+
+both_backends!(logins_at_once_are_each_written_and_fail_alone, |store| {
+    let id = store.insert_user(&new_user("hank", "hank", &[])).await.unwrap();
+    let session = |hash: &str, now: i64| {
+        let (store, hash) = (store.clone(), hash.to_string());
+        async move {
+            let g = Grant {
+                user_id: id,
+                username: "hank",
+                now,
+                validated: true,
+                clear_failures: None,
+                credential: GrantCredential::Session { token_hash: &hash },
+                event: login_line(true, now),
+            };
+            store.grant_login(&g).await
+        }
+    };
+    session("taken", 1).await.unwrap();
+    // 40 logins at once (on SQLite they queue behind the first and are
+    // committed together); one reuses a taken session hash and fails alone.
+    let tasks: Vec<_> =
+        (0..40).map(|i| tokio::spawn(session(&if i == 20 { "taken".to_string() } else { format!("s{i}") }, 10 + i))).collect();
+    let mut failed = vec![];
+    for (i, t) in tasks.into_iter().enumerate() {
+        if t.await.unwrap().is_err() {
+            failed.push(i);
+        }
+    }
+    assert_eq!(failed, vec![20]);
+    assert_eq!(store.count_logins_since(0).await.unwrap(), (40, 0), "one log line per written login");
+    for i in (0..40).filter(|i| *i != 20) {
+        assert_eq!(store.get_session(&format!("s{i}")).await.unwrap().expect("session").user_id, id);
+    }
+    // Some written login's time (PostgreSQL commits them in any order).
+    let last = store.get_user(id).await.unwrap().unwrap().last_login_at.unwrap();
+    assert!((10..50).contains(&last) && last != 30, "last login {last}");
 });
 
 both_backends!(settings_upsert_and_logs, |store| {
