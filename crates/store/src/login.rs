@@ -291,18 +291,24 @@ impl Store {
             Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
         }
         // Ours is still queued, so this turn writes the queue as it is now.
-        // In a task of its own: should this login be abandoned (its client
-        // gone), the others it carries are still written and answered.
-        let store = self.clone();
         let waiting = std::mem::take(&mut *self.queued_grants());
-        tokio::spawn(async move {
-            let _turn = turn;
-            let mut waiting = waiting.into_iter().peekable();
-            while waiting.peek().is_some() {
-                let batch: Vec<Waiting> = waiting.by_ref().take(GRANTS_PER_COMMIT).collect();
-                store.commit_grants(batch).await;
-            }
-        });
+        if waiting.len() == 1 {
+            // Only ours: written here, nobody else waits on this turn.
+            self.commit_grants(waiting).await;
+        } else {
+            // In a task of its own: should this login be abandoned (its
+            // client gone), the others it carries are still written and
+            // answered.
+            let store = self.clone();
+            tokio::spawn(async move {
+                let _turn = turn;
+                let mut waiting = waiting.into_iter().peekable();
+                while waiting.peek().is_some() {
+                    let batch: Vec<Waiting> = waiting.by_ref().take(GRANTS_PER_COMMIT).collect();
+                    store.commit_grants(batch).await;
+                }
+            });
+        }
         answer.await.unwrap_or_else(|_| Err(sqlx::Error::WorkerCrashed.into()))
     }
 
