@@ -814,8 +814,16 @@ fn unique(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
     }
 }
 
-const USER_SELECT: &str = "SELECT id, username, username_key, name, email, role, source, is_active, password_hash, \
-    must_change_password, external_id, created_at, updated_at, last_login_at, validated_at FROM users";
+/// The columns of a [`UserRow`], for `SELECT`s of users.
+macro_rules! user_columns {
+    () => {
+        "id, username, username_key, name, email, role, source, is_active, password_hash, \
+         must_change_password, external_id, created_at, updated_at, last_login_at, validated_at"
+    };
+}
+pub(crate) use user_columns;
+
+const USER_SELECT: &str = concat!("SELECT ", user_columns!(), " FROM users");
 
 const ORG_SELECT: &str = "SELECT o.id AS id, o.name AS name, o.is_default AS is_default, o.created_at AS created_at, \
     COUNT(uo.user_id) AS user_count FROM organisations o LEFT JOIN user_organisations uo ON uo.organisation_id = o.id";

@@ -16,15 +16,14 @@ pub struct LoginLookup {
 }
 
 /// One row whatever the user: the counters, joined to the user if any.
-const LOGIN_LOOKUP: &str = "SELECT c.user_failures AS user_failures, c.ip_failures AS ip_failures, \
-        u.id AS id, u.username AS username, u.username_key AS username_key, u.name AS name, u.email AS email, \
-        u.role AS role, u.source AS source, u.is_active AS is_active, u.password_hash AS password_hash, \
-        u.must_change_password AS must_change_password, u.external_id AS external_id, u.created_at AS created_at, \
-        u.updated_at AS updated_at, u.last_login_at AS last_login_at, u.validated_at AS validated_at \
-     FROM (SELECT CAST(COALESCE(SUM(CASE WHEN key = $1 THEN 1 ELSE 0 END), 0) AS BIGINT) AS user_failures, \
-                  CAST(COALESCE(SUM(CASE WHEN key = $2 THEN 1 ELSE 0 END), 0) AS BIGINT) AS ip_failures \
-           FROM auth_failures WHERE key IN ($1, $2) AND at >= $3) c \
-     LEFT JOIN users u ON u.username_key = $4";
+const LOGIN_LOOKUP: &str = concat!(
+    "SELECT user_failures, ip_failures, ",
+    crate::user_columns!(),
+    " FROM (SELECT CAST(COALESCE(SUM(CASE WHEN key = $1 THEN 1 ELSE 0 END), 0) AS BIGINT) AS user_failures, \
+                   CAST(COALESCE(SUM(CASE WHEN key = $2 THEN 1 ELSE 0 END), 0) AS BIGINT) AS ip_failures \
+            FROM auth_failures WHERE key IN ($1, $2) AND at >= $3) c \
+      LEFT JOIN users u ON u.username_key = $4"
+);
 
 /// The credential a successful login issues.
 #[derive(Debug)]
@@ -143,8 +142,9 @@ impl Store {
 }
 
 /// A successful login's writes on SQLite, owned, waiting for the next
-/// group commit. Its values are bound in this order as `$1`…`$14` of
-/// [`GRANT_STATEMENTS`] (renumbered for its place in a batch).
+/// group commit. [`QueuedGrant::bind`] binds its values as `$1`…`$14` of
+/// the statements [`QueuedGrant::push_sql`] writes (renumbered for its
+/// place in a batch).
 #[derive(Debug)]
 pub(crate) struct QueuedGrant {
     validated: bool,
@@ -335,8 +335,8 @@ impl Store {
 
     /// One transaction, BEGIN to COMMIT, in one query: SQLite runs the
     /// statements of one query in turn on its worker thread. A single
-    /// grant's text is always the same (a cached statement); a batch's is
-    /// prepared once.
+    /// grant's text is always the same (a cached statement); a batch's
+    /// varies with its size and mix, so it is prepared for that batch only.
     async fn write_grants(&self, grants: &[QueuedGrant]) -> Result<()> {
         let mut sql = String::from("BEGIN IMMEDIATE;");
         for (i, g) in grants.iter().enumerate() {
@@ -372,4 +372,17 @@ pub(crate) async fn insert_event(conn: &mut sqlx::AnyConnection, e: &NewLoginEve
         .execute(conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renumber_shifts_every_parameter() {
+        let mut out = String::from("BEGIN;");
+        super::renumber(&mut out, "UPDATE t SET a = $1, b = $12 WHERE id = $2;", 14);
+        assert_eq!(out, "BEGIN;UPDATE t SET a = $15, b = $26 WHERE id = $16;");
+        let mut same = String::new();
+        super::renumber(&mut same, "VALUES ($1, $14)", 0);
+        assert_eq!(same, "VALUES ($1, $14)");
+    }
 }
