@@ -8,6 +8,7 @@
 //! Timestamps are Unix milliseconds and booleans 0/1 integers so that every
 //! column decodes through the Any driver identically on both backends.
 
+mod group;
 mod login;
 mod rows;
 mod staging;
@@ -71,7 +72,12 @@ pub struct Store {
     /// concurrent logins. `None` on PostgreSQL (row locks, many writers).
     write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     /// Successful logins waiting for their group commit (SQLite).
-    grant_queue: std::sync::Arc<std::sync::Mutex<Vec<login::Waiting>>>,
+    grants: group::Group<login::QueuedGrant, ()>,
+    /// Login lookups waiting to share a read (SQLite).
+    lookups: group::Group<login::QueuedLookup, login::LoginLookup>,
+    /// The read turn of the login lookups (SQLite): one read at a time,
+    /// and every lookup that arrives meanwhile goes in the next one.
+    lookup_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A write transaction; on SQLite it also holds this process's write turn
@@ -187,7 +193,7 @@ impl Store {
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
         let write_gate = (backend == Backend::Sqlite).then(Default::default);
-        Ok(Store { pool, backend, write_gate, grant_queue: Default::default() })
+        Ok(Store { pool, backend, write_gate, grants: Default::default(), lookups: Default::default(), lookup_turn: Default::default() })
     }
 
     /// Begin a write transaction (on SQLite, after this process's earlier

@@ -15,15 +15,38 @@ pub struct LoginLookup {
     pub user: Option<UserRow>,
 }
 
-/// One row whatever the user: the counters, joined to the user if any.
-const LOGIN_LOOKUP: &str = concat!(
-    "SELECT user_failures, ip_failures, ",
-    crate::user_columns!(),
-    " FROM (SELECT CAST(COALESCE(SUM(CASE WHEN key = $1 THEN 1 ELSE 0 END), 0) AS BIGINT) AS user_failures, \
-                   CAST(COALESCE(SUM(CASE WHEN key = $2 THEN 1 ELSE 0 END), 0) AS BIGINT) AS ip_failures \
-            FROM auth_failures WHERE key IN ($1, $2) AND at >= $3) c \
-      LEFT JOIN users u ON u.username_key = $4"
-);
+/// A login lookup waiting to share a read (see [`Store::login_lookup`]).
+#[derive(Debug)]
+pub(crate) struct QueuedLookup {
+    username_key: String,
+    user_key: String,
+    ip_key: String,
+    since: i64,
+}
+
+/// Lookups answered per read at most.
+const LOOKUPS_PER_READ: usize = 32;
+
+/// `n` lookups in one statement: a row per lookup whatever the user (the
+/// counters, joined to the user if any), numbered by the lookup's place.
+/// Its text depends on `n` alone, so each size is prepared once.
+fn lookup_sql(n: usize) -> String {
+    use std::fmt::Write;
+    let mut sql = String::from("WITH q(i, uk, ik, t, nk) AS (VALUES ");
+    for i in 0..n {
+        let p = i * 4;
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(sql, "{sep}(CAST({i} AS BIGINT), ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4);
+    }
+    sql.push_str(concat!(
+        ") SELECT q.i AS i, \
+           (SELECT COUNT(*) FROM auth_failures f WHERE f.key = q.uk AND f.at >= q.t) AS user_failures, \
+           (SELECT COUNT(*) FROM auth_failures f WHERE f.key = q.ik AND f.at >= q.t) AS ip_failures, ",
+        crate::user_columns!(),
+        " FROM q LEFT JOIN users u ON u.username_key = q.nk"
+    ));
+    sql
+}
 
 /// The credential a successful login issues.
 #[derive(Debug)]
@@ -60,14 +83,57 @@ impl Store {
     /// What a login attempt needs to know before it asks a directory, in
     /// one read: the recent failures of the username's lockout key and of
     /// the client IP's key (at or after `since`), and the user of that
-    /// username key, if any.
+    /// username key, if any. On SQLite, concurrent lookups share a read
+    /// (see [`crate::group`]).
     pub async fn login_lookup(&self, username_key: &str, user_key: &str, ip_key: &str, since: i64) -> Result<LoginLookup> {
-        let row = sqlx::query(LOGIN_LOOKUP).bind(user_key).bind(ip_key).bind(since).bind(username_key).fetch_one(&self.pool).await?;
-        let user = match row.try_get::<Option<i64>, _>("id")? {
-            Some(_) => Some(<UserRow as sqlx::FromRow<'_, sqlx::any::AnyRow>>::from_row(&row)?),
-            None => None,
-        };
-        Ok(LoginLookup { user_failures: row.try_get("user_failures")?, ip_failures: row.try_get("ip_failures")?, user })
+        let q = QueuedLookup { username_key: username_key.into(), user_key: user_key.into(), ip_key: ip_key.into(), since };
+        if self.backend == Backend::Postgres {
+            return self.read_lookups(std::slice::from_ref(&q)).await.map(|mut found| found.swap_remove(0));
+        }
+        let store = self.clone();
+        self.lookups
+            .join(q, self.lookup_turn.clone().lock_owned(), LOOKUPS_PER_READ, move |batch| {
+                let store = store.clone();
+                async move { store.answer_lookups(batch).await }
+            })
+            .await
+    }
+
+    /// Read `batch` together and answer each lookup; should the read fail,
+    /// each is read again on its own, so each gets its own answer.
+    async fn answer_lookups(&self, batch: Vec<crate::group::Waiter<QueuedLookup, LoginLookup>>) {
+        let (lookups, answers): (Vec<QueuedLookup>, Vec<_>) = batch.into_iter().unzip();
+        match self.read_lookups(&lookups).await {
+            Ok(found) => answers.into_iter().zip(found).for_each(|(a, l)| drop(a.send(Ok(l)))),
+            Err(e) if lookups.len() == 1 => drop(answers.into_iter().next().map(|a| a.send(Err(e)))),
+            Err(_) => {
+                for (q, a) in lookups.iter().zip(answers) {
+                    let _ = a.send(self.read_lookups(std::slice::from_ref(q)).await.map(|mut found| found.swap_remove(0)));
+                }
+            }
+        }
+    }
+
+    /// The lookups' answers, in their order.
+    async fn read_lookups(&self, lookups: &[QueuedLookup]) -> Result<Vec<LoginLookup>> {
+        let sql = lookup_sql(lookups.len());
+        let mut query = sqlx::query(&sql);
+        for q in lookups {
+            query = query.bind(q.user_key.as_str()).bind(q.ip_key.as_str()).bind(q.since).bind(q.username_key.as_str());
+        }
+        let mut found: Vec<Option<LoginLookup>> = lookups.iter().map(|_| None).collect();
+        for row in query.fetch_all(&self.pool).await? {
+            let user = match row.try_get::<Option<i64>, _>("id")? {
+                Some(_) => Some(<UserRow as sqlx::FromRow<'_, sqlx::any::AnyRow>>::from_row(&row)?),
+                None => None,
+            };
+            let i: i64 = row.try_get("i")?;
+            let lookup = LoginLookup { user_failures: row.try_get("user_failures")?, ip_failures: row.try_get("ip_failures")?, user };
+            if let Some(slot) = usize::try_from(i).ok().and_then(|i| found.get_mut(i)) {
+                *slot = Some(lookup);
+            }
+        }
+        found.into_iter().map(|l| l.ok_or_else(|| sqlx::Error::RowNotFound.into())).collect()
     }
 
     /// Write a successful login in one transaction: last login (and
@@ -168,7 +234,7 @@ pub(crate) struct QueuedGrant {
 }
 
 /// A queued grant and where its result goes.
-pub(crate) type Waiting = (QueuedGrant, tokio::sync::oneshot::Sender<Result<()>>);
+pub(crate) type Waiting = crate::group::Waiter<QueuedGrant, ()>;
 
 /// Grants written per transaction at most.
 const GRANTS_PER_COMMIT: usize = 64;
@@ -271,49 +337,18 @@ fn renumber(out: &mut String, template: &str, base: usize) {
 
 impl Store {
     /// Group commit (SQLite): a login queues its writes, then waits for the
-    /// write turn. Whoever gets the turn writes every grant queued by then
-    /// in one transaction — a single trip to SQLite's worker thread — and
-    /// answers each; a login whose grant an earlier turn already wrote just
-    /// takes its answer. Under load, one commit serves many logins instead
+    /// write turn; whoever gets it writes every grant queued by then in one
+    /// transaction, a single trip to SQLite's worker thread (see
+    /// [`crate::group`]). Under load, one commit serves many logins instead
     /// of each waiting for its own.
     async fn grant_in_group(&self, g: QueuedGrant) -> Result<()> {
-        let (done, mut answer) = tokio::sync::oneshot::channel();
-        self.queued_grants().push((g, done));
-        let turn = tokio::select! {
-            biased;
-            // Written by an earlier turn: leave the queue for the turn.
-            r = &mut answer => return r.unwrap_or_else(|_| Err(sqlx::Error::WorkerCrashed.into())),
-            turn = self.write_turn() => turn,
-        };
-        match answer.try_recv() {
-            Ok(r) => return r,
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return Err(sqlx::Error::WorkerCrashed.into()),
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
-        }
-        // Ours is still queued, so this turn writes the queue as it is now.
-        let waiting = std::mem::take(&mut *self.queued_grants());
-        if waiting.len() == 1 {
-            // Only ours: written here, nobody else waits on this turn.
-            self.commit_grants(waiting).await;
-        } else {
-            // In a task of its own: should this login be abandoned (its
-            // client gone), the others it carries are still written and
-            // answered.
-            let store = self.clone();
-            tokio::spawn(async move {
-                let _turn = turn;
-                let mut waiting = waiting.into_iter().peekable();
-                while waiting.peek().is_some() {
-                    let batch: Vec<Waiting> = waiting.by_ref().take(GRANTS_PER_COMMIT).collect();
-                    store.commit_grants(batch).await;
-                }
-            });
-        }
-        answer.await.unwrap_or_else(|_| Err(sqlx::Error::WorkerCrashed.into()))
-    }
-
-    fn queued_grants(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
-        self.grant_queue.lock().unwrap_or_else(|p| p.into_inner())
+        let store = self.clone();
+        self.grants
+            .join(g, self.write_turn(), GRANTS_PER_COMMIT, move |batch| {
+                let store = store.clone();
+                async move { store.commit_grants(batch).await }
+            })
+            .await
     }
 
     /// Write `batch` in one transaction and answer each grant. Should the
@@ -376,6 +411,49 @@ pub(crate) async fn insert_event(conn: &mut sqlx::AnyConnection, e: &NewLoginEve
 
 #[cfg(test)]
 mod tests {
+    use super::QueuedLookup;
+    use crate::testing::TestDb;
+    use crate::{Backend, NewLoginEvent, NewUserRow};
+
+    /// Several lookups in one read, on both backends: each answer is its
+    /// own lookup's, in order, whoever the user and whatever the window.
+    #[tokio::test]
+    async fn one_read_answers_each_lookup_in_its_place() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let db = TestDb::new(backend).await;
+            let store = &db.store;
+            let user = NewUserRow {
+                username: "Ann",
+                username_key: "ann",
+                name: "Ann",
+                email: "",
+                role: "user",
+                source: "ldap",
+                is_active: true,
+                password_hash: None,
+                must_change_password: false,
+                external_id: None,
+                organisation_ids: &[],
+                now: 1,
+            };
+            let id = store.insert_user(&user).await.unwrap();
+            for (keys, at) in [(&["user:ann", "ip:1"][..], 1), (&["user:ann"][..], 10), (&["user:ann", "ip:1"][..], 20)] {
+                let event =
+                    NewLoginEvent { at, username: "ann", ip: "1", user_agent: "", success: false, reason: "wrong password", method: "web" };
+                store.deny_login(keys, &event).await.unwrap();
+            }
+            let q = |name: &str, ip: &str, since| QueuedLookup {
+                username_key: name.into(),
+                user_key: format!("user:{name}"),
+                ip_key: ip.into(),
+                since,
+            };
+            let found = store.read_lookups(&[q("ann", "ip:1", 5), q("nobody", "ip:1", 0), q("ann", "", 15)]).await.unwrap();
+            let got: Vec<_> = found.iter().map(|l| (l.user_failures, l.ip_failures, l.user.as_ref().map(|u| u.id))).collect();
+            assert_eq!(got, vec![(2, 1, Some(id)), (0, 2, None), (1, 0, Some(id))], "{backend:?}");
+        }
+    }
+
     #[test]
     fn renumber_shifts_every_parameter() {
         let mut out = String::from("BEGIN;");

@@ -245,6 +245,35 @@ both_backends!(logins_at_once_are_each_written_and_fail_alone, |store| {
     assert!((10..50).contains(&last) && last != 30, "last login {last}");
 });
 
+both_backends!(lookups_at_once_each_get_their_own_answer, |store| {
+    let mut ids = vec![];
+    for i in 0..8 {
+        let name = format!("u{i}");
+        ids.push(store.insert_user(&new_user(&name, &name, &[])).await.unwrap());
+        let key = format!("user:u{i}");
+        for _ in 0..i {
+            store.deny_login(&[key.as_str()], &login_line(false, 100)).await.unwrap();
+        }
+    }
+    // 64 lookups at once (on SQLite they queue behind the first and are
+    // read together): ten names, two of them unknown.
+    let tasks: Vec<_> = (0..64usize)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let key = format!("u{}", n % 10);
+                (n % 10, store.login_lookup(&key, &format!("user:{key}"), "ip:none", 50).await.unwrap())
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (i, found) = t.await.unwrap();
+        let want = if i < 8 { (i as i64, Some(ids[i])) } else { (0, None) };
+        assert_eq!((found.user_failures, found.user.map(|u| u.id)), want, "lookup of u{i}");
+        assert_eq!(found.ip_failures, 0);
+    }
+});
+
 both_backends!(settings_upsert_and_logs, |store| {
     assert_eq!(store.get_setting("basic").await.unwrap(), None);
     store.put_setting("basic", "{\"a\":1}", 1).await.unwrap();
