@@ -71,6 +71,13 @@ pub struct Store {
     /// 1, 2, 5, 10… ms and turned lock contention into a 60 ms p99 at 32
     /// concurrent logins. `None` on PostgreSQL (row locks, many writers).
     write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite: one connection of its own for the login path's lookups and
+    /// grants. A connection drops its whole page cache whenever another
+    /// connection has written since its last read, so with the grants
+    /// written on one connection and the lookups read on others, every
+    /// lookup re-read its pages from the file; on one connection, its own
+    /// writes keep its cache warm. `None` on PostgreSQL.
+    login_lane: Option<AnyPool>,
     /// Successful logins waiting for their group commit (SQLite).
     grants: group::Group<login::QueuedGrant, ()>,
     /// Login lookups waiting to share a read (SQLite).
@@ -164,36 +171,30 @@ impl Store {
             _ => url.to_string(),
         };
         let opts = AnyConnectOptions::from_str(&url)?.log_statements(tracing::log::LevelFilter::Trace);
-        let pool = AnyPoolOptions::new()
-            .max_connections(match backend {
-                Backend::Sqlite => 4,
-                Backend::Postgres => 16,
-            })
-            // A ping before every query doubled the round trips to SQLite's
-            // worker threads; an embedded database has no network to lose.
-            .test_before_acquire(backend == Backend::Postgres)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL: readers never block the writer; NORMAL is
-                        // durable across application crashes in WAL mode.
-                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(opts)
-            .await?;
+        let pool = open_pool(&opts, backend, if backend == Backend::Sqlite { 4 } else { 16 }).await?;
         match backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        let write_gate = (backend == Backend::Sqlite).then(Default::default);
-        Ok(Store { pool, backend, write_gate, grants: Default::default(), lookups: Default::default(), lookup_turn: Default::default() })
+        let (write_gate, login_lane) = match backend {
+            Backend::Sqlite => (Some(Default::default()), Some(open_pool(&opts, backend, 1).await?)),
+            Backend::Postgres => (None, None),
+        };
+        Ok(Store {
+            pool,
+            backend,
+            write_gate,
+            login_lane,
+            grants: Default::default(),
+            lookups: Default::default(),
+            lookup_turn: Default::default(),
+        })
+    }
+
+    /// Where the login path reads and writes: on SQLite its own connection
+    /// (see [`Store::login_lane`]), on PostgreSQL the pool.
+    pub(crate) fn login_pool(&self) -> &AnyPool {
+        self.login_lane.as_ref().unwrap_or(&self.pool)
     }
 
     /// Begin a write transaction (on SQLite, after this process's earlier
@@ -220,6 +221,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(lane) = &self.login_lane {
+            lane.close().await;
+        }
         self.pool.close().await;
     }
 
@@ -821,6 +825,32 @@ fn unique(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
 }
 
 /// The columns of a [`UserRow`], for `SELECT`s of users.
+/// A pool of at most `max` connections, each set up for the backend.
+async fn open_pool(opts: &AnyConnectOptions, backend: Backend, max: u32) -> Result<AnyPool> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(max)
+        // A ping before every query doubled the round trips to SQLite's
+        // worker threads; an embedded database has no network to lose.
+        .test_before_acquire(backend == Backend::Postgres)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL: readers never block the writer; NORMAL is
+                    // durable across application crashes in WAL mode.
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(opts.clone())
+        .await?;
+    Ok(pool)
+}
+
 macro_rules! user_columns {
     () => {
         "id, username, username_key, name, email, role, source, is_active, password_hash, \

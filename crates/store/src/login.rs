@@ -122,7 +122,7 @@ impl Store {
             query = query.bind(q.user_key.as_str()).bind(q.ip_key.as_str()).bind(q.since).bind(q.username_key.as_str());
         }
         let mut found: Vec<Option<LoginLookup>> = lookups.iter().map(|_| None).collect();
-        for row in query.fetch_all(&self.pool).await? {
+        for row in query.fetch_all(self.login_pool()).await? {
             let user = match row.try_get::<Option<i64>, _>("id")? {
                 Some(_) => Some(<UserRow as sqlx::FromRow<'_, sqlx::any::AnyRow>>::from_row(&row)?),
                 None => None,
@@ -369,20 +369,22 @@ impl Store {
     }
 
     /// One transaction, BEGIN to COMMIT, in one query: SQLite runs the
-    /// statements of one query in turn on its worker thread. A single
-    /// grant's text is always the same (a cached statement); a batch's
-    /// varies with its size and mix, so it is prepared for that batch only.
+    /// statements of one query in turn on its worker thread.
     async fn write_grants(&self, grants: &[QueuedGrant]) -> Result<()> {
         let mut sql = String::from("BEGIN IMMEDIATE;");
         for (i, g) in grants.iter().enumerate() {
             g.push_sql(&mut sql, i * GRANT_PARAMS);
         }
         sql.push_str("COMMIT");
-        let mut query = sqlx::query(&sql).persistent(grants.len() == 1);
+        // Kept prepared whatever the batch: its text depends only on its
+        // size and its grants' shapes, and parsing a batch of dozens of
+        // statements cost more than running it. The connection's statement
+        // cache (least recently used out) bounds what is kept.
+        let mut query = sqlx::query(&sql);
         for g in grants {
             query = g.bind(query);
         }
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.login_pool().acquire().await?;
         if let Err(e) = query.execute(&mut *conn).await {
             // A statement failed inside the transaction: undo it here, or
             // never hand this connection out again.
