@@ -21,13 +21,23 @@ use tower_http::set_header::SetResponseHeaderLayer;
 pub use config::Config;
 pub use metrics::Metrics;
 
-/// Everything a request handler may need.
+/// Everything a request handler may need; one allocation shared by all
+/// (each extractor and middleware clones the state of every request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub service: Service,
     pub leptos: LeptosOptions,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Metrics,
     pub trust_proxy: bool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -110,7 +120,7 @@ pub fn leptos_options(cfg: &Config) -> LeptosOptions {
 
 /// The whole HTTP application.
 pub fn app(service: Service, leptos: LeptosOptions, trust_proxy: bool) -> Router {
-    let state = AppState { service: service.clone(), leptos: leptos.clone(), metrics: Arc::new(Metrics::new()), trust_proxy };
+    let state = AppState(Arc::new(Shared { service: service.clone(), leptos: leptos.clone(), metrics: Metrics::new(), trust_proxy }));
     let routes = generate_route_list(bindery_app::App);
     let ctx_service = service.clone();
     let console = Router::<AppState>::new()

@@ -156,7 +156,7 @@ impl Default for Options {
 #[derive(Clone, Debug)]
 pub struct Service {
     store: Store,
-    options: Options,
+    options: std::sync::Arc<Options>,
     gateways: std::sync::Arc<gateways::Gateways>,
     jobs: std::sync::Arc<import::Jobs>,
     settings: std::sync::Arc<settings::SettingsCache>,
@@ -164,7 +164,13 @@ pub struct Service {
 
 impl Service {
     pub fn new(store: Store, options: Options) -> Service {
-        Service { store, options, gateways: Default::default(), jobs: Default::default(), settings: Default::default() }
+        Service {
+            store,
+            options: std::sync::Arc::new(options),
+            gateways: Default::default(),
+            jobs: Default::default(),
+            settings: Default::default(),
+        }
     }
 
     pub fn store(&self) -> &Store {
