@@ -370,3 +370,87 @@ both_backends!(staging_statuses_links_and_runs, |store| {
     let r = store.latest_run("ldap", "fetch").await.unwrap().unwrap();
     assert_eq!((r.state.as_str(), r.entries, r.finished_at), ("interrupted", 7, Some(20)));
 });
+
+/// SQLite: no commit checkpoints the write-ahead log (its sync to disk
+/// stalled the login path); the background checkpointer moves it into the
+/// database file within moments.
+#[tokio::test]
+async fn sqlite_background_checkpointer_moves_the_log_into_the_database() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let file = db.url.trim_start_matches("sqlite:").to_string();
+    let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    // Let the checkpointer catch up with the migrations, then stop writing
+    // anything else and note the file's size.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let before = size(&file);
+    let reason = "x".repeat(500);
+    for i in 0..600 {
+        let line = NewLoginEvent { at: i, username: "bulk", ip: "::1", user_agent: "t", success: false, reason: &reason, method: "web" };
+        db.store.insert_login_event(&line).await.unwrap();
+    }
+    let auto: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(db.store.pool()).await.unwrap();
+    assert_eq!(auto, 0, "commits never checkpoint");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size(&file) < before + 300_000 {
+        assert!(std::time::Instant::now() < deadline, "the log was never checkpointed: {} -> {} bytes", before, size(&file));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// SQLite under steady logins (lookups and grants from many tasks, as the
+/// login benchmark makes them): the write-ahead log stays bounded, because
+/// the checkpointer lets it start over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_write_ahead_log_stays_bounded_under_steady_logins() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let wal = format!("{}-wal", db.url.trim_start_matches("sqlite:"));
+    let mut ids = vec![];
+    for i in 0..50 {
+        let name = format!("w{i}");
+        ids.push(db.store.insert_user(&new_user(&name, &name, &[])).await.unwrap());
+    }
+    let stop = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    let tasks: Vec<_> = (0..32u64)
+        .map(|t| {
+            let (store, ids) = (db.store.clone(), ids.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while std::time::Instant::now() < stop {
+                    let i = ((t * 7 + n) % 50) as usize;
+                    let name = format!("w{i}");
+                    store.login_lookup(&name, &format!("user:{name}"), "ip:1", 0).await.unwrap();
+                    let hash = format!("{:064x}", (t << 40) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    let g = Grant {
+                        user_id: ids[i],
+                        username: &name,
+                        now: n as i64,
+                        validated: true,
+                        clear_failures: None,
+                        credential: GrantCredential::Token {
+                            name: "bearer",
+                            token_hash: &hash,
+                            prefix: "bdy_x",
+                            expires_at: Some(1),
+                            replace_same_name: false,
+                        },
+                        event: login_line(true, n as i64),
+                    };
+                    store.grant_login(&g).await.unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut largest = 0;
+    while std::time::Instant::now() < stop {
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut logins = 0;
+    for t in tasks {
+        logins += t.await.unwrap();
+    }
+    eprintln!("{logins} logins; largest write-ahead log {} KiB", largest / 1024);
+    assert!(largest < 40 << 20, "the write-ahead log grew to {} MiB in {logins} logins", largest >> 20);
+}
