@@ -105,7 +105,11 @@ impl Store {
         let (lookups, answers): (Vec<QueuedLookup>, Vec<_>) = batch.into_iter().unzip();
         match self.read_lookups(&lookups).await {
             Ok(found) => answers.into_iter().zip(found).for_each(|(a, l)| drop(a.send(Ok(l)))),
-            Err(e) if lookups.len() == 1 => drop(answers.into_iter().next().map(|a| a.send(Err(e)))),
+            Err(e) if lookups.len() == 1 => {
+                if let Some(a) = answers.into_iter().next() {
+                    let _ = a.send(Err(e));
+                }
+            }
             Err(_) => {
                 for (q, a) in lookups.iter().zip(answers) {
                     let _ = a.send(self.read_lookups(std::slice::from_ref(q)).await.map(|mut found| found.swap_remove(0)));
@@ -358,7 +362,11 @@ impl Store {
         let (grants, answers): (Vec<QueuedGrant>, Vec<_>) = batch.into_iter().unzip();
         match self.write_grants(&grants).await {
             Ok(()) => answers.into_iter().for_each(|a| drop(a.send(Ok(())))),
-            Err(e) if grants.len() == 1 => drop(answers.into_iter().next().map(|a| a.send(Err(e)))),
+            Err(e) if grants.len() == 1 => {
+                if let Some(a) = answers.into_iter().next() {
+                    let _ = a.send(Err(e));
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, grants = grants.len(), "a group of logins failed to commit: writing them one by one");
                 for (g, a) in grants.iter().zip(answers) {
