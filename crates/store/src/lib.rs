@@ -151,8 +151,7 @@ async fn checkpoints(pool: AnyPool, gate: std::sync::Arc<tokio::sync::Mutex<()>>
             _ = stop.changed() => break,
             _ = tick.tick() => {}
         }
-        let done = turn(&pool, &gate).await;
-        if let Err(e) = done {
+        if let Err(e) = turn(&pool, &gate).await {
             tracing::warn!(error = %e, "write-ahead log checkpoint failed");
         }
     }
