@@ -298,6 +298,9 @@ pub async fn update_user(
     email: String,
     role: String,
     orgs: Option<HashMap<String, String>>,
+    /// A checkbox: present ("on") when the role is pinned; `pin_shown` says the form had it.
+    role_pinned: Option<String>,
+    pin_shown: Option<String>,
 ) -> Result<User, AppError> {
     let (svc, actor) = caller()?;
     let role = bindery_model::Role::parse(&role).ok_or_else(|| map(bindery_service::Error::field("role", "choose a role")))?;
@@ -307,8 +310,17 @@ pub async fn update_user(
         role: Some(role),
         is_active: None,
         organisation_ids: Some(checked_ids(&orgs)),
+        role_pinned: pin_shown.map(|_| role_pinned.is_some()),
     };
     svc.update_user(&actor, id, &input).await.map_err(map)
+}
+
+/// Resolve a username conflict: link the user to the directory entry that
+/// answers to their name now (every session and token is revoked).
+#[server(prefix = "/rpc", endpoint = "relink_user")]
+pub async fn relink_user(id: i64) -> Result<User, AppError> {
+    let (svc, actor) = caller()?;
+    svc.relink_user(&actor, id).await.map_err(map)
 }
 
 #[server(prefix = "/rpc", endpoint = "set_user_active")]

@@ -318,6 +318,16 @@ fn LoginTestView(report: LoginTestReport) -> impl IntoView {
                 <dt>"Mapped role"</dt><dd data-testid="mapped-role">{report.mapped_role.map(|r| r.label().to_string()).unwrap_or_else(|| "no mapping matches (User)".into())}</dd>
                 <dt>"Mapped organisations"</dt><dd>{if report.mapped_organisations.is_empty() { "default".to_string() } else { report.mapped_organisations.join(", ") }}</dd>
             </dl>
+            {(!report.facts.is_empty()).then(|| view! {
+                <table class="grid" data-testid="login-facts" aria-label="Why: the facts of the verdict, in order">
+                    <tbody>
+                        {report.facts.clone().into_iter().map(|f| {
+                            let class = match f.ok { Some(true) => "ok", Some(false) => "bad", None => "" };
+                            view! { <tr><th scope="row">{f.label}</th><td class=class>{f.value}</td></tr> }
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            })}
             {report.user.map(|u| view! {
                 <h3>"Mapped attributes"</h3>
                 <dl class="facts">

@@ -279,8 +279,18 @@ pub fn UserPage() -> impl IntoView {
     let unlock = ServerAction::<api::Unlock>::new();
     let delete = ServerAction::<api::DeleteUser>::new();
     let explain = ServerAction::<api::ExplainAccess>::new();
+    let relink = ServerAction::<api::RelinkUser>::new();
     let user = Resource::new(
-        move || (id.get(), update.version().get(), toggle.version().get(), reset.version().get(), unlock.version().get()),
+        move || {
+            (
+                id.get(),
+                update.version().get(),
+                toggle.version().get(),
+                reset.version().get(),
+                unlock.version().get(),
+                relink.version().get(),
+            )
+        },
         |(id, ..)| api::get_user(id),
     );
     let orgs = Resource::new(|| (), |_| api::list_organisations());
@@ -304,7 +314,8 @@ pub fn UserPage() -> impl IntoView {
                             <dl class="facts">
                                 <dt>"Status"</dt><dd data-testid="user-status">{status}</dd>
                                 <dt>"Source"</dt><dd>{u.source.as_str()}</dd>
-                                <dt>"Role"</dt><dd>{u.role.label()}</dd>
+                                <dt>"Role"</dt><dd data-testid="user-role">{u.role.label()}{u.role_pinned.then_some(" (pinned: managed in Bindery)")}</dd>
+                                {u.external_id.clone().map(|x| view! { <dt>"Directory entry"</dt><dd data-testid="user-link"><code>{x}</code></dd> })}
                                 <dt>"Organisations"</dt><dd>{u.organisations.iter().map(|o| o.name.clone()).collect::<Vec<_>>().join(", ")}</dd>
                                 <dt>"Groups"</dt><dd>{u.groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>().join(", ")}</dd>
                                 <dt>"Created"</dt><dd>{u.created_at.clone()}</dd>
@@ -339,11 +350,21 @@ pub fn UserPage() -> impl IntoView {
                                             <button type="submit">"Unlock"</button>
                                         </ActionForm>
                                     })}
+                                    {(u.source != bindery_model::UserSource::Local).then(|| view! {
+                                        <ActionForm action=relink attr:aria-label="Relink to the directory entry">
+                                            <input type="hidden" name="id" value=uid/>
+                                            <button type="submit" title="Link this account to the directory entry that answers to its name now; every session and token is revoked">"Relink to this entry"</button>
+                                        </ActionForm>
+                                    })}
                                     <ActionForm action=delete>
                                         <input type="hidden" name="id" value=uid/>
                                         <button type="submit" class="danger">"Delete"</button>
                                     </ActionForm>
                                 </div>
+                                {move || relink.value().get().map(|r| match r {
+                                    Ok(u) => view! { <p class="ok" role="status" data-testid="relinked">{format!("{} is now linked to the directory entry; every session and token was revoked.", u.username)}</p> }.into_any(),
+                                    Err(e) => view! { <ErrorBox error=e/> }.into_any(),
+                                })}
                                 {action_error(toggle.value())}
                                 {action_error(delete.value())}
                                 {move || reset.value().get().map(|r| match r {
@@ -365,6 +386,10 @@ pub fn UserPage() -> impl IntoView {
                                             </select>
                                         </label>
                                         {field_error(updated, "role")}
+                                        {(u.source != bindery_model::UserSource::Local).then(|| view! {
+                                            <input type="hidden" name="pin_shown" value="1"/>
+                                            <label class="check"><input type="checkbox" name="role_pinned" value="on" checked=u.role_pinned/>"Pin the role (managed in Bindery: the directory's group mapping never changes it)"</label>
+                                        })}
                                         <fieldset>
                                             <legend>"Organisations"</legend>
                                             {orgs.iter().map(|o| view! {

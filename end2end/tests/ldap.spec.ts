@@ -40,7 +40,7 @@ test('LDAP settings: a wrong password fails the bind step, the right one passes 
   await ldap.field('bind_password').fill(d.bind_password);
   await ldap.testConnection();
   await expect(ldap.probeReport).toContainText('Connection test passed');
-  await expect(page.getByTestId('user-count')).toHaveText('8 users match the filter.');
+  await expect(page.getByTestId('user-count')).toHaveText('9 users match the filter.');
   for (const step of ['parse', 'tcp', 'bind', 'count', 'sample']) {
     await expect(ldap.step(step)).toContainText('✓ ok');
   }
@@ -51,7 +51,7 @@ test('LDAP settings: a wrong password fails the bind step, the right one passes 
   await expect(page.getByTestId('login-verdict')).toContainText('Would be refused');
   await ldap.testLogin('jdoe', 'Jdoe-Password-1');
   await expect(page.getByTestId('login-verdict')).toHaveText(
-    'Would be let in as local user jdoe. No group mapping matches: role User, default organisation.',
+    'Would be let in as jdoe. No group mappings: a new user gets role User and the default organisation.',
   );
   await expect(page.getByTestId('mapped-role')).toHaveText('no mapping matches (User)');
   await expect(page.getByTestId('login-groups')).toContainText('cn=admins');

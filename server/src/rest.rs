@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/users/{id}", get(get_user).patch(update_user).delete(delete_user))
         .route("/v1/users/{id}/reset_password", post(reset_password))
         .route("/v1/users/{id}/explain_access", get(explain_access))
+        .route("/v1/users/{id}/relink", post(relink_user))
         .route("/v1/organisations", get(list_organisations).post(create_organisation))
         .route("/v1/organisations/{id}", axum::routing::patch(rename_organisation).delete(delete_organisation))
         .route("/v1/groups", get(list_groups))
@@ -185,6 +186,13 @@ async fn explain_access(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<AccessExplanation>> {
     Ok(Json(s.service.explain_access(&actor(&ctx)?, id).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{id}/relink", tag = "users", params(("id" = i64, Path)),
+    responses((status = 200, body = User, description = "Linked to the directory entry that answers to the user's name now; every session and token revoked, role and organisations recomputed"),
+        (status = 409, body = ApiError), (status = 404, body = ApiError)))]
+async fn relink_user(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>, Path(id): Path<i64>) -> ApiResult<Json<User>> {
+    Ok(Json(s.service.relink_user(&actor(&ctx)?, id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/users/{id}/reset_password", tag = "users", params(("id" = i64, Path)),
@@ -654,7 +662,7 @@ impl Modify for SecurityAddon {
 #[openapi(
     info(title = "Bindery API", description = "Directory-backed users, organisations and authentication."),
     paths(
-        me, list_users, create_user, get_user, update_user, delete_user, reset_password, explain_access, directory_health,
+        me, list_users, create_user, get_user, update_user, delete_user, reset_password, explain_access, relink_user, directory_health,
         list_organisations, create_organisation, rename_organisation, delete_organisation,
         list_groups, list_tokens, create_token, revoke_token,
         list_directories, get_directory, put_directory, delete_directory, verify_connection, test_login, fetch_certificates,

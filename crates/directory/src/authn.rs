@@ -15,7 +15,7 @@ use crate::probe::{all, first, map_entry};
 use crate::{ad, conn, DirectoryConfig, Failure};
 
 /// Operational attributes that reveal the account state.
-const STATE_ATTRS: [&str; 5] = ["userAccountControl", "pwdAccountLockedTime", "pwdReset", "entryUUID", "objectGUID"];
+pub(crate) const STATE_ATTRS: [&str; 5] = ["userAccountControl", "pwdAccountLockedTime", "pwdReset", "entryUUID", "objectGUID"];
 
 /// A user found in the directory.
 #[derive(Debug, Clone)]
@@ -86,7 +86,7 @@ pub async fn lookup_user(ldap: &mut Ldap, cfg: &DirectoryConfig, username: &str)
     }
 }
 
-fn entry_state(e: &SearchEntry, user: &MappedUser) -> Option<&'static str> {
+pub(crate) fn entry_state(e: &SearchEntry, user: &MappedUser) -> Option<&'static str> {
     if let Some(uac) = first(e, "userAccountControl").and_then(|v| v.trim().parse::<i64>().ok()) {
         if let Some(s) = ad::uac_state(uac) {
             return Some(s);
@@ -197,6 +197,8 @@ pub async fn test_login(cfg: &DirectoryConfig, username: &str, password: Option<
         mapped_role: None,
         mapped_organisations: vec![],
         steps: vec![],
+        external_id: None,
+        facts: vec![],
     };
     if username.trim().is_empty() {
         report.verdict = "Enter a username.".into();
@@ -247,6 +249,7 @@ pub async fn test_login(cfg: &DirectoryConfig, username: &str, password: Option<
         }
     };
     report.dn = Some(found.dn.clone());
+    report.external_id = Some(found.uid.clone());
     report.account_state = found.state.unwrap_or("active").to_string();
 
     let t = Instant::now();
@@ -298,7 +301,10 @@ pub async fn test_login(cfg: &DirectoryConfig, username: &str, password: Option<
     let state_ok = report.account_state == "active";
     report.allowed = bind_ok && state_ok && password.is_some() && report.local_user.is_some();
     report.verdict = match (password.is_some(), bind_ok, state_ok) {
-        (_, _, false) => format!("Would be refused: the account is {}.", report.account_state),
+        (_, _, false) => format!(
+            "Would be refused: {}.",
+            bindery_model::AccountState::parse(&report.account_state).map(|s| s.describe()).unwrap_or(report.account_state.as_str())
+        ),
         (false, _, true) => format!("The user resolves to {} (lookup only, password not checked).", found.dn),
         (true, false, true) => format!("Would be refused: {}.", report.bind),
         (true, true, true) if report.local_user.is_none() => {

@@ -81,8 +81,20 @@ where
     };
     let filter = all_users_filter(cfg);
     let mut attrs = cfg.attr_map.attributes();
-    attrs.extend(["entryUUID", "objectGUID", "pwdAccountLockedTime"].map(String::from));
+    attrs.extend(crate::authn::STATE_ATTRS.iter().map(|s| s.to_string()));
     let mut totals = Totals { server, ..Default::default() };
+    // Groups as sign-in computes them: the groups' side is read once per run.
+    let mut groups = if crate::groups::GroupIndex::needed(cfg) {
+        match crate::groups::GroupIndex::load(&mut ldap, cfg).await {
+            Ok(index) => Some(index),
+            Err(f) => {
+                let _ = ldap.unbind().await;
+                return Err(f);
+            }
+        }
+    } else {
+        None
+    };
     let result =
         async {
             // The page before this one is stored while this one is fetched:
@@ -115,22 +127,22 @@ where
                         _ => None,
                     });
                     crate::check(result, &what)?;
-                    let entries: Vec<Entry> = raw
+                    let mut entries: Vec<Entry> = raw
                         .into_iter()
                         .filter(|e| !e.is_ref() && !e.is_intermediate())
                         .map(|e| {
                             let e = SearchEntry::construct(e);
                             let user = map_entry(&e, &cfg.attr_map);
-                            let state = if !user.is_active {
-                                Some("disabled")
-                            } else if first(&e, "pwdAccountLockedTime").is_some() {
-                                Some("locked")
-                            } else {
-                                None
-                            };
+                            // The same reading of the account state as a login's lookup.
+                            let state = crate::authn::entry_state(&e, &user);
                             Entry { uid: uid_of(&e), user, state }
                         })
                         .collect();
+                    if let Some(index) = groups.as_mut() {
+                        for e in &mut entries {
+                            e.user.groups = index.groups_of(&mut ldap, cfg, &e.user.dn, &e.user.username, &e.user.groups).await?;
+                        }
+                    }
                     totals.entries += entries.len() as u64;
                     totals.pages += 1;
                     storing = Some((totals.pages, on_page(entries, &totals)));

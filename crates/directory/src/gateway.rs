@@ -248,6 +248,28 @@ impl Gateway {
         self.bind_once(server, &mut ldap, dn, password).await
     }
 
+    /// The immutable id of the entry at `dn` now (`None` when the entry is
+    /// gone, or the directory has no immutable ids): a cached DN whose entry
+    /// was deleted and added again is another person.
+    async fn current_uid(&self, server: &Server, dn: &str) -> Result<Option<String>, Failure> {
+        let cfg = &self.cfg;
+        self.with_search(server, |mut ldap| async move {
+            let r = ldap
+                .with_timeout(cfg.op_timeout)
+                .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec!["entryUUID", "objectGUID"])
+                .await
+                .map_err(|e| Failure::from_ldap(e, "entry check", cfg.op_timeout))?;
+            if r.1.rc == 32 {
+                return Ok(None);
+            }
+            Ok(r.0
+                .into_iter()
+                .find(|e| !e.is_ref() && !e.is_intermediate())
+                .map(|e| crate::enumerate::uid_of(&ldap3::SearchEntry::construct(e))))
+        })
+        .await
+    }
+
     async fn search_user(&self, server: &Server, username: &str, with_groups: bool) -> Result<Option<FoundUser>, Failure> {
         let cfg = &self.cfg;
         self.with_search(server, |mut ldap| async move {
@@ -311,7 +333,10 @@ impl Gateway {
                 last = Failure::unreachable(format!("{} is marked down (skipped until a probe finds it healthy)", server.uri));
                 continue;
             }
-            let cached = self.cached(username);
+            // With group mappings the groups decide the role: they are read
+            // at every login (a demotion in the directory takes effect at
+            // the next sign-in), so the cache is not used.
+            let cached = if with_groups { None } else { self.cached(username) };
             let (mut found, from_cache) = match cached {
                 Some(f) => (f, true),
                 None => match self.search_user(server, username, with_groups).await {
@@ -333,8 +358,33 @@ impl Gateway {
                     return Err(LoginError { failure: Failure::answer(format!("account {state} in the directory")), state: Some(state) });
                 }
             }
-            let mut result = self.bind(server, &found.dn, password).await;
             let mut store = !from_cache;
+            let mut result = if from_cache && !found.uid.starts_with("dn:") {
+                // The bind proves the password of the entry at this DN now;
+                // the same read, at the same time on the service connection,
+                // proves it is still the cached entry (a deleted and re-added
+                // entry is another person, whatever its name).
+                let (bound, uid) = tokio::join!(self.bind(server, &found.dn, password), self.current_uid(server, &found.dn));
+                if bound.is_ok() && !matches!(&uid, Ok(Some(u)) if *u == found.uid) {
+                    self.forget(username);
+                    match self.search_user(server, username, with_groups).await {
+                        Ok(Some(fresh)) if fresh.dn.eq_ignore_ascii_case(&found.dn) => {
+                            found = fresh;
+                            store = true;
+                        }
+                        Ok(_) => return Err(Failure::answer("the directory entry changed during the sign-in; try again").into()),
+                        Err(f) if f.unreachable => {
+                            server.mark_down(&f);
+                            last = f;
+                            continue;
+                        }
+                        Err(f) => return Err(f.into()),
+                    }
+                }
+                bound
+            } else {
+                self.bind(server, &found.dn, password).await
+            };
             if from_cache && result.as_ref().is_err_and(|f| !f.unreachable) {
                 // The entry may have moved: look it up again, and bind again
                 // only if the DN changed (never the same DN twice).

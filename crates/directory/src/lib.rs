@@ -19,6 +19,7 @@ pub mod conn;
 pub mod dn;
 pub mod enumerate;
 pub mod gateway;
+pub mod groups;
 pub mod probe;
 pub mod testing;
 

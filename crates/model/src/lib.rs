@@ -76,6 +76,15 @@ impl UserSource {
     pub fn parse(s: &str) -> Option<UserSource> {
         [UserSource::Local, UserSource::Ldap, UserSource::LdapHa].into_iter().find(|r| r.as_str() == s)
     }
+
+    /// The directory configuration a directory user comes from (`None` for local users).
+    pub fn directory(self) -> Option<DirectoryKind> {
+        match self {
+            UserSource::Local => None,
+            UserSource::Ldap => Some(DirectoryKind::Ldap),
+            UserSource::LdapHa => Some(DirectoryKind::LdapHa),
+        }
+    }
 }
 
 /// A reference to a named object (organisation, group).
@@ -99,6 +108,12 @@ pub struct User {
     /// Locked out by too many failed logins (an admin can unlock).
     pub locked: bool,
     pub must_change_password: bool,
+    /// The role is managed in Bindery: the directory's group mapping never changes it.
+    #[serde(default)]
+    pub role_pinned: bool,
+    /// The directory entry this user is linked to (`entryUUID`, AD `objectGUID`, or `dn:` + DN).
+    #[serde(default)]
+    pub external_id: Option<String>,
     pub organisations: Vec<NamedRef>,
     pub groups: Vec<NamedRef>,
     pub created_at: String,
@@ -184,6 +199,9 @@ pub struct UserUpdate {
     pub is_active: Option<bool>,
     #[serde(default)]
     pub organisation_ids: Option<Vec<i64>>,
+    /// Pin the role ("managed in Bindery"): the directory's group mapping never changes it.
+    #[serde(default)]
+    pub role_pinned: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -413,6 +431,9 @@ pub struct ServerHealth {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct AccessExplanation {
     pub username: String,
+    /// The role is pinned ("managed in Bindery"): the group mapping never changes it.
+    #[serde(default)]
+    pub role_pinned: bool,
     pub allowed: bool,
     pub verdict: String,
     pub facts: Vec<AccessFact>,
@@ -519,6 +540,14 @@ impl DirectoryKind {
 
     pub fn parse(s: &str) -> Option<DirectoryKind> {
         [DirectoryKind::Ldap, DirectoryKind::LdapHa].into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The source of the users this configuration creates.
+    pub fn source(self) -> UserSource {
+        match self {
+            DirectoryKind::Ldap => UserSource::Ldap,
+            DirectoryKind::LdapHa => UserSource::LdapHa,
+        }
     }
 }
 
@@ -802,13 +831,19 @@ pub struct LoginTestReport {
     pub mapped_role: Option<Role>,
     pub mapped_organisations: Vec<String>,
     pub steps: Vec<ProbeStep>,
+    /// The entry's immutable id (`entryUUID`, `objectGUID` hex, or `dn:` + DN).
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// The facts behind the verdict, in order (the same as sign-in and Explain access use).
+    #[serde(default)]
+    pub facts: Vec<AccessFact>,
 }
 
 /// Query of the import table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(ToSchema, utoipa::IntoParams))]
 pub struct StagedQuery {
-    /// `all` (default), `new`, `imported`, `changed`, `disabled`, `invalid`.
+    /// `all` (default), `new`, `imported`, `changed`, `disabled`, `invalid`, `conflict`.
     #[serde(default)]
     pub status: Option<String>,
     #[serde(default)]
@@ -829,7 +864,8 @@ pub struct StagedQuery {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct StagedUser {
     pub id: i64,
-    /// `new`, `imported`, `changed`, `disabled` (in the directory) or `invalid`.
+    /// `new`, `imported`, `changed`, `disabled` (in the directory), `invalid`, or
+    /// `conflict` (the username belongs to a Bindery user linked to another directory entry).
     pub status: String,
     pub username: String,
     pub name: String,
@@ -878,6 +914,9 @@ pub struct SyncCounts {
     pub update: i64,
     pub enable: i64,
     pub disable: i64,
+    /// Entries whose username belongs to a Bindery user linked to another
+    /// directory entry: nothing changes for either (an administrator decides).
+    pub conflict: i64,
     /// Entries that cannot be synced (with their reason in the items).
     pub failed: i64,
     /// Planned changes applied / failed while applying.
@@ -1011,4 +1050,114 @@ pub struct ImportResult {
     pub unchanged: i64,
     pub failed: i64,
     pub outcomes: Vec<ImportOutcome>,
+}
+
+/// A closed set of values that travel as plain strings (the API keeps the
+/// strings it always had); compares with `&str` for readability at call sites.
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(ToSchema))]
+        pub enum $name { $($(#[$vm])* #[serde(rename = $s)] $v),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$v => $s),+ }
+            }
+
+            pub fn parse(s: &str) -> Option<$name> {
+                match s { $($s => Some($name::$v),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// A directory account's state, as the entry or the bind says.
+    AccountState {
+        Active => "active",
+        Disabled => "disabled",
+        Locked => "locked",
+        Expired => "expired",
+        MustChangePassword => "must change password",
+    }
+}
+
+impl AccountState {
+    /// Whether this state lets a person sign in.
+    pub fn usable(self) -> bool {
+        self == AccountState::Active
+    }
+
+    /// The state in words that read in a sentence ("the account is …" is
+    /// never used: "must change password" does not follow "is").
+    pub fn describe(self) -> &'static str {
+        match self {
+            AccountState::Active => "active",
+            AccountState::Disabled => "disabled in the directory",
+            AccountState::Locked => "locked in the directory",
+            AccountState::Expired => "the password or account has expired in the directory",
+            AccountState::MustChangePassword => "the directory requires a password change first",
+        }
+    }
+}
+
+string_enum! {
+    /// What a run does: fill the import table (`fetch`), or sync.
+    RunKind {
+        Fetch => "fetch",
+        Sync => "sync",
+    }
+}
+
+string_enum! {
+    /// Where a run is.
+    RunState {
+        Running => "running",
+        Done => "done",
+        Failed => "failed",
+        Cancelled => "cancelled",
+        Interrupted => "interrupted",
+        Held => "held",
+        Rejected => "rejected",
+    }
+}
+
+string_enum! {
+    /// What a sync run plans for one user.
+    SyncAction {
+        Create => "create",
+        Update => "update",
+        Enable => "enable",
+        Disable => "disable",
+        /// The username belongs to a Bindery user linked to another directory entry.
+        Conflict => "conflict",
+        /// The entry cannot be synced (with the reason).
+        Failed => "failed",
+    }
+}
+
+string_enum! {
+    /// What became of a planned change.
+    ItemOutcome {
+        Planned => "planned",
+        Applied => "applied",
+        Failed => "failed",
+        Rejected => "rejected",
+    }
 }

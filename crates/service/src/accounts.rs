@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use bindery_model::{
-    FieldError, Group, GroupInput, ListQuery, NamedRef, NewUser, Organisation, OrganisationInput, Page, Role, User, UserSource, UserUpdate,
+    FieldError, Group, GroupInput, ListQuery, NamedRef, NewUser, Organisation, OrganisationInput, Page, User, UserSource, UserUpdate,
 };
 use bindery_store::{MembershipRow, NewUserRow, UserRow, UserRowUpdate};
 
@@ -63,11 +63,13 @@ impl Service {
             let locked = locked_keys.contains(&crate::auth::user_key(&u.username_key));
             out.push(User {
                 id: u.id,
-                role: Role::parse(&u.role).unwrap_or_default(),
-                source: UserSource::parse(&u.source).unwrap_or_default(),
-                is_active: u.is_active != 0,
+                role: u.role,
+                source: u.source,
+                is_active: u.is_active,
                 locked,
-                must_change_password: u.must_change_password != 0,
+                must_change_password: u.must_change_password,
+                role_pinned: u.role_pinned,
+                external_id: u.external_id.clone(),
                 organisations: orgs.remove(&u.id).unwrap_or_default(),
                 groups: groups.remove(&u.id).unwrap_or_default(),
                 created_at: fmt_ts(u.created_at),
@@ -201,6 +203,13 @@ impl Service {
             self.store.delete_user_sessions(id).await?;
             self.store.revoke_user_api_tokens(id, now_ms()).await?;
         }
+        if let Some(pinned) = input.role_pinned.filter(|p| *p != before.role_pinned) {
+            self.store.set_role_pinned(id, pinned, now_ms()).await?;
+        } else if role != before.role && before.source != UserSource::Local && input.role_pinned.is_none() {
+            // A role an administrator sets by hand on a directory user is
+            // pinned: the group mapping would otherwise take it back.
+            self.store.set_role_pinned(id, true, now_ms()).await?;
+        }
         let after = self.user_dto(id).await?;
         let action = match (before.is_active, after.is_active) {
             (true, false) => "user.disable",
@@ -216,7 +225,7 @@ impl Service {
     pub async fn reset_password(&self, actor: &Actor, id: i64, password: Option<&str>) -> Result<Secret> {
         actor.require_admin()?;
         let u = self.store.get_user(id).await?.ok_or(Error::NotFound("user"))?;
-        if u.source != UserSource::Local.as_str() {
+        if u.source != UserSource::Local {
             return Err(Error::field("password", "directory users have no local password; reset it in the directory"));
         }
         let password = match password.filter(|p| !p.is_empty()) {
@@ -238,7 +247,7 @@ impl Service {
     /// For the command line (`bindery admin reset-password`): no actor.
     pub async fn reset_password_offline(&self, username: &str) -> Result<Secret> {
         let u = self.store.find_user(&util::username_key(username)).await?.ok_or(Error::NotFound("user"))?;
-        if u.source != UserSource::Local.as_str() {
+        if u.source != UserSource::Local {
             return Err(Error::field("username", "directory users have no local password"));
         }
         let password = util::random_password();
@@ -454,5 +463,49 @@ mod tests {
         for bad in ["jane", "jane@", "@example.com", "jane@example", "ja ne@example.com", "a@b@c.d"] {
             assert!(email_problem(bad).is_some(), "{bad}");
         }
+    }
+}
+
+impl Service {
+    /// Resolve a username conflict: link this Bindery user to the directory
+    /// entry that now answers to its name. Every session and token of the
+    /// account is revoked (the person behind it may have changed), then the
+    /// role and organisations are recomputed by the one identity rule.
+    pub async fn relink_user(&self, actor: &Actor, id: i64) -> Result<User> {
+        actor.require_admin()?;
+        let before = self.user_dto(id).await?;
+        let u = self.store.get_user(id).await?.ok_or(Error::NotFound("user"))?;
+        let Some(kind) = u.source.directory() else {
+            return Err(Error::Conflict("a local user has no directory entry to link to".into()));
+        };
+        let g = self.gateway(kind).await?.ok_or_else(|| Error::Conflict(format!("{} is not enabled", kind.label())))?;
+        let found = g
+            .lookup(&u.username)
+            .await
+            .map_err(|f| Error::Conflict(format!("{}: {}", kind.label(), f.message)))?
+            .found
+            .ok_or_else(|| Error::Conflict(format!("no entry named {} in {}", u.username, kind.label())))?;
+        if u.external_id.as_deref() == Some(found.uid.as_str()) {
+            return Err(Error::Conflict(format!("{} is already linked to this entry", u.username)));
+        }
+        if let Some(other) = self.store.find_user_by_external_id(&found.uid).await?.filter(|o| o.id != id) {
+            return Err(Error::Conflict(format!(
+                "the entry is linked to another Bindery user ({}); rename or delete that one first",
+                other.username
+            )));
+        }
+        let done = self.store.relink_account(id, &found.uid, now_ms()).await?;
+        let u = self.store.get_user(id).await?.ok_or(Error::NotFound("user"))?;
+        self.reconcile_user(kind, g.config(), &u, Some(&found), "relink").await?;
+        let after = self.user_dto(id).await?;
+        self.audit(
+            actor,
+            "user.relink",
+            &format!("user:{}", after.username),
+            Some(serde_json::json!({ "external_id": before.external_id, "role": before.role })),
+            Some(serde_json::json!({ "external_id": found.uid, "dn": found.dn, "role": after.role, "sessions_ended": done.sessions_ended, "tokens_revoked": done.tokens_revoked })),
+        )
+        .await;
+        Ok(after)
     }
 }

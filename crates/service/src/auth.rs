@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use bindery_model::{ApiToken, CreatedApiToken, CurrentUser, Lockout, NewApiToken, Role, UserSource};
+use bindery_model::{ApiToken, CreatedApiToken, CurrentUser, Lockout, NewApiToken, UserSource};
 use bindery_store::{Grant, GrantCredential, NewLoginEvent, UserRow};
 
 use crate::logs::j;
@@ -95,8 +95,8 @@ fn principal_of(u: &UserRow, via: AuthVia) -> Principal {
         user_id: u.id,
         username: u.username.clone(),
         name: u.name.clone(),
-        role: Role::parse(&u.role).unwrap_or(Role::User),
-        must_change_password: u.must_change_password != 0,
+        role: u.role,
+        must_change_password: u.must_change_password,
         via,
     }
 }
@@ -203,9 +203,9 @@ impl Service {
 
         let checked = match user {
             // Local users authenticate locally, and only locally.
-            Some(u) if u.source == UserSource::Local.as_str() => match &u.password_hash {
+            Some(u) if u.source == UserSource::Local => match &u.password_hash {
                 Some(hash) if util::verify_password(password, hash) => {
-                    if u.is_active == 0 {
+                    if !u.is_active {
                         Err(fail("account disabled"))
                     } else {
                         Ok(u)
@@ -214,7 +214,7 @@ impl Service {
                 _ => Err(fail("wrong password")),
             },
             // Directory users (and unknown names) go to the directories.
-            other => self.directory_login(other, username.trim(), &key, password).await,
+            other => self.directory_login(other, username.trim(), password).await,
         };
         match checked {
             Ok(user) => Ok(Granted { user, clear: (user_failures > 0).then_some(ukey), bearer_minutes: security.bearer_token_minutes }),
@@ -226,13 +226,13 @@ impl Service {
     /// one transaction.
     async fn grant(&self, g: Granted, logged_name: &str, client: &ClientInfo, method: &str, issue: Issue) -> Result<Issued, Denied> {
         let u = &g.user;
-        if issue != Issue::Session && u.source == UserSource::Local.as_str() {
+        if issue != Issue::Session && u.source == UserSource::Local {
             // The /authn/ldap endpoints are for directory users; local
             // users sign in to the console.
             return Err(Denied::quiet("local user: the directory authentication endpoints are for directory users"));
         }
         let now = now_ms();
-        let must_change_password = u.must_change_password != 0;
+        let must_change_password = u.must_change_password;
         let (secret, expires_at) = match issue {
             // A new random session on every login: the old cookie (if any)
             // is never promoted, which rules out session fixation.
@@ -258,7 +258,7 @@ impl Service {
             username: &u.username,
             now,
             // A directory user: the directory just vouched for the account.
-            validated: u.source != UserSource::Local.as_str(),
+            validated: u.source != UserSource::Local,
             clear_failures: g.clear.as_deref(),
             credential,
             event: NewLoginEvent {
@@ -286,9 +286,12 @@ impl Service {
         let now = now_ms();
         let idle_ok = now - s.last_seen_at <= basic.session_idle_minutes * 60_000;
         let absolute_ok = now - s.created_at <= basic.session_absolute_hours * 3_600_000;
-        let user = self.store.get_user(s.user_id).await?;
+        let user = match self.store.get_user(s.user_id).await? {
+            Some(u) if idle_ok && absolute_ok && u.is_active => self.revalidate_if_due(u).await?,
+            _ => None,
+        };
         match user {
-            Some(u) if idle_ok && absolute_ok && u.is_active != 0 && self.revalidate_if_due(&u).await? => {
+            Some(u) => {
                 // Write the activity time at most every 30 s.
                 if now - s.last_seen_at > 30_000 {
                     self.store.touch_session(&hash, now).await?;
@@ -321,7 +324,7 @@ impl Service {
     /// password). Ends every other session of the user.
     pub async fn change_password(&self, actor: &Actor, current: &str, new: &str, confirm: &str, keep_session: Option<&str>) -> Result<()> {
         let u = self.store.get_user(actor.principal.user_id).await?.ok_or(Error::NotFound("user"))?;
-        let Some(hash) = u.password_hash.as_deref().filter(|_| u.source == "local") else {
+        let Some(hash) = u.password_hash.as_deref().filter(|_| u.is_local()) else {
             return Err(Error::field("current_password", "directory users change their password in the directory"));
         };
         if !util::verify_password(current, hash) {
@@ -379,12 +382,12 @@ impl Service {
         if t.revoked_at.is_some() || t.expires_at.is_some_and(|e| e <= now) {
             return Ok(None);
         }
-        let Some(u) = self.store.get_user(t.user_id).await?.filter(|u| u.is_active != 0) else {
+        let Some(u) = self.store.get_user(t.user_id).await?.filter(|u| u.is_active) else {
             return Ok(None);
         };
-        if !self.revalidate_if_due(&u).await? {
+        let Some(u) = self.revalidate_if_due(u).await? else {
             return Ok(None);
-        }
+        };
         if t.last_used_at.is_none_or(|l| now - l > 30_000) {
             self.store.touch_api_token(t.id, now).await?;
         }

@@ -287,7 +287,8 @@ impl Service {
             return Err(Error::field("username", "enter the username to test"));
         }
         let (cfg, _) = self.config_for_test(kind, input).await?;
-        let report = bindery_directory::authn::test_login(&cfg, username.trim(), password).await;
+        let mut report = bindery_directory::authn::test_login(&cfg, username.trim(), password).await;
+        self.judge_test_login(kind, &cfg, &mut report, password.is_some()).await?;
         self.audit(
             actor,
             "directory.test_login",
@@ -297,5 +298,107 @@ impl Service {
         )
         .await;
         Ok(report)
+    }
+
+    /// *Test login*'s verdict is the one access verdict, with the one
+    /// identity rule run on what the directory answered (nothing applied):
+    /// what it says is what signing in would do.
+    async fn judge_test_login(
+        &self,
+        kind: DirectoryKind,
+        cfg: &bindery_directory::DirectoryConfig,
+        report: &mut bindery_model::LoginTestReport,
+        with_password: bool,
+    ) -> Result<()> {
+        use crate::identity::{self, AccessFacts, Account, Directory, Entry, Password};
+        use crate::lifecycle::{mapped_access, Holding};
+        let (Some(server), Some(dn), Some(user), Some(uid)) =
+            (report.server.clone(), report.dn.clone(), report.user.clone(), report.external_id.clone())
+        else {
+            // No server reached, or the lookup failed: the directory's own words stand.
+            return Ok(());
+        };
+        let orgs = self.store.list_organisations().await?;
+        let mapped = mapped_access(cfg, &user.groups, &orgs);
+        let key = crate::util::username_key(&user.username);
+        let (linked, holder) = self.linked_and_holder(&uid, &key, None, mapped.is_some()).await?;
+        let mut policy = identity::Policy { source: kind.source(), disable: true, create: true, ..Default::default() };
+        if linked.is_none() && holder.is_none() {
+            policy.create = !self.security_settings().await?.only_imported_users;
+        }
+        let state = bindery_model::AccountState::parse(&report.account_state).unwrap_or(bindery_model::AccountState::Active);
+        let email = user.email.trim();
+        let problem = if user.username.trim().is_empty() { "the entry has no value for the mapped username attribute" } else { "" };
+        let entry = Entry {
+            external_id: &uid,
+            username: &user.username,
+            username_key: &key,
+            name: &user.name,
+            email: if crate::accounts::email_problem(email).is_none() { email } else { "" },
+            state,
+            problem,
+        };
+        let change = identity::reconcile(
+            Some(&entry),
+            linked.as_ref().map(Holding::held).as_ref(),
+            holder.as_ref().map(Holding::held).as_ref(),
+            &policy,
+            mapped.as_ref(),
+        );
+        let account_user = linked.as_ref().or(holder.as_ref()).map(|h| &h.user);
+        let password = match report.bind.as_str() {
+            "ok" => Password::Accepted,
+            _ if !with_password => Password::NotChecked,
+            other => Password::Refused(other),
+        };
+        let server = format!("{} — {server}", kind.label());
+        let verdict = identity::access_verdict(&AccessFacts {
+            account: match (&change, account_user) {
+                (bindery_store::Change::Create { .. }, _) => Some(Account::WouldCreate),
+                (_, Some(u)) => Some(Account::User(u)),
+                (_, None) => None,
+            },
+            locked: None,
+            directory: Directory::Answered { server: &server, dn: Some(&dn) },
+            state: Some(state),
+            password,
+            identity: Some(&change),
+            mapped: mapped.as_ref(),
+            role_pinned: account_user.is_some_and(|u| u.role_pinned),
+        });
+        report.allowed = with_password && verdict.allowed();
+        let name = if user.username.is_empty() { dn.clone() } else { user.username.clone() };
+        report.verdict = if !with_password && verdict.allowed() {
+            format!("{name} resolves to {dn} (lookup only, password not checked).")
+        } else if report.allowed {
+            format!("Would be let in as {}.", account_user.map(|u| u.username.as_str()).unwrap_or(&name))
+        } else {
+            let sentence = verdict.sentence(&name);
+            format!("Would be refused: {}", sentence.split_once(" — ").map(|(_, r)| r).unwrap_or(&sentence))
+        };
+        let pinned = account_user.is_some_and(|u| u.role_pinned);
+        if verdict.allowed() {
+            report.verdict.push_str(&match (&mapped, pinned) {
+                (_, true) => format!(" Role {} (pinned: managed in Bindery).", account_user.map(|u| u.role.label()).unwrap_or_default()),
+                (None, _) if account_user.is_none() => {
+                    " No group mappings: a new user gets role User and the default organisation.".to_string()
+                }
+                (None, _) => " No group mappings: role and organisations are managed in Bindery.".to_string(),
+                (Some(m), _) if m.matched => {
+                    let names: Vec<&str> = orgs.iter().filter(|o| m.organisations.contains(&o.id)).map(|o| o.name.as_str()).collect();
+                    format!(
+                        " Group mapping: role {}, organisations {}.",
+                        m.role.label(),
+                        if names.is_empty() { "(default)".to_string() } else { names.join(", ") }
+                    )
+                }
+                (Some(_), _) => " No group mapping matches: role User, mapped organisations removed.".to_string(),
+            });
+        }
+        report.mapped_role = mapped.as_ref().filter(|m| m.matched).map(|m| m.role);
+        report.local_user = account_user.map(|u| u.username.clone()).or_else(|| (!user.username.is_empty()).then(|| user.username.clone()));
+        report.facts =
+            verdict.facts.into_iter().map(|f| bindery_model::AccessFact { label: f.label.to_string(), value: f.value, ok: f.ok }).collect();
+        Ok(())
     }
 }

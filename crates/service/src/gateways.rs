@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bindery_directory::gateway::{Gateway, Health};
-use bindery_model::{DirectoryKind, ServerHealth, UserSource};
-use bindery_store::UserRow;
+use bindery_model::{DirectoryKind, ServerHealth};
+use bindery_store::{Activation, Change, UserRow};
 
 use crate::util::{fmt_ts, now_ms};
 use crate::{Actor, Result, Service};
@@ -38,16 +38,6 @@ impl Gateways {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<DirectoryKind, Live>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// What re-validating a directory user against the directory found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Validation {
-    /// Still there and usable (or the directory could not be asked: an
-    /// outage never signs anybody out).
-    Keep,
-    /// Disabled in, or removed from, the directory.
-    Revoke(String),
 }
 
 fn health_dto(kind: DirectoryKind, h: Health) -> ServerHealth {
@@ -137,31 +127,32 @@ impl Service {
     }
 
     /// Re-check a directory user's account against their directory when
-    /// the last check is older than the configured interval. Disabled in or
-    /// removed from the directory → disabled here, sessions and tokens
-    /// revoked. Returns whether the user may go on.
-    pub(crate) async fn revalidate_if_due(&self, u: &UserRow) -> Result<bool> {
-        if u.source == UserSource::Local.as_str() {
-            return Ok(true);
+    /// the last check is older than the configured interval, through the
+    /// one identity rule: disabled in or removed from the directory →
+    /// disabled here, sessions and tokens revoked; the group mapping's role
+    /// and organisations applied. Returns the user as they now are, or
+    /// `None` when they may not go on.
+    pub(crate) async fn revalidate_if_due(&self, u: UserRow) -> Result<Option<UserRow>> {
+        if u.is_local() {
+            return Ok(Some(u));
         }
         let every = self.security_settings().await?.revalidate_minutes.max(0) * 60_000;
         let now = now_ms();
         if u.validated_at.is_some_and(|at| now - at < every) {
-            return Ok(true);
+            return Ok(Some(u));
         }
-        match self.validate_directory_user(u).await? {
-            Validation::Keep => Ok(true),
-            Validation::Revoke(reason) => {
-                self.disable_directory_user(u, &reason).await?;
-                Ok(false)
-            }
+        if !self.revalidate(&u).await? {
+            return Ok(None);
         }
+        // The rule may have changed the role or organisations just now.
+        Ok(self.store.get_user(u.id).await?.filter(|u| u.is_active))
     }
 
     /// Ask the directory about a user (no password involved), in the
     /// login path's order: LDAP, then LDAP HA only when LDAP cannot be
-    /// reached. Nobody is revoked on an outage.
-    pub(crate) async fn validate_directory_user(&self, u: &UserRow) -> Result<Validation> {
+    /// reached, and reconcile them with what it says. Nobody is revoked on
+    /// an outage. Returns whether the user may go on.
+    pub(crate) async fn revalidate(&self, u: &UserRow) -> Result<bool> {
         for kind in [DirectoryKind::Ldap, DirectoryKind::LdapHa] {
             let Some(g) = self.gateway(kind).await? else {
                 continue;
@@ -169,24 +160,29 @@ impl Service {
             match g.lookup(&u.username).await {
                 Ok(l) => {
                     self.store.set_user_validated(u.id, now_ms()).await?;
-                    return Ok(match l.found {
-                        None => Validation::Revoke(format!("no longer in the directory ({} on {})", kind.label(), l.server)),
-                        Some(f) if matches!(f.state, Some("disabled")) => {
-                            Validation::Revoke(format!("disabled in the directory ({} on {})", kind.label(), l.server))
-                        }
-                        Some(_) => Validation::Keep,
-                    });
+                    let change = self.reconcile_user(kind, g.config(), u, l.found.as_ref(), "re-validation").await?;
+                    let revoked = match &change {
+                        Change::Update { update, .. } => update.activation == Some(Activation::Disable),
+                        Change::Conflict { .. } | Change::Refuse { .. } => true,
+                        _ => false,
+                    };
+                    if revoked {
+                        tracing::warn!(user = %u.username, directory = kind.as_str(), server = %l.server, reason = %change.reason(), "re-validation refused a live session or token");
+                    }
+                    return Ok(!revoked
+                        && (u.is_active
+                            || matches!(&change, Change::Update { update, .. } if update.activation == Some(Activation::Enable))));
                 }
                 Err(f) if f.unreachable => {
                     tracing::warn!(user = %u.username, directory = kind.as_str(), reason = %f, "directory unreachable while re-validating");
                 }
                 Err(f) => {
                     tracing::warn!(user = %u.username, reason = %f, "could not re-validate a directory user; keeping the session");
-                    return Ok(Validation::Keep);
+                    return Ok(true);
                 }
             }
         }
-        Ok(Validation::Keep)
+        Ok(true)
     }
 
     /// Counts for tests and metrics: cached users per configuration.

@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bindery_directory::enumerate::{self, Entry};
-use bindery_model::{DirectoryKind, ImportOutcome, ImportRequest, ImportResult, Page, StagedUser, SyncRun, UserSource};
-use bindery_store::{NewStaged, NewUserRow, StagedFilter, StagedRow, SyncRunRow};
+use bindery_model::{DirectoryKind, ImportOutcome, ImportRequest, ImportResult, Page, StagedUser, SyncRun};
+use bindery_store::{Change, NewStaged, OrgSource, StagedFilter, StagedRow, SyncRunRow};
+
+use crate::identity;
+use crate::lifecycle::Holding;
 
 use crate::util::{fmt_ts, now_ms, username_key};
 use crate::{Actor, Error, Result, Service};
@@ -75,7 +78,7 @@ fn staged_dto(r: StagedRow) -> StagedUser {
     }
 }
 
-const STATUSES: [&str; 5] = ["new", "imported", "changed", "disabled", "invalid"];
+const STATUSES: [&str; 6] = ["new", "imported", "changed", "disabled", "invalid", "conflict"];
 
 fn check_status(status: Option<&str>) -> Result<Option<&str>> {
     match status.map(str::trim).filter(|s| !s.is_empty() && *s != "all") {
@@ -98,13 +101,6 @@ fn stage(e: &Entry) -> (String, String, String, &'static str) {
         ""
     };
     (key, groups, email, problem)
-}
-
-pub(crate) fn source_of(kind: DirectoryKind) -> UserSource {
-    match kind {
-        DirectoryKind::Ldap => UserSource::Ldap,
-        DirectoryKind::LdapHa => UserSource::LdapHa,
-    }
 }
 
 impl Service {
@@ -285,20 +281,27 @@ impl Service {
             search: if req.all_matching { req.q.as_deref() } else { None },
         };
         let rows = self.store.staged_rows(kind.as_str(), &filter, (!req.all_matching).then_some(req.ids.as_slice())).await?;
-        let source = source_of(kind);
         let stored = self.load_directory(kind).await?;
         let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings)).ok();
+        // The import's choice goes to new users and is added to existing ones;
+        // without one, new users go to the default organisation.
+        let chosen: Vec<(i64, OrgSource)> = if req.organisation_ids.is_empty() {
+            orgs.iter().map(|o| (*o, OrgSource::Default)).collect()
+        } else {
+            orgs.iter().map(|o| (*o, OrgSource::Selection)).collect()
+        };
+        let policy = identity::Policy {
+            source: kind.source(),
+            disable: false,
+            create: true,
+            create_disabled: true,
+            add_to_existing: chosen.iter().copied().filter(|(_, s)| *s == OrgSource::Selection).collect(),
+            organisations: chosen,
+        };
         let mut result = ImportResult { created: 0, updated: 0, unchanged: 0, failed: 0, outcomes: Vec::with_capacity(rows.len()) };
         for r in rows {
             let username = if r.username.is_empty() { r.dn.clone() } else { r.username.clone() };
-            let outcome = self.import_one(&r, source, &orgs).await;
-            let outcome = match (outcome, &cfg) {
-                (Ok(o @ ("created" | "updated" | "unchanged", _)), Some(cfg)) => {
-                    self.apply_group_mapping(cfg, &r, &known).await.map(|()| o)
-                }
-                (o, _) => o,
-            };
-            let (outcome, reason) = match outcome {
+            let (outcome, reason) = match self.import_one(&r, cfg.as_ref(), &policy, &known).await {
                 Ok(o) => o,
                 Err(Error::Store(e)) => {
                     tracing::error!(error = %e, row = r.id, "import row failed");
@@ -326,81 +329,52 @@ impl Service {
         Ok(result)
     }
 
-    /// The group mapping at import: the role and organisations the entry's
-    /// groups give (as at sign-in and at every sync).
-    async fn apply_group_mapping(
+    /// One row through the one identity rule.
+    async fn import_one(
         &self,
-        cfg: &bindery_directory::DirectoryConfig,
         r: &StagedRow,
+        cfg: Option<&bindery_directory::DirectoryConfig>,
+        policy: &identity::Policy,
         orgs: &[bindery_store::OrganisationRow],
-    ) -> Result<()> {
-        let groups: Vec<String> = r.groups.lines().map(str::to_string).collect();
-        let Some((role, names)) = bindery_directory::authn::apply_mappings(cfg, &groups) else { return Ok(()) };
-        let Some(u) = self.store.find_user_by_external_id(&r.external_id).await? else { return Ok(()) };
-        self.store.set_user_role(u.id, role.as_str()).await?;
-        let ids: Vec<i64> = orgs.iter().filter(|o| names.iter().any(|n| n.eq_ignore_ascii_case(&o.name))).map(|o| o.id).collect();
-        self.store.add_user_organisations(u.id, &ids).await?;
-        Ok(())
-    }
-
-    async fn import_one(&self, r: &StagedRow, source: UserSource, orgs: &[i64]) -> Result<(&'static str, String)> {
-        if !r.problem.is_empty() {
-            return Ok(("failed", r.problem.clone()));
-        }
-        let now = now_ms();
-        match r.user_id {
-            Some(id) => {
-                let u = self.store.get_user(id).await?.ok_or(Error::NotFound("user"))?;
-                if u.source == UserSource::Local.as_str() {
-                    return Ok(("failed", "a local user has this username".into()));
-                }
-                if !r.email.is_empty() && self.store.email_taken(&r.email, Some(id)).await? {
-                    return Ok(("failed", format!("another user has the email {}", r.email)));
-                }
-                let same =
-                    u.username == r.username && u.name == r.name && u.email == r.email && u.external_id.as_deref() == Some(&r.external_id);
-                if !same {
-                    let entry = bindery_store::Relink {
-                        username: &r.username,
-                        username_key: &r.username_key,
-                        name: &r.name,
-                        email: &r.email,
-                        external_id: &r.external_id,
-                    };
-                    self.store.relink_user(id, &entry, now).await.map_err(|e| match e {
-                        bindery_store::Error::Conflict(_) => Error::Conflict(format!("another user is named {}", r.username)),
-                        e => e.into(),
-                    })?;
-                }
-                self.store.add_user_organisations(id, orgs).await?;
-                Ok(if same { ("unchanged", "already imported".into()) } else { ("updated", "updated from the directory".into()) })
-            }
-            None => {
-                if !r.email.is_empty() && self.store.email_taken(&r.email, None).await? {
-                    return Ok(("failed", format!("another user has the email {}", r.email)));
-                }
-                self.store
-                    .insert_user(&NewUserRow {
-                        username: &r.username,
-                        username_key: &r.username_key,
-                        name: &r.name,
-                        email: &r.email,
-                        role: bindery_model::Role::User.as_str(),
-                        source: source.as_str(),
-                        is_active: r.dir_state != "disabled",
-                        password_hash: None,
-                        must_change_password: false,
-                        external_id: Some(&r.external_id),
-                        organisation_ids: orgs,
-                        now,
-                    })
-                    .await
-                    .map_err(|e| match e {
-                        bindery_store::Error::Conflict(_) => Error::Conflict(format!("a user named {} already exists", r.username)),
-                        e => e.into(),
-                    })?;
-                Ok(("created", String::new()))
+    ) -> Result<(&'static str, String)> {
+        let groups: Vec<String> = r.groups.lines().filter(|g| !g.is_empty()).map(str::to_string).collect();
+        let mapped = cfg.and_then(|c| crate::lifecycle::mapped_access(c, &groups, orgs));
+        let (linked, holder) = self.linked_and_holder(&r.external_id, &r.username_key, None, true).await?;
+        let entry = identity::Entry {
+            external_id: &r.external_id,
+            username: &r.username,
+            username_key: &r.username_key,
+            name: &r.name,
+            email: &r.email,
+            state: crate::lifecycle::account_state((!r.dir_state.is_empty()).then_some(r.dir_state.as_str())),
+            // A conflict is the rule's to find, not a bad entry.
+            problem: if r.problem.starts_with("conflict:") { "" } else { &r.problem },
+        };
+        let change = identity::reconcile(
+            Some(&entry),
+            linked.as_ref().map(Holding::held).as_ref(),
+            holder.as_ref().map(Holding::held).as_ref(),
+            policy,
+            mapped.as_ref(),
+        );
+        let email_owner = match &change {
+            Change::Create { .. } => Some(None),
+            Change::Update { update, .. } if update.email.is_some() => Some(Some(update.user_id)),
+            _ => None,
+        };
+        if let Some(me) = email_owner.filter(|_| !r.email.is_empty()) {
+            if self.store.email_taken(&r.email, me).await? {
+                return Ok(("failed", format!("another user has the email {}", r.email)));
             }
         }
+        let outcome = match &change {
+            Change::Nothing { .. } => "unchanged",
+            Change::Create { .. } => "created",
+            Change::Update { .. } => "updated",
+            Change::Conflict { .. } => return Ok(("failed", format!("conflict: {}", change.reason()))),
+            Change::Refuse { .. } => return Ok(("failed", change.reason())),
+        };
+        self.apply_change(&change, "import").await?;
+        Ok((outcome, change.reason()))
     }
 }

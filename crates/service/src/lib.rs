@@ -10,7 +10,9 @@ mod directories;
 mod dirlogin;
 mod explain;
 mod gateways;
+pub mod identity;
 mod import;
+mod lifecycle;
 mod logs;
 mod secret;
 mod settings;
@@ -24,6 +26,7 @@ pub use bindery_store::{Backend, Store};
 
 pub use auth::{ClientInfo, Issue, Issued, LoginFailure, LoginSuccess, API_KEY_NAME, BEARER_TOKEN_NAME, SESSION_COOKIE};
 pub use crypto::SecretKey;
+pub use lifecycle::mapped_access;
 pub use secret::Secret;
 pub use sync::Schedule;
 

@@ -9,10 +9,16 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use bindery_model::{DirectoryKind, Page, SyncCounts, SyncItem, SyncRun, SyncRunDetail, SyncSettings, SyncSettingsView};
-use bindery_store::{ApplyItem, ItemRow, NewItem, PlanRow, StagedRow, Store};
+use std::collections::HashMap;
 
-use crate::import::{run_dto, source_of};
+use bindery_model::{
+    DirectoryKind, ItemOutcome, Page, Role, SyncAction, SyncCounts, SyncItem, SyncRun, SyncRunDetail, SyncSettings, SyncSettingsView,
+    UserSource,
+};
+use bindery_store::{Activation, Change, ItemRow, NewItem, OrgSource, PlanRow, Store, UserRow};
+
+use crate::identity::{self, Entry, Held};
+use crate::import::run_dto;
 use crate::util::{fmt_ts, now_ms};
 use crate::{Actor, Error, Result, Service};
 
@@ -22,49 +28,44 @@ const APPLY_CHUNK: i64 = 500;
 const LEASE_TTL_MS: i64 = 60_000;
 const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(15);
 
-// ----- the plan: a pure function -------------------------------------------
+// ----- the plan ---------------------------------------------------------
 
-/// What the plan does with one directory entry and the user linked to it.
-/// Pure: the same inputs always give the same changes, and nothing is read
-/// or written. `disable` is the "disable users missing from or disabled in
-/// the directory" setting; `mapped_role` is the role the group mapping
-/// gives this entry's groups, if any.
-pub fn decide(row: &PlanRow, disable: bool, mapped_role: Option<&str>) -> Vec<(&'static str, String)> {
-    if !row.problem.is_empty() {
-        return vec![("failed", row.problem.clone())];
+/// The Bindery user a plan row's entry resolved to, as the rule takes it.
+fn plan_user(r: &PlanRow) -> Option<UserRow> {
+    let id = r.user_id?;
+    Some(UserRow {
+        id,
+        username: r.user_username.clone().unwrap_or_default(),
+        username_key: crate::util::username_key(r.user_username.as_deref().unwrap_or_default()),
+        name: r.user_name.clone().unwrap_or_default(),
+        email: r.user_email.clone().unwrap_or_default(),
+        role: r.user_role.as_deref().and_then(Role::parse).unwrap_or_default(),
+        source: r.user_source.as_deref().and_then(UserSource::parse).unwrap_or_default(),
+        is_active: r.user_active == Some(1),
+        password_hash: None,
+        must_change_password: false,
+        external_id: r.user_external_id.clone(),
+        created_at: 0,
+        updated_at: 0,
+        last_login_at: None,
+        validated_at: None,
+        dir_disabled: r.user_dir_disabled == Some(1),
+        role_pinned: r.user_role_pinned == Some(1),
+    })
+}
+
+/// What a change is called in a run's items.
+pub fn action_of(c: &Change) -> SyncAction {
+    match c {
+        Change::Create { .. } => SyncAction::Create,
+        Change::Update { update, .. } => match update.activation {
+            Some(Activation::Disable) => SyncAction::Disable,
+            Some(Activation::Enable) => SyncAction::Enable,
+            None => SyncAction::Update,
+        },
+        Change::Conflict { .. } => SyncAction::Conflict,
+        Change::Refuse { .. } | Change::Nothing { .. } => SyncAction::Failed,
     }
-    let dir_disabled = row.dir_state == "disabled";
-    let Some(_) = row.user_id else {
-        return if dir_disabled { vec![] } else { vec![("create", "new in the directory".into())] };
-    };
-    let mut out = Vec::new();
-    let mut changed = Vec::new();
-    if row.user_username.as_deref() != Some(row.username.as_str()) {
-        changed.push(format!("renamed from {} to {}", row.user_username.as_deref().unwrap_or(""), row.username));
-    }
-    if row.user_name.as_deref() != Some(row.name.as_str()) {
-        changed.push("name changed".to_string());
-    }
-    if row.user_email.as_deref() != Some(row.email.as_str()) {
-        changed.push("email changed".to_string());
-    }
-    if row.user_external_id.as_deref() != Some(row.external_id.as_str()) {
-        changed.push("linked to the directory's immutable id".to_string());
-    }
-    if let Some(role) = mapped_role.filter(|r| row.user_role.as_deref() != Some(*r)) {
-        changed.push(format!("role {role} from the group mapping"));
-    }
-    if !changed.is_empty() {
-        out.push(("update", changed.join("; ")));
-    }
-    let active = row.user_active == Some(1);
-    if dir_disabled && active && disable {
-        out.push(("disable", "disabled in the directory".into()));
-    }
-    if !dir_disabled && !active && row.user_dir_disabled == Some(1) {
-        out.push(("enable", "active in the directory again".into()));
-    }
-    out
 }
 
 /// Whether a plan must wait for approval: it would disable more than
@@ -351,7 +352,7 @@ impl Service {
         }
         let enumerate_ms = t.elapsed().as_millis() as i64;
         let t = std::time::Instant::now();
-        let mut counts = self.plan(kind, cfg, id, settings.disable_missing, e.complete).await?;
+        let mut counts = self.plan(kind, cfg, id, settings, e.complete).await?;
         counts.enumerate_ms = enumerate_ms;
         counts.plan_ms = t.elapsed().as_millis() as i64;
         if !e.complete {
@@ -370,7 +371,7 @@ impl Service {
             ));
             return self.finish_sync(id, "held", e.complete, &e.error, &counts).await;
         }
-        self.apply(kind, cfg, id, settings, &mut counts).await?;
+        self.apply(kind, id, &mut counts).await?;
         if e.complete {
             self.sync_groups(kind, &mut counts).await?;
         } else {
@@ -386,122 +387,174 @@ impl Service {
         Ok(())
     }
 
-    /// Compute the plan over the snapshot and record it as the run's items.
+    /// Compute the plan over the snapshot with the one identity rule and
+    /// record each change as a run item (the typed change, as JSON).
     async fn plan(
         &self,
         kind: DirectoryKind,
         cfg: &bindery_directory::DirectoryConfig,
         id: i64,
-        disable: bool,
+        settings: &SyncSettings,
         complete: bool,
     ) -> Result<SyncCounts> {
         let dir = kind.as_str();
         let mut counts = SyncCounts { directory_users: self.store.count_staged(dir).await?, ..Default::default() };
+        let all_orgs = self.store.list_organisations().await?;
+        let with_mappings = !cfg.group_mappings.is_empty();
+        let chosen: Vec<(i64, OrgSource)> = if settings.organisation_ids.is_empty() {
+            self.store.default_organisation().await?.map(|o| (o.id, OrgSource::Default)).into_iter().collect()
+        } else {
+            settings.organisation_ids.iter().map(|o| (*o, OrgSource::Selection)).collect()
+        };
+        let policy = identity::Policy {
+            source: kind.source(),
+            disable: settings.disable_missing && complete,
+            create: true,
+            create_disabled: false,
+            organisations: chosen,
+            add_to_existing: vec![],
+        };
         let mut after = 0;
         loop {
             let rows = self.store.plan_rows(dir, after, CHUNK).await?;
             let Some(last) = rows.last() else { break };
             after = last.staged_id;
-            let mut planned = Vec::new();
-            for r in &rows {
-                let role = mapped(cfg, &r.groups).map(|(role, _)| role.as_str());
-                for (action, reason) in decide(r, disable && complete, role) {
-                    planned.push((r, action, reason));
+            let user_ids: Vec<i64> = rows.iter().filter_map(|r| r.user_id).collect();
+            let mut memberships: HashMap<i64, Vec<(i64, OrgSource)>> = HashMap::new();
+            if with_mappings {
+                for (user, org, source) in self.store.organisation_sources(&user_ids).await? {
+                    memberships.entry(user).or_default().push((org, source));
                 }
             }
-            let items: Vec<NewItem<'_>> = planned
-                .iter()
-                .map(|(r, action, reason)| {
-                    count(&mut counts, action);
-                    NewItem {
-                        action,
-                        username: if r.username.is_empty() { &r.external_id } else { &r.username },
-                        user_id: r.user_id,
-                        staged_id: Some(r.staged_id),
-                        reason,
-                        outcome: if *action == "failed" { "failed" } else { "planned" },
-                    }
-                })
-                .collect();
-            self.store.insert_items(id, &items).await?;
+            let none = Vec::new();
+            let mut planned = Vec::new();
+            for r in &rows {
+                let groups: Vec<String> = r.groups.lines().filter(|g| !g.is_empty()).map(str::to_string).collect();
+                let mapped = crate::lifecycle::mapped_access(cfg, &groups, &all_orgs);
+                let user = plan_user(r);
+                let held = user.as_ref().map(|u| Held { user: u, organisations: memberships.get(&u.id).unwrap_or(&none) });
+                // Linked by the immutable id, or only holding the name.
+                let (linked, holder) = match &held {
+                    Some(h) if h.user.external_id.as_deref() == Some(r.external_id.as_str()) => (Some(h), None),
+                    Some(h) => (None, Some(h)),
+                    None => (None, None),
+                };
+                let entry = Entry {
+                    external_id: &r.external_id,
+                    username: &r.username,
+                    username_key: &crate::util::username_key(&r.username),
+                    name: &r.name,
+                    email: &r.email,
+                    state: crate::lifecycle::account_state((!r.dir_state.is_empty()).then_some(r.dir_state.as_str())),
+                    // A conflict is the rule's to find, not a bad entry.
+                    problem: if r.problem.starts_with("conflict:") { "" } else { &r.problem },
+                };
+                let change = identity::reconcile(Some(&entry), linked, holder, &policy, mapped.as_ref());
+                if matches!(change, Change::Nothing { .. }) {
+                    continue;
+                }
+                let name = if r.username.is_empty() { r.external_id.clone() } else { r.username.clone() };
+                planned.push((name, r.user_id, Some(r.staged_id), change));
+            }
+            self.record_plan(id, &mut counts, planned).await?;
         }
-        if disable && complete {
+        if policy.disable {
             let mut after = 0;
             loop {
-                let users = self.store.missing_users(dir, source_of(kind).as_str(), after, CHUNK).await?;
+                let users = self.store.missing_users(dir, kind.source().as_str(), after, CHUNK).await?;
                 let Some(last) = users.last() else { break };
                 after = last.id;
-                let items: Vec<NewItem<'_>> = users
-                    .iter()
-                    .map(|u| NewItem {
-                        action: "disable",
-                        username: &u.username,
-                        user_id: Some(u.id),
-                        staged_id: None,
-                        reason: "missing from the directory",
-                        outcome: "planned",
-                    })
-                    .collect();
-                counts.disable += items.len() as i64;
-                self.store.insert_items(id, &items).await?;
+                let mut planned = Vec::new();
+                for m in &users {
+                    let Some(u) = self.store.get_user(m.id).await? else { continue };
+                    let change = identity::reconcile(None, Some(&Held { user: &u, organisations: &[] }), None, &policy, None);
+                    if !matches!(change, Change::Nothing { .. }) {
+                        planned.push((u.username.clone(), Some(u.id), None, change));
+                    }
+                }
+                self.record_plan(id, &mut counts, planned).await?;
             }
         }
         Ok(counts)
     }
 
-    /// Apply the run's planned items in chunked transactions. A chunk that
-    /// fails is retried item by item, so one bad item fails alone.
-    async fn apply(
-        &self,
-        kind: DirectoryKind,
-        cfg: &bindery_directory::DirectoryConfig,
-        id: i64,
-        settings: &SyncSettings,
-        counts: &mut SyncCounts,
-    ) -> Result<()> {
+    /// Count and record planned changes as the run's items.
+    async fn record_plan(&self, id: i64, counts: &mut SyncCounts, planned: Vec<(String, Option<i64>, Option<i64>, Change)>) -> Result<()> {
+        let mut items = Vec::with_capacity(planned.len());
+        let reasons: Vec<String> = planned.iter().map(|p| p.3.reason()).collect();
+        for ((name, user_id, staged_id, change), reason) in planned.iter().zip(&reasons) {
+            let action = action_of(change);
+            count(counts, action);
+            let applies = matches!(change, Change::Create { .. } | Change::Update { .. });
+            items.push(NewItem {
+                action: action.as_str(),
+                username: name,
+                user_id: *user_id,
+                staged_id: *staged_id,
+                reason,
+                outcome: if applies { ItemOutcome::Planned.as_str() } else { ItemOutcome::Failed.as_str() },
+                change_json: if applies {
+                    serde_json::to_string(change).map_err(|e| Error::Internal(e.to_string()))?
+                } else {
+                    String::new()
+                },
+            });
+        }
+        self.store.insert_items(id, &items).await?;
+        Ok(())
+    }
+
+    /// Apply the run's planned changes in chunked transactions. A chunk
+    /// that fails is retried change by change, so one bad change fails alone.
+    async fn apply(&self, kind: DirectoryKind, id: i64, counts: &mut SyncCounts) -> Result<()> {
         let started = std::time::Instant::now();
-        let source = source_of(kind).as_str();
-        let orgs: Vec<i64> = if settings.organisation_ids.is_empty() {
-            self.store.default_organisation().await?.map(|o| o.id).into_iter().collect()
-        } else {
-            settings.organisation_ids.clone()
-        };
-        let all_orgs = self.store.list_organisations().await?;
         let mut after = 0;
         loop {
             let items = self.store.planned_items(id, after, APPLY_CHUNK).await?;
             let Some(last) = items.last() else { break };
             after = last.id;
-            let staged_ids: Vec<i64> = items.iter().filter_map(|i| i.staged_id).collect();
-            let entries = self.store.staged_by_ids(&staged_ids).await?;
-            let by_id: std::collections::HashMap<i64, &StagedRow> = entries.iter().map(|e| (e.id, e)).collect();
-            let find = |i: &ItemRow| i.staged_id.and_then(|s| by_id.get(&s).copied());
-            let mut batch: Vec<ApplyItem<'_>> = Vec::with_capacity(items.len());
+            let mut changes = Vec::with_capacity(items.len());
             for i in &items {
-                let entry = find(i);
-                let (role, extra_orgs) = match entry.and_then(|e| mapped(cfg, &e.groups)) {
-                    Some((role, names)) => (Some(role.as_str()), org_ids(&all_orgs, &names)),
-                    None => (None, vec![]),
-                };
-                batch.push(ApplyItem { action: &i.action, user_id: i.user_id, entry, role, extra_orgs });
+                changes.push(
+                    serde_json::from_str::<Change>(&i.change_json)
+                        .map_err(|e| Error::Internal(format!("stored sync change {}: {e}", i.id))),
+                );
             }
+            let good: Vec<&Change> = changes.iter().filter_map(|c| c.as_ref().ok()).collect();
             let now = now_ms();
-            match self.store.apply_items(source, &orgs, &batch, now).await {
-                Ok(()) => {
-                    self.store.set_item_outcomes(&items.iter().map(|i| i.id).collect::<Vec<_>>(), "applied").await?;
-                    counts.applied += items.len() as i64;
-                    continue;
-                }
-                Err(e) => tracing::warn!(run = id, error = %e, "a chunk of the sync failed: applying its items one by one"),
-            }
-            for (item, one) in items.iter().zip(&batch) {
-                match self.store.apply_items(source, &orgs, std::slice::from_ref(one), now).await {
+            if good.len() == items.len() {
+                match self.store.apply_changes(&good, now).await {
                     Ok(()) => {
-                        self.store.set_item_outcomes(&[item.id], "applied").await?;
-                        counts.applied += 1;
+                        self.store
+                            .set_item_outcomes(&items.iter().map(|i| i.id).collect::<Vec<_>>(), ItemOutcome::Applied.as_str())
+                            .await?;
+                        counts.applied += items.len() as i64;
+                        self.record_sync_changes(&good).await;
+                        continue;
                     }
-                    Err(e) => {
-                        let why = if e.is_unique_violation() { format!("another user is named {}", item.username) } else { e.to_string() };
+                    Err(e) => tracing::warn!(run = id, error = %e, "a chunk of the sync failed: applying its changes one by one"),
+                }
+            }
+            for (item, change) in items.iter().zip(&changes) {
+                let r = match change {
+                    Ok(c) => self.store.apply_changes(&[c], now).await.map_err(|e| {
+                        if e.is_unique_violation() || matches!(e, bindery_store::Error::Conflict(_)) {
+                            format!("another user is named {}", item.username)
+                        } else {
+                            e.to_string()
+                        }
+                    }),
+                    Err(e) => Err(e.to_string()),
+                };
+                match r {
+                    Ok(()) => {
+                        self.store.set_item_outcomes(&[item.id], ItemOutcome::Applied.as_str()).await?;
+                        counts.applied += 1;
+                        if let Ok(c) = change {
+                            self.record_sync_changes(&[c]).await;
+                        }
+                    }
+                    Err(why) => {
                         self.store.set_item_failed(item.id, &why).await?;
                         counts.apply_failed += 1;
                     }
@@ -522,6 +575,17 @@ impl Service {
         Ok(())
     }
 
+    /// Operation-log entries for role changes and (en|dis)ables a sync applied.
+    async fn record_sync_changes(&self, changes: &[&Change]) {
+        for c in changes {
+            if let Change::Update { update, reasons } = c {
+                if update.role.is_some() || update.activation.is_some() {
+                    self.record_update(update, reasons, "sync", bindery_store::Applied::default()).await;
+                }
+            }
+        }
+    }
+
     /// Approve a held run: apply its plan, unless the snapshot it was
     /// computed from has been replaced since.
     pub async fn approve_sync(&self, actor: &Actor, id: i64) -> Result<SyncRun> {
@@ -535,7 +599,8 @@ impl Service {
             return Err(Error::Conflict("the directory was enumerated again after this run; start a new sync".into()));
         }
         let stored = self.load_directory(kind).await?;
-        let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
+        // The stored configuration must still be valid to apply anything.
+        Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
         let lease = self.take_staging_lease(kind).await?;
         if !self.store.set_run_state(id, "held", "running").await? {
             lease.release(&self.store).await;
@@ -557,7 +622,7 @@ impl Service {
         tokio::spawn(async move {
             let keep = lease.keep_alive(svc.store.clone());
             let r = async {
-                svc.apply(kind, &cfg, id, &settings, &mut counts).await?;
+                svc.apply(kind, id, &mut counts).await?;
                 if run.complete != 0 {
                     svc.sync_groups(kind, &mut counts).await?;
                 }
@@ -741,19 +806,6 @@ async fn send_mail(smtp: &crate::SmtpOptions, to: &str, subject: &str, body: &st
     }
 }
 
-/// The role and organisation names the group mapping gives these groups.
-fn mapped(cfg: &bindery_directory::DirectoryConfig, groups: &str) -> Option<(bindery_model::Role, Vec<String>)> {
-    if cfg.group_mappings.is_empty() || groups.is_empty() {
-        return None;
-    }
-    let groups: Vec<String> = groups.lines().map(str::to_string).collect();
-    bindery_directory::authn::apply_mappings(cfg, &groups)
-}
-
-fn org_ids(all: &[bindery_store::OrganisationRow], names: &[String]) -> Vec<i64> {
-    all.iter().filter(|o| names.iter().any(|n| n.eq_ignore_ascii_case(&o.name))).map(|o| o.id).collect()
-}
-
 /// A group's display name: the value of its DN's first RDN (`cn=developers,…` → `developers`).
 fn group_name(dn: &str) -> String {
     // The first RDN's value, honouring `\,`-style escapes.
@@ -788,7 +840,7 @@ impl Service {
     /// members are exactly the synced users the directory lists in them.
     async fn sync_groups(&self, kind: DirectoryKind, counts: &mut SyncCounts) -> Result<()> {
         use std::collections::BTreeMap;
-        let source = source_of(kind).as_str();
+        let source = kind.source().as_str();
         let mut members: BTreeMap<String, (String, Vec<i64>)> = BTreeMap::new();
         let mut after = 0;
         loop {
@@ -833,13 +885,14 @@ impl Service {
     }
 }
 
-fn count(c: &mut SyncCounts, action: &str) {
+fn count(c: &mut SyncCounts, action: SyncAction) {
     match action {
-        "create" => c.create += 1,
-        "update" => c.update += 1,
-        "enable" => c.enable += 1,
-        "disable" => c.disable += 1,
-        _ => c.failed += 1,
+        SyncAction::Create => c.create += 1,
+        SyncAction::Update => c.update += 1,
+        SyncAction::Enable => c.enable += 1,
+        SyncAction::Disable => c.disable += 1,
+        SyncAction::Conflict => c.conflict += 1,
+        SyncAction::Failed => c.failed += 1,
     }
 }
 
@@ -847,79 +900,9 @@ fn count(c: &mut SyncCounts, action: &str) {
 mod tests {
     use super::*;
 
-    fn row(user: bool) -> PlanRow {
-        PlanRow {
-            staged_id: 1,
-            external_id: "uuid-1".into(),
-            username: "jane".into(),
-            name: "Jane".into(),
-            email: "jane@example.com".into(),
-            dir_state: String::new(),
-            problem: String::new(),
-            user_id: user.then_some(7),
-            user_username: user.then(|| "jane".into()),
-            user_name: user.then(|| "Jane".into()),
-            user_email: user.then(|| "jane@example.com".into()),
-            user_external_id: user.then(|| "uuid-1".into()),
-            user_source: user.then(|| "ldap".into()),
-            user_active: user.then_some(1),
-            user_dir_disabled: user.then_some(0),
-            user_role: user.then(|| "user".into()),
-            groups: String::new(),
-        }
-    }
-
-    fn actions(r: &PlanRow, disable: bool) -> Vec<&'static str> {
-        decide(r, disable, None).into_iter().map(|(a, _)| a).collect()
-    }
-
     #[test]
-    fn plan_creates_new_entries_and_leaves_unchanged_users_alone() {
-        assert_eq!(actions(&row(false), true), ["create"]);
-        assert!(actions(&row(true), true).is_empty());
-        let mut disabled_new = row(false);
-        disabled_new.dir_state = "disabled".into();
-        assert!(actions(&disabled_new, true).is_empty(), "a disabled entry is never created");
-    }
-
-    #[test]
-    fn plan_updates_renames_and_reports_what_changed() {
-        let mut r = row(true);
-        r.username = "jane.doe".into();
-        r.email = "jd@example.com".into();
-        let d = decide(&r, false, None);
-        assert_eq!(d.len(), 1);
-        assert_eq!(d[0].0, "update");
-        assert!(d[0].1.contains("renamed from jane to jane.doe") && d[0].1.contains("email changed"), "{}", d[0].1);
-    }
-
-    #[test]
-    fn plan_disables_only_when_allowed_and_enables_only_what_the_directory_disabled() {
-        let mut r = row(true);
-        r.dir_state = "disabled".into();
-        assert_eq!(actions(&r, true), ["disable"]);
-        assert!(actions(&r, false).is_empty(), "disabling is off");
-        let mut back = row(true);
-        back.user_active = Some(0);
-        back.user_dir_disabled = Some(1);
-        assert_eq!(actions(&back, false), ["enable"]);
-        back.user_dir_disabled = Some(0);
-        assert!(actions(&back, true).is_empty(), "an admin's disable is kept");
-    }
-
-    #[test]
-    fn plan_applies_the_group_mapping_role() {
-        let d = decide(&row(true), false, Some("admin"));
-        assert_eq!(d, [("update", "role admin from the group mapping".to_string())]);
-        assert!(decide(&row(true), false, Some("user")).is_empty(), "already that role");
+    fn group_names_honour_escapes() {
         assert_eq!(group_name("cn=Smith\\, J,ou=groups,dc=x"), "Smith, J");
-    }
-
-    #[test]
-    fn plan_fails_bad_entries_alone() {
-        let mut r = row(false);
-        r.problem = "invalid email address".into();
-        assert_eq!(decide(&r, true, None), [("failed", "invalid email address".to_string())]);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! column decodes through the Any driver identically on both backends.
 
 mod group;
+mod identity;
 mod login;
 mod rows;
 mod staging;
@@ -22,10 +23,11 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, ConnectOptions, Row};
 
+pub use identity::{Activation, Applied, Change, NewAccount, OrgSource, Update};
 pub use login::{Grant, GrantCredential, LoginLookup};
 pub use rows::*;
 pub use staging::{NewStaged, Relink, StagedFilter, StagedRow, SyncRunRow};
-pub use sync::{ApplyItem, ItemRow, MissingUser, NewItem, NotificationRow, PlanRow};
+pub use sync::{ItemRow, MissingUser, NewItem, NotificationRow, PlanRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -941,7 +943,7 @@ async fn open_pool(opts: &AnyConnectOptions, backend: Backend, max: u32) -> Resu
 macro_rules! user_columns {
     () => {
         "id, username, username_key, name, email, role, source, is_active, password_hash, \
-         must_change_password, external_id, created_at, updated_at, last_login_at, validated_at"
+         must_change_password, external_id, created_at, updated_at, last_login_at, validated_at, dir_disabled, role_pinned"
     };
 }
 pub(crate) use user_columns;

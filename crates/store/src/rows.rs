@@ -1,23 +1,65 @@
 //! Row types as stored, and the borrowed inputs of inserts and updates.
 
-/// A user as stored. `password_hash` is `None` for directory users.
-#[derive(Clone, sqlx::FromRow)]
+use bindery_model::{Role, UserSource};
+
+/// A user as stored, with its integer flags and strings already turned
+/// into their types (here, once: the `Any` driver decodes the 0/1 columns
+/// only as integers). `password_hash` is `None` for directory users.
+#[derive(Clone)]
 pub struct UserRow {
     pub id: i64,
     pub username: String,
     pub username_key: String,
     pub name: String,
     pub email: String,
-    pub role: String,
-    pub source: String,
-    pub is_active: i64,
+    pub role: Role,
+    pub source: UserSource,
+    pub is_active: bool,
     pub password_hash: Option<String>,
-    pub must_change_password: i64,
+    pub must_change_password: bool,
     pub external_id: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
     pub last_login_at: Option<i64>,
     pub validated_at: Option<i64>,
+    /// Disabled by Bindery because of the directory (only those are enabled again by it).
+    pub dir_disabled: bool,
+    /// The role is managed in Bindery: the directory never changes it.
+    pub role_pinned: bool,
+}
+
+impl UserRow {
+    pub fn is_local(&self) -> bool {
+        self.source == UserSource::Local
+    }
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for UserRow {
+    fn from_row(row: &'r sqlx::any::AnyRow) -> sqlx::Result<Self> {
+        use sqlx::Row;
+        let flag = |name: &str| -> sqlx::Result<bool> { Ok(row.try_get::<i64, _>(name)? != 0) };
+        let role: String = row.try_get("role")?;
+        let source: String = row.try_get("source")?;
+        Ok(UserRow {
+            id: row.try_get("id")?,
+            username: row.try_get("username")?,
+            username_key: row.try_get("username_key")?,
+            name: row.try_get("name")?,
+            email: row.try_get("email")?,
+            role: Role::parse(&role).unwrap_or_default(),
+            source: UserSource::parse(&source).ok_or_else(|| sqlx::Error::Decode(format!("unknown user source {source:?}").into()))?,
+            is_active: flag("is_active")?,
+            password_hash: row.try_get("password_hash")?,
+            must_change_password: flag("must_change_password")?,
+            external_id: row.try_get("external_id")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            last_login_at: row.try_get("last_login_at")?,
+            validated_at: row.try_get("validated_at")?,
+            dir_disabled: flag("dir_disabled")?,
+            role_pinned: flag("role_pinned")?,
+        })
+    }
 }
 
 impl std::fmt::Debug for UserRow {

@@ -141,9 +141,18 @@ impl Store {
     pub async fn compute_staged_status(&self, directory: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let statements = [
+            // A conflict resolved since (relinked, renamed, deleted) is computed anew.
+            "UPDATE staged_users SET problem = '' WHERE directory = $1 AND problem LIKE 'conflict:%'",
             "UPDATE staged_users SET user_id = (SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id) WHERE directory = $1",
             "UPDATE staged_users SET user_id = (SELECT u.id FROM users u WHERE u.username_key = staged_users.username_key) \
              WHERE directory = $1 AND user_id IS NULL",
+            // A username held by a user linked to another immutable id is a
+            // conflict (never an inheritance): an administrator decides.
+            "UPDATE staged_users SET problem = 'conflict: the username belongs to a Bindery user linked to another directory entry (' || \
+             (SELECT u.external_id FROM users u WHERE u.id = staged_users.user_id) || '); relink, rename or delete that account' \
+             WHERE directory = $1 AND problem = '' AND external_id NOT LIKE 'dn:%' AND EXISTS \
+             (SELECT 1 FROM users u WHERE u.id = staged_users.user_id AND u.source <> 'local' AND u.external_id IS NOT NULL \
+              AND u.external_id NOT LIKE 'dn:%' AND u.external_id <> staged_users.external_id)",
             // Two directory entries whose usernames differ only in case never become two users.
             "UPDATE staged_users SET problem = 'another directory entry has the same username (compared case-insensitively)' \
              WHERE directory = $1 AND problem = '' AND username_key IN \
@@ -158,6 +167,7 @@ impl Store {
              WHERE directory = $1 AND problem = '' AND email <> '' AND EXISTS \
              (SELECT 1 FROM users u WHERE lower(u.email) = lower(staged_users.email) AND u.id <> COALESCE(staged_users.user_id, -1))",
             "UPDATE staged_users SET status = CASE \
+                WHEN problem LIKE 'conflict:%' THEN 'conflict' \
                 WHEN problem <> '' THEN 'invalid' \
                 WHEN dir_state = 'disabled' THEN 'disabled' \
                 WHEN user_id IS NULL THEN 'new' \

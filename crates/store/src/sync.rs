@@ -1,10 +1,10 @@
 //! Scheduled sync: settings, the schedule's compare-and-set claim, leases
 //! between replicas, the plan's inputs, its items and their chunked apply.
 
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 use crate::staging::{RUN_COLS, STAGED_COLS};
-use crate::{b, unique, Result, StagedRow, Store, SyncRunRow};
+use crate::{unique, Result, StagedRow, Store, SyncRunRow};
 
 /// A staged entry with the Bindery user linked to it, if any: one input
 /// of the sync plan.
@@ -26,6 +26,7 @@ pub struct PlanRow {
     pub user_active: Option<i64>,
     pub user_dir_disabled: Option<i64>,
     pub user_role: Option<String>,
+    pub user_role_pinned: Option<i64>,
     /// Group DNs, one per line.
     pub groups: String,
 }
@@ -46,6 +47,8 @@ pub struct NewItem<'a> {
     pub staged_id: Option<i64>,
     pub reason: &'a str,
     pub outcome: &'a str,
+    /// The typed change (JSON) the store applies; empty for items that apply nothing.
+    pub change_json: String,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -59,20 +62,10 @@ pub struct ItemRow {
     pub reason: String,
     pub outcome: String,
     pub error: String,
+    pub change_json: String,
 }
 
-/// What applying one item needs: the item and, for create/update, its entry.
-pub struct ApplyItem<'a> {
-    pub action: &'a str,
-    pub user_id: Option<i64>,
-    pub entry: Option<&'a StagedRow>,
-    /// The role the group mapping gives (create: `user` when `None`).
-    pub role: Option<&'a str>,
-    /// Organisations the group mapping adds.
-    pub extra_orgs: Vec<i64>,
-}
-
-const ITEM_COLS: &str = "id, run_id, action, username, user_id, staged_id, reason, outcome, error";
+const ITEM_COLS: &str = "id, run_id, action, username, user_id, staged_id, reason, outcome, error, change_json";
 
 impl Store {
     // ----- settings and schedule -----------------------------------------
@@ -216,7 +209,7 @@ impl Store {
             "SELECT s.id AS staged_id, s.external_id, s.username, s.name, s.email, s.dir_state, s.problem, s.user_id, \
              u.username AS user_username, u.name AS user_name, u.email AS user_email, u.external_id AS user_external_id, \
              u.source AS user_source, u.is_active AS user_active, u.dir_disabled AS user_dir_disabled, \
-             u.role AS user_role, s.groups \
+             u.role AS user_role, u.role_pinned AS user_role_pinned, s.groups \
              FROM staged_users s LEFT JOIN users u ON u.id = s.user_id \
              WHERE s.id > $2 AND s.directory || '' = $1 ORDER BY s.id LIMIT $3",
         )
@@ -263,18 +256,26 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        for chunk in items.chunks(crate::rows_per_statement(6)) {
-            let mut sql = String::from("INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome) VALUES ");
+        for chunk in items.chunks(crate::rows_per_statement(7)) {
+            let mut sql =
+                String::from("INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome, change_json) VALUES ");
             for i in 0..chunk.len() {
-                let n = i * 6 + 2;
+                let n = i * 7 + 2;
                 if i > 0 {
                     sql.push(',');
                 }
-                sql.push_str(&format!("($1, ${}, ${}, ${}, ${}, ${}, ${})", n, n + 1, n + 2, n + 3, n + 4, n + 5));
+                sql.push_str(&format!("($1, ${}, ${}, ${}, ${}, ${}, ${}, ${})", n, n + 1, n + 2, n + 3, n + 4, n + 5, n + 6));
             }
             let mut q = sqlx::query(&sql).bind(run_id);
             for it in chunk {
-                q = q.bind(it.action).bind(it.username).bind(it.user_id).bind(it.staged_id).bind(it.reason).bind(it.outcome);
+                q = q
+                    .bind(it.action)
+                    .bind(it.username)
+                    .bind(it.user_id)
+                    .bind(it.staged_id)
+                    .bind(it.reason)
+                    .bind(it.outcome)
+                    .bind(it.change_json.as_str());
             }
             q.execute(&mut *tx).await?;
         }
@@ -347,160 +348,6 @@ impl Store {
             .await?;
         Ok(())
     }
-
-    // ----- apply ---------------------------------------------------------
-
-    /// Apply items in one transaction: all or none. On error the caller
-    /// retries the chunk item by item to find the one that fails.
-    pub async fn apply_items(&self, source: &str, organisation_ids: &[i64], items: &[ApplyItem<'_>], now: i64) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        // Updates first (a rename may free a name a new user takes), then
-        // the new users a few rows per statement.
-        let (creates, others): (Vec<&ApplyItem<'_>>, Vec<&ApplyItem<'_>>) =
-            items.iter().partition(|it| it.action == "create" && it.entry.is_some());
-        for it in others {
-            apply_item(&mut tx, source, organisation_ids, it, now).await?;
-        }
-        for chunk in creates.chunks(crate::rows_per_statement(6)) {
-            create_users(&mut tx, source, organisation_ids, chunk, now).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Disable a user because of the directory: sessions end, tokens are revoked.
-    pub async fn disable_for_directory(&self, user_id: i64, now: i64) -> Result<(u64, u64)> {
-        let mut tx = self.write_tx().await?;
-        let r = disable(&mut tx, user_id, now).await?;
-        tx.commit().await?;
-        Ok(r)
-    }
-}
-
-async fn disable(conn: &mut AnyConnection, user_id: i64, now: i64) -> Result<(u64, u64)> {
-    sqlx::query("UPDATE users SET is_active = 0, dir_disabled = 1, updated_at = $1 WHERE id = $2")
-        .bind(now)
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
-    let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?.rows_affected();
-    let tokens = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-        .bind(now)
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    Ok((sessions, tokens))
-}
-
-async fn add_orgs(conn: &mut AnyConnection, user_id: i64, orgs: impl Iterator<Item = &i64>) -> Result<()> {
-    for org in orgs {
-        sqlx::query("INSERT INTO user_organisations (user_id, organisation_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(user_id)
-            .bind(*org)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Insert new directory users with one statement, and their organisations
-/// (the settings' and the mapping's) with another.
-async fn create_users(conn: &mut AnyConnection, source: &str, orgs: &[i64], items: &[&ApplyItem<'_>], now: i64) -> Result<()> {
-    let mut sql = String::from(
-        "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
-         must_change_password, external_id, created_at, updated_at, validated_at) VALUES ",
-    );
-    for i in 0..items.len() {
-        let n = i * 6 + 3;
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&format!("(${n}, ${}, ${}, ${}, ${}, $1, 1, NULL, 0, ${}, $2, $2, $2)", n + 1, n + 2, n + 3, n + 4, n + 5));
-    }
-    sql.push_str(" RETURNING id, external_id");
-    let mut q = sqlx::query(&sql).bind(source).bind(now);
-    for it in items {
-        let e = it.entry.expect("creates carry their entry");
-        q = q.bind(&e.username).bind(&e.username_key).bind(&e.name).bind(&e.email).bind(it.role.unwrap_or("user")).bind(&e.external_id);
-    }
-    let created = q.fetch_all(&mut *conn).await.map_err(unique("user"))?;
-    let mut pairs = Vec::new();
-    for row in &created {
-        let (id, external_id): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
-        let it = items.iter().find(|it| it.entry.is_some_and(|e| e.external_id == external_id));
-        let extra = it.map(|it| it.extra_orgs.as_slice()).unwrap_or_default();
-        let mut mine: Vec<i64> = orgs.iter().chain(extra).copied().collect();
-        mine.sort_unstable();
-        mine.dedup();
-        pairs.extend(mine.into_iter().map(|org| format!("({id}, {org})")));
-    }
-    if !pairs.is_empty() {
-        // Integers only: inlined, nothing to bind.
-        sqlx::query(&format!(
-            "INSERT INTO user_organisations (user_id, organisation_id) VALUES {} ON CONFLICT DO NOTHING",
-            pairs.join(",")
-        ))
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-async fn apply_item(conn: &mut AnyConnection, source: &str, orgs: &[i64], it: &ApplyItem<'_>, now: i64) -> Result<()> {
-    match (it.action, it.entry, it.user_id) {
-        ("create", Some(e), _) => {
-            let row = sqlx::query(
-                "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
-                 must_change_password, external_id, created_at, updated_at, validated_at) \
-                 VALUES ($1, $2, $3, $4, $8, $5, 1, NULL, 0, $6, $7, $7, $7) RETURNING id",
-            )
-            .bind(&e.username)
-            .bind(&e.username_key)
-            .bind(&e.name)
-            .bind(&e.email)
-            .bind(source)
-            .bind(&e.external_id)
-            .bind(now)
-            .bind(it.role.unwrap_or("user"))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(unique("user"))?;
-            let id: i64 = row.try_get(0)?;
-            add_orgs(conn, id, orgs.iter().chain(&it.extra_orgs)).await?;
-        }
-        ("update", Some(e), Some(id)) => {
-            sqlx::query(
-                "UPDATE users SET username = $1, username_key = $2, name = $3, email = $4, external_id = $5, updated_at = $6, \
-                 validated_at = $6, role = COALESCE($8, role) WHERE id = $7",
-            )
-            .bind(&e.username)
-            .bind(&e.username_key)
-            .bind(&e.name)
-            .bind(&e.email)
-            .bind(&e.external_id)
-            .bind(now)
-            .bind(id)
-            .bind(it.role)
-            .execute(&mut *conn)
-            .await
-            .map_err(unique("user"))?;
-            add_orgs(conn, id, it.extra_orgs.iter()).await?;
-        }
-        ("enable", _, Some(id)) => {
-            sqlx::query("UPDATE users SET is_active = $1, dir_disabled = 0, updated_at = $2 WHERE id = $3")
-                .bind(b(true))
-                .bind(now)
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-        }
-        ("disable", _, Some(id)) => {
-            disable(conn, id, now).await?;
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 /// A report for a user, shown in the console.

@@ -51,7 +51,7 @@ both_backends!(users_are_unique_case_insensitively, |store| {
     let u = store.find_user("alice").await.unwrap().expect("found");
     assert_eq!(u.id, id);
     assert_eq!(u.username, "Alice");
-    assert_eq!(u.is_active, 1);
+    assert!(u.is_active);
     let orgs = store.organisations_of(&[id]).await.unwrap();
     assert_eq!(orgs.len(), 1);
     assert_eq!(orgs[0].name, "Default");
@@ -91,7 +91,7 @@ both_backends!(update_replaces_organisations, |store| {
         .unwrap();
     assert!(changed);
     let u = store.get_user(id).await.unwrap().unwrap();
-    assert_eq!((u.role.as_str(), u.is_active, u.email.as_str()), ("auditor", 0, "bob@example.com"));
+    assert_eq!((u.role.as_str(), u.is_active, u.email.as_str()), ("auditor", false, "bob@example.com"));
     let o = store.organisations_of(&[id]).await.unwrap();
     assert_eq!(o.iter().map(|m| m.id).collect::<Vec<_>>(), vec![b]);
     let list = store.list_organisations().await.unwrap();

@@ -82,7 +82,7 @@ async fn ldap_ha_serves_only_when_every_ldap_server_is_unreachable() {
     primary.stop();
     let (_, c) = app.login("tina", "Tina-Password-1").await;
     assert!(c.is_some(), "LDAP HA: {}", last_reason(&app).await);
-    assert_eq!(app.db.store.find_user("tina").await.unwrap().unwrap().source, "ldap_ha");
+    assert_eq!(app.db.store.find_user("tina").await.unwrap().unwrap().source.as_str(), "ldap_ha");
     let (_, c) = app.login("jdoe", "Backup-Password-1").await;
     assert!(c.is_some(), "the backup's answer counts while LDAP is down");
 
@@ -117,7 +117,7 @@ async fn disabled_in_the_directory_means_refused_and_signed_out_everywhere() {
     let (_, c) = app.login("jdoe", "Jdoe-Password-1").await;
     assert!(c.is_none(), "disabled in the directory");
     assert!(last_reason(&app).await.contains("disabled"), "{}", last_reason(&app).await);
-    assert_eq!(app.db.store.get_user(id).await.unwrap().unwrap().is_active, 0, "disabled here too");
+    assert_eq!(app.db.store.get_user(id).await.unwrap().unwrap().is_active, false, "disabled here too");
     for auth in [Auth::Cookie(&session), Auth::Bearer(&token)] {
         assert_status(&app.send(api("GET", "/api/v1/me", None, auth)).await, StatusCode::UNAUTHORIZED, "revoked");
     }

@@ -86,12 +86,12 @@ async fn a_dead_server_costs_one_timeout_then_is_skipped_until_a_probe_sees_it_h
     configure(&app, DirectoryKind::Ldap, &a, vec![a.ldap_url.clone(), b.ldap_url.clone()], 1).await;
     configure(&app, DirectoryKind::LdapHa, &ha, vec![ha.ldap_url.clone()], 1).await;
     assert!(timed_login(&app, "jdoe", "Jdoe-Password-1").await.0);
-    assert_eq!(app.db.store.find_user("jdoe").await.unwrap().unwrap().source, "ldap");
+    assert_eq!(app.db.store.find_user("jdoe").await.unwrap().unwrap().source.as_str(), "ldap");
 
     // Connection refused: the second server of LDAP answers.
     a.stop();
     assert!(timed_login(&app, "tina", "Tina-Password-1").await.0, "{}", last_reason(&app).await);
-    assert_eq!(app.db.store.find_user("tina").await.unwrap().unwrap().source, "ldap");
+    assert_eq!(app.db.store.find_user("tina").await.unwrap().unwrap().source.as_str(), "ldap");
     assert_eq!(states(&app).await[0], (a.ldap_url.clone(), "down".to_string()));
 
     // Warm b's pooled connections, then make it drop every packet.
@@ -101,7 +101,7 @@ async fn a_dead_server_costs_one_timeout_then_is_skipped_until_a_probe_sees_it_h
     // The first login pays one timeout (1 s), not two, and LDAP HA serves it.
     let (ok, first) = timed_login(&app, "tom", "Tom-Password-1").await;
     assert!(ok, "LDAP HA serves while every LDAP server is down: {}", last_reason(&app).await);
-    assert_eq!(app.db.store.find_user("tom").await.unwrap().unwrap().source, "ldap_ha");
+    assert_eq!(app.db.store.find_user("tom").await.unwrap().unwrap().source.as_str(), "ldap_ha");
     assert!(first >= Duration::from_millis(900), "the dead server was tried once: {first:?}");
     assert!(first < Duration::from_millis(1900), "at most one connect timeout: {first:?}");
     // The next ones skip both dead servers at once.
@@ -123,7 +123,7 @@ async fn a_dead_server_costs_one_timeout_then_is_skipped_until_a_probe_sees_it_h
     assert_eq!((s[0].1.as_str(), s[1].1.as_str(), s[2].1.as_str()), ("down", "up", "up"), "{s:?}");
     assert!(app.service.directory_health(&admin_actor()).await.unwrap()[1].latency_ms.is_some());
     assert!(timed_login(&app, "élodie", "Pässwörd-É-1").await.0, "{}", last_reason(&app).await);
-    assert_eq!(app.db.store.find_user("élodie").await.unwrap().unwrap().source, "ldap");
+    assert_eq!(app.db.store.find_user("élodie").await.unwrap().unwrap().source.as_str(), "ldap");
 
     // A wrong password on a live LDAP never tries LDAP HA.
     ha.modify("dn: uid=jdoe,ou=people,dc=example,dc=com\nchangetype: modify\nreplace: userPassword\nuserPassword: Backup-Password-1\n");
@@ -158,7 +158,7 @@ async fn live_sessions_and_tokens_are_revalidated_against_the_directory() {
     }
     assert_status(&app.send(me(Auth::Bearer(&token))).await, StatusCode::UNAUTHORIZED, "disabled in the directory");
     assert_status(&app.send(me(Auth::Cookie(&jdoe))).await, StatusCode::UNAUTHORIZED, "and every session ends with it");
-    assert_eq!(app.db.store.get_user(jdoe_id).await.unwrap().unwrap().is_active, 0);
+    assert_eq!(app.db.store.get_user(jdoe_id).await.unwrap().unwrap().is_active, false);
     assert_status(&app.send(me(Auth::Cookie(&tina))).await, StatusCode::UNAUTHORIZED, "removed from the directory");
     let ops = app.service.operation_log(&admin_actor(), &Default::default()).await.unwrap().items;
     assert!(

@@ -113,7 +113,7 @@ async fn sync_users_then_import_rows_each_with_its_outcome() {
     assert_eq!(outcome("bademail")["reason"], "invalid email address");
     let tina = app.db.store.find_user("tina").await.unwrap().unwrap();
     assert_eq!((tina.source.as_str(), tina.password_hash.is_none()), ("ldap", true));
-    assert_eq!(tina.role, "auditor", "the group mapping applies at import");
+    assert_eq!(tina.role.as_str(), "auditor", "the group mapping applies at import");
     assert!(!tina.external_id.clone().unwrap().starts_with("dn:"), "linked by entryUUID: {:?}", tina.external_id);
     assert_eq!(app.db.store.organisations_of(&[tina.id]).await.unwrap()[0].name, "Engineering");
     let after = page(&app, &cookie, "q=tina&status=imported").await;

@@ -7,6 +7,7 @@ mod directories;
 mod dirlogin;
 mod failover;
 mod helpers;
+mod identity;
 mod import;
 mod rbac;
 mod rest;

@@ -115,7 +115,7 @@ async fn server_functions_refuse_callers_without_the_role() {
     }
     // Nothing changed: admin is still admin, still active, settings untouched.
     let admin = app.db.store.get_user(1).await.unwrap().unwrap();
-    assert_eq!((admin.role.as_str(), admin.is_active), ("admin", 1));
+    assert_eq!((admin.role.as_str(), admin.is_active), ("admin", true));
     assert!(app.db.store.find_user("zz").await.unwrap().is_none());
     assert_eq!(app.service.security_settings().await.unwrap(), Default::default());
 }
@@ -223,5 +223,5 @@ async fn rest_endpoints_refuse_callers_without_the_role() {
     }
     assert!(app.db.store.find_user("zz").await.unwrap().is_none());
     let admin = app.db.store.get_user(1).await.unwrap().unwrap();
-    assert_eq!((admin.role.as_str(), admin.is_active), ("admin", 1));
+    assert_eq!((admin.role.as_str(), admin.is_active), ("admin", true));
 }

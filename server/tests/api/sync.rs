@@ -57,7 +57,7 @@ fn names(items: &[&serde_json::Value]) -> Vec<String> {
 }
 
 async fn active(app: &TestApp, username: &str) -> bool {
-    app.db.store.find_user(username).await.unwrap().unwrap_or_else(|| panic!("{username} exists")).is_active != 0
+    app.db.store.find_user(username).await.unwrap().unwrap_or_else(|| panic!("{username} exists")).is_active
 }
 
 #[tokio::test]
@@ -95,10 +95,10 @@ async fn dry_run_applies_nothing_then_sync_creates_updates_disables_and_enables_
     assert_eq!(app.db.store.organisations_of(&[tina.id]).await.unwrap()[0].name, "Engineering");
     assert!(app.db.store.find_user("disabled").await.unwrap().is_none());
     // The group mapping applied at import: tina (developers) is an auditor in Support too.
-    assert_eq!(tina.role, "auditor");
+    assert_eq!(tina.role.as_str(), "auditor");
     let orgs: Vec<String> = app.db.store.organisations_of(&[tina.id]).await.unwrap().into_iter().map(|o| o.name).collect();
     assert!(orgs.contains(&"Support".to_string()) && orgs.contains(&"Engineering".to_string()), "{orgs:?}");
-    assert_eq!(app.db.store.find_user("tom").await.unwrap().unwrap().role, "user");
+    assert_eq!(app.db.store.find_user("tom").await.unwrap().unwrap().role.as_str(), "user");
     // Directory groups became Bindery groups with their members.
     let groups = app.service.list_groups(&admin_actor()).await.unwrap();
     let developers = groups.iter().find(|g| g.name == "developers").unwrap_or_else(|| panic!("{groups:?}"));

@@ -1,0 +1,419 @@
+//! Typed identity changes and how they are stored.
+//!
+//! The service's one reconciliation rule decides what a directory entry
+//! means for a Bindery user and returns a [`Change`]; every path (first
+//! sign-in, re-validation, import, sync) hands that change to the store,
+//! which applies it here and nowhere else. Sync records its planned changes
+//! as JSON (`sync_items.change_json`) so an approved plan is applied exactly
+//! as it was shown.
+
+use bindery_model::{Role, UserSource};
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, Row};
+
+use crate::{b, unique, MembershipRow, Result, Store};
+
+/// Where an organisation membership came from. A group mapping that no
+/// longer applies takes back only the memberships it gave (`Mapping`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgSource {
+    /// Given by the directory's group mapping.
+    Mapping,
+    /// Chosen at import, or in the sync settings.
+    Selection,
+    /// The default organisation of a user created without a choice.
+    Default,
+    /// Given by an administrator (and every membership older than sources).
+    Manual,
+}
+
+impl OrgSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrgSource::Mapping => "mapping",
+            OrgSource::Selection => "selection",
+            OrgSource::Default => "default",
+            OrgSource::Manual => "manual",
+        }
+    }
+
+    pub fn parse(s: &str) -> OrgSource {
+        match s {
+            "mapping" => OrgSource::Mapping,
+            "selection" => OrgSource::Selection,
+            "default" => OrgSource::Default,
+            _ => OrgSource::Manual,
+        }
+    }
+}
+
+/// A Bindery user to create for a directory entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAccount {
+    pub username: String,
+    pub username_key: String,
+    pub name: String,
+    pub email: String,
+    pub external_id: String,
+    pub source: UserSource,
+    pub role: Role,
+    pub active: bool,
+    pub organisations: Vec<(i64, OrgSource)>,
+}
+
+/// Enabling or disabling because of the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// Disabled in, or missing from, the directory: disabled here, every
+    /// session ends and every token is revoked.
+    Disable,
+    /// Active in the directory again, and it was the directory that
+    /// disabled the user.
+    Enable,
+}
+
+/// What changes for an existing user. `None` / empty: unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    pub user_id: i64,
+    /// The username the user has now (for logs and reports).
+    pub username: String,
+    /// Renamed in the directory: (new username, its key).
+    #[serde(default)]
+    pub rename: Option<(String, String)>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Linked to the entry's immutable id (first match, or a changed link).
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// (before, after): the group mapping changed the role.
+    #[serde(default)]
+    pub role: Option<(Role, Role)>,
+    #[serde(default)]
+    pub add_organisations: Vec<(i64, OrgSource)>,
+    /// Memberships the mapping gave and no longer gives.
+    #[serde(default)]
+    pub remove_organisations: Vec<i64>,
+    #[serde(default)]
+    pub activation: Option<Activation>,
+}
+
+impl Update {
+    pub fn new(user_id: i64, username: &str) -> Update {
+        Update { user_id, username: username.to_string(), ..Default::default() }
+    }
+
+    /// Whether anything other than the account's activation changes.
+    pub fn changes_attributes(&self) -> bool {
+        self.rename.is_some()
+            || self.name.is_some()
+            || self.email.is_some()
+            || self.external_id.is_some()
+            || self.role.is_some()
+            || !self.add_organisations.is_empty()
+            || !self.remove_organisations.is_empty()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.changes_attributes() && self.activation.is_none()
+    }
+}
+
+/// What one directory entry (or its absence) means for Bindery: exactly
+/// one of these, each with its reason in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    /// Nothing to do.
+    Nothing { reason: String },
+    /// A new Bindery user.
+    Create { account: NewAccount, reason: String },
+    /// The linked user changes (attributes, role, organisations, activation).
+    Update { update: Update, reasons: Vec<String> },
+    /// The username belongs to a Bindery user linked to another directory
+    /// entry: nothing changes for either, an administrator decides.
+    Conflict { user_id: i64, reason: String },
+    /// The entry cannot become (or stay) a Bindery user: a bad entry, a
+    /// local user's name, not imported under "only imported users".
+    Refuse { reason: String },
+}
+
+impl Change {
+    /// The reason in words.
+    pub fn reason(&self) -> String {
+        match self {
+            Change::Nothing { reason } | Change::Create { reason, .. } | Change::Conflict { reason, .. } | Change::Refuse { reason } => {
+                reason.clone()
+            }
+            Change::Update { reasons, .. } => reasons.join("; "),
+        }
+    }
+}
+
+/// What applying an update ended: sessions and tokens (when it disabled).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub sessions_ended: u64,
+    pub tokens_revoked: u64,
+}
+
+impl Store {
+    /// Create a directory user; returns its id.
+    pub async fn create_account(&self, a: &NewAccount, now: i64) -> Result<i64> {
+        let mut tx = self.write_tx().await?;
+        let id = create(&mut tx, a, now).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Apply one update in one transaction.
+    pub async fn apply_update(&self, u: &Update, now: i64) -> Result<Applied> {
+        let mut tx = self.write_tx().await?;
+        let done = update(&mut tx, u, now).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Apply a batch of changes in one transaction: updates first (a rename
+    /// may free a name a new user takes), then the new users a few rows per
+    /// statement. Conflicts, refusals and nothing change nothing.
+    pub async fn apply_changes(&self, changes: &[&Change], now: i64) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let mut creates = Vec::new();
+        for c in changes {
+            match c {
+                Change::Update { update: u, .. } => {
+                    update(&mut tx, u, now).await?;
+                }
+                Change::Create { account, .. } => creates.push(account),
+                Change::Nothing { .. } | Change::Conflict { .. } | Change::Refuse { .. } => {}
+            }
+        }
+        for chunk in creates.chunks(crate::rows_per_statement(8)) {
+            create_many(&mut tx, chunk, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Link a user to another directory entry (an administrator's decision
+    /// on a username conflict): every session ends and every token is
+    /// revoked, since the person behind the account may have changed.
+    pub async fn relink_account(&self, user_id: i64, external_id: &str, now: i64) -> Result<Applied> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE users SET external_id = $1, updated_at = $2, validated_at = NULL WHERE id = $3")
+            .bind(external_id)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unique("user"))?;
+        let done = end_credentials(&mut tx, user_id, now).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Pin or unpin a user's role.
+    pub async fn set_role_pinned(&self, user_id: i64, pinned: bool, now: i64) -> Result<bool> {
+        let r = sqlx::query("UPDATE users SET role_pinned = $1, updated_at = $2 WHERE id = $3")
+            .bind(b(pinned))
+            .bind(now)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Each user's organisation memberships with where they came from.
+    pub async fn organisation_sources(&self, user_ids: &[i64]) -> Result<Vec<(i64, i64, OrgSource)>> {
+        if user_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut out = Vec::new();
+        for chunk in user_ids.chunks(500) {
+            // Integers only: inlined, nothing to bind.
+            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            let rows = sqlx::query(&format!(
+                "SELECT user_id, organisation_id, source FROM user_organisations WHERE user_id IN ({list}) ORDER BY user_id, organisation_id"
+            ))
+            .fetch_all(&self.pool)
+            .await?;
+            for r in rows {
+                let source: String = r.try_get(2)?;
+                out.push((r.try_get(0)?, r.try_get(1)?, OrgSource::parse(&source)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Memberships with their source, as (user, organisation name) rows for pages.
+    pub async fn organisations_by_source(&self, user_id: i64) -> Result<Vec<(MembershipRow, OrgSource)>> {
+        let rows = sqlx::query(
+            "SELECT uo.user_id, o.id, o.name, uo.source FROM user_organisations uo JOIN organisations o ON o.id = uo.organisation_id \
+             WHERE uo.user_id = $1 ORDER BY o.name",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let source: String = r.try_get(3)?;
+                Ok((MembershipRow { owner_id: r.try_get(0)?, id: r.try_get(1)?, name: r.try_get(2)? }, OrgSource::parse(&source)))
+            })
+            .collect()
+    }
+}
+
+async fn end_credentials(conn: &mut AnyConnection, user_id: i64, now: i64) -> Result<Applied> {
+    let sessions_ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?.rows_affected();
+    let tokens_revoked = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok(Applied { sessions_ended, tokens_revoked })
+}
+
+async fn add_memberships(conn: &mut AnyConnection, user_id: i64, orgs: &[(i64, OrgSource)]) -> Result<()> {
+    for (org, source) in orgs {
+        sqlx::query("INSERT INTO user_organisations (user_id, organisation_id, source) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(user_id)
+            .bind(*org)
+            .bind(source.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn create(conn: &mut AnyConnection, a: &NewAccount, now: i64) -> Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
+         must_change_password, external_id, created_at, updated_at, validated_at, dir_disabled) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, 0, $8, $9, $9, $9, 1 - $7) RETURNING id",
+    )
+    .bind(&a.username)
+    .bind(&a.username_key)
+    .bind(&a.name)
+    .bind(&a.email)
+    .bind(a.role.as_str())
+    .bind(a.source.as_str())
+    .bind(b(a.active))
+    .bind(&a.external_id)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(unique("user"))?;
+    let id: i64 = row.try_get(0)?;
+    add_memberships(conn, id, &a.organisations).await?;
+    Ok(id)
+}
+
+/// Insert new directory users with one statement, and their memberships with another.
+async fn create_many(conn: &mut AnyConnection, accounts: &[&NewAccount], now: i64) -> Result<()> {
+    let mut sql = String::from(
+        "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
+         must_change_password, external_id, created_at, updated_at, validated_at, dir_disabled) VALUES ",
+    );
+    for i in 0..accounts.len() {
+        let n = i * 8 + 2;
+        if i > 0 {
+            sql.push(',');
+        }
+        // A user created disabled was disabled because of the directory.
+        sql.push_str(&format!(
+            "(${n}, ${}, ${}, ${}, ${}, ${}, ${}, NULL, 0, ${}, $1, $1, $1, 1 - ${})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6,
+            n + 7,
+            n + 6
+        ));
+    }
+    sql.push_str(" RETURNING id, external_id");
+    let mut q = sqlx::query(&sql).bind(now);
+    for a in accounts {
+        q = q
+            .bind(&a.username)
+            .bind(&a.username_key)
+            .bind(&a.name)
+            .bind(&a.email)
+            .bind(a.role.as_str())
+            .bind(a.source.as_str())
+            .bind(b(a.active))
+            .bind(&a.external_id);
+    }
+    let created = q.fetch_all(&mut *conn).await.map_err(unique("user"))?;
+    let mut pairs = Vec::new();
+    for row in &created {
+        let (id, external_id): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        if let Some(a) = accounts.iter().find(|a| a.external_id == external_id) {
+            for (org, source) in &a.organisations {
+                // Integers and fixed words only: inlined, nothing to bind.
+                pairs.push(format!("({id}, {org}, '{}')", source.as_str()));
+            }
+        }
+    }
+    if !pairs.is_empty() {
+        sqlx::query(&format!(
+            "INSERT INTO user_organisations (user_id, organisation_id, source) VALUES {} ON CONFLICT DO NOTHING",
+            pairs.join(",")
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn update(conn: &mut AnyConnection, u: &Update, now: i64) -> Result<Applied> {
+    if u.changes_attributes() || u.activation.is_some() {
+        let (username, key) = match &u.rename {
+            Some((n, k)) => (Some(n.as_str()), Some(k.as_str())),
+            None => (None, None),
+        };
+        let active = match u.activation {
+            Some(Activation::Disable) => Some(false),
+            Some(Activation::Enable) => Some(true),
+            None => None,
+        };
+        sqlx::query(
+            "UPDATE users SET username = COALESCE($1, username), username_key = COALESCE($2, username_key), \
+             name = COALESCE($3, name), email = COALESCE($4, email), external_id = COALESCE($5, external_id), \
+             role = COALESCE($6, role), is_active = COALESCE($7, is_active), \
+             dir_disabled = CASE WHEN $7 IS NULL THEN dir_disabled WHEN $7 = 0 THEN 1 ELSE 0 END, \
+             updated_at = $8, validated_at = $8 WHERE id = $9",
+        )
+        .bind(username)
+        .bind(key)
+        .bind(u.name.as_deref())
+        .bind(u.email.as_deref())
+        .bind(u.external_id.as_deref())
+        .bind(u.role.map(|(_, after)| after.as_str()))
+        .bind(active.map(b))
+        .bind(now)
+        .bind(u.user_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(unique("user"))?;
+    }
+    add_memberships(conn, u.user_id, &u.add_organisations).await?;
+    for org in &u.remove_organisations {
+        sqlx::query("DELETE FROM user_organisations WHERE user_id = $1 AND organisation_id = $2 AND source = 'mapping'")
+            .bind(u.user_id)
+            .bind(*org)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if u.activation == Some(Activation::Disable) {
+        return end_credentials(conn, u.user_id, now).await;
+    }
+    Ok(Applied::default())
+}
