@@ -81,10 +81,10 @@ async fn paging_faults_are_incomplete_runs_that_disable_nobody() {
 
         let detail = sync(&app, &cookie).await;
         let run = &detail["run"];
-        assert_eq!((run["state"].as_str(), run["complete"].as_bool()), (Some("failed"), Some(false)), "{fault:?}: {run}");
-        assert!(run["error"].as_str().unwrap().contains(reason), "{fault:?}: {run}");
         assert_eq!(run["counts"]["disable"], 0, "{fault:?}: {run}");
         assert!(items(&detail, "disable").is_empty(), "{fault:?}: {detail}");
+        assert_eq!((run["state"].as_str(), run["complete"].as_bool()), (Some("failed"), Some(false)), "{fault:?}: {run}");
+        assert!(run["error"].as_str().unwrap().contains(reason), "{fault:?}: {run}");
         assert!(run["counts"]["notes"].to_string().contains("nobody was disabled: the enumeration was incomplete"), "{fault:?}: {run}");
         let (users, active) = app.db.store.count_users().await.unwrap();
         assert_eq!((users, active), (6, 6), "{fault:?}: admin and the five users, all still active");
