@@ -453,12 +453,12 @@ mod paging_faults {
         let r = responder().await;
         r.set_fault(Fault::RepeatCookie);
         let cfg = cfg(&r, 20);
-        let report = bindery_directory::probe::test_connection(&cfg, &[r.url.clone()]).await;
+        let report = bindery_directory::probe::test_connection(&cfg, std::slice::from_ref(&r.url)).await;
         assert_eq!(report.user_count, None, "{report:#?}");
         let count = report.servers[0].steps.iter().find(|s| s.step == "count").expect("a count step");
         assert!(!count.ok && count.detail.contains("repeated its cookie"), "{count:?}");
         r.set_fault(Fault::EndlessPages);
-        let report = bindery_directory::probe::test_connection(&cfg, &[r.url.clone()]).await;
+        let report = bindery_directory::probe::test_connection(&cfg, std::slice::from_ref(&r.url)).await;
         let count = report.servers[0].steps.iter().find(|s| s.step == "count").expect("a count step");
         assert!(!count.ok && count.detail.contains("cut off"), "{count:?}");
     }
