@@ -70,7 +70,12 @@ pub async fn open(cfg: &Config) -> anyhow::Result<(Service, Option<bindery_servi
     };
     let service = Service::new(
         store,
-        Options { min_failure_delay: Duration::from_millis(cfg.min_failure_delay_ms), secret_key: secret_key(cfg)?, smtp },
+        Options {
+            min_failure_delay: Duration::from_millis(cfg.min_failure_delay_ms),
+            secret_key: secret_key(cfg)?,
+            smtp,
+            ..Options::default()
+        },
     );
     let password = service.bootstrap().await?;
     Ok((service, password))

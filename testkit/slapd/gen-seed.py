@@ -62,6 +62,14 @@ def main() -> None:
                    ("objectClass", "organization"), ("dc", "example"), ("o", "Example Corp")]))
     for ou in ("people", "tech", "groups", "services", "policies"):
         w(entry(f"ou={ou},{BASE}", [("objectClass", "organizationalUnit"), ("ou", ou)]))
+    # A referral object (RFC 3296) inside a search OU: a subtree search of
+    # ou=people answers with a continuation reference to it, which Bindery
+    # must never follow. Its `ref` points at nothing here; a test can point
+    # it at a server of its own (ldapmodify -M, the ManageDsaIT control).
+    w(entry(f"ou=partners,{PEOPLE}", [
+        ("objectClass", "referral"), ("objectClass", "extensibleObject"), ("ou", "partners"),
+        ("ref", f"ldap://127.0.0.1:9/ou=partners,{BASE}"),
+    ]))
 
     # Password policies (ppolicy overlay; schema built into the 2.5 module).
     w(entry(f"cn=default,{POLICIES}", [

@@ -102,6 +102,11 @@ pub struct DirectoryConfig {
     pub connect_timeout: Duration,
     pub op_timeout: Duration,
     pub page_size: i32,
+    /// Hard stop for a paged search that never ends (a server that keeps
+    /// returning a cookie): at most this many pages per search OU, then
+    /// the result is reported incomplete. [`crate::probe::MAX_PAGES`]
+    /// unless the embedding service (or a test) says otherwise.
+    pub max_pages: usize,
     pub dn_cache: Duration,
     pub ca_pem: String,
     pub client_cert_pem: String,
@@ -228,6 +233,7 @@ pub fn validate(input: &DirectoryInput, bind_password: Secret, client_key: Secre
         connect_timeout: Duration::from_secs(input.connect_timeout_secs as u64),
         op_timeout: Duration::from_secs(input.op_timeout_secs as u64),
         page_size: input.page_size as i32,
+        max_pages: crate::probe::MAX_PAGES,
         dn_cache: Duration::from_secs(input.dn_cache_secs as u64),
         ca_pem: input.ca_pem.clone(),
         client_cert_pem: input.client_cert_pem.clone(),

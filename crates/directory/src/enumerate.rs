@@ -11,7 +11,7 @@ use bindery_model::MappedUser;
 use ldap3::controls::{Control, ControlType, PagedResults};
 use ldap3::{Scope, SearchEntry};
 
-use crate::probe::{first, map_entry, MAX_PAGES};
+use crate::probe::{first, map_entry};
 use crate::{conn, DirectoryConfig, Failure};
 
 /// One directory user as enumerated.
@@ -104,7 +104,7 @@ where
             for ou in &cfg.search_ous {
                 let mut cookie: Vec<u8> = Vec::new();
                 let mut finished = false;
-                for page in 0..MAX_PAGES {
+                for page in 0..cfg.max_pages {
                     if cancel.load(Ordering::Relaxed) {
                         return Err(Failure::answer("cancelled by an administrator: the enumeration is incomplete"));
                     }
@@ -166,7 +166,8 @@ where
                 }
                 if !finished {
                     return Err(Failure::answer(format!(
-                        "paged search still not finished after {MAX_PAGES} pages: cut off, result incomplete"
+                        "paged search of {ou} still not finished after {} pages: cut off, result incomplete",
+                        cfg.max_pages
                     )));
                 }
             }

@@ -14,7 +14,8 @@ use crate::conn::{self, ServerUri, Stage};
 use crate::{DirectoryConfig, Failure};
 
 /// Hard stop for a paged enumeration that never ends (a server that keeps
-/// returning a cookie): at most this many pages.
+/// returning a cookie): at most this many pages (the default of
+/// [`DirectoryConfig::max_pages`]).
 pub const MAX_PAGES: usize = 100_000;
 
 fn step(name: &str, started: Instant, result: Result<String, &Failure>) -> ProbeStep {
@@ -207,7 +208,7 @@ async fn ou_exists(ldap: &mut Ldap, cfg: &DirectoryConfig, ou: &str) -> Result<(
 pub async fn paged_count(ldap: &mut Ldap, cfg: &DirectoryConfig, base: &str, filter: &str) -> Result<i64, Failure> {
     let mut cookie: Vec<u8> = Vec::new();
     let mut count = 0i64;
-    for page in 0..MAX_PAGES {
+    for page in 0..cfg.max_pages {
         let control: ldap3::controls::RawControl = PagedResults { size: cfg.page_size, cookie: cookie.clone() }.into();
         let r = ldap
             .with_controls(vec![control])
@@ -237,7 +238,7 @@ pub async fn paged_count(ldap: &mut Ldap, cfg: &DirectoryConfig, base: &str, fil
             }
         }
     }
-    Err(Failure::answer(format!("paged search still not finished after {MAX_PAGES} pages: cut off, result incomplete")))
+    Err(Failure::answer(format!("paged search still not finished after {} pages: cut off, result incomplete", cfg.max_pages)))
 }
 
 async fn sample_users(ldap: &mut Ldap, cfg: &DirectoryConfig, filter: &str, n: i32) -> Result<Vec<MappedUser>, Failure> {

@@ -97,9 +97,20 @@ impl Slapd {
 
     /// Run `ldapmodify` as the directory's admin.
     pub fn modify(&self, ldif: &str) {
+        self.ldapmodify(&[], ldif)
+    }
+
+    /// Run `ldapmodify -M` (the ManageDsaIT control, RFC 3296) as the
+    /// admin: for changes to referral objects themselves, e.g. their `ref`.
+    pub fn modify_manage_dsa_it(&self, ldif: &str) {
+        self.ldapmodify(&["-M"], ldif)
+    }
+
+    fn ldapmodify(&self, extra: &[&str], ldif: &str) {
         use std::io::Write;
         let mut child = Command::new("ldapmodify")
             .args(["-x", "-H", &self.ldap_url, "-D", &self.admin_dn, "-w", &self.admin_password])
+            .args(extra)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -110,6 +121,35 @@ impl Slapd {
 
     pub fn stop(&self) {
         let _ = Command::new(repo_root().join("testkit/slapd/stop")).arg(&self.dir).status();
+    }
+}
+
+/// A configuration for a plain `ldap://` server at `url` laid out as
+/// [`Slapd`] is (users in `ou=people` and `ou=tech` under `base_dn`): for
+/// the test kit's misbehaving LDAP responder (`bindery-ldap-responder`).
+pub fn plain_input(url: &str, base_dn: &str) -> DirectoryInput {
+    DirectoryInput {
+        enabled: true,
+        server_uris: vec![url.to_string()],
+        starttls: false,
+        bind_dn: format!("cn=bindery,ou=services,{base_dn}"),
+        bind_password: Some("Bindery-Service-Password-1".into()),
+        search_ous: format!("ou=people,{b}|ou=tech,{b}", b = base_dn),
+        search_filter: "(uid=%(user)s)".into(),
+        attr_map: r#"{"username":"uid","name":"cn","email":"mail","is_active":"userAccountControl"}"#.into(),
+        group_mode: GroupMode::Attribute,
+        group_base: String::new(),
+        group_filter: "(member={0})".into(),
+        nested_groups: false,
+        group_mappings: vec![],
+        connect_timeout_secs: 3,
+        op_timeout_secs: 5,
+        page_size: 2,
+        dn_cache_secs: 0,
+        ca_pem: String::new(),
+        client_cert_pem: String::new(),
+        client_key_pem: None,
+        skip_verify: false,
     }
 }
 

@@ -310,3 +310,156 @@ async fn groups_by_searching_member_direct_and_nested() {
     let r = test_login(&config(&i), "jsmith", None).await;
     assert!(r.dn.is_some() && r.user.is_some(), "{r:#?}");
 }
+
+// ----- referrals (checklist 4) ----------------------------------------------
+
+/// `ou=partners,ou=people` in the fixture is a referral object: every
+/// subtree search of ou=people answers with a continuation reference to
+/// it. Here it points at a server that would answer for anyone (a duplicate
+/// jdoe, a `partner` user, any password). ldap3 hands continuation
+/// references back in the result's `refs`; Bindery never reads them.
+/// Lookup, login, the connection test and the enumeration ignore the
+/// reference: nobody connects there, and the people of ou=people still
+/// work. (Checked by hand: a lookup that opens a connection to each `refs`
+/// URL fails this test.)
+#[tokio::test]
+async fn referrals_in_a_search_ou_are_never_followed() {
+    use bindery_directory::enumerate::enumerate;
+    use bindery_directory::gateway::Gateway;
+    use bindery_ldap_responder::{Entry, Responder};
+    let d = Slapd::start();
+    let partners = format!("ou=partners,{}", d.base_dn);
+    let elsewhere = Responder::start(vec![Entry::user(&partners, "partner", 1), Entry::user(&partners, "jdoe", 2)]).await;
+    d.modify_manage_dsa_it(&format!(
+        "dn: ou=partners,ou=people,{b}\nchangetype: modify\nreplace: ref\nref: {}/{partners}\n",
+        elsewhere.url,
+        b = d.base_dn
+    ));
+    let cfg = config(&d.input());
+
+    // Lookup and login of a user beside the referral: exactly one entry.
+    let r = test_login(&cfg, "jdoe", None).await;
+    assert!(r.verdict.contains("resolves to"), "{r:#?}");
+    let r = test_login(&cfg, "jdoe", Some("Jdoe-Password-1")).await;
+    assert!(r.allowed, "{r:#?}");
+    // A user only the referral's target knows is not found (any password would do there).
+    let r = test_login(&cfg, "partner", Some("anything-at-all")).await;
+    assert!(!r.allowed && r.dn.is_none(), "{r:#?}");
+    assert!(r.verdict.contains("no entry matches"), "{}", r.verdict);
+
+    let gw = Gateway::new(cfg.clone());
+    let found = gw.lookup("jdoe").await.expect("lookup").found.expect("jdoe found");
+    assert_eq!(found.dn, format!("uid=jdoe,ou=people,{}", d.base_dn));
+    assert!(gw.lookup("partner").await.expect("lookup").found.is_none());
+    let logged_in = gw.login("jdoe", "Jdoe-Password-1").await.expect("jdoe signs in");
+    assert_eq!(logged_in.found.dn, found.dn);
+    assert!(gw.login("partner", "anything-at-all").await.is_err(), "partner is unknown here");
+
+    // Enumeration (page size 2, so the reference lands amid the pages) and the paged count.
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let mut names = Vec::new();
+    let totals = enumerate(&cfg, &cancel, |page, _| {
+        names.extend(page.into_iter().map(|e| e.user.username));
+        async { Ok(()) }
+    })
+    .await
+    .expect("a complete enumeration");
+    names.sort();
+    assert_eq!(names, ["disabled", "jdoe", "jsmith", "locked", "nomail", "tina", "tom", "élodie"]);
+    assert_eq!(totals.entries, 8);
+    let report = test_connection(&cfg, &d.input().server_uris).await;
+    assert_eq!(report.user_count, Some(8), "{report:#?}");
+
+    assert_eq!(elsewhere.connections(), 0, "somebody followed the referral");
+
+    // A search OU that is itself the referral: refused with LDAP 10, not chased.
+    let mut i = d.input();
+    i.search_ous = format!("ou=partners,ou=people,{}", d.base_dn);
+    let r = test_login(&config(&i), "partner", Some("anything-at-all")).await;
+    assert!(!r.allowed, "{r:#?}");
+    assert!(r.verdict.contains("referral (not followed)"), "{}", r.verdict);
+    let err = enumerate(&config(&i), &cancel, |_, _| async { Ok(()) }).await.expect_err("incomplete");
+    assert_eq!(err.ldap_code, Some(10), "{err:?}");
+    assert_eq!(elsewhere.connections(), 0, "somebody followed the referral");
+}
+
+// ----- paging faults (checklist 18), on the test kit's misbehaving server ----
+
+mod paging_faults {
+    use std::sync::atomic::AtomicBool;
+
+    use bindery_directory::enumerate::enumerate;
+    use bindery_directory::testing::plain_input;
+    use bindery_directory::Failure;
+    use bindery_ldap_responder::{Fault, Responder};
+
+    const BASE: &str = "dc=example,dc=com";
+
+    async fn responder() -> Responder {
+        Responder::with_users(&format!("ou=people,{BASE}"), 5).await
+    }
+
+    fn cfg(r: &Responder, max_pages: usize) -> bindery_directory::DirectoryConfig {
+        let mut cfg = super::config(&plain_input(&r.url, BASE));
+        cfg.max_pages = max_pages;
+        cfg
+    }
+
+    /// Enumerate; the entries seen, and the end.
+    async fn run(cfg: &bindery_directory::DirectoryConfig) -> (u64, Result<u64, Failure>) {
+        let cancel = AtomicBool::new(false);
+        let mut seen = 0u64;
+        let r = enumerate(cfg, &cancel, |page, _| {
+            seen += page.len() as u64;
+            async { Ok(()) }
+        })
+        .await;
+        (seen, r.map(|t| t.entries))
+    }
+
+    #[tokio::test]
+    async fn an_honest_server_is_enumerated_completely() {
+        let r = responder().await;
+        let (seen, end) = run(&cfg(&r, 100)).await;
+        assert_eq!((seen, end), (5, Ok(5)));
+        // 3 pages of ou=people (2+2+1) and one of the empty ou=tech.
+        assert_eq!(r.paged_searches(), 4);
+    }
+
+    #[tokio::test]
+    async fn each_paging_fault_is_an_incomplete_enumeration_with_its_reason() {
+        let r = responder().await;
+        for (fault, reason) in [
+            (Fault::RepeatCookie, "repeated its cookie"),
+            (Fault::IgnorePaging, "ignored the paged-results control"),
+            (Fault::SizeLimit, "size limit exceeded (LDAP 4)"),
+            (Fault::EndlessPages, "still not finished after 20 pages: cut off"),
+        ] {
+            r.set_fault(fault);
+            let before = r.paged_searches();
+            let (seen, end) = run(&cfg(&r, 20)).await;
+            let err = end.expect_err(&format!("{fault:?} taken as complete after {seen} entries"));
+            assert!(err.message.contains(reason), "{fault:?}: {}", err.message);
+            assert!(err.message.contains("incomplete") || err.ldap_code == Some(4), "{fault:?}: {}", err.message);
+            assert!(!err.unreachable, "{fault:?}: an answer, not an outage");
+            if fault == Fault::EndlessPages {
+                assert_eq!(r.paged_searches() - before, 20, "cut off at the limit");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_connection_test_counts_no_incomplete_result() {
+        let r = responder().await;
+        r.set_fault(Fault::RepeatCookie);
+        let cfg = cfg(&r, 20);
+        let report = bindery_directory::probe::test_connection(&cfg, std::slice::from_ref(&r.url)).await;
+        assert_eq!(report.user_count, None, "{report:#?}");
+        let count = report.servers[0].steps.iter().find(|s| s.step == "count").expect("a count step");
+        assert!(!count.ok && count.detail.contains("repeated its cookie"), "{count:?}");
+        r.set_fault(Fault::EndlessPages);
+        let report = bindery_directory::probe::test_connection(&cfg, std::slice::from_ref(&r.url)).await;
+        let count = report.servers[0].steps.iter().find(|s| s.step == "count").expect("a count step");
+        assert!(!count.ok && count.detail.contains("cut off"), "{count:?}");
+    }
+}

@@ -147,6 +147,7 @@ impl Service {
         cancel: &AtomicBool,
     ) -> Result<Enumerated> {
         let dir = kind.as_str();
+        let cfg = &bindery_directory::DirectoryConfig { max_pages: self.options.max_enumeration_pages, ..cfg.clone() };
         self.store.clear_staged(dir).await?;
         let store = self.store.clone();
         let result = enumerate::enumerate(cfg, cancel, |page, totals| {

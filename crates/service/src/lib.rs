@@ -138,6 +138,10 @@ pub struct Options {
     pub secret_key: SecretKey,
     /// Where sync reports are emailed; `None`: console only.
     pub smtp: Option<SmtpOptions>,
+    /// Hard stop for a paged enumeration that never ends: at most this
+    /// many pages per search OU, then the run is incomplete. Tests lower it
+    /// to reach the cut-off quickly.
+    pub max_enumeration_pages: usize,
 }
 
 /// A plain-SMTP relay (e.g. the local MTA) for sync reports.
@@ -151,7 +155,12 @@ pub struct SmtpOptions {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { min_failure_delay: Duration::from_millis(400), secret_key: SecretKey::generate(), smtp: None }
+        Options {
+            min_failure_delay: Duration::from_millis(400),
+            secret_key: SecretKey::generate(),
+            smtp: None,
+            max_enumeration_pages: bindery_directory::probe::MAX_PAGES,
+        }
     }
 }
 

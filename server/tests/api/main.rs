@@ -3,6 +3,7 @@
 //! PostgreSQL where a test says so).
 
 mod auth;
+mod checklist;
 mod directories;
 mod dirlogin;
 mod failover;

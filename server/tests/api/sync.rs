@@ -388,7 +388,7 @@ async fn recipients_get_the_summary_in_the_console_and_by_email() {
 async fn two_server_processes_on_one_postgres_run_each_scheduled_sync_once() {
     let d = Slapd::start();
     let key = bindery_service::SecretKey::generate();
-    let options = bindery_service::Options { min_failure_delay: MIN_FAILURE_DELAY, secret_key: key.clone(), smtp: None };
+    let options = bindery_service::Options { min_failure_delay: MIN_FAILURE_DELAY, secret_key: key.clone(), ..Default::default() };
     let app = TestApp::with_options(Backend::Postgres, options).await;
     configure(&app, &d, 100, SyncSettings { periodic: true, interval_hours: 24, ..Default::default() }).await;
     let dir = tempfile::tempdir().unwrap();
@@ -451,10 +451,23 @@ fn serve(db_url: &str, key: &bindery_service::SecretKey, dir: &std::path::Path, 
 /// completes the job.
 #[tokio::test]
 async fn a_crash_mid_sync_leaves_no_run_running_and_the_next_run_completes() {
+    crash_mid_sync(Backend::Sqlite).await;
+}
+
+/// The same on PostgreSQL, where live replicas may share the database: the
+/// dead process's run is left alone while its lease could still be renewed,
+/// and interrupted once the lease has lapsed (aged here by the lease's TTL,
+/// rather than waiting a minute).
+#[tokio::test]
+async fn a_crash_mid_sync_on_postgres_leaves_no_run_running_and_the_next_run_completes() {
+    crash_mid_sync(Backend::Postgres).await;
+}
+
+async fn crash_mid_sync(backend: Backend) {
     let d = Slapd::start_with(&[("SLAPD_EXTRA_USERS", "3000")]);
     let key = bindery_service::SecretKey::generate();
-    let options = bindery_service::Options { min_failure_delay: MIN_FAILURE_DELAY, secret_key: key.clone(), smtp: None };
-    let app = TestApp::with_options(Backend::Sqlite, options).await;
+    let options = bindery_service::Options { min_failure_delay: MIN_FAILURE_DELAY, secret_key: key.clone(), ..Default::default() };
+    let app = TestApp::with_options(backend, options).await;
     configure(&app, &d, 1000, SyncSettings { periodic: true, interval_hours: 24, ..Default::default() }).await;
     let store = &app.db.store;
     let dir = tempfile::tempdir().unwrap();
@@ -486,6 +499,16 @@ async fn a_crash_mid_sync_leaves_no_run_running_and_the_next_run_completes() {
 
     // Restart: the run is interrupted; the next firing completes the job.
     let mut server = serve(&app.db.url, &key, dir.path(), "second.log");
+    if backend == Backend::Postgres {
+        // The killed process's lease is still current: another replica
+        // cannot tell it from a live one, so its run is left running…
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(store.list_runs("sync", 10, 0).await.unwrap().0[0].state, "running", "a run under a current lease");
+        // … until the lease lapses (its TTL is a minute; move it past).
+        let aged = sqlx::query("UPDATE sync_leases SET expires_at = expires_at - 120000").execute(store.pool()).await.unwrap();
+        assert_eq!(aged.rows_affected(), 1, "the dead process's lease");
+        sqlx::query("UPDATE sync_runs SET started_at = started_at - 120000").execute(store.pool()).await.unwrap();
+    }
     let mut state = String::new();
     for _ in 0..300 {
         state = store.list_runs("sync", 10, 0).await.unwrap().0[0].state.clone();
