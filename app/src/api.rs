@@ -132,12 +132,88 @@ fn query(q: Option<String>, page: Option<i64>) -> bindery_model::ListQuery {
     bindery_model::ListQuery { q, page, per_page: None }
 }
 
-/// Keep only local, absolute paths as redirect targets (no open redirect).
+/// Keep only same-origin paths as redirect targets (no open redirect).
+///
+/// `next` comes from the client. It must be a path (`/…`), free of control
+/// characters (browsers drop a TAB or LF, turning `/\t/evil.example` into
+/// `//evil.example`) and backslashes (read as `/`), and must still name a
+/// path on this origin once a URL parser has resolved it (`/.//x` resolves
+/// to `//x`). Server functions (`/rpc/…`) are never a target. Anything else
+/// sends the user to `/`. The answer is the parser's serialisation, so it is
+/// percent-encoded and holds no byte a `Location` header cannot carry.
+#[cfg(feature = "ssr")]
 pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.starts_with("/rpc/") => n.to_string(),
-        _ => "/".to_string(),
+    const HOME: &str = "/";
+    const ORIGIN: &str = "http://bindery.invalid/";
+    let Some(n) = next else { return HOME.into() };
+    if !n.starts_with('/') || n.starts_with("//") || n.chars().any(|c| c.is_control() || c == '\\') {
+        return HOME.into();
     }
+    let Ok(base) = url::Url::parse(ORIGIN) else { return HOME.into() };
+    let Ok(u) = base.join(n) else { return HOME.into() };
+    let same_origin = u.scheme() == "http"
+        && u.host_str() == Some("bindery.invalid")
+        && u.port().is_none()
+        && u.username().is_empty()
+        && u.password().is_none();
+    let path = u.path();
+    let decoded = percent_decoded(path).to_ascii_lowercase();
+    if !same_origin || !path.starts_with('/') || path.starts_with("//") || decoded.starts_with("//") || decoded.starts_with("/rpc/") {
+        return HOME.into();
+    }
+    let mut out = path.to_string();
+    if let Some(q) = u.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    if let Some(f) = u.fragment() {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
+/// `%XX` sequences decoded (for checks only; invalid ones are kept).
+#[cfg(feature = "ssr")]
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every redirect a server function answers with goes through here: bytes
+/// a `Location` header cannot carry (controls, spaces, non-ASCII) are
+/// percent-encoded, so `leptos_axum::redirect` (which panics on an invalid
+/// header value) never sees a CR or LF.
+#[cfg(feature = "ssr")]
+pub fn redirect(target: &str) {
+    leptos_axum::redirect(&location_safe(target));
+}
+
+/// `target` with every byte outside visible ASCII percent-encoded.
+pub fn location_safe(target: &str) -> String {
+    let mut out = String::with_capacity(target.len());
+    for b in target.bytes() {
+        if b.is_ascii_graphic() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Checked boxes of a form, named `field[<id>]`, as ids.
@@ -164,7 +240,7 @@ pub async fn login(username: String, password: String, next: Option<String>) -> 
                 r.append_header(http::header::SET_COOKIE, http::HeaderValue::from_str(&cookie).map_err(|_| AppError::Internal)?);
             }
             let target = if ok.must_change_password { "/change-password".to_string() } else { safe_next(next.as_deref()) };
-            leptos_axum::redirect(&target);
+            redirect(&target);
             Ok(())
         }
         Err(_) => {
@@ -174,7 +250,7 @@ pub async fn login(username: String, password: String, next: Option<String>) -> 
                 target.push_str("&next=");
                 target.push_str(&crate::url_encode(&next));
             }
-            leptos_axum::redirect(&target);
+            redirect(&target);
             Ok(())
         }
     }
@@ -192,7 +268,7 @@ pub async fn logout() -> Result<(), AppError> {
     if let Some(r) = use_context::<leptos_axum::ResponseOptions>() {
         r.append_header(http::header::SET_COOKIE, http::HeaderValue::from_str(&cookie).map_err(|_| AppError::Internal)?);
     }
-    leptos_axum::redirect("/login");
+    redirect("/login");
     Ok(())
 }
 
@@ -211,7 +287,7 @@ pub async fn change_password(current_password: String, new_password: String, con
             if let Some(r) = use_context::<leptos_axum::ResponseOptions>() {
                 r.append_header(http::header::SET_COOKIE, http::HeaderValue::from_str(&cookie).map_err(|_| AppError::Internal)?);
             }
-            leptos_axum::redirect("/?password_changed=1");
+            redirect("/?password_changed=1");
             Ok(())
         }
         Err(bindery_service::Error::Invalid(fields)) => {
@@ -219,7 +295,7 @@ pub async fn change_password(current_password: String, new_password: String, con
             for f in fields {
                 target.push_str(&format!("err_{}={}&", f.field, crate::url_encode(&f.message)));
             }
-            leptos_axum::redirect(target.trim_end_matches('&'));
+            redirect(target.trim_end_matches('&'));
             Ok(())
         }
         Err(e) => Err(map(e)),
@@ -329,7 +405,7 @@ pub async fn reset_password(id: i64) -> Result<String, AppError> {
 pub async fn delete_user(id: i64) -> Result<(), AppError> {
     let (svc, actor) = caller()?;
     svc.delete_user(&actor, id).await.map_err(map)?;
-    leptos_axum::redirect("/users");
+    redirect("/users");
     Ok(())
 }
 

@@ -122,12 +122,41 @@ mod tests {
         assert!(session_cookie("s", "", false, Some(0)).ends_with("Max-Age=0"));
     }
 
+    #[cfg(feature = "ssr")]
     #[test]
-    fn next_is_local_only() {
+    fn next_is_a_same_origin_path_only() {
         assert_eq!(api::safe_next(Some("/users?page=2")), "/users?page=2");
-        for bad in ["//evil.example", "https://evil.example", "/\\evil", "/rpc/logout", ""] {
-            assert_eq!(api::safe_next(Some(bad)), "/", "{bad}");
+        assert_eq!(api::safe_next(Some("/users/3#top")), "/users/3#top");
+        assert_eq!(api::safe_next(Some("/users?q=a b")), "/users?q=a%20b", "the parser's encoding");
+        assert_eq!(api::safe_next(Some("/élodie")), "/%C3%A9lodie");
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "javascript:alert(1)",
+            "/\\evil",
+            "/rpc/logout",
+            "/%72pc/logout",
+            "",
+            "users",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\nSet-Cookie: x=1",
+            "/ok\u{7f}",
+            "/ok\u{85}",
+            "/.//evil.example",
+            "/..//evil.example",
+            "/%2F/evil.example",
+            "/a/../..//evil.example",
+        ] {
+            assert_eq!(api::safe_next(Some(bad)), "/", "{bad:?}");
         }
+        assert_eq!(api::safe_next(None), "/");
+    }
+
+    #[test]
+    fn locations_carry_no_control_bytes() {
+        assert_eq!(api::location_safe("/a\r\nb c\té"), "/a%0D%0Ab%20c%09%C3%A9");
+        assert_eq!(api::location_safe("/login?failed=1&next=%2F"), "/login?failed=1&next=%2F");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod auth;
 mod directories;
 mod dirlogin;
 mod failover;
+mod hardening;
 mod helpers;
 mod import;
 mod rbac;
