@@ -45,6 +45,9 @@ pub struct Config {
     /// When unset, the key is read from (or generated into) `secret_key_file`.
     pub secret_key: Option<String>,
     pub secret_key_file: String,
+    /// When set, `/metrics` answers only requests with
+    /// `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             smtp_from: "bindery@localhost".into(),
             secret_key: None,
             secret_key_file: "data/secret.key".into(),
+            metrics_token: None,
         }
     }
 }
@@ -84,6 +88,7 @@ impl std::fmt::Debug for Config {
             .field("smtp_from", &self.smtp_from)
             .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
             .field("secret_key_file", &self.secret_key_file)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }

@@ -344,6 +344,7 @@ impl Service {
             self.store.insert_session(&util::token_hash(token), u.id, &actor.ip, "", now).await?;
         }
         self.audit(actor, "user.change_password", &format!("user:{}", u.username), None, None).await;
+        self.password_changed(&u.username_key);
         Ok(())
     }
 

@@ -160,6 +160,9 @@ pub struct Service {
     gateways: std::sync::Arc<gateways::Gateways>,
     jobs: std::sync::Arc<import::Jobs>,
     settings: std::sync::Arc<settings::SettingsCache>,
+    /// The file holding the first administrator's one-time password, if
+    /// this process wrote (or found) it: deleted at their first change.
+    initial_password_file: std::sync::Arc<std::sync::Mutex<Option<std::path::PathBuf>>>,
 }
 
 impl Service {
@@ -170,6 +173,34 @@ impl Service {
             gateways: Default::default(),
             jobs: Default::default(),
             settings: Default::default(),
+            initial_password_file: Default::default(),
+        }
+    }
+
+    /// Remember where the first administrator's one-time password was
+    /// written, to delete the file when `admin` first changes it.
+    pub fn set_initial_password_file(&self, path: std::path::PathBuf) {
+        if let Ok(mut f) = self.initial_password_file.lock() {
+            *f = Some(path);
+        }
+    }
+
+    /// `admin` still has to change the one-time password of the first start.
+    pub async fn initial_password_pending(&self) -> Result<bool> {
+        Ok(self.store.find_user("admin").await?.is_some_and(|u| u.must_change_password != 0 && u.source == "local"))
+    }
+
+    /// After a password change of `user_key`: the first administrator's
+    /// one-time password file goes once `admin` has chosen their own.
+    pub(crate) fn password_changed(&self, username_key: &str) {
+        if username_key != "admin" {
+            return;
+        }
+        let Some(path) = self.initial_password_file.lock().ok().and_then(|mut f| f.take()) else { return };
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(file = %path.display(), "deleted the first administrator's one-time password file"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot delete the one-time password file; delete it by hand"),
         }
     }
 

@@ -118,3 +118,219 @@ async fn weakening_tls_requires_the_bind_password_again_and_tests_are_logged() {
 fn bad_field(e: &bindery_service::Error, field: &str) -> bool {
     matches!(e, bindery_service::Error::Invalid(f) if f.iter().any(|f| f.field == field))
 }
+
+/// `/metrics`: a made-up method is counted as `other`; with a
+/// `metrics_token`, only that bearer token may read it.
+#[tokio::test]
+async fn metrics_bound_their_labels_and_can_require_a_token() {
+    let app = TestApp::new().await;
+    let cfg = bindery_server::Config::default();
+    let router =
+        bindery_server::app_with_metrics_token(app.service.clone(), bindery_server::leptos_options(&cfg), false, Some("m-token".into()));
+    let send = |req: http::Request<axum::body::Body>| {
+        let router = router.clone();
+        async move { tower::ServiceExt::oneshot(router, with_peer(req)).await.unwrap() }
+    };
+    for m in ["PROPFIND", "X-MADE-UP-1", "X-MADE-UP-2"] {
+        send(http::Request::builder().method(m).uri("/healthz").body(axum::body::Body::empty()).unwrap()).await;
+    }
+    let res = send(api("GET", "/metrics", None, Auth::None)).await;
+    assert_status(&res, StatusCode::UNAUTHORIZED, "no token");
+    let res = send(api("GET", "/metrics", None, Auth::Bearer("wrong"))).await;
+    assert_status(&res, StatusCode::UNAUTHORIZED, "wrong token");
+    let res = send(api("GET", "/metrics", None, Auth::Bearer("m-token"))).await;
+    assert_status(&res, StatusCode::OK, "token");
+    let text = body_text(res).await;
+    assert!(text.contains("method=\"other\""), "{text}");
+    assert!(!text.contains("PROPFIND") && !text.contains("MADE-UP"), "{text}");
+    // Without a token configured, /metrics stays open (scraped on a private network).
+    assert_status(&app.send(api("GET", "/metrics", None, Auth::None)).await, StatusCode::OK, "open");
+}
+
+fn with_peer(mut req: http::Request<axum::body::Body>) -> http::Request<axum::body::Body> {
+    if req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().is_none() {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 40000))));
+    }
+    req
+}
+
+/// Security headers on a page, an API answer and a static file; the
+/// page's scripts carry the nonce its policy names; HSTS only over TLS
+/// from a trusted proxy.
+#[tokio::test]
+async fn security_headers_on_pages_api_answers_and_static_files() {
+    let app = TestApp::new().await;
+    let site = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(site.path().join("pkg")).unwrap();
+    std::fs::write(site.path().join("pkg/bindery.css"), "body{}").unwrap();
+    let cfg = bindery_server::Config { site_root: site.path().display().to_string(), ..Default::default() };
+    let router = bindery_server::app(app.service.clone(), bindery_server::leptos_options(&cfg), true);
+    let send = |req: http::Request<axum::body::Body>| {
+        let router = router.clone();
+        async move { tower::ServiceExt::oneshot(router, with_peer(req)).await.unwrap() }
+    };
+    let page = send(api("GET", "/login", None, Auth::None)).await;
+    assert_status(&page, StatusCode::OK, "page");
+    let api_answer = send(api("GET", "/api/v1/me", None, Auth::None)).await;
+    assert_status(&api_answer, StatusCode::UNAUTHORIZED, "api");
+    let file = send(api("GET", "/pkg/bindery.css", None, Auth::None)).await;
+    assert_status(&file, StatusCode::OK, "static file");
+    let mut nonces = Vec::new();
+    for (what, res) in [("page", &page), ("api", &api_answer), ("static", &file)] {
+        let h = |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        assert_eq!(h("x-content-type-options"), "nosniff", "{what}");
+        assert_eq!(h("x-frame-options"), "DENY", "{what}");
+        assert_eq!(h("referrer-policy"), "same-origin", "{what}");
+        let csp = h("content-security-policy");
+        assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+        let script = csp.split(';').map(str::trim).find(|d| d.starts_with("script-src")).unwrap_or_else(|| panic!("{what}: {csp}"));
+        assert!(script.contains("'wasm-unsafe-eval'") && !script.contains("unsafe-inline"), "{what}: {script}");
+        let nonce = script.split_whitespace().find_map(|t| t.strip_prefix("'nonce-")).and_then(|t| t.strip_suffix('\'')).expect("a nonce");
+        nonces.push(nonce.to_string());
+        assert!(h("strict-transport-security").is_empty(), "{what}: no HSTS over plain HTTP");
+    }
+    nonces.dedup();
+    assert_eq!(nonces.len(), 3, "a fresh nonce per request");
+    // Every script of the page carries the nonce of its own policy.
+    let html = body_text(page).await;
+    let scripts: Vec<&str> = html.split("<script").skip(1).map(|s| s.split('>').next().unwrap_or("")).collect();
+    assert!(!scripts.is_empty(), "the page has its hydration script");
+    for s in &scripts {
+        assert!(s.contains(&format!("nonce=\"{}\"", nonces[0])), "script without the nonce: <script{s}>");
+    }
+    // HSTS when the request came over TLS through the (trusted) proxy.
+    let mut req = api("GET", "/api/v1/me", None, Auth::None);
+    req.headers_mut().insert("x-forwarded-proto", "https".parse().unwrap());
+    let res = send(req).await;
+    let hsts = res.headers().get("strict-transport-security").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(hsts.starts_with("max-age=31536000"), "HSTS: {hsts:?}");
+    // Not when proxies are not trusted.
+    let untrusted = bindery_server::app(app.service.clone(), bindery_server::leptos_options(&cfg), false);
+    let mut req = api("GET", "/api/v1/me", None, Auth::None);
+    req.headers_mut().insert("x-forwarded-proto", "https".parse().unwrap());
+    let res = tower::ServiceExt::oneshot(untrusted, with_peer(req)).await.unwrap();
+    assert!(res.headers().get("strict-transport-security").is_none(), "forged X-Forwarded-Proto");
+}
+
+/// A `bindery serve` process of its own, its output collected.
+pub struct Proc {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Proc {
+    pub fn spawn(dir: &std::path::Path, env: &[(&str, String)]) -> Proc {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bindery"));
+        cmd.arg("serve")
+            .current_dir(dir)
+            .env_remove("BINDERY_SECRET_KEY")
+            .env_remove("BINDERY_DATABASE_URL")
+            .env("BINDERY_LISTEN", "127.0.0.1:0")
+            .env("BINDERY_SITE_ROOT", dir)
+            .env("BINDERY_LOG_FORMAT", "json")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start bindery");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let pipes: Vec<Box<dyn std::io::Read + Send>> =
+            vec![Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
+        for pipe in pipes {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut o = out.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        Proc { child, out }
+    }
+
+    pub fn output(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// The address it listens on, once it does (None: it exited or took too long).
+    pub fn listening(&mut self) -> Option<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Some(addr) = self.output().split("listening on http://").nth(1) {
+                return Some(addr.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect());
+            }
+            if self.child.try_wait().unwrap().is_some() {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Waits for the process to end on its own.
+    pub fn exit(&mut self) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                return Some(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The first administrator's one-time password is in a 0600 file next to
+/// the database, never in the log; the first password change deletes it.
+#[tokio::test]
+async fn the_first_one_time_password_is_in_a_private_file_not_the_log() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db/bindery.db");
+    let mut p = Proc::spawn(dir.path(), &[("BINDERY_DATABASE_URL", format!("sqlite:{}", db.display()))]);
+    let addr = p.listening().unwrap_or_else(|| panic!("did not start:\n{}", p.output()));
+    let file = dir.path().join("db/initial-admin-password");
+    let otp = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}\n{}", file.display(), p.output()));
+    let otp = otp.trim().to_string();
+    assert_eq!(otp.len(), 20, "{otp:?}");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let log = p.output();
+    assert!(!log.contains(&otp), "the password is in the log:\n{log}");
+    assert!(log.contains("initial-admin-password"), "the log says where it is:\n{log}");
+
+    // The first password change deletes the file.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).cookie_store(true).build().unwrap();
+    let base = format!("http://{addr}");
+    let res = http
+        .post(format!("{base}/rpc/login"))
+        .header("accept", "text/html")
+        .form(&[("username", "admin"), ("password", otp.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers().get("location").unwrap(), "/change-password");
+    assert!(file.exists(), "still there until the change");
+    let new = "A-brand-new-Passw0rd";
+    let res = http
+        .post(format!("{base}/rpc/change_password"))
+        .header("accept", "text/html")
+        .form(&[("current_password", otp.as_str()), ("new_password", new), ("confirm_password", new)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers().get("location").unwrap(), "/?password_changed=1");
+    assert!(!file.exists(), "deleted at the first password change");
+}
