@@ -216,6 +216,24 @@ pub fn location_safe(target: &str) -> String {
     out
 }
 
+/// A password typed into a form. The structs `#[server]` generates for a
+/// server function's arguments derive `Debug`: this keeps it out of them.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl Password {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Password({:?})", bindery_model::redact(&self.0))
+    }
+}
+
 /// Checked boxes of a form, named `field[<id>]`, as ids.
 pub fn checked_ids(boxes: &Option<HashMap<String, String>>) -> Vec<i64> {
     let mut ids: Vec<i64> = boxes.iter().flat_map(|m| m.keys()).filter_map(|k| k.parse().ok()).collect();
@@ -229,11 +247,11 @@ pub fn checked_ids(boxes: &Option<HashMap<String, String>>) -> Vec<i64> {
 /// answer is always a redirect: to the console, to the forced password
 /// change, or back to the login page with one generic message.
 #[server(prefix = "/rpc", endpoint = "login")]
-pub async fn login(username: String, password: String, next: Option<String>) -> Result<(), AppError> {
+pub async fn login(username: String, password: Password, next: Option<String>) -> Result<(), AppError> {
     use bindery_service::SESSION_COOKIE;
     let svc = ssr::service()?;
     let req = ssr::request();
-    match svc.login(&username, &password, &req.client, "web").await {
+    match svc.login(&username, password.expose(), &req.client, "web").await {
         Ok(ok) => {
             let cookie = crate::session_cookie(SESSION_COOKIE, ok.session_token.expose(), req.secure, None);
             if let Some(r) = use_context::<leptos_axum::ResponseOptions>() {
@@ -275,13 +293,13 @@ pub async fn logout() -> Result<(), AppError> {
 /// Change one's own password. A plain form posts here; errors come back to
 /// the page in its query string so it works without JavaScript.
 #[server(prefix = "/rpc", endpoint = "change_password")]
-pub async fn change_password(current_password: String, new_password: String, confirm_password: String) -> Result<(), AppError> {
+pub async fn change_password(current_password: Password, new_password: Password, confirm_password: Password) -> Result<(), AppError> {
     use bindery_service::SESSION_COOKIE;
     let (svc, actor) = caller()?;
     let req = ssr::request();
     // Rotate the session: every old session ends, this browser gets a new one.
     let fresh = bindery_service::util::random_token();
-    match svc.change_password(&actor, &current_password, &new_password, &confirm_password, Some(&fresh)).await {
+    match svc.change_password(&actor, current_password.expose(), new_password.expose(), confirm_password.expose(), Some(&fresh)).await {
         Ok(()) => {
             let cookie = crate::session_cookie(SESSION_COOKIE, &fresh, req.secure, None);
             if let Some(r) = use_context::<leptos_axum::ResponseOptions>() {
@@ -358,12 +376,12 @@ pub async fn create_user(
     name: String,
     email: String,
     role: String,
-    password: String,
+    password: Password,
     orgs: Option<HashMap<String, String>>,
 ) -> Result<User, AppError> {
     let (svc, actor) = caller()?;
     let role = bindery_model::Role::parse(&role).ok_or_else(|| map(bindery_service::Error::field("role", "choose a role")))?;
-    let input = bindery_model::NewUser { username, name, email, role, password, organisation_ids: checked_ids(&orgs) };
+    let input = bindery_model::NewUser { username, name, email, role, password: password.0, organisation_ids: checked_ids(&orgs) };
     svc.create_user(&actor, &input).await.map_err(map)
 }
 
@@ -574,7 +592,7 @@ pub async fn revoke_token(id: i64) -> Result<(), AppError> {
 /// The directory form as the browser sends it (all text; checkboxes are
 /// present when ticked). The bind password and client key are write-only:
 /// empty means "keep the stored one".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectoryForm {
     #[serde(default)]
     pub enabled: Option<String>,
@@ -619,6 +637,58 @@ pub struct DirectoryForm {
     pub client_key_pem: String,
     #[serde(default)]
     pub skip_verify: Option<String>,
+}
+
+impl std::fmt::Debug for DirectoryForm {
+    /// Secrets show as `<redacted>` (or `None` when unset).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let DirectoryForm {
+            enabled,
+            server_uris,
+            starttls,
+            bind_dn,
+            bind_password,
+            search_ous,
+            search_filter,
+            attr_map,
+            group_mode,
+            group_base,
+            group_filter,
+            nested_groups,
+            group_mappings,
+            connect_timeout_secs,
+            op_timeout_secs,
+            page_size,
+            dn_cache_secs,
+            ca_pem,
+            client_cert_pem,
+            client_key_pem,
+            skip_verify,
+        } = self;
+        f.debug_struct("DirectoryForm")
+            .field("enabled", enabled)
+            .field("server_uris", server_uris)
+            .field("starttls", starttls)
+            .field("bind_dn", bind_dn)
+            .field("bind_password", &bindery_model::redact(bind_password))
+            .field("search_ous", search_ous)
+            .field("search_filter", search_filter)
+            .field("attr_map", attr_map)
+            .field("group_mode", group_mode)
+            .field("group_base", group_base)
+            .field("group_filter", group_filter)
+            .field("nested_groups", nested_groups)
+            .field("group_mappings", group_mappings)
+            .field("connect_timeout_secs", connect_timeout_secs)
+            .field("op_timeout_secs", op_timeout_secs)
+            .field("page_size", page_size)
+            .field("dn_cache_secs", dn_cache_secs)
+            .field("ca_pem", ca_pem)
+            .field("client_cert_pem", client_cert_pem)
+            .field("client_key_pem", &bindery_model::redact(client_key_pem))
+            .field("skip_verify", skip_verify)
+            .finish()
+    }
 }
 
 impl DirectoryForm {
@@ -713,13 +783,13 @@ pub async fn test_directory_login(
     kind: String,
     form: DirectoryForm,
     test_username: String,
-    test_password: String,
+    test_password: Password,
     lookup_only: Option<String>,
 ) -> Result<bindery_model::LoginTestReport, AppError> {
     let (svc, actor) = caller()?;
     actor.require_admin().map_err(map)?;
     let (kind, input) = directory_args(&kind, form)?;
-    let password = if lookup_only.is_some() { None } else { Some(test_password.as_str()) };
+    let password = if lookup_only.is_some() { None } else { Some(test_password.expose()) };
     if password.is_some_and(|p| p.trim().is_empty()) {
         return Err(map(bindery_service::Error::field("test_password", "enter the password, or tick \"lookup only\"")));
     }

@@ -159,6 +159,80 @@ mod tests {
         assert_eq!(api::location_safe("/login?failed=1&next=%2F"), "/login?failed=1&next=%2F");
     }
 
+    /// Every type that holds a secret formats without it.
+    #[cfg(feature = "ssr")]
+    #[test]
+    fn debug_output_holds_no_secret() {
+        const S: &str = "Sup3r-Secret-Value";
+        let form = api::DirectoryForm {
+            bind_password: S.into(),
+            client_key_pem: S.into(),
+            bind_dn: "cn=visible".into(),
+            connect_timeout_secs: "5".into(),
+            op_timeout_secs: "10".into(),
+            page_size: "100".into(),
+            dn_cache_secs: "60".into(),
+            ..Default::default()
+        };
+        let input = form.clone().into_input().expect("numbers are numbers");
+        assert_eq!(input.bind_password.as_deref(), Some(S));
+        let user = bindery_model::NewUser { username: "visible-user".into(), password: S.into(), ..Default::default() };
+        let token = bindery_model::CreatedApiToken {
+            token: bindery_model::ApiToken {
+                id: 1,
+                name: "visible-token".into(),
+                username: "admin".into(),
+                prefix: "abcd".into(),
+                created_at: String::new(),
+                last_used_at: None,
+                expires_at: None,
+                revoked: false,
+            },
+            secret: S.into(),
+        };
+        let ctx = bindery_service::RequestContext { session_token: Some(S.into()), ..Default::default() };
+        let login = api::Login { username: "visible-user".into(), password: api::Password(S.into()), next: None };
+        let change = api::ChangePassword {
+            current_password: api::Password(S.into()),
+            new_password: api::Password(S.into()),
+            confirm_password: api::Password(S.into()),
+        };
+        let create = api::CreateUser {
+            username: "visible-user".into(),
+            name: String::new(),
+            email: String::new(),
+            role: "user".into(),
+            password: api::Password(S.into()),
+            orgs: None,
+        };
+        let test_login = api::TestDirectoryLogin {
+            kind: "ldap".into(),
+            form: form.clone(),
+            test_username: "visible-user".into(),
+            test_password: api::Password(S.into()),
+            lookup_only: None,
+        };
+        let key = bindery_service::SecretKey::new([7; 32]);
+        let shown = [
+            format!("{input:?}"),
+            format!("{form:?}"),
+            format!("{user:?}"),
+            format!("{token:?}"),
+            format!("{ctx:?}"),
+            format!("{login:?}"),
+            format!("{change:?}"),
+            format!("{create:?}"),
+            format!("{test_login:?}"),
+            format!("{key:?}"),
+            format!("{:#?}", bindery_service::Secret::new(S)),
+        ];
+        for s in &shown {
+            assert!(!s.contains(S) && !s.contains(&"07".repeat(32)), "a secret in {s}");
+        }
+        assert!(shown[1].contains("cn=visible") && shown[2].contains("visible-user") && shown[3].contains("visible-token"), "{shown:?}");
+        assert!(shown[0].contains("<redacted>"), "{}", shown[0]);
+    }
+
     #[test]
     fn encodes_query_values() {
         assert_eq!(url_encode("a b&c=/é"), "a%20b%26c%3D/%C3%A9");

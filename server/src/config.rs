@@ -93,18 +93,36 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+/// `postgres://user:secret@host/db?password=x` → `postgres://user:***@host/db?password=***`:
+/// the password of the user-info part and of any `password` parameter
+/// (also `sslpassword`) of the query string.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
+            let creds = &base[s + 3..at];
             match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
+                Some((user, _)) => format!("{}{user}:***{}", &base[..s + 3], &base[at..]),
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().ends_with("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 #[derive(Debug)]
@@ -161,9 +179,20 @@ mod tests {
     fn redacts_passwords_in_urls() {
         assert_eq!(redact_url("postgres://bob:s3cret@db/x"), "postgres://bob:***@db/x");
         assert_eq!(redact_url("sqlite:data/x.db"), "sqlite:data/x.db");
-        let c = Config { database_url: "postgres://a:pw@h/d".into(), secret_key: Some("ab".repeat(32)), ..Config::default() };
+        assert_eq!(redact_url("postgres://bob@db/x?password=s3cret&sslmode=require"), "postgres://bob@db/x?password=***&sslmode=require");
+        assert_eq!(redact_url("postgres://db/x?sslmode=require&PASSWORD=s3cret"), "postgres://db/x?sslmode=require&PASSWORD=***");
+        assert_eq!(redact_url("postgres://a:b@db/x?sslpassword=k"), "postgres://a:***@db/x?sslpassword=***");
+        let c = Config {
+            database_url: "postgres://a:pw@h/d?password=qs-secret".into(),
+            secret_key: Some("ab".repeat(32)),
+            metrics_token: Some("metrics-secret".into()),
+            ..Config::default()
+        };
         let shown = format!("{c:?}");
-        assert!(!shown.contains("pw@") && !shown.contains("abab"), "{shown}");
+        assert!(
+            !shown.contains("pw@") && !shown.contains("abab") && !shown.contains("qs-secret") && !shown.contains("metrics-secret"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub async fn open(cfg: &Config) -> anyhow::Result<(Service, Option<bindery_servi
         store,
         Options { min_failure_delay: Duration::from_millis(cfg.min_failure_delay_ms), secret_key: secret_key(cfg)?, smtp },
     );
+    // One key per database: a replica with another key stops here, not
+    // at the first user who cannot sign in.
+    service.check_secret_key().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let password = service.bootstrap().await?;
     Ok((service, password))
 }
@@ -89,6 +92,7 @@ pub fn secret_key(cfg: &Config) -> anyhow::Result<bindery_service::SecretKey> {
     }
     let path = std::path::Path::new(&cfg.secret_key_file);
     if path.exists() {
+        check_private(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         return SecretKey::from_hex(&text).ok_or_else(|| {
             anyhow::anyhow!("{} (config `secret_key_file`, env BINDERY_SECRET_KEY_FILE) does not hold 64 hex characters", path.display())
@@ -174,6 +178,26 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     std::io::Write::write_all(&mut opts.open(path)?, text.as_bytes())
+}
+
+/// The key file must be readable by its owner only: refuse to start
+/// otherwise, saying how to fix it.
+fn check_private(path: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "the secret key file {} (config `secret_key_file`, env BINDERY_SECRET_KEY_FILE) is readable by group or others \
+                 (mode {:o}); anyone who can read it can decrypt the directory passwords. Fix: chmod 600 {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn leptos_options(cfg: &Config) -> LeptosOptions {

@@ -358,6 +358,9 @@ impl Service {
         if username.trim().is_empty() {
             return Err(Error::field("username", "enter the username to test"));
         }
+        if username.chars().any(char::is_control) {
+            return Err(Error::field("username", "must not contain control characters (tab, line break, …)"));
+        }
         let (cfg, _) = match self.config_for_test(kind, input).await {
             Ok(c) => c,
             Err(e) => {

@@ -74,6 +74,9 @@ impl Service {
                     Some((_, names)) => self.organisation_ids(names).await.map_err(store_err)?,
                     None => vec![],
                 };
+                if found.user.username.chars().any(char::is_control) {
+                    return Err(fail(format!("{}: the entry's username contains control characters", kind.label())));
+                }
                 let dkey = util::username_key(&found.user.username);
                 // The entry's immutable id first: renamed or moved in the
                 // directory, it is still the same Bindery user (renamed here).

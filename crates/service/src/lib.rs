@@ -11,6 +11,7 @@ mod dirlogin;
 mod explain;
 mod gateways;
 mod import;
+mod integrity;
 mod logs;
 mod secret;
 mod settings;
@@ -216,6 +217,7 @@ impl Service {
     /// exist. Returns the one-time password when `admin` was created, for
     /// the caller to print once.
     pub async fn bootstrap(&self) -> Result<Option<Secret>> {
+        self.migrate_username_keys().await?;
         let now = util::now_ms();
         // A crash or restart never leaves a run stuck as "running".
         // SQLite belongs to this one process: whatever ran before is gone.
@@ -261,7 +263,7 @@ impl Service {
 /// What the HTTP layer learned about a request: put into the request's
 /// extensions by the server's middleware, read by server functions and REST
 /// handlers.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RequestContext {
     pub principal: Option<Principal>,
     pub client: ClientInfo,
@@ -269,6 +271,19 @@ pub struct RequestContext {
     pub session_token: Option<String>,
     /// Cookies get `Secure` when the console is reached over HTTPS.
     pub secure: bool,
+}
+
+impl std::fmt::Debug for RequestContext {
+    /// The session cookie's value is a secret: it never shows.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let RequestContext { principal, client, session_token, secure } = self;
+        f.debug_struct("RequestContext")
+            .field("principal", principal)
+            .field("client", client)
+            .field("session_token", &session_token.as_ref().map(|_| "<redacted>"))
+            .field("secure", secure)
+            .finish()
+    }
 }
 
 impl RequestContext {

@@ -9,6 +9,7 @@
 //! column decodes through the Any driver identically on both backends.
 
 mod group;
+mod keys;
 mod login;
 mod rows;
 mod staging;

@@ -334,3 +334,136 @@ async fn the_first_one_time_password_is_in_a_private_file_not_the_log() {
     assert_eq!(res.headers().get("location").unwrap(), "/?password_changed=1");
     assert!(!file.exists(), "deleted at the first password change");
 }
+
+/// Usernames are one key whatever their Unicode spelling (NFC) or case;
+/// keys stored under the old rule are rewritten at start; control
+/// characters are refused at every entry and escaped in the login log.
+#[tokio::test]
+async fn usernames_are_nfc_keys_and_control_characters_are_refused() {
+    use bindery_model::{NewUser, Role};
+    let app = TestApp::new().await;
+    let admin = admin_actor();
+    let nfc = "\u{e9}lodie";
+    let nfd = "E\u{301}lodie";
+    let pw = "Elodie-Secret-123";
+    let u = app
+        .service
+        .create_user(
+            &admin,
+            &NewUser { username: nfc.into(), name: "É".into(), role: Role::User, password: pw.into(), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    let err = app
+        .service
+        .create_user(
+            &admin,
+            &NewUser { username: nfd.into(), name: "E".into(), role: Role::User, password: pw.into(), ..Default::default() },
+        )
+        .await
+        .expect_err("the decomposed spelling is the same name");
+    assert!(bad_field(&err, "username"), "{err}");
+    let hash = bindery_service::util::hash_password(pw).unwrap();
+    app.db.store.set_password(u.id, &hash, false, 0).await.unwrap();
+    let (_, cookie) = app.login(nfd, pw).await;
+    assert!(cookie.is_some(), "signs in with the other spelling");
+
+    // Control characters: refused with a field error when creating …
+    for bad in ["eve\tx", "eve\nINFO forged", "eve\u{1b}[31m"] {
+        let err = app
+            .service
+            .create_user(
+                &admin,
+                &NewUser { username: bad.into(), name: "x".into(), role: Role::User, password: pw.into(), ..Default::default() },
+            )
+            .await
+            .expect_err(bad);
+        assert!(bad_field(&err, "username") && err.to_string().contains("control characters"), "{err}");
+    }
+    // … in Test login …
+    let err = app
+        .service
+        .test_directory_login(&admin, bindery_model::DirectoryKind::Ldap, None, "jdoe\n", Some("x"))
+        .await
+        .expect_err("control character");
+    assert!(bad_field(&err, "username"), "{err}");
+    // … and at sign-in (the generic failure), logged escaped.
+    let (res, cookie) = app.login("admin\nINFO forged line", ADMIN_PASSWORD).await;
+    assert!(cookie.is_none(), "{:?}", res.headers());
+    let log = app.service.login_log(&admin, &Default::default()).await.unwrap();
+    let line = log.items.iter().find(|e| e.username.contains("forged")).expect("logged");
+    assert_eq!(line.username, "admin\\nINFO forged line");
+
+    // Keys stored under the old rule (lowercase only) are rewritten at start.
+    let store = &app.db.store;
+    let old_key = "zo\u{308}e"; // decomposed ö, lowercased, as the old rule left it
+    let id = store
+        .insert_user(&bindery_store::NewUserRow {
+            username: "Zo\u{308}e",
+            username_key: old_key,
+            name: "Zoë",
+            email: "",
+            role: "user",
+            source: "local",
+            is_active: true,
+            password_hash: None,
+            must_change_password: false,
+            external_id: None,
+            organisation_ids: &[],
+            now: 0,
+        })
+        .await
+        .unwrap();
+    let ukey = format!("user:{old_key}");
+    store.deny_login(&[ukey.as_str()], &failed_line()).await.unwrap();
+    store.put_setting("username_key_rule", "", 0).await.unwrap();
+    app.service.migrate_username_keys().await.unwrap();
+    let keys = store.username_keys().await.unwrap();
+    assert!(keys.contains(&(id, "Zo\u{308}e".into(), "z\u{f6}e".into())), "{keys:?}");
+    assert_eq!(store.find_user("z\u{f6}e").await.unwrap().expect("found under the NFC key").id, id);
+    assert_eq!(
+        store.failure_keys("user:").await.unwrap().iter().filter(|k| k.starts_with("user:z")).collect::<Vec<_>>(),
+        vec!["user:z\u{f6}e"]
+    );
+}
+
+fn failed_line() -> bindery_store::NewLoginEvent<'static> {
+    bindery_store::NewLoginEvent { at: 0, username: "x", ip: "", user_agent: "", success: false, reason: "test", method: "web" }
+}
+
+/// The secret key file must be private: a readable one stops the start
+/// with the fix in the message.
+#[tokio::test]
+async fn a_key_file_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret.key");
+    let cfg = bindery_server::Config { secret_key_file: path.display().to_string(), ..Default::default() };
+    bindery_server::secret_key(&cfg).expect("generated");
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    bindery_server::secret_key(&cfg).expect("a private file is fine");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = bindery_server::secret_key(&cfg).expect_err("world-readable").to_string();
+    assert!(err.contains("chmod 600") && err.contains("secret.key"), "{err}");
+}
+
+/// One key per database: a second replica on the same PostgreSQL with
+/// another key refuses to start, naming both fingerprints.
+#[tokio::test]
+async fn a_replica_with_another_secret_key_refuses_to_start() {
+    let db = bindery_store::testing::TestDb::new(bindery_store::Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (bindery_service::SecretKey::new([1; 32]), bindery_service::SecretKey::new([2; 32]));
+    let env = |k: &bindery_service::SecretKey| vec![("BINDERY_DATABASE_URL", db.url.clone()), ("BINDERY_SECRET_KEY", k.to_hex())];
+    let mut first = Proc::spawn(dir.path(), &env(&a));
+    first.listening().unwrap_or_else(|| panic!("the first replica did not start:\n{}", first.output()));
+    let mut same = Proc::spawn(dir.path(), &env(&a));
+    same.listening().unwrap_or_else(|| panic!("a replica with the same key did not start:\n{}", same.output()));
+    let mut other = Proc::spawn(dir.path(), &env(&b));
+    let status = other.exit().unwrap_or_else(|| panic!("a replica with another key kept running:\n{}", other.output()));
+    assert!(!status.success());
+    let out = other.output();
+    assert!(out.contains(&a.fingerprint()) && out.contains(&b.fingerprint()), "both fingerprints: {out}");
+    assert!(out.contains("same `secret_key`"), "{out}");
+    assert!(!out.contains(&a.to_hex()) && !out.contains(&b.to_hex()), "no key in the output");
+}
