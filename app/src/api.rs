@@ -132,11 +132,105 @@ fn query(q: Option<String>, page: Option<i64>) -> bindery_model::ListQuery {
     bindery_model::ListQuery { q, page, per_page: None }
 }
 
-/// Keep only local, absolute paths as redirect targets (no open redirect).
+/// Keep only same-origin paths as redirect targets (no open redirect).
+///
+/// `next` comes from the client. It must be a path (`/…`), free of control
+/// characters (browsers drop a TAB or LF, turning `/\t/evil.example` into
+/// `//evil.example`) and backslashes (read as `/`), and must still name a
+/// path on this origin once a URL parser has resolved it (`/.//x` resolves
+/// to `//x`). Server functions (`/rpc/…`) are never a target. Anything else
+/// sends the user to `/`. The answer is the parser's serialisation, so it is
+/// percent-encoded and holds no byte a `Location` header cannot carry.
+#[cfg(feature = "ssr")]
 pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.starts_with("/rpc/") => n.to_string(),
-        _ => "/".to_string(),
+    const HOME: &str = "/";
+    const ORIGIN: &str = "http://bindery.invalid/";
+    let Some(n) = next else { return HOME.into() };
+    if !n.starts_with('/') || n.starts_with("//") || n.chars().any(|c| c.is_control() || c == '\\') {
+        return HOME.into();
+    }
+    let Ok(base) = url::Url::parse(ORIGIN) else { return HOME.into() };
+    let Ok(u) = base.join(n) else { return HOME.into() };
+    let same_origin = u.scheme() == "http"
+        && u.host_str() == Some("bindery.invalid")
+        && u.port().is_none()
+        && u.username().is_empty()
+        && u.password().is_none();
+    let path = u.path();
+    let decoded = percent_decoded(path).to_ascii_lowercase();
+    if !same_origin || !path.starts_with('/') || path.starts_with("//") || decoded.starts_with("//") || decoded.starts_with("/rpc/") {
+        return HOME.into();
+    }
+    let mut out = path.to_string();
+    if let Some(q) = u.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    if let Some(f) = u.fragment() {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
+/// `%XX` sequences decoded (for checks only; invalid ones are kept).
+#[cfg(feature = "ssr")]
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every redirect a server function answers with goes through here: bytes
+/// a `Location` header cannot carry (controls, spaces, non-ASCII) are
+/// percent-encoded, so `leptos_axum::redirect` (which panics on an invalid
+/// header value) never sees a CR or LF.
+#[cfg(feature = "ssr")]
+pub fn redirect(target: &str) {
+    leptos_axum::redirect(&location_safe(target));
+}
+
+/// `target` with every byte outside visible ASCII percent-encoded.
+pub fn location_safe(target: &str) -> String {
+    let mut out = String::with_capacity(target.len());
+    for b in target.bytes() {
+        if b.is_ascii_graphic() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A password typed into a form. The structs `#[server]` generates for a
+/// server function's arguments derive `Debug`: this keeps it out of them.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl Password {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Password({:?})", bindery_model::redact(&self.0))
     }
 }
 
@@ -153,18 +247,18 @@ pub fn checked_ids(boxes: &Option<HashMap<String, String>>) -> Vec<i64> {
 /// answer is always a redirect: to the console, to the forced password
 /// change, or back to the login page with one generic message.
 #[server(prefix = "/rpc", endpoint = "login")]
-pub async fn login(username: String, password: String, next: Option<String>) -> Result<(), AppError> {
+pub async fn login(username: String, password: Password, next: Option<String>) -> Result<(), AppError> {
     use bindery_service::SESSION_COOKIE;
     let svc = ssr::service()?;
     let req = ssr::request();
-    match svc.login(&username, &password, &req.client, "web").await {
+    match svc.login(&username, password.expose(), &req.client, "web").await {
         Ok(ok) => {
             let cookie = crate::session_cookie(SESSION_COOKIE, ok.session_token.expose(), req.secure, None);
             if let Some(r) = use_context::<leptos_axum::ResponseOptions>() {
                 r.append_header(http::header::SET_COOKIE, http::HeaderValue::from_str(&cookie).map_err(|_| AppError::Internal)?);
             }
             let target = if ok.must_change_password { "/change-password".to_string() } else { safe_next(next.as_deref()) };
-            leptos_axum::redirect(&target);
+            redirect(&target);
             Ok(())
         }
         Err(_) => {
@@ -174,7 +268,7 @@ pub async fn login(username: String, password: String, next: Option<String>) -> 
                 target.push_str("&next=");
                 target.push_str(&crate::url_encode(&next));
             }
-            leptos_axum::redirect(&target);
+            redirect(&target);
             Ok(())
         }
     }
@@ -192,26 +286,26 @@ pub async fn logout() -> Result<(), AppError> {
     if let Some(r) = use_context::<leptos_axum::ResponseOptions>() {
         r.append_header(http::header::SET_COOKIE, http::HeaderValue::from_str(&cookie).map_err(|_| AppError::Internal)?);
     }
-    leptos_axum::redirect("/login");
+    redirect("/login");
     Ok(())
 }
 
 /// Change one's own password. A plain form posts here; errors come back to
 /// the page in its query string so it works without JavaScript.
 #[server(prefix = "/rpc", endpoint = "change_password")]
-pub async fn change_password(current_password: String, new_password: String, confirm_password: String) -> Result<(), AppError> {
+pub async fn change_password(current_password: Password, new_password: Password, confirm_password: Password) -> Result<(), AppError> {
     use bindery_service::SESSION_COOKIE;
     let (svc, actor) = caller()?;
     let req = ssr::request();
     // Rotate the session: every old session ends, this browser gets a new one.
     let fresh = bindery_service::util::random_token();
-    match svc.change_password(&actor, &current_password, &new_password, &confirm_password, Some(&fresh)).await {
+    match svc.change_password(&actor, current_password.expose(), new_password.expose(), confirm_password.expose(), Some(&fresh)).await {
         Ok(()) => {
             let cookie = crate::session_cookie(SESSION_COOKIE, &fresh, req.secure, None);
             if let Some(r) = use_context::<leptos_axum::ResponseOptions>() {
                 r.append_header(http::header::SET_COOKIE, http::HeaderValue::from_str(&cookie).map_err(|_| AppError::Internal)?);
             }
-            leptos_axum::redirect("/?password_changed=1");
+            redirect("/?password_changed=1");
             Ok(())
         }
         Err(bindery_service::Error::Invalid(fields)) => {
@@ -219,7 +313,7 @@ pub async fn change_password(current_password: String, new_password: String, con
             for f in fields {
                 target.push_str(&format!("err_{}={}&", f.field, crate::url_encode(&f.message)));
             }
-            leptos_axum::redirect(target.trim_end_matches('&'));
+            redirect(target.trim_end_matches('&'));
             Ok(())
         }
         Err(e) => Err(map(e)),
@@ -282,12 +376,12 @@ pub async fn create_user(
     name: String,
     email: String,
     role: String,
-    password: String,
+    password: Password,
     orgs: Option<HashMap<String, String>>,
 ) -> Result<User, AppError> {
     let (svc, actor) = caller()?;
     let role = bindery_model::Role::parse(&role).ok_or_else(|| map(bindery_service::Error::field("role", "choose a role")))?;
-    let input = bindery_model::NewUser { username, name, email, role, password, organisation_ids: checked_ids(&orgs) };
+    let input = bindery_model::NewUser { username, name, email, role, password: password.0, organisation_ids: checked_ids(&orgs) };
     svc.create_user(&actor, &input).await.map_err(map)
 }
 
@@ -341,7 +435,7 @@ pub async fn reset_password(id: i64) -> Result<String, AppError> {
 pub async fn delete_user(id: i64) -> Result<(), AppError> {
     let (svc, actor) = caller()?;
     svc.delete_user(&actor, id).await.map_err(map)?;
-    leptos_axum::redirect("/users");
+    redirect("/users");
     Ok(())
 }
 
@@ -510,7 +604,7 @@ pub async fn revoke_token(id: i64) -> Result<(), AppError> {
 /// The directory form as the browser sends it (all text; checkboxes are
 /// present when ticked). The bind password and client key are write-only:
 /// empty means "keep the stored one".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectoryForm {
     #[serde(default)]
     pub enabled: Option<String>,
@@ -555,6 +649,58 @@ pub struct DirectoryForm {
     pub client_key_pem: String,
     #[serde(default)]
     pub skip_verify: Option<String>,
+}
+
+impl std::fmt::Debug for DirectoryForm {
+    /// Secrets show as `<redacted>` (or `None` when unset).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let DirectoryForm {
+            enabled,
+            server_uris,
+            starttls,
+            bind_dn,
+            bind_password,
+            search_ous,
+            search_filter,
+            attr_map,
+            group_mode,
+            group_base,
+            group_filter,
+            nested_groups,
+            group_mappings,
+            connect_timeout_secs,
+            op_timeout_secs,
+            page_size,
+            dn_cache_secs,
+            ca_pem,
+            client_cert_pem,
+            client_key_pem,
+            skip_verify,
+        } = self;
+        f.debug_struct("DirectoryForm")
+            .field("enabled", enabled)
+            .field("server_uris", server_uris)
+            .field("starttls", starttls)
+            .field("bind_dn", bind_dn)
+            .field("bind_password", &bindery_model::redact(bind_password))
+            .field("search_ous", search_ous)
+            .field("search_filter", search_filter)
+            .field("attr_map", attr_map)
+            .field("group_mode", group_mode)
+            .field("group_base", group_base)
+            .field("group_filter", group_filter)
+            .field("nested_groups", nested_groups)
+            .field("group_mappings", group_mappings)
+            .field("connect_timeout_secs", connect_timeout_secs)
+            .field("op_timeout_secs", op_timeout_secs)
+            .field("page_size", page_size)
+            .field("dn_cache_secs", dn_cache_secs)
+            .field("ca_pem", ca_pem)
+            .field("client_cert_pem", client_cert_pem)
+            .field("client_key_pem", &bindery_model::redact(client_key_pem))
+            .field("skip_verify", skip_verify)
+            .finish()
+    }
 }
 
 impl DirectoryForm {
@@ -649,13 +795,13 @@ pub async fn test_directory_login(
     kind: String,
     form: DirectoryForm,
     test_username: String,
-    test_password: String,
+    test_password: Password,
     lookup_only: Option<String>,
 ) -> Result<bindery_model::LoginTestReport, AppError> {
     let (svc, actor) = caller()?;
     actor.require_admin().map_err(map)?;
     let (kind, input) = directory_args(&kind, form)?;
-    let password = if lookup_only.is_some() { None } else { Some(test_password.as_str()) };
+    let password = if lookup_only.is_some() { None } else { Some(test_password.expose()) };
     if password.is_some_and(|p| p.trim().is_empty()) {
         return Err(map(bindery_service::Error::field("test_password", "enter the password, or tick \"lookup only\"")));
     }

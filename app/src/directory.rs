@@ -188,7 +188,7 @@ where
 {
     let ro = !admin;
     let password_note = if s.bind_password_set {
-        "A password is set. Leave empty to keep it (re-enter it when you change the servers)."
+        "A password is set. Leave empty to keep it (re-enter it when you change the servers, turn StartTLS off, skip verification, or change the CA or client certificate)."
     } else {
         "No password is set."
     };

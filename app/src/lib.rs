@@ -122,12 +122,115 @@ mod tests {
         assert!(session_cookie("s", "", false, Some(0)).ends_with("Max-Age=0"));
     }
 
+    #[cfg(feature = "ssr")]
     #[test]
-    fn next_is_local_only() {
+    fn next_is_a_same_origin_path_only() {
         assert_eq!(api::safe_next(Some("/users?page=2")), "/users?page=2");
-        for bad in ["//evil.example", "https://evil.example", "/\\evil", "/rpc/logout", ""] {
-            assert_eq!(api::safe_next(Some(bad)), "/", "{bad}");
+        assert_eq!(api::safe_next(Some("/users/3#top")), "/users/3#top");
+        assert_eq!(api::safe_next(Some("/users?q=a b")), "/users?q=a%20b", "the parser's encoding");
+        assert_eq!(api::safe_next(Some("/élodie")), "/%C3%A9lodie");
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "javascript:alert(1)",
+            "/\\evil",
+            "/rpc/logout",
+            "/%72pc/logout",
+            "",
+            "users",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\nSet-Cookie: x=1",
+            "/ok\u{7f}",
+            "/ok\u{85}",
+            "/.//evil.example",
+            "/..//evil.example",
+            "/%2F/evil.example",
+            "/a/../..//evil.example",
+        ] {
+            assert_eq!(api::safe_next(Some(bad)), "/", "{bad:?}");
         }
+        assert_eq!(api::safe_next(None), "/");
+    }
+
+    #[test]
+    fn locations_carry_no_control_bytes() {
+        assert_eq!(api::location_safe("/a\r\nb c\té"), "/a%0D%0Ab%20c%09%C3%A9");
+        assert_eq!(api::location_safe("/login?failed=1&next=%2F"), "/login?failed=1&next=%2F");
+    }
+
+    /// Every type that holds a secret formats without it.
+    #[cfg(feature = "ssr")]
+    #[test]
+    fn debug_output_holds_no_secret() {
+        const S: &str = "Sup3r-Secret-Value";
+        let form = api::DirectoryForm {
+            bind_password: S.into(),
+            client_key_pem: S.into(),
+            bind_dn: "cn=visible".into(),
+            connect_timeout_secs: "5".into(),
+            op_timeout_secs: "10".into(),
+            page_size: "100".into(),
+            dn_cache_secs: "60".into(),
+            ..Default::default()
+        };
+        let input = form.clone().into_input().expect("numbers are numbers");
+        assert_eq!(input.bind_password.as_deref(), Some(S));
+        let user = bindery_model::NewUser { username: "visible-user".into(), password: S.into(), ..Default::default() };
+        let token = bindery_model::CreatedApiToken {
+            token: bindery_model::ApiToken {
+                id: 1,
+                name: "visible-token".into(),
+                username: "admin".into(),
+                prefix: "abcd".into(),
+                created_at: String::new(),
+                last_used_at: None,
+                expires_at: None,
+                revoked: false,
+            },
+            secret: S.into(),
+        };
+        let ctx = bindery_service::RequestContext { session_token: Some(S.into()), ..Default::default() };
+        let login = api::Login { username: "visible-user".into(), password: api::Password(S.into()), next: None };
+        let change = api::ChangePassword {
+            current_password: api::Password(S.into()),
+            new_password: api::Password(S.into()),
+            confirm_password: api::Password(S.into()),
+        };
+        let create = api::CreateUser {
+            username: "visible-user".into(),
+            name: String::new(),
+            email: String::new(),
+            role: "user".into(),
+            password: api::Password(S.into()),
+            orgs: None,
+        };
+        let test_login = api::TestDirectoryLogin {
+            kind: "ldap".into(),
+            form: form.clone(),
+            test_username: "visible-user".into(),
+            test_password: api::Password(S.into()),
+            lookup_only: None,
+        };
+        let key = bindery_service::SecretKey::new([7; 32]);
+        let shown = [
+            format!("{input:?}"),
+            format!("{form:?}"),
+            format!("{user:?}"),
+            format!("{token:?}"),
+            format!("{ctx:?}"),
+            format!("{login:?}"),
+            format!("{change:?}"),
+            format!("{create:?}"),
+            format!("{test_login:?}"),
+            format!("{key:?}"),
+            format!("{:#?}", bindery_service::Secret::new(S)),
+        ];
+        for s in &shown {
+            assert!(!s.contains(S) && !s.contains(&"07".repeat(32)), "a secret in {s}");
+        }
+        assert!(shown[1].contains("cn=visible") && shown[2].contains("visible-user") && shown[3].contains("visible-token"), "{shown:?}");
+        assert!(shown[0].contains("<redacted>"), "{}", shown[0]);
     }
 
     #[test]

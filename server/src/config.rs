@@ -45,6 +45,9 @@ pub struct Config {
     /// When unset, the key is read from (or generated into) `secret_key_file`.
     pub secret_key: Option<String>,
     pub secret_key_file: String,
+    /// When set, `/metrics` answers only requests with
+    /// `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             smtp_from: "bindery@localhost".into(),
             secret_key: None,
             secret_key_file: "data/secret.key".into(),
+            metrics_token: None,
         }
     }
 }
@@ -84,22 +88,41 @@ impl std::fmt::Debug for Config {
             .field("smtp_from", &self.smtp_from)
             .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
             .field("secret_key_file", &self.secret_key_file)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+/// `postgres://user:secret@host/db?password=x` → `postgres://user:***@host/db?password=***`:
+/// the password of the user-info part and of any `password` parameter
+/// (also `sslpassword`) of the query string.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
+            let creds = &base[s + 3..at];
             match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
+                Some((user, _)) => format!("{}{user}:***{}", &base[..s + 3], &base[at..]),
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().ends_with("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 #[derive(Debug)]
@@ -156,9 +179,20 @@ mod tests {
     fn redacts_passwords_in_urls() {
         assert_eq!(redact_url("postgres://bob:s3cret@db/x"), "postgres://bob:***@db/x");
         assert_eq!(redact_url("sqlite:data/x.db"), "sqlite:data/x.db");
-        let c = Config { database_url: "postgres://a:pw@h/d".into(), secret_key: Some("ab".repeat(32)), ..Config::default() };
+        assert_eq!(redact_url("postgres://bob@db/x?password=s3cret&sslmode=require"), "postgres://bob@db/x?password=***&sslmode=require");
+        assert_eq!(redact_url("postgres://db/x?sslmode=require&PASSWORD=s3cret"), "postgres://db/x?sslmode=require&PASSWORD=***");
+        assert_eq!(redact_url("postgres://a:b@db/x?sslpassword=k"), "postgres://a:***@db/x?sslpassword=***");
+        let c = Config {
+            database_url: "postgres://a:pw@h/d?password=qs-secret".into(),
+            secret_key: Some("ab".repeat(32)),
+            metrics_token: Some("metrics-secret".into()),
+            ..Config::default()
+        };
         let shown = format!("{c:?}");
-        assert!(!shown.contains("pw@") && !shown.contains("abab"), "{shown}");
+        assert!(
+            !shown.contains("pw@") && !shown.contains("abab") && !shown.contains("qs-secret") && !shown.contains("metrics-secret"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! SSR + server functions) and the REST API into one axum [`Router`].
 
 pub mod config;
+mod headers;
 mod metrics;
 mod middleware;
 mod rest;
@@ -31,6 +32,8 @@ pub struct Shared {
     pub leptos: LeptosOptions,
     pub metrics: Metrics,
     pub trust_proxy: bool,
+    /// `/metrics` needs `Authorization: Bearer <token>` when set.
+    pub metrics_token: Option<String>,
 }
 
 impl std::ops::Deref for AppState {
@@ -77,6 +80,9 @@ pub async fn open(cfg: &Config) -> anyhow::Result<(Service, Option<bindery_servi
             ..Options::default()
         },
     );
+    // One key per database: a replica with another key stops here, not
+    // at the first user who cannot sign in.
+    service.check_secret_key().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let password = service.bootstrap().await?;
     Ok((service, password))
 }
@@ -91,6 +97,7 @@ pub fn secret_key(cfg: &Config) -> anyhow::Result<bindery_service::SecretKey> {
     }
     let path = std::path::Path::new(&cfg.secret_key_file);
     if path.exists() {
+        check_private(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         return SecretKey::from_hex(&text).ok_or_else(|| {
             anyhow::anyhow!("{} (config `secret_key_file`, env BINDERY_SECRET_KEY_FILE) does not hold 64 hex characters", path.display())
@@ -113,6 +120,91 @@ pub fn secret_key(cfg: &Config) -> anyhow::Result<bindery_service::SecretKey> {
     Ok(key)
 }
 
+/// The folder of Bindery's own files: the SQLite database's, else the
+/// secret key file's (`data/` by default).
+pub fn data_dir(cfg: &Config) -> std::path::PathBuf {
+    let parent = |p: &str| std::path::Path::new(p).parent().filter(|d| !d.as_os_str().is_empty()).map(std::path::Path::to_path_buf);
+    let sqlite = cfg.database_url.strip_prefix("sqlite:").map(|p| p.trim_start_matches("//").split('?').next().unwrap_or(""));
+    match sqlite {
+        Some(p) if !p.is_empty() && !p.starts_with(':') => parent(p).unwrap_or_else(|| ".".into()),
+        _ => parent(&cfg.secret_key_file).unwrap_or_else(|| "data".into()),
+    }
+}
+
+/// Where the first administrator's one-time password is written.
+pub fn initial_password_file(cfg: &Config) -> std::path::PathBuf {
+    data_dir(cfg).join(INITIAL_PASSWORD_FILE)
+}
+
+pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+
+/// The first administrator's one-time password goes to a file readable by
+/// this user only (mode 0600), never into the log stream, which log
+/// shippers copy far and wide: the log says where the file is. The service
+/// deletes the file at the first password change of `admin`; one left
+/// from a start whose password was already changed is deleted here.
+async fn announce_initial_password(cfg: &Config, service: &Service, password: Option<bindery_service::Secret>) -> anyhow::Result<()> {
+    let path = initial_password_file(cfg);
+    match password {
+        Some(p) => {
+            write_private(&path, &format!("{}\n", p.expose()))
+                .map_err(|e| anyhow::anyhow!("cannot write the first administrator's one-time password to {}: {e}", path.display()))?;
+            service.set_initial_password_file(path.clone());
+            tracing::warn!(
+                file = %path.display(),
+                "created the first administrator `admin`: the one-time password is in the file (mode 0600); \
+                 it must be changed at first sign-in, which deletes the file"
+            );
+        }
+        None if path.exists() => {
+            if service.initial_password_pending().await? {
+                service.set_initial_password_file(path.clone());
+                tracing::warn!(file = %path.display(), "the first administrator `admin` has not changed the one-time password in the file yet");
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Write `text` to a new file only its owner can read or write.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    std::io::Write::write_all(&mut opts.open(path)?, text.as_bytes())
+}
+
+/// The key file must be readable by its owner only: refuse to start
+/// otherwise, saying how to fix it.
+fn check_private(path: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "the secret key file {} (config `secret_key_file`, env BINDERY_SECRET_KEY_FILE) is readable by group or others \
+                 (mode {:o}); anyone who can read it can decrypt the directory passwords. Fix: chmod 600 {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn leptos_options(cfg: &Config) -> LeptosOptions {
     LeptosOptions::builder()
         .output_name("bindery")
@@ -125,21 +217,30 @@ pub fn leptos_options(cfg: &Config) -> LeptosOptions {
 
 /// The whole HTTP application.
 pub fn app(service: Service, leptos: LeptosOptions, trust_proxy: bool) -> Router {
-    let state = AppState(Arc::new(Shared { service: service.clone(), leptos: leptos.clone(), metrics: Metrics::new(), trust_proxy }));
+    app_with_metrics_token(service, leptos, trust_proxy, None)
+}
+
+/// The whole HTTP application, `/metrics` behind a bearer token when one is given.
+pub fn app_with_metrics_token(service: Service, leptos: LeptosOptions, trust_proxy: bool, metrics_token: Option<String>) -> Router {
+    let metrics_token = metrics_token.filter(|t| !t.trim().is_empty());
+    let state = AppState(Arc::new(Shared {
+        service: service.clone(),
+        leptos: leptos.clone(),
+        metrics: Metrics::new(),
+        trust_proxy,
+        metrics_token,
+    }));
     let routes = generate_route_list(bindery_app::App);
     let ctx_service = service.clone();
     let console = Router::<AppState>::new()
-        .leptos_routes_with_context(&state, routes, move || leptos::prelude::provide_context(ctx_service.clone()), {
+        .leptos_routes_with_context(&state, routes, move || request_context(&ctx_service), {
             let leptos = leptos.clone();
             move || bindery_app::shell(leptos.clone())
         })
         .fallback({
             // The 404 page renders the app too: it needs the service.
             let fb_service = service.clone();
-            leptos_axum::file_and_error_handler_with_context::<AppState, _>(
-                move || leptos::prelude::provide_context(fb_service.clone()),
-                bindery_app::shell,
-            )
+            leptos_axum::file_and_error_handler_with_context::<AppState, _>(move || request_context(&fb_service), bindery_app::shell)
         });
 
     Router::new()
@@ -149,11 +250,22 @@ pub fn app(service: Service, leptos: LeptosOptions, trust_proxy: bool) -> Router
         .merge(console)
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::context))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), headers::security_headers))
         .layer(SetResponseHeaderLayer::if_not_present(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(http::header::X_FRAME_OPTIONS, http::HeaderValue::from_static("DENY")))
         .layer(SetResponseHeaderLayer::if_not_present(http::header::REFERRER_POLICY, http::HeaderValue::from_static("same-origin")))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// What every page render gets: the service, and this request's CSP nonce
+/// (Leptos puts it on its hydration and resource scripts).
+fn request_context(service: &Service) {
+    use leptos::prelude::{provide_context, use_context};
+    provide_context(service.clone());
+    if let Some(nonce) = use_context::<http::request::Parts>().and_then(|p| p.extensions.get::<headers::CspNonce>().cloned()) {
+        provide_context(leptos::nonce::Nonce::from_value(nonce.0));
+    }
 }
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
@@ -166,24 +278,22 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
-    ([(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render())
+async fn metrics_handler(State(s): State<AppState>, headers: http::HeaderMap) -> axum::response::Response {
+    if !metrics::authorised(s.metrics_token.as_deref(), &headers) {
+        return (http::StatusCode::UNAUTHORIZED, [(http::header::WWW_AUTHENTICATE, "Bearer")], "metrics need the bearer token\n")
+            .into_response();
+    }
+    ([(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render()).into_response()
 }
 
 /// Serve until SIGINT/SIGTERM, then finish in-flight requests.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (service, password) = open(&cfg).await?;
-    if let Some(p) = password {
-        // Printed once, on first start only; the admin must change it at first login.
-        tracing::warn!(
-            "created the first administrator: username `admin`, one-time password `{}` (it must be changed at first sign-in)",
-            p.expose()
-        );
-    }
+    announce_initial_password(&cfg, &service, password).await?;
     let sweeper = tokio::spawn(sweep(service.clone()));
     let prober = tokio::spawn(probe(service.clone(), Duration::from_secs(cfg.directory_probe_seconds.max(1))));
     let scheduler = tokio::spawn(schedule(service.clone(), Duration::from_secs(cfg.sync_tick_seconds.max(1))));
-    let router = app(service.clone(), leptos_options(&cfg), cfg.trust_proxy);
+    let router = app_with_metrics_token(service.clone(), leptos_options(&cfg), cfg.trust_proxy, cfg.metrics_token.clone());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (config key `listen`, env BINDERY_LISTEN): {e}", cfg.listen))?;

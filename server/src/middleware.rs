@@ -47,6 +47,14 @@ fn client_info(req: &Request, trust_proxy: bool) -> ClientInfo {
     }
 }
 
+/// The request reached Bindery over TLS: `X-Forwarded-Proto: https` from a
+/// proxy Bindery trusts (Bindery has no TLS listener of its own). The one
+/// place that decides it, for the cookies' `Secure` flag and for HSTS.
+pub fn via_trusted_tls(req: &Request, s: &crate::Shared) -> bool {
+    s.trust_proxy
+        && req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+}
+
 /// Cross-site request forgery check for state-changing requests, after
 /// the Fetch Metadata / Origin approach (as in Go's `CrossOriginProtection`):
 /// browsers always say where a request comes from; a request that says it
@@ -84,8 +92,7 @@ pub async fn context(State(s): State<AppState>, mut req: Request, next: Next) ->
         return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
     }
     let client = client_info(&req, s.trust_proxy);
-    let secure = s.trust_proxy
-        && req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let secure = via_trusted_tls(&req, &s);
     let mut ctx = RequestContext { principal: None, client, session_token: None, secure };
     if let Some(token) = cookie(&req, SESSION_COOKIE).map(str::to_string) {
         match s.service.session_principal(&token).await {

@@ -169,7 +169,7 @@ impl ListQuery {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct NewUser {
     pub username: String,
@@ -183,6 +183,21 @@ pub struct NewUser {
     pub password: String,
     #[serde(default)]
     pub organisation_ids: Vec<i64>,
+}
+
+impl std::fmt::Debug for NewUser {
+    /// Secrets show as `<redacted>` (or `None` when unset).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let NewUser { username, name, email, role, password, organisation_ids } = self;
+        f.debug_struct("NewUser")
+            .field("username", username)
+            .field("name", name)
+            .field("email", email)
+            .field("role", role)
+            .field("password", &redact(password))
+            .field("organisation_ids", organisation_ids)
+            .finish()
+    }
 }
 
 /// Partial update: absent fields stay as they are.
@@ -369,11 +384,19 @@ pub struct NewApiToken {
 }
 
 /// Returned once, at creation: the secret is never shown again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CreatedApiToken {
     pub token: ApiToken,
     pub secret: String,
+}
+
+impl std::fmt::Debug for CreatedApiToken {
+    /// Secrets show as `<redacted>` (or `None` when unset).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let CreatedApiToken { token, secret } = self;
+        f.debug_struct("CreatedApiToken").field("token", token).field("secret", &redact(secret)).finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -669,7 +692,7 @@ impl DirectorySettings {
 
 /// A directory configuration as written by a form or the API. Secrets are
 /// write-only: `None` keeps the stored value, `Some("")` clears it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct DirectoryInput {
     #[serde(default)]
@@ -712,6 +735,58 @@ pub struct DirectoryInput {
     pub client_key_pem: Option<String>,
     #[serde(default)]
     pub skip_verify: bool,
+}
+
+impl std::fmt::Debug for DirectoryInput {
+    /// Secrets show as `<redacted>` (or `None` when unset).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let DirectoryInput {
+            enabled,
+            server_uris,
+            starttls,
+            bind_dn,
+            bind_password,
+            search_ous,
+            search_filter,
+            attr_map,
+            group_mode,
+            group_base,
+            group_filter,
+            nested_groups,
+            group_mappings,
+            connect_timeout_secs,
+            op_timeout_secs,
+            page_size,
+            dn_cache_secs,
+            ca_pem,
+            client_cert_pem,
+            client_key_pem,
+            skip_verify,
+        } = self;
+        f.debug_struct("DirectoryInput")
+            .field("enabled", enabled)
+            .field("server_uris", server_uris)
+            .field("starttls", starttls)
+            .field("bind_dn", bind_dn)
+            .field("bind_password", &redact_opt(bind_password))
+            .field("search_ous", search_ous)
+            .field("search_filter", search_filter)
+            .field("attr_map", attr_map)
+            .field("group_mode", group_mode)
+            .field("group_base", group_base)
+            .field("group_filter", group_filter)
+            .field("nested_groups", nested_groups)
+            .field("group_mappings", group_mappings)
+            .field("connect_timeout_secs", connect_timeout_secs)
+            .field("op_timeout_secs", op_timeout_secs)
+            .field("page_size", page_size)
+            .field("dn_cache_secs", dn_cache_secs)
+            .field("ca_pem", ca_pem)
+            .field("client_cert_pem", client_cert_pem)
+            .field("client_key_pem", &redact_opt(client_key_pem))
+            .field("skip_verify", skip_verify)
+            .finish()
+    }
 }
 
 fn default_filter() -> String {
@@ -1160,4 +1235,18 @@ string_enum! {
         Failed => "failed",
         Rejected => "rejected",
     }
+}
+
+/// A secret in `Debug` output: `<redacted>` (empty ones show as `""`).
+pub fn redact(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        ""
+    } else {
+        "<redacted>"
+    }
+}
+
+/// An optional secret in `Debug` output.
+pub fn redact_opt(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_deref().map(redact)
 }

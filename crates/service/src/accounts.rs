@@ -29,7 +29,7 @@ pub(crate) fn username_problem(username: &str) -> Option<&'static str> {
     } else if n > 64 {
         Some("must be at most 64 characters")
     } else if username.chars().any(char::is_control) {
-        Some("must not contain control characters")
+        Some("must not contain control characters (tab, line break, …)")
     } else {
         None
     }

@@ -130,7 +130,7 @@ impl Service {
         issue: Issue,
     ) -> Result<Issued, LoginFailure> {
         let started = Instant::now();
-        let logged_name: String = username.trim().chars().take(128).collect();
+        let logged_name: String = util::printable(&username.trim().chars().take(128).collect::<String>());
         let outcome = match self.try_login(username, password, client).await {
             Ok(granted) => self.grant(granted, &logged_name, client, method, issue).await,
             Err(denied) => Err(denied),
@@ -187,6 +187,9 @@ impl Service {
         }
         if key.chars().count() > 256 || password.len() > 1024 {
             return Err(Denied::quiet("input too long"));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(Denied::quiet("the username contains control characters"));
         }
         let security = self.security_settings().await.map_err(|_| Denied::quiet("internal error"))?;
         let since = now_ms() - security.lockout_window_minutes * 60_000;
@@ -347,6 +350,7 @@ impl Service {
             self.store.insert_session(&util::token_hash(token), u.id, &actor.ip, "", now).await?;
         }
         self.audit(actor, "user.change_password", &format!("user:{}", u.username), None, None).await;
+        self.password_changed(&u.username_key);
         Ok(())
     }
 

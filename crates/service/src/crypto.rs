@@ -29,6 +29,10 @@ impl SecretKey {
         Some(SecretKey(bytes.try_into().ok()?))
     }
 
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }

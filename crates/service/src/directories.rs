@@ -35,6 +35,26 @@ fn same_servers(a: &[String], b: &[String]) -> bool {
     b.iter().all(|s| a.contains(s))
 }
 
+/// Why a stored bind password may not go out with `input`, if it may not:
+/// to a server it never went to, or over a connection weaker than, or
+/// trusting other certificates than, the one it was saved for.
+fn stored_secret_refused(stored: &DirectorySettings, input: &DirectoryInput) -> Option<&'static str> {
+    let pem = |s: &str| s.split_whitespace().collect::<String>();
+    if !same_servers(&stored.server_uris, &input.server_uris) {
+        Some("the server URIs changed")
+    } else if stored.starttls && !input.starttls {
+        Some("StartTLS was turned off")
+    } else if !stored.skip_verify && input.skip_verify {
+        Some("certificate verification was turned off")
+    } else if pem(&stored.ca_pem) != pem(&input.ca_pem) {
+        Some("the CA certificate changed")
+    } else if pem(&stored.client_cert_pem) != pem(&input.client_cert_pem) {
+        Some("the client certificate changed")
+    } else {
+        None
+    }
+}
+
 impl Service {
     pub(crate) async fn load_directory(&self, kind: DirectoryKind) -> Result<Stored> {
         let Some(row) = self.store.get_directory(kind.as_str()).await? else {
@@ -67,24 +87,30 @@ impl Service {
         Ok(self.load_directory(kind).await?.settings)
     }
 
-    /// Apply the write-only secret rules and validate. A stored secret is
-    /// reused only if every server it would go to already had it: changing
-    /// the server URIs requires re-entering the bind password.
+    /// Apply the write-only secret rules and validate. A stored bind
+    /// password is reused only if every server it would go to already had
+    /// it, over a connection no weaker than before: changing the server
+    /// URIs, turning StartTLS off, turning certificate verification off, or
+    /// changing the CA or the client certificate requires re-entering it
+    /// (for saving and for testing unsaved values alike).
     pub(crate) fn resolve(stored: &Stored, input: &DirectoryInput) -> Result<DirectoryConfig> {
         let servers_kept = same_servers(&stored.settings.server_uris, &input.server_uris);
+        let refused = stored_secret_refused(&stored.settings, input);
         let mut errors: Vec<FieldError> = Vec::new();
         let bind_password = match input.bind_password.as_deref() {
             Some(p) if !p.is_empty() => DirSecret::new(p),
-            _ => match &stored.bind_password {
-                Some(p) if servers_kept => p.clone(),
-                Some(_) => {
+            _ => match (&stored.bind_password, refused) {
+                (Some(p), None) => p.clone(),
+                (Some(_), Some(why)) => {
                     errors.push(FieldError::new(
                         "bind_password",
-                        "re-enter the bind password: the server URIs changed, and a stored password is never sent to a new host",
+                        format!(
+                            "re-enter the bind password: {why}, and a stored password is never sent to a new host or over a weaker connection"
+                        ),
                     ));
                     DirSecret::new("x")
                 }
-                None => DirSecret::default(),
+                (None, _) => DirSecret::default(),
             },
         };
         let client_key = match input.client_key_pem.as_deref() {
@@ -233,8 +259,33 @@ impl Service {
         input: Option<&DirectoryInput>,
     ) -> Result<ProbeReport> {
         actor.require_admin()?;
-        let (cfg, raw) = self.config_for_test(kind, input).await?;
-        Ok(bindery_directory::probe::test_connection(&cfg, &raw).await)
+        let outcome = match self.config_for_test(kind, input).await {
+            Ok((cfg, raw)) => Ok(bindery_directory::probe::test_connection(&cfg, &raw).await),
+            Err(e) => Err(e),
+        };
+        let result = match &outcome {
+            Ok(r) => serde_json::json!({
+                "ok": r.ok,
+                "servers": r.servers.iter().map(|s| serde_json::json!({
+                    "uri": s.uri,
+                    "ok": s.ok,
+                    "failed_step": s.steps.iter().find(|st| !st.ok).map(|st| format!("{}: {}", st.step, st.detail)),
+                })).collect::<Vec<_>>(),
+                "user_count": r.user_count,
+            }),
+            Err(e) => refused(e),
+        };
+        self.audit_test(actor, "directory.test_connection", kind, input.is_some(), result).await;
+        outcome
+    }
+
+    /// An operation-log entry for a test: who (the actor), which directory,
+    /// on saved or unsaved values, and the result. Never a password.
+    async fn audit_test(&self, actor: &Actor, action: &str, kind: DirectoryKind, unsaved: bool, mut result: serde_json::Value) {
+        if let Some(o) = result.as_object_mut() {
+            o.insert("values".into(), serde_json::json!(if unsaved { "unsaved form" } else { "saved" }));
+        }
+        self.audit(actor, action, &format!("directory:{}", kind.as_str()), None, Some(result)).await;
     }
 
     /// "Fetch certificate": the chain each server presents (no bind; nothing
@@ -246,6 +297,27 @@ impl Service {
         input: Option<&DirectoryInput>,
     ) -> Result<Vec<bindery_model::ServerCertificates>> {
         actor.require_admin()?;
+        let outcome = self.fetch_certificates_inner(kind, input).await;
+        let result = match &outcome {
+            Ok(servers) => serde_json::json!({
+                "ok": servers.iter().all(|s| s.error.is_none()),
+                "servers": servers.iter().map(|s| serde_json::json!({
+                    "uri": s.uri,
+                    "certificates": s.certificates.iter().map(|c| &c.sha256).collect::<Vec<_>>(),
+                    "error": s.error,
+                })).collect::<Vec<_>>(),
+            }),
+            Err(e) => refused(e),
+        };
+        self.audit_test(actor, "directory.fetch_certificate", kind, input.is_some(), result).await;
+        outcome
+    }
+
+    async fn fetch_certificates_inner(
+        &self,
+        kind: DirectoryKind,
+        input: Option<&DirectoryInput>,
+    ) -> Result<Vec<bindery_model::ServerCertificates>> {
         let stored = self.load_directory(kind).await?;
         let mut input = input.cloned().unwrap_or_else(|| Self::stored_input(&stored.settings));
         // Only the handshake is needed: let an unset password not stop it.
@@ -286,17 +358,22 @@ impl Service {
         if username.trim().is_empty() {
             return Err(Error::field("username", "enter the username to test"));
         }
-        let (cfg, _) = self.config_for_test(kind, input).await?;
+        if username.chars().any(char::is_control) {
+            return Err(Error::field("username", "must not contain control characters (tab, line break, …)"));
+        }
+        let (cfg, _) = match self.config_for_test(kind, input).await {
+            Ok(c) => c,
+            Err(e) => {
+                let mut result = refused(&e);
+                result["username"] = serde_json::json!(username);
+                self.audit_test(actor, "directory.test_login", kind, input.is_some(), result).await;
+                return Err(e);
+            }
+        };
         let mut report = bindery_directory::authn::test_login(&cfg, username.trim(), password).await;
         self.judge_test_login(kind, &cfg, &mut report, password.is_some()).await?;
-        self.audit(
-            actor,
-            "directory.test_login",
-            &format!("directory:{}", kind.as_str()),
-            None,
-            Some(serde_json::json!({ "username": username, "allowed": report.allowed, "verdict": report.verdict })),
-        )
-        .await;
+        let result = serde_json::json!({ "username": username, "allowed": report.allowed, "verdict": report.verdict });
+        self.audit_test(actor, "directory.test_login", kind, input.is_some(), result).await;
         Ok(report)
     }
 
@@ -401,4 +478,10 @@ impl Service {
             verdict.facts.into_iter().map(|f| bindery_model::AccessFact { label: f.label.to_string(), value: f.value, ok: f.ok }).collect();
         Ok(())
     }
+}
+
+/// The result of a test that could not start (invalid values, a stored
+/// password that may not be reused): the error names fields, never values.
+fn refused(e: &Error) -> serde_json::Value {
+    serde_json::json!({ "ok": false, "error": e.to_string() })
 }

@@ -109,6 +109,9 @@ impl Service {
             Some(Ok(x)) => x,
         };
         let found = &done.found;
+        if found.user.username.chars().any(char::is_control) {
+            return Err(fail(format!("{} refused — the entry's username contains control characters", kind.label())));
+        }
         let cfg = gateway.config();
         let dkey = util::username_key(&found.user.username);
         let with_mappings = !cfg.group_mappings.is_empty();

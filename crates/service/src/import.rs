@@ -95,6 +95,8 @@ fn stage(e: &Entry) -> (String, String, String, &'static str) {
     let email = e.user.email.trim().to_string();
     let problem = if e.user.username.trim().is_empty() {
         "no value for the username attribute"
+    } else if e.user.username.chars().any(char::is_control) {
+        "the username contains control characters"
     } else if crate::accounts::email_problem(&email).is_some() {
         "invalid email address"
     } else {

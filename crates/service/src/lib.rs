@@ -13,6 +13,7 @@ mod gateways;
 pub mod identity;
 mod import;
 mod lifecycle;
+mod integrity;
 mod logs;
 mod secret;
 mod settings;
@@ -172,6 +173,9 @@ pub struct Service {
     gateways: std::sync::Arc<gateways::Gateways>,
     jobs: std::sync::Arc<import::Jobs>,
     settings: std::sync::Arc<settings::SettingsCache>,
+    /// The file holding the first administrator's one-time password, if
+    /// this process wrote (or found) it: deleted at their first change.
+    initial_password_file: std::sync::Arc<std::sync::Mutex<Option<std::path::PathBuf>>>,
 }
 
 impl Service {
@@ -182,6 +186,34 @@ impl Service {
             gateways: Default::default(),
             jobs: Default::default(),
             settings: Default::default(),
+            initial_password_file: Default::default(),
+        }
+    }
+
+    /// Remember where the first administrator's one-time password was
+    /// written, to delete the file when `admin` first changes it.
+    pub fn set_initial_password_file(&self, path: std::path::PathBuf) {
+        if let Ok(mut f) = self.initial_password_file.lock() {
+            *f = Some(path);
+        }
+    }
+
+    /// `admin` still has to change the one-time password of the first start.
+    pub async fn initial_password_pending(&self) -> Result<bool> {
+        Ok(self.store.find_user("admin").await?.is_some_and(|u| u.must_change_password && u.is_local()))
+    }
+
+    /// After a password change of `user_key`: the first administrator's
+    /// one-time password file goes once `admin` has chosen their own.
+    pub(crate) fn password_changed(&self, username_key: &str) {
+        if username_key != "admin" {
+            return;
+        }
+        let Some(path) = self.initial_password_file.lock().ok().and_then(|mut f| f.take()) else { return };
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(file = %path.display(), "deleted the first administrator's one-time password file"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot delete the one-time password file; delete it by hand"),
         }
     }
 
@@ -197,6 +229,7 @@ impl Service {
     /// exist. Returns the one-time password when `admin` was created, for
     /// the caller to print once.
     pub async fn bootstrap(&self) -> Result<Option<Secret>> {
+        self.migrate_username_keys().await?;
         let now = util::now_ms();
         // A crash or restart never leaves a run stuck as "running".
         // SQLite belongs to this one process: whatever ran before is gone.
@@ -242,7 +275,7 @@ impl Service {
 /// What the HTTP layer learned about a request: put into the request's
 /// extensions by the server's middleware, read by server functions and REST
 /// handlers.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RequestContext {
     pub principal: Option<Principal>,
     pub client: ClientInfo,
@@ -250,6 +283,19 @@ pub struct RequestContext {
     pub session_token: Option<String>,
     /// Cookies get `Secure` when the console is reached over HTTPS.
     pub secure: bool,
+}
+
+impl std::fmt::Debug for RequestContext {
+    /// The session cookie's value is a secret: it never shows.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let RequestContext { principal, client, session_token, secure } = self;
+        f.debug_struct("RequestContext")
+            .field("principal", principal)
+            .field("client", client)
+            .field("session_token", &session_token.as_ref().map(|_| "<redacted>"))
+            .field("secure", secure)
+            .finish()
+    }
 }
 
 impl RequestContext {

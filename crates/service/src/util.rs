@@ -70,8 +70,27 @@ pub fn csv_field(v: &str) -> String {
     }
 }
 
+/// The key a username is compared and stored under: trimmed, Unicode NFC
+/// (so the precomposed and the decomposed spelling of `é` are one name),
+/// then lowercased (Unicode-aware) and normalised again.
 pub fn username_key(username: &str) -> String {
-    username.trim().to_lowercase()
+    use unicode_normalization::UnicodeNormalization;
+    let nfc: String = username.trim().nfc().collect();
+    nfc.to_lowercase().nfc().collect()
+}
+
+/// A name as it may go into a log line or the login log: control
+/// characters (CR, LF, TAB, ESC, …) escaped, so no one can forge a line.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -97,6 +116,22 @@ mod tests {
     fn username_keys_fold_unicode_case() {
         assert_eq!(username_key(" ÉLODIE "), "élodie");
         assert_eq!(username_key("Straße"), username_key("STRAßE"));
+    }
+
+    #[test]
+    fn username_keys_are_nfc() {
+        let nfc = "\u{e9}lodie";
+        let nfd = "e\u{301}lodie";
+        assert_ne!(nfc, nfd);
+        assert_eq!(username_key(nfc), username_key(nfd));
+        assert_eq!(username_key("E\u{301}LODIE"), "\u{e9}lodie");
+        assert_eq!(username_key(&username_key(nfd)), username_key(nfd), "idempotent");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_for_logs() {
+        assert_eq!(printable("eve\nINFO forged line\t\u{1b}[31m"), "eve\\nINFO forged line\\t\\u{1b}[31m");
+        assert_eq!(printable("Élodie"), "Élodie");
     }
 
     #[test]

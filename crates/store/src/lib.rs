@@ -10,6 +10,7 @@
 
 mod group;
 mod identity;
+mod keys;
 mod login;
 mod rows;
 mod staging;

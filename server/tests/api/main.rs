@@ -7,6 +7,7 @@ mod checklist;
 mod directories;
 mod dirlogin;
 mod failover;
+mod hardening;
 mod helpers;
 mod identity;
 mod import;
