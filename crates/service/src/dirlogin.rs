@@ -12,7 +12,7 @@ use crate::util::{self, now_ms};
 use crate::Service;
 
 fn fail(reason: impl Into<String>) -> LoginFailure {
-    LoginFailure { reason: reason.into() }
+    LoginFailure { reason: reason.into(), counts: true }
 }
 
 impl Service {
@@ -51,11 +51,11 @@ impl Service {
         }
         let store_err = |e: bindery_store::Error| {
             tracing::error!(error = %e, "store error during directory login");
-            fail("internal error")
+            LoginFailure { reason: "internal error".into(), counts: false }
         };
         match outcome {
             None => {
-                let _ = util::verify_password(password, util::dummy_hash());
+                util::verify_dummy_async(password).await;
                 Err(fail(if existing.is_some() { "directory user, but no directory is enabled" } else { "unknown user" }))
             }
             Some(Err((kind, e))) => {
@@ -66,8 +66,16 @@ impl Service {
                         self.disable_directory_user(u, "disabled in the directory (at login)").await.map_err(store_err)?;
                     }
                 }
-                let what = if e.failure.unreachable { "unreachable" } else { "refused" };
-                Err(fail(format!("{} {what}: {}", kind.label(), e.failure.message)))
+                // Only a refused password or account is the person's
+                // failure; an outage or a server error locks nobody out.
+                let what = if e.failure.unreachable {
+                    "unreachable"
+                } else if e.refused {
+                    "refused"
+                } else {
+                    "failed"
+                };
+                Err(LoginFailure { reason: format!("{} {what}: {}", kind.label(), e.failure.message), counts: e.refused })
             }
             Some(Ok((kind, server, found, mapped))) => {
                 let mapped_orgs = match &mapped {

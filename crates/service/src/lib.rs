@@ -11,7 +11,9 @@ mod dirlogin;
 mod explain;
 mod gateways;
 mod import;
+mod lockout;
 mod logs;
+pub mod net;
 mod secret;
 mod settings;
 pub mod sync;
@@ -160,6 +162,8 @@ pub struct Service {
     gateways: std::sync::Arc<gateways::Gateways>,
     jobs: std::sync::Arc<import::Jobs>,
     settings: std::sync::Arc<settings::SettingsCache>,
+    /// This replica's lockout slots (see [`lockout`]).
+    lockouts: std::sync::Arc<lockout::Lockouts>,
 }
 
 impl Service {
@@ -170,6 +174,7 @@ impl Service {
             gateways: Default::default(),
             jobs: Default::default(),
             settings: Default::default(),
+            lockouts: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@ mod dirlogin;
 mod failover;
 mod helpers;
 mod import;
+mod lockout;
 mod rbac;
 mod rest;
 mod sync;
