@@ -524,7 +524,11 @@ pub async fn security_settings() -> Result<SecuritySettings, AppError> {
     svc.get_security_settings(&actor).await.map_err(map)
 }
 
+/// The lockout fields added later (`lockout_ip_max_failures`,
+/// `lockout_exempt_networks`: one network per line or comma-separated)
+/// keep their stored values when a form leaves them out.
 #[server(prefix = "/rpc", endpoint = "save_security_settings")]
+#[allow(clippy::too_many_arguments)]
 pub async fn save_security_settings(
     lockout_max_failures: String,
     lockout_window_minutes: String,
@@ -532,18 +536,29 @@ pub async fn save_security_settings(
     only_imported_users: Option<String>,
     bearer_token_minutes: String,
     revalidate_minutes: String,
+    lockout_ip_max_failures: Option<String>,
+    lockout_exempt_networks: Option<String>,
 ) -> Result<SecuritySettings, AppError> {
     let (svc, actor) = caller()?;
+    actor.require_admin().map_err(map)?;
+    let stored = svc.security_settings().await.map_err(map)?;
     let mut errors = Vec::new();
     let s = SecuritySettings {
         lockout_max_failures: crate::parse_int(&mut errors, "lockout_max_failures", &lockout_max_failures),
         lockout_window_minutes: crate::parse_int(&mut errors, "lockout_window_minutes", &lockout_window_minutes),
+        lockout_ip_max_failures: match lockout_ip_max_failures {
+            Some(v) => crate::parse_int(&mut errors, "lockout_ip_max_failures", &v),
+            None => stored.lockout_ip_max_failures,
+        },
+        lockout_exempt_networks: match lockout_exempt_networks {
+            Some(v) => v.split([',', '\n']).map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
+            None => stored.lockout_exempt_networks,
+        },
         min_password_length: crate::parse_int(&mut errors, "min_password_length", &min_password_length),
         only_imported_users: only_imported_users.is_some(),
         bearer_token_minutes: crate::parse_int(&mut errors, "bearer_token_minutes", &bearer_token_minutes),
         revalidate_minutes: crate::parse_int(&mut errors, "revalidate_minutes", &revalidate_minutes),
     };
-    actor.require_admin().map_err(map)?;
     if !errors.is_empty() {
         return Err(map(bindery_service::Error::Invalid(errors)));
     }

@@ -667,10 +667,16 @@ pub fn SecuritySettingsPage() -> impl IntoView {
                         <ActionForm action=save attr:class="card" attr:aria-label="Security settings">
                             <h2>"Login restriction"</h2>
                             {action_error(saved)}
-                            <label>"Lock after this many failed logins" <input name="lockout_max_failures" inputmode="numeric" value=s.lockout_max_failures.to_string() disabled=!admin/></label>
+                            <label>"Lock a username after this many failed logins" <input name="lockout_max_failures" inputmode="numeric" value=s.lockout_max_failures.to_string() disabled=!admin/></label>
                             {field_error(saved, "lockout_max_failures")}
-                            <label>"… within this many minutes (per username and per client IP)" <input name="lockout_window_minutes" inputmode="numeric" value=s.lockout_window_minutes.to_string() disabled=!admin/></label>
+                            <label>"Lock a client address after this many failed logins, whatever the usernames (an office behind NAT is one address)" <input name="lockout_ip_max_failures" inputmode="numeric" value=s.lockout_ip_max_failures.to_string() disabled=!admin/></label>
+                            {field_error(saved, "lockout_ip_max_failures")}
+                            <label>"… within this many minutes (both)" <input name="lockout_window_minutes" inputmode="numeric" value=s.lockout_window_minutes.to_string() disabled=!admin/></label>
                             {field_error(saved, "lockout_window_minutes")}
+                            <label>"Networks never locked out as an address (CIDR, one per line, e.g. 10.0.0.0/8; their usernames still are)"
+                                <textarea name="lockout_exempt_networks" rows="3" disabled=!admin placeholder="10.0.0.0/8">{s.lockout_exempt_networks.join("\n")}</textarea></label>
+                            {field_error(saved, "lockout_exempt_networks")}
+                            <p class="hint">"Only a refused password or account counts; a directory that cannot be reached or fails counts toward nothing."</p>
                             <label>"Minimum password length" <input name="min_password_length" inputmode="numeric" value=s.min_password_length.to_string() disabled=!admin/></label>
                             {field_error(saved, "min_password_length")}
                             <h2>"Directory users"</h2>

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use bindery_service::net::Network;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,14 @@ pub struct Config {
     pub log_level: String,
     /// Folder with the built console (`pkg/bindery.js`, `.wasm`, `.css`).
     pub site_root: String,
-    /// Trust `X-Forwarded-For` / `X-Forwarded-Proto` from a reverse proxy.
+    /// Reverse proxies (CIDR networks or addresses) whose
+    /// `X-Forwarded-For` / `X-Forwarded-Proto` are believed. A TOML list,
+    /// or in the environment a comma-separated string.
+    #[serde(deserialize_with = "string_list")]
+    pub trusted_proxies: Vec<String>,
+    /// Deprecated: `true` trusts a proxy on this machine (loopback), as
+    /// `trusted_proxies = ["127.0.0.0/8", "::1"]`; ignored when
+    /// `trusted_proxies` is set.
     pub trust_proxy: bool,
     /// Minimum time of every failed login answer, in milliseconds.
     pub min_failure_delay_ms: u64,
@@ -58,6 +66,7 @@ impl Default for Config {
             log_format: LogFormat::Human,
             log_level: "info".into(),
             site_root: "target/site".into(),
+            trusted_proxies: Vec::new(),
             trust_proxy: false,
             min_failure_delay_ms: 400,
             directory_probe_seconds: 10,
@@ -80,6 +89,7 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("site_root", &self.site_root)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("trust_proxy", &self.trust_proxy)
             .field("min_failure_delay_ms", &self.min_failure_delay_ms)
             .field("directory_probe_seconds", &self.directory_probe_seconds)
@@ -125,6 +135,21 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// A list, or (from the environment) one comma-separated string.
+fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<String>),
+        One(String),
+    }
+    let items = match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => v,
+        OneOrMany::One(s) => s.split(',').map(str::to_string).collect(),
+    };
+    Ok(items.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+}
+
 #[derive(Debug)]
 pub struct ConfigError(pub String);
 
@@ -143,11 +168,21 @@ impl Config {
         if file.is_some() && !path.exists() {
             return Err(ConfigError(format!("config file {} does not exist", path.display())));
         }
-        Figment::from(Serialized::defaults(Config::default()))
+        let cfg = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(&path))
             .merge(Env::prefixed("BINDERY_"))
             .extract::<Config>()
-            .map_err(|e| ConfigError(describe(&e, &path)))
+            .map_err(|e| ConfigError(describe(&e, &path)))?;
+        cfg.proxies()?;
+        Ok(cfg)
+    }
+
+    /// The trusted reverse proxies: `trusted_proxies`, or loopback when
+    /// only the deprecated `trust_proxy = true` is set.
+    pub fn proxies(&self) -> Result<Vec<Network>, ConfigError> {
+        let networks = Network::parse_list(&self.trusted_proxies)
+            .map_err(|e| ConfigError(format!("invalid value for `trusted_proxies` (env BINDERY_TRUSTED_PROXIES): {e}")))?;
+        Ok(if networks.is_empty() && self.trust_proxy { Network::loopback() } else { networks })
     }
 }
 
@@ -193,6 +228,30 @@ mod tests {
             !shown.contains("pw@") && !shown.contains("abab") && !shown.contains("qs-secret") && !shown.contains("metrics-secret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn trusted_proxies_from_file_or_env_and_the_old_switch() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None).expect("loads");
+            assert!(c.proxies().unwrap().is_empty(), "no proxy is trusted by default");
+            jail.create_file("bindery.toml", "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]")?;
+            let shown: Vec<String> = Config::load(None).unwrap().proxies().unwrap().iter().map(|n| n.to_string()).collect();
+            assert_eq!(shown, ["10.0.0.0/8", "::1/128"]);
+            jail.set_env("BINDERY_TRUSTED_PROXIES", "192.168.0.0/16, 127.0.0.1");
+            let shown: Vec<String> = Config::load(None).unwrap().proxies().unwrap().iter().map(|n| n.to_string()).collect();
+            assert_eq!(shown, ["192.168.0.0/16", "127.0.0.1/32"]);
+            jail.set_env("BINDERY_TRUSTED_PROXIES", "10.0.0.0/40");
+            let e = Config::load(None).unwrap_err().0;
+            assert!(e.contains("`trusted_proxies`") && e.contains("BINDERY_TRUSTED_PROXIES") && e.contains("10.0.0.0/40"), "{e}");
+            // The old switch means "a proxy on this machine".
+            jail.set_env("BINDERY_TRUSTED_PROXIES", "");
+            jail.create_file("bindery.toml", "trust_proxy = true")?;
+            let shown: Vec<String> = Config::load(None).unwrap().proxies().unwrap().iter().map(|n| n.to_string()).collect();
+            assert_eq!(shown, ["127.0.0.0/8", "::1/128"]);
+            Ok(())
+        });
     }
 
     #[test]

@@ -31,9 +31,28 @@ pub struct Shared {
     pub service: Service,
     pub leptos: LeptosOptions,
     pub metrics: Metrics,
-    pub trust_proxy: bool,
+    pub trusted_proxies: TrustedProxies,
     /// `/metrics` needs `Authorization: Bearer <token>` when set.
     pub metrics_token: Option<String>,
+}
+
+/// The reverse proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are
+/// believed (see `middleware::client_address`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<bindery_service::net::Network>);
+
+impl From<Vec<bindery_service::net::Network>> for TrustedProxies {
+    fn from(networks: Vec<bindery_service::net::Network>) -> Self {
+        TrustedProxies(networks)
+    }
+}
+
+impl From<bool> for TrustedProxies {
+    /// `true`: a proxy on this machine (loopback), as the deprecated
+    /// `trust_proxy = true` means; `false`: none.
+    fn from(trust_loopback: bool) -> Self {
+        TrustedProxies(if trust_loopback { bindery_service::net::Network::loopback() } else { Vec::new() })
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -216,18 +235,23 @@ pub fn leptos_options(cfg: &Config) -> LeptosOptions {
 }
 
 /// The whole HTTP application.
-pub fn app(service: Service, leptos: LeptosOptions, trust_proxy: bool) -> Router {
-    app_with_metrics_token(service, leptos, trust_proxy, None)
+pub fn app(service: Service, leptos: LeptosOptions, proxies: impl Into<TrustedProxies>) -> Router {
+    app_with_metrics_token(service, leptos, proxies, None)
 }
 
 /// The whole HTTP application, `/metrics` behind a bearer token when one is given.
-pub fn app_with_metrics_token(service: Service, leptos: LeptosOptions, trust_proxy: bool, metrics_token: Option<String>) -> Router {
+pub fn app_with_metrics_token(
+    service: Service,
+    leptos: LeptosOptions,
+    proxies: impl Into<TrustedProxies>,
+    metrics_token: Option<String>,
+) -> Router {
     let metrics_token = metrics_token.filter(|t| !t.trim().is_empty());
     let state = AppState(Arc::new(Shared {
         service: service.clone(),
         leptos: leptos.clone(),
         metrics: Metrics::new(),
-        trust_proxy,
+        trusted_proxies: proxies.into(),
         metrics_token,
     }));
     let routes = generate_route_list(bindery_app::App);
@@ -293,7 +317,17 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(sweep(service.clone()));
     let prober = tokio::spawn(probe(service.clone(), Duration::from_secs(cfg.directory_probe_seconds.max(1))));
     let scheduler = tokio::spawn(schedule(service.clone(), Duration::from_secs(cfg.sync_tick_seconds.max(1))));
-    let router = app_with_metrics_token(service.clone(), leptos_options(&cfg), cfg.trust_proxy, cfg.metrics_token.clone());
+    let proxies = cfg.proxies()?;
+    if cfg.trust_proxy {
+        if cfg.trusted_proxies.is_empty() {
+            tracing::warn!(
+                "`trust_proxy` is deprecated: it now trusts a proxy on this machine only (127.0.0.0/8, ::1); set `trusted_proxies` instead"
+            );
+        } else {
+            tracing::warn!("`trust_proxy` is deprecated and ignored: `trusted_proxies` is set");
+        }
+    }
+    let router = app_with_metrics_token(service.clone(), leptos_options(&cfg), proxies, cfg.metrics_token.clone());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (config key `listen`, env BINDERY_LISTEN): {e}", cfg.listen))?;

@@ -11,10 +11,10 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bindery_model::{
     AccessExplanation, AccessFact, ApiError, ApiToken, CertificateDetails, CreatedApiToken, CurrentUser, DirectoryInput, DirectoryKind,
-    DirectorySettings, FieldError, Group, GroupMapping, GroupMode, ImportOutcome, ImportRequest, ImportResult, ListQuery, LoginTestReport,
-    MappedUser, NamedRef, NewApiToken, NewUser, Organisation, OrganisationInput, Page, ProbeReport, ProbeStep, Role, ServerCertificates,
-    ServerHealth, ServerProbe, StagedQuery, StagedUser, SyncCounts, SyncItem, SyncRequest, SyncRun, SyncRunDetail, SyncSettings,
-    SyncSettingsView, User, UserSource, UserUpdate,
+    DirectorySettings, FieldError, Group, GroupMapping, GroupMode, ImportOutcome, ImportRequest, ImportResult, ListQuery, Lockout,
+    LoginTestReport, MappedUser, NamedRef, NewApiToken, NewUser, Organisation, OrganisationInput, Page, ProbeReport, ProbeStep, Role,
+    SecuritySettings, ServerCertificates, ServerHealth, ServerProbe, StagedQuery, StagedUser, SyncCounts, SyncItem, SyncRequest, SyncRun,
+    SyncRunDetail, SyncSettings, SyncSettingsView, User, UserSource, UserUpdate,
 };
 use bindery_service::{Actor, Error, RequestContext};
 use http::StatusCode;
@@ -39,6 +39,9 @@ pub fn router() -> Router<AppState> {
         .route("/v1/groups", get(list_groups))
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/v1/settings/security", get(get_security_settings).put(put_security_settings))
+        .route("/v1/lockouts", get(list_lockouts))
+        .route("/v1/lockouts/{key}", axum::routing::delete(unlock))
         .route("/v1/authn/ldap/{username}/authenticate", post(authn_authenticate))
         .route("/v1/authn/ldap/login", get(authn_login))
         .route("/v1/directories", get(list_directories))
@@ -265,6 +268,39 @@ async fn create_token(
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = i64, Path)), responses((status = 204)))]
 async fn revoke_token(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     s.service.revoke_api_token(&actor(&ctx)?, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/settings/security", tag = "security",
+    responses((status = 200, body = SecuritySettings), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+async fn get_security_settings(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>) -> ApiResult<Json<SecuritySettings>> {
+    Ok(Json(s.service.get_security_settings(&actor(&ctx)?).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/settings/security", tag = "security", request_body = SecuritySettings,
+    responses((status = 200, body = SecuritySettings, description = "As saved (exempt networks normalised, e.g. 10.1.2.3/8 → 10.0.0.0/8)"),
+        (status = 422, body = ApiError, description = "Names each invalid field; nothing saved"), (status = 403, body = ApiError)))]
+async fn put_security_settings(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Body(input): Body<SecuritySettings>,
+) -> ApiResult<Json<SecuritySettings>> {
+    Ok(Json(s.service.update_security_settings(&actor(&ctx)?, input).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/lockouts", tag = "security",
+    responses((status = 200, body = Vec<Lockout>, description = "Usernames and client addresses locked out now, each against its own limit"),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+async fn list_lockouts(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>) -> ApiResult<Json<Vec<Lockout>>> {
+    Ok(Json(s.service.list_lockouts(&actor(&ctx)?).await?))
+}
+
+/// Lift a lockout: clears the key's failures.
+#[utoipa::path(delete, path = "/api/v1/lockouts/{key}", tag = "security",
+    params(("key" = String, Path, description = "`user:<name>` or `ip:<address>`, URL-encoded (e.g. `ip%3A203.0.113.7`)")),
+    responses((status = 204), (status = 422, body = ApiError), (status = 403, body = ApiError)))]
+async fn unlock(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>, Path(key): Path<String>) -> ApiResult<StatusCode> {
+    s.service.unlock(&actor(&ctx)?, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -665,6 +701,7 @@ impl Modify for SecurityAddon {
         me, list_users, create_user, get_user, update_user, delete_user, reset_password, explain_access, relink_user, directory_health,
         list_organisations, create_organisation, rename_organisation, delete_organisation,
         list_groups, list_tokens, create_token, revoke_token,
+        get_security_settings, put_security_settings, list_lockouts, unlock,
         list_directories, get_directory, put_directory, delete_directory, verify_connection, test_login, fetch_certificates,
         start_fetch, fetch_status, cancel_fetch, list_staged, staged_csv, import_users,
         get_sync_settings, put_sync_settings, start_sync, list_sync_runs, get_sync_run, sync_run_csv, approve_sync, reject_sync, cancel_sync,
@@ -673,7 +710,7 @@ impl Modify for SecurityAddon {
     components(schemas(ApiError, FieldError, User, NamedRef, Role, UserSource, NewUser, UserUpdate, Organisation, OrganisationInput,
         Group, ApiToken, NewApiToken, CreatedApiToken, CurrentUser, OneTimePassword,
         DirectoryKind, GroupMode, DirectorySettings, DirectoryInput, ProbeReport, ServerProbe, ProbeStep, MappedUser, LoginTestReport, TestLoginRequest, AuthenticateRequest, BearerToken, ApiKey, ServerCertificates, CertificateDetails, GroupMapping, ServerHealth, AccessExplanation, AccessFact, SyncRun, StagedUser, ImportRequest, ImportResult, ImportOutcome,
-        SyncSettings, SyncSettingsView, SyncRequest, SyncCounts, SyncItem, SyncRunDetail)),
+        SyncSettings, SyncSettingsView, SyncRequest, SyncCounts, SyncItem, SyncRunDetail, SecuritySettings, Lockout)),
     modifiers(&SecurityAddon),
     security(("bearer" = []), ("session" = []))
 )]

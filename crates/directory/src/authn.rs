@@ -331,13 +331,48 @@ pub struct LoginError {
     pub failure: Failure,
     /// The account state that refused the login (`disabled`, `locked`, …), if known.
     pub state: Option<&'static str>,
+    /// The directory refused *this person*: their password (a refused
+    /// bind), or their account (no such user, a disabled, locked or
+    /// expired account). Only these count toward Bindery's lockout; a
+    /// directory that cannot be reached, times out, answers with a server
+    /// error or refuses the service account is nobody's wrong guess.
+    pub refused: bool,
+}
+
+impl LoginError {
+    /// The directory refused the person (see [`LoginError::refused`]).
+    pub fn refusal(failure: Failure, state: Option<&'static str>) -> LoginError {
+        LoginError { failure, state, refused: true }
+    }
+
+    /// A user bind that failed: a refusal when the server answered with a
+    /// result code that refuses the credentials or the account.
+    pub fn of_bind(failure: Failure) -> LoginError {
+        let refused = !failure.unreachable && failure.ldap_code.is_some_and(refuses_credentials);
+        LoginError { refused, ..LoginError::from(failure) }
+    }
 }
 
 impl From<Failure> for LoginError {
+    /// Not a refusal of the person (unless [`LoginError::refusal`] or
+    /// [`LoginError::of_bind`] says so).
     fn from(failure: Failure) -> Self {
         let state = failure.ad_subcode.as_deref().and_then(ad::subcode_state);
-        LoginError { failure, state }
+        LoginError { failure, state, refused: false }
     }
+}
+
+/// Whether a bind's result code refuses the person's credentials or
+/// account, rather than saying the server (or its configuration) failed.
+/// RFC 4511 Appendix A: 49 invalid credentials (AD sub-codes 525, 52e, 530,
+/// 531, 532, 533, 701, 773, 775 all come with it), 48 inappropriate
+/// authentication, 19 constraint violation and 50/53 (389-ds and others
+/// refuse locked or inactivated accounts so). Everything else — 1
+/// operations error, 3 time limit, 11 admin limit, 51 busy, 52 unavailable,
+/// 80 other, 7/8/13 (the server wants another way to bind: configuration)
+/// — is the directory's problem, never the person's.
+pub fn refuses_credentials(rc: u32) -> bool {
+    matches!(rc, 19 | 48 | 49 | 50 | 53)
 }
 
 fn role_rank(r: Role) -> u8 {
@@ -366,4 +401,34 @@ pub fn apply_mappings(cfg: &DirectoryConfig, groups: &[String]) -> Option<(Role,
         }
     }
     role.map(|r| (r, orgs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind_failure(rc: u32, text: &str) -> Failure {
+        let result = ldap3::LdapResult { rc, matched: String::new(), text: text.into(), refs: vec![], ctrls: vec![] };
+        Failure::from_ldap(ldap3::LdapError::LdapResult { result }, "user bind", std::time::Duration::from_secs(5))
+    }
+
+    /// Only a refused password or account is the person's failure: an
+    /// outage, a timeout or a server error must lock nobody out.
+    #[test]
+    fn a_bind_refusal_is_the_persons_and_a_server_error_is_not() {
+        let refused = LoginError::of_bind(bind_failure(49, ""));
+        assert!(refused.refused);
+        let ad = LoginError::of_bind(bind_failure(
+            49,
+            "80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, data 533, v4563",
+        ));
+        assert!(ad.refused && ad.state == Some("disabled"), "{ad:?}");
+        for rc in [1, 3, 11, 13, 51, 52, 80] {
+            assert!(!LoginError::of_bind(bind_failure(rc, "")).refused, "rc {rc} is the server's");
+        }
+        assert!(!LoginError::of_bind(Failure::unreachable("connection refused")).refused);
+        assert!(!LoginError::of_bind(Failure::timeout("user bind: no answer within 5 s")).refused);
+        assert!(!LoginError::from(Failure::answer("service account: invalid credentials (LDAP 49)")).refused);
+        assert!(LoginError::refusal(Failure::answer("no entry matches (uid=x)"), None).refused);
+    }
 }

@@ -343,7 +343,7 @@ impl Gateway {
                     Ok(Some(f)) => (f, false),
                     Ok(None) => {
                         let filter = crate::user_filter(&self.cfg.search_filter, username);
-                        return Err(Failure::answer(format!("no entry matches {filter} in the search OUs")).into());
+                        return Err(LoginError::refusal(Failure::answer(format!("no entry matches {filter} in the search OUs")), None));
                     }
                     Err(f) if f.unreachable => {
                         server.mark_down(&f);
@@ -355,7 +355,7 @@ impl Gateway {
             };
             if !from_cache {
                 if let Some(state) = found.state {
-                    return Err(LoginError { failure: Failure::answer(format!("account {state} in the directory")), state: Some(state) });
+                    return Err(LoginError::refusal(Failure::answer(format!("account {state} in the directory")), Some(state)));
                 }
             }
             let mut store = !from_cache;
@@ -419,14 +419,14 @@ impl Gateway {
                     continue;
                 }
                 Err(f) => {
-                    let mut e = LoginError::from(f);
+                    let mut e = LoginError::of_bind(f);
                     e.state = e.state.or(found.state);
                     return Err(e);
                 }
             }
             server.mark_up(None);
             if let Some(state) = found.state {
-                return Err(LoginError { failure: Failure::answer(format!("account {state} in the directory")), state: Some(state) });
+                return Err(LoginError::refusal(Failure::answer(format!("account {state} in the directory")), Some(state)));
             }
             if found.user.username.is_empty() {
                 return Err(Failure::answer("the entry has no value for the mapped username attribute").into());

@@ -305,10 +305,20 @@ impl Default for BasicSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct SecuritySettings {
-    /// Lock a username or client IP after this many failures ...
+    /// Lock a username after this many failures ...
     pub lockout_max_failures: i64,
-    /// ... within this many minutes; the lock lifts when they age out.
+    /// ... within this many minutes (for usernames and client addresses
+    /// alike); the lock lifts when they age out.
     pub lockout_window_minutes: i64,
+    /// Lock a client address after this many failures within the window,
+    /// whatever the usernames: much higher than the per-username limit, as
+    /// one address may be a whole office behind NAT.
+    #[serde(default = "default_ip_max_failures")]
+    pub lockout_ip_max_failures: i64,
+    /// Networks (CIDR, e.g. `10.0.0.0/8`, or single addresses) never locked
+    /// out as an address; their usernames still are.
+    #[serde(default)]
+    pub lockout_exempt_networks: Vec<String>,
     pub min_password_length: i64,
     /// Directory users must be imported before they can log in (otherwise
     /// they are created at their first login, into the default organisation).
@@ -322,6 +332,10 @@ pub struct SecuritySettings {
     /// this (0: on every request). Disabled or removed → signed out.
     #[serde(default = "default_revalidate_minutes")]
     pub revalidate_minutes: i64,
+}
+
+fn default_ip_max_failures() -> i64 {
+    50
 }
 
 fn default_revalidate_minutes() -> i64 {
@@ -339,6 +353,8 @@ impl Default for SecuritySettings {
         SecuritySettings {
             lockout_max_failures: 5,
             lockout_window_minutes: 15,
+            lockout_ip_max_failures: default_ip_max_failures(),
+            lockout_exempt_networks: Vec::new(),
             min_password_length: 10,
             only_imported_users: false,
             bearer_token_minutes: 15,

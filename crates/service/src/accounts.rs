@@ -133,7 +133,7 @@ impl Service {
         if orgs.is_empty() {
             orgs.extend(self.store.default_organisation().await?.map(|o| o.id));
         }
-        let hash = util::hash_password(&input.password)?;
+        let hash = util::hash_password_async(&input.password).await?;
         let id = self
             .store
             .insert_user(&NewUserRow {
@@ -238,7 +238,7 @@ impl Service {
             }
             None => util::random_password(),
         };
-        self.store.set_password(id, &util::hash_password(password.expose())?, true, now_ms()).await?;
+        self.store.set_password(id, &util::hash_password_async(password.expose()).await?, true, now_ms()).await?;
         self.store.delete_user_sessions(id).await?;
         self.audit(actor, "user.reset_password", &format!("user:{}", u.username), None, None).await;
         Ok(password)
@@ -251,7 +251,7 @@ impl Service {
             return Err(Error::field("username", "directory users have no local password"));
         }
         let password = util::random_password();
-        self.store.set_password(u.id, &util::hash_password(password.expose())?, true, now_ms()).await?;
+        self.store.set_password(u.id, &util::hash_password_async(password.expose()).await?, true, now_ms()).await?;
         self.store.delete_user_sessions(u.id).await?;
         self.store.clear_failures(&crate::auth::user_key(&u.username_key)).await?;
         Ok(password)

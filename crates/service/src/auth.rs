@@ -5,6 +5,7 @@ use std::time::Instant;
 use bindery_model::{ApiToken, CreatedApiToken, CurrentUser, Lockout, NewApiToken, UserSource};
 use bindery_store::{Grant, GrantCredential, NewLoginEvent, UserRow};
 
+use crate::lockout::{Check, Refusal, Reservation};
 use crate::logs::j;
 use crate::util::{self, now_ms};
 use crate::{Actor, AuthVia, Error, Principal, Result, Secret, Service};
@@ -52,6 +53,10 @@ pub struct LoginSuccess {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginFailure {
     pub reason: String,
+    /// Whether it counts toward the lockout: a refused password or
+    /// account does; a directory that could not be asked (unreachable,
+    /// timed out, a server error) or an internal error does not.
+    pub counts: bool,
 }
 
 impl LoginFailure {
@@ -60,7 +65,7 @@ impl LoginFailure {
 }
 
 fn fail(reason: impl Into<String>) -> LoginFailure {
-    LoginFailure { reason: reason.into() }
+    LoginFailure { reason: reason.into(), counts: true }
 }
 
 /// A password check that passed.
@@ -81,7 +86,7 @@ impl Denied {
     /// Refused before any password was checked (or after, for a reason
     /// that is not a wrong guess): no lockout count.
     fn quiet(reason: &str) -> Denied {
-        Denied { failure: fail(reason), counts: false }
+        Denied { failure: LoginFailure { reason: reason.into(), counts: false }, counts: false }
     }
 
     fn store(e: bindery_store::Error) -> Denied {
@@ -101,12 +106,25 @@ fn principal_of(u: &UserRow, via: AuthVia) -> Principal {
     }
 }
 
+/// How long a sign-in waits for the attempts in flight that stand between
+/// it and the lockout limit (each ends within the directory's timeouts).
+const ATTEMPTS_IN_FLIGHT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub(crate) fn user_key(username_key: &str) -> String {
     format!("user:{username_key}")
 }
 
 fn ip_key(ip: &str) -> String {
     format!("ip:{ip}")
+}
+
+/// Whether the client address is in one of the networks exempt from the
+/// per-address lockout.
+fn exempt(security: &bindery_model::SecuritySettings, ip: &str) -> bool {
+    let Ok(ip) = ip.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    security.lockout_exempt_networks.iter().filter_map(|n| n.parse::<crate::net::Network>().ok()).any(|n| n.contains(ip))
 }
 
 impl Service {
@@ -130,28 +148,61 @@ impl Service {
         issue: Issue,
     ) -> Result<Issued, LoginFailure> {
         let started = Instant::now();
+        // The attempt runs to its end on a task of its own: a client that
+        // hangs up once its guess has reached the directory (the answer to
+        // a wrong one is slow, to a right one fast) must not cancel the
+        // failure's record, or guesses would count for nothing.
+        let attempt = {
+            let this = self.clone();
+            let (username, password) = (username.to_string(), Secret::new(password));
+            let (client, method) = (client.clone(), method.to_string());
+            tokio::spawn(async move { this.attempt(&username, password.expose(), &client, &method, issue).await })
+        };
+        let failure = match attempt.await {
+            Ok(Ok(issued)) => return Ok(issued),
+            Ok(Err(failure)) => failure,
+            Err(e) => {
+                tracing::error!(error = %e, "a login attempt failed to complete");
+                LoginFailure { reason: "internal error".into(), counts: false }
+            }
+        };
+        let elapsed = started.elapsed();
+        if elapsed < self.options.min_failure_delay {
+            tokio::time::sleep(self.options.min_failure_delay - elapsed).await;
+        }
+        Err(failure)
+    }
+
+    /// One sign-in, from the lockout check to its record.
+    async fn attempt(
+        &self,
+        username: &str,
+        password: &str,
+        client: &ClientInfo,
+        method: &str,
+        issue: Issue,
+    ) -> Result<Issued, LoginFailure> {
         let logged_name: String = util::printable(&username.trim().chars().take(128).collect::<String>());
-        let outcome = match self.try_login(username, password, client).await {
+        let (outcome, slot) = self.try_login(username, password, client).await;
+        let outcome = match outcome {
             Ok(granted) => self.grant(granted, &logged_name, client, method, issue).await,
             Err(denied) => Err(denied),
         };
         let outcome = match outcome {
             Ok(issued) => {
+                if let Some(slot) = slot {
+                    slot.release();
+                }
                 tracing::info!(user = %logged_name, ip = %client.ip, "login succeeded");
                 return Ok(issued);
             }
             Err(d) => d,
         };
-        // A failure: its lockout counts and the login log's line, in one write.
+        // A failure: its lockout counts and the login log's line, in one
+        // write; then its slots turn into recorded failures (or are freed).
         let reason = outcome.failure.reason.as_str();
-        let (ukey, ikey) = (user_key(&util::username_key(username)), ip_key(&client.ip));
-        let mut keys = Vec::new();
-        if outcome.counts {
-            keys.push(ukey.as_str());
-            if !client.ip.is_empty() {
-                keys.push(ikey.as_str());
-            }
-        }
+        let counted = slot.filter(|_| outcome.counts);
+        let keys: Vec<&str> = counted.as_ref().map(|s| s.keys().iter().map(String::as_str).collect()).unwrap_or_default();
         let line = NewLoginEvent {
             at: now_ms(),
             username: &logged_name,
@@ -164,50 +215,64 @@ impl Service {
         if let Err(e) = self.store.deny_login(&keys, &line).await {
             tracing::error!(error = %e, "could not record a failed login");
         }
-        tracing::info!(user = %logged_name, ip = %client.ip, reason = %reason, "login failed");
-        let elapsed = started.elapsed();
-        if elapsed < self.options.min_failure_delay {
-            tokio::time::sleep(self.options.min_failure_delay - elapsed).await;
+        drop(keys);
+        if let Some(slot) = counted {
+            slot.record_failure();
         }
-        Err(outcome.failure)
+        tracing::info!(user = %logged_name, ip = %client.ip, reason = %reason, "login failed");
+        Err(LoginFailure { counts: outcome.counts, ..outcome.failure })
     }
 
     /// Check a login: lockout, then the password (locally or against the
     /// directories). Reads only, apart from what the directory taught us
-    /// (a user created at first login, renamed or disabled).
-    async fn try_login(&self, username: &str, password: &str, client: &ClientInfo) -> Result<Granted, Denied> {
+    /// (a user created at first login, renamed or disabled). Past the
+    /// lockout check, the attempt holds a slot on each of its lockout keys
+    /// (see [`crate::lockout`]) until the caller resolves it.
+    async fn try_login(&self, username: &str, password: &str, client: &ClientInfo) -> (Result<Granted, Denied>, Option<Reservation>) {
         let key = util::username_key(username);
         if key.is_empty() {
-            return Err(Denied::quiet("empty username"));
+            return (Err(Denied::quiet("empty username")), None);
         }
         // An LDAP simple bind with an empty password is an unauthenticated
         // bind that "succeeds" (RFC 4513 §5.1.2): refuse before anything else.
         if password.trim().is_empty() {
-            return Err(Denied::quiet("empty password"));
+            return (Err(Denied::quiet("empty password")), None);
         }
         if key.chars().count() > 256 || password.len() > 1024 {
-            return Err(Denied::quiet("input too long"));
+            return (Err(Denied::quiet("input too long")), None);
         }
         if key.chars().any(char::is_control) {
-            return Err(Denied::quiet("the username contains control characters"));
+            return (Err(Denied::quiet("the username contains control characters")), None);
         }
-        let security = self.security_settings().await.map_err(|_| Denied::quiet("internal error"))?;
+        let security = match self.security_settings().await {
+            Ok(s) => s,
+            Err(_) => return (Err(Denied::quiet("internal error")), None),
+        };
         let since = now_ms() - security.lockout_window_minutes * 60_000;
         let ukey = user_key(&key);
-        let ikey = if client.ip.is_empty() { String::new() } else { ip_key(&client.ip) };
-        let bindery_store::LoginLookup { user_failures, ip_failures, user } =
-            self.store.login_lookup(&key, &ukey, &ikey, since).await.map_err(Denied::store)?;
-        if user_failures >= security.lockout_max_failures {
-            return Err(Denied::quiet("locked out: too many failures for this username"));
+        let ikey = if client.ip.is_empty() || exempt(&security, &client.ip) { String::new() } else { ip_key(&client.ip) };
+        let ticket = self.lockouts.begin_read();
+        let bindery_store::LoginLookup { user_failures, ip_failures, user } = match self.store.login_lookup(&key, &ukey, &ikey, since).await
+        {
+            Ok(l) => l,
+            Err(e) => return (Err(Denied::store(e)), None),
+        };
+        let mut checks = vec![Check { key: &ukey, read: user_failures, limit: security.lockout_max_failures }];
+        if !ikey.is_empty() {
+            checks.push(Check { key: &ikey, read: ip_failures, limit: security.lockout_ip_max_failures });
         }
-        if !client.ip.is_empty() && ip_failures >= security.lockout_max_failures {
-            return Err(Denied::quiet("locked out: too many failures from this address"));
-        }
+        let slot = match self.lockouts.reserve_or_wait(ticket, &checks, ATTEMPTS_IN_FLIGHT_PATIENCE).await {
+            Ok(slot) => slot,
+            Err(Refusal::Locked(0)) => return (Err(Denied::quiet("locked out: too many failures for this username")), None),
+            Err(Refusal::Locked(_)) => return (Err(Denied::quiet("locked out: too many failures from this address")), None),
+            Err(Refusal::Busy(0)) => return (Err(Denied::quiet("refused: too many sign-ins in progress for this username")), None),
+            Err(Refusal::Busy(_)) => return (Err(Denied::quiet("refused: too many sign-ins in progress from this address")), None),
+        };
 
         let checked = match user {
             // Local users authenticate locally, and only locally.
             Some(u) if u.source == UserSource::Local => match &u.password_hash {
-                Some(hash) if util::verify_password(password, hash) => {
+                Some(hash) if util::verify_password_async(password, hash).await => {
                     if !u.is_active {
                         Err(fail("account disabled"))
                     } else {
@@ -219,10 +284,11 @@ impl Service {
             // Directory users (and unknown names) go to the directories.
             other => self.directory_login(other, username.trim(), password).await,
         };
-        match checked {
+        let outcome = match checked {
             Ok(user) => Ok(Granted { user, clear: (user_failures > 0).then_some(ukey), bearer_minutes: security.bearer_token_minutes }),
-            Err(failure) => Err(Denied { failure, counts: true }),
-        }
+            Err(failure) => Err(Denied { counts: failure.counts, failure }),
+        };
+        (outcome, Some(slot))
     }
 
     /// Issue what a checked login asked for, and write the whole login in
@@ -330,7 +396,7 @@ impl Service {
         let Some(hash) = u.password_hash.as_deref().filter(|_| u.is_local()) else {
             return Err(Error::field("current_password", "directory users change their password in the directory"));
         };
-        if !util::verify_password(current, hash) {
+        if !util::verify_password_async(current, hash).await {
             return Err(Error::field("current_password", "the current password is not correct"));
         }
         let mut errors = self.password_problems("new_password", new, Some(&u.username)).await?;
@@ -344,7 +410,7 @@ impl Service {
             return Err(Error::Invalid(errors));
         }
         let now = now_ms();
-        self.store.set_password(u.id, &util::hash_password(new)?, false, now).await?;
+        self.store.set_password(u.id, &util::hash_password_async(new).await?, false, now).await?;
         self.store.delete_user_sessions(u.id).await?;
         if let Some(token) = keep_session {
             self.store.insert_session(&util::token_hash(token), u.id, &actor.ip, "", now).await?;
@@ -451,24 +517,31 @@ impl Service {
 
     // ----- lockout -------------------------------------------------------
 
+    /// Usernames and client addresses locked out now, each against its own
+    /// limit; addresses in an exempt network are never locked.
     pub async fn list_lockouts(&self, actor: &Actor) -> Result<Vec<Lockout>> {
         actor.require_reader()?;
-        let s = self.security_settings().await?;
-        let since = now_ms() - s.lockout_window_minutes * 60_000;
         Ok(self
-            .store
-            .locked_keys(since, s.lockout_max_failures)
+            .locked_rows()
             .await?
             .into_iter()
             .map(|r| Lockout { key: r.key, failures: r.failures, last_failure_at: util::fmt_ts(r.last_at) })
             .collect())
     }
 
+    async fn locked_rows(&self) -> Result<Vec<bindery_store::LockoutRow>> {
+        let s = self.security_settings().await?;
+        let since = now_ms() - s.lockout_window_minutes * 60_000;
+        let mut rows = self.store.locked_keys(since, s.lockout_max_failures, s.lockout_ip_max_failures).await?;
+        rows.retain(|r| r.key.strip_prefix("ip:").is_none_or(|ip| !exempt(&s, ip)));
+        Ok(rows)
+    }
+
     /// Lift a lockout: `user:<name>` or `ip:<address>`.
     pub async fn unlock(&self, actor: &Actor, key: &str) -> Result<()> {
         actor.require_admin()?;
         let key = match key.split_once(':') {
-            Some(("user", name)) => user_key(&util::username_key(name)),
+            Some(("user", name)) if !util::username_key(name).is_empty() => user_key(&util::username_key(name)),
             Some(("ip", addr)) if !addr.trim().is_empty() => ip_key(addr.trim()),
             _ => return Err(Error::field("key", "expected user:<name> or ip:<address>")),
         };
@@ -479,16 +552,7 @@ impl Service {
 
     /// Every `user:<key>` currently locked out.
     pub(crate) async fn locked_user_keys(&self) -> Result<std::collections::HashSet<String>> {
-        let s = self.security_settings().await?;
-        let since = now_ms() - s.lockout_window_minutes * 60_000;
-        Ok(self
-            .store
-            .locked_keys(since, s.lockout_max_failures)
-            .await?
-            .into_iter()
-            .map(|r| r.key)
-            .filter(|k| k.starts_with("user:"))
-            .collect())
+        Ok(self.locked_rows().await?.into_iter().map(|r| r.key).filter(|k| k.starts_with("user:")).collect())
     }
 }
 

@@ -17,7 +17,7 @@ use crate::util;
 use crate::Service;
 
 fn fail(reason: impl Into<String>) -> LoginFailure {
-    LoginFailure { reason: reason.into() }
+    LoginFailure { reason: reason.into(), counts: true }
 }
 
 /// The login log's reason: which directory, whether it was reached, and
@@ -67,11 +67,11 @@ impl Service {
         }
         let store_err = |e: crate::Error| {
             tracing::error!(error = %e, "store error during directory login");
-            fail("internal error")
+            LoginFailure { reason: "internal error".into(), counts: false }
         };
         let (kind, gateway, done) = match outcome {
             None => {
-                let _ = util::verify_password(password, util::dummy_hash());
+                util::verify_dummy_async(password).await;
                 let facts = AccessFacts { directory: Directory::NotEnabled, ..NO_FACTS };
                 return Err(fail(identity::access_verdict(&facts).reason()));
             }
@@ -101,10 +101,19 @@ impl Service {
                     AccessFacts { directory: Directory::Unreachable(why), ..NO_FACTS }
                 } else if let Some(state) = state {
                     AccessFacts { state: Some(state), ..NO_FACTS }
-                } else {
+                } else if e.refused {
                     AccessFacts { password: Password::Refused(why), ..NO_FACTS }
+                } else {
+                    AccessFacts { directory: Directory::Error(why), ..NO_FACTS }
                 };
-                return Err(refused(kind, &facts));
+                // Only a refused password or account is the person's
+                // failure; an outage or a server error locks nobody out.
+                let mut failure = refused(kind, &facts);
+                if !e.failure.unreachable && !e.refused && state.is_none() {
+                    failure.reason = failure.reason.replacen(" refused — ", " failed — ", 1);
+                }
+                failure.counts = e.refused || state.is_some();
+                return Err(failure);
             }
             Some(Ok(x)) => x,
         };

@@ -12,9 +12,11 @@ mod explain;
 mod gateways;
 pub mod identity;
 mod import;
-mod lifecycle;
 mod integrity;
+mod lifecycle;
+mod lockout;
 mod logs;
+pub mod net;
 mod secret;
 mod settings;
 pub mod sync;
@@ -176,6 +178,8 @@ pub struct Service {
     /// The file holding the first administrator's one-time password, if
     /// this process wrote (or found) it: deleted at their first change.
     initial_password_file: std::sync::Arc<std::sync::Mutex<Option<std::path::PathBuf>>>,
+    /// This replica's lockout slots (see [`lockout`]).
+    lockouts: std::sync::Arc<lockout::Lockouts>,
 }
 
 impl Service {
@@ -186,6 +190,7 @@ impl Service {
             gateways: Default::default(),
             jobs: Default::default(),
             settings: Default::default(),
+            lockouts: Default::default(),
             initial_password_file: Default::default(),
         }
     }

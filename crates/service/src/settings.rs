@@ -108,11 +108,25 @@ impl Service {
         Ok(s)
     }
 
-    pub async fn update_security_settings(&self, actor: &Actor, s: SecuritySettings) -> Result<SecuritySettings> {
+    pub async fn update_security_settings(&self, actor: &Actor, mut s: SecuritySettings) -> Result<SecuritySettings> {
         actor.require_admin()?;
         let mut errors = Vec::new();
         range(&mut errors, "lockout_max_failures", s.lockout_max_failures, 1, 100);
         range(&mut errors, "lockout_window_minutes", s.lockout_window_minutes, 1, 1440);
+        range(&mut errors, "lockout_ip_max_failures", s.lockout_ip_max_failures, 1, 100_000);
+        // Stored as parsed (host bits cleared), one network per entry.
+        let mut networks = Vec::new();
+        for n in s.lockout_exempt_networks.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+            match n.parse::<crate::net::Network>() {
+                Ok(net) if !networks.contains(&net.to_string()) => networks.push(net.to_string()),
+                Ok(_) => {}
+                Err(e) => errors.push(FieldError::new("lockout_exempt_networks", e)),
+            }
+        }
+        if networks.len() > 256 {
+            errors.push(FieldError::new("lockout_exempt_networks", "at most 256 networks"));
+        }
+        s.lockout_exempt_networks = networks;
         range(&mut errors, "min_password_length", s.min_password_length, 8, 128);
         range(&mut errors, "bearer_token_minutes", s.bearer_token_minutes, 1, 1440);
         range(&mut errors, "revalidate_minutes", s.revalidate_minutes, 0, 1440);

@@ -33,6 +33,42 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     }
 }
 
+/// Argon2 is deliberately slow (tens of milliseconds of one core per
+/// hash): run inline on the async runtime, a burst of local sign-ins
+/// stalled every other request, pages and health checks alike. It runs on
+/// the blocking pool instead, at most one hash per CPU at a time; the rest
+/// wait their turn without holding a runtime thread.
+fn argon2_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)))
+}
+
+/// Run an Argon2 job on the blocking pool, in its turn (see [`argon2_slots`]).
+async fn argon2_job<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let _slot = argon2_slots().acquire().await.map_err(|e| Error::Internal(format!("password hashing unavailable: {e}")))?;
+    tokio::task::spawn_blocking(job).await.map_err(|e| Error::Internal(format!("password hashing failed: {e}")))
+}
+
+/// [`verify_password`] on the blocking pool. A job that could not run
+/// verifies nothing (`false`).
+pub async fn verify_password_async(password: &str, hash: &str) -> bool {
+    let (password, hash) = (Secret::new(password.to_string()), hash.to_string());
+    argon2_job(move || verify_password(password.expose(), &hash)).await.unwrap_or(false)
+}
+
+/// [`verify_password`] against [`dummy_hash`], on the blocking pool: an
+/// unknown user costs the same work as a wrong password.
+pub async fn verify_dummy_async(password: &str) {
+    let password = Secret::new(password.to_string());
+    let _ = argon2_job(move || verify_password(password.expose(), dummy_hash())).await;
+}
+
+/// [`hash_password`] on the blocking pool.
+pub async fn hash_password_async(password: &str) -> Result<String> {
+    let password = Secret::new(password.to_string());
+    argon2_job(move || hash_password(password.expose())).await?
+}
+
 /// A hash to verify against when the user does not exist, so an unknown
 /// username costs the same Argon2 work as a wrong password.
 pub fn dummy_hash() -> &'static str {

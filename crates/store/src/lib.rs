@@ -820,14 +820,17 @@ impl Store {
         Ok(r.rows_affected())
     }
 
-    /// Keys with at least `threshold` failures since `since`.
-    pub async fn locked_keys(&self, since: i64, threshold: i64) -> Result<Vec<LockoutRow>> {
+    /// Keys with at least their threshold of failures since `since`:
+    /// `user_threshold` for `user:` keys, `ip_threshold` for the others
+    /// (`ip:` keys).
+    pub async fn locked_keys(&self, since: i64, user_threshold: i64, ip_threshold: i64) -> Result<Vec<LockoutRow>> {
         Ok(sqlx::query_as(
             "SELECT key, COUNT(*) AS failures, MAX(at) AS last_at FROM auth_failures WHERE at >= $1 \
-             GROUP BY key HAVING COUNT(*) >= $2 ORDER BY MAX(at) DESC",
+             GROUP BY key HAVING COUNT(*) >= CASE WHEN key LIKE 'user:%' THEN $2 ELSE $3 END ORDER BY MAX(at) DESC",
         )
         .bind(since)
-        .bind(threshold)
+        .bind(user_threshold)
+        .bind(ip_threshold)
         .fetch_all(&self.pool)
         .await?)
     }

@@ -122,7 +122,7 @@ both_backends!(lockout_counts_within_window, |store| {
     store.deny_login(&["user:dave"], &failed(200)).await.unwrap();
     store.deny_login(&["user:dave"], &failed(300)).await.unwrap();
     assert_eq!(failure_counts(&store, "user:dave", "", 150).await.0, 2);
-    let locked = store.locked_keys(0, 3).await.unwrap();
+    let locked = store.locked_keys(0, 3, 50).await.unwrap();
     assert_eq!(locked.len(), 1);
     assert_eq!((locked[0].key.as_str(), locked[0].failures, locked[0].last_at), ("user:dave", 3, 300));
     store.clear_failures("user:dave").await.unwrap();

@@ -11,6 +11,7 @@ mod hardening;
 mod helpers;
 mod identity;
 mod import;
+mod lockout;
 mod rbac;
 mod rest;
 mod sync;

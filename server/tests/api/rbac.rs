@@ -154,6 +154,10 @@ const REST: &[(&str, &str, Access)] = &[
     ("get", "/api/v1/tokens", Access::Read),
     ("post", "/api/v1/tokens", Access::Write),
     ("delete", "/api/v1/tokens/{id}", Access::Write),
+    ("get", "/api/v1/settings/security", Access::Read),
+    ("put", "/api/v1/settings/security", Access::Write),
+    ("get", "/api/v1/lockouts", Access::Read),
+    ("delete", "/api/v1/lockouts/{key}", Access::Write),
     ("get", "/api/v1/directories", Access::Read),
     ("get", "/api/v1/directories/{kind}", Access::Read),
     ("put", "/api/v1/directories/{kind}", Access::Write),
@@ -177,6 +181,9 @@ fn rest_body(method: &str, path: &str) -> Option<serde_json::Value> {
         ("post", "/api/v1/directories/{kind}/users/import") => Some(serde_json::json!({"ids": [1]})),
         ("put", "/api/v1/directories/{kind}/sync/settings") => Some(serde_json::json!({"disable_missing": true})),
         ("post", "/api/v1/directories/{kind}/sync") => Some(serde_json::json!({})),
+        ("put", "/api/v1/settings/security") => {
+            Some(serde_json::json!({"lockout_max_failures": 1, "lockout_window_minutes": 1, "min_password_length": 8}))
+        }
         _ => None,
     }
 }
@@ -207,7 +214,7 @@ async fn rest_endpoints_refuse_callers_without_the_role() {
     for (method, path, access) in REST {
         let body = rest_body(method, path);
         // Id 1 is the admin: a refused call must not touch them.
-        let concrete = path.replace("{id}", "1").replace("{kind}", "ldap").replace("{username}", "admin");
+        let concrete = path.replace("{id}", "1").replace("{kind}", "ldap").replace("{username}", "admin").replace("{key}", "user%3Aadmin");
         let m = method.to_uppercase();
         let res = app.send(api(&m, &concrete, body.clone(), Auth::None)).await;
         assert_status(&res, StatusCode::UNAUTHORIZED, &format!("anonymous {m} {path}"));
