@@ -83,7 +83,8 @@ def main() -> None:
         ("objectClass", "organizationalRole"), ("objectClass", "pwdPolicy"),
         ("cn", "services"), ("pwdAttribute", "userPassword"), ("pwdLockout", "FALSE"),
     ]))
-    # An account whose password an administrator reset: the user must change it first.
+    # For accounts whose password an administrator reset (pwdReset): they must
+    # change it first. Tests add such a user when they need one.
     w(entry(f"cn=mustchange,{POLICIES}", [
         ("objectClass", "organizationalRole"), ("objectClass", "pwdPolicy"),
         ("cn", "mustchange"), ("pwdAttribute", "userPassword"), ("pwdMustChange", "TRUE"),
@@ -124,9 +125,6 @@ def main() -> None:
          mail="locked@example.com", extra_attrs=[("pwdAccountLockedTime", "000001010000Z")])
     user(PEOPLE, "disabled", "Disabled-Password-1", cn="Disabled User", sn="User",
          given="Disabled", mail="disabled@example.com", uac=514)
-    user(PEOPLE, "mustchange", "Mustchange-Password-1", cn="Must Change", sn="Change",
-         given="Must", mail="mustchange@example.com",
-         extra_attrs=[("pwdPolicySubentry", f"cn=mustchange,{POLICIES}"), ("pwdReset", "TRUE")])
     tina = user(TECH, "tina", "Tina-Password-1", cn="Tina Tech", sn="Tech", given="Tina",
                 mail="tina@example.com", member_of=[developers])
     user(TECH, "tom", "Tom-Password-1", cn="Tom Tech", sn="Tech", given="Tom",

@@ -72,8 +72,7 @@ impl Service {
         let (kind, gateway, done) = match outcome {
             None => {
                 util::verify_dummy_async(password).await;
-                let facts = AccessFacts { directory: Directory::NotEnabled, ..NO_FACTS };
-                return Err(fail(identity::access_verdict(&facts).reason()));
+                return Err(fail(if existing.is_some() { "directory user, but no directory is enabled" } else { "unknown user" }));
             }
             Some(Err((kind, e))) => {
                 let state = e.state.map(|s| account_state(Some(s)));

@@ -83,8 +83,14 @@ async fn ldap_ha_serves_only_when_every_ldap_server_is_unreachable() {
     let (_, c) = app.login("tina", "Tina-Password-1").await;
     assert!(c.is_some(), "LDAP HA: {}", last_reason(&app).await);
     assert_eq!(app.db.store.find_user("tina").await.unwrap().unwrap().source.as_str(), "ldap_ha");
+    // The backup answers for jdoe while LDAP is down (its password is the
+    // one that counts). These two fixtures are separate directories, not
+    // replicas: the backup's jdoe has another entryUUID, so it is another
+    // person — a conflict, never the primary's jdoe account.
     let (_, c) = app.login("jdoe", "Backup-Password-1").await;
-    assert!(c.is_some(), "the backup's answer counts while LDAP is down");
+    assert!(c.is_none(), "another entry never signs in as the account");
+    let reason = last_reason(&app).await;
+    assert!(reason.starts_with("LDAP HA refused") && reason.contains("conflict"), "the backup's answer was used: {reason}");
 
     // Everything down: refused, reason says unreachable.
     backup.stop();

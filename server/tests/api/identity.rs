@@ -279,6 +279,14 @@ async fn a_reused_username_is_a_conflict_until_an_administrator_relinks() {
 async fn every_seed_account_gets_the_same_verdict_from_test_login_sign_in_and_explain_access() {
     let d = Slapd::start();
     let app = TestApp::new().await;
+    // An account whose password an administrator reset, under a policy
+    // with pwdMustChange: it binds, but must change its password first.
+    d.modify(
+        "dn: uid=mustchange,ou=people,dc=example,dc=com\nchangetype: add\nobjectClass: inetOrgPerson\nuid: mustchange\ncn: Must Change\n\
+         sn: Change\nmail: mustchange@example.com\nuserPassword: Mustchange-Password-1\n\
+         pwdPolicySubentry: cn=mustchange,ou=policies,dc=example,dc=com\n",
+    );
+    d.modify("dn: uid=mustchange,ou=people,dc=example,dc=com\nchangetype: modify\nreplace: pwdReset\npwdReset: TRUE\n");
     app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, &d.input()).await.unwrap();
     // Imported first, so every account has a Bindery user to explain.
     fetch(&app).await;

@@ -104,7 +104,9 @@ async fn dry_run_applies_nothing_then_sync_creates_updates_disables_and_enables_
     let developers = groups.iter().find(|g| g.name == "developers").unwrap_or_else(|| panic!("{groups:?}"));
     assert_eq!(developers.source, bindery_model::UserSource::Ldap);
     let members: Vec<&str> = developers.members.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(members, ["tina"], "{developers:?}");
+    // Groups are computed as at sign-in: nested groups count (jdoe is in
+    // developers through admins).
+    assert_eq!(members, ["jdoe", "tina"], "{developers:?}");
     assert!(groups.iter().any(|g| g.name == "admins" && g.members.iter().any(|m| m.name == "jdoe")), "{groups:?}");
 
     // jdoe signs in (a live session); an admin disables tom by hand.
