@@ -115,7 +115,7 @@ test('a directory user signs in, is disabled in the directory and is signed out 
   await expect(user.status).toHaveText('disabled');
   await user.explain();
   await expect(user.explainVerdict).toContainText('tina cannot sign in');
-  await expect(user.fact('Account state in the directory')).toHaveText('disabled');
+  await expect(user.fact('Account state in the directory')).toHaveText('disabled in the directory');
 
   await security.goto();
   await security.save({ maxFailures: 5, windowMinutes: 15, revalidateMinutes: 5 });
@@ -137,7 +137,7 @@ test('Explain access for a user locked in the directory says locked; the dashboa
   modifyDirectory(d, 'dn: uid=jdoe,ou=people,dc=example,dc=com\nchangetype: modify\nreplace: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n');
   await user.explain();
   await expect(user.explainVerdict).toContainText('jdoe cannot sign in — Account state in the directory: locked');
-  await expect(user.fact('Account state in the directory')).toHaveText('locked');
+  await expect(user.fact('Account state in the directory')).toHaveText('locked in the directory');
 
   await adminPage.goto('/');
   const health = adminPage.getByTestId('health-table');

@@ -454,6 +454,13 @@ impl Gateway {
             match self.search_user(server, username, true).await {
                 Ok(found) => {
                     server.mark_up(None);
+                    // What the directory says now replaces what the cache
+                    // held (a re-validation that found the account disabled
+                    // must not be undone by a stale cached entry).
+                    match &found {
+                        Some(f) => self.remember(username, f),
+                        None => self.forget(username),
+                    }
                     return Ok(Lookup { server: server.uri.to_string(), found });
                 }
                 Err(f) if f.unreachable => {
