@@ -4,7 +4,7 @@
 
 use bindery_directory::DirectoryConfig;
 use bindery_model::{AccountState, DirectoryKind, Role};
-use bindery_store::{Activation, Change, NewOperationEvent, OrgSource, OrganisationRow, UserRow};
+use bindery_store::{Activation, Change, OrgSource, OrganisationRow, UserRow};
 
 use crate::identity::{self, Entry, Held, Mapped};
 use crate::util::now_ms;
@@ -113,10 +113,10 @@ impl Service {
     pub(crate) async fn record_update(&self, update: &bindery_store::Update, reasons: &[String], via: &str, done: bindery_store::Applied) {
         let target = format!("user:{}", update.rename.as_ref().map(|r| r.0.as_str()).unwrap_or(&update.username));
         if let Some((before, after)) = update.role {
-            self.log_change(
+            self.system_change(
                 "user.role",
                 &target,
-                serde_json::json!({ "role": before.as_str() }),
+                Some(serde_json::json!({ "role": before.as_str() })),
                 serde_json::json!({ "role": after.as_str(), "by": "directory group mapping", "via": via }),
             )
             .await;
@@ -124,43 +124,24 @@ impl Service {
         match update.activation {
             Some(Activation::Disable) => {
                 tracing::warn!(user = %update.username, sessions = done.sessions_ended, tokens = done.tokens_revoked, via, "directory account gone or disabled: disabled here, sessions and tokens revoked");
-                self.log_change(
+                self.system_change(
                     "user.disable",
                     &target,
-                    serde_json::json!({ "is_active": true }),
+                    Some(serde_json::json!({ "is_active": true })),
                     serde_json::json!({ "is_active": false, "reason": reasons.join("; "), "via": via, "sessions_ended": done.sessions_ended, "tokens_revoked": done.tokens_revoked }),
                 )
                 .await
             }
             Some(Activation::Enable) => {
-                self.log_change(
+                self.system_change(
                     "user.enable",
                     &target,
-                    serde_json::json!({ "is_active": false }),
+                    Some(serde_json::json!({ "is_active": false })),
                     serde_json::json!({ "is_active": true, "reason": reasons.join("; "), "via": via }),
                 )
                 .await
             }
             None => {}
-        }
-    }
-
-    async fn log_change(&self, action: &str, target: &str, before: serde_json::Value, after: serde_json::Value) {
-        let (before, after) = (before.to_string(), after.to_string());
-        let r = self
-            .store
-            .insert_operation(&NewOperationEvent {
-                at: now_ms(),
-                actor: "(system)",
-                action,
-                target,
-                before: Some(&before),
-                after: Some(&after),
-                ip: "",
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, action, "writing the operation log failed");
         }
     }
 

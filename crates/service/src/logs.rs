@@ -13,6 +13,12 @@ impl Service {
     /// itself already happened.
     /// An operation Bindery did by itself (sync, directory re-validation).
     pub(crate) async fn system_audit(&self, action: &str, target: &str, after: serde_json::Value) {
+        self.system_change(action, target, None, after).await
+    }
+
+    /// An operation Bindery did by itself, with the state before it.
+    pub(crate) async fn system_change(&self, action: &str, target: &str, before: Option<serde_json::Value>, after: serde_json::Value) {
+        let before = before.map(|b| b.to_string());
         let after = after.to_string();
         let r = self
             .store
@@ -21,7 +27,7 @@ impl Service {
                 actor: "(system)",
                 action,
                 target,
-                before: None,
+                before: before.as_deref(),
                 after: Some(&after),
                 ip: "",
             })

@@ -27,7 +27,7 @@ use sqlx::{Any, AnyPool, ConnectOptions, Row};
 pub use identity::{Activation, Applied, Change, NewAccount, OrgSource, Update};
 pub use login::{Grant, GrantCredential, LoginLookup};
 pub use rows::*;
-pub use staging::{NewStaged, Relink, StagedFilter, StagedRow, SyncRunRow};
+pub use staging::{NewStaged, StagedFilter, StagedRow, SyncRunRow};
 pub use sync::{ItemRow, MissingUser, NewItem, NotificationRow, PlanRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

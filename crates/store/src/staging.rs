@@ -17,15 +17,6 @@ pub struct NewStaged<'a> {
     pub problem: &'a str,
 }
 
-/// A directory user's identity and attributes, as its entry now has them.
-pub struct Relink<'a> {
-    pub username: &'a str,
-    pub username_key: &'a str,
-    pub name: &'a str,
-    pub email: &'a str,
-    pub external_id: &'a str,
-}
-
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StagedRow {
     pub id: i64,
@@ -241,37 +232,6 @@ impl Store {
             q = q.bind(b.as_str());
         }
         Ok(q.fetch_all(&self.pool).await?)
-    }
-
-    /// Update a directory user from its entry: name (a rename in the
-    /// directory renames here), attributes and the immutable id.
-    pub async fn relink_user(&self, id: i64, e: &Relink<'_>, now: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE users SET username = $1, username_key = $2, name = $3, email = $4, external_id = $5, updated_at = $6 WHERE id = $7",
-        )
-        .bind(e.username)
-        .bind(e.username_key)
-        .bind(e.name)
-        .bind(e.email)
-        .bind(e.external_id)
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(crate::unique("user"))?;
-        Ok(())
-    }
-
-    /// Add a user to organisations (keeping the ones they are in).
-    pub async fn add_user_organisations(&self, id: i64, organisation_ids: &[i64]) -> Result<()> {
-        for org in organisation_ids {
-            sqlx::query("INSERT INTO user_organisations (user_id, organisation_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(id)
-                .bind(*org)
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(())
     }
 
     /// Another user (not `except`) with this email, compared case-insensitively.

@@ -459,10 +459,3 @@ impl Store {
         Ok(())
     }
 }
-
-impl Store {
-    pub async fn set_user_role(&self, user_id: i64, role: &str) -> Result<()> {
-        sqlx::query("UPDATE users SET role = $1 WHERE id = $2").bind(role).bind(user_id).execute(&self.pool).await?;
-        Ok(())
-    }
-}
