@@ -313,7 +313,7 @@ fn LoginTestView(report: LoginTestReport) -> impl IntoView {
                 <dt>"Server"</dt><dd>{report.server.unwrap_or_else(|| "none reachable".into())}</dd>
                 <dt>"Entry"</dt><dd>{report.dn.unwrap_or_else(|| "not found".into())}</dd>
                 <dt>"Bind"</dt><dd>{report.bind}{report.ad_subcode.map(|c| format!(" (AD sub-code {c})"))}</dd>
-                <dt>"Account state"</dt><dd data-testid="account-state">{report.account_state}</dd>
+                <dt>"Account state"</dt><dd data-testid="account-state">{report.account_state.as_str()}</dd>
                 <dt>"Local user"</dt><dd>{report.local_user.unwrap_or_else(|| "—".into())}</dd>
                 <dt>"Mapped role"</dt><dd data-testid="mapped-role">{report.mapped_role.map(|r| r.label().to_string()).unwrap_or_else(|| "no mapping matches (User)".into())}</dd>
                 <dt>"Mapped organisations"</dt><dd>{if report.mapped_organisations.is_empty() { "default".to_string() } else { report.mapped_organisations.join(", ") }}</dd>

@@ -149,7 +149,7 @@ pub fn ImportPage() -> impl IntoView {
                         view! {
                             <div class="progress" data-testid="fetch-progress">
                                 {(r.state == "running").then(|| view! { <progress aria-label="Sync progress"></progress> })}
-                                <span data-testid="fetch-state" data-state=r.state.clone() class=if ok { "ok" } else if r.state == "running" { "" } else { "bad" }>
+                                <span data-testid="fetch-state" data-state=r.state.as_str() class=if ok { "ok" } else if r.state == "running" { "" } else { "bad" }>
                                     {progress_text(&r)}
                                 </span>
                                 {(!r.error.is_empty()).then(|| view! { <span class="bad">" — " {r.error.clone()} " (incomplete)"</span> })}

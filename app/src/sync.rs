@@ -152,7 +152,7 @@ pub fn SyncRunsPage() -> impl IntoView {
                                                 <td><A href=format!("/sync/runs/{}", r.id)>{format!("#{}{}", r.id, if r.dry_run { " (dry run)" } else { "" })}</A></td>
                                                 <td>{r.directory.label()}</td>
                                                 <td>{r.started_by.clone()}</td>
-                                                <td class=format!("state {}", r.state) data-testid="run-state">{r.state.clone()}</td>
+                                                <td class=format!("state {}", r.state) data-testid="run-state">{r.state.as_str()}</td>
                                                 <td>{r.started_at.clone()}</td>
                                                 <td>{r.finished_at.clone().unwrap_or_default()}</td>
                                                 <td>{counts}</td>
@@ -222,7 +222,7 @@ pub fn SyncRunPage() -> impl IntoView {
                         view! {
                             <h1>{format!("Sync run #{} — {}{}", r.id, r.directory.label(), if r.dry_run { " (dry run)" } else { "" })}</h1>
                             <section class="card wide">
-                                <p>"State: " <strong data-testid="run-state" class=format!("state {}", r.state)>{r.state.clone()}</strong>
+                                <p>"State: " <strong data-testid="run-state" class=format!("state {}", r.state)>{r.state.as_str()}</strong>
                                     {format!(" · started {} by {}", r.started_at, r.started_by)}
                                     {r.finished_at.clone().map(|f| format!(" · ended {f}"))}
                                     {format!(" · {} entries in {} pages, {:.1} s", r.entries, r.pages, r.elapsed_ms as f64 / 1000.0)}
@@ -263,8 +263,8 @@ pub fn SyncRunPage() -> impl IntoView {
                                         let class = format!("outcome {}", i.outcome);
                                         view! {
                                             <tr data-username=who>
-                                                <td>{i.action}</td><td>{i.username}</td><td>{i.reason}</td>
-                                                <td class=class data-testid="item-outcome">{i.outcome}</td><td class="bad">{i.error}</td>
+                                                <td>{i.action.as_str()}</td><td>{i.username}</td><td>{i.reason}</td>
+                                                <td class=class data-testid="item-outcome">{i.outcome.as_str()}</td><td class="bad">{i.error}</td>
                                             </tr>
                                         }
                                     }).collect_view()}

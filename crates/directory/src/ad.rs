@@ -4,6 +4,8 @@
 //! `80090308: LdapErr: DSID-0C09042A, comment: AcceptSecurityContext error,
 //! data 52e, v3839`; the hex after `data` says *why*.
 
+use bindery_model::AccountState;
+
 /// `userAccountControl` bit: the account is disabled.
 pub const UAC_ACCOUNTDISABLE: i64 = 0x2;
 /// `userAccountControl` bit: the account is locked out.
@@ -35,24 +37,24 @@ pub fn subcode_words(code: &str) -> &'static str {
 }
 
 /// The account state a bind sub-code reveals, if any.
-pub fn subcode_state(code: &str) -> Option<&'static str> {
+pub fn subcode_state(code: &str) -> Option<AccountState> {
     match code {
-        "533" => Some("disabled"),
-        "775" => Some("locked"),
-        "532" | "701" => Some("expired"),
-        "773" => Some("must change password"),
+        "533" => Some(AccountState::Disabled),
+        "775" => Some(AccountState::Locked),
+        "532" | "701" => Some(AccountState::Expired),
+        "773" => Some(AccountState::MustChangePassword),
         _ => None,
     }
 }
 
 /// The account state `userAccountControl` reveals, if not `active`.
-pub fn uac_state(uac: i64) -> Option<&'static str> {
+pub fn uac_state(uac: i64) -> Option<AccountState> {
     if uac & UAC_ACCOUNTDISABLE != 0 {
-        Some("disabled")
+        Some(AccountState::Disabled)
     } else if uac & UAC_LOCKOUT != 0 {
-        Some("locked")
+        Some(AccountState::Locked)
     } else if uac & UAC_PASSWORD_EXPIRED != 0 {
-        Some("expired")
+        Some(AccountState::Expired)
     } else {
         None
     }
@@ -84,8 +86,8 @@ mod tests {
     #[test]
     fn uac_bits() {
         assert_eq!(uac_state(512), None);
-        assert_eq!(uac_state(514), Some("disabled"));
-        assert_eq!(uac_state(512 | 0x10), Some("locked"));
-        assert_eq!(uac_state(512 | 0x80_0000), Some("expired"));
+        assert_eq!(uac_state(514), Some(AccountState::Disabled));
+        assert_eq!(uac_state(512 | 0x10), Some(AccountState::Locked));
+        assert_eq!(uac_state(512 | 0x80_0000), Some(AccountState::Expired));
     }
 }

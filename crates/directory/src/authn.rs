@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use bindery_model::{GroupMode, LoginTestReport, MappedUser, ProbeStep, Role};
+use bindery_model::{AccountState, GroupMode, LoginTestReport, MappedUser, ProbeStep, Role};
 use ldap3::{Ldap, Scope, SearchEntry, SearchOptions};
 
 use crate::probe::{all, first, map_entry};
@@ -25,7 +25,7 @@ pub struct FoundUser {
     /// The entry's immutable id (`entryUUID`, AD `objectGUID`, else the DN).
     pub uid: String,
     /// Why the account cannot be used, if the entry says so.
-    pub state: Option<&'static str>,
+    pub state: Option<AccountState>,
 }
 
 /// Search the user across the search OUs: exactly one entry must match.
@@ -86,20 +86,20 @@ pub async fn lookup_user(ldap: &mut Ldap, cfg: &DirectoryConfig, username: &str)
     }
 }
 
-pub(crate) fn entry_state(e: &SearchEntry, user: &MappedUser) -> Option<&'static str> {
+pub(crate) fn entry_state(e: &SearchEntry, user: &MappedUser) -> Option<AccountState> {
     if let Some(uac) = first(e, "userAccountControl").and_then(|v| v.trim().parse::<i64>().ok()) {
         if let Some(s) = ad::uac_state(uac) {
             return Some(s);
         }
     }
     if first(e, "pwdAccountLockedTime").is_some() {
-        return Some("locked");
+        return Some(AccountState::Locked);
     }
     if !user.is_active {
-        return Some("disabled");
+        return Some(AccountState::Disabled);
     }
     if first(e, "pwdReset").is_some_and(|v| v.eq_ignore_ascii_case("TRUE")) {
-        return Some("must change password");
+        return Some(AccountState::MustChangePassword);
     }
     None
 }
@@ -191,7 +191,7 @@ pub async fn test_login(cfg: &DirectoryConfig, username: &str, password: Option<
         bind: "not checked (lookup only)".into(),
         ldap_code: None,
         ad_subcode: None,
-        account_state: "unknown".into(),
+        account_state: AccountState::Unknown,
         user: None,
         local_user: None,
         mapped_role: None,
@@ -250,7 +250,7 @@ pub async fn test_login(cfg: &DirectoryConfig, username: &str, password: Option<
     };
     report.dn = Some(found.dn.clone());
     report.external_id = Some(found.uid.clone());
-    report.account_state = found.state.unwrap_or("active").to_string();
+    report.account_state = found.state.unwrap_or(AccountState::Active);
 
     let t = Instant::now();
     let mut user = found.user.clone();
@@ -293,18 +293,15 @@ pub async fn test_login(cfg: &DirectoryConfig, username: &str, password: Option<
                 report.ldap_code = f.ldap_code.map(i64::from);
                 report.ad_subcode = f.ad_subcode.clone();
                 if let Some(s) = f.ad_subcode.as_deref().and_then(ad::subcode_state) {
-                    report.account_state = s.to_string();
+                    report.account_state = s;
                 }
             }
         }
     }
-    let state_ok = report.account_state == "active";
+    let state_ok = report.account_state.usable();
     report.allowed = bind_ok && state_ok && password.is_some() && report.local_user.is_some();
     report.verdict = match (password.is_some(), bind_ok, state_ok) {
-        (_, _, false) => format!(
-            "Would be refused: {}.",
-            bindery_model::AccountState::parse(&report.account_state).map(|s| s.describe()).unwrap_or(report.account_state.as_str())
-        ),
+        (_, _, false) => format!("Would be refused: {}.", report.account_state.describe()),
         (false, _, true) => format!("The user resolves to {} (lookup only, password not checked).", found.dn),
         (true, false, true) => format!("Would be refused: {}.", report.bind),
         (true, true, true) if report.local_user.is_none() => {
@@ -330,7 +327,7 @@ pub async fn test_login(cfg: &DirectoryConfig, username: &str, password: Option<
 pub struct LoginError {
     pub failure: Failure,
     /// The account state that refused the login (`disabled`, `locked`, …), if known.
-    pub state: Option<&'static str>,
+    pub state: Option<AccountState>,
     /// The directory refused *this person*: their password (a refused
     /// bind), or their account (no such user, a disabled, locked or
     /// expired account). Only these count toward Bindery's lockout; a
@@ -341,7 +338,7 @@ pub struct LoginError {
 
 impl LoginError {
     /// The directory refused the person (see [`LoginError::refused`]).
-    pub fn refusal(failure: Failure, state: Option<&'static str>) -> LoginError {
+    pub fn refusal(failure: Failure, state: Option<AccountState>) -> LoginError {
         LoginError { failure, state, refused: true }
     }
 
@@ -422,7 +419,7 @@ mod tests {
             49,
             "80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, data 533, v4563",
         ));
-        assert!(ad.refused && ad.state == Some("disabled"), "{ad:?}");
+        assert!(ad.refused && ad.state == Some(AccountState::Disabled), "{ad:?}");
         for rc in [1, 3, 11, 13, 51, 52, 80] {
             assert!(!LoginError::of_bind(bind_failure(rc, "")).refused, "rc {rc} is the server's");
         }

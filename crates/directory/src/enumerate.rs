@@ -22,7 +22,7 @@ pub struct Entry {
     pub uid: String,
     pub user: MappedUser,
     /// Account state that refuses sign-in (`disabled`, `locked`), if any.
-    pub state: Option<&'static str>,
+    pub state: Option<bindery_model::AccountState>,
 }
 
 /// Counters of a finished enumeration.

@@ -21,6 +21,7 @@ pub mod enumerate;
 pub mod gateway;
 pub mod groups;
 pub mod probe;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use config::{AttrMap, DirectoryConfig, Secret};

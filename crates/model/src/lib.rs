@@ -914,8 +914,9 @@ pub struct LoginTestReport {
     pub ldap_code: Option<i64>,
     /// AD sub-code such as `52e`, when the directory gave one.
     pub ad_subcode: Option<String>,
-    /// `active`, `disabled`, `locked`, `expired`, `must change password`.
-    pub account_state: String,
+    /// `active`, `disabled`, `locked`, `expired`, `must change password`, or
+    /// `unknown` when the entry was not found.
+    pub account_state: AccountState,
     pub user: Option<MappedUser>,
     pub local_user: Option<String>,
     /// The role and organisations the group mapping gives (None: no mapping matched).
@@ -976,9 +977,9 @@ pub struct SyncRun {
     pub id: i64,
     pub directory: DirectoryKind,
     /// `fetch` (import table) or `sync`.
-    pub kind: String,
+    pub kind: RunKind,
     /// `running`, `done`, `failed`, `cancelled`, `interrupted`, `held`, `rejected`.
-    pub state: String,
+    pub state: RunState,
     pub started_by: String,
     pub dry_run: bool,
     pub entries: i64,
@@ -1091,12 +1092,12 @@ pub struct SyncRequest {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct SyncItem {
     pub id: i64,
-    /// `create`, `update`, `enable`, `disable`, or `failed` (the entry cannot be synced).
-    pub action: String,
+    /// `create`, `update`, `enable`, `disable`, `conflict`, or `failed` (the entry cannot be synced).
+    pub action: SyncAction,
     pub username: String,
     pub reason: String,
     /// `planned`, `applied`, `failed`, `rejected`.
-    pub outcome: String,
+    pub outcome: ItemOutcome,
     pub error: String,
 }
 
@@ -1170,6 +1171,13 @@ macro_rules! string_enum {
             }
         }
 
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<$name, String> {
+                $name::parse(&s).ok_or_else(|| format!("unknown {} {s:?}", stringify!($name)))
+            }
+        }
+
         impl PartialEq<&str> for $name {
             fn eq(&self, other: &&str) -> bool {
                 self.as_str() == *other
@@ -1186,6 +1194,8 @@ string_enum! {
         Locked => "locked",
         Expired => "expired",
         MustChangePassword => "must change password",
+        /// Not read yet (Test login before the entry is found).
+        Unknown => "unknown",
     }
 }
 
@@ -1204,6 +1214,7 @@ impl AccountState {
             AccountState::Locked => "locked in the directory",
             AccountState::Expired => "the password or account has expired in the directory",
             AccountState::MustChangePassword => "the directory requires a password change first",
+            AccountState::Unknown => "the account state is unknown",
         }
     }
 }

@@ -403,7 +403,7 @@ impl Service {
         if linked.is_none() && holder.is_none() {
             policy.create = !self.security_settings().await?.only_imported_users;
         }
-        let state = bindery_model::AccountState::parse(&report.account_state).unwrap_or(bindery_model::AccountState::Active);
+        let state = report.account_state;
         let email = user.email.trim();
         let problem = if user.username.trim().is_empty() { "the entry has no value for the mapped username attribute" } else { "" };
         let entry = Entry {

@@ -12,7 +12,7 @@ use bindery_store::{Change, OrgSource, UserRow};
 
 use crate::auth::LoginFailure;
 use crate::identity::{self, AccessFacts, Account, Directory, Entry, Password};
-use crate::lifecycle::{account_state, mapped_access, Holding};
+use crate::lifecycle::{mapped_access, Holding};
 use crate::util;
 use crate::Service;
 
@@ -75,7 +75,7 @@ impl Service {
                 return Err(fail(if existing.is_some() { "directory user, but no directory is enabled" } else { "unknown user" }));
             }
             Some(Err((kind, e))) => {
-                let state = e.state.map(|s| account_state(Some(s)));
+                let state = e.state;
                 if state == Some(AccountState::Disabled) {
                     if let Some(u) = existing.as_ref().filter(|u| u.is_active && !u.is_local()) {
                         // Disabled in the directory: the rule disables the
@@ -147,7 +147,7 @@ impl Service {
             username_key: &dkey,
             name: &found.user.name,
             email: if crate::accounts::email_problem(email).is_none() { email } else { "" },
-            state: account_state(found.state),
+            state: found.state.unwrap_or(AccountState::Active),
             problem: "",
         };
         let change = identity::reconcile(

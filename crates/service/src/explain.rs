@@ -4,12 +4,12 @@
 //! that sign-in and *Test login* use; the rule is run on what the directory
 //! says now without applying anything.
 
-use bindery_model::{AccessExplanation, AccessFact, DirectoryKind};
+use bindery_model::{AccessExplanation, AccessFact, AccountState, DirectoryKind};
 use bindery_store::Change;
 
 use crate::auth::user_key;
 use crate::identity::{self, AccessFacts, Account, Directory, Entry, Password};
-use crate::lifecycle::{account_state, mapped_access, Holding};
+use crate::lifecycle::{mapped_access, Holding};
 use crate::util::fmt_ts;
 use crate::{Actor, Error, Result, Service};
 
@@ -65,10 +65,10 @@ impl Service {
                     fmt_ts(e.at),
                     e.ip,
                     e.method,
-                    if e.success != 0 { "succeeded" } else { "failed" },
+                    if e.success.0 { "succeeded" } else { "failed" },
                     if e.reason.is_empty() { String::new() } else { format!(" — {}", e.reason) }
                 ),
-                ok: Some(e.success != 0),
+                ok: Some(e.success.0),
             }),
             None => facts.push(AccessFact { label: "Last sign-in attempt".into(), value: "none recorded".into(), ok: None }),
         }
@@ -135,7 +135,7 @@ impl Service {
             username_key: &key,
             name: &found.user.name,
             email: found.user.email.trim(),
-            state: account_state(found.state),
+            state: found.state.unwrap_or(AccountState::Active),
             problem: "",
         };
         let policy = identity::Policy { source: kind.source(), disable: true, create: true, ..Default::default() };

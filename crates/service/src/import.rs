@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bindery_directory::enumerate::{self, Entry};
-use bindery_model::{DirectoryKind, ImportOutcome, ImportRequest, ImportResult, Page, StagedUser, SyncRun};
+use bindery_model::{
+    AccountState, DirectoryKind, ImportOutcome, ImportRequest, ImportResult, Page, RunKind, RunState, StagedUser, SyncRun,
+};
 use bindery_store::{Change, NewStaged, OrgSource, StagedFilter, StagedRow, SyncRunRow};
 
 use crate::identity;
@@ -52,10 +54,10 @@ pub(crate) fn run_dto(r: SyncRunRow) -> SyncRun {
         kind: r.kind,
         state: r.state,
         started_by: r.started_by,
-        dry_run: r.dry_run != 0,
+        dry_run: r.dry_run.0,
         entries: r.entries,
         pages: r.pages,
-        complete: r.complete != 0,
+        complete: r.complete.0,
         started_at: fmt_ts(r.started_at),
         finished_at: r.finished_at.map(fmt_ts),
         elapsed_ms: end - r.started_at,
@@ -112,19 +114,25 @@ impl Service {
         actor.require_admin()?;
         let stored = self.load_directory(kind).await?;
         let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
-        let (id, lease, cancel) = self.begin_run(kind, "fetch", &actor.principal.username, false).await?;
+        let (id, lease, cancel) = self.begin_run(kind, RunKind::Fetch, &actor.principal.username, false).await?;
         let svc = self.clone();
         tokio::spawn(async move {
             let keep = lease.keep_alive(svc.store.clone());
             let r = svc.enumerate_into_staging(kind, id, &cfg, &cancel).await;
             let r = match r {
                 Ok(e) if e.complete => {
-                    svc.store.finish_run(id, "done", true, "", &serde_json::json!({ "server": e.server }).to_string(), now_ms()).await
+                    svc.store
+                        .finish_run(id, RunState::Done, true, "", &serde_json::json!({ "server": e.server }).to_string(), now_ms())
+                        .await
                 }
-                Ok(e) => svc.store.finish_run(id, if e.cancelled { "cancelled" } else { "failed" }, false, &e.error, "{}", now_ms()).await,
+                Ok(e) => {
+                    svc.store
+                        .finish_run(id, if e.cancelled { RunState::Cancelled } else { RunState::Failed }, false, &e.error, "{}", now_ms())
+                        .await
+                }
                 Err(e) => {
                     tracing::error!(run = id, error = %e, "user enumeration failed");
-                    svc.store.finish_run(id, "failed", false, &e.to_string(), "{}", now_ms()).await
+                    svc.store.finish_run(id, RunState::Failed, false, &e.to_string(), "{}", now_ms()).await
                 }
             };
             if let Err(e) = r {
@@ -168,7 +176,7 @@ impl Service {
                         name: &e.user.name,
                         email,
                         groups,
-                        dir_state: e.state.unwrap_or(""),
+                        dir_state: e.state.map(AccountState::as_str).unwrap_or(""),
                         problem,
                     })
                     .collect();
@@ -189,7 +197,7 @@ impl Service {
 
     pub async fn cancel_user_fetch(&self, actor: &Actor, kind: DirectoryKind) -> Result<()> {
         actor.require_admin()?;
-        let run = self.store.latest_run(kind.as_str(), "fetch").await?.ok_or(Error::NotFound("user enumeration"))?;
+        let run = self.store.latest_run(kind.as_str(), RunKind::Fetch).await?.ok_or(Error::NotFound("user enumeration"))?;
         self.cancel_run(run.id).map_err(|_| Error::Conflict("no user enumeration of this directory is running".into()))
     }
 
@@ -207,7 +215,7 @@ impl Service {
     /// The latest "Sync users" enumeration of a directory, with its progress.
     pub async fn user_fetch_status(&self, actor: &Actor, kind: DirectoryKind) -> Result<Option<SyncRun>> {
         actor.require_reader()?;
-        Ok(self.store.latest_run(kind.as_str(), "fetch").await?.map(run_dto))
+        Ok(self.store.latest_run(kind.as_str(), RunKind::Fetch).await?.map(run_dto))
     }
 
     /// One page of the import table.
@@ -349,7 +357,7 @@ impl Service {
             username_key: &r.username_key,
             name: &r.name,
             email: &r.email,
-            state: crate::lifecycle::account_state((!r.dir_state.is_empty()).then_some(r.dir_state.as_str())),
+            state: crate::lifecycle::staged_state(&r.dir_state),
             // A conflict is the rule's to find, not a bad entry.
             problem: if r.problem.starts_with("conflict:") { "" } else { &r.problem },
         };

@@ -89,6 +89,7 @@ pub struct Actor {
 impl Actor {
     /// The first administrator (user 1, created by `bootstrap`) acting from
     /// this machine: for tests and benchmarks, never for a request.
+    #[cfg(any(test, feature = "testing"))]
     pub fn local_admin() -> Actor {
         Actor {
             principal: Principal {

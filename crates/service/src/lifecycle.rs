@@ -40,9 +40,9 @@ impl Holding {
     }
 }
 
-/// An account state from the directory crate's words.
-pub fn account_state(state: Option<&str>) -> AccountState {
-    state.and_then(AccountState::parse).unwrap_or(AccountState::Active)
+/// A staged row's stored account state (empty: active).
+pub fn staged_state(stored: &str) -> AccountState {
+    AccountState::parse(stored).unwrap_or(AccountState::Active)
 }
 
 impl Service {
@@ -180,7 +180,7 @@ impl Service {
                     username_key: &key,
                     name: &f.user.name,
                     email: if crate::accounts::email_problem(email).is_none() { email } else { &user.email },
-                    state: account_state(f.state),
+                    state: f.state.unwrap_or(AccountState::Active),
                     problem,
                 };
                 identity::reconcile(

@@ -111,7 +111,7 @@ impl Service {
             last_syncs: {
                 let mut runs = Vec::new();
                 for kind in [bindery_model::DirectoryKind::Ldap, bindery_model::DirectoryKind::LdapHa] {
-                    if let Some(r) = self.store.latest_run(kind.as_str(), "sync").await? {
+                    if let Some(r) = self.store.latest_run(kind.as_str(), bindery_model::RunKind::Sync).await? {
                         runs.push(crate::import::run_dto(r));
                     }
                 }
@@ -146,7 +146,7 @@ fn login_dto(r: bindery_store::LoginEventRow) -> LoginEvent {
         username: r.username,
         ip: r.ip,
         user_agent: r.user_agent,
-        success: r.success != 0,
+        success: r.success.0,
         reason: r.reason,
         method: r.method,
     }

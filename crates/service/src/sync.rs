@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::collections::HashMap;
 
 use bindery_model::{
-    DirectoryKind, ItemOutcome, Page, Role, SyncAction, SyncCounts, SyncItem, SyncRun, SyncRunDetail, SyncSettings, SyncSettingsView,
-    UserSource,
+    DirectoryKind, ItemOutcome, Page, Role, RunKind, RunState, SyncAction, SyncCounts, SyncItem, SyncRun, SyncRunDetail, SyncSettings,
+    SyncSettingsView, UserSource,
 };
 use bindery_store::{Activation, Change, ItemRow, NewItem, OrgSource, PlanRow, Store, UserRow};
 
@@ -198,7 +198,7 @@ impl Service {
     pub(crate) async fn begin_run(
         &self,
         kind: DirectoryKind,
-        run_kind: &str,
+        run_kind: RunKind,
         started_by: &str,
         dry_run: bool,
     ) -> Result<(i64, Lease, Arc<AtomicBool>)> {
@@ -320,13 +320,13 @@ impl Service {
         }
         let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
         let (settings, _) = self.load_sync_settings(kind).await?;
-        let (id, lease, cancel) = self.begin_run(kind, "sync", started_by, dry_run).await?;
+        let (id, lease, cancel) = self.begin_run(kind, RunKind::Sync, started_by, dry_run).await?;
         let svc = self.clone();
         tokio::spawn(async move {
             let keep = lease.keep_alive(svc.store.clone());
             if let Err(e) = svc.sync_job(kind, id, &cfg, &settings, dry_run, &cancel).await {
                 tracing::error!(run = id, error = %e, "sync failed");
-                let _ = svc.store.finish_run(id, "failed", false, &e.to_string(), "{}", now_ms()).await;
+                let _ = svc.store.finish_run(id, RunState::Failed, false, &e.to_string(), "{}", now_ms()).await;
             }
             svc.jobs.map().remove(&id);
             keep.release(&svc.store).await;
@@ -347,7 +347,7 @@ impl Service {
         let t = std::time::Instant::now();
         let e = self.enumerate_into_staging(kind, id, cfg, cancel).await?;
         if e.cancelled {
-            self.store.finish_run(id, "cancelled", false, &e.error, "{}", now_ms()).await?;
+            self.store.finish_run(id, RunState::Cancelled, false, &e.error, "{}", now_ms()).await?;
             return Ok(());
         }
         let enumerate_ms = t.elapsed().as_millis() as i64;
@@ -362,14 +362,14 @@ impl Service {
         }
         if dry_run {
             counts.notes.push("dry run: nothing was applied".into());
-            return self.finish_sync(id, "done", e.complete, &e.error, &counts).await;
+            return self.finish_sync(id, RunState::Done, e.complete, &e.error, &counts).await;
         }
         if over_threshold(counts.disable, counts.directory_users, settings.threshold_percent) {
             counts.notes.push(format!(
                 "held for approval: it would disable {} of {} directory users, more than the threshold of {}%",
                 counts.disable, counts.directory_users, settings.threshold_percent
             ));
-            return self.finish_sync(id, "held", e.complete, &e.error, &counts).await;
+            return self.finish_sync(id, RunState::Held, e.complete, &e.error, &counts).await;
         }
         self.apply(kind, id, &mut counts).await?;
         if e.complete {
@@ -377,11 +377,11 @@ impl Service {
         } else {
             counts.notes.push("group memberships were not changed: the enumeration was incomplete".into());
         }
-        let state = if e.complete { "done" } else { "failed" };
+        let state = if e.complete { RunState::Done } else { RunState::Failed };
         self.finish_sync(id, state, e.complete, &e.error, &counts).await
     }
 
-    async fn finish_sync(&self, id: i64, state: &str, complete: bool, error: &str, counts: &SyncCounts) -> Result<()> {
+    async fn finish_sync(&self, id: i64, state: RunState, complete: bool, error: &str, counts: &SyncCounts) -> Result<()> {
         let json = serde_json::to_string(counts).map_err(|e| Error::Internal(e.to_string()))?;
         self.store.finish_run(id, state, complete, error, &json, now_ms()).await?;
         Ok(())
@@ -445,7 +445,7 @@ impl Service {
                     username_key: &crate::util::username_key(&r.username),
                     name: &r.name,
                     email: &r.email,
-                    state: crate::lifecycle::account_state((!r.dir_state.is_empty()).then_some(r.dir_state.as_str())),
+                    state: crate::lifecycle::staged_state(&r.dir_state),
                     // A conflict is the rule's to find, not a bad entry.
                     problem: if r.problem.starts_with("conflict:") { "" } else { &r.problem },
                 };
@@ -487,12 +487,12 @@ impl Service {
             count(counts, action);
             let applies = matches!(change, Change::Create { .. } | Change::Update { .. });
             items.push(NewItem {
-                action: action.as_str(),
+                action,
                 username: name,
                 user_id: *user_id,
                 staged_id: *staged_id,
                 reason,
-                outcome: if applies { ItemOutcome::Planned.as_str() } else { ItemOutcome::Failed.as_str() },
+                outcome: if applies { ItemOutcome::Planned } else { ItemOutcome::Failed },
                 change_json: if applies {
                     serde_json::to_string(change).map_err(|e| Error::Internal(e.to_string()))?
                 } else {
@@ -525,9 +525,7 @@ impl Service {
             if good.len() == items.len() {
                 match self.store.apply_changes(&good, now).await {
                     Ok(()) => {
-                        self.store
-                            .set_item_outcomes(&items.iter().map(|i| i.id).collect::<Vec<_>>(), ItemOutcome::Applied.as_str())
-                            .await?;
+                        self.store.set_item_outcomes(&items.iter().map(|i| i.id).collect::<Vec<_>>(), ItemOutcome::Applied).await?;
                         counts.applied += items.len() as i64;
                         self.record_sync_changes(&good).await;
                         continue;
@@ -548,7 +546,7 @@ impl Service {
                 };
                 match r {
                     Ok(()) => {
-                        self.store.set_item_outcomes(&[item.id], ItemOutcome::Applied.as_str()).await?;
+                        self.store.set_item_outcomes(&[item.id], ItemOutcome::Applied).await?;
                         counts.applied += 1;
                         if let Ok(c) = change {
                             self.record_sync_changes(&[c]).await;
@@ -590,8 +588,8 @@ impl Service {
     /// computed from has been replaced since.
     pub async fn approve_sync(&self, actor: &Actor, id: i64) -> Result<SyncRun> {
         actor.require_admin()?;
-        let run = self.store.get_run(id).await?.filter(|r| r.kind == "sync").ok_or(Error::NotFound("sync run"))?;
-        if run.state != "held" {
+        let run = self.store.get_run(id).await?.filter(|r| r.kind == RunKind::Sync).ok_or(Error::NotFound("sync run"))?;
+        if run.state != RunState::Held {
             return Err(Error::Conflict(format!("only a held run can be approved (this one is {})", run.state)));
         }
         let kind = DirectoryKind::parse(&run.directory).ok_or(Error::NotFound("directory"))?;
@@ -602,7 +600,7 @@ impl Service {
         // The stored configuration must still be valid to apply anything.
         Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
         let lease = self.take_staging_lease(kind).await?;
-        if !self.store.set_run_state(id, "held", "running").await? {
+        if !self.store.set_run_state(id, RunState::Held, RunState::Running).await? {
             lease.release(&self.store).await;
             return Err(Error::Conflict("the run is no longer held".into()));
         }
@@ -623,15 +621,15 @@ impl Service {
             let keep = lease.keep_alive(svc.store.clone());
             let r = async {
                 svc.apply(kind, id, &mut counts).await?;
-                if run.complete != 0 {
+                if run.complete.0 {
                     svc.sync_groups(kind, &mut counts).await?;
                 }
-                svc.finish_sync(id, "done", run.complete != 0, &run.error, &counts).await
+                svc.finish_sync(id, RunState::Done, run.complete.0, &run.error, &counts).await
             }
             .await;
             if let Err(e) = r {
                 tracing::error!(run = id, error = %e, "applying an approved sync failed");
-                let _ = svc.store.finish_run(id, "failed", false, &e.to_string(), "{}", now_ms()).await;
+                let _ = svc.store.finish_run(id, RunState::Failed, false, &e.to_string(), "{}", now_ms()).await;
             }
             keep.release(&svc.store).await;
             svc.notify_recipients(id, &settings).await;
@@ -642,11 +640,11 @@ impl Service {
     /// Reject a held run: nothing of its plan is applied.
     pub async fn reject_sync(&self, actor: &Actor, id: i64) -> Result<SyncRun> {
         actor.require_admin()?;
-        let run = self.store.get_run(id).await?.filter(|r| r.kind == "sync").ok_or(Error::NotFound("sync run"))?;
-        if !self.store.set_run_state(id, "held", "rejected").await? {
+        let run = self.store.get_run(id).await?.filter(|r| r.kind == RunKind::Sync).ok_or(Error::NotFound("sync run"))?;
+        if !self.store.set_run_state(id, RunState::Held, RunState::Rejected).await? {
             return Err(Error::Conflict(format!("only a held run can be rejected (this one is {})", run.state)));
         }
-        self.store.close_planned_items(id, "rejected").await?;
+        self.store.close_planned_items(id, ItemOutcome::Rejected).await?;
         self.audit(actor, "directory.sync_reject", &format!("sync_run:{id}"), None, None).await;
         Ok(run_dto(self.store.get_run(id).await?.ok_or(Error::NotFound("run"))?))
     }
@@ -662,20 +660,21 @@ impl Service {
         actor.require_reader()?;
         let per_page = per_page.clamp(1, 200);
         let page = page.max(1);
-        let (rows, total) = self.store.list_runs("sync", per_page, (page - 1) * per_page).await?;
+        let (rows, total) = self.store.list_runs(RunKind::Sync, per_page, (page - 1) * per_page).await?;
         Ok(Page { items: rows.into_iter().map(run_dto).collect(), total, page, per_page })
     }
 
     /// A run with a page of its per-user items (`action` filters).
     pub async fn sync_run(&self, actor: &Actor, id: i64, action: Option<&str>, page: i64, per_page: i64) -> Result<SyncRunDetail> {
         actor.require_reader()?;
-        let run = self.store.get_run(id).await?.filter(|r| r.kind == "sync").ok_or(Error::NotFound("sync run"))?;
-        let action = action.map(str::trim).filter(|a| !a.is_empty() && *a != "all");
-        if let Some(a) = action {
-            if !["create", "update", "enable", "disable", "failed"].contains(&a) {
-                return Err(Error::field("action", "one of: all, create, update, enable, disable, failed"));
-            }
-        }
+        let run = self.store.get_run(id).await?.filter(|r| r.kind == RunKind::Sync).ok_or(Error::NotFound("sync run"))?;
+        let action = match action.map(str::trim).filter(|a| !a.is_empty() && *a != "all") {
+            None => None,
+            Some(a) => Some(
+                SyncAction::parse(a)
+                    .ok_or_else(|| Error::field("action", "one of: all, create, update, enable, disable, conflict, failed"))?,
+            ),
+        };
         let per_page = per_page.clamp(1, 500);
         let page = page.max(1);
         let (rows, total) = self.store.list_items(id, action, per_page, (page - 1) * per_page).await?;
@@ -695,7 +694,7 @@ impl Service {
             }
             offset += rows.len() as i64;
             for i in rows {
-                let fields = [i.action, i.username, i.reason, i.outcome, i.error];
+                let fields = [i.action.as_str(), &i.username, &i.reason, i.outcome.as_str(), &i.error];
                 out.push_str(&fields.iter().map(|f| crate::util::csv_field(f)).collect::<Vec<_>>().join(","));
                 out.push_str("\r\n");
             }

@@ -15,6 +15,7 @@ mod login;
 mod rows;
 mod staging;
 mod sync;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use std::str::FromStr;

@@ -2,6 +2,18 @@
 
 use bindery_model::{Role, UserSource};
 
+/// A 0/1 column as a flag. The `Any` driver decodes those columns only as
+/// integers; `#[sqlx(try_from = "i64")]` turns them into this, in the row
+/// types, so no call site compares with 0 or 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flag(pub bool);
+
+impl From<i64> for Flag {
+    fn from(v: i64) -> Flag {
+        Flag(v != 0)
+    }
+}
+
 /// A user as stored, with its integer flags and strings already turned
 /// into their types (here, once: the `Any` driver decodes the 0/1 columns
 /// only as integers). `password_hash` is `None` for directory users.
@@ -163,7 +175,8 @@ pub struct LoginEventRow {
     pub username: String,
     pub ip: String,
     pub user_agent: String,
-    pub success: i64,
+    #[sqlx(try_from = "i64")]
+    pub success: Flag,
     pub reason: String,
     pub method: String,
 }

@@ -1,5 +1,6 @@
 //! The import table's staging snapshot and the sync runs.
 
+use bindery_model::{RunKind, RunState};
 use sqlx::Row;
 
 use crate::{like_pattern, Result, Store};
@@ -37,13 +38,17 @@ pub struct StagedRow {
 pub struct SyncRunRow {
     pub id: i64,
     pub directory: String,
-    pub kind: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub kind: RunKind,
+    #[sqlx(try_from = "String")]
+    pub state: RunState,
     pub started_by: String,
-    pub dry_run: i64,
+    #[sqlx(try_from = "i64")]
+    pub dry_run: crate::Flag,
     pub entries: i64,
     pub pages: i64,
-    pub complete: i64,
+    #[sqlx(try_from = "i64")]
+    pub complete: crate::Flag,
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub error: String,
@@ -246,12 +251,12 @@ impl Store {
 
     // ----- runs ---------------------------------------------------------
 
-    pub async fn start_run(&self, directory: &str, kind: &str, started_by: &str, dry_run: bool, now: i64) -> Result<i64> {
+    pub async fn start_run(&self, directory: &str, kind: RunKind, started_by: &str, dry_run: bool, now: i64) -> Result<i64> {
         let row = sqlx::query(
             "INSERT INTO sync_runs (directory, kind, state, started_by, dry_run, started_at) VALUES ($1, $2, 'running', $3, $4, $5) RETURNING id",
         )
         .bind(directory)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(started_by)
         .bind(dry_run as i64)
         .bind(now)
@@ -270,9 +275,9 @@ impl Store {
         Ok(())
     }
 
-    pub async fn finish_run(&self, id: i64, state: &str, complete: bool, error: &str, summary_json: &str, now: i64) -> Result<()> {
+    pub async fn finish_run(&self, id: i64, state: RunState, complete: bool, error: &str, summary_json: &str, now: i64) -> Result<()> {
         sqlx::query("UPDATE sync_runs SET state = $1, complete = $2, error = $3, summary_json = $4, finished_at = $5 WHERE id = $6")
-            .bind(state)
+            .bind(state.as_str())
             .bind(complete as i64)
             .bind(error)
             .bind(summary_json)
@@ -287,10 +292,10 @@ impl Store {
         Ok(sqlx::query_as(&format!("SELECT {RUN_COLS} FROM sync_runs WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?)
     }
 
-    pub async fn latest_run(&self, directory: &str, kind: &str) -> Result<Option<SyncRunRow>> {
+    pub async fn latest_run(&self, directory: &str, kind: RunKind) -> Result<Option<SyncRunRow>> {
         Ok(sqlx::query_as(&format!("SELECT {RUN_COLS} FROM sync_runs WHERE directory = $1 AND kind = $2 ORDER BY id DESC LIMIT 1"))
             .bind(directory)
-            .bind(kind)
+            .bind(kind.as_str())
             .fetch_optional(&self.pool)
             .await?)
     }

@@ -1,6 +1,7 @@
 //! Scheduled sync: settings, the schedule's compare-and-set claim, leases
 //! between replicas, the plan's inputs, its items and their chunked apply.
 
+use bindery_model::{ItemOutcome, RunKind, RunState, SyncAction};
 use sqlx::Row;
 
 use crate::staging::{RUN_COLS, STAGED_COLS};
@@ -41,12 +42,12 @@ pub struct MissingUser {
 /// A planned change, as recorded.
 #[derive(Debug, Clone)]
 pub struct NewItem<'a> {
-    pub action: &'a str,
+    pub action: SyncAction,
     pub username: &'a str,
     pub user_id: Option<i64>,
     pub staged_id: Option<i64>,
     pub reason: &'a str,
-    pub outcome: &'a str,
+    pub outcome: ItemOutcome,
     /// The typed change (JSON) the store applies; empty for items that apply nothing.
     pub change_json: String,
 }
@@ -55,12 +56,14 @@ pub struct NewItem<'a> {
 pub struct ItemRow {
     pub id: i64,
     pub run_id: i64,
-    pub action: String,
+    #[sqlx(try_from = "String")]
+    pub action: SyncAction,
     pub username: String,
     pub user_id: Option<i64>,
     pub staged_id: Option<i64>,
     pub reason: String,
-    pub outcome: String,
+    #[sqlx(try_from = "String")]
+    pub outcome: ItemOutcome,
     pub error: String,
     pub change_json: String,
 }
@@ -171,11 +174,11 @@ impl Store {
 
     // ----- runs ----------------------------------------------------------
 
-    pub async fn list_runs(&self, kind: &str, limit: i64, offset: i64) -> Result<(Vec<SyncRunRow>, i64)> {
+    pub async fn list_runs(&self, kind: RunKind, limit: i64, offset: i64) -> Result<(Vec<SyncRunRow>, i64)> {
         let total: i64 =
-            sqlx::query("SELECT COUNT(*) FROM sync_runs WHERE kind = $1").bind(kind).fetch_one(&self.pool).await?.try_get(0)?;
+            sqlx::query("SELECT COUNT(*) FROM sync_runs WHERE kind = $1").bind(kind.as_str()).fetch_one(&self.pool).await?.try_get(0)?;
         let rows = sqlx::query_as(&format!("SELECT {RUN_COLS} FROM sync_runs WHERE kind = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"))
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(limit)
             .bind(offset)
             .fetch_all(&self.pool)
@@ -189,11 +192,11 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
-    pub async fn set_run_state(&self, id: i64, from: &str, to: &str) -> Result<bool> {
+    pub async fn set_run_state(&self, id: i64, from: RunState, to: RunState) -> Result<bool> {
         let r = sqlx::query("UPDATE sync_runs SET state = $1 WHERE id = $2 AND state = $3")
-            .bind(to)
+            .bind(to.as_str())
             .bind(id)
-            .bind(from)
+            .bind(from.as_str())
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() == 1)
@@ -269,12 +272,12 @@ impl Store {
             let mut q = sqlx::query(&sql).bind(run_id);
             for it in chunk {
                 q = q
-                    .bind(it.action)
+                    .bind(it.action.as_str())
                     .bind(it.username)
                     .bind(it.user_id)
                     .bind(it.staged_id)
                     .bind(it.reason)
-                    .bind(it.outcome)
+                    .bind(it.outcome.as_str())
                     .bind(it.change_json.as_str());
             }
             q.execute(&mut *tx).await?;
@@ -296,8 +299,8 @@ impl Store {
     }
 
     /// A page of a run's items; `action`/`outcome` filter when given.
-    pub async fn list_items(&self, run_id: i64, action: Option<&str>, limit: i64, offset: i64) -> Result<(Vec<ItemRow>, i64)> {
-        let action = action.unwrap_or("");
+    pub async fn list_items(&self, run_id: i64, action: Option<SyncAction>, limit: i64, offset: i64) -> Result<(Vec<ItemRow>, i64)> {
+        let action = action.map(SyncAction::as_str).unwrap_or("");
         let total: i64 = sqlx::query("SELECT COUNT(*) FROM sync_items WHERE run_id = $1 AND ($2 = '' OR action = $2)")
             .bind(run_id)
             .bind(action)
@@ -325,12 +328,12 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
 
-    pub async fn set_item_outcomes(&self, ids: &[i64], outcome: &str) -> Result<()> {
+    pub async fn set_item_outcomes(&self, ids: &[i64], outcome: ItemOutcome) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        sqlx::query(&format!("UPDATE sync_items SET outcome = $1 WHERE id IN ({list})")).bind(outcome).execute(&self.pool).await?;
+        sqlx::query(&format!("UPDATE sync_items SET outcome = $1 WHERE id IN ({list})")).bind(outcome.as_str()).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -340,9 +343,9 @@ impl Store {
     }
 
     /// Every planned item of a run gets `outcome` (a rejected run).
-    pub async fn close_planned_items(&self, run_id: i64, outcome: &str) -> Result<()> {
+    pub async fn close_planned_items(&self, run_id: i64, outcome: ItemOutcome) -> Result<()> {
         sqlx::query("UPDATE sync_items SET outcome = $1 WHERE run_id = $2 AND outcome = 'planned'")
-            .bind(outcome)
+            .bind(outcome.as_str())
             .bind(run_id)
             .execute(&self.pool)
             .await?;

@@ -364,10 +364,10 @@ both_backends!(staging_statuses_links_and_runs, |store| {
     assert_eq!(store.list_staged("ldap", &search("same@"), "username", false, 15, 0).await.unwrap().1, 2);
     assert_eq!(store.list_staged("ldap", &search("nobody"), "username", false, 15, 0).await.unwrap().1, 0);
 
-    let run = store.start_run("ldap", "fetch", "admin", false, 10).await.unwrap();
+    let run = store.start_run("ldap", bindery_model::RunKind::Fetch, "admin", false, 10).await.unwrap();
     store.run_progress(run, 7, 3).await.unwrap();
     assert_eq!(store.interrupt_running_runs(20).await.unwrap(), 1);
-    let r = store.latest_run("ldap", "fetch").await.unwrap().unwrap();
+    let r = store.latest_run("ldap", bindery_model::RunKind::Fetch).await.unwrap().unwrap();
     assert_eq!((r.state.as_str(), r.entries, r.finished_at), ("interrupted", 7, Some(20)));
 });
 

@@ -93,8 +93,8 @@ async fn server_functions_refuse_callers_without_the_role() {
     let user = app.session("plain", &upw).await;
     let auditor = app.session("auditor", &apw).await;
     // Sync run 1 exists, so reading it answers 200.
-    let run = app.db.store.start_run("ldap", "sync", "admin", true, 0).await.unwrap();
-    app.db.store.finish_run(run, "done", true, "", "{}", 0).await.unwrap();
+    let run = app.db.store.start_run("ldap", bindery_model::RunKind::Sync, "admin", true, 0).await.unwrap();
+    app.db.store.finish_run(run, bindery_model::RunState::Done, true, "", "{}", 0).await.unwrap();
     for (name, body, access) in SERVER_FNS {
         let path = format!("/rpc/{name}");
         if *access != Access::Public {

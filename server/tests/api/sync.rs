@@ -404,7 +404,7 @@ async fn two_server_processes_on_one_postgres_run_each_scheduled_sync_once() {
         assert!(store.claim_schedule("ldap", next.unwrap(), Some(bindery_service::util::now_ms() - 1)).await.unwrap());
         let mut runs = 0;
         for _ in 0..200 {
-            let (rows, total) = store.list_runs("sync", 50, 0).await.unwrap();
+            let (rows, total) = store.list_runs(bindery_model::RunKind::Sync, 50, 0).await.unwrap();
             runs = total;
             if total == firing && rows.iter().all(|r| r.state != "running") {
                 break;
@@ -419,7 +419,7 @@ async fn two_server_processes_on_one_postgres_run_each_scheduled_sync_once() {
     }
     // Both replicas had their chance for another few ticks: still one run each.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (rows, total) = store.list_runs("sync", 50, 0).await.unwrap();
+    let (rows, total) = store.list_runs(bindery_model::RunKind::Sync, 50, 0).await.unwrap();
     for s in servers.iter_mut() {
         let _ = s.kill();
         let _ = s.wait();
@@ -493,7 +493,7 @@ async fn crash_mid_sync(backend: Backend) {
     server.kill().unwrap();
     server.wait().unwrap();
     assert!(killed_with > 1, "the apply never started: {}", std::fs::read_to_string(dir.path().join("first.log")).unwrap_or_default());
-    let (rows, _) = store.list_runs("sync", 10, 0).await.unwrap();
+    let (rows, _) = store.list_runs(bindery_model::RunKind::Sync, 10, 0).await.unwrap();
     assert_eq!(rows[0].state, "running", "killed mid-run: {rows:?}");
     let (users_after_kill, _) = store.count_users().await.unwrap();
     assert!(users_after_kill < 3008, "killed before the end ({users_after_kill} users)");
@@ -505,15 +505,19 @@ async fn crash_mid_sync(backend: Backend) {
         // The killed process's lease is still current: another replica
         // cannot tell it from a live one, so its run is left running…
         tokio::time::sleep(Duration::from_secs(3)).await;
-        assert_eq!(store.list_runs("sync", 10, 0).await.unwrap().0[0].state, "running", "a run under a current lease");
+        assert_eq!(
+            store.list_runs(bindery_model::RunKind::Sync, 10, 0).await.unwrap().0[0].state,
+            "running",
+            "a run under a current lease"
+        );
         // … until the lease lapses (its TTL is a minute; move it past).
         let aged = sqlx::query("UPDATE sync_leases SET expires_at = expires_at - 120000").execute(store.pool()).await.unwrap();
         assert_eq!(aged.rows_affected(), 1, "the dead process's lease");
         sqlx::query("UPDATE sync_runs SET started_at = started_at - 120000").execute(store.pool()).await.unwrap();
     }
-    let mut state = String::new();
+    let mut state = bindery_model::RunState::Running;
     for _ in 0..300 {
-        state = store.list_runs("sync", 10, 0).await.unwrap().0[0].state.clone();
+        state = store.list_runs(bindery_model::RunKind::Sync, 10, 0).await.unwrap().0[0].state;
         if state == "interrupted" {
             break;
         }
@@ -523,7 +527,7 @@ async fn crash_mid_sync(backend: Backend) {
     fire().await;
     let mut last = None;
     for _ in 0..600 {
-        let (rows, total) = store.list_runs("sync", 10, 0).await.unwrap();
+        let (rows, total) = store.list_runs(bindery_model::RunKind::Sync, 10, 0).await.unwrap();
         if total == 2 && rows[0].state != "running" {
             last = Some(rows[0].clone());
             break;
