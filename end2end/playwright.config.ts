@@ -45,6 +45,10 @@ export default defineConfig({
       testIgnore: /nojs/,
       dependencies: ['setup'],
     },
+    // `scripts/bench wasm` only (BINDERY_BENCH=1): benchmarks, not tests.
+    ...(process.env.BINDERY_BENCH
+      ? [{ name: 'bench', testDir: './bench', testMatch: /.*\.bench\.ts$/, dependencies: ['setup'] }]
+      : []),
     {
       name: 'no-js',
       testMatch: /nojs.*\.spec\.ts$/,

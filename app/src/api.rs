@@ -339,15 +339,15 @@ pub async fn dashboard() -> Result<Dashboard, AppError> {
 }
 
 #[server(prefix = "/rpc", endpoint = "login_log")]
-pub async fn login_log(q: Option<String>, page: Option<i64>) -> Result<Page<LoginEvent>, AppError> {
+pub async fn login_log(query: bindery_model::LogQuery) -> Result<Page<LoginEvent>, AppError> {
     let (svc, actor) = caller()?;
-    svc.login_log(&actor, &query(q, page)).await.map_err(map)
+    svc.login_log(&actor, &query).await.map_err(map)
 }
 
 #[server(prefix = "/rpc", endpoint = "operation_log")]
-pub async fn operation_log(q: Option<String>, page: Option<i64>) -> Result<Page<OperationEvent>, AppError> {
+pub async fn operation_log(query: bindery_model::LogQuery) -> Result<Page<OperationEvent>, AppError> {
     let (svc, actor) = caller()?;
-    svc.operation_log(&actor, &query(q, page)).await.map_err(map)
+    svc.operation_log(&actor, &query).await.map_err(map)
 }
 
 // ----- users -------------------------------------------------------------------
@@ -505,16 +505,18 @@ pub async fn save_basic_settings(
     site_url: String,
     session_idle_minutes: String,
     session_absolute_hours: String,
+    log_retention_days: String,
 ) -> Result<BasicSettings, AppError> {
     let (svc, actor) = caller()?;
     let mut errors = Vec::new();
     let idle = crate::parse_int(&mut errors, "session_idle_minutes", &session_idle_minutes);
     let abs = crate::parse_int(&mut errors, "session_absolute_hours", &session_absolute_hours);
+    let retention = crate::parse_int(&mut errors, "log_retention_days", &log_retention_days);
     actor.require_admin().map_err(map)?;
     if !errors.is_empty() {
         return Err(map(bindery_service::Error::Invalid(errors)));
     }
-    let s = BasicSettings { site_url, session_idle_minutes: idle, session_absolute_hours: abs };
+    let s = BasicSettings { site_url, session_idle_minutes: idle, session_absolute_hours: abs, log_retention_days: retention };
     svc.update_basic_settings(&actor, s).await.map_err(map)
 }
 

@@ -88,7 +88,7 @@ pub fn HealthTable(rows: Vec<bindery_model::ServerHealth>) -> impl IntoView {
         return view! { <p class="muted">"No directory configuration is enabled."</p> }.into_any();
     }
     view! {
-        <table class="grid" data-testid="health-table">
+        <div class="table-scroll"><table class="grid" data-testid="health-table">
             <thead><tr><th>"Directory"</th><th>"Server"</th><th>"State"</th><th>"Latency"</th><th>"Since"</th><th>"Checked"</th><th>"Last error"</th></tr></thead>
             <tbody>
                 {rows.into_iter().map(|h| {
@@ -106,7 +106,7 @@ pub fn HealthTable(rows: Vec<bindery_model::ServerHealth>) -> impl IntoView {
                     }
                 }).collect_view()}
             </tbody>
-        </table>
+        </table></div>
     }
     .into_any()
 }
@@ -169,13 +169,22 @@ pub fn SearchBox(q: Memo<Option<String>>, placeholder: &'static str) -> impl Int
 
 /// "Total N" and previous / next links.
 #[component]
-pub fn Pager(total: i64, page: i64, pages: i64, q: Option<String>) -> impl IntoView {
+pub fn Pager(
+    total: i64,
+    page: i64,
+    pages: i64,
+    q: Option<String>,
+    /// More of the query string to keep (`&user=…&from=…`), already encoded.
+    #[prop(optional)]
+    keep: String,
+) -> impl IntoView {
     let href = move |p: i64| {
         let mut h = format!("?page={p}");
         if let Some(q) = &q {
             h.push_str("&q=");
             h.push_str(&crate::url_encode(q));
         }
+        h.push_str(&keep);
         h
     };
     let prev = (page > 1).then(|| href(page - 1));

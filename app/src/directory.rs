@@ -261,7 +261,7 @@ where
 
 fn steps_table(steps: Vec<ProbeStep>) -> impl IntoView {
     view! {
-        <table class="grid steps">
+        <div class="table-scroll"><table class="grid steps">
             <thead><tr><th>"Step"</th><th>"Result"</th><th>"Time"</th><th>"Details"</th></tr></thead>
             <tbody>
                 {steps.into_iter().map(|s| {
@@ -275,7 +275,7 @@ fn steps_table(steps: Vec<ProbeStep>) -> impl IntoView {
                     </tr>
                 }}).collect_view()}
             </tbody>
-        </table>
+        </table></div>
     }
 }
 
@@ -291,14 +291,14 @@ fn ProbeView(report: ProbeReport) -> impl IntoView {
             }).collect_view()}
             {(!report.sample.is_empty()).then(|| view! {
                 <h3>"Sample of mapped users"</h3>
-                <table class="grid">
+                <div class="table-scroll"><table class="grid">
                     <thead><tr><th>"Username"</th><th>"Name"</th><th>"Email"</th><th>"Active"</th><th>"DN"</th></tr></thead>
                     <tbody>
                         {report.sample.into_iter().map(|u| view! {
                             <tr><td>{u.username}</td><td>{u.name}</td><td>{u.email}</td><td>{if u.is_active { "yes" } else { "no" }}</td><td>{u.dn}</td></tr>
                         }).collect_view()}
                     </tbody>
-                </table>
+                </table></div>
             })}
         </section>
     }
@@ -319,14 +319,14 @@ fn LoginTestView(report: LoginTestReport) -> impl IntoView {
                 <dt>"Mapped organisations"</dt><dd>{if report.mapped_organisations.is_empty() { "default".to_string() } else { report.mapped_organisations.join(", ") }}</dd>
             </dl>
             {(!report.facts.is_empty()).then(|| view! {
-                <table class="grid" data-testid="login-facts" aria-label="Why: the facts of the verdict, in order">
+                <div class="table-scroll"><table class="grid" data-testid="login-facts" aria-label="Why: the facts of the verdict, in order">
                     <tbody>
                         {report.facts.clone().into_iter().map(|f| {
                             let class = match f.ok { Some(true) => "ok", Some(false) => "bad", None => "" };
                             view! { <tr><th scope="row">{f.label}</th><td class=class>{f.value}</td></tr> }
                         }).collect_view()}
                     </tbody>
-                </table>
+                </table></div>
             })}
             {report.user.map(|u| view! {
                 <h3>"Mapped attributes"</h3>

@@ -3,7 +3,6 @@
 
 use bindery_model::{DirectoryKind, ImportResult, StagedUser, SyncRun};
 use leptos::prelude::*;
-use leptos_router::components::A;
 use leptos_router::hooks::use_query_map;
 
 use crate::api;
@@ -117,8 +116,10 @@ pub fn ImportPage() -> impl IntoView {
     view! {
         <h1>"User import"</h1>
         <nav class="tabs" aria-label="Directory">
-            <A href="/import?dir=ldap">"LDAP"</A>
-            <A href="/import?dir=ldap_ha">"LDAP HA"</A>
+            // Plain links: the router's <A> marks both current (same path,
+            // the query differs), so the current tab comes from `dir`.
+            <a href="/import?dir=ldap" aria-current=move || (filters.get().kind == DirectoryKind::Ldap).then_some("page")>"LDAP"</a>
+            <a href="/import?dir=ldap_ha" aria-current=move || (filters.get().kind == DirectoryKind::LdapHa).then_some("page")>"LDAP HA"</a>
         </nav>
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
@@ -237,7 +238,7 @@ pub fn ImportPage() -> impl IntoView {
 #[component]
 fn StagedTable(rows: Vec<StagedUser>, admin: bool) -> impl IntoView {
     view! {
-        <table class="grid" data-testid="staged-table">
+        <div class="table-scroll"><table class="grid" data-testid="staged-table">
             <thead><tr><th>"✓"</th><th>"Status"</th><th>"Username"</th><th>"Name"</th><th>"Email"</th><th>"Groups"</th><th>"Already exists"</th></tr></thead>
             <tbody>
                 {rows.into_iter().map(|r| {
@@ -261,7 +262,7 @@ fn StagedTable(rows: Vec<StagedUser>, admin: bool) -> impl IntoView {
                     </tr>
                 }}).collect_view()}
             </tbody>
-        </table>
+        </table></div>
     }
 }
 
@@ -273,7 +274,7 @@ fn ImportResultView(r: ImportResult) -> impl IntoView {
             <p role="status" data-testid="import-summary">
                 {format!("{} created, {} updated, {} unchanged, {} failed.", r.created, r.updated, r.unchanged, r.failed)}
             </p>
-            <table class="grid">
+            <div class="table-scroll"><table class="grid">
                 <thead><tr><th>"Username"</th><th>"Outcome"</th><th>"Reason"</th></tr></thead>
                 <tbody>
                     {r.outcomes.into_iter().map(|o| {
@@ -281,7 +282,7 @@ fn ImportResultView(r: ImportResult) -> impl IntoView {
                         view! { <tr><td>{o.username}</td><td class=class>{o.outcome}</td><td>{o.reason}</td></tr> }
                     }).collect_view()}
                 </tbody>
-            </table>
+            </table></div>
         </section>
     }
 }

@@ -9,7 +9,7 @@ mod pages;
 mod sync;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
 use leptos_router::components::{ParentRoute, Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
@@ -23,6 +23,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                // Both follow cargo-leptos' hashed names in a release build.
+                <HashedStylesheet options=options.clone() id="leptos"/>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
@@ -46,7 +48,6 @@ pub fn App() -> impl IntoView {
     // (SsrMode::Async): pages and forms then work without JavaScript, and
     // hydration picks up the same HTML.
     view! {
-        <Stylesheet id="leptos" href="/pkg/bindery.css"/>
         <Title text="Bindery"/>
         <Router>
             <Routes fallback=|| view! { <pages::NotFound/> }>

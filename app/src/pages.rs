@@ -157,7 +157,7 @@ fn Dashboard() -> impl IntoView {
 #[component]
 fn LoginTable(rows: Vec<bindery_model::LoginEvent>) -> impl IntoView {
     view! {
-        <table class="grid" data-testid="login-table">
+        <div class="table-scroll"><table class="grid" data-testid="login-table">
             <thead><tr><th>"Time (UTC)"</th><th>"User"</th><th>"IP"</th><th>"Method"</th><th>"Result"</th><th>"Reason"</th></tr></thead>
             <tbody>
                 {rows.into_iter().map(|e| view! {
@@ -171,7 +171,7 @@ fn LoginTable(rows: Vec<bindery_model::LoginEvent>) -> impl IntoView {
                     </tr>
                 }).collect_view()}
             </tbody>
-        </table>
+        </table></div>
     }
 }
 
@@ -246,7 +246,7 @@ pub fn UsersPage() -> impl IntoView {
 #[component]
 fn UserTable(users: Vec<User>) -> impl IntoView {
     view! {
-        <table class="grid" data-testid="users-table">
+        <div class="table-scroll"><table class="grid" data-testid="users-table">
             <thead><tr><th>"Username"</th><th>"Name"</th><th>"Email"</th><th>"Role"</th><th>"Source"</th><th>"Status"</th><th>"Organisations"</th><th>"Groups"</th></tr></thead>
             <tbody>
                 {users.into_iter().map(|u| {
@@ -265,7 +265,7 @@ fn UserTable(users: Vec<User>) -> impl IntoView {
                     }
                 }).collect_view()}
             </tbody>
-        </table>
+        </table></div>
     }
 }
 
@@ -414,14 +414,14 @@ fn ExplainView(x: bindery_model::AccessExplanation) -> impl IntoView {
         <section class="card" data-testid="explain">
             <h2>"Access explained"</h2>
             <p class=if x.allowed { "ok" } else { "bad" } data-testid="explain-verdict">{x.verdict}</p>
-            <table class="grid">
+            <div class="table-scroll"><table class="grid">
                 <tbody>
                     {x.facts.into_iter().map(|f| {
                         let class = match f.ok { Some(true) => "ok", Some(false) => "bad", None => "" };
                         view! { <tr><th scope="row">{f.label}</th><td class=class>{f.value}</td></tr> }
                     }).collect_view()}
                 </tbody>
-            </table>
+            </table></div>
         </section>
     }
 }
@@ -443,7 +443,7 @@ pub fn GroupsPage() -> impl IntoView {
                 match groups.await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(list) => view! {
-                        <table class="grid" data-testid="groups-table">
+                        <div class="table-scroll"><table class="grid" data-testid="groups-table">
                             <thead><tr><th>"Name"</th><th>"Description"</th><th>"Source"</th><th>"Members"</th><th></th></tr></thead>
                             <tbody>
                                 {list.into_iter().map(|g| view! {
@@ -461,7 +461,7 @@ pub fn GroupsPage() -> impl IntoView {
                                     </tr>
                                 }).collect_view()}
                             </tbody>
-                        </table>
+                        </table></div>
                         {admin.then(|| view! {
                             <section class="card">
                                 <h2>"Create a group"</h2>
@@ -503,7 +503,7 @@ pub fn OrganisationsPage() -> impl IntoView {
                     Ok(list) => view! {
                         {action_error(rename.value())}
                         {action_error(delete.value())}
-                        <table class="grid" data-testid="orgs-table">
+                        <div class="table-scroll"><table class="grid" data-testid="orgs-table">
                             <thead><tr><th>"Name"</th><th>"Users"</th><th>"Created"</th><th></th></tr></thead>
                             <tbody>
                                 {list.into_iter().map(|o| view! {
@@ -527,7 +527,7 @@ pub fn OrganisationsPage() -> impl IntoView {
                                     </tr>
                                 }).collect_view()}
                             </tbody>
-                        </table>
+                        </table></div>
                         {admin.then(|| view! {
                             <section class="card">
                                 <h2>"Create an organisation"</h2>
@@ -548,21 +548,102 @@ pub fn OrganisationsPage() -> impl IntoView {
 
 // ----- logs ------------------------------------------------------------------------
 
+/// The filters of a log page, read from the query string (a GET form, so
+/// they work without JavaScript and can be bookmarked).
+fn log_query() -> Memo<bindery_model::LogQuery> {
+    let query = use_query_map();
+    Memo::new(move |_| {
+        let m = query.read();
+        let get = |k: &str| m.get(k).filter(|v| !v.trim().is_empty());
+        bindery_model::LogQuery {
+            q: get("q"),
+            page: get("page").and_then(|p| p.parse().ok()),
+            per_page: None,
+            user: get("user"),
+            result: get("result"),
+            method: get("method"),
+            action: get("action"),
+            from: get("from"),
+            to: get("to"),
+        }
+    })
+}
+
+/// The filters as a query string (`&user=…`), for the pager and the CSV link.
+fn log_keep(q: &bindery_model::LogQuery) -> String {
+    [("user", &q.user), ("result", &q.result), ("method", &q.method), ("action", &q.action), ("from", &q.from), ("to", &q.to)]
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("&{k}={}", crate::url_encode(v))))
+        .collect()
+}
+
+/// A log's filter bar: a GET form.
+#[component]
+fn LogFilters(query: Memo<bindery_model::LogQuery>, login: bool, csv: &'static str) -> impl IntoView {
+    let v = move |f: fn(&bindery_model::LogQuery) -> &Option<String>| move || f(&query.get()).clone().unwrap_or_default();
+    let selected =
+        move |f: fn(&bindery_model::LogQuery) -> &Option<String>, want: &'static str| move || f(&query.get()).as_deref() == Some(want);
+    let csv_href = move || {
+        let q = query.get();
+        let mut h = format!("{csv}?q={}", crate::url_encode(q.q.as_deref().unwrap_or("")));
+        h.push_str(&log_keep(&q));
+        h
+    };
+    view! {
+        <form method="get" class="search filters" role="search" aria-label="Filter the log">
+            <input type="search" name="q" aria-label="Search" placeholder=if login { "Search user, IP, reason" } else { "Search actor, action, target" } value=v(|q| &q.q)/>
+            <label>{if login { "User" } else { "Who" }}
+                <input name="user" value=v(|q| &q.user) size="12"/>
+            </label>
+            {if login {
+                view! {
+                    <label>"Result"
+                        <select name="result">
+                            <option value="">"Any"</option>
+                            <option value="success" selected=selected(|q| &q.result, "success")>"Success"</option>
+                            <option value="failure" selected=selected(|q| &q.result, "failure")>"Failure"</option>
+                        </select>
+                    </label>
+                    <label>"Method"
+                        <select name="method">
+                            <option value="">"Any"</option>
+                            <option value="web" selected=selected(|q| &q.method, "web")>"Web"</option>
+                            <option value="rest" selected=selected(|q| &q.method, "rest")>"REST"</option>
+                            <option value="basic" selected=selected(|q| &q.method, "basic")>"HTTP Basic"</option>
+                        </select>
+                    </label>
+                }.into_any()
+            } else {
+                view! {
+                    <label>"Action"
+                        <input name="action" value=v(|q| &q.action) placeholder="user. or user.create" size="16"/>
+                    </label>
+                }.into_any()
+            }}
+            <label>"From" <input type="date" name="from" value=v(|q| &q.from)/></label>
+            <label>"To" <input type="date" name="to" value=v(|q| &q.to)/></label>
+            <button type="submit">"Apply"</button>
+            <a href=csv_href download>"Export CSV"</a>
+        </form>
+    }
+}
+
 #[component]
 pub fn LoginLogPage() -> impl IntoView {
-    let (q, page) = list_params();
-    let rows = Resource::new(move || (q.get(), page.get()), |(q, p)| api::login_log(q, p));
+    let query = log_query();
+    let rows = Resource::new(move || query.get(), api::login_log);
     view! {
         <h1>"Login log"</h1>
-        <SearchBox q=q placeholder="Search user, IP, reason"/>
+        <LogFilters query=query login=true csv="/api/v1/logs/login.csv"/>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match rows.await {
                     Ok(p) => {
                         let pages = p.pages();
+                        let q = query.get_untracked();
                         view! {
                             <LoginTable rows=p.items/>
-                            <Pager total=p.total page=p.page pages=pages q=q.get_untracked()/>
+                            <Pager total=p.total page=p.page pages=pages q=q.q.clone() keep=log_keep(&q)/>
                         }.into_any()
                     }
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
@@ -574,18 +655,19 @@ pub fn LoginLogPage() -> impl IntoView {
 
 #[component]
 pub fn OperationLogPage() -> impl IntoView {
-    let (q, page) = list_params();
-    let rows = Resource::new(move || (q.get(), page.get()), |(q, p)| api::operation_log(q, p));
+    let query = log_query();
+    let rows = Resource::new(move || query.get(), api::operation_log);
     view! {
         <h1>"Operation log"</h1>
-        <SearchBox q=q placeholder="Search actor, action, target"/>
+        <LogFilters query=query login=false csv="/api/v1/logs/operations.csv"/>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match rows.await {
                     Ok(p) => {
                         let pages = p.pages();
+                        let q = query.get_untracked();
                         view! {
-                            <table class="grid" data-testid="operations-table">
+                            <div class="table-scroll"><table class="grid" data-testid="operations-table">
                                 <thead><tr><th>"Time (UTC)"</th><th>"Who"</th><th>"Action"</th><th>"Target"</th><th>"Before"</th><th>"After"</th><th>"IP"</th></tr></thead>
                                 <tbody>
                                     {p.items.into_iter().map(|e| view! {
@@ -600,8 +682,8 @@ pub fn OperationLogPage() -> impl IntoView {
                                         </tr>
                                     }).collect_view()}
                                 </tbody>
-                            </table>
-                            <Pager total=p.total page=p.page pages=pages q=q.get_untracked()/>
+                            </table></div>
+                            <Pager total=p.total page=p.page pages=pages q=q.q.clone() keep=log_keep(&q)/>
                         }.into_any()
                     }
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
@@ -636,6 +718,8 @@ pub fn BasicSettingsPage() -> impl IntoView {
                             {field_error(saved, "session_idle_minutes")}
                             <label>"Session lifetime (hours)" <input name="session_absolute_hours" inputmode="numeric" value=s.session_absolute_hours.to_string() disabled=!admin/></label>
                             {field_error(saved, "session_absolute_hours")}
+                            <label>"Keep login and operation log entries for (days)" <input name="log_retention_days" inputmode="numeric" value=s.log_retention_days.to_string() disabled=!admin/></label>
+                            {field_error(saved, "log_retention_days")}
                             {admin.then(|| view! { <button type="submit" class="primary">"Save"</button> })}
                             {move || saved.get().and_then(|r| r.ok()).map(|_| view! { <p class="ok" role="status">"Saved."</p> })}
                         </ActionForm>
@@ -697,7 +781,7 @@ pub fn SecuritySettingsPage() -> impl IntoView {
                         {match locks {
                             Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                             Ok(list) => view! {
-                                <table class="grid" data-testid="lockouts-table">
+                                <div class="table-scroll"><table class="grid" data-testid="lockouts-table">
                                     <thead><tr><th>"Who"</th><th>"Failures"</th><th>"Last failure (UTC)"</th><th></th></tr></thead>
                                     <tbody>
                                         {list.into_iter().map(|l| view! {
@@ -714,7 +798,7 @@ pub fn SecuritySettingsPage() -> impl IntoView {
                                             </tr>
                                         }).collect_view()}
                                     </tbody>
-                                </table>
+                                </table></div>
                             }.into_any(),
                         }}
                     }.into_any(),
@@ -741,7 +825,7 @@ pub fn TokensPage() -> impl IntoView {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(list) => view! {
                         <p>"API tokens authenticate scripts on the REST API (" <code>"Authorization: Bearer …"</code> "). The secret is shown once; only its hash is stored."</p>
-                        <table class="grid" data-testid="tokens-table">
+                        <div class="table-scroll"><table class="grid" data-testid="tokens-table">
                             <thead><tr><th>"Name"</th><th>"User"</th><th>"Prefix"</th><th>"Created"</th><th>"Last used"</th><th>"Expires"</th><th>"State"</th><th></th></tr></thead>
                             <tbody>
                                 {list.into_iter().map(|t| view! {
@@ -762,7 +846,7 @@ pub fn TokensPage() -> impl IntoView {
                                     </tr>
                                 }).collect_view()}
                             </tbody>
-                        </table>
+                        </table></div>
                         {admin.then(|| view! {
                             <section class="card">
                                 <h2>"Create a token"</h2>

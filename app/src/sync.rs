@@ -142,7 +142,7 @@ pub fn SyncRunsPage() -> impl IntoView {
                     Ok(p) => {
                         let (page, pages) = (p.page, p.pages());
                         view! {
-                            <table class="grid" data-testid="sync-runs">
+                            <div class="table-scroll"><table class="grid" data-testid="sync-runs">
                                 <thead><tr><th>"Run"</th><th>"Directory"</th><th>"Started by"</th><th>"State"</th><th>"Started (UTC)"</th><th>"Ended (UTC)"</th><th>"Counts"</th><th>"Error"</th></tr></thead>
                                 <tbody>
                                     {p.items.into_iter().map(|r| {
@@ -161,7 +161,7 @@ pub fn SyncRunsPage() -> impl IntoView {
                                         }
                                     }).collect_view()}
                                 </tbody>
-                            </table>
+                            </table></div>
                             <p class="pager">
                                 {(page > 1).then(|| view! { <a href=format!("?page={}", page - 1)>"← Previous"</a> })}
                                 " " {format!("Page {page} of {}", pages.max(1))} " "
@@ -255,7 +255,7 @@ pub fn SyncRunPage() -> impl IntoView {
                                 <button type="submit">"Apply"</button>
                             </form>
                             <p>{format!("{} users", d.items.total)}</p>
-                            <table class="grid" data-testid="run-items">
+                            <div class="table-scroll"><table class="grid" data-testid="run-items">
                                 <thead><tr><th>"Action"</th><th>"Username"</th><th>"Reason"</th><th>"Outcome"</th><th>"Error"</th></tr></thead>
                                 <tbody>
                                     {d.items.items.into_iter().map(|i| {
@@ -269,7 +269,7 @@ pub fn SyncRunPage() -> impl IntoView {
                                         }
                                     }).collect_view()}
                                 </tbody>
-                            </table>
+                            </table></div>
                             <p class="pager">
                                 {(page > 1).then(|| view! { <a href=href(page - 1)>"← Previous"</a> })}
                                 " " {format!("Page {page} of {}", pages.max(1))} " "

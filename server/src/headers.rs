@@ -53,6 +53,19 @@ pub async fn security_headers(State(s): State<AppState>, mut req: Request, next:
     res
 }
 
+/// Hashed console files (`/pkg/bindery.<hash>.wasm`) never change under
+/// their name: a year, immutable. Unhashed ones (a debug build) are
+/// revalidated on every use, so a new build is never hidden by a cache.
+pub async fn static_cache(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let pkg = req.uri().path().starts_with("/pkg/");
+    let mut res = next.run(req).await;
+    if pkg && res.status().is_success() {
+        let policy = if s.leptos.hash_files { "public, max-age=31536000, immutable" } else { "no-cache" };
+        res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
+    }
+    res
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -231,7 +231,15 @@ pub fn leptos_options(cfg: &Config) -> LeptosOptions {
         .site_pkg_dir("pkg")
         .site_addr(cfg.listen)
         .env(leptos::config::Env::PROD)
+        .hash_files(hashed_site())
         .build()
+}
+
+/// Whether cargo-leptos built the console with hashed file names: it then
+/// writes `hash.txt` beside the server binary, where Leptos reads the names
+/// (and panics if the file is missing, so never claim it without the file).
+fn hashed_site() -> bool {
+    std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("hash.txt"))).is_some_and(|f| f.is_file())
 }
 
 /// The whole HTTP application.
@@ -275,6 +283,11 @@ pub fn app_with_metrics_token(
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::context))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(axum::middleware::from_fn_with_state(state.clone(), headers::security_headers))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), headers::static_cache))
+        // HTML and JSON answers compressed on the fly; the console's static
+        // files already come precompressed (.br/.gz beside each), which this
+        // layer leaves alone (they carry a Content-Encoding).
+        .layer(tower_http::compression::CompressionLayer::new().br(true).gzip(true))
         .layer(SetResponseHeaderLayer::if_not_present(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(http::header::X_FRAME_OPTIONS, http::HeaderValue::from_static("DENY")))
         .layer(SetResponseHeaderLayer::if_not_present(http::header::REFERRER_POLICY, http::HeaderValue::from_static("same-origin")))

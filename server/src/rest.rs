@@ -10,11 +10,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bindery_model::{
-    AccessExplanation, AccessFact, ApiError, ApiToken, CertificateDetails, CreatedApiToken, CurrentUser, DirectoryInput, DirectoryKind,
-    DirectorySettings, FieldError, Group, GroupMapping, GroupMode, ImportOutcome, ImportRequest, ImportResult, ListQuery, Lockout,
-    LoginTestReport, MappedUser, NamedRef, NewApiToken, NewUser, Organisation, OrganisationInput, Page, ProbeReport, ProbeStep, Role,
-    SecuritySettings, ServerCertificates, ServerHealth, ServerProbe, StagedQuery, StagedUser, SyncCounts, SyncItem, SyncRequest, SyncRun,
-    SyncRunDetail, SyncSettings, SyncSettingsView, User, UserSource, UserUpdate,
+    AccessExplanation, AccessFact, ApiError, ApiToken, BasicSettings, CertificateDetails, CreatedApiToken, CurrentUser, Dashboard,
+    DirectoryInput, DirectoryKind, DirectorySettings, FieldError, Group, GroupInput, GroupMapping, GroupMode, ImportOutcome, ImportRequest,
+    ImportResult, ListQuery, Lockout, LogQuery, LoginEvent, LoginTestReport, MappedUser, NamedRef, NewApiToken, NewUser, OperationEvent,
+    Organisation, OrganisationInput, Page, ProbeReport, ProbeStep, Role, SecuritySettings, ServerCertificates, ServerHealth, ServerProbe,
+    StagedQuery, StagedUser, SyncCounts, SyncItem, SyncRequest, SyncRun, SyncRunDetail, SyncSettings, SyncSettingsView, User, UserSource,
+    UserUpdate,
 };
 use bindery_service::{Actor, Error, RequestContext};
 use http::StatusCode;
@@ -29,6 +30,13 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/v1/me", get(me))
+        .route("/v1/me/password", post(change_password))
+        .route("/v1/dashboard", get(dashboard))
+        .route("/v1/logs/login", get(login_log))
+        .route("/v1/logs/login.csv", get(login_log_csv))
+        .route("/v1/logs/operations", get(operation_log))
+        .route("/v1/logs/operations.csv", get(operation_log_csv))
+        .route("/v1/settings/basic", get(get_basic_settings).put(put_basic_settings))
         .route("/v1/users", get(list_users).post(create_user))
         .route("/v1/users/{id}", get(get_user).patch(update_user).delete(delete_user))
         .route("/v1/users/{id}/reset_password", post(reset_password))
@@ -36,7 +44,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/users/{id}/relink", post(relink_user))
         .route("/v1/organisations", get(list_organisations).post(create_organisation))
         .route("/v1/organisations/{id}", axum::routing::patch(rename_organisation).delete(delete_organisation))
-        .route("/v1/groups", get(list_groups))
+        .route("/v1/groups", get(list_groups).post(create_group))
+        .route("/v1/groups/{id}", axum::routing::put(update_group).delete(delete_group))
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/v1/settings/security", get(get_security_settings).put(put_security_settings))
@@ -125,6 +134,20 @@ fn actor(ctx: &RequestContext) -> Result<Actor, ApiErr> {
 }
 
 type ApiResult<T> = Result<T, ApiErr>;
+
+/// A password change through the API.
+#[derive(serde::Deserialize, ToSchema)]
+pub struct PasswordChange {
+    pub current_password: String,
+    pub new_password: String,
+    pub confirm_password: String,
+}
+
+impl std::fmt::Debug for PasswordChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordChange { <redacted> }")
+    }
+}
 
 #[derive(Serialize, ToSchema)]
 pub struct OneTimePassword {
@@ -248,6 +271,119 @@ async fn delete_organisation(
 #[utoipa::path(get, path = "/api/v1/groups", tag = "groups", responses((status = 200, body = Vec<Group>)))]
 async fn list_groups(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>) -> ApiResult<Json<Vec<Group>>> {
     Ok(Json(s.service.list_groups(&actor(&ctx)?).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/groups", tag = "groups", request_body = GroupInput,
+    responses((status = 201, body = Group), (status = 422, body = ApiError, description = "Names each invalid field"), (status = 403, body = ApiError)))]
+async fn create_group(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Body(input): Body<GroupInput>,
+) -> ApiResult<(StatusCode, Json<Group>)> {
+    Ok((StatusCode::CREATED, Json(s.service.create_group(&actor(&ctx)?, &input).await?)))
+}
+
+#[utoipa::path(put, path = "/api/v1/groups/{id}", tag = "groups", params(("id" = i64, Path)), request_body = GroupInput,
+    responses((status = 200, body = Group), (status = 422, body = ApiError), (status = 404, body = ApiError)))]
+async fn update_group(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<i64>,
+    Body(input): Body<GroupInput>,
+) -> ApiResult<Json<Group>> {
+    Ok(Json(s.service.update_group(&actor(&ctx)?, id, &input).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/groups/{id}", tag = "groups", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = ApiError)))]
+async fn delete_group(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    s.service.delete_group(&actor(&ctx)?, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "session", request_body = PasswordChange,
+    responses((status = 204, description = "Changed; every session of the user ends (API tokens stay)"),
+        (status = 422, body = ApiError, description = "Names the field: current_password, new_password or confirm_password")))]
+async fn change_password(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Body(input): Body<PasswordChange>,
+) -> ApiResult<StatusCode> {
+    s.service.change_password(&actor(&ctx)?, &input.current_password, &input.new_password, &input.confirm_password, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/dashboard", tag = "dashboard",
+    responses((status = 200, body = Dashboard, description = "Counts, sign-in activity, server health and notifications"), (status = 401, body = ApiError)))]
+async fn dashboard(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>) -> ApiResult<Json<Dashboard>> {
+    Ok(Json(s.service.dashboard(&actor(&ctx)?).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/logs/login", tag = "logs", params(LogQuery),
+    responses((status = 200, body = Page<LoginEvent>), (status = 422, body = ApiError, description = "Names the invalid filter")))]
+async fn login_log(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Json<Page<LoginEvent>>> {
+    Ok(Json(s.service.login_log(&actor(&ctx)?, &q).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/logs/login.csv", tag = "logs", params(LogQuery),
+    responses((status = 200, content_type = "text/csv", description = "Every matching entry, newest first, formula-safe"), (status = 422, body = ApiError)))]
+async fn login_log_csv(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Response> {
+    Ok(csv_download("bindery-login-log.csv", s.service.login_log_csv(&actor(&ctx)?, &q).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/logs/operations", tag = "logs", params(LogQuery),
+    responses((status = 200, body = Page<OperationEvent>), (status = 422, body = ApiError, description = "Names the invalid filter")))]
+async fn operation_log(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Json<Page<OperationEvent>>> {
+    Ok(Json(s.service.operation_log(&actor(&ctx)?, &q).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/logs/operations.csv", tag = "logs", params(LogQuery),
+    responses((status = 200, content_type = "text/csv", description = "Every matching entry, newest first, formula-safe"), (status = 422, body = ApiError)))]
+async fn operation_log_csv(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Response> {
+    Ok(csv_download("bindery-operation-log.csv", s.service.operation_log_csv(&actor(&ctx)?, &q).await?))
+}
+
+fn csv_download(name: &str, csv: String) -> Response {
+    (
+        [
+            (http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        ],
+        csv,
+    )
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/api/v1/settings/basic", tag = "settings", responses((status = 200, body = BasicSettings)))]
+async fn get_basic_settings(State(s): State<AppState>, Extension(ctx): Extension<RequestContext>) -> ApiResult<Json<BasicSettings>> {
+    Ok(Json(s.service.get_basic_settings(&actor(&ctx)?).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/settings/basic", tag = "settings", request_body = BasicSettings,
+    responses((status = 200, body = BasicSettings), (status = 422, body = ApiError, description = "Names each invalid field; nothing saved"),
+        (status = 403, body = ApiError)))]
+async fn put_basic_settings(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Body(input): Body<BasicSettings>,
+) -> ApiResult<Json<BasicSettings>> {
+    Ok(Json(s.service.update_basic_settings(&actor(&ctx)?, input).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", responses((status = 200, body = Vec<ApiToken>)))]
@@ -700,7 +836,8 @@ impl Modify for SecurityAddon {
     paths(
         me, list_users, create_user, get_user, update_user, delete_user, reset_password, explain_access, relink_user, directory_health,
         list_organisations, create_organisation, rename_organisation, delete_organisation,
-        list_groups, list_tokens, create_token, revoke_token,
+        list_groups, create_group, update_group, delete_group, list_tokens, create_token, revoke_token,
+        change_password, dashboard, login_log, login_log_csv, operation_log, operation_log_csv, get_basic_settings, put_basic_settings,
         get_security_settings, put_security_settings, list_lockouts, unlock,
         list_directories, get_directory, put_directory, delete_directory, verify_connection, test_login, fetch_certificates,
         start_fetch, fetch_status, cancel_fetch, list_staged, staged_csv, import_users,
@@ -710,7 +847,8 @@ impl Modify for SecurityAddon {
     components(schemas(ApiError, FieldError, User, NamedRef, Role, UserSource, NewUser, UserUpdate, Organisation, OrganisationInput,
         Group, ApiToken, NewApiToken, CreatedApiToken, CurrentUser, OneTimePassword,
         DirectoryKind, GroupMode, DirectorySettings, DirectoryInput, ProbeReport, ServerProbe, ProbeStep, MappedUser, LoginTestReport, TestLoginRequest, AuthenticateRequest, BearerToken, ApiKey, ServerCertificates, CertificateDetails, GroupMapping, ServerHealth, AccessExplanation, AccessFact, SyncRun, StagedUser, ImportRequest, ImportResult, ImportOutcome,
-        SyncSettings, SyncSettingsView, SyncRequest, SyncCounts, SyncItem, SyncRunDetail, SecuritySettings, Lockout)),
+        SyncSettings, SyncSettingsView, SyncRequest, SyncCounts, SyncItem, SyncRunDetail, SecuritySettings, Lockout,
+        GroupInput, PasswordChange, Dashboard, LoginEvent, OperationEvent, LogQuery, BasicSettings)),
     modifiers(&SecurityAddon),
     security(("bearer" = []), ("session" = []))
 )]

@@ -169,6 +169,48 @@ impl ListQuery {
     }
 }
 
+/// Query of the login or operation log: paging, free-text search and filters
+/// (each optional). Dates are days in UTC, both ends included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema, utoipa::IntoParams))]
+pub struct LogQuery {
+    #[serde(default)]
+    pub q: Option<String>,
+    #[serde(default)]
+    pub page: Option<i64>,
+    #[serde(default)]
+    pub per_page: Option<i64>,
+    /// Login log: the username; operation log: who acted (exact, any case).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Login log: `success` or `failure`.
+    #[serde(default)]
+    pub result: Option<String>,
+    /// Login log: `web`, `rest` or `basic`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Operation log: an action (`user.create`) or a prefix ending in a dot (`user.`).
+    #[serde(default)]
+    pub action: Option<String>,
+    /// First day, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Last day, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+impl LogQuery {
+    pub fn list(&self) -> ListQuery {
+        ListQuery { q: self.q.clone(), page: self.page, per_page: self.per_page }
+    }
+
+    /// The value of a filter, `None` when empty (an empty form field).
+    pub fn given(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct NewUser {
@@ -294,11 +336,24 @@ pub struct BasicSettings {
     pub session_idle_minutes: i64,
     /// A session ends this many hours after login, whatever the activity.
     pub session_absolute_hours: i64,
+    /// Login and operation log entries older than this many days are
+    /// deleted by a daily task.
+    #[serde(default = "default_log_retention_days")]
+    pub log_retention_days: i64,
+}
+
+fn default_log_retention_days() -> i64 {
+    365
 }
 
 impl Default for BasicSettings {
     fn default() -> Self {
-        BasicSettings { site_url: "http://127.0.0.1:3000".into(), session_idle_minutes: 30, session_absolute_hours: 12 }
+        BasicSettings {
+            site_url: "http://127.0.0.1:3000".into(),
+            session_idle_minutes: 30,
+            session_absolute_hours: 12,
+            log_retention_days: default_log_retention_days(),
+        }
     }
 }
 

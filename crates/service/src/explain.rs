@@ -56,7 +56,8 @@ impl Service {
         let allowed = verdict.allowed();
         facts.extend(verdict.facts.into_iter().map(dto));
 
-        let (events, _) = self.store.list_login_events(Some(&u.username), 20, 0).await?;
+        let (events, _) =
+            self.store.list_login_events(&bindery_store::LogFilter { user: Some(&u.username), ..Default::default() }, 20, 0).await?;
         match events.into_iter().find(|e| e.username.to_lowercase() == u.username_key) {
             Some(e) => facts.push(AccessFact {
                 label: "Last sign-in attempt".into(),

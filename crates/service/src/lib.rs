@@ -181,6 +181,8 @@ pub struct Service {
     initial_password_file: std::sync::Arc<std::sync::Mutex<Option<std::path::PathBuf>>>,
     /// This replica's lockout slots (see [`lockout`]).
     lockouts: std::sync::Arc<lockout::Lockouts>,
+    /// When this replica last applied the log retention (ms; 0: not yet).
+    last_log_purge: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Service {
@@ -193,6 +195,7 @@ impl Service {
             settings: Default::default(),
             lockouts: Default::default(),
             initial_password_file: Default::default(),
+            last_log_purge: Default::default(),
         }
     }
 

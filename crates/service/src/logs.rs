@@ -1,11 +1,11 @@
 //! The operation (audit) log, the login log and the dashboard.
 
-use bindery_model::{Dashboard, ListQuery, LoginEvent, OperationEvent, Page};
+use bindery_model::{Dashboard, FieldError, LogQuery, LoginEvent, OperationEvent, Page};
 use bindery_store::NewOperationEvent;
 use serde::Serialize;
 
 use crate::util::{fmt_ts, now_ms};
-use crate::{Actor, Result, Service};
+use crate::{Actor, Error, Result, Service};
 
 impl Service {
     /// Record an administrative change. `before`/`after` are DTOs that never
@@ -64,33 +64,91 @@ impl Service {
         }
     }
 
-    pub async fn login_log(&self, actor: &Actor, q: &ListQuery) -> Result<Page<LoginEvent>> {
+    pub async fn login_log(&self, actor: &Actor, q: &LogQuery) -> Result<Page<LoginEvent>> {
         actor.require_reader()?;
-        let (rows, total) = self.store.list_login_events(q.search(), q.per_page(), (q.page() - 1) * q.per_page()).await?;
-        Ok(Page { items: rows.into_iter().map(login_dto).collect(), total, page: q.page(), per_page: q.per_page() })
+        let f = log_filter(q, Log::Login)?;
+        let l = q.list();
+        let (rows, total) = self.store.list_login_events(&f, l.per_page(), (l.page() - 1) * l.per_page()).await?;
+        Ok(Page { items: rows.into_iter().map(login_dto).collect(), total, page: l.page(), per_page: l.per_page() })
     }
 
-    pub async fn operation_log(&self, actor: &Actor, q: &ListQuery) -> Result<Page<OperationEvent>> {
+    pub async fn operation_log(&self, actor: &Actor, q: &LogQuery) -> Result<Page<OperationEvent>> {
         actor.require_reader()?;
-        let (rows, total) = self.store.list_operation_events(q.search(), q.per_page(), (q.page() - 1) * q.per_page()).await?;
-        Ok(Page {
-            items: rows
-                .into_iter()
-                .map(|r| OperationEvent {
-                    id: r.id,
-                    at: fmt_ts(r.at),
-                    actor: r.actor,
-                    action: r.action,
-                    target: r.target,
-                    before: r.before_json,
-                    after: r.after_json,
-                    ip: r.ip,
-                })
-                .collect(),
-            total,
-            page: q.page(),
-            per_page: q.per_page(),
-        })
+        let f = log_filter(q, Log::Operation)?;
+        let l = q.list();
+        let (rows, total) = self.store.list_operation_events(&f, l.per_page(), (l.page() - 1) * l.per_page()).await?;
+        Ok(Page { items: rows.into_iter().map(operation_dto).collect(), total, page: l.page(), per_page: l.per_page() })
+    }
+
+    /// The login log as CSV (every entry the filters match, newest first;
+    /// formula-safe: a value starting with `=`, `+`, `-` or `@` is quoted).
+    pub async fn login_log_csv(&self, actor: &Actor, q: &LogQuery) -> Result<String> {
+        actor.require_reader()?;
+        let f = log_filter(q, Log::Login)?;
+        let mut out = String::from("time,username,result,method,ip,user_agent,reason\r\n");
+        let mut offset = 0;
+        loop {
+            let (rows, _) = self.store.list_login_events(&f, CSV_PAGE, offset).await?;
+            offset += rows.len() as i64;
+            for r in rows.iter().cloned().map(login_dto) {
+                let result = if r.success { "success" } else { "failure" };
+                csv_row(&mut out, &[&r.at, &r.username, result, &r.method, &r.ip, &r.user_agent, &r.reason]);
+            }
+            if (rows.len() as i64) < CSV_PAGE {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The operation log as CSV, like [`Service::login_log_csv`].
+    pub async fn operation_log_csv(&self, actor: &Actor, q: &LogQuery) -> Result<String> {
+        actor.require_reader()?;
+        let f = log_filter(q, Log::Operation)?;
+        let mut out = String::from("time,actor,action,target,before,after,ip\r\n");
+        let mut offset = 0;
+        loop {
+            let (rows, _) = self.store.list_operation_events(&f, CSV_PAGE, offset).await?;
+            let n = rows.len() as i64;
+            offset += n;
+            for e in rows.into_iter().map(operation_dto) {
+                let (before, after) = (e.before.unwrap_or_default(), e.after.unwrap_or_default());
+                csv_row(&mut out, &[&e.at, &e.actor, &e.action, &e.target, &before, &after, &e.ip]);
+            }
+            if n < CSV_PAGE {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Delete log entries older than the retention setting. Run by the
+    /// scheduler at most once a day per replica (idempotent across replicas).
+    pub async fn purge_old_logs(&self) -> Result<(u64, u64)> {
+        let days = self.basic_settings().await?.log_retention_days.max(1);
+        let cutoff = now_ms() - days * 86_400_000;
+        let (logins, operations) = self.store.purge_logs(cutoff).await?;
+        if logins + operations > 0 {
+            tracing::info!(logins, operations, days, "deleted log entries older than the retention period");
+            self.system_audit(
+                "logs.purge",
+                "logs",
+                serde_json::json!({ "login_entries": logins, "operation_entries": operations, "retention_days": days }),
+            )
+            .await;
+        }
+        Ok((logins, operations))
+    }
+
+    /// [`Service::purge_old_logs`] when this replica has not done it for a day.
+    pub(crate) async fn purge_logs_daily(&self) {
+        use std::sync::atomic::Ordering;
+        let now = now_ms();
+        let last = self.last_log_purge.load(Ordering::Relaxed);
+        if now - last < 86_400_000 || self.last_log_purge.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return;
+        }
+        if let Err(e) = self.purge_old_logs().await {
+            tracing::warn!(error = %e, "log retention: deleting old entries failed; will try again tomorrow");
+        }
     }
 
     pub async fn dashboard(&self, actor: &Actor) -> Result<Dashboard> {
@@ -98,7 +156,7 @@ impl Service {
         let (users, active_users) = self.store.count_users().await?;
         let (groups, organisations) = self.store.count_groups_and_orgs().await?;
         let (ok, failed) = self.store.count_logins_since(now_ms() - 86_400_000).await?;
-        let (recent, _) = self.store.list_login_events(None, 10, 0).await?;
+        let (recent, _) = self.store.list_login_events(&bindery_store::LogFilter::default(), 10, 0).await?;
         Ok(Dashboard {
             users,
             active_users,
@@ -150,4 +208,94 @@ fn login_dto(r: bindery_store::LoginEventRow) -> LoginEvent {
         reason: r.reason,
         method: r.method,
     }
+}
+
+/// Rows per read of a CSV export.
+const CSV_PAGE: i64 = 5000;
+
+fn csv_row(out: &mut String, fields: &[&str]) {
+    out.push_str(&fields.iter().map(|f| crate::util::csv_field(f)).collect::<Vec<_>>().join(","));
+    out.push_str("\r\n");
+}
+
+fn operation_dto(r: bindery_store::OperationEventRow) -> OperationEvent {
+    OperationEvent {
+        id: r.id,
+        at: fmt_ts(r.at),
+        actor: r.actor,
+        action: r.action,
+        target: r.target,
+        before: r.before_json,
+        after: r.after_json,
+        ip: r.ip,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Log {
+    Login,
+    Operation,
+}
+
+/// The store filter of a log query, or field errors naming what is wrong.
+fn log_filter(q: &LogQuery, log: Log) -> Result<bindery_store::LogFilter<'_>> {
+    let mut errors = Vec::new();
+    let day = |field: &str, v: &Option<String>, errors: &mut Vec<FieldError>| -> Option<i64> {
+        let v = LogQuery::given(v)?;
+        let fmt = time::macros::format_description!("[year]-[month]-[day]");
+        match time::Date::parse(v, &fmt) {
+            Ok(d) => Some(d.midnight().assume_utc().unix_timestamp() * 1000),
+            Err(_) => {
+                errors.push(FieldError::new(field, "must be a date, YYYY-MM-DD"));
+                None
+            }
+        }
+    };
+    let from_ms = day("from", &q.from, &mut errors);
+    let until_ms = day("to", &q.to, &mut errors).map(|t| t + 86_400_000);
+    if let (Some(f), Some(u)) = (from_ms, until_ms) {
+        if u <= f {
+            errors.push(FieldError::new("to", "must not be before the first day"));
+        }
+    }
+    let success = match (log, LogQuery::given(&q.result)) {
+        (_, None) => None,
+        (Log::Login, Some("success")) => Some(true),
+        (Log::Login, Some("failure")) => Some(false),
+        (Log::Login, Some(_)) => {
+            errors.push(FieldError::new("result", "one of: success, failure"));
+            None
+        }
+        (Log::Operation, Some(_)) => {
+            errors.push(FieldError::new("result", "the operation log has no result; filter by action"));
+            None
+        }
+    };
+    let method = LogQuery::given(&q.method);
+    match (log, method) {
+        (_, None) | (Log::Login, Some("web" | "rest" | "basic")) => {}
+        (Log::Login, Some(_)) => errors.push(FieldError::new("method", "one of: web, rest, basic")),
+        (Log::Operation, Some(_)) => errors.push(FieldError::new("method", "the operation log has no method")),
+    }
+    let action = LogQuery::given(&q.action);
+    if log == Log::Login && action.is_some() {
+        errors.push(FieldError::new("action", "the login log has no action; filter by result or method"));
+    }
+    if let Some(a) = action {
+        if a.len() > 100 || a.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            errors.push(FieldError::new("action", "an action such as user.create, or a prefix such as user."));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Invalid(errors));
+    }
+    Ok(bindery_store::LogFilter {
+        search: q.q.as_deref().map(str::trim).filter(|s| !s.is_empty()),
+        user: LogQuery::given(&q.user),
+        success,
+        method,
+        action,
+        from_ms,
+        until_ms,
+    })
 }

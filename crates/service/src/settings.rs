@@ -97,6 +97,7 @@ impl Service {
         }
         range(&mut errors, "session_idle_minutes", s.session_idle_minutes, 1, 1440);
         range(&mut errors, "session_absolute_hours", s.session_absolute_hours, 1, 720);
+        range(&mut errors, "log_retention_days", s.log_retention_days, 1, 3650);
         if errors.is_empty() && s.session_idle_minutes > s.session_absolute_hours * 60 {
             errors.push(FieldError::new("session_idle_minutes", "must not exceed the absolute session lifetime"));
         }

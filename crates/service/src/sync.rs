@@ -708,6 +708,7 @@ impl Service {
     /// interrupted, and each due schedule is claimed by exactly one replica
     /// (compare-and-set on `next_run_at`) and started.
     pub async fn scheduler_tick(&self) -> Result<Vec<SyncRun>> {
+        self.purge_logs_daily().await;
         let now = now_ms();
         let gone = self.store.interrupt_orphaned_runs(now).await?;
         if gone > 0 {

@@ -12,6 +12,7 @@ mod group;
 mod identity;
 mod keys;
 mod login;
+mod logs;
 mod rows;
 mod staging;
 mod sync;
@@ -27,6 +28,8 @@ use sqlx::{Any, AnyPool, ConnectOptions, Row};
 
 pub use identity::{Activation, Applied, Change, NewAccount, OrgSource, Update};
 pub use login::{Grant, GrantCredential, LoginLookup};
+pub(crate) use logs::LogBind;
+pub use logs::LogFilter;
 pub use rows::*;
 pub use staging::{NewStaged, StagedFilter, StagedRow, SyncRunRow};
 pub use sync::{ItemRow, MissingUser, NewItem, NotificationRow, PlanRow};
@@ -735,57 +738,58 @@ impl Store {
         tx.commit().await
     }
 
-    pub async fn list_login_events(&self, search: Option<&str>, limit: i64, offset: i64) -> Result<(Vec<LoginEventRow>, i64)> {
-        self.list_log(
-            "login_log",
-            "id, at, username, ip, user_agent, success, reason, method",
-            "(lower(username) LIKE $1 ESCAPE '\\' OR ip LIKE $1 ESCAPE '\\' OR lower(reason) LIKE $1 ESCAPE '\\')",
-            search,
-            limit,
-            offset,
-        )
-        .await
+    pub async fn list_login_events(&self, f: &LogFilter<'_>, limit: i64, offset: i64) -> Result<(Vec<LoginEventRow>, i64)> {
+        let (where_, binds) = f.login_clause();
+        self.list_log("login_log", "id, at, username, ip, user_agent, success, reason, method", &where_, binds, limit, offset).await
     }
 
-    pub async fn list_operation_events(&self, search: Option<&str>, limit: i64, offset: i64) -> Result<(Vec<OperationEventRow>, i64)> {
-        self.list_log(
-            "operation_log",
-            "id, at, actor, action, target, before_json, after_json, ip",
-            "(lower(actor) LIKE $1 ESCAPE '\\' OR lower(action) LIKE $1 ESCAPE '\\' OR lower(target) LIKE $1 ESCAPE '\\')",
-            search,
-            limit,
-            offset,
-        )
-        .await
+    pub async fn list_operation_events(&self, f: &LogFilter<'_>, limit: i64, offset: i64) -> Result<(Vec<OperationEventRow>, i64)> {
+        let (where_, binds) = f.operation_clause();
+        self.list_log("operation_log", "id, at, actor, action, target, before_json, after_json, ip", &where_, binds, limit, offset).await
     }
 
     async fn list_log<T>(
         &self,
         table: &str,
         columns: &str,
-        filter: &str,
-        search: Option<&str>,
+        where_: &str,
+        binds: Vec<LogBind>,
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<T>, i64)>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
     {
-        let pattern = search.map(like_pattern);
-        let where_ = if pattern.is_some() { format!(" WHERE {filter}") } else { String::new() };
         let count_sql = format!("SELECT COUNT(*) FROM {table}{where_}");
         let mut cq = sqlx::query(&count_sql);
-        if let Some(p) = &pattern {
-            cq = cq.bind(p.clone());
+        for b in &binds {
+            cq = b.bind(cq);
         }
         let total: i64 = cq.fetch_one(&self.pool).await?.try_get(0)?;
-        let (l, o) = if pattern.is_some() { ("$2", "$3") } else { ("$1", "$2") };
-        let sql = format!("SELECT {columns} FROM {table}{where_} ORDER BY id DESC LIMIT {l} OFFSET {o}");
+        let n = binds.len();
+        let sql = format!("SELECT {columns} FROM {table}{where_} ORDER BY id DESC LIMIT ${} OFFSET ${}", n + 1, n + 2);
         let mut q = sqlx::query_as::<Any, T>(&sql);
-        if let Some(p) = pattern {
-            q = q.bind(p);
+        for b in &binds {
+            q = b.bind_as(q);
         }
         Ok((q.bind(limit).bind(offset).fetch_all(&self.pool).await?, total))
+    }
+
+    /// Delete log entries older than `before` (ms), a batch at a time so no
+    /// statement holds the database for long. Returns (login, operation) rows deleted.
+    pub async fn purge_logs(&self, before: i64) -> Result<(u64, u64)> {
+        let mut deleted = [0u64; 2];
+        for (i, table) in ["login_log", "operation_log"].iter().enumerate() {
+            loop {
+                let sql = format!("DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE at < $1 ORDER BY id LIMIT 5000)");
+                let n = sqlx::query(&sql).bind(before).execute(&self.pool).await?.rows_affected();
+                deleted[i] += n;
+                if n < 5000 {
+                    break;
+                }
+            }
+        }
+        Ok((deleted[0], deleted[1]))
     }
 
     pub async fn count_logins_since(&self, since: i64) -> Result<(i64, i64)> {

@@ -2,7 +2,9 @@
 //! PostgreSQL at 127.0.0.1:5432 (a fresh database per test).
 
 use bindery_store::testing::TestDb;
-use bindery_store::{Backend, Grant, GrantCredential, NewLoginEvent, NewStaged, NewUserRow, StagedFilter, Store, UserRowUpdate};
+use bindery_store::{
+    Backend, Grant, GrantCredential, LogFilter, NewLoginEvent, NewOperationEvent, NewStaged, NewUserRow, StagedFilter, Store, UserRowUpdate,
+};
 
 /// Run an async test body once per backend.
 macro_rules! both_backends {
@@ -294,9 +296,39 @@ both_backends!(settings_upsert_and_logs, |store| {
             .unwrap();
     }
     assert_eq!(store.count_logins_since(0).await.unwrap(), (1, 2));
-    let (rows, total) = store.list_login_events(Some("BAD"), 10, 0).await.unwrap();
+    let search = |s| LogFilter { search: Some(s), ..Default::default() };
+    let (rows, total) = store.list_login_events(&search("BAD"), 10, 0).await.unwrap();
     assert_eq!(total, 2);
     assert!(rows[0].at > rows[1].at, "newest first");
+    // Filters combine: user (any case), result, method, time range.
+    let f = LogFilter { user: Some("ERIN"), success: Some(false), method: Some("web"), from_ms: Some(12), ..Default::default() };
+    let (rows, total) = store.list_login_events(&f, 10, 0).await.unwrap();
+    assert_eq!((total, rows.len(), rows[0].at), (1, 1, 12));
+    let f = LogFilter { success: Some(true), until_ms: Some(11), ..Default::default() };
+    assert_eq!(store.list_login_events(&f, 10, 0).await.unwrap().1, 1);
+    let f = LogFilter { method: Some("rest"), ..Default::default() };
+    assert_eq!(store.list_login_events(&f, 10, 0).await.unwrap().1, 0);
+    let f = LogFilter { user: Some("erin"), search: Some("bad"), until_ms: Some(12), ..Default::default() };
+    assert_eq!(store.list_login_events(&f, 10, 0).await.unwrap().1, 1, "a parameter used three times, after others");
+
+    for (at, action) in [(10, "user.create"), (20, "user.role"), (30, "directory.update"), (40, "user_x")] {
+        store
+            .insert_operation(&NewOperationEvent { at, actor: "Admin", action, target: "t", before: None, after: None, ip: "::1" })
+            .await
+            .unwrap();
+    }
+    for (f, want) in [
+        (LogFilter { action: Some("user."), ..Default::default() }, 2), // a prefix; `_` is no wildcard
+        (LogFilter { action: Some("user.role"), user: Some("admin"), ..Default::default() }, 1),
+        (LogFilter { from_ms: Some(20), until_ms: Some(40), ..Default::default() }, 2),
+    ] {
+        assert_eq!(store.list_operation_events(&f, 10, 0).await.unwrap().1, want, "{f:?}");
+    }
+
+    // Retention: everything before the cut-off goes, in both logs.
+    assert_eq!(store.purge_logs(12).await.unwrap(), (2, 1));
+    assert_eq!(store.list_login_events(&LogFilter::default(), 10, 0).await.unwrap().1, 1);
+    assert_eq!(store.list_operation_events(&LogFilter::default(), 10, 0).await.unwrap().1, 3);
 });
 
 both_backends!(api_tokens_hash_lookup_and_revoke, |store| {

@@ -104,7 +104,7 @@ async fn weakening_tls_requires_the_bind_password_again_and_tests_are_logged() {
     // Strengthening needs no password: verification back on is fine.
     app.service.fetch_directory_certificates(&admin, kind, None).await.unwrap();
 
-    let ops = app.service.operation_log(&admin, &bindery_model::ListQuery { per_page: Some(100), ..Default::default() }).await.unwrap();
+    let ops = app.service.operation_log(&admin, &bindery_model::LogQuery { per_page: Some(100), ..Default::default() }).await.unwrap();
     for action in ["directory.test_connection", "directory.test_login", "directory.fetch_certificate"] {
         let mine: Vec<_> = ops.items.iter().filter(|o| o.action == action).collect();
         assert!(!mine.is_empty(), "no {action} in the operation log");

@@ -77,6 +77,13 @@ impl TestApp {
         (res, cookie)
     }
 
+    /// An API token of `username` (created through the REST API).
+    pub async fn token(&self, username: &str, password: &str) -> String {
+        let session = self.session(username, password).await;
+        let res = self.send(api("POST", "/api/v1/tokens", Some(serde_json::json!({"name": "test"})), Auth::Cookie(&session))).await;
+        body_json(res).await["secret"].as_str().expect("a token secret").to_string()
+    }
+
     pub async fn session(&self, username: &str, password: &str) -> String {
         let (res, cookie) = self.login(username, password).await;
         cookie.unwrap_or_else(|| panic!("login of {username} failed: {:?}", res.headers()))

@@ -158,7 +158,7 @@ async fn mapping_is_authoritative_on_every_path(mode: Mode) {
     // Every role change the directory made is in the operation log.
     let ops = app
         .service
-        .operation_log(&admin_actor(), &bindery_model::ListQuery { per_page: Some(500), ..Default::default() })
+        .operation_log(&admin_actor(), &bindery_model::LogQuery { per_page: Some(500), ..Default::default() })
         .await
         .unwrap()
         .items;
@@ -266,7 +266,7 @@ async fn a_reused_username_is_a_conflict_until_an_administrator_relinks() {
     assert_eq!(me["username"], "jdoe");
     let ops = app
         .service
-        .operation_log(&admin_actor(), &bindery_model::ListQuery { per_page: Some(500), ..Default::default() })
+        .operation_log(&admin_actor(), &bindery_model::LogQuery { per_page: Some(500), ..Default::default() })
         .await
         .unwrap()
         .items;

@@ -3,6 +3,7 @@
 //! PostgreSQL where a test says so).
 
 mod auth;
+mod bundle;
 mod checklist;
 mod directories;
 mod dirlogin;
@@ -12,6 +13,7 @@ mod helpers;
 mod identity;
 mod import;
 mod lockout;
+mod parity;
 mod rbac;
 mod rest;
 mod sync;

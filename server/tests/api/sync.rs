@@ -428,7 +428,8 @@ async fn two_server_processes_on_one_postgres_run_each_scheduled_sync_once() {
     assert_eq!(total, firings, "{rows:?}\n{logs}");
     assert!(rows.iter().all(|r| r.state == "done" && r.started_by == "schedule"), "{rows:?}\n{logs}");
     // The replica that lost a firing never even tried (no lease conflict logged).
-    let (ops, _) = store.list_operation_events(Some("sync_skipped"), 50, 0).await.unwrap();
+    let (ops, _) =
+        store.list_operation_events(&bindery_store::LogFilter { search: Some("sync_skipped"), ..Default::default() }, 50, 0).await.unwrap();
     assert!(ops.is_empty(), "a replica tried to run a firing it did not claim: {ops:?}");
 }
 
