@@ -339,13 +339,13 @@ pub async fn dashboard() -> Result<Dashboard, AppError> {
 }
 
 #[server(prefix = "/rpc", endpoint = "login_log")]
-pub async fn login_log(query: bindery_model::LogQuery) -> Result<Page<LoginEvent>, AppError> {
+pub async fn login_log(#[server(default)] query: bindery_model::LogQuery) -> Result<Page<LoginEvent>, AppError> {
     let (svc, actor) = caller()?;
     svc.login_log(&actor, &query).await.map_err(map)
 }
 
 #[server(prefix = "/rpc", endpoint = "operation_log")]
-pub async fn operation_log(query: bindery_model::LogQuery) -> Result<Page<OperationEvent>, AppError> {
+pub async fn operation_log(#[server(default)] query: bindery_model::LogQuery) -> Result<Page<OperationEvent>, AppError> {
     let (svc, actor) = caller()?;
     svc.operation_log(&actor, &query).await.map_err(map)
 }

@@ -60,6 +60,7 @@ pub fn Layout() -> impl IntoView {
                 </Suspense>
             </header>
             <main class="content">
+                <crate::flash::FlashBanner/>
                 <Outlet/>
             </main>
         </div>

@@ -4,6 +4,7 @@
 pub mod api;
 mod components;
 mod directory;
+pub mod flash;
 mod import;
 mod pages;
 mod sync;

@@ -2,6 +2,7 @@
 //! SSR + server functions) and the REST API into one axum [`Router`].
 
 pub mod config;
+mod flash;
 mod headers;
 mod metrics;
 mod middleware;
@@ -280,6 +281,7 @@ pub fn app_with_metrics_token(
         .route("/metrics", get(metrics_handler))
         .nest("/api", rest::router())
         .merge(console)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), flash::flash))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::context))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(axum::middleware::from_fn_with_state(state.clone(), headers::security_headers))
@@ -287,7 +289,7 @@ pub fn app_with_metrics_token(
         // HTML and JSON answers compressed on the fly; the console's static
         // files already come precompressed (.br/.gz beside each), which this
         // layer leaves alone (they carry a Content-Encoding).
-        .layer(tower_http::compression::CompressionLayer::new().br(true).gzip(true))
+        .layer(compression())
         .layer(SetResponseHeaderLayer::if_not_present(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(http::header::X_FRAME_OPTIONS, http::HeaderValue::from_static("DENY")))
         .layer(SetResponseHeaderLayer::if_not_present(http::header::REFERRER_POLICY, http::HeaderValue::from_static("same-origin")))
@@ -295,11 +297,28 @@ pub fn app_with_metrics_token(
         .with_state(state)
 }
 
+/// On-the-fly compression of pages and API answers: a fast level (brotli's
+/// default, 11, costs more CPU than the page itself). The WASM is left out:
+/// a release build ships it precompressed, and compressing a debug build's
+/// 100 MB on every load would only slow the tests down.
+fn compression() -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::predicate::{NotForContentType, Predicate};
+    use tower_http::compression::{CompressionLayer, CompressionLevel, DefaultPredicate};
+    CompressionLayer::new()
+        .br(true)
+        .gzip(true)
+        .quality(CompressionLevel::Precise(4))
+        .compress_when(DefaultPredicate::new().and(NotForContentType::const_new("application/wasm")))
+}
+
 /// What every page render gets: the service, and this request's CSP nonce
 /// (Leptos puts it on its hydration and resource scripts).
 fn request_context(service: &Service) {
     use leptos::prelude::{provide_context, use_context};
     provide_context(service.clone());
+    if let Some(f) = use_context::<http::request::Parts>().and_then(|p| p.extensions.get::<bindery_app::flash::Flash>().cloned()) {
+        provide_context(f);
+    }
     if let Some(nonce) = use_context::<http::request::Parts>().and_then(|p| p.extensions.get::<headers::CspNonce>().cloned()) {
         provide_context(leptos::nonce::Nonce::from_value(nonce.0));
     }

@@ -266,3 +266,67 @@ async fn log_retention_deletes_old_entries() {
     let ops = app.service.operation_log(&admin_actor(), &Default::default()).await.unwrap();
     assert!(ops.items.iter().any(|o| o.action == "logs.purge"), "recorded");
 }
+
+/// A form posted without JavaScript gets its page back: a 303 to the page
+/// it came from with the result sealed in a one-time cookie, which that
+/// page shows once; a function's own redirect (sign-in) is left alone.
+#[tokio::test]
+async fn forms_without_javascript_get_their_page_back_with_the_result() {
+    let app = TestApp::new().await;
+    let admin = app.session("admin", ADMIN_PASSWORD).await;
+    let post = |body: &str| {
+        http::Request::builder()
+            .method("POST")
+            .uri("/rpc/save_basic_settings")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "text/html,application/xhtml+xml")
+            .header("host", "bindery.test")
+            .header("referer", "http://bindery.test/settings/basic")
+            .header("origin", "http://bindery.test")
+            .header("cookie", format!("bindery_session={admin}"))
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap()
+    };
+    let res =
+        app.send(post("site_url=http%3A%2F%2Flocalhost&session_idle_minutes=lots&session_absolute_hours=12&log_retention_days=365")).await;
+    assert_status(&res, StatusCode::SEE_OTHER, "a failed form");
+    assert_eq!(location(&res), "/settings/basic");
+    let flash = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("bindery_flash="))
+        .expect("a flash cookie")
+        .to_string();
+    assert!(flash.contains("HttpOnly") && flash.contains("SameSite=Strict") && flash.contains("Max-Age=60"), "{flash}");
+    assert!(!flash.contains("session_idle_minutes"), "sealed, not readable: {flash}");
+    let value = flash.split(';').next().unwrap().to_string();
+
+    let page = http::Request::builder()
+        .uri("/settings/basic")
+        .header("cookie", format!("bindery_session={admin}; {value}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let res = app.send(page).await;
+    assert_status(&res, StatusCode::OK, "the page");
+    let cleared = res.headers().get_all("set-cookie").iter().any(|v| v.to_str().unwrap_or("").starts_with("bindery_flash=;"));
+    assert!(cleared, "shown once");
+    let html = body_text(res).await;
+    assert!(html.contains("data-testid=\"flash\"") && html.contains("session_idle_minutes"), "the field error is on the page");
+
+    // Saved: the page says so; nothing is JSON.
+    let res =
+        app.send(post("site_url=http%3A%2F%2Flocalhost&session_idle_minutes=30&session_absolute_hours=12&log_retention_days=90")).await;
+    assert_status(&res, StatusCode::SEE_OTHER, "a saved form");
+    assert_eq!(app.service.get_basic_settings(&admin_actor()).await.unwrap().log_retention_days, 90);
+
+    // A tampered cookie is ignored (and still cleared).
+    let page = http::Request::builder()
+        .uri("/settings/basic")
+        .header("cookie", format!("bindery_session={admin}; bindery_flash=00ff"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let html = body_text(app.send(page).await).await;
+    assert!(!html.contains("data-testid=\"flash\""), "no flash from a forged cookie");
+}

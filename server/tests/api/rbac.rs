@@ -58,7 +58,7 @@ const SERVER_FNS: &[(&str, &str, Access)] = &[
     ("delete_organisation", "id=1", Access::Write),
     ("save_group", "name=g&description=&members=", Access::Write),
     ("delete_group", "id=1", Access::Write),
-    ("save_basic_settings", "site_url=http%3A%2F%2Fx&session_idle_minutes=1&session_absolute_hours=1", Access::Write),
+    ("save_basic_settings", "site_url=http%3A%2F%2Fx&session_idle_minutes=1&session_absolute_hours=1&log_retention_days=1", Access::Write),
     (
         "save_security_settings",
         "lockout_max_failures=1&lockout_window_minutes=1&min_password_length=8&bearer_token_minutes=5&revalidate_minutes=5",
@@ -153,6 +153,17 @@ const REST: &[(&str, &str, Access)] = &[
     ("patch", "/api/v1/organisations/{id}", Access::Write),
     ("delete", "/api/v1/organisations/{id}", Access::Write),
     ("get", "/api/v1/groups", Access::Read),
+    ("post", "/api/v1/groups", Access::Write),
+    ("put", "/api/v1/groups/{id}", Access::Write),
+    ("delete", "/api/v1/groups/{id}", Access::Write),
+    ("get", "/api/v1/dashboard", Access::Read),
+    ("get", "/api/v1/logs/login", Access::Read),
+    ("get", "/api/v1/logs/login.csv", Access::Read),
+    ("get", "/api/v1/logs/operations", Access::Read),
+    ("get", "/api/v1/logs/operations.csv", Access::Read),
+    ("get", "/api/v1/settings/basic", Access::Read),
+    ("put", "/api/v1/settings/basic", Access::Write),
+    ("post", "/api/v1/me/password", Access::AnyUser),
     ("get", "/api/v1/tokens", Access::Read),
     ("post", "/api/v1/tokens", Access::Write),
     ("delete", "/api/v1/tokens/{id}", Access::Write),
@@ -178,6 +189,15 @@ fn rest_body(method: &str, path: &str) -> Option<serde_json::Value> {
         ("patch", "/api/v1/users/{id}") => Some(serde_json::json!({"role": "user"})),
         ("post", "/api/v1/organisations") | ("patch", "/api/v1/organisations/{id}") => Some(serde_json::json!({"name": "x"})),
         ("post", "/api/v1/tokens") => Some(serde_json::json!({"name": "t"})),
+        ("post", "/api/v1/groups") | ("put", "/api/v1/groups/{id}") => {
+            Some(serde_json::json!({"name": "g", "description": "", "member_ids": []}))
+        }
+        ("put", "/api/v1/settings/basic") => Some(
+            serde_json::json!({"site_url": "http://x", "session_idle_minutes": 1, "session_absolute_hours": 1, "log_retention_days": 1}),
+        ),
+        ("post", "/api/v1/me/password") => {
+            Some(serde_json::json!({"current_password": "x", "new_password": "Yy-Secret-123", "confirm_password": "Yy-Secret-123"}))
+        }
         ("put", "/api/v1/directories/{kind}") => Some(serde_json::json!({"server_uris": ["ldap://127.0.0.1:1"], "search_ous": "dc=x"})),
         ("post", "/api/v1/directories/{kind}/test_login") => Some(serde_json::json!({"username": "x"})),
         ("post", "/api/v1/directories/{kind}/users/import") => Some(serde_json::json!({"ids": [1]})),
