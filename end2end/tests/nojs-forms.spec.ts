@@ -80,7 +80,7 @@ test('without JavaScript: creating a user and a group answers in words', async (
 
   await page.goto('/groups');
   const group = page.getByRole('form', { name: 'Create a group' });
-  await group.getByLabel('Name').fill(uniqueName('nojs-group'));
+  await group.getByLabel('Name', { exact: true }).fill(uniqueName('nojs-group'));
   await group.locator('[name="members"]').fill('nobody-by-this-name');
   await submit(page, group, 'Create group');
   await expectPage(page, /\/groups$/);
