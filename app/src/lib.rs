@@ -2,6 +2,7 @@
 //! hydrated in the browser, and the server functions they call.
 
 pub mod api;
+mod charts;
 mod components;
 mod directory;
 pub mod flash;

@@ -118,6 +118,15 @@ fn Dashboard() -> impl IntoView {
                             <div class="stat"><span class="n">{d.successful_logins_24h}</span>" logins (24 h)"</div>
                             <div class="stat"><span class="n">{d.failed_logins_24h}</span>" failed logins (24 h)"</div>
                         </div>
+                        <h2>"Sign-in activity"</h2>
+                        <div class="charts">
+                            <crate::charts::ActivityChart buckets=d.activity_hours title="Sign-ins per hour, last 24 hours (UTC)"
+                                label=crate::charts::hour_label test_id="activity-hours"/>
+                            <crate::charts::ActivityChart buckets=d.activity_days title="Sign-ins per day, last 30 days (UTC)"
+                                label=crate::charts::day_label test_id="activity-days"/>
+                        </div>
+                        <h2>"Sync history"</h2>
+                        <crate::charts::SyncHistoryChart runs=d.sync_history/>
                         <h2>"Directory servers"</h2>
                         <crate::components::HealthTable rows=d.directory_health/>
                         <h2>"Last sync"</h2>

@@ -10,12 +10,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bindery_model::{
-    AccessExplanation, AccessFact, ApiError, ApiToken, BasicSettings, CertificateDetails, CreatedApiToken, CurrentUser, Dashboard,
-    DirectoryInput, DirectoryKind, DirectorySettings, FieldError, Group, GroupInput, GroupMapping, GroupMode, ImportOutcome, ImportRequest,
-    ImportResult, ListQuery, Lockout, LogQuery, LoginEvent, LoginTestReport, MappedUser, NamedRef, NewApiToken, NewUser, OperationEvent,
-    Organisation, OrganisationInput, Page, ProbeReport, ProbeStep, Role, SecuritySettings, ServerCertificates, ServerHealth, ServerProbe,
-    StagedQuery, StagedUser, SyncCounts, SyncItem, SyncRequest, SyncRun, SyncRunDetail, SyncSettings, SyncSettingsView, User, UserSource,
-    UserUpdate,
+    AccessExplanation, AccessFact, ActivityBucket, ApiError, ApiToken, BasicSettings, CertificateDetails, CreatedApiToken, CurrentUser,
+    Dashboard, DirectoryInput, DirectoryKind, DirectorySettings, FieldError, Group, GroupInput, GroupMapping, GroupMode, ImportOutcome,
+    ImportRequest, ImportResult, ListQuery, Lockout, LogQuery, LoginEvent, LoginTestReport, MappedUser, NamedRef, NewApiToken, NewUser,
+    OperationEvent, Organisation, OrganisationInput, Page, ProbeReport, ProbeStep, Role, SecuritySettings, ServerCertificates,
+    ServerHealth, ServerProbe, StagedQuery, StagedUser, SyncCounts, SyncItem, SyncPoint, SyncRequest, SyncRun, SyncRunDetail, SyncSettings,
+    SyncSettingsView, User, UserSource, UserUpdate,
 };
 use bindery_service::{Actor, Error, RequestContext};
 use http::StatusCode;
@@ -848,7 +848,7 @@ impl Modify for SecurityAddon {
         Group, ApiToken, NewApiToken, CreatedApiToken, CurrentUser, OneTimePassword,
         DirectoryKind, GroupMode, DirectorySettings, DirectoryInput, ProbeReport, ServerProbe, ProbeStep, MappedUser, LoginTestReport, TestLoginRequest, AuthenticateRequest, BearerToken, ApiKey, ServerCertificates, CertificateDetails, GroupMapping, ServerHealth, AccessExplanation, AccessFact, SyncRun, StagedUser, ImportRequest, ImportResult, ImportOutcome,
         SyncSettings, SyncSettingsView, SyncRequest, SyncCounts, SyncItem, SyncRunDetail, SecuritySettings, Lockout,
-        GroupInput, PasswordChange, Dashboard, LoginEvent, OperationEvent, LogQuery, BasicSettings)),
+        GroupInput, PasswordChange, Dashboard, LoginEvent, OperationEvent, LogQuery, BasicSettings, ActivityBucket, SyncPoint)),
     modifiers(&SecurityAddon),
     security(("bearer" = []), ("session" = []))
 )]

@@ -489,6 +489,49 @@ pub struct Dashboard {
     /// Reports addressed to the signed-in user (sync summaries), newest first.
     #[serde(default)]
     pub notifications: Vec<Notification>,
+    /// Sign-ins per hour over the last 24 hours, oldest first.
+    #[serde(default)]
+    pub activity_hours: Vec<ActivityBucket>,
+    /// Sign-ins per day over the last 30 days, oldest first.
+    #[serde(default)]
+    pub activity_days: Vec<ActivityBucket>,
+    /// The latest sync runs (all directories), oldest first.
+    #[serde(default)]
+    pub sync_history: Vec<SyncPoint>,
+}
+
+/// Sign-ins in one hour or day (UTC), successes by method, and failures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ActivityBucket {
+    /// Start of the bucket, RFC 3339.
+    pub start: String,
+    pub web: i64,
+    pub rest: i64,
+    pub basic: i64,
+    /// Failed sign-ins, all methods.
+    pub failed: i64,
+}
+
+impl ActivityBucket {
+    pub fn succeeded(&self) -> i64 {
+        self.web + self.rest + self.basic
+    }
+}
+
+/// One sync run on the Dashboard's history chart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SyncPoint {
+    pub id: i64,
+    pub directory: DirectoryKind,
+    pub started_at: String,
+    pub duration_ms: i64,
+    pub state: RunState,
+    pub dry_run: bool,
+    pub created: i64,
+    pub updated: i64,
+    pub disabled: i64,
 }
 
 /// A report addressed to a user (a sync run's summary).

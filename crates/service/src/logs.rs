@@ -1,6 +1,6 @@
 //! The operation (audit) log, the login log and the dashboard.
 
-use bindery_model::{Dashboard, FieldError, LogQuery, LoginEvent, OperationEvent, Page};
+use bindery_model::{ActivityBucket, Dashboard, FieldError, LogQuery, LoginEvent, OperationEvent, Page, SyncPoint};
 use bindery_store::NewOperationEvent;
 use serde::Serialize;
 
@@ -157,6 +157,8 @@ impl Service {
         let (groups, organisations) = self.store.count_groups_and_orgs().await?;
         let (ok, failed) = self.store.count_logins_since(now_ms() - 86_400_000).await?;
         let (recent, _) = self.store.list_login_events(&bindery_store::LogFilter::default(), 10, 0).await?;
+        let (activity_hours, activity_days) = self.login_activity(now_ms()).await?;
+        let sync_history = self.sync_history(now_ms()).await?;
         Ok(Dashboard {
             users,
             active_users,
@@ -188,7 +190,60 @@ impl Service {
                     email_status: n.email_status,
                 })
                 .collect(),
+            activity_hours,
+            activity_days,
+            sync_history,
         })
+    }
+
+    /// Sign-ins per hour (24) and per day (30), from the hourly counters.
+    async fn login_activity(&self, now: i64) -> Result<(Vec<ActivityBucket>, Vec<ActivityBucket>)> {
+        const HOUR: i64 = 3_600_000;
+        const DAY: i64 = 86_400_000;
+        let (this_hour, today) = (now.div_euclid(HOUR), now.div_euclid(DAY));
+        let (first_hour, first_day) = (this_hour - 23, today - 29);
+        let bucket = |start: i64| ActivityBucket { start: fmt_ts(start), ..Default::default() };
+        let mut hours: Vec<ActivityBucket> = (0..24).map(|i| bucket((first_hour + i) * HOUR)).collect();
+        let mut days: Vec<ActivityBucket> = (0..30).map(|i| bucket((first_day + i) * DAY)).collect();
+        let add = |b: &mut ActivityBucket, method: &str, ok: bool, n: i64| match (ok, method) {
+            (false, _) => b.failed += n,
+            (true, "rest") => b.rest += n,
+            (true, "basic") => b.basic += n,
+            (true, _) => b.web += n,
+        };
+        for (hour, method, ok, n) in self.store.login_activity(first_day * 24).await? {
+            if (first_hour..=this_hour).contains(&hour) {
+                add(&mut hours[(hour - first_hour) as usize], &method, ok, n);
+            }
+            let day = hour.div_euclid(24);
+            if (first_day..=today).contains(&day) {
+                add(&mut days[(day - first_day) as usize], &method, ok, n);
+            }
+        }
+        Ok((hours, days))
+    }
+
+    /// The latest sync runs, oldest first, for the history chart.
+    async fn sync_history(&self, now: i64) -> Result<Vec<SyncPoint>> {
+        let (rows, _) = self.store.list_runs(bindery_model::RunKind::Sync, 30, 0).await?;
+        Ok(rows
+            .into_iter()
+            .rev()
+            .map(|r| {
+                let counts: bindery_model::SyncCounts = serde_json::from_str(&r.summary_json).unwrap_or_default();
+                SyncPoint {
+                    id: r.id,
+                    directory: bindery_model::DirectoryKind::parse(&r.directory).unwrap_or_default(),
+                    started_at: fmt_ts(r.started_at),
+                    duration_ms: r.finished_at.unwrap_or(now) - r.started_at,
+                    state: r.state,
+                    dry_run: r.dry_run.0,
+                    created: counts.create,
+                    updated: counts.update,
+                    disabled: counts.disable,
+                }
+            })
+            .collect())
     }
 }
 

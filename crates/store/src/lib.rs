@@ -778,6 +778,7 @@ impl Store {
     /// Delete log entries older than `before` (ms), a batch at a time so no
     /// statement holds the database for long. Returns (login, operation) rows deleted.
     pub async fn purge_logs(&self, before: i64) -> Result<(u64, u64)> {
+        sqlx::query("DELETE FROM login_stats WHERE hour < $1").bind(before.div_euclid(3_600_000)).execute(&self.pool).await?;
         let mut deleted = [0u64; 2];
         for (i, table) in ["login_log", "operation_log"].iter().enumerate() {
             loop {
@@ -790,6 +791,19 @@ impl Store {
             }
         }
         Ok((deleted[0], deleted[1]))
+    }
+
+    /// Sign-ins per hour from `from_hour` (hours since the epoch), by method
+    /// and result: `(hour, method, success, count)`, from the counters the
+    /// login_log trigger keeps.
+    pub async fn login_activity(&self, from_hour: i64) -> Result<Vec<(i64, String, bool, i64)>> {
+        let rows = sqlx::query("SELECT hour, method, success, n FROM login_stats WHERE hour >= $1 ORDER BY hour")
+            .bind(from_hour)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?, r.try_get::<i64, _>(2)? != 0, r.try_get::<i64, _>(3)?)))
+            .collect()
     }
 
     pub async fn count_logins_since(&self, since: i64) -> Result<(i64, i64)> {

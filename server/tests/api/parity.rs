@@ -205,6 +205,14 @@ async fn logs_filter_page_and_export_over_rest() {
     let none = body_json(get("/api/v1/logs/login?to=2000-01-01".into()).await).await;
     assert_eq!(none["total"], 0);
 
+    // The Dashboard's charts count them, by method and result.
+    let d = body_json(get("/api/v1/dashboard".into()).await).await;
+    let hours = d["activity_hours"].as_array().unwrap();
+    assert_eq!((hours.len(), d["activity_days"].as_array().unwrap().len()), (24, 30));
+    let now = &hours[23];
+    assert!(now["failed"].as_i64().unwrap() >= 3 && now["web"].as_i64().unwrap() >= 2, "{now}");
+    assert_eq!(d["activity_days"][29]["failed"], now["failed"], "today holds this hour");
+
     // Bad filters: 422 naming each.
     let res = get("/api/v1/logs/login?from=yesterday&result=maybe&method=ftp".into()).await;
     assert_status(&res, StatusCode::UNPROCESSABLE_ENTITY, "bad filters");
