@@ -170,17 +170,58 @@ fn describe(action: &str, status: StatusCode, body: &[u8]) -> Flash {
         ),
         "test_directory" => {
             if v.get("ok").and_then(|x| x.as_bool()).unwrap_or(false) {
-                "Test connection: every server answered and the search works.".into()
+                match v.get("user_count").and_then(|x| x.as_i64()) {
+                    Some(n) => format!("Connection test passed: every server answered; {n} users match the filter."),
+                    None => "Connection test passed: every server answered.".into(),
+                }
             } else {
+                // Each failing server's first failed step, with its LDAP code.
                 let failed: Vec<String> = v["servers"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .filter(|srv| !srv["ok"].as_bool().unwrap_or(false))
-                    .map(|srv| format!("{}: {}", srv["uri"].as_str().unwrap_or("?"), srv["error"].as_str().unwrap_or("failed")))
+                    .map(|srv| {
+                        let step = srv["steps"].as_array().into_iter().flatten().find(|st| !st["ok"].as_bool().unwrap_or(true));
+                        let why =
+                            step.map(|st| format!("{} step: {}", st["step"].as_str().unwrap_or("?"), st["detail"].as_str().unwrap_or("")));
+                        format!("{}: {}", srv["uri"].as_str().unwrap_or("?"), why.unwrap_or_else(|| "failed".into()))
+                    })
                     .collect();
-                format!("Test connection failed — {}", failed.join("; "))
+                format!("Connection test failed — {}", failed.join("; "))
             }
+        }
+        "fetch_directory_certificates" => {
+            // Vec<ServerCertificates>: per server, its chain (or why not).
+            let servers: Vec<String> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|srv| {
+                    let uri = srv["uri"].as_str().unwrap_or("?");
+                    match srv["error"].as_str() {
+                        Some(e) => format!("{uri}: {e}"),
+                        None => {
+                            let chain: Vec<String> = srv["certificates"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|c| {
+                                    format!(
+                                        "{} (issuer {}, expires {}, SHA-256 {})",
+                                        c["subject"].as_str().unwrap_or("?"),
+                                        c["issuer"].as_str().unwrap_or("?"),
+                                        c["not_after"].as_str().unwrap_or("?"),
+                                        c["sha256"].as_str().unwrap_or("?")
+                                    )
+                                })
+                                .collect();
+                            format!("{uri}: {}", chain.join(" ← "))
+                        }
+                    }
+                })
+                .collect();
+            format!("Certificates — {}", servers.join("; "))
         }
         "test_directory_login" | "explain_access" => s("verdict"),
         "start_user_fetch" => "Sync users started: the table fills as the directory is read.".into(),
@@ -195,6 +236,13 @@ fn describe(action: &str, status: StatusCode, body: &[u8]) -> Flash {
     };
     if f.message.is_empty() {
         f.message = "Done.".into();
+    }
+    // A check that answered "no" is shown as a failure, though the request worked.
+    let said_no = |k: &str| v.get(k).and_then(|x| x.as_bool()) == Some(false);
+    if matches!(action, "test_directory") && said_no("ok")
+        || matches!(action, "test_directory_login" | "explain_access") && said_no("allowed")
+    {
+        f.ok = false;
     }
     f
 }
@@ -212,6 +260,10 @@ mod tests {
         let f = describe("create_token", StatusCode::OK, t);
         assert!(f.ok && f.secret.as_deref() == Some("bdy_s3cret") && f.message.contains("“ci”"), "{f:?}");
         assert_eq!(describe("save_group", StatusCode::OK, b"{}").message, "Saved.");
+        let probe = br#"{"ok":false,"servers":[{"uri":"ldap://x","ok":false,"steps":[{"step":"tcp","ok":true,"detail":"ok"},{"step":"bind","ok":false,"detail":"invalid credentials (LDAP 49)"}]}]}"#;
+        let f = describe("test_directory", StatusCode::OK, probe);
+        assert_eq!(f.message, "Connection test failed — ldap://x: bind step: invalid credentials (LDAP 49)");
+        assert!(!f.ok, "shown as a failure");
         assert_eq!(back_to(Some(&HeaderValue::from_static("http://x/settings/basic?a=1"))), "/settings/basic?a=1");
         assert_eq!(back_to(Some(&HeaderValue::from_static("http://x/rpc/save"))), "/");
         assert_eq!(back_to(None), "/");
