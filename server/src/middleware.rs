@@ -248,9 +248,9 @@ mod tests {
         assert_eq!(from("::ffff:127.0.0.1", &["[2001:db8::7]:443"], None, &lo), ("2001:db8::7".into(), false));
         assert_eq!(from("127.0.0.1", &["203.0.113.7:4711"], None, &lo), ("203.0.113.7".into(), false));
         // X-Forwarded-Proto: the nearest proxy's word, from a trusted proxy only.
-        assert_eq!(from("127.0.0.1", &[], Some("http, https"), &lo).1, true);
-        assert_eq!(from("127.0.0.1", &[], Some("https, http"), &lo).1, false);
-        assert_eq!(from("10.0.0.1", &[], Some("https"), &lo).1, false);
+        assert!(from("127.0.0.1", &[], Some("http, https"), &lo).1);
+        assert!(!from("127.0.0.1", &[], Some("https, http"), &lo).1);
+        assert!(!from("10.0.0.1", &[], Some("https"), &lo).1);
     }
 
     #[test]

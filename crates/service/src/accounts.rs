@@ -442,30 +442,6 @@ impl Service {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usernames() {
-        assert_eq!(username_problem("jane"), None);
-        assert_eq!(username_problem("Élodie Dupont"), None);
-        assert!(username_problem(" jane").is_some());
-        assert!(username_problem("").is_some());
-        assert!(username_problem(&"x".repeat(65)).is_some());
-        assert!(username_problem("a\u{0}b").is_some());
-    }
-
-    #[test]
-    fn emails() {
-        assert_eq!(email_problem(""), None);
-        assert_eq!(email_problem("jane@example.com"), None);
-        for bad in ["jane", "jane@", "@example.com", "jane@example", "ja ne@example.com", "a@b@c.d"] {
-            assert!(email_problem(bad).is_some(), "{bad}");
-        }
-    }
-}
-
 impl Service {
     /// Resolve a username conflict: link this Bindery user to the directory
     /// entry that now answers to its name. Every session and token of the
@@ -507,5 +483,29 @@ impl Service {
         )
         .await;
         Ok(after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        assert_eq!(username_problem("jane"), None);
+        assert_eq!(username_problem("Élodie Dupont"), None);
+        assert!(username_problem(" jane").is_some());
+        assert!(username_problem("").is_some());
+        assert!(username_problem(&"x".repeat(65)).is_some());
+        assert!(username_problem("a\u{0}b").is_some());
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(email_problem(""), None);
+        assert_eq!(email_problem("jane@example.com"), None);
+        for bad in ["jane", "jane@", "@example.com", "jane@example", "ja ne@example.com", "a@b@c.d"] {
+            assert!(email_problem(bad).is_some(), "{bad}");
+        }
     }
 }

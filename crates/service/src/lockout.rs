@@ -182,7 +182,7 @@ impl Lockouts {
         for c in checks {
             inner.keys.entry(c.key.to_string()).or_default().in_flight += 1;
         }
-        if inner.seq % 1024 == 0 {
+        if inner.seq.is_multiple_of(1024) {
             inner.sweep();
         }
         Ok(Reservation { lockouts: self.clone(), keys: checks.iter().map(|c| c.key.to_string()).collect() })
