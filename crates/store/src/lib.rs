@@ -28,7 +28,7 @@ use sqlx::{Any, AnyPool, ConnectOptions, Row};
 pub use identity::{Activation, Applied, Change, NewAccount, OrgSource, Update};
 pub use login::{Grant, GrantCredential, LoginLookup};
 pub use rows::*;
-pub use staging::{NewStaged, StagedFilter, StagedRow, SyncRunRow};
+pub use staging::{stable_hash, NewStaged, StagedFilter, StagedPage, StagedRow, SyncRunRow};
 pub use sync::{ItemRow, MissingUser, NewItem, NotificationRow, PlanRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
