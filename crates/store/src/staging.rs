@@ -142,6 +142,19 @@ pub struct StagedPage {
     pub updated: u64,
 }
 
+/// Mark rows for a new status (inside the caller's transaction).
+async fn mark_dirty(tx: &mut crate::WriteTx, directory: &str, ids: &[i64]) -> Result<()> {
+    for chunk in ids.chunks(500) {
+        // ids are integers: safe to inline.
+        let values = chunk.iter().map(|id| format!("($1, {id})")).collect::<Vec<_>>().join(",");
+        sqlx::query(&format!("INSERT INTO staged_dirty (directory, id) VALUES {values} ON CONFLICT DO NOTHING"))
+            .bind(directory)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Mark the start of an enumeration (`run`) of a directory's snapshot.
     /// The snapshot stays as it is: pages change it in place, and only
@@ -198,14 +211,18 @@ impl Store {
             }
         }
         let mut new = Vec::new();
+        let mut unchanged = std::collections::HashSet::new();
         for r in rows {
             let hash = r.hash();
             match stored.get(r.external_id) {
-                Some((id, h)) if *h == hash => out.ids.push(*id),
+                Some((id, h)) if *h == hash => {
+                    out.ids.push(*id);
+                    unchanged.insert(*id);
+                }
                 Some((id, _)) => {
                     sqlx::query(
                         "UPDATE staged_users SET dn = $1, username = $2, username_key = $3, name = $4, email = $5, groups = $6, \
-                         dir_state = $7, entry_problem = $8, problem = $8, search = $9, hash = $10, dirty = 1 WHERE id = $11",
+                         dir_state = $7, entry_problem = $8, problem = $8, search = $9, hash = $10 WHERE id = $11",
                     )
                     .bind(r.dn)
                     .bind(r.username)
@@ -229,7 +246,7 @@ impl Store {
         for chunk in new.chunks(crate::rows_per_statement(12)) {
             let mut sql = String::from(
                 "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
-                 entry_problem, problem, search, hash, dirty) VALUES ",
+                 entry_problem, problem, search, hash) VALUES ",
             );
             for i in 0..chunk.len() {
                 let b = i * 11 + 2;
@@ -238,7 +255,7 @@ impl Store {
                 }
                 // entry_problem and problem are the same value at first.
                 sql.push_str(&format!(
-                    "($1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 1)",
+                    "($1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
                     b,
                     b + 1,
                     b + 2,
@@ -274,6 +291,9 @@ impl Store {
             }
             out.inserted += chunk.len() as u64;
         }
+        // New and changed rows get a new status.
+        let written: Vec<i64> = out.ids.iter().copied().filter(|id| !unchanged.contains(id)).collect();
+        mark_dirty(&mut tx, directory, &written).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -302,14 +322,18 @@ impl Store {
             // ids are integers: safe to inline.
             let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
             sqlx::query(&format!(
-                "UPDATE staged_users SET dirty = 1 WHERE directory = $1 AND dirty = 0 AND (username_key IN \
+                "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND (username_key IN \
                  (SELECT username_key FROM staged_users WHERE id IN ({list})) OR (email <> '' AND lower(email) IN \
-                 (SELECT lower(email) FROM staged_users WHERE id IN ({list}) AND email <> '')))"
+                 (SELECT lower(email) FROM staged_users WHERE id IN ({list}) AND email <> ''))) ON CONFLICT DO NOTHING"
             ))
             .bind(directory)
             .execute(&mut *tx)
             .await?;
             sqlx::query(&format!("DELETE FROM staged_users WHERE id IN ({list})")).execute(&mut *tx).await?;
+            sqlx::query(&format!("DELETE FROM staged_dirty WHERE directory = $1 AND id IN ({list})"))
+                .bind(directory)
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query(
             "INSERT INTO staging_snapshots (directory, generation, complete_generation) VALUES ($1, $2, $2) \
@@ -325,13 +349,15 @@ impl Store {
 
     /// Delete a directory's whole snapshot.
     pub async fn clear_staged(&self, directory: &str) -> Result<()> {
-        sqlx::query("DELETE FROM staged_users WHERE directory = $1").bind(directory).execute(&self.pool).await?;
-        Ok(())
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM staged_users WHERE directory = $1").bind(directory).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM staged_dirty WHERE directory = $1").bind(directory).execute(&mut *tx).await?;
+        tx.commit().await
     }
 
     /// Link staged rows to local users (by immutable id, then by name) and
     /// compute their status, in a few set-based statements — only for the
-    /// rows that need it: those staged or changed since (`dirty`), those
+    /// rows that need it: those staged or changed since (`staged_dirty`), those
     /// with a problem found by a rule (a resolved conflict or duplicate is
     /// computed anew), those linked to or matching a user changed since the
     /// last computation (or deleted), and the rows sharing a username or
@@ -348,60 +374,67 @@ impl Store {
             .try_get(0)?;
         let newest: i64 = sqlx::query("SELECT COALESCE(MAX(updated_at), 0) FROM users").fetch_one(&mut *tx).await?.try_get(0)?;
         let mark = [
-            "UPDATE staged_users SET dirty = 1 WHERE directory = $1 AND dirty = 0 AND (problem <> entry_problem \
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND (problem <> entry_problem \
              OR (user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = staged_users.user_id)) \
              OR user_id IN (SELECT id FROM users WHERE updated_at >= $2) \
              OR username_key IN (SELECT username_key FROM users WHERE updated_at >= $2) \
              OR external_id IN (SELECT external_id FROM users WHERE updated_at >= $2 AND external_id IS NOT NULL) \
-             OR (email <> '' AND lower(email) IN (SELECT lower(email) FROM users WHERE updated_at >= $2 AND email <> '')))",
+             OR (email <> '' AND lower(email) IN (SELECT lower(email) FROM users WHERE updated_at >= $2 AND email <> ''))) \
+             ON CONFLICT DO NOTHING",
             // Two rows with one username or email: both are compared again.
-            "UPDATE staged_users SET dirty = 1 WHERE directory = $1 AND dirty = 0 AND username_key IN \
-             (SELECT username_key FROM staged_users WHERE directory = $1 AND dirty = 1)",
-            "UPDATE staged_users SET dirty = 1 WHERE directory = $1 AND dirty = 0 AND email <> '' AND lower(email) IN \
-             (SELECT lower(email) FROM staged_users WHERE directory = $1 AND dirty = 1 AND email <> '')",
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND username_key IN \
+             (SELECT s.username_key FROM staged_users s JOIN staged_dirty d ON d.id = s.id AND d.directory = $1) ON CONFLICT DO NOTHING",
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND email <> '' AND lower(email) IN \
+             (SELECT lower(s.email) FROM staged_users s JOIN staged_dirty d ON d.id = s.id AND d.directory = $1 WHERE s.email <> '') \
+             ON CONFLICT DO NOTHING",
         ];
         for (i, s) in mark.into_iter().enumerate() {
             let q = sqlx::query(s).bind(directory);
             let q = if i == 0 { q.bind(since) } else { q };
             q.execute(&mut *tx).await?;
         }
+        // Each statement writes only the rows whose value changes: a write
+        // is a new row version in every index on PostgreSQL.
         let statements = [
-            // What the entry shows on its own; the rules below add to it.
-            "UPDATE staged_users SET problem = entry_problem WHERE directory = $1 AND dirty = 1",
-            "UPDATE staged_users SET user_id = (SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id) \
-             WHERE directory = $1 AND dirty = 1",
-            "UPDATE staged_users SET user_id = (SELECT u.id FROM users u WHERE u.username_key = staged_users.username_key) \
-             WHERE directory = $1 AND dirty = 1 AND user_id IS NULL",
+            // Linked by the immutable id, else by the username.
+            "UPDATE staged_users SET user_id = COALESCE((SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id), \
+             (SELECT u.id FROM users u WHERE u.username_key = staged_users.username_key)) \
+             WHERE directory = $1 AND id IN (SELECT id FROM staged_dirty WHERE directory = $1) \
+             AND user_id IS DISTINCT FROM COALESCE((SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id), \
+             (SELECT u.id FROM users u WHERE u.username_key = staged_users.username_key))",
+            // The problem: the entry's own, else the first rule that finds one.
             // A username held by a user linked to another immutable id is a
-            // conflict (never an inheritance): an administrator decides.
-            "UPDATE staged_users SET problem = 'conflict: the username belongs to a Bindery user linked to another directory entry (' || \
-             (SELECT u.external_id FROM users u WHERE u.id = staged_users.user_id) || '); relink, rename or delete that account' \
-             WHERE directory = $1 AND dirty = 1 AND problem = '' AND external_id NOT LIKE 'dn:%' AND EXISTS \
-             (SELECT 1 FROM users u WHERE u.id = staged_users.user_id AND u.source <> 'local' AND u.external_id IS NOT NULL \
-              AND u.external_id NOT LIKE 'dn:%' AND u.external_id <> staged_users.external_id)",
-            // Two directory entries whose usernames differ only in case never become two users.
-            "UPDATE staged_users SET problem = 'another directory entry has the same username (compared case-insensitively)' \
-             WHERE directory = $1 AND dirty = 1 AND problem = '' AND \
-             (SELECT COUNT(*) FROM staged_users s WHERE s.directory = $1 AND s.username_key = staged_users.username_key) > 1",
-            "UPDATE staged_users SET problem = 'another directory entry has the same email' \
-             WHERE directory = $1 AND dirty = 1 AND problem = '' AND email <> '' AND \
-             (SELECT COUNT(*) FROM staged_users s WHERE s.directory = $1 AND lower(s.email) = lower(staged_users.email)) > 1",
-            "UPDATE staged_users SET problem = 'a local user has this username' \
-             WHERE directory = $1 AND dirty = 1 AND problem = '' AND user_id IN (SELECT id FROM users WHERE source = 'local')",
-            // A Bindery user other than the linked one already has the email.
-            "UPDATE staged_users SET problem = 'another Bindery user has this email' \
-             WHERE directory = $1 AND dirty = 1 AND problem = '' AND email <> '' AND EXISTS \
-             (SELECT 1 FROM users u WHERE lower(u.email) = lower(staged_users.email) AND u.id <> COALESCE(staged_users.user_id, -1))",
-            "UPDATE staged_users SET dirty = 0, status = CASE \
-                WHEN problem LIKE 'conflict:%' THEN 'conflict' \
-                WHEN problem <> '' THEN 'invalid' \
-                WHEN dir_state = 'disabled' THEN 'disabled' \
-                WHEN user_id IS NULL THEN 'new' \
-                WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = staged_users.user_id AND \
-                    (u.username <> staged_users.username OR u.name <> staged_users.name OR u.email <> staged_users.email \
-                     OR u.external_id IS NULL OR u.external_id <> staged_users.external_id)) THEN 'changed' \
-                ELSE 'imported' END \
-             WHERE directory = $1 AND dirty = 1",
+            // conflict (never an inheritance): an administrator decides. Two
+            // directory entries whose usernames differ only in case never
+            // become two users. A Bindery user other than the linked one
+            // may already have the email.
+            "UPDATE staged_users SET problem = c.problem, status = c.status FROM (\
+               SELECT p.id, p.problem, CASE \
+                 WHEN p.problem LIKE 'conflict:%' THEN 'conflict' \
+                 WHEN p.problem <> '' THEN 'invalid' \
+                 WHEN p.dir_state = 'disabled' THEN 'disabled' \
+                 WHEN p.user_id IS NULL THEN 'new' \
+                 WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = p.user_id AND \
+                     (u.username <> p.username OR u.name <> p.name OR u.email <> p.email \
+                      OR u.external_id IS NULL OR u.external_id <> p.external_id)) THEN 'changed' \
+                 ELSE 'imported' END AS status \
+               FROM (SELECT s.id, s.dir_state, s.user_id, s.username, s.name, s.email, s.external_id, CASE \
+                 WHEN s.entry_problem <> '' THEN s.entry_problem \
+                 WHEN s.external_id NOT LIKE 'dn:%' AND EXISTS (SELECT 1 FROM users u WHERE u.id = s.user_id AND u.source <> 'local' \
+                   AND u.external_id IS NOT NULL AND u.external_id NOT LIKE 'dn:%' AND u.external_id <> s.external_id) \
+                   THEN 'conflict: the username belongs to a Bindery user linked to another directory entry (' || \
+                   (SELECT u.external_id FROM users u WHERE u.id = s.user_id) || '); relink, rename or delete that account' \
+                 WHEN (SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND t.username_key = s.username_key) > 1 \
+                   THEN 'another directory entry has the same username (compared case-insensitively)' \
+                 WHEN s.email <> '' AND (SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND lower(t.email) = lower(s.email)) > 1 \
+                   THEN 'another directory entry has the same email' \
+                 WHEN s.user_id IN (SELECT id FROM users WHERE source = 'local') THEN 'a local user has this username' \
+                 WHEN s.email <> '' AND EXISTS (SELECT 1 FROM users u WHERE lower(u.email) = lower(s.email) \
+                   AND u.id <> COALESCE(s.user_id, -1)) THEN 'another Bindery user has this email' \
+                 ELSE '' END AS problem \
+               FROM staged_users s JOIN staged_dirty d ON d.id = s.id AND d.directory = $1 WHERE s.directory = $1) p\
+             ) c WHERE staged_users.id = c.id AND (staged_users.problem <> c.problem OR staged_users.status <> c.status)",
+            "DELETE FROM staged_dirty WHERE directory = $1",
         ];
         for s in statements {
             sqlx::query(s).bind(directory).execute(&mut *tx).await?;
@@ -437,6 +470,10 @@ impl Store {
             }
             q.fetch_one(&self.pool).await?.try_get::<i64, _>(0)?
         };
+        // Nothing to page through: a search that matches nothing costs one scan, not two.
+        if total == 0 || offset >= total {
+            return Ok((vec![], total));
+        }
         // Each order has an index that yields it (`id` is the rowid that
         // ends every SQLite index), so a page never sorts the snapshot.
         let keys: &[&str] = match sort {

@@ -3,11 +3,18 @@
 -- for what each column means.
 ALTER TABLE staged_users ADD COLUMN hash BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE staged_users ADD COLUMN entry_problem TEXT NOT NULL DEFAULT '';
-ALTER TABLE staged_users ADD COLUMN dirty BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE staged_users ADD COLUMN plan_key TEXT;
 UPDATE staged_users SET entry_problem = problem
 WHERE problem NOT LIKE 'conflict:%' AND problem NOT LIKE 'another %' AND problem <> 'a local user has this username';
-CREATE INDEX staged_users_dirty ON staged_users (directory, id) WHERE dirty = 1;
+-- Rows whose status must be recomputed (they changed, or something they are
+-- compared with did): kept apart so that marking a row writes nothing in
+-- staged_users and its indexes.
+CREATE TABLE staged_dirty (
+    directory TEXT NOT NULL,
+    id BIGINT NOT NULL,
+    PRIMARY KEY (directory, id)
+);
+INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users;
 
 CREATE TABLE staging_snapshots (
     directory TEXT PRIMARY KEY,

@@ -7,15 +7,20 @@ ALTER TABLE staged_users ADD COLUMN hash BIGINT NOT NULL DEFAULT 0;
 -- The problem the entry shows on its own; `problem` adds what the rules
 -- across rows and users find, recomputed from this one.
 ALTER TABLE staged_users ADD COLUMN entry_problem TEXT NOT NULL DEFAULT '';
--- 1: the status must be recomputed (the row changed, or something it is
--- compared with did).
-ALTER TABLE staged_users ADD COLUMN dirty BIGINT NOT NULL DEFAULT 1;
 -- The key (row hash, rules, linked user) of the row's last plan that needed
 -- nothing, or that was applied; the plan skips rows whose key is unchanged.
 ALTER TABLE staged_users ADD COLUMN plan_key TEXT;
 UPDATE staged_users SET entry_problem = problem
 WHERE problem NOT LIKE 'conflict:%' AND problem NOT LIKE 'another %' AND problem <> 'a local user has this username';
-CREATE INDEX staged_users_dirty ON staged_users (directory, id) WHERE dirty = 1;
+-- Rows whose status must be recomputed (they changed, or something they are
+-- compared with did): kept apart so that marking a row writes nothing in
+-- staged_users and its indexes.
+CREATE TABLE staged_dirty (
+    directory TEXT NOT NULL,
+    id BIGINT NOT NULL,
+    PRIMARY KEY (directory, id)
+);
+INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users;
 
 -- Per directory: the enumeration that last wrote the snapshot, the last
 -- complete one (only a complete one removes entries), and when statuses
@@ -31,6 +36,9 @@ CREATE TABLE staging_snapshots (
 -- `search` column (rowid = staged_users.id), kept in step by triggers.
 CREATE VIRTUAL TABLE staged_search USING fts5(search, tokenize = 'trigram');
 INSERT INTO staged_search (rowid, search) SELECT id, search FROM staged_users;
+-- Searches under three characters cannot use trigrams: they scan this
+-- covering index (the search text only) instead of the rows.
+CREATE INDEX staged_users_search ON staged_users (directory, search);
 CREATE TRIGGER staged_search_insert AFTER INSERT ON staged_users BEGIN
     INSERT INTO staged_search (rowid, search) VALUES (new.id, new.search);
 END;
