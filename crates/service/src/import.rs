@@ -162,6 +162,7 @@ impl Service {
         let dir = kind.as_str();
         let cfg = &bindery_directory::DirectoryConfig { max_pages: self.options.max_enumeration_pages, ..cfg.clone() };
         self.store.begin_staging(dir, id).await?;
+        let fresh = self.store.count_staged(dir).await? == 0;
         let store = self.store.clone();
         let seen: Arc<Mutex<HashSet<i64>>> = Arc::default();
         let result = enumerate::enumerate(cfg, cancel, |page, totals| {
@@ -184,7 +185,8 @@ impl Service {
                         problem,
                     })
                     .collect();
-                let staged = store.stage_page(dir, &rows).await.map_err(|e| e.to_string())?;
+                let staged = if fresh { store.stage_page_into_empty(dir, &rows).await } else { store.stage_page(dir, &rows).await };
+                let staged = staged.map_err(|e| e.to_string())?;
                 seen.lock().unwrap_or_else(|p| p.into_inner()).extend(staged.ids);
                 store.run_progress(id, entries, pages).await.map_err(|e| e.to_string())
             }

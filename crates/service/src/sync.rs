@@ -589,6 +589,9 @@ impl Service {
                 }
             }
         }
+        if counts.applied > 1000 {
+            self.store.refresh_statistics().await?;
+        }
         if counts.applied + counts.apply_failed > 0 {
             // The import table's statuses follow what was applied.
             self.store.compute_staged_status(kind.as_str()).await?;

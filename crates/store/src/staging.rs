@@ -191,6 +191,19 @@ impl Store {
     /// updated (and marked for a new status), the rest are not touched.
     /// An entry seen twice (search OUs that overlap) is kept once.
     pub async fn stage_page(&self, directory: &str, rows: &[NewStaged<'_>]) -> Result<StagedPage> {
+        self.stage_rows(directory, rows, false).await
+    }
+
+    /// [`Store::stage_page`] for an enumeration that started on an empty
+    /// snapshot (a first sync): rows are inserted without reading the page's
+    /// ids first (on PostgreSQL, without statistics on a table that was
+    /// empty, that read scanned the growing table for every page); an entry
+    /// already staged by an earlier page of the run is left as it is.
+    pub async fn stage_page_into_empty(&self, directory: &str, rows: &[NewStaged<'_>]) -> Result<StagedPage> {
+        self.stage_rows(directory, rows, true).await
+    }
+
+    async fn stage_rows(&self, directory: &str, rows: &[NewStaged<'_>], fresh: bool) -> Result<StagedPage> {
         let mut seen = std::collections::HashSet::new();
         let rows: Vec<&NewStaged<'_>> = rows.iter().filter(|r| seen.insert(r.external_id)).collect();
         let mut out = StagedPage { ids: Vec::with_capacity(rows.len()), ..Default::default() };
@@ -199,7 +212,7 @@ impl Store {
         }
         let mut tx = self.write_tx().await?;
         let mut stored: std::collections::HashMap<String, (i64, i64)> = std::collections::HashMap::with_capacity(rows.len());
-        for chunk in rows.chunks(500) {
+        for chunk in rows.chunks(500).filter(|_| !fresh) {
             let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(",");
             let sql = format!("SELECT id, external_id, hash FROM staged_users WHERE directory = $1 AND external_id IN ({list})");
             let mut q = sqlx::query(&sql).bind(directory);
@@ -270,7 +283,10 @@ impl Store {
                     b + 10
                 ));
             }
-            sql.push_str(" RETURNING id");
+            if fresh {
+                sql.push_str(" ON CONFLICT (directory, external_id) DO NOTHING");
+            }
+            sql.push_str(" RETURNING id, external_id");
             let mut q = sqlx::query(&sql).bind(directory);
             for (r, hash) in chunk {
                 q = q
@@ -286,10 +302,24 @@ impl Store {
                     .bind(r.search())
                     .bind(*hash);
             }
-            for row in q.fetch_all(&mut *tx).await? {
+            let returned = q.fetch_all(&mut *tx).await?;
+            out.inserted += returned.len() as u64;
+            let mut inserted = std::collections::HashSet::with_capacity(returned.len());
+            for row in returned {
                 out.ids.push(row.try_get(0)?);
+                inserted.insert(row.try_get::<String, _>(1)?);
             }
-            out.inserted += chunk.len() as u64;
+            // Fresh: an entry an earlier page staged (overlapping search OUs) is seen again.
+            for (r, _) in chunk.iter().filter(|(r, _)| !inserted.contains(r.external_id)) {
+                let row = sqlx::query("SELECT id FROM staged_users WHERE directory = $1 AND external_id = $2")
+                    .bind(directory)
+                    .bind(r.external_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let id: i64 = row.try_get(0)?;
+                out.ids.push(id);
+                unchanged.insert(id);
+            }
         }
         // New and changed rows get a new status.
         let written: Vec<i64> = out.ids.iter().copied().filter(|id| !unchanged.contains(id)).collect();
@@ -316,7 +346,13 @@ impl Store {
             .iter()
             .map(|r| r.try_get(0))
             .collect::<std::result::Result<_, _>>()?;
+        let total = ids.len();
         let gone: Vec<i64> = ids.into_iter().filter(|id| !seen.contains(id)).collect();
+        let written: i64 = sqlx::query("SELECT COUNT(*) FROM staged_dirty WHERE directory = $1")
+            .bind(directory)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
         let mut tx = self.write_tx().await?;
         for chunk in gone.chunks(500) {
             // ids are integers: safe to inline.
@@ -344,7 +380,21 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        if (written as usize + gone.len()) * 10 > total.max(10_000) {
+            self.refresh_statistics().await?;
+        }
         Ok(gone.len() as u64)
+    }
+
+    /// PostgreSQL: refresh the planner's statistics of the snapshot and the
+    /// users after a bulk change (a first sync of 100,000 users left them
+    /// empty, and the searches and status checks were planned for an empty
+    /// table). SQLite: nothing.
+    pub async fn refresh_statistics(&self) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("ANALYZE staged_users, users").execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     /// Delete a directory's whole snapshot.
