@@ -3,7 +3,7 @@
 //! selects and imports rows into organisations, each row succeeding or
 //! failing on its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -146,9 +146,12 @@ impl Service {
         Ok(run_dto(self.store.get_run(id).await?.ok_or(Error::NotFound("run"))?))
     }
 
-    /// Replace the directory's staging snapshot with a fresh enumeration
-    /// and compute every row's status. An incomplete enumeration is not an
-    /// `Err`: what it saw is staged, and the result says why it is partial.
+    /// Diff a fresh enumeration into the directory's staging snapshot and
+    /// compute the status of the rows that need it. Each page writes only
+    /// the rows that are new or changed; the ids of the rows seen are kept
+    /// (ids only), and only a complete enumeration removes the rows it did
+    /// not see. An incomplete enumeration is not an `Err`: the snapshot
+    /// keeps the previous rows, and the result says why it is partial.
     pub(crate) async fn enumerate_into_staging(
         &self,
         kind: DirectoryKind,
@@ -158,10 +161,12 @@ impl Service {
     ) -> Result<Enumerated> {
         let dir = kind.as_str();
         let cfg = &bindery_directory::DirectoryConfig { max_pages: self.options.max_enumeration_pages, ..cfg.clone() };
-        self.store.clear_staged(dir).await?;
+        self.store.begin_staging(dir, id).await?;
+        let fresh = self.store.count_staged(dir).await? == 0;
         let store = self.store.clone();
+        let seen: Arc<Mutex<HashSet<i64>>> = Arc::default();
         let result = enumerate::enumerate(cfg, cancel, |page, totals| {
-            let store = store.clone();
+            let (store, seen) = (store.clone(), seen.clone());
             let (entries, pages) = (totals.entries as i64, totals.pages as i64);
             async move {
                 let prepared: Vec<(String, String, String, &'static str)> = page.iter().map(stage).collect();
@@ -180,19 +185,24 @@ impl Service {
                         problem,
                     })
                     .collect();
-                store.insert_staged(dir, &rows).await.map_err(|e| e.to_string())?;
+                let staged = if fresh { store.stage_page_into_empty(dir, &rows).await } else { store.stage_page(dir, &rows).await };
+                let staged = staged.map_err(|e| e.to_string())?;
+                seen.lock().unwrap_or_else(|p| p.into_inner()).extend(staged.ids);
                 store.run_progress(id, entries, pages).await.map_err(|e| e.to_string())
             }
         })
         .await;
-        self.store.compute_staged_status(dir).await?;
-        Ok(match result {
+        let done = match result {
             Ok(t) => {
+                let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
+                self.store.finish_staging(dir, id, &seen).await?;
                 self.store.run_progress(id, t.entries as i64, t.pages as i64).await?;
                 Enumerated { complete: true, cancelled: false, error: String::new(), server: t.server }
             }
             Err(f) => Enumerated { complete: false, cancelled: cancel.load(Ordering::Relaxed), error: f.message, server: String::new() },
-        })
+        };
+        self.store.compute_staged_status(dir).await?;
+        Ok(done)
     }
 
     pub async fn cancel_user_fetch(&self, actor: &Actor, kind: DirectoryKind) -> Result<()> {

@@ -54,6 +54,23 @@ fn plan_user(r: &PlanRow) -> Option<UserRow> {
     })
 }
 
+/// A hash of everything besides the row and its user that a plan reads: the
+/// group mapping, the attribute map, the policy (disabling, organisations
+/// for new users) and the organisations the mapping names. A change to any
+/// of them plans every row again.
+fn plan_rules(cfg: &bindery_directory::DirectoryConfig, policy: &identity::Policy, orgs: &[bindery_store::OrganisationRow]) -> String {
+    let orgs: Vec<(i64, &str)> = orgs.iter().map(|o| (o.id, o.name.as_str())).collect();
+    let parts = [
+        format!("{:?}", cfg.group_mappings),
+        format!("{:?}", cfg.attr_map),
+        format!("{:?}", cfg.group_mode),
+        format!("{policy:?}"),
+        format!("{orgs:?}"),
+    ];
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    format!("{:016x}", bindery_store::stable_hash(&parts) as u64)
+}
+
 /// What a change is called in a run's items.
 pub fn action_of(c: &Change) -> SyncAction {
     match c {
@@ -352,7 +369,7 @@ impl Service {
         }
         let enumerate_ms = t.elapsed().as_millis() as i64;
         let t = std::time::Instant::now();
-        let mut counts = self.plan(kind, cfg, id, settings, e.complete).await?;
+        let (mut counts, rules) = self.plan(kind, cfg, id, settings, e.complete).await?;
         counts.enumerate_ms = enumerate_ms;
         counts.plan_ms = t.elapsed().as_millis() as i64;
         if !e.complete {
@@ -371,7 +388,7 @@ impl Service {
             ));
             return self.finish_sync(id, RunState::Held, e.complete, &e.error, &counts).await;
         }
-        self.apply(kind, id, &mut counts).await?;
+        self.apply(kind, id, &mut counts, Some(&rules)).await?;
         if e.complete {
             self.sync_groups(kind, &mut counts).await?;
         } else {
@@ -388,7 +405,10 @@ impl Service {
     }
 
     /// Compute the plan over the snapshot with the one identity rule and
-    /// record each change as a run item (the typed change, as JSON).
+    /// record each change as a run item (the typed change, as JSON). Rows
+    /// whose last plan needed nothing under the same key (the row, the
+    /// rules, the linked user: [`bindery_store::Store::plan_rows`]) are not
+    /// read again. Returns the counts and the rules' hash.
     async fn plan(
         &self,
         kind: DirectoryKind,
@@ -396,7 +416,7 @@ impl Service {
         id: i64,
         settings: &SyncSettings,
         complete: bool,
-    ) -> Result<SyncCounts> {
+    ) -> Result<(SyncCounts, String)> {
         let dir = kind.as_str();
         let mut counts = SyncCounts { directory_users: self.store.count_staged(dir).await?, ..Default::default() };
         let all_orgs = self.store.list_organisations().await?;
@@ -414,9 +434,10 @@ impl Service {
             organisations: chosen,
             add_to_existing: vec![],
         };
+        let rules = plan_rules(cfg, &policy, &all_orgs);
         let mut after = 0;
         loop {
-            let rows = self.store.plan_rows(dir, after, CHUNK).await?;
+            let rows = self.store.plan_rows(dir, &rules, after, CHUNK).await?;
             let Some(last) = rows.last() else { break };
             after = last.staged_id;
             let user_ids: Vec<i64> = rows.iter().filter_map(|r| r.user_id).collect();
@@ -428,6 +449,7 @@ impl Service {
             }
             let none = Vec::new();
             let mut planned = Vec::new();
+            let mut settled = Vec::new();
             for r in &rows {
                 let groups: Vec<String> = r.groups.lines().filter(|g| !g.is_empty()).map(str::to_string).collect();
                 let mapped = crate::lifecycle::mapped_access(cfg, &groups, &all_orgs);
@@ -451,12 +473,14 @@ impl Service {
                 };
                 let change = identity::reconcile(Some(&entry), linked, holder, &policy, mapped.as_ref());
                 if matches!(change, Change::Nothing { .. }) {
+                    settled.push(r.staged_id);
                     continue;
                 }
                 let name = if r.username.is_empty() { r.external_id.clone() } else { r.username.clone() };
                 planned.push((name, r.user_id, Some(r.staged_id), change));
             }
             self.record_plan(id, &mut counts, planned).await?;
+            self.store.settle_plan(&rules, &settled).await?;
         }
         if policy.disable {
             let mut after = 0;
@@ -475,7 +499,7 @@ impl Service {
                 self.record_plan(id, &mut counts, planned).await?;
             }
         }
-        Ok(counts)
+        Ok((counts, rules))
     }
 
     /// Count and record planned changes as the run's items.
@@ -506,8 +530,12 @@ impl Service {
 
     /// Apply the run's planned changes in chunked transactions. A chunk
     /// that fails is retried change by change, so one bad change fails alone.
-    async fn apply(&self, kind: DirectoryKind, id: i64, counts: &mut SyncCounts) -> Result<()> {
+    ///
+    /// With `rules` (the plan's), the staged rows whose change was applied
+    /// are settled: the next plan skips them until they or their user change.
+    async fn apply(&self, kind: DirectoryKind, id: i64, counts: &mut SyncCounts, rules: Option<&str>) -> Result<()> {
         let started = std::time::Instant::now();
+        let mut applied_rows: Vec<i64> = Vec::new();
         let mut after = 0;
         loop {
             let items = self.store.planned_items(id, after, APPLY_CHUNK).await?;
@@ -527,6 +555,7 @@ impl Service {
                     Ok(()) => {
                         self.store.set_item_outcomes(&items.iter().map(|i| i.id).collect::<Vec<_>>(), ItemOutcome::Applied).await?;
                         counts.applied += items.len() as i64;
+                        applied_rows.extend(items.iter().filter_map(|i| i.staged_id));
                         self.record_sync_changes(&good).await;
                         continue;
                     }
@@ -548,6 +577,7 @@ impl Service {
                     Ok(()) => {
                         self.store.set_item_outcomes(&[item.id], ItemOutcome::Applied).await?;
                         counts.applied += 1;
+                        applied_rows.extend(item.staged_id);
                         if let Ok(c) = change {
                             self.record_sync_changes(&[c]).await;
                         }
@@ -559,9 +589,15 @@ impl Service {
                 }
             }
         }
+        if counts.applied > 1000 {
+            self.store.refresh_statistics().await?;
+        }
         if counts.applied + counts.apply_failed > 0 {
             // The import table's statuses follow what was applied.
             self.store.compute_staged_status(kind.as_str()).await?;
+        }
+        if let Some(rules) = rules {
+            self.store.settle_plan(rules, &applied_rows).await?;
         }
         counts.apply_ms = started.elapsed().as_millis() as i64;
         self.system_audit(
@@ -620,7 +656,8 @@ impl Service {
         tokio::spawn(async move {
             let keep = lease.keep_alive(svc.store.clone());
             let r = async {
-                svc.apply(kind, id, &mut counts).await?;
+                // The rules may have changed since the plan: nothing is settled.
+                svc.apply(kind, id, &mut counts, None).await?;
                 if run.complete.0 {
                     svc.sync_groups(kind, &mut counts).await?;
                 }

@@ -31,7 +31,7 @@ pub use login::{Grant, GrantCredential, LoginLookup};
 pub(crate) use logs::LogBind;
 pub use logs::LogFilter;
 pub use rows::*;
-pub use staging::{NewStaged, StagedFilter, StagedRow, SyncRunRow};
+pub use staging::{stable_hash, NewStaged, StagedFilter, StagedPage, StagedRow, SyncRunRow};
 pub use sync::{ItemRow, MissingUser, NewItem, NotificationRow, PlanRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

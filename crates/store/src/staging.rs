@@ -3,7 +3,7 @@
 use bindery_model::{RunKind, RunState};
 use sqlx::Row;
 
-use crate::{like_pattern, Result, Store};
+use crate::{like_pattern, Backend, Result, Store};
 
 /// A user as enumerated from the directory, to stage.
 pub struct NewStaged<'a> {
@@ -70,7 +70,12 @@ pub(crate) const RUN_COLS: &str =
 
 impl StagedFilter<'_> {
     /// ` AND …` clauses after `directory = $1`, and their bound values from `$2`.
-    fn clause(&self) -> (String, Vec<String>) {
+    ///
+    /// A search of three characters or more goes through the trigram index
+    /// (SQLite: the FTS5 table `staged_search`; PostgreSQL: the pg_trgm GIN
+    /// index on `search`, which serves `LIKE '%…%'`). Shorter ones cannot use
+    /// trigrams and scan the column.
+    fn clause(&self, backend: Backend) -> (String, Vec<String>) {
         let mut sql = String::new();
         let mut binds = Vec::new();
         if let Some(s) = self.status {
@@ -78,42 +83,212 @@ impl StagedFilter<'_> {
             sql.push_str(&format!(" AND status = ${}", binds.len() + 1));
         }
         if let Some(q) = self.search.map(str::trim).filter(|q| !q.is_empty()) {
-            binds.push(like_pattern(q));
-            let n = binds.len() + 1;
-            sql.push_str(&format!(" AND search LIKE ${n} ESCAPE '\\'"));
+            let q = q.to_lowercase();
+            let n = binds.len() + 2;
+            match backend {
+                Backend::Sqlite if q.chars().count() >= 3 => {
+                    // A quoted phrase: every character literal, `"` doubled.
+                    binds.push(format!("\"{}\"", q.replace('"', "\"\"")));
+                    sql.push_str(&format!(" AND id IN (SELECT rowid FROM staged_search WHERE staged_search MATCH ${n})"));
+                }
+                Backend::Sqlite => {
+                    binds.push(like_pattern(&q));
+                    sql.push_str(&format!(" AND search LIKE ${n} ESCAPE '\\'"));
+                }
+                // Backslash is PostgreSQL's default escape: a plain LIKE keeps the index usable.
+                Backend::Postgres => {
+                    binds.push(like_pattern(&q));
+                    sql.push_str(&format!(" AND search LIKE ${n}"));
+                }
+            }
         }
         (sql, binds)
     }
 }
 
-impl Store {
-    pub async fn clear_staged(&self, directory: &str) -> Result<()> {
-        sqlx::query("DELETE FROM staged_users WHERE directory = $1").bind(directory).execute(&self.pool).await?;
-        Ok(())
+/// A 64-bit FNV-1a hash: stable across builds and platforms (what is stored
+/// must compare equal after an upgrade), unlike `std`'s hasher.
+pub fn stable_hash(parts: &[&str]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0xff)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h as i64
+}
+
+impl NewStaged<'_> {
+    /// The content hash: what the enumeration saw of the entry (0xff, which
+    /// UTF-8 never contains, ends each field).
+    pub fn hash(&self) -> i64 {
+        stable_hash(&[self.dn, self.username, self.username_key, self.name, self.email, self.groups, self.dir_state, self.problem])
     }
 
-    /// Stage a page of users in one transaction. An entry seen twice (search
-    /// OUs that overlap) is kept once.
-    pub async fn insert_staged(&self, directory: &str, rows: &[NewStaged<'_>]) -> Result<()> {
+    /// What the import table's search looks in: the fields, lower-cased,
+    /// kept apart by a character nobody types.
+    fn search(&self) -> String {
+        format!("{}\u{1}{}\u{1}{}", self.username_key, self.name.to_lowercase(), self.email.to_lowercase())
+    }
+}
+
+/// What staging one page did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StagedPage {
+    /// Ids of the page's rows (new, changed and unchanged).
+    pub ids: Vec<i64>,
+    pub inserted: u64,
+    pub updated: u64,
+}
+
+/// Mark rows for a new status (inside the caller's transaction).
+async fn mark_dirty(tx: &mut crate::WriteTx, directory: &str, ids: &[i64]) -> Result<()> {
+    for chunk in ids.chunks(500) {
+        // ids are integers: safe to inline.
+        let values = chunk.iter().map(|id| format!("($1, {id})")).collect::<Vec<_>>().join(",");
+        sqlx::query(&format!("INSERT INTO staged_dirty (directory, id) VALUES {values} ON CONFLICT DO NOTHING"))
+            .bind(directory)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Mark the start of an enumeration (`run`) of a directory's snapshot.
+    /// The snapshot stays as it is: pages change it in place, and only
+    /// [`Store::finish_staging`] after a complete enumeration removes rows.
+    pub async fn begin_staging(&self, directory: &str, run: i64) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        // What the table's search looks in: the fields, lower-cased, kept
-        // apart by a character nobody types (one LIKE per row, not three).
-        let search: Vec<String> =
-            rows.iter().map(|r| format!("{}\u{1}{}\u{1}{}", r.username_key, r.name.to_lowercase(), r.email.to_lowercase())).collect();
-        for (chunk, search) in rows.chunks(crate::rows_per_statement(10)).zip(search.chunks(crate::rows_per_statement(10))) {
+        sqlx::query(
+            "INSERT INTO staging_snapshots (directory, generation) VALUES ($1, $2) \
+             ON CONFLICT (directory) DO UPDATE SET generation = excluded.generation",
+        )
+        .bind(directory)
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// `(generation, complete_generation)`: the enumeration that last
+    /// wrote the snapshot and the last one that completed.
+    pub async fn staging_generation(&self, directory: &str) -> Result<(i64, i64)> {
+        let row = sqlx::query("SELECT generation, complete_generation FROM staging_snapshots WHERE directory = $1")
+            .bind(directory)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => (r.try_get(0)?, r.try_get(1)?),
+            None => (0, 0),
+        })
+    }
+
+    /// Diff a page of enumerated users into the snapshot, in one
+    /// transaction: the stored rows of the page's ids are read in one
+    /// query; new ones are inserted, those whose content hash differs are
+    /// updated (and marked for a new status), the rest are not touched.
+    /// An entry seen twice (search OUs that overlap) is kept once.
+    pub async fn stage_page(&self, directory: &str, rows: &[NewStaged<'_>]) -> Result<StagedPage> {
+        self.stage_rows(directory, rows, false).await
+    }
+
+    /// [`Store::stage_page`] for an enumeration that started on an empty
+    /// snapshot (a first sync): rows are inserted without reading the page's
+    /// ids first (on PostgreSQL, without statistics on a table that was
+    /// empty, that read scanned the growing table for every page); an entry
+    /// already staged by an earlier page of the run is left as it is.
+    pub async fn stage_page_into_empty(&self, directory: &str, rows: &[NewStaged<'_>]) -> Result<StagedPage> {
+        self.stage_rows(directory, rows, true).await
+    }
+
+    async fn stage_rows(&self, directory: &str, rows: &[NewStaged<'_>], fresh: bool) -> Result<StagedPage> {
+        let mut seen = std::collections::HashSet::new();
+        let rows: Vec<&NewStaged<'_>> = rows.iter().filter(|r| seen.insert(r.external_id)).collect();
+        let mut out = StagedPage { ids: Vec::with_capacity(rows.len()), ..Default::default() };
+        if rows.is_empty() {
+            return Ok(out);
+        }
+        let mut tx = self.write_tx().await?;
+        let mut stored: std::collections::HashMap<String, (i64, i64)> = std::collections::HashMap::with_capacity(rows.len());
+        for chunk in rows.chunks(500).filter(|_| !fresh) {
+            let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(",");
+            let sql = format!("SELECT id, external_id, hash FROM staged_users WHERE directory = $1 AND external_id IN ({list})");
+            let mut q = sqlx::query(&sql).bind(directory);
+            for r in chunk {
+                q = q.bind(r.external_id);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                stored.insert(row.try_get(1)?, (row.try_get(0)?, row.try_get(2)?));
+            }
+        }
+        let mut new = Vec::new();
+        let mut unchanged = std::collections::HashSet::new();
+        for r in rows {
+            let hash = r.hash();
+            match stored.get(r.external_id) {
+                Some((id, h)) if *h == hash => {
+                    out.ids.push(*id);
+                    unchanged.insert(*id);
+                }
+                Some((id, _)) => {
+                    sqlx::query(
+                        "UPDATE staged_users SET dn = $1, username = $2, username_key = $3, name = $4, email = $5, groups = $6, \
+                         dir_state = $7, entry_problem = $8, problem = $8, search = $9, hash = $10 WHERE id = $11",
+                    )
+                    .bind(r.dn)
+                    .bind(r.username)
+                    .bind(r.username_key)
+                    .bind(r.name)
+                    .bind(r.email)
+                    .bind(r.groups)
+                    .bind(r.dir_state)
+                    .bind(r.problem)
+                    .bind(r.search())
+                    .bind(hash)
+                    .bind(*id)
+                    .execute(&mut *tx)
+                    .await?;
+                    out.ids.push(*id);
+                    out.updated += 1;
+                }
+                None => new.push((r, hash)),
+            }
+        }
+        for chunk in new.chunks(crate::rows_per_statement(12)) {
             let mut sql = String::from(
-                "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, problem, search) VALUES ",
+                "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
+                 entry_problem, problem, search, hash) VALUES ",
             );
             for i in 0..chunk.len() {
-                let b = i * 10 + 2;
+                let b = i * 11 + 2;
                 if i > 0 {
                     sql.push(',');
                 }
-                sql.push_str(&format!("($1, {})", (b..b + 10).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")));
+                // entry_problem and problem are the same value at first.
+                sql.push_str(&format!(
+                    "($1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b,
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 8,
+                    b + 9,
+                    b + 10
+                ));
             }
-            sql.push_str(" ON CONFLICT (directory, external_id) DO NOTHING");
+            if fresh {
+                sql.push_str(" ON CONFLICT (directory, external_id) DO NOTHING");
+            }
+            sql.push_str(" RETURNING id, external_id");
             let mut q = sqlx::query(&sql).bind(directory);
-            for (r, search) in chunk.iter().zip(search) {
+            for (r, hash) in chunk {
                 q = q
                     .bind(r.external_id)
                     .bind(r.dn)
@@ -124,58 +299,204 @@ impl Store {
                     .bind(r.groups)
                     .bind(r.dir_state)
                     .bind(r.problem)
-                    .bind(search.as_str());
+                    .bind(r.search())
+                    .bind(*hash);
             }
-            q.execute(&mut *tx).await?;
+            let returned = q.fetch_all(&mut *tx).await?;
+            out.inserted += returned.len() as u64;
+            let mut inserted = std::collections::HashSet::with_capacity(returned.len());
+            for row in returned {
+                out.ids.push(row.try_get(0)?);
+                inserted.insert(row.try_get::<String, _>(1)?);
+            }
+            // Fresh: an entry an earlier page staged (overlapping search OUs) is seen again.
+            for (r, _) in chunk.iter().filter(|(r, _)| !inserted.contains(r.external_id)) {
+                let row = sqlx::query("SELECT id FROM staged_users WHERE directory = $1 AND external_id = $2")
+                    .bind(directory)
+                    .bind(r.external_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let id: i64 = row.try_get(0)?;
+                out.ids.push(id);
+                unchanged.insert(id);
+            }
         }
+        // New and changed rows get a new status.
+        let written: Vec<i64> = out.ids.iter().copied().filter(|id| !unchanged.contains(id)).collect();
+        mark_dirty(&mut tx, directory, &written).await?;
         tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Stage rows outside an enumeration (tests, tools): [`Store::stage_page`].
+    pub async fn insert_staged(&self, directory: &str, rows: &[NewStaged<'_>]) -> Result<()> {
+        self.stage_page(directory, rows).await.map(|_| ())
+    }
+
+    /// End a complete enumeration (`run`): rows it did not see (`seen` holds
+    /// the ids of every row its pages staged) leave the snapshot, and the
+    /// rows that shared a username or email with them get a new status.
+    /// Never called for an incomplete enumeration: the previous snapshot
+    /// stays, so nobody is taken for missing. Returns how many rows left.
+    pub async fn finish_staging(&self, directory: &str, run: i64, seen: &std::collections::HashSet<i64>) -> Result<u64> {
+        let ids: Vec<i64> = sqlx::query("SELECT id FROM staged_users WHERE directory = $1")
+            .bind(directory)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        let total = ids.len();
+        let gone: Vec<i64> = ids.into_iter().filter(|id| !seen.contains(id)).collect();
+        let written: i64 = sqlx::query("SELECT COUNT(*) FROM staged_dirty WHERE directory = $1")
+            .bind(directory)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        let mut tx = self.write_tx().await?;
+        for chunk in gone.chunks(500) {
+            // ids are integers: safe to inline.
+            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            sqlx::query(&format!(
+                "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND (username_key IN \
+                 (SELECT username_key FROM staged_users WHERE id IN ({list})) OR (email <> '' AND lower(email) IN \
+                 (SELECT lower(email) FROM staged_users WHERE id IN ({list}) AND email <> ''))) ON CONFLICT DO NOTHING"
+            ))
+            .bind(directory)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&format!("DELETE FROM staged_users WHERE id IN ({list})")).execute(&mut *tx).await?;
+            sqlx::query(&format!("DELETE FROM staged_dirty WHERE directory = $1 AND id IN ({list})"))
+                .bind(directory)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO staging_snapshots (directory, generation, complete_generation) VALUES ($1, $2, $2) \
+             ON CONFLICT (directory) DO UPDATE SET complete_generation = excluded.complete_generation",
+        )
+        .bind(directory)
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if (written as usize + gone.len()) * 10 > total.max(10_000) {
+            self.refresh_statistics().await?;
+        }
+        Ok(gone.len() as u64)
+    }
+
+    /// PostgreSQL: refresh the planner's statistics of the snapshot and the
+    /// users after a bulk change (a first sync of 100,000 users left them
+    /// empty, and the searches and status checks were planned for an empty
+    /// table). SQLite: nothing.
+    pub async fn refresh_statistics(&self) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("ANALYZE staged_users, users").execute(&self.pool).await?;
+        }
         Ok(())
     }
 
+    /// Delete a directory's whole snapshot.
+    pub async fn clear_staged(&self, directory: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM staged_users WHERE directory = $1").bind(directory).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM staged_dirty WHERE directory = $1").bind(directory).execute(&mut *tx).await?;
+        tx.commit().await
+    }
+
     /// Link staged rows to local users (by immutable id, then by name) and
-    /// compute every row's status, in a few set-based statements.
+    /// compute their status, in a few set-based statements — only for the
+    /// rows that need it: those staged or changed since (`staged_dirty`), those
+    /// with a problem found by a rule (a resolved conflict or duplicate is
+    /// computed anew), those linked to or matching a user changed since the
+    /// last computation (or deleted), and the rows sharing a username or
+    /// email with any of these.
+    ///
+    /// "Changed since" compares `users.updated_at` with the newest one the
+    /// last computation saw.
     pub async fn compute_staged_status(&self, directory: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
+        let since: i64 = sqlx::query("SELECT COALESCE(MAX(status_at), -1) FROM staging_snapshots WHERE directory = $1")
+            .bind(directory)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let newest: i64 = sqlx::query("SELECT COALESCE(MAX(updated_at), 0) FROM users").fetch_one(&mut *tx).await?.try_get(0)?;
+        let mark = [
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND (problem <> entry_problem \
+             OR (user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = staged_users.user_id)) \
+             OR user_id IN (SELECT id FROM users WHERE updated_at >= $2) \
+             OR username_key IN (SELECT username_key FROM users WHERE updated_at >= $2) \
+             OR external_id IN (SELECT external_id FROM users WHERE updated_at >= $2 AND external_id IS NOT NULL) \
+             OR (email <> '' AND lower(email) IN (SELECT lower(email) FROM users WHERE updated_at >= $2 AND email <> ''))) \
+             ON CONFLICT DO NOTHING",
+            // Two rows with one username or email: both are compared again.
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND username_key IN \
+             (SELECT s.username_key FROM staged_users s JOIN staged_dirty d ON d.id = s.id AND d.directory = $1) ON CONFLICT DO NOTHING",
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND email <> '' AND lower(email) IN \
+             (SELECT lower(s.email) FROM staged_users s JOIN staged_dirty d ON d.id = s.id AND d.directory = $1 WHERE s.email <> '') \
+             ON CONFLICT DO NOTHING",
+        ];
+        for (i, s) in mark.into_iter().enumerate() {
+            let q = sqlx::query(s).bind(directory);
+            let q = if i == 0 { q.bind(since) } else { q };
+            q.execute(&mut *tx).await?;
+        }
+        // Each statement writes only the rows whose value changes: a write
+        // is a new row version in every index on PostgreSQL.
         let statements = [
-            // A conflict resolved since (relinked, renamed, deleted) is computed anew.
-            "UPDATE staged_users SET problem = '' WHERE directory = $1 AND problem LIKE 'conflict:%'",
-            "UPDATE staged_users SET user_id = (SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id) WHERE directory = $1",
-            "UPDATE staged_users SET user_id = (SELECT u.id FROM users u WHERE u.username_key = staged_users.username_key) \
-             WHERE directory = $1 AND user_id IS NULL",
+            // Linked by the immutable id, else by the username.
+            "UPDATE staged_users SET user_id = COALESCE((SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id), \
+             (SELECT u.id FROM users u WHERE u.username_key = staged_users.username_key)) \
+             WHERE directory = $1 AND id IN (SELECT id FROM staged_dirty WHERE directory = $1) \
+             AND user_id IS DISTINCT FROM COALESCE((SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id), \
+             (SELECT u.id FROM users u WHERE u.username_key = staged_users.username_key))",
+            // The problem: the entry's own, else the first rule that finds one.
             // A username held by a user linked to another immutable id is a
-            // conflict (never an inheritance): an administrator decides.
-            "UPDATE staged_users SET problem = 'conflict: the username belongs to a Bindery user linked to another directory entry (' || \
-             (SELECT u.external_id FROM users u WHERE u.id = staged_users.user_id) || '); relink, rename or delete that account' \
-             WHERE directory = $1 AND problem = '' AND external_id NOT LIKE 'dn:%' AND EXISTS \
-             (SELECT 1 FROM users u WHERE u.id = staged_users.user_id AND u.source <> 'local' AND u.external_id IS NOT NULL \
-              AND u.external_id NOT LIKE 'dn:%' AND u.external_id <> staged_users.external_id)",
-            // Two directory entries whose usernames differ only in case never become two users.
-            "UPDATE staged_users SET problem = 'another directory entry has the same username (compared case-insensitively)' \
-             WHERE directory = $1 AND problem = '' AND username_key IN \
-             (SELECT username_key FROM staged_users WHERE directory = $1 GROUP BY username_key HAVING COUNT(*) > 1)",
-            "UPDATE staged_users SET problem = 'another directory entry has the same email' \
-             WHERE directory = $1 AND problem = '' AND email <> '' AND lower(email) IN \
-             (SELECT lower(email) FROM staged_users WHERE directory = $1 AND email <> '' GROUP BY lower(email) HAVING COUNT(*) > 1)",
-            "UPDATE staged_users SET problem = 'a local user has this username' \
-             WHERE directory = $1 AND problem = '' AND user_id IN (SELECT id FROM users WHERE source = 'local')",
-            // A Bindery user other than the linked one already has the email.
-            "UPDATE staged_users SET problem = 'another Bindery user has this email' \
-             WHERE directory = $1 AND problem = '' AND email <> '' AND EXISTS \
-             (SELECT 1 FROM users u WHERE lower(u.email) = lower(staged_users.email) AND u.id <> COALESCE(staged_users.user_id, -1))",
-            "UPDATE staged_users SET status = CASE \
-                WHEN problem LIKE 'conflict:%' THEN 'conflict' \
-                WHEN problem <> '' THEN 'invalid' \
-                WHEN dir_state = 'disabled' THEN 'disabled' \
-                WHEN user_id IS NULL THEN 'new' \
-                WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = staged_users.user_id AND \
-                    (u.username <> staged_users.username OR u.name <> staged_users.name OR u.email <> staged_users.email \
-                     OR u.external_id IS NULL OR u.external_id <> staged_users.external_id)) THEN 'changed' \
-                ELSE 'imported' END \
-             WHERE directory = $1",
+            // conflict (never an inheritance): an administrator decides. Two
+            // directory entries whose usernames differ only in case never
+            // become two users. A Bindery user other than the linked one
+            // may already have the email.
+            "UPDATE staged_users SET problem = c.problem, status = c.status FROM (\
+               SELECT p.id, p.problem, CASE \
+                 WHEN p.problem LIKE 'conflict:%' THEN 'conflict' \
+                 WHEN p.problem <> '' THEN 'invalid' \
+                 WHEN p.dir_state = 'disabled' THEN 'disabled' \
+                 WHEN p.user_id IS NULL THEN 'new' \
+                 WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = p.user_id AND \
+                     (u.username <> p.username OR u.name <> p.name OR u.email <> p.email \
+                      OR u.external_id IS NULL OR u.external_id <> p.external_id)) THEN 'changed' \
+                 ELSE 'imported' END AS status \
+               FROM (SELECT s.id, s.dir_state, s.user_id, s.username, s.name, s.email, s.external_id, CASE \
+                 WHEN s.entry_problem <> '' THEN s.entry_problem \
+                 WHEN s.external_id NOT LIKE 'dn:%' AND EXISTS (SELECT 1 FROM users u WHERE u.id = s.user_id AND u.source <> 'local' \
+                   AND u.external_id IS NOT NULL AND u.external_id NOT LIKE 'dn:%' AND u.external_id <> s.external_id) \
+                   THEN 'conflict: the username belongs to a Bindery user linked to another directory entry (' || \
+                   (SELECT u.external_id FROM users u WHERE u.id = s.user_id) || '); relink, rename or delete that account' \
+                 WHEN (SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND t.username_key = s.username_key) > 1 \
+                   THEN 'another directory entry has the same username (compared case-insensitively)' \
+                 WHEN s.email <> '' AND (SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND lower(t.email) = lower(s.email)) > 1 \
+                   THEN 'another directory entry has the same email' \
+                 WHEN s.user_id IN (SELECT id FROM users WHERE source = 'local') THEN 'a local user has this username' \
+                 WHEN s.email <> '' AND EXISTS (SELECT 1 FROM users u WHERE lower(u.email) = lower(s.email) \
+                   AND u.id <> COALESCE(s.user_id, -1)) THEN 'another Bindery user has this email' \
+                 ELSE '' END AS problem \
+               FROM staged_users s JOIN staged_dirty d ON d.id = s.id AND d.directory = $1 WHERE s.directory = $1) p\
+             ) c WHERE staged_users.id = c.id AND (staged_users.problem <> c.problem OR staged_users.status <> c.status)",
+            "DELETE FROM staged_dirty WHERE directory = $1",
         ];
         for s in statements {
             sqlx::query(s).bind(directory).execute(&mut *tx).await?;
         }
+        sqlx::query(
+            "INSERT INTO staging_snapshots (directory, status_at) VALUES ($1, $2) \
+             ON CONFLICT (directory) DO UPDATE SET status_at = excluded.status_at",
+        )
+        .bind(directory)
+        .bind(newest)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -190,7 +511,7 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<StagedRow>, i64)> {
-        let (clause, binds) = filter.clause();
+        let (clause, binds) = filter.clause(self.backend);
         let total = {
             let sql = format!("SELECT COUNT(*) FROM staged_users WHERE directory = $1{clause}");
             let mut q = sqlx::query(&sql).bind(directory);
@@ -199,6 +520,10 @@ impl Store {
             }
             q.fetch_one(&self.pool).await?.try_get::<i64, _>(0)?
         };
+        // Nothing to page through: a search that matches nothing costs one scan, not two.
+        if total == 0 || offset >= total {
+            return Ok((vec![], total));
+        }
         // Each order has an index that yields it (`id` is the rowid that
         // ends every SQLite index), so a page never sorts the snapshot.
         let keys: &[&str] = match sort {
@@ -222,7 +547,7 @@ impl Store {
 
     /// Every staged row matching `filter` ("select all matching"), or the given ids.
     pub async fn staged_rows(&self, directory: &str, filter: &StagedFilter<'_>, ids: Option<&[i64]>) -> Result<Vec<StagedRow>> {
-        let (clause, binds) = filter.clause();
+        let (clause, binds) = filter.clause(self.backend);
         let mut sql = format!("SELECT {STAGED_COLS} FROM staged_users WHERE directory = $1{clause}");
         if let Some(ids) = ids {
             if ids.is_empty() {

@@ -7,6 +7,15 @@ use sqlx::Row;
 use crate::staging::{RUN_COLS, STAGED_COLS};
 use crate::{unique, Result, StagedRow, Store, SyncRunRow};
 
+/// The part of a plan key that is the linked user (`u`): any change to the
+/// user bumps `updated_at`; the fields the rule reads are there too.
+const USER_SIG: &str = "CAST(u.id AS TEXT) || ':' || CAST(u.updated_at AS TEXT) || ':' || CAST(u.is_active AS TEXT) || ':' || \
+     CAST(u.dir_disabled AS TEXT) || ':' || CAST(u.role_pinned AS TEXT) || ':' || u.role";
+/// [`USER_SIG`] over a `LEFT JOIN`: `-` when no user is linked.
+const USER_SIG_JOINED: &str =
+    "COALESCE(CAST(u.id AS TEXT) || ':' || CAST(u.updated_at AS TEXT) || ':' || CAST(u.is_active AS TEXT) || ':' || \
+     CAST(u.dir_disabled AS TEXT) || ':' || CAST(u.role_pinned AS TEXT) || ':' || u.role, '-')";
+
 /// A staged entry with the Bindery user linked to it, if any: one input
 /// of the sync plan.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -204,23 +213,53 @@ impl Store {
 
     // ----- plan inputs ---------------------------------------------------
 
-    /// Staged entries after `after` (by id) with their linked users. The
-    /// `|| ''` keeps SQLite on the id range: through the directory's index
-    /// it sorted the whole snapshot for every chunk (4 s at 100,000 users).
-    pub async fn plan_rows(&self, directory: &str, after: i64, limit: i64) -> Result<Vec<PlanRow>> {
-        Ok(sqlx::query_as(
+    /// Staged entries after `after` (by id) with their linked users, that
+    /// need planning: every row but those whose last plan needed nothing (or
+    /// was applied) under the same key — the row's content hash and
+    /// problem, `rules` (a hash of the mapping, attribute map and policy the
+    /// plan uses) and the linked user's state ([`USER_SIG`]).
+    ///
+    /// The `|| ''` keeps SQLite on the id range: through the directory's
+    /// index it sorted the whole snapshot for every chunk (4 s at 100,000 users).
+    pub async fn plan_rows(&self, directory: &str, rules: &str, after: i64, limit: i64) -> Result<Vec<PlanRow>> {
+        Ok(sqlx::query_as(&format!(
             "SELECT s.id AS staged_id, s.external_id, s.username, s.name, s.email, s.dir_state, s.problem, s.user_id, \
              u.username AS user_username, u.name AS user_name, u.email AS user_email, u.external_id AS user_external_id, \
              u.source AS user_source, u.is_active AS user_active, u.dir_disabled AS user_dir_disabled, \
              u.role AS user_role, u.role_pinned AS user_role_pinned, s.groups \
              FROM staged_users s LEFT JOIN users u ON u.id = s.user_id \
-             WHERE s.id > $2 AND s.directory || '' = $1 ORDER BY s.id LIMIT $3",
-        )
+             WHERE s.id > $2 AND s.directory || '' = $1 \
+             AND (s.plan_key IS NULL OR s.plan_key <> CAST(s.hash AS TEXT) || '/' || $4 || '/' || s.problem || '/' || {USER_SIG_JOINED}) \
+             ORDER BY s.id LIMIT $3"
+        ))
         .bind(directory)
         .bind(after)
         .bind(limit)
+        .bind(rules)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Remember that these staged rows need nothing under `rules` as they
+    /// and their users are now (their plan found nothing to do, or its
+    /// change was applied): the next plan skips them until one of them changes.
+    pub async fn settle_plan(&self, rules: &str, staged_ids: &[i64]) -> Result<()> {
+        if staged_ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for chunk in staged_ids.chunks(1000) {
+            // ids are integers: safe to inline.
+            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            sqlx::query(&format!(
+                "UPDATE staged_users SET plan_key = CAST(hash AS TEXT) || '/' || $1 || '/' || problem || '/' || \
+                 COALESCE((SELECT {USER_SIG} FROM users u WHERE u.id = staged_users.user_id), '-') WHERE id IN ({list})"
+            ))
+            .bind(rules)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
     }
 
     /// Active users of `source` that no staged entry of `directory` links to.

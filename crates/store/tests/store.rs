@@ -493,3 +493,238 @@ async fn sqlite_write_ahead_log_stays_bounded_under_steady_logins() {
     eprintln!("{logins} logins; largest write-ahead log {} KiB", largest / 1024);
     assert!(largest < 40 << 20, "the write-ahead log grew to {} MiB in {logins} logins", largest >> 20);
 }
+
+// ----- the staging snapshot, diffed in place (issue 16) --------------------
+
+/// A directory entry as the enumeration sees it.
+#[derive(Clone)]
+struct Entry {
+    uid: &'static str,
+    username: &'static str,
+    name: &'static str,
+    email: &'static str,
+    state: &'static str,
+    groups: &'static str,
+}
+
+fn entry(uid: &'static str, username: &'static str, name: &'static str, email: &'static str) -> Entry {
+    Entry { uid, username, name, email, state: "", groups: "" }
+}
+
+/// The seven entries of the first directory.
+fn first_directory() -> Vec<Entry> {
+    vec![
+        entry("uuid-ann", "ann", "Ann Smith", "ann@example.com"),
+        entry("uuid-bob", "bob", "Bob", "bob@example.com"),
+        entry("uuid-cy", "Cy", "Cy Young", "cy@example.com"),
+        entry("uuid-cy2", "CY", "Cy Other", "cy2@example.com"),
+        entry("uuid-dee", "dee", "Dee O\"Hara", "100%_sure@example.com"),
+        entry("uuid-fay", "fay", "Zoë Fay", "fay@example.com"),
+        entry("uuid-gus", "gus", "Gus", "gus@example.org"),
+    ]
+}
+
+/// The same directory after an add (hal), a modify (fay's email and
+/// groups), a rename (gus → gus2, same entry), a disable (dee) and a
+/// delete (cy2, whose username Cy shared).
+fn second_directory() -> Vec<Entry> {
+    let mut d = first_directory();
+    d.retain(|e| e.uid != "uuid-cy2");
+    for e in d.iter_mut() {
+        match e.uid {
+            "uuid-fay" => {
+                e.email = "fay@example.net";
+                e.groups = "cn=staff,dc=example,dc=com";
+            }
+            "uuid-gus" => e.username = "gus2",
+            "uuid-dee" => e.state = "disabled",
+            _ => {}
+        }
+    }
+    d.push(entry("uuid-hal", "hal", "Hal", "HAL@example.com"));
+    d
+}
+
+/// One enumeration of `entries` into `dir`'s snapshot, two per page, as
+/// the service does it; `complete: false` stops after `pages` pages.
+async fn enumerate(store: &Store, dir: &str, run: i64, entries: &[Entry], complete: bool, pages: usize) -> (u64, u64) {
+    store.begin_staging(dir, run).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let (mut inserted, mut updated) = (0, 0);
+    let keys: Vec<String> = entries.iter().map(|e| e.username.to_lowercase()).collect();
+    let dns: Vec<String> = entries.iter().map(|e| format!("uid={},ou=people,dc=example,dc=com", e.username)).collect();
+    let rows: Vec<NewStaged> = entries
+        .iter()
+        .zip(keys.iter().zip(&dns))
+        .map(|(e, (key, dn))| NewStaged {
+            external_id: e.uid,
+            dn,
+            username: e.username,
+            username_key: key,
+            name: e.name,
+            email: e.email,
+            groups: e.groups,
+            dir_state: e.state,
+            problem: "",
+        })
+        .collect();
+    // An entry seen twice (search OUs that overlap) is staged once.
+    let mut rows = rows;
+    rows.push(NewStaged { ..rows[0] });
+    // A first enumeration inserts without reading, as the service does it.
+    let fresh = store.count_staged(dir).await.unwrap() == 0;
+    for page in rows.chunks(2).take(if complete { usize::MAX } else { pages }) {
+        let staged = if fresh { store.stage_page_into_empty(dir, page).await } else { store.stage_page(dir, page).await }.unwrap();
+        assert_eq!(staged.ids.len(), page.len());
+        seen.extend(staged.ids);
+        inserted += staged.inserted;
+        updated += staged.updated;
+    }
+    if complete {
+        store.finish_staging(dir, run, &seen).await.unwrap();
+    }
+    store.compute_staged_status(dir).await.unwrap();
+    (inserted, updated)
+}
+
+type Snapshot = Vec<(String, String, String, String, String, String, String, String, String, String, Option<i64>)>;
+
+/// Every row of a snapshot but its id, in a stable order.
+async fn snapshot(store: &Store, dir: &str) -> Snapshot {
+    let mut rows: Snapshot = store
+        .staged_rows(dir, &StagedFilter::default(), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.external_id, r.dn, r.username, r.username_key, r.name, r.email, r.groups, r.dir_state, r.problem, r.status, r.user_id))
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The search results (ids) and total must equal a brute-force substring
+/// filter over the snapshot, for short, long, no-match and special queries.
+async fn assert_search_consistent(store: &Store, dir: &str) {
+    let all = store.staged_rows(dir, &StagedFilter::default(), None).await.unwrap();
+    for q in
+        ["a", "Y", "cy", "eX", "example", "@EXAMPLE.COM", "nobody", "%", "_", "0%_", "o\"h", "\"", "zoë", "ZOË F", "gus2", "y y", "net"]
+    {
+        let lq = q.to_lowercase();
+        let mut expected: Vec<i64> = all
+            .iter()
+            .filter(|r| r.username_key.contains(&lq) || r.name.to_lowercase().contains(&lq) || r.email.to_lowercase().contains(&lq))
+            .map(|r| r.id)
+            .collect();
+        expected.sort();
+        let (page, total) =
+            store.list_staged(dir, &StagedFilter { status: None, search: Some(q) }, "username", false, 500, 0).await.unwrap();
+        let mut got: Vec<i64> = page.iter().map(|r| r.id).collect();
+        got.sort();
+        assert_eq!((got, total), (expected.clone(), expected.len() as i64), "search {q:?} in {dir}");
+        let every = store.staged_rows(dir, &StagedFilter { status: None, search: Some(q) }, None).await.unwrap();
+        assert_eq!(every.len(), expected.len(), "select all matching {q:?}");
+    }
+}
+
+/// Bindery users the statuses are computed against: ann linked by her
+/// immutable id (name differs: "changed"), bob a local user (invalid), and
+/// another user holding hal's email.
+async fn seed_users(store: &Store) -> i64 {
+    let org = [store.insert_organisation("Default", true, 1).await.unwrap()];
+    let mut ann = new_user("ann", "ann", &org);
+    ann.source = "ldap";
+    ann.external_id = Some("uuid-ann");
+    ann.email = "ann@example.com";
+    let ann = store.insert_user(&ann).await.unwrap();
+    store.insert_user(&new_user("bob", "bob", &org)).await.unwrap();
+    let mut other = new_user("other", "other", &org);
+    other.email = "hal@example.com";
+    store.insert_user(&other).await.unwrap();
+    ann
+}
+
+both_backends!(resync_in_place_equals_a_first_sync_of_the_result, |store| {
+    let ann = seed_users(&store).await;
+    assert_eq!(enumerate(&store, "ldap", 1, &first_directory(), true, 0).await, (7, 0));
+    assert_search_consistent(&store, "ldap").await;
+    let before = store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap();
+    let id_of = |rows: &[bindery_store::StagedRow], uid: &str| rows.iter().find(|r| r.external_id == uid).map(|r| r.id);
+    let cy = before.iter().find(|r| r.external_id == "uuid-cy").unwrap();
+    assert!(cy.problem.contains("same username"), "{cy:?}");
+    assert_eq!(before.iter().find(|r| r.username == "ann").unwrap().status, "changed");
+
+    // Nothing changed: nothing is written.
+    assert_eq!(enumerate(&store, "ldap", 2, &first_directory(), true, 0).await, (0, 0));
+    assert_eq!(snapshot(&store, "ldap").await.len(), 7);
+
+    // Ann's Bindery user is brought in line meanwhile (a user change, no
+    // directory change): her status follows.
+    let upd = UserRowUpdate { name: "Ann Smith", email: "ann@example.com", role: "user", is_active: true, organisation_ids: None };
+    assert!(store.update_user(ann, &upd, 5_000).await.unwrap());
+
+    // Add, modify, rename, disable, delete: only those rows are written.
+    assert_eq!(enumerate(&store, "ldap", 3, &second_directory(), true, 0).await, (1, 3));
+    let after = store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap();
+    for uid in ["uuid-ann", "uuid-fay", "uuid-gus", "uuid-dee", "uuid-cy"] {
+        assert_eq!(id_of(&before, uid), id_of(&after, uid), "{uid} is updated in place");
+    }
+    assert_eq!(id_of(&after, "uuid-cy2"), None, "a deleted entry leaves the snapshot");
+    assert_search_consistent(&store, "ldap").await;
+
+    // The same as a first enumeration of the resulting directory.
+    enumerate(&store, "ldap_ha", 4, &second_directory(), true, 0).await;
+    let incremental = snapshot(&store, "ldap").await;
+    assert_eq!(incremental, snapshot(&store, "ldap_ha").await);
+    let get = |uid: &str| incremental.iter().find(|r| r.0 == uid).unwrap().clone();
+    assert_eq!(get("uuid-cy").8, "", "the duplicate went away with the deleted entry");
+    assert_eq!((get("uuid-ann").9.as_str(), get("uuid-ann").10), ("imported", Some(ann)));
+    assert_eq!(get("uuid-dee").9, "disabled");
+    assert_eq!(get("uuid-gus").2, "gus2");
+    assert_eq!(get("uuid-hal").8, "another Bindery user has this email");
+    assert_eq!(get("uuid-bob").8, "a local user has this username");
+    assert_eq!(store.staging_generation("ldap").await.unwrap(), (3, 3));
+});
+
+both_backends!(an_interrupted_enumeration_keeps_the_previous_snapshot, |store| {
+    let ann = seed_users(&store).await;
+    enumerate(&store, "ldap", 1, &first_directory(), true, 0).await;
+    let previous = snapshot(&store, "ldap").await;
+    // The directory lost ann and cy2, and the enumeration stopped after its
+    // first page (bob, Cy): nothing is removed, nobody is missing.
+    let mut shrunk = second_directory();
+    shrunk.retain(|e| e.uid != "uuid-ann");
+    enumerate(&store, "ldap", 2, &shrunk, false, 1).await;
+    assert_eq!(store.staging_generation("ldap").await.unwrap(), (2, 1), "a half-done run is not a complete one");
+    assert_eq!(snapshot(&store, "ldap").await, previous, "the previous snapshot stays usable");
+    assert!(store.missing_users("ldap", "ldap", 0, 100).await.unwrap().is_empty(), "nobody is taken for missing");
+    assert_search_consistent(&store, "ldap").await;
+    // A complete run of the same directory removes them: ann is missing.
+    enumerate(&store, "ldap", 3, &shrunk, true, 0).await;
+    let missing = store.missing_users("ldap", "ldap", 0, 100).await.unwrap();
+    assert_eq!(missing.iter().map(|m| m.id).collect::<Vec<_>>(), vec![ann]);
+    assert_eq!(snapshot(&store, "ldap").await.len(), 6);
+    assert_search_consistent(&store, "ldap").await;
+});
+
+both_backends!(the_plan_reads_only_rows_whose_key_changed, |store| {
+    let ann = seed_users(&store).await;
+    enumerate(&store, "ldap", 1, &first_directory(), true, 0).await;
+    let ids = |rows: Vec<bindery_store::PlanRow>| rows.into_iter().map(|r| r.external_id).collect::<Vec<_>>();
+    let all = ids(store.plan_rows("ldap", "rules-1", 0, 100).await.unwrap());
+    assert_eq!(all.len(), 7);
+    // Every row planned "nothing": the next plan under the same rules reads none.
+    let staged: Vec<i64> = store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap().iter().map(|r| r.id).collect();
+    store.settle_plan("rules-1", &staged).await.unwrap();
+    assert!(store.plan_rows("ldap", "rules-1", 0, 100).await.unwrap().is_empty());
+    // Other rules (a mapping edited): every row again.
+    assert_eq!(store.plan_rows("ldap", "rules-2", 0, 100).await.unwrap().len(), 7);
+    // A change to a linked user (role, pin, activation: updated_at): that row.
+    let upd = UserRowUpdate { name: "Ann Smith", email: "ann@example.com", role: "admin", is_active: true, organisation_ids: None };
+    store.update_user(ann, &upd, 9_000).await.unwrap();
+    assert_eq!(ids(store.plan_rows("ldap", "rules-1", 0, 100).await.unwrap()), vec!["uuid-ann"]);
+    // A changed entry: that row (and ann's still).
+    enumerate(&store, "ldap", 2, &second_directory(), true, 0).await;
+    let mut changed = ids(store.plan_rows("ldap", "rules-1", 0, 100).await.unwrap());
+    changed.sort();
+    assert_eq!(changed, vec!["uuid-ann", "uuid-cy", "uuid-dee", "uuid-fay", "uuid-gus", "uuid-hal"]);
+});
