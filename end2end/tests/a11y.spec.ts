@@ -59,3 +59,17 @@ test('the check finds a violation when there is one', async ({ page }) => {
   const result = await new AxeBuilder({ page }).analyze();
   expect(result.violations.map((v) => v.id)).toContain('label');
 });
+
+test('no console page scrolls sideways at 1024 or 768 px (tables scroll in their box)', async ({ adminPage: page }) => {
+  test.setTimeout(120_000);
+  const wide: string[] = [];
+  for (const width of [1024, 768]) {
+    await page.setViewportSize({ width, height: 900 });
+    for (const path of PAGES) {
+      await page.goto(path);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      if (overflow > 0) wide.push(`${path} at ${width} px: ${overflow} px too wide`);
+    }
+  }
+  expect(wide, wide.join('\n')).toEqual([]);
+});

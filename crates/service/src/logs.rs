@@ -211,7 +211,7 @@ impl Service {
             (true, "basic") => b.basic += n,
             (true, _) => b.web += n,
         };
-        for (hour, method, ok, n) in self.store.login_activity(first_day * 24).await? {
+        for (hour, method, ok, n) in self.store.login_activity(first_day * 24, now).await? {
             if (first_hour..=this_hour).contains(&hour) {
                 add(&mut hours[(hour - first_hour) as usize], &method, ok, n);
             }

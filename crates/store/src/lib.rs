@@ -793,17 +793,61 @@ impl Store {
         Ok((deleted[0], deleted[1]))
     }
 
-    /// Sign-ins per hour from `from_hour` (hours since the epoch), by method
-    /// and result: `(hour, method, success, count)`, from the counters the
-    /// login_log trigger keeps.
-    pub async fn login_activity(&self, from_hour: i64) -> Result<Vec<(i64, String, bool, i64)>> {
-        let rows = sqlx::query("SELECT hour, method, success, n FROM login_stats WHERE hour >= $1 ORDER BY hour")
-            .bind(from_hour)
-            .fetch_all(&self.pool)
-            .await?;
+    /// Sign-ins per hour from `from_hour` (hours since the epoch) up to the
+    /// hour of `now`, by method and result: `(hour, method, success, count)`.
+    /// Completed hours come from `login_stats` (rolled up here first, for
+    /// the hours since the last roll-up); the current hour from the log.
+    pub async fn login_activity(&self, from_hour: i64, now: i64) -> Result<Vec<(i64, String, bool, i64)>> {
+        const HOUR: i64 = 3_600_000;
+        let current = now.div_euclid(HOUR);
+        self.roll_up_login_stats(from_hour, current).await?;
+        let rows = sqlx::query(
+            "SELECT hour, method, success, n FROM login_stats WHERE hour >= $1 AND hour < $2 \
+             UNION ALL SELECT $2, method, success, COUNT(*) FROM login_log WHERE at >= $3 GROUP BY method, success",
+        )
+        .bind(from_hour)
+        .bind(current)
+        .bind(current * HOUR)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?, r.try_get::<i64, _>(2)? != 0, r.try_get::<i64, _>(3)?)))
             .collect()
+    }
+
+    /// Count the completed hours `[max(done_until, from_hour), until_hour)`
+    /// into `login_stats`. Replicas sharing a database may race: the one
+    /// whose marker update finds the marker moved rolls back.
+    async fn roll_up_login_stats(&self, from_hour: i64, until_hour: i64) -> Result<()> {
+        const HOUR: i64 = 3_600_000;
+        let mut tx = self.write_tx().await?;
+        let done: i64 = sqlx::query("SELECT done_until FROM login_stats_state WHERE id = 1").fetch_one(&mut *tx).await?.try_get(0)?;
+        let start = done.max(from_hour);
+        if start >= until_hour {
+            drop(tx); // rolls back
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO login_stats (hour, method, success, n) \
+             SELECT at / 3600000, method, success, COUNT(*) FROM login_log WHERE at >= $1 AND at < $2 \
+             GROUP BY at / 3600000, method, success ON CONFLICT (hour, method, success) DO NOTHING",
+        )
+        .bind(start * HOUR)
+        .bind(until_hour * HOUR)
+        .execute(&mut *tx)
+        .await?;
+        let moved = sqlx::query("UPDATE login_stats_state SET done_until = $1 WHERE id = 1 AND done_until = $2")
+            .bind(until_hour)
+            .bind(done)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if moved == 1 {
+            tx.commit().await?;
+        } else {
+            drop(tx); // rolls back
+        }
+        Ok(())
     }
 
     pub async fn count_logins_since(&self, since: i64) -> Result<(i64, i64)> {

@@ -1,6 +1,7 @@
--- Sign-in activity per hour, method and result, kept up to date by a
--- trigger on every login_log insert: the Dashboard's charts read these few
--- rows instead of scanning the log on every load.
+-- Sign-in activity per hour, method and result, for the Dashboard's charts:
+-- completed hours are rolled up from login_log when the Dashboard asks
+-- (at most the hours since the last roll-up are read), so a login writes
+-- nothing more than its login_log row.
 CREATE TABLE login_stats (
     hour BIGINT NOT NULL,      -- at / 3600000 (ms since the epoch, whole hours)
     method TEXT NOT NULL,      -- web | rest | basic
@@ -8,13 +9,9 @@ CREATE TABLE login_stats (
     n BIGINT NOT NULL,
     PRIMARY KEY (hour, method, success)
 );
-INSERT INTO login_stats (hour, method, success, n)
-SELECT at / 3600000, method, success, COUNT(*) FROM login_log GROUP BY at / 3600000, method, success;
-CREATE FUNCTION login_stats_count() RETURNS trigger AS $$
-BEGIN
-    INSERT INTO login_stats (hour, method, success, n) VALUES (NEW.at / 3600000, NEW.method, NEW.success, 1)
-    ON CONFLICT (hour, method, success) DO UPDATE SET n = login_stats.n + 1;
-    RETURN NULL;
-END
-$$ LANGUAGE plpgsql;
-CREATE TRIGGER login_log_stats AFTER INSERT ON login_log FOR EACH ROW EXECUTE FUNCTION login_stats_count();
+-- Every hour before done_until is in login_stats.
+CREATE TABLE login_stats_state (
+    id BIGINT PRIMARY KEY,
+    done_until BIGINT NOT NULL
+);
+INSERT INTO login_stats_state (id, done_until) VALUES (1, 0);
