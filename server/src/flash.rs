@@ -225,7 +225,11 @@ fn describe(action: &str, status: StatusCode, body: &[u8]) -> Flash {
         }
         "test_directory_login" | "explain_access" => s("verdict"),
         "start_user_fetch" => "Sync users started: the table fills as the directory is read.".into(),
-        "start_sync" => format!("Sync run #{} started.", n("id")),
+        "start_sync" => format!(
+            "{} #{} started: follow it on the Sync runs page.",
+            if v.get("dry_run").and_then(|x| x.as_bool()).unwrap_or(false) { "Dry run" } else { "Sync run" },
+            n("id")
+        ),
         "approve_sync" => "Approved: the held run is being applied.".into(),
         "reject_sync" => "Rejected: nothing of the held run was applied.".into(),
         "unlock" => "Unlocked.".into(),
