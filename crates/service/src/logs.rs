@@ -208,7 +208,7 @@ impl Service {
         let add = |b: &mut ActivityBucket, method: &str, ok: bool, n: i64| match (ok, method) {
             (false, _) => b.failed += n,
             (true, "rest") => b.rest += n,
-            (true, "basic") => b.basic += n,
+            (true, "rest-basic" | "basic") => b.basic += n,
             (true, _) => b.web += n,
         };
         for (hour, method, ok, n) in self.store.login_activity(first_day * 24, now).await? {
@@ -326,9 +326,10 @@ fn log_filter(q: &LogQuery, log: Log) -> Result<bindery_store::LogFilter<'_>> {
             None
         }
     };
-    let method = LogQuery::given(&q.method);
+    // HTTP Basic sign-ins are logged as `rest-basic`.
+    let method = LogQuery::given(&q.method).map(|m| if m == "basic" { "rest-basic" } else { m });
     match (log, method) {
-        (_, None) | (Log::Login, Some("web" | "rest" | "basic")) => {}
+        (_, None) | (Log::Login, Some("web" | "rest" | "rest-basic")) => {}
         (Log::Login, Some(_)) => errors.push(FieldError::new("method", "one of: web, rest, basic")),
         (Log::Operation, Some(_)) => errors.push(FieldError::new("method", "the operation log has no method")),
     }

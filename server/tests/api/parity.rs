@@ -197,6 +197,19 @@ async fn logs_filter_page_and_export_over_rest() {
         let token = token.clone();
         async move { app.send(api("GET", &path, None, Auth::Bearer(&token))).await }
     };
+    // An HTTP Basic sign-in (logged as `rest-basic`): the `basic` filter and the chart find it.
+    let basic = bindery_store::NewLoginEvent {
+        at: bindery_service::util::now_ms(),
+        username: "basic-user",
+        ip: "::1",
+        user_agent: "curl",
+        success: true,
+        reason: "",
+        method: "rest-basic",
+    };
+    app.db.store.insert_login_event(&basic).await.unwrap();
+    let by_basic = body_json(get("/api/v1/logs/login?method=basic".into()).await).await;
+    assert_eq!((by_basic["total"].as_i64(), by_basic["items"][0]["username"].as_str()), (Some(1), Some("basic-user")), "{by_basic}");
     let failures = body_json(get("/api/v1/logs/login?result=failure&user=%3DCMD&method=web".into()).await).await;
     assert_eq!(failures["total"], 3, "{failures}");
     let today = bindery_service::util::fmt_ts(bindery_service::util::now_ms())[..10].to_string();
@@ -211,6 +224,7 @@ async fn logs_filter_page_and_export_over_rest() {
     assert_eq!((hours.len(), d["activity_days"].as_array().unwrap().len()), (24, 30));
     let now = &hours[23];
     assert!(now["failed"].as_i64().unwrap() >= 3 && now["web"].as_i64().unwrap() >= 2, "{now}");
+    assert_eq!(now["basic"], 1, "HTTP Basic counted as Basic, not web: {now}");
     assert_eq!(d["activity_days"][29]["failed"], now["failed"], "today holds this hour");
 
     // Bad filters: 422 naming each.
