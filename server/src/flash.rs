@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bindery_app::api::AppError;
 use bindery_app::flash::Flash;
-use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use http::{header, HeaderValue, Method, StatusCode};
 
 use crate::AppState;
 
@@ -32,7 +32,7 @@ const SESSION_FORMS: &[&str] = &["login", "logout", "change_password"];
 const MAX_BODY: usize = 256 * 1024;
 
 pub async fn flash(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    let sealed = cookie(req.headers(), FLASH_COOKIE);
+    let sealed = crate::middleware::cookie(&req, FLASH_COOKIE).map(str::to_string);
     if req.method() == Method::GET {
         let Some(sealed) = sealed else { return next.run(req).await };
         let key = &s.service.options().secret_key;
@@ -117,17 +117,6 @@ fn path_of(u: &str) -> String {
         None => u,
     };
     rest.split(['?', '#']).next().unwrap_or("/").to_string()
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, v)| *k == name && !v.is_empty())
-        .map(|(_, v)| v.to_string())
 }
 
 fn flash_cookie(value: &str, max_age: i64, secure: bool) -> String {

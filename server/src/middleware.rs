@@ -13,7 +13,8 @@ use http::{header, HeaderMap, Method, StatusCode};
 
 use crate::AppState;
 
-fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+/// A cookie's value from the request (empty values count as absent).
+pub(crate) fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers()
         .get_all(header::COOKIE)
         .iter()
