@@ -25,6 +25,9 @@ use http_body_util::{BodyExt, Full};
 
 const USERS: usize = 200;
 static FAILURES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// The last few failed answers (status and body), for the panic message:
+/// an answer that is not 200 may never reach the login log.
+static FAILED_ANSWERS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// Stop with the login log's reasons if any HTTP login failed.
 async fn check_failures(service: &Service, phase: &str) {
@@ -33,7 +36,8 @@ async fn check_failures(service: &Service, phase: &str) {
         let log = service.login_log(&admin(), &Default::default()).await.unwrap();
         let reasons: Vec<String> =
             log.items.iter().filter(|e| !e.success).take(5).map(|e| format!("{}: {}", e.username, e.reason)).collect();
-        panic!("{n} logins failed during {phase}; last reasons: {reasons:#?}");
+        let answers = std::mem::take(&mut *FAILED_ANSWERS.lock().unwrap());
+        panic!("{n} logins failed during {phase}; login log: {reasons:#?}; answers: {answers:#?}");
     }
 }
 const PASSWORD: &str = "User-Password-1";
@@ -141,9 +145,15 @@ async fn http_login(conn: &mut hyper::client::conn::http1::SendRequest<Full<Byte
         .body(Full::new(Bytes::from(format!("{{\"password\":\"{PASSWORD}\"}}"))))
         .unwrap();
     let res = conn.send_request(req).await.expect("HTTP");
-    let ok = res.status() == 200;
-    res.into_body().collect().await.expect("HTTP body");
-    ok
+    let status = res.status();
+    let body = res.into_body().collect().await.expect("HTTP body").to_bytes();
+    if status != 200 {
+        let mut answers = FAILED_ANSWERS.lock().unwrap();
+        if answers.len() < 5 {
+            answers.push(format!("{} {}: {}", status, username(n), String::from_utf8_lossy(&body[..body.len().min(300)])));
+        }
+    }
+    status == 200
 }
 
 /// `clients` clients logging in, each on its own keep-alive connection.

@@ -16,6 +16,7 @@ pub mod ad;
 pub mod authn;
 pub mod config;
 pub mod conn;
+pub mod delta;
 pub mod dn;
 pub mod enumerate;
 pub mod gateway;
