@@ -925,10 +925,23 @@ pub async fn save_sync_settings(
     recipients: String,
     disable_missing: Option<String>,
     threshold_percent: String,
+    mode: Option<String>,
+    full_every_hours: Option<String>,
 ) -> Result<bindery_model::SyncSettingsView, AppError> {
     let (svc, actor) = caller()?;
     let mut errors = Vec::new();
     let interval = if interval_hours.trim().is_empty() { 0 } else { crate::parse_int(&mut errors, "interval_hours", &interval_hours) };
+    let mode = match mode.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+        None => bindery_model::SyncMode::Full,
+        Some(m) => bindery_model::SyncMode::parse(m).unwrap_or_else(|| {
+            errors.push(bindery_model::FieldError::new("mode", "one of: full, delta"));
+            bindery_model::SyncMode::Full
+        }),
+    };
+    let full_every_hours = match full_every_hours.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
+        None => 24,
+        Some(h) => crate::parse_int(&mut errors, "full_every_hours", h),
+    };
     let s = bindery_model::SyncSettings {
         organisation_ids: checked_ids(&orgs),
         periodic: periodic.is_some(),
@@ -937,6 +950,8 @@ pub async fn save_sync_settings(
         recipients: recipients.split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect(),
         disable_missing: disable_missing.is_some(),
         threshold_percent: crate::parse_int(&mut errors, "threshold_percent", &threshold_percent),
+        mode,
+        full_every_hours,
     };
     actor.require_admin().map_err(map)?;
     if !errors.is_empty() {

@@ -74,6 +74,25 @@ pub fn SyncCard(kind: DirectoryKind) -> impl IntoView {
                                 <label>"Hold a run for approval when it would disable more than this share of directory users (%)"
                                     <input name="threshold_percent" inputmode="numeric" value=s.threshold_percent.to_string() disabled=!admin/></label>
                                 {field_error(saved, "threshold_percent")}
+                                <p data-testid="delta-detected">{match &v.detected {
+                                    Some(d) if d.method != "none" => format!(
+                                        "Delta method detected by Test connection: {} ({}, {}): {}",
+                                        d.method, d.server, d.detected_at, d.reason
+                                    ),
+                                    Some(d) => format!("Test connection found no delta method: {}. Every run is a full enumeration.", d.reason),
+                                    None => "No delta method detected yet: run Test connection on the saved settings to offer Delta.".to_string(),
+                                }}</p>
+                                <label>"Mode"
+                                    <select name="mode" disabled=!admin>
+                                        <option value="full" selected=s.mode == bindery_model::SyncMode::Full>"Full: enumerate every search OU"</option>
+                                        {v.detected.as_ref().filter(|d| d.method != "none").map(|d| view! {
+                                            <option value="delta" selected=s.mode == bindery_model::SyncMode::Delta>{format!("Delta: read only what changed ({})", d.method)}</option>
+                                        })}
+                                    </select></label>
+                                {field_error(saved, "mode")}
+                                <label>"In delta mode, a full enumeration when the last one is older than (hours)"
+                                    <input name="full_every_hours" inputmode="numeric" value=s.full_every_hours.to_string() disabled=!admin/></label>
+                                {field_error(saved, "full_every_hours")}
                                 {admin.then(|| view! { <button type="submit" class="primary">"Save sync settings"</button> })}
                                 {move || saved.get().and_then(|r| r.ok()).map(|_| view! { <p class="ok" role="status">"Saved."</p> })}
                             </ActionForm>
@@ -143,13 +162,14 @@ pub fn SyncRunsPage() -> impl IntoView {
                         let (page, pages) = (p.page, p.pages());
                         view! {
                             <div class="table-scroll"><table class="grid" data-testid="sync-runs">
-                                <thead><tr><th>"Run"</th><th>"Directory"</th><th>"Started by"</th><th>"State"</th><th>"Started (UTC)"</th><th>"Ended (UTC)"</th><th>"Counts"</th><th>"Error"</th></tr></thead>
+                                <thead><tr><th>"Run"</th><th>"Kind"</th><th>"Directory"</th><th>"Started by"</th><th>"State"</th><th>"Started (UTC)"</th><th>"Ended (UTC)"</th><th>"Counts"</th><th>"Error"</th></tr></thead>
                                 <tbody>
                                     {p.items.into_iter().map(|r| {
                                         let counts = counts_text(&r);
                                         view! {
                                             <tr data-run=r.id.to_string()>
                                                 <td><A href=format!("/sync/runs/{}", r.id)>{format!("#{}{}", r.id, if r.dry_run { " (dry run)" } else { "" })}</A></td>
+                                                <td data-testid="run-kind">{if r.kind == bindery_model::RunKind::Delta { "delta" } else { "full" }}</td>
                                                 <td>{r.directory.label()}</td>
                                                 <td>{r.started_by.clone()}</td>
                                                 <td class=format!("state {}", r.state) data-testid="run-state">{r.state.as_str()}</td>
@@ -220,7 +240,13 @@ pub fn SyncRunPage() -> impl IntoView {
                         let act = action.get_untracked();
                         let href = move |p: i64| format!("?action={act}&page={p}");
                         view! {
-                            <h1>{format!("Sync run #{} — {}{}", r.id, r.directory.label(), if r.dry_run { " (dry run)" } else { "" })}</h1>
+                            <h1>{format!(
+                                "{} run #{} — {}{}",
+                                if r.kind == bindery_model::RunKind::Delta { "Delta sync" } else { "Sync" },
+                                r.id,
+                                r.directory.label(),
+                                if r.dry_run { " (dry run)" } else { "" }
+                            )}</h1>
                             <section class="card wide">
                                 <p>"State: " <strong data-testid="run-state" class=format!("state {}", r.state)>{r.state.as_str()}</strong>
                                     {format!(" · started {} by {}", r.started_at, r.started_by)}

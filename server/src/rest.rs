@@ -11,11 +11,11 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bindery_model::{
     AccessExplanation, AccessFact, ActivityBucket, ApiError, ApiToken, BasicSettings, CertificateDetails, CreatedApiToken, CurrentUser,
-    Dashboard, DirectoryInput, DirectoryKind, DirectorySettings, FieldError, Group, GroupInput, GroupMapping, GroupMode, ImportOutcome,
-    ImportRequest, ImportResult, ListQuery, Lockout, LogQuery, LoginEvent, LoginTestReport, MappedUser, NamedRef, NewApiToken, NewUser,
-    OperationEvent, Organisation, OrganisationInput, Page, ProbeReport, ProbeStep, Role, SecuritySettings, ServerCertificates,
-    ServerHealth, ServerProbe, StagedQuery, StagedUser, SyncCounts, SyncItem, SyncPoint, SyncRequest, SyncRun, SyncRunDetail, SyncSettings,
-    SyncSettingsView, User, UserSource, UserUpdate,
+    Dashboard, DeltaSupportInfo, DirectoryInput, DirectoryKind, DirectorySettings, FieldError, Group, GroupInput, GroupMapping, GroupMode,
+    ImportOutcome, ImportRequest, ImportResult, ListQuery, Lockout, LogQuery, LoginEvent, LoginTestReport, MappedUser, NamedRef,
+    NewApiToken, NewUser, OperationEvent, Organisation, OrganisationInput, Page, ProbeReport, ProbeStep, Role, SecuritySettings,
+    ServerCertificates, ServerHealth, ServerProbe, StagedQuery, StagedUser, SyncCounts, SyncItem, SyncMode, SyncPoint, SyncRequest,
+    SyncRun, SyncRunDetail, SyncSettings, SyncSettingsView, User, UserSource, UserUpdate,
 };
 use bindery_service::{Actor, Error, RequestContext};
 use http::StatusCode;
@@ -545,7 +545,7 @@ async fn import_users(
 }
 
 #[utoipa::path(get, path = "/api/v1/directories/{kind}/sync/settings", tag = "sync", params(("kind" = String, Path)),
-    responses((status = 200, body = SyncSettingsView, description = "The settings, the schedule in words and its next five run times (UTC)")))]
+    responses((status = 200, body = SyncSettingsView, description = "The settings (mode full or delta), the schedule in words, its next five run times (UTC), and the delta method Test connection detected for the saved directory settings")))]
 async fn get_sync_settings(
     State(s): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
@@ -555,7 +555,7 @@ async fn get_sync_settings(
 }
 
 #[utoipa::path(put, path = "/api/v1/directories/{kind}/sync/settings", tag = "sync", params(("kind" = String, Path)), request_body = SyncSettings,
-    responses((status = 200, body = SyncSettingsView), (status = 422, body = ApiError, description = "Names each invalid field (an invalid crontab with the reason); nothing saved")))]
+    responses((status = 200, body = SyncSettingsView), (status = 422, body = ApiError, description = "Names each invalid field (an invalid crontab with the reason; mode delta without a detected delta method); nothing saved")))]
 async fn put_sync_settings(
     State(s): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
@@ -847,7 +847,7 @@ impl Modify for SecurityAddon {
     components(schemas(ApiError, FieldError, User, NamedRef, Role, UserSource, NewUser, UserUpdate, Organisation, OrganisationInput,
         Group, ApiToken, NewApiToken, CreatedApiToken, CurrentUser, OneTimePassword,
         DirectoryKind, GroupMode, DirectorySettings, DirectoryInput, ProbeReport, ServerProbe, ProbeStep, MappedUser, LoginTestReport, TestLoginRequest, AuthenticateRequest, BearerToken, ApiKey, ServerCertificates, CertificateDetails, GroupMapping, ServerHealth, AccessExplanation, AccessFact, SyncRun, StagedUser, ImportRequest, ImportResult, ImportOutcome,
-        SyncSettings, SyncSettingsView, SyncRequest, SyncCounts, SyncItem, SyncRunDetail, SecuritySettings, Lockout,
+        SyncSettings, SyncSettingsView, SyncMode, DeltaSupportInfo, SyncRequest, SyncCounts, SyncItem, SyncRunDetail, SecuritySettings, Lockout,
         GroupInput, PasswordChange, Dashboard, LoginEvent, OperationEvent, LogQuery, BasicSettings, ActivityBucket, SyncPoint)),
     modifiers(&SecurityAddon),
     security(("bearer" = []), ("session" = []))

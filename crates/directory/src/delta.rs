@@ -59,14 +59,24 @@ pub enum Change {
     /// Added, modified, renamed, enabled or disabled: the entry as it is now.
     Upsert(Entry),
     /// Gone from the search scope (deleted, or moved out of the OU), by the
-    /// immutable id `Entry::uid` would carry.
+    /// immutable id `Entry::uid` would carry. syncrepl also reports here
+    /// entries that changed outside the search's scope (OpenLDAP's session
+    /// log cannot tell whether they were ever in it): an entry is gone only
+    /// when no search OU of the run reports it as an `Upsert`.
     Delete { uid: String },
 }
 
 /// The result of one delta read of one search OU on one server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DeltaBatch {
+    /// The search OU read (a cookie belongs to one search).
+    pub search_ou: String,
     pub changes: Vec<Change>,
+    /// `Some` when the read listed every entry still in the OU (syncrepl's
+    /// present phase, RFC 4533 §3.4.1): the immutable ids reported present
+    /// without a change. Every known entry of the OU that is neither here
+    /// nor in `changes` is gone. `None`: deletions are in `changes`.
+    pub present: Option<Vec<String>>,
     /// The cookie to store for the next run (opaque to the caller).
     pub cookie: String,
     /// The server that answered, which the cookie belongs to.
@@ -83,4 +93,13 @@ pub enum DeltaError {
     /// The read failed or was cut short: nothing may be concluded from it
     /// (in particular nobody is disabled).
     Failed(crate::Failure),
+}
+
+impl std::fmt::Display for DeltaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeltaError::FullRequired(why) => write!(f, "a full enumeration is required: {why}"),
+            DeltaError::Failed(failure) => write!(f, "{}", failure.message),
+        }
+    }
 }

@@ -149,3 +149,22 @@ mod tests {
         }
     }
 }
+
+/// Whether `dn` is `base` or below it (both as a server or an
+/// administrator spelled them).
+pub fn is_within(dn: &str, base: &str) -> bool {
+    let (dn, base) = (normalize(dn), normalize(base));
+    !base.is_empty() && (dn == base || dn.ends_with(&format!("\u{1}{base}")))
+}
+
+#[cfg(test)]
+mod within_tests {
+    #[test]
+    fn a_dn_is_within_its_suffix_and_itself_only() {
+        assert!(super::is_within("uid=a,OU=People, dc=example,dc=com", "ou=people,dc=example,dc=com"));
+        assert!(super::is_within("dc=example,dc=com", "DC=example,DC=com"));
+        assert!(!super::is_within("uid=a,ou=people2,dc=example,dc=com", "ou=people,dc=example,dc=com"));
+        assert!(!super::is_within("uid=a,ou=xpeople,dc=example,dc=com", "people,dc=example,dc=com"));
+        assert!(!super::is_within("uid=a", ""));
+    }
+}

@@ -43,6 +43,29 @@ pub(crate) fn uid_of(e: &SearchEntry) -> String {
     format!("dn:{}", crate::dn::normalize(&e.dn))
 }
 
+/// Connect and bind as the service account on the first server that
+/// answers, in the configured order. A refused bind on a live server is
+/// final (the next server would refuse it too).
+pub(crate) async fn connect_first(cfg: &DirectoryConfig) -> Result<(String, ldap3::Ldap), Failure> {
+    let mut last = Failure::unreachable("no directory server configured");
+    for server in &cfg.servers {
+        match conn::connect(server, cfg).await {
+            Ok((mut ldap, _)) => match conn::service_bind(&mut ldap, cfg).await {
+                Ok(()) => return Ok((server.to_string(), ldap)),
+                Err(f) => {
+                    let _ = ldap.unbind().await;
+                    if !f.unreachable {
+                        return Err(f);
+                    }
+                    last = f;
+                }
+            },
+            Err((_, f, _)) => last = f,
+        }
+    }
+    Err(last)
+}
+
 /// The filter that matches every user: the login filter with `*` for the user.
 pub fn all_users_filter(cfg: &DirectoryConfig) -> String {
     cfg.search_filter.replace("%(user)s", "*")
@@ -56,29 +79,7 @@ where
     F: FnMut(Vec<Entry>, &Totals) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
-    let mut last = Failure::unreachable("no directory server configured");
-    let mut connected = None;
-    for server in &cfg.servers {
-        match conn::connect(server, cfg).await {
-            Ok((mut ldap, _)) => match conn::service_bind(&mut ldap, cfg).await {
-                Ok(()) => {
-                    connected = Some((server.to_string(), ldap));
-                    break;
-                }
-                Err(f) => {
-                    let _ = ldap.unbind().await;
-                    if !f.unreachable {
-                        return Err(f);
-                    }
-                    last = f;
-                }
-            },
-            Err((_, f, _)) => last = f,
-        }
-    }
-    let Some((server, mut ldap)) = connected else {
-        return Err(last);
-    };
+    let (server, mut ldap) = connect_first(cfg).await?;
     let filter = all_users_filter(cfg);
     let mut attrs = cfg.attr_map.attributes();
     attrs.extend(crate::authn::STATE_ATTRS.iter().map(|s| s.to_string()));

@@ -31,20 +31,32 @@ pub async fn test_connection(cfg: &DirectoryConfig, raw_uris: &[String]) -> Prob
     let mut servers = Vec::new();
     let mut user_count = None;
     let mut sample = Vec::new();
+    let mut delta = None;
     for (i, raw) in raw_uris.iter().enumerate() {
         let uri = cfg.servers.get(i).cloned();
-        let (probe, count, users) = probe_server(cfg, raw, uri).await;
+        let (probe, count, users, support) = probe_server(cfg, raw, uri).await;
         if user_count.is_none() && count.is_some() {
             user_count = count;
             sample = users;
         }
+        if delta.is_none() {
+            delta = support.map(|s| bindery_model::DeltaSupportInfo {
+                method: s.method.as_str().to_string(),
+                sees_deletions: s.sees_deletions,
+                reason: s.reason,
+                server: probe.uri.clone(),
+                detected_at: String::new(),
+            });
+        }
         servers.push(probe);
     }
     let ok = !servers.is_empty() && servers.iter().all(|s| s.ok);
-    ProbeReport { ok, servers, user_count, sample }
+    ProbeReport { ok, servers, user_count, sample, delta }
 }
 
-async fn probe_server(cfg: &DirectoryConfig, raw: &str, uri: Option<ServerUri>) -> (ServerProbe, Option<i64>, Vec<MappedUser>) {
+type Probed = (ServerProbe, Option<i64>, Vec<MappedUser>, Option<crate::delta::DeltaSupport>);
+
+async fn probe_server(cfg: &DirectoryConfig, raw: &str, uri: Option<ServerUri>) -> Probed {
     let mut steps = Vec::new();
     let t = Instant::now();
     let parsed = match uri {
@@ -58,7 +70,7 @@ async fn probe_server(cfg: &DirectoryConfig, raw: &str, uri: Option<ServerUri>) 
         }
         Err(f) => {
             steps.push(step("parse", t, Err(&f)));
-            return (ServerProbe { uri: raw.to_string(), ok: false, steps }, None, vec![]);
+            return (ServerProbe { uri: raw.to_string(), ok: false, steps }, None, vec![], None);
         }
     };
     let done = |steps: Vec<ProbeStep>, ok: bool| ServerProbe { uri: server.to_string(), ok, steps };
@@ -90,7 +102,7 @@ async fn probe_server(cfg: &DirectoryConfig, raw: &str, uri: Option<ServerUri>) 
                     steps.push(s);
                 }
             }
-            return (done(steps, false), None, vec![]);
+            return (done(steps, false), None, vec![], None);
         }
     };
 
@@ -100,7 +112,7 @@ async fn probe_server(cfg: &DirectoryConfig, raw: &str, uri: Option<ServerUri>) 
         Err(f) => {
             steps.push(step("bind", t, Err(&f)));
             let _ = ldap.unbind().await;
-            return (done(steps, false), None, vec![]);
+            return (done(steps, false), None, vec![], None);
         }
     }
 
@@ -111,7 +123,7 @@ async fn probe_server(cfg: &DirectoryConfig, raw: &str, uri: Option<ServerUri>) 
             Err(f) => {
                 steps.push(step("search_ou", t, Err(&f)));
                 let _ = ldap.unbind().await;
-                return (done(steps, false), None, vec![]);
+                return (done(steps, false), None, vec![], None);
             }
         }
     }
@@ -125,7 +137,7 @@ async fn probe_server(cfg: &DirectoryConfig, raw: &str, uri: Option<ServerUri>) 
             Err(f) => {
                 steps.push(step("count", t, Err(&f)));
                 let _ = ldap.unbind().await;
-                return (done(steps, false), None, vec![]);
+                return (done(steps, false), None, vec![], None);
             }
         }
     }
@@ -133,7 +145,7 @@ async fn probe_server(cfg: &DirectoryConfig, raw: &str, uri: Option<ServerUri>) 
         let f = Failure::answer(format!("the filter {filter} matches no entry in the search OUs"));
         steps.push(step("count", t, Err(&f)));
         let _ = ldap.unbind().await;
-        return (done(steps, false), Some(0), vec![]);
+        return (done(steps, false), Some(0), vec![], None);
     }
     steps.push(step("count", t, Ok(format!("{total} users match {filter} (paged, {} per page)", cfg.page_size))));
 
@@ -149,9 +161,20 @@ async fn probe_server(cfg: &DirectoryConfig, raw: &str, uri: Option<ServerUri>) 
             vec![]
         }
     };
+    // Delta sync: which method, and why (a step of its own that never
+    // fails the test: a directory without one is synced in full).
+    let t = Instant::now();
+    let support = crate::syncrepl::detect(&mut ldap, cfg).await;
+    steps.push(ProbeStep {
+        step: "delta".into(),
+        ok: true,
+        millis: t.elapsed().as_millis() as i64,
+        detail: format!("{}: {}", support.method.as_str(), support.reason),
+        ldap_code: None,
+    });
     let _ = ldap.unbind().await;
     let ok = steps.iter().all(|s| s.ok);
-    (done(steps, ok), Some(total), sample)
+    (done(steps, ok), Some(total), sample, Some(support))
 }
 
 fn tcp_step(report: &conn::ConnectReport, server: &ServerUri) -> ProbeStep {

@@ -40,14 +40,18 @@ async fn connection_test_passes_over_ldap_ldaps_and_starttls() {
         let steps: Vec<&str> = r.servers[0].steps.iter().map(|s| s.step.as_str()).collect();
         let tls = uris[0].starts_with("ldaps") || starttls;
         let want: Vec<&str> = if tls {
-            vec!["parse", "tcp", "tls", "bind", "search_ou", "search_ou", "count", "sample"]
+            vec!["parse", "tcp", "tls", "bind", "search_ou", "search_ou", "count", "sample", "delta"]
         } else {
-            vec!["parse", "tcp", "bind", "search_ou", "search_ou", "count", "sample"]
+            vec!["parse", "tcp", "bind", "search_ou", "search_ou", "count", "sample", "delta"]
         };
         assert_eq!(steps, want);
         // 6 people + 2 tech users, counted page by page (page size 2).
         assert_eq!(r.user_count, Some(8), "{r:#?}");
         assert_eq!(r.sample.len(), 5);
+        // The test kit's slapd has syncprov: delta sync by syncrepl, deletions included.
+        let delta = r.delta.as_ref().expect("delta support reported");
+        assert_eq!((delta.method.as_str(), delta.sees_deletions), ("syncrepl", true), "{delta:?}");
+        assert!(delta.reason.contains("paged full enumeration"), "{}", delta.reason);
         if tls {
             let detail = &r.servers[0].steps[2].detail;
             assert!(detail.contains("issuer") && detail.contains("chain and host name verified"), "{detail}");
@@ -382,6 +386,176 @@ async fn referrals_in_a_search_ou_are_never_followed() {
     let err = enumerate(&config(&i), &cancel, |_, _| async { Ok(()) }).await.expect_err("incomplete");
     assert_eq!(err.ldap_code, Some(10), "{err:?}");
     assert_eq!(elsewhere.connections(), 0, "somebody followed the referral");
+}
+
+// ----- delta sync: RFC 4533 refreshOnly against slapd with syncprov ----------
+
+mod syncrepl {
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicBool;
+
+    use bindery_directory::delta::{Change, DeltaBatch, DeltaError};
+    use bindery_directory::enumerate::enumerate;
+    use bindery_directory::syncrepl::{read_changes, start_cookies, StoredCookie};
+    use bindery_directory::testing::Slapd;
+    use bindery_directory::DirectoryConfig;
+
+    /// username → entryUUID, by a full enumeration.
+    async fn uuids(cfg: &DirectoryConfig) -> HashMap<String, String> {
+        let cancel = AtomicBool::new(false);
+        let mut out = HashMap::new();
+        enumerate(cfg, &cancel, |page, _| {
+            out.extend(page.into_iter().map(|e| (e.user.username, e.uid)));
+            async { Ok(()) }
+        })
+        .await
+        .expect("enumeration");
+        out
+    }
+
+    fn next_cookies(batches: &[DeltaBatch]) -> Vec<StoredCookie> {
+        batches
+            .iter()
+            .map(|b| StoredCookie { search_ou: b.search_ou.clone(), server: b.server.clone(), cookie: b.cookie.clone() })
+            .collect()
+    }
+
+    /// (usernames upserted with their state, uids deleted) of one batch.
+    fn summary(b: &DeltaBatch) -> (Vec<(String, String)>, Vec<String>) {
+        let mut up = Vec::new();
+        let mut del = Vec::new();
+        for c in &b.changes {
+            match c {
+                Change::Upsert(e) => up.push((e.user.username.clone(), e.state.map(|s| s.as_str().to_string()).unwrap_or_default())),
+                Change::Delete { uid } => del.push(uid.clone()),
+            }
+        }
+        up.sort();
+        del.sort();
+        (up, del)
+    }
+
+    #[tokio::test]
+    async fn a_refresh_reads_adds_modifies_renames_disables_and_deletes_by_entry_uuid() {
+        let d = Slapd::start();
+        let cfg = super::config(&d.input());
+        let before = uuids(&cfg).await;
+        let (server, cookies) = start_cookies(&cfg).await.expect("cookies from contextCSN");
+        assert_eq!(server, d.ldap_url);
+        assert_eq!(cookies.len(), 2, "one cookie per search OU: {cookies:?}");
+        assert!(cookies.iter().all(|c| c.cookie.starts_with("rid=000,csn=")), "{cookies:?}");
+        let cancel = AtomicBool::new(false);
+
+        // Nothing changed: nothing read.
+        let b = read_changes(&cfg, &cookies, &cancel).await.expect("refresh");
+        assert_eq!(b.len(), 2);
+        assert!(b.iter().all(|b| b.changes.is_empty() && b.present.is_none()), "{b:?}");
+
+        let base = &d.base_dn;
+        d.modify(&format!(
+            "dn: uid=newbie,ou=people,{base}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: newbie\ncn: New Bie\nsn: Bie\nmail: newbie@example.com\n\n\
+             dn: uid=jdoe,ou=people,{base}\nchangetype: modify\nreplace: cn\ncn: John Changed\n\n\
+             dn: uid=nomail,ou=people,{base}\nchangetype: modrdn\nnewrdn: uid=nomail2\ndeleteoldrdn: 1\n\n\
+             dn: uid=tina,ou=tech,{base}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n\n\
+             dn: uid=locked,ou=people,{base}\nchangetype: delete\n"
+        ));
+        let b = read_changes(&cfg, &cookies, &cancel).await.expect("refresh");
+        let people = b.iter().find(|b| b.search_ou.starts_with("ou=people")).expect("people");
+        let tech = b.iter().find(|b| b.search_ou.starts_with("ou=tech")).expect("tech");
+        assert!(people.present.is_none() && tech.present.is_none(), "the session log covers the cookie: a delete phase");
+        let (up, del) = summary(people);
+        assert_eq!(
+            up,
+            [("jdoe".to_string(), String::new()), ("newbie".into(), String::new()), ("nomail2".into(), String::new())],
+            "{people:?}"
+        );
+        assert!(del.contains(&before["locked"]), "the deleted entry, by entryUUID: {del:?}");
+        // syncprov also lists, as "no longer matching", entries that changed
+        // outside the search (tina, in ou=tech): the caller takes a delete
+        // only when no search reports the entry.
+        assert!(del.iter().all(|u| *u == before["locked"] || *u == before["tina"]), "{del:?}");
+        // The rename keeps the entry's immutable id.
+        let renamed = people.changes.iter().find_map(|c| match c {
+            Change::Upsert(e) if e.user.username == "nomail2" => Some(e.uid.clone()),
+            _ => None,
+        });
+        assert_eq!(renamed, Some(before["nomail"].clone()));
+        let (up, del) = summary(tech);
+        assert_eq!(up, [("tina".to_string(), "disabled".to_string())]);
+        let people_changed = [&before["jdoe"], &before["nomail"], &before["locked"]];
+        assert!(del.iter().all(|u| people_changed.contains(&u)), "only entries of the other OU: {del:?}");
+        assert!(b.iter().zip(&cookies).all(|(b, c)| b.cookie != c.cookie), "the cookies moved on");
+
+        // From the new cookies: nothing more.
+        let again = read_changes(&cfg, &next_cookies(&b), &cancel).await.expect("refresh");
+        assert!(again.iter().all(|b| b.changes.is_empty()), "{again:?}");
+
+        // A cookie from before the session log (here: before every entry) is
+        // served by a present phase: every entry is listed, the rest is gone.
+        let old: Vec<StoredCookie> = cookies
+            .iter()
+            .map(|c| StoredCookie { cookie: "rid=000,csn=20000101000000.000000Z#000000#000#000000".into(), ..c.clone() })
+            .collect();
+        let b = read_changes(&cfg, &old, &cancel).await.expect("refresh");
+        let people = b.iter().find(|b| b.search_ou.starts_with("ou=people")).expect("people");
+        assert!(people.present.is_some(), "a present phase: {people:?}");
+        let listed: Vec<String> = people
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Upsert(e) => Some(e.uid.clone()),
+                Change::Delete { .. } => None,
+            })
+            .chain(people.present.iter().flatten().cloned())
+            .collect();
+        assert!(listed.contains(&before["jdoe"]) && !listed.contains(&before["locked"]), "{listed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stale_or_foreign_cookie_requires_a_full_enumeration() {
+        let d = Slapd::start();
+        let cfg = super::config(&d.input());
+        let (_, cookies) = start_cookies(&cfg).await.expect("cookies");
+        let cancel = AtomicBool::new(false);
+        // A cookie ahead of the server (a directory restored from a backup).
+        let ahead: Vec<StoredCookie> = cookies
+            .iter()
+            .map(|c| StoredCookie { cookie: "rid=000,csn=20991231000000.000000Z#000000#000#000000".into(), ..c.clone() })
+            .collect();
+        match read_changes(&cfg, &ahead, &cancel).await {
+            Err(DeltaError::FullRequired(why)) => assert!(why.contains("ahead of the server"), "{why}"),
+            other => panic!("expected FullRequired, got {other:?}"),
+        }
+        // A cookie of another server.
+        let foreign: Vec<StoredCookie> =
+            cookies.iter().map(|c| StoredCookie { server: "ldap://elsewhere:389".into(), ..c.clone() }).collect();
+        match read_changes(&cfg, &foreign, &cancel).await {
+            Err(DeltaError::FullRequired(why)) => assert!(why.contains("belongs to ldap://elsewhere:389"), "{why}"),
+            other => panic!("expected FullRequired, got {other:?}"),
+        }
+        // No cookie for a search OU.
+        match read_changes(&cfg, &cookies[..1], &cancel).await {
+            Err(DeltaError::FullRequired(why)) => assert!(why.contains("no cookie"), "{why}"),
+            other => panic!("expected FullRequired, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refresh_the_size_limit_would_cut_requires_a_full_enumeration() {
+        // 600 users: more than slapd's size limit of 500, which the service
+        // account escapes for paged searches only.
+        let d = Slapd::start_with(&[("SLAPD_EXTRA_USERS", "600")]);
+        let cfg = super::config(&d.input());
+        let (_, cookies) = start_cookies(&cfg).await.expect("cookies");
+        let old: Vec<StoredCookie> = cookies
+            .iter()
+            .map(|c| StoredCookie { cookie: "rid=000,csn=20000101000000.000000Z#000000#000#000000".into(), ..c.clone() })
+            .collect();
+        match read_changes(&cfg, &old, &AtomicBool::new(false)).await {
+            Err(DeltaError::FullRequired(why)) => assert!(why.contains("size limit"), "{why}"),
+            other => panic!("expected FullRequired, got {other:?}"),
+        }
+    }
 }
 
 // ----- paging faults (checklist 18), on the test kit's misbehaving server ----

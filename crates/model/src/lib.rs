@@ -968,6 +968,28 @@ pub struct ProbeReport {
     pub servers: Vec<ServerProbe>,
     pub user_count: Option<i64>,
     pub sample: Vec<MappedUser>,
+    /// How the first server that answered can be read for changes only
+    /// (delta sync), and why; `None` when no server got that far.
+    #[serde(default)]
+    pub delta: Option<DeltaSupportInfo>,
+}
+
+/// Which delta method a directory supports, as Test connection found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeltaSupportInfo {
+    /// `syncrepl`, `dirsync`, `usn` or `none`.
+    pub method: String,
+    /// Whether deletions are reported by this method for this account.
+    pub sees_deletions: bool,
+    /// Why, in plain words.
+    pub reason: String,
+    /// The server that was asked.
+    #[serde(default)]
+    pub server: String,
+    /// When (UTC); empty in a Test connection's own answer.
+    #[serde(default)]
+    pub detected_at: String,
 }
 
 /// A certificate a directory server presented ("Fetch certificate").
@@ -1074,7 +1096,7 @@ pub struct StagedUser {
 pub struct SyncRun {
     pub id: i64,
     pub directory: DirectoryKind,
-    /// `fetch` (import table) or `sync`.
+    /// `fetch` (import table), `sync` (full) or `delta` (changes only).
     pub kind: RunKind,
     /// `running`, `done`, `failed`, `cancelled`, `interrupted`, `held`, `rejected`.
     pub state: RunState,
@@ -1145,10 +1167,23 @@ pub struct SyncSettings {
     /// A run that would disable more than this share (%) of the directory's users waits for approval.
     #[serde(default = "default_threshold")]
     pub threshold_percent: i64,
+    /// `full`: every run enumerates the directory; `delta`: scheduled and
+    /// manual runs read only what changed (where Test connection detected
+    /// a method), with a full enumeration every `full_every_hours`.
+    #[serde(default)]
+    pub mode: SyncMode,
+    /// In delta mode, a run starts with a full enumeration when the last
+    /// complete one is older than this (1–8760 hours; default 24).
+    #[serde(default = "default_full_every_hours")]
+    pub full_every_hours: i64,
 }
 
 fn default_threshold() -> i64 {
     10
+}
+
+fn default_full_every_hours() -> i64 {
+    24
 }
 
 impl Default for SyncSettings {
@@ -1161,6 +1196,8 @@ impl Default for SyncSettings {
             recipients: vec![],
             disable_missing: false,
             threshold_percent: default_threshold(),
+            mode: SyncMode::Full,
+            full_every_hours: default_full_every_hours(),
         }
     }
 }
@@ -1174,6 +1211,10 @@ pub struct SyncSettingsView {
     pub schedule: String,
     /// The next five run times (UTC), empty when not periodic.
     pub next_runs: Vec<String>,
+    /// The delta method the last Test connection of the saved settings
+    /// detected; `None` when not tested since they were saved.
+    #[serde(default)]
+    pub detected: Option<DeltaSupportInfo>,
 }
 
 /// "Sync now" (or its dry-run).
@@ -1322,6 +1363,27 @@ string_enum! {
     RunKind {
         Fetch => "fetch",
         Sync => "sync",
+        /// A sync that read only what changed since the last run.
+        Delta => "delta",
+    }
+}
+
+impl RunKind {
+    /// A sync run, full or delta (listed on the Sync runs page).
+    pub fn is_sync(self) -> bool {
+        matches!(self, RunKind::Sync | RunKind::Delta)
+    }
+}
+
+string_enum! {
+    /// How a directory is synced.
+    #[derive(Default)]
+    SyncMode {
+        /// Every run enumerates every search OU.
+        #[default]
+        Full => "full",
+        /// Runs read only what changed, with a periodic full enumeration.
+        Delta => "delta",
     }
 }
 

@@ -181,8 +181,10 @@ impl Service {
         };
         self.store.put_directory(&row).await?;
         // New settings, new live state: the user DN cache and the pooled
-        // connections of the old settings are dropped.
+        // connections of the old settings are dropped, and so are the delta
+        // cookies (the next delta run starts from a full enumeration).
         self.forget_gateway(kind);
+        self.store.clear_delta_cookies(kind.as_str()).await?;
         if settings.skip_verify {
             tracing::warn!(directory = kind.as_str(), actor = %actor.principal.username, "TLS certificate verification switched OFF for this directory");
         }
@@ -208,6 +210,7 @@ impl Service {
             return Err(Error::NotFound("directory configuration"));
         }
         self.forget_gateway(kind);
+        self.store.clear_delta_cookies(kind.as_str()).await?;
         self.audit(actor, "directory.delete", &format!("directory:{}", kind.as_str()), Some(j(&before)), None).await;
         Ok(())
     }
@@ -260,7 +263,23 @@ impl Service {
     ) -> Result<ProbeReport> {
         actor.require_admin()?;
         let outcome = match self.config_for_test(kind, input).await {
-            Ok((cfg, raw)) => Ok(bindery_directory::probe::test_connection(&cfg, &raw).await),
+            Ok((cfg, raw)) => {
+                let report = bindery_directory::probe::test_connection(&cfg, &raw).await;
+                // Remembered for the Sync settings, for as long as these
+                // are the saved settings (the fingerprint says which).
+                if let Some(d) = &report.delta {
+                    let row = bindery_store::DeltaSupportRow {
+                        fingerprint: crate::sync::delta_fingerprint(&cfg),
+                        method: d.method.clone(),
+                        sees_deletions: d.sees_deletions,
+                        reason: d.reason.clone(),
+                        server: d.server.clone(),
+                        detected_at: now_ms(),
+                    };
+                    self.store.put_delta_support(kind.as_str(), &row).await?;
+                }
+                Ok(report)
+            }
             Err(e) => Err(e),
         };
         let result = match &outcome {
@@ -272,6 +291,7 @@ impl Service {
                     "failed_step": s.steps.iter().find(|st| !st.ok).map(|st| format!("{}: {}", st.step, st.detail)),
                 })).collect::<Vec<_>>(),
                 "user_count": r.user_count,
+                "delta": r.delta.as_ref().map(|d| d.method.clone()),
             }),
             Err(e) => refused(e),
         };

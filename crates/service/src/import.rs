@@ -91,7 +91,7 @@ fn check_status(status: Option<&str>) -> Result<Option<&str>> {
 }
 
 /// A staged row as the store wants it, with the problems one entry alone shows.
-fn stage(e: &Entry) -> (String, String, String, &'static str) {
+pub(crate) fn stage(e: &Entry) -> (String, String, String, &'static str) {
     let key = username_key(&e.user.username);
     let groups = e.user.groups.join("\n");
     let email = e.user.email.trim().to_string();

@@ -171,7 +171,9 @@ impl Service {
             last_syncs: {
                 let mut runs = Vec::new();
                 for kind in [bindery_model::DirectoryKind::Ldap, bindery_model::DirectoryKind::LdapHa] {
-                    if let Some(r) = self.store.latest_run(kind.as_str(), bindery_model::RunKind::Sync).await? {
+                    let full = self.store.latest_run(kind.as_str(), bindery_model::RunKind::Sync).await?;
+                    let delta = self.store.latest_run(kind.as_str(), bindery_model::RunKind::Delta).await?;
+                    if let Some(r) = full.into_iter().chain(delta).max_by_key(|r| r.id) {
                         runs.push(crate::import::run_dto(r));
                     }
                 }
@@ -225,7 +227,7 @@ impl Service {
 
     /// The latest sync runs, oldest first, for the history chart.
     async fn sync_history(&self, now: i64) -> Result<Vec<SyncPoint>> {
-        let (rows, _) = self.store.list_runs(bindery_model::RunKind::Sync, 30, 0).await?;
+        let (rows, _) = self.store.list_sync_runs(30, 0).await?;
         Ok(rows
             .into_iter()
             .rev()

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::collections::HashMap;
 
 use bindery_model::{
-    DirectoryKind, ItemOutcome, Page, Role, RunKind, RunState, SyncAction, SyncCounts, SyncItem, SyncRun, SyncRunDetail, SyncSettings,
-    SyncSettingsView, UserSource,
+    DeltaSupportInfo, DirectoryKind, ItemOutcome, Page, Role, RunKind, RunState, SyncAction, SyncCounts, SyncItem, SyncMode, SyncRun,
+    SyncRunDetail, SyncSettings, SyncSettingsView, UserSource,
 };
 use bindery_store::{Activation, Change, ItemRow, NewItem, OrgSource, PlanRow, Store, UserRow};
 
@@ -67,6 +67,16 @@ fn plan_rules(cfg: &bindery_directory::DirectoryConfig, policy: &identity::Polic
         format!("{policy:?}"),
         format!("{orgs:?}"),
     ];
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    format!("{:016x}", bindery_store::stable_hash(&parts) as u64)
+}
+
+/// What a delta cookie and a detected delta method belong to: the servers,
+/// the account and the searches. Test connection's finding is shown for
+/// the saved settings only while they have this fingerprint.
+pub(crate) fn delta_fingerprint(cfg: &bindery_directory::DirectoryConfig) -> String {
+    let servers: Vec<String> = cfg.servers.iter().map(|s| s.to_string()).collect();
+    let parts = [servers.join(" "), cfg.starttls.to_string(), cfg.bind_dn.clone(), cfg.search_ous.join("|"), cfg.search_filter.clone()];
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     format!("{:016x}", bindery_store::stable_hash(&parts) as u64)
 }
@@ -236,7 +246,7 @@ impl Service {
         })
     }
 
-    fn sync_view(settings: SyncSettings, next: Option<i64>) -> SyncSettingsView {
+    fn sync_view(settings: SyncSettings, next: Option<i64>, detected: Option<DeltaSupportInfo>) -> SyncSettingsView {
         let (schedule, next_runs) = match Schedule::of(&settings) {
             Ok(Some(s)) => {
                 let mut runs = Vec::new();
@@ -252,13 +262,36 @@ impl Service {
             }
             _ => ("off".to_string(), vec![]),
         };
-        SyncSettingsView { settings, schedule, next_runs }
+        SyncSettingsView { settings, schedule, next_runs, detected }
     }
 
     pub async fn sync_settings(&self, actor: &Actor, kind: DirectoryKind) -> Result<SyncSettingsView> {
         actor.require_reader()?;
         let (s, next) = self.load_sync_settings(kind).await?;
-        Ok(Self::sync_view(s, next))
+        let detected = self.detected_delta(kind).await?;
+        Ok(Self::sync_view(s, next, detected))
+    }
+
+    /// The delta method the last Test connection found for the saved
+    /// settings (`None` when they were not tested since they changed).
+    pub(crate) async fn detected_delta(&self, kind: DirectoryKind) -> Result<Option<DeltaSupportInfo>> {
+        let Some(row) = self.store.delta_support(kind.as_str()).await? else { return Ok(None) };
+        let stored = match self.load_directory(kind).await {
+            Ok(s) => s,
+            Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Ok(cfg) = Self::resolve(&stored, &Self::stored_input(&stored.settings)) else { return Ok(None) };
+        if delta_fingerprint(&cfg) != row.fingerprint {
+            return Ok(None);
+        }
+        Ok(Some(DeltaSupportInfo {
+            method: row.method,
+            sees_deletions: row.sees_deletions,
+            reason: row.reason,
+            server: row.server,
+            detected_at: fmt_ts(row.detected_at),
+        }))
     }
 
     /// Validate and save; nothing is saved when any field is wrong.
@@ -279,6 +312,22 @@ impl Service {
         }
         if !(0..=100).contains(&s.threshold_percent) {
             errors.push(bindery_model::FieldError::new("threshold_percent", "must be between 0 and 100"));
+        }
+        if !(1..=8760).contains(&s.full_every_hours) {
+            errors.push(bindery_model::FieldError::new("full_every_hours", "must be between 1 and 8760"));
+        }
+        let detected = self.detected_delta(kind).await?;
+        if s.mode == SyncMode::Delta {
+            match &detected {
+                None => errors.push(bindery_model::FieldError::new(
+                    "mode",
+                    "delta needs a delta method: run Test connection on the saved directory settings first",
+                )),
+                Some(d) if d.method == "none" => {
+                    errors.push(bindery_model::FieldError::new("mode", format!("this directory cannot be read for changes: {}", d.reason)))
+                }
+                Some(_) => {}
+            }
         }
         let orgs = self.store.list_organisations().await?;
         if let Some(bad) = s.organisation_ids.iter().find(|id| !orgs.iter().any(|o| o.id == **id)) {
@@ -310,7 +359,7 @@ impl Service {
             Some(serde_json::to_value(&s).unwrap_or_default()),
         )
         .await;
-        Ok(Self::sync_view(s, next))
+        Ok(Self::sync_view(s, next, detected))
     }
 
     // ----- runs -------------------------------------------------------------
@@ -337,11 +386,13 @@ impl Service {
         }
         let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
         let (settings, _) = self.load_sync_settings(kind).await?;
-        let (id, lease, cancel) = self.begin_run(kind, RunKind::Sync, started_by, dry_run).await?;
+        let (run_kind, why_full) = self.run_kind_for(kind, &settings).await?;
+        let (id, lease, cancel) = self.begin_run(kind, run_kind, started_by, dry_run).await?;
         let svc = self.clone();
         tokio::spawn(async move {
             let keep = lease.keep_alive(svc.store.clone());
-            if let Err(e) = svc.sync_job(kind, id, &cfg, &settings, dry_run, &cancel).await {
+            let notes = why_full.into_iter().collect();
+            if let Err(e) = svc.sync_job(kind, id, run_kind, &cfg, &settings, dry_run, &cancel, notes).await {
                 tracing::error!(run = id, error = %e, "sync failed");
                 let _ = svc.store.finish_run(id, RunState::Failed, false, &e.to_string(), "{}", now_ms()).await;
             }
@@ -352,17 +403,60 @@ impl Service {
         Ok(run_dto(self.store.get_run(id).await?.ok_or(Error::NotFound("run"))?))
     }
 
+    /// Whether a run reads changes only (`delta`) or enumerates everything
+    /// (`sync`), and why a run in delta mode is a full one.
+    async fn run_kind_for(&self, kind: DirectoryKind, settings: &SyncSettings) -> Result<(RunKind, Option<String>)> {
+        if settings.mode != SyncMode::Delta {
+            return Ok((RunKind::Sync, None));
+        }
+        let dir = kind.as_str();
+        let full = match self.store.last_complete_full_sync(dir).await? {
+            None => Some("delta mode: no complete full enumeration yet, so this run is one".to_string()),
+            Some(t) if now_ms() - t >= settings.full_every_hours * 3_600_000 => Some(format!(
+                "delta mode: the last complete full enumeration is more than {} h old, so this run is one (the safety net)",
+                settings.full_every_hours
+            )),
+            Some(_) if self.store.delta_cookies(dir).await?.is_empty() => Some(
+                "delta mode: no delta cookie is stored (the settings changed, or the last full run could not record one), so this run is a full enumeration"
+                    .to_string(),
+            ),
+            Some(_) => None,
+        };
+        Ok(match full {
+            Some(why) => (RunKind::Sync, Some(why)),
+            None => (RunKind::Delta, None),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn sync_job(
         &self,
         kind: DirectoryKind,
         id: i64,
+        run_kind: RunKind,
         cfg: &bindery_directory::DirectoryConfig,
         settings: &SyncSettings,
         dry_run: bool,
         cancel: &AtomicBool,
+        mut notes: Vec<String>,
     ) -> Result<()> {
         let t = std::time::Instant::now();
-        let e = self.enumerate_into_staging(kind, id, cfg, cancel).await?;
+        let mut delta_read = run_kind == RunKind::Delta;
+        let e = if delta_read {
+            match self.delta_into_staging(kind, id, cfg, cancel, &mut notes).await? {
+                Ok(e) => e,
+                Err(why) => {
+                    delta_read = false;
+                    // A stale or refused cookie: this run enumerates everything instead.
+                    self.store.set_run_kind(id, RunKind::Sync).await?;
+                    self.store.clear_delta_cookies(kind.as_str()).await?;
+                    notes.push(format!("the delta read was refused ({why}): this run fell back to a full enumeration"));
+                    self.full_into_staging(kind, id, cfg, settings, cancel, &mut notes).await?
+                }
+            }
+        } else {
+            self.full_into_staging(kind, id, cfg, settings, cancel, &mut notes).await?
+        };
         if e.cancelled {
             self.store.finish_run(id, RunState::Cancelled, false, &e.error, "{}", now_ms()).await?;
             return Ok(());
@@ -370,10 +464,12 @@ impl Service {
         let enumerate_ms = t.elapsed().as_millis() as i64;
         let t = std::time::Instant::now();
         let (mut counts, rules) = self.plan(kind, cfg, id, settings, e.complete).await?;
+        counts.notes.splice(0..0, notes);
         counts.enumerate_ms = enumerate_ms;
         counts.plan_ms = t.elapsed().as_millis() as i64;
         if !e.complete {
-            counts.notes.push(format!("nobody was disabled: the enumeration was incomplete ({})", e.error));
+            let what = if delta_read { "the delta read" } else { "the enumeration" };
+            counts.notes.push(format!("nobody was disabled: {what} was incomplete ({})", e.error));
         } else if !settings.disable_missing {
             counts.notes.push("disabling is off: users missing from or disabled in the directory are kept".into());
         }
@@ -396,6 +492,163 @@ impl Service {
         }
         let state = if e.complete { RunState::Done } else { RunState::Failed };
         self.finish_sync(id, state, e.complete, &e.error, &counts).await
+    }
+
+    /// A full enumeration into the snapshot. In delta mode, a cookie per
+    /// search OU is read first (the suffix's `contextCSN`) and stored once
+    /// the enumeration completed on the same server: the next run reads
+    /// only what changed after that moment.
+    async fn full_into_staging(
+        &self,
+        kind: DirectoryKind,
+        id: i64,
+        cfg: &bindery_directory::DirectoryConfig,
+        settings: &SyncSettings,
+        cancel: &AtomicBool,
+        notes: &mut Vec<String>,
+    ) -> Result<crate::import::Enumerated> {
+        let method = match (settings.mode, self.detected_delta(kind).await?) {
+            (SyncMode::Delta, Some(d)) if d.method == bindery_directory::delta::DeltaMethod::Syncrepl.as_str() => Some(d.method),
+            (SyncMode::Delta, Some(d)) => {
+                notes.push(format!("no delta cookie recorded: the detected method is {}", d.method));
+                None
+            }
+            (SyncMode::Delta, None) => {
+                notes.push("no delta cookie recorded: Test connection has not detected a delta method for the saved settings".into());
+                None
+            }
+            (SyncMode::Full, _) => None,
+        };
+        let start = match method {
+            Some(_) => match bindery_directory::syncrepl::start_cookies(cfg).await {
+                Ok(c) => Some(c),
+                Err(f) => {
+                    notes.push(format!("no delta cookie recorded: {}", f.message));
+                    None
+                }
+            },
+            None => None,
+        };
+        let e = self.enumerate_into_staging(kind, id, cfg, cancel).await?;
+        if let (Some(method), Some((server, cookies))) = (method, start) {
+            if !e.complete {
+                notes.push("no delta cookie recorded: the enumeration was incomplete".into());
+            } else if e.server != server {
+                self.store.clear_delta_cookies(kind.as_str()).await?;
+                notes.push(format!("no delta cookie recorded: the cookie was read on {server}, but {} answered the enumeration", e.server));
+            } else {
+                let rows: Vec<(String, String, String)> = cookies.into_iter().map(|c| (c.search_ou, c.server, c.cookie)).collect();
+                self.store.put_delta_cookies(kind.as_str(), &method, &rows, now_ms()).await?;
+                notes.push(format!("delta cookie recorded ({method}, {server}): the next run reads only what changed"));
+            }
+        }
+        Ok(e)
+    }
+
+    /// A delta read into the snapshot: changed entries are staged as an
+    /// enumeration stages them, deleted ones leave it (their users are then
+    /// missing from the directory), and the cookies move on. `Ok(Err(why))`:
+    /// the cookie cannot be used, a full enumeration is needed. A failed
+    /// read changes nothing and is reported incomplete.
+    async fn delta_into_staging(
+        &self,
+        kind: DirectoryKind,
+        id: i64,
+        cfg: &bindery_directory::DirectoryConfig,
+        cancel: &AtomicBool,
+        notes: &mut Vec<String>,
+    ) -> Result<std::result::Result<crate::import::Enumerated, String>> {
+        use bindery_directory::delta::{Change as DeltaChange, DeltaError};
+        use bindery_directory::syncrepl::{self, StoredCookie};
+        use std::collections::HashSet;
+        let dir = kind.as_str();
+        let stored = self.store.delta_cookies(dir).await?;
+        if let Some((_, _, method, _)) = stored.iter().find(|c| c.2 != bindery_directory::delta::DeltaMethod::Syncrepl.as_str()) {
+            return Ok(Err(format!("the stored cookie is for {method}, which this run cannot read")));
+        }
+        let cookies: Vec<StoredCookie> =
+            stored.into_iter().map(|(search_ou, server, _, cookie)| StoredCookie { search_ou, server, cookie }).collect();
+        let batches = match syncrepl::read_changes(cfg, &cookies, cancel).await {
+            Ok(b) => b,
+            Err(DeltaError::FullRequired(why)) => return Ok(Err(why)),
+            Err(DeltaError::Failed(f)) => {
+                return Ok(Ok(crate::import::Enumerated {
+                    complete: false,
+                    cancelled: cancel.load(std::sync::atomic::Ordering::Relaxed),
+                    error: f.message,
+                    server: String::new(),
+                }))
+            }
+        };
+        let server = batches.first().map(|b| b.server.clone()).unwrap_or_default();
+        self.store.begin_staging(dir, id).await?;
+        // Changed entries, the last report of each id winning.
+        let mut upserts: Vec<&bindery_directory::enumerate::Entry> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        for b in batches.iter().rev() {
+            for c in b.changes.iter().rev() {
+                if let DeltaChange::Upsert(e) = c {
+                    if seen.insert(&e.uid) {
+                        upserts.push(e);
+                    }
+                }
+            }
+        }
+        let mut deleted: HashSet<String> = batches
+            .iter()
+            .flat_map(|b| &b.changes)
+            .filter_map(|c| match c {
+                DeltaChange::Delete { uid } if !seen.contains(uid.as_str()) => Some(uid.clone()),
+                _ => None,
+            })
+            .collect();
+        // A present phase: the OU's known entries it did not list are gone.
+        if batches.iter().any(|b| b.present.is_some()) {
+            let mut listed: HashSet<&str> = seen.clone();
+            for b in &batches {
+                listed.extend(b.present.iter().flatten().map(String::as_str));
+            }
+            let scopes: Vec<&str> = batches.iter().filter(|b| b.present.is_some()).map(|b| b.search_ou.as_str()).collect();
+            for (uid, dn) in self.store.staged_ids_and_dns(dir).await? {
+                let in_scope = scopes.iter().any(|ou| bindery_directory::dn::is_within(&dn, ou));
+                if in_scope && !listed.contains(uid.as_str()) {
+                    deleted.insert(uid);
+                }
+            }
+        }
+        for chunk in upserts.chunks(500) {
+            let prepared: Vec<(String, String, String, &'static str)> = chunk.iter().map(|e| crate::import::stage(e)).collect();
+            let rows: Vec<bindery_store::NewStaged<'_>> = chunk
+                .iter()
+                .zip(&prepared)
+                .map(|(e, (key, groups, email, problem))| bindery_store::NewStaged {
+                    external_id: &e.uid,
+                    dn: &e.user.dn,
+                    username: &e.user.username,
+                    username_key: key,
+                    name: &e.user.name,
+                    email,
+                    groups,
+                    dir_state: e.state.map(bindery_model::AccountState::as_str).unwrap_or(""),
+                    problem,
+                })
+                .collect();
+            self.store.stage_page(dir, &rows).await?;
+        }
+        let deleted: Vec<String> = deleted.into_iter().collect();
+        let gone = self.store.remove_staged(dir, &deleted).await?;
+        self.store.compute_staged_status(dir).await?;
+        let rows: Vec<(String, String, String)> =
+            batches.iter().map(|b| (b.search_ou.clone(), b.server.clone(), b.cookie.clone())).collect();
+        self.store.put_delta_cookies(dir, bindery_directory::delta::DeltaMethod::Syncrepl.as_str(), &rows, now_ms()).await?;
+        self.store.run_progress(id, (upserts.len() + deleted.len()) as i64, batches.len() as i64).await?;
+        let present = if batches.iter().any(|b| b.present.is_some()) { " (a present phase: the server listed every entry)" } else { "" };
+        notes.push(format!(
+            "delta read (syncrepl, {server}): {} changed, {} deleted entries{present}; {gone} left the snapshot",
+            upserts.len(),
+            deleted.len()
+        ));
+        Ok(Ok(crate::import::Enumerated { complete: true, cancelled: false, error: String::new(), server }))
     }
 
     async fn finish_sync(&self, id: i64, state: RunState, complete: bool, error: &str, counts: &SyncCounts) -> Result<()> {
@@ -624,7 +877,7 @@ impl Service {
     /// computed from has been replaced since.
     pub async fn approve_sync(&self, actor: &Actor, id: i64) -> Result<SyncRun> {
         actor.require_admin()?;
-        let run = self.store.get_run(id).await?.filter(|r| r.kind == RunKind::Sync).ok_or(Error::NotFound("sync run"))?;
+        let run = self.store.get_run(id).await?.filter(|r| r.kind.is_sync()).ok_or(Error::NotFound("sync run"))?;
         if run.state != RunState::Held {
             return Err(Error::Conflict(format!("only a held run can be approved (this one is {})", run.state)));
         }
@@ -677,7 +930,7 @@ impl Service {
     /// Reject a held run: nothing of its plan is applied.
     pub async fn reject_sync(&self, actor: &Actor, id: i64) -> Result<SyncRun> {
         actor.require_admin()?;
-        let run = self.store.get_run(id).await?.filter(|r| r.kind == RunKind::Sync).ok_or(Error::NotFound("sync run"))?;
+        let run = self.store.get_run(id).await?.filter(|r| r.kind.is_sync()).ok_or(Error::NotFound("sync run"))?;
         if !self.store.set_run_state(id, RunState::Held, RunState::Rejected).await? {
             return Err(Error::Conflict(format!("only a held run can be rejected (this one is {})", run.state)));
         }
@@ -697,14 +950,14 @@ impl Service {
         actor.require_reader()?;
         let per_page = per_page.clamp(1, 200);
         let page = page.max(1);
-        let (rows, total) = self.store.list_runs(RunKind::Sync, per_page, (page - 1) * per_page).await?;
+        let (rows, total) = self.store.list_sync_runs(per_page, (page - 1) * per_page).await?;
         Ok(Page { items: rows.into_iter().map(run_dto).collect(), total, page, per_page })
     }
 
     /// A run with a page of its per-user items (`action` filters).
     pub async fn sync_run(&self, actor: &Actor, id: i64, action: Option<&str>, page: i64, per_page: i64) -> Result<SyncRunDetail> {
         actor.require_reader()?;
-        let run = self.store.get_run(id).await?.filter(|r| r.kind == RunKind::Sync).ok_or(Error::NotFound("sync run"))?;
+        let run = self.store.get_run(id).await?.filter(|r| r.kind.is_sync()).ok_or(Error::NotFound("sync run"))?;
         let action = match action.map(str::trim).filter(|a| !a.is_empty() && *a != "all") {
             None => None,
             Some(a) => Some(

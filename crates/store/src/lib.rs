@@ -32,7 +32,7 @@ pub(crate) use logs::LogBind;
 pub use logs::LogFilter;
 pub use rows::*;
 pub use staging::{stable_hash, NewStaged, StagedFilter, StagedPage, StagedRow, SyncRunRow};
-pub use sync::{ItemRow, MissingUser, NewItem, NotificationRow, PlanRow};
+pub use sync::{CookieRow, DeltaSupportRow, ItemRow, MissingUser, NewItem, NotificationRow, PlanRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");

@@ -501,3 +501,176 @@ impl Store {
         Ok(())
     }
 }
+
+/// A stored delta cookie: `(search_ou, server, method, cookie)`.
+pub type CookieRow = (String, String, String, String);
+
+/// What Test connection detected for a directory's delta sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaSupportRow {
+    pub fingerprint: String,
+    pub method: String,
+    pub sees_deletions: bool,
+    pub reason: String,
+    pub server: String,
+    pub detected_at: i64,
+}
+
+impl Store {
+    // ----- delta sync -----------------------------------------------------
+
+    /// The directory's delta cookies, one per search OU.
+    pub async fn delta_cookies(&self, directory: &str) -> Result<Vec<CookieRow>> {
+        let rows = sqlx::query("SELECT search_ou, server, method, cookie FROM delta_cookies WHERE directory = $1 ORDER BY search_ou")
+            .bind(directory)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
+    }
+
+    /// Replace every cookie of the directory with `cookies` (`(search_ou,
+    /// server, cookie)`), in one transaction.
+    pub async fn put_delta_cookies(&self, directory: &str, method: &str, cookies: &[(String, String, String)], now: i64) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM delta_cookies WHERE directory = $1").bind(directory).execute(&mut *tx).await?;
+        for (ou, server, cookie) in cookies {
+            sqlx::query(
+                "INSERT INTO delta_cookies (directory, search_ou, server, method, cookie, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (directory, search_ou) DO UPDATE SET server = excluded.server, method = excluded.method, \
+                 cookie = excluded.cookie, updated_at = excluded.updated_at",
+            )
+            .bind(directory)
+            .bind(ou)
+            .bind(server)
+            .bind(method)
+            .bind(cookie)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Forget the directory's cookies: its next delta run is a full enumeration.
+    pub async fn clear_delta_cookies(&self, directory: &str) -> Result<()> {
+        sqlx::query("DELETE FROM delta_cookies WHERE directory = $1").bind(directory).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn put_delta_support(&self, directory: &str, s: &DeltaSupportRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO delta_support (directory, fingerprint, method, sees_deletions, reason, server, detected_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (directory) DO UPDATE SET fingerprint = excluded.fingerprint, \
+             method = excluded.method, sees_deletions = excluded.sees_deletions, reason = excluded.reason, server = excluded.server, \
+             detected_at = excluded.detected_at",
+        )
+        .bind(directory)
+        .bind(&s.fingerprint)
+        .bind(&s.method)
+        .bind(s.sees_deletions as i64)
+        .bind(&s.reason)
+        .bind(&s.server)
+        .bind(s.detected_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delta_support(&self, directory: &str) -> Result<Option<DeltaSupportRow>> {
+        let row =
+            sqlx::query("SELECT fingerprint, method, sees_deletions, reason, server, detected_at FROM delta_support WHERE directory = $1")
+                .bind(directory)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match row {
+            Some(r) => Some(DeltaSupportRow {
+                fingerprint: r.try_get(0)?,
+                method: r.try_get(1)?,
+                sees_deletions: r.try_get::<i64, _>(2)? != 0,
+                reason: r.try_get(3)?,
+                server: r.try_get(4)?,
+                detected_at: r.try_get(5)?,
+            }),
+            None => None,
+        })
+    }
+
+    /// When the last complete full sync of the directory started (Unix ms).
+    pub async fn last_complete_full_sync(&self, directory: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(started_at) FROM sync_runs WHERE directory = $1 AND kind = 'sync' AND complete = 1")
+            .bind(directory)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Remove the snapshot's rows of these immutable ids (entries deleted in
+    /// the directory, as a delta read reported them), and give the rows
+    /// sharing a username or email with them a new status. Their users are
+    /// then missing from the directory, as after a full enumeration.
+    /// Returns how many rows left.
+    pub async fn remove_staged(&self, directory: &str, external_ids: &[String]) -> Result<u64> {
+        let mut gone = 0;
+        let mut tx = self.write_tx().await?;
+        for chunk in external_ids.chunks(500) {
+            let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(",");
+            let sql = format!("SELECT id FROM staged_users WHERE directory = $1 AND external_id IN ({list})");
+            let mut q = sqlx::query(&sql).bind(directory);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            let ids: Vec<i64> = q.fetch_all(&mut *tx).await?.iter().map(|r| r.try_get(0)).collect::<std::result::Result<_, _>>()?;
+            if ids.is_empty() {
+                continue;
+            }
+            gone += ids.len() as u64;
+            // ids are integers: safe to inline.
+            let ids = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            sqlx::query(&format!(
+                "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND (username_key IN \
+                 (SELECT username_key FROM staged_users WHERE id IN ({ids})) OR (email <> '' AND lower(email) IN \
+                 (SELECT lower(email) FROM staged_users WHERE id IN ({ids}) AND email <> ''))) ON CONFLICT DO NOTHING"
+            ))
+            .bind(directory)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&format!("DELETE FROM staged_users WHERE id IN ({ids})")).execute(&mut *tx).await?;
+            sqlx::query(&format!("DELETE FROM staged_dirty WHERE directory = $1 AND id IN ({ids})"))
+                .bind(directory)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    /// `(external_id, dn)` of every staged row of the directory: a present
+    /// phase's deletions are the rows of its OU it did not list.
+    pub async fn staged_ids_and_dns(&self, directory: &str) -> Result<Vec<(String, String)>> {
+        let rows =
+            sqlx::query("SELECT external_id, dn FROM staged_users WHERE directory = $1").bind(directory).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    /// Sync runs, full and delta, newest first.
+    pub async fn list_sync_runs(&self, limit: i64, offset: i64) -> Result<(Vec<SyncRunRow>, i64)> {
+        let total: i64 =
+            sqlx::query("SELECT COUNT(*) FROM sync_runs WHERE kind IN ('sync', 'delta')").fetch_one(&self.pool).await?.try_get(0)?;
+        let rows = sqlx::query_as(&format!(
+            "SELECT {RUN_COLS} FROM sync_runs WHERE kind IN ('sync', 'delta') ORDER BY id DESC LIMIT $1 OFFSET $2"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((rows, total))
+    }
+}
+
+impl Store {
+    /// A delta run that fell back to a full enumeration becomes a full run.
+    pub async fn set_run_kind(&self, id: i64, kind: RunKind) -> Result<()> {
+        sqlx::query("UPDATE sync_runs SET kind = $1 WHERE id = $2").bind(kind.as_str()).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -736,3 +736,37 @@ both_backends!(the_plan_reads_only_rows_whose_key_changed, |store| {
     changed.sort();
     assert_eq!(changed, vec!["uuid-ann", "uuid-cy", "uuid-dee", "uuid-fay", "uuid-gus", "uuid-hal"]);
 });
+
+both_backends!(delta_cookies_are_kept_per_search_ou_and_replaced_whole, |store| {
+    assert!(store.delta_cookies("ldap").await.unwrap().is_empty());
+    let cookies = vec![
+        ("ou=people,dc=x".to_string(), "ldap://a:389".to_string(), "rid=000,csn=1".to_string()),
+        ("ou=tech,dc=x".to_string(), "ldap://a:389".to_string(), "rid=000,csn=2".to_string()),
+    ];
+    store.put_delta_cookies("ldap", "syncrepl", &cookies, 1).await.unwrap();
+    store.put_delta_cookies("ldap_ha", "syncrepl", &cookies[..1], 1).await.unwrap();
+    let got = store.delta_cookies("ldap").await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], ("ou=people,dc=x".into(), "ldap://a:389".into(), "syncrepl".into(), "rid=000,csn=1".into()));
+    // A new set replaces the old one whole (an OU no longer searched has no cookie).
+    store
+        .put_delta_cookies("ldap", "syncrepl", &[("ou=people,dc=x".into(), "ldap://b:389".into(), "rid=000,csn=3".into())], 2)
+        .await
+        .unwrap();
+    let got = store.delta_cookies("ldap").await.unwrap();
+    assert_eq!(got, [("ou=people,dc=x".to_string(), "ldap://b:389".to_string(), "syncrepl".to_string(), "rid=000,csn=3".to_string())]);
+    store.clear_delta_cookies("ldap").await.unwrap();
+    assert!(store.delta_cookies("ldap").await.unwrap().is_empty());
+    assert_eq!(store.delta_cookies("ldap_ha").await.unwrap().len(), 1, "the other directory keeps its own");
+});
+
+both_backends!(a_delta_read_removes_deleted_entries_from_the_snapshot, |store| {
+    let rows = [staged("u1", "alice", "alice", "a@example.com", ""), staged("u2", "bob", "bob", "b@example.com", "")];
+    store.insert_staged("ldap", &rows).await.unwrap();
+    assert_eq!(store.count_staged("ldap").await.unwrap(), 2);
+    assert_eq!(store.remove_staged("ldap", &["u2".to_string(), "not-staged".to_string()]).await.unwrap(), 1);
+    assert_eq!(store.count_staged("ldap").await.unwrap(), 1);
+    let left: Vec<String> = store.staged_ids_and_dns("ldap").await.unwrap().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(left, ["u1"]);
+    assert_eq!(store.remove_staged("ldap", &[]).await.unwrap(), 0);
+});

@@ -5,6 +5,7 @@
 mod auth;
 mod bundle;
 mod checklist;
+mod delta;
 mod directories;
 mod dirlogin;
 mod failover;
