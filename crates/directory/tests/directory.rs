@@ -592,6 +592,30 @@ mod paging_faults {
         (seen, r.map(|t| t.entries))
     }
 
+    /// A server without RFC 4533: Test connection says so and why; a
+    /// refresh it answers as a plain search (ignoring the critical control)
+    /// is a failed read, never "every entry is gone".
+    #[tokio::test]
+    async fn a_server_without_syncrepl_is_named_and_never_read_as_changes() {
+        use bindery_directory::delta::DeltaError;
+        use bindery_directory::syncrepl::{read_changes, StoredCookie};
+        let r = responder().await;
+        let cfg = cfg(&r, 100);
+        let report = bindery_directory::probe::test_connection(&cfg, &[r.url.clone()]).await;
+        let delta = report.delta.expect("delta support reported");
+        assert_eq!(delta.method, "none", "{delta:?}");
+        assert!(delta.reason.contains("1.3.6.1.4.1.4203.1.9.1.1"), "{}", delta.reason);
+        let cookies: Vec<StoredCookie> = cfg
+            .search_ous
+            .iter()
+            .map(|ou| StoredCookie { search_ou: ou.clone(), server: r.url.clone(), cookie: "rid=000,csn=x".into() })
+            .collect();
+        match read_changes(&cfg, &cookies, &AtomicBool::new(false)).await {
+            Err(DeltaError::Failed(f)) => assert!(f.message.contains("Sync State"), "{f:?}"),
+            other => panic!("expected a failed read, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn an_honest_server_is_enumerated_completely() {
         let r = responder().await;
