@@ -601,7 +601,7 @@ mod paging_faults {
         use bindery_directory::syncrepl::{read_changes, StoredCookie};
         let r = responder().await;
         let cfg = cfg(&r, 100);
-        let report = bindery_directory::probe::test_connection(&cfg, &[r.url.clone()]).await;
+        let report = bindery_directory::probe::test_connection(&cfg, std::slice::from_ref(&r.url)).await;
         let delta = report.delta.expect("delta support reported");
         assert_eq!(delta.method, "none", "{delta:?}");
         assert!(delta.reason.contains("1.3.6.1.4.1.4203.1.9.1.1"), "{}", delta.reason);
