@@ -594,11 +594,15 @@ impl Service {
                 }
             }
         }
+        // Gone: reported deleted by a search, and reported by none as changed
+        // or present (syncprov lists entries that changed outside a search's
+        // scope as no longer matching it).
+        let present: HashSet<&str> = batches.iter().flat_map(|b| b.present.iter().flatten()).map(String::as_str).collect();
         let mut deleted: HashSet<String> = batches
             .iter()
             .flat_map(|b| &b.changes)
             .filter_map(|c| match c {
-                DeltaChange::Delete { uid } if !seen.contains(uid.as_str()) => Some(uid.clone()),
+                DeltaChange::Delete { uid } if !seen.contains(uid.as_str()) && !present.contains(uid.as_str()) => Some(uid.clone()),
                 _ => None,
             })
             .collect();

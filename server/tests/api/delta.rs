@@ -309,3 +309,32 @@ async fn delta_mode_needs_a_detected_method_and_the_settings_show_it() {
     let view = body_json(app.send(api("GET", "/api/v1/directories/ldap/sync/settings", None, Auth::Cookie(&cookie))).await).await;
     assert!(view["detected"].is_null(), "{view}");
 }
+
+/// A cookie the session log no longer covers is served by a present phase
+/// (every entry listed, unchanged ones as present): the snapshot's entries
+/// of the OU that were not listed are the deleted ones.
+#[tokio::test]
+async fn a_present_phase_tells_the_deleted_entries_by_what_it_did_not_list() {
+    let d = Slapd::start();
+    let app = TestApp::new().await;
+    configure(&app, &d, delta(true, 100)).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    assert_eq!(sync(&app, &cookie, false).await["run"]["state"], "done");
+    let old: Vec<(String, String, String)> = app
+        .db
+        .store
+        .delta_cookies("ldap")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(ou, server, _, _)| (ou, server, "rid=000,csn=20000101000000.000000Z#000000#000#000000".to_string()))
+        .collect();
+    app.db.store.put_delta_cookies("ldap", "syncrepl", &old, 0).await.unwrap();
+    d.modify(&format!("dn: uid=tom,ou=tech,{}\nchangetype: delete\n", d.base_dn));
+    let run = sync(&app, &cookie, false).await;
+    assert_eq!((run["run"]["kind"].as_str(), run["run"]["state"].as_str()), (Some("delta"), Some("done")), "{run}");
+    assert!(notes(&run).contains("a present phase"), "{run}");
+    assert_eq!(names(&items(&run, "disable")), ["tom"], "{run}");
+    assert_eq!(names(&items(&run, "create")), Vec::<String>::new(), "{run}");
+    assert!(!active(&app, "tom").await && active(&app, "tina").await);
+}
