@@ -37,7 +37,8 @@ pub(crate) fn uid_of(e: &SearchEntry) -> String {
     if let Some(u) = first(e, "entryUUID") {
         return u.to_ascii_lowercase();
     }
-    if let Some(g) = e.bin_attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case("objectGUID")).and_then(|(_, v)| v.first()) {
+    // (A GUID whose bytes are valid UTF-8 arrives among the text attributes.)
+    if let Some(g) = crate::ad_delta::guid_bytes(e) {
         return g.iter().map(|b| format!("{b:02x}")).collect();
     }
     format!("dn:{}", crate::dn::normalize(&e.dn))

@@ -13,6 +13,7 @@
 //! (ldap3 does not chase them and we drop referral results).
 
 pub mod ad;
+pub mod ad_delta;
 pub mod authn;
 pub mod config;
 pub mod conn;

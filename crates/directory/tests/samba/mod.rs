@@ -1,9 +1,12 @@
 //! Active Directory behaviour against a real Samba AD DC (`testkit/samba`):
-//! the AD specifics of sign-in (objectGUID as uid, bind sub-codes).
+//! delta reads (DirSync, USN with Deleted Objects), and the AD specifics of
+//! sign-in (objectGUID as uid, bind sub-codes).
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 
+use bindery_directory::ad_delta::{detect, initial_cookie, read_changes};
+use bindery_directory::delta::{Change, DeltaBatch, DeltaError, DeltaMethod, DeltaSupport};
 use bindery_directory::enumerate::{enumerate, Entry};
 use bindery_directory::testing::Samba;
 use bindery_directory::{DirectoryConfig, Secret};
@@ -28,8 +31,198 @@ async fn users(cfg: &DirectoryConfig) -> HashMap<String, Entry> {
     all.into_inner().unwrap()
 }
 
+/// The batch's upserts by username and its deleted uids.
+fn split(batch: &DeltaBatch) -> (HashMap<String, Entry>, Vec<String>) {
+    let mut up = HashMap::new();
+    let mut del = Vec::new();
+    for c in &batch.changes {
+        match c {
+            Change::Upsert(e) => {
+                assert!(up.insert(e.user.username.to_lowercase(), e.clone()).is_none(), "one upsert per user: {batch:#?}");
+            }
+            Change::Delete { uid } => del.push(uid.clone()),
+        }
+    }
+    (up, del)
+}
+
 fn in_group(e: &Entry, group_dn: &str) -> bool {
     e.user.groups.iter().any(|g| g.eq_ignore_ascii_case(group_dn))
+}
+
+/// The scenario every method is checked with: returns what it changed.
+struct Scenario {
+    modified: &'static str,
+    disabled: &'static str,
+    deleted: &'static str,
+    joined: &'static str,
+    left: &'static str,
+    added: &'static str,
+    untouched: &'static str,
+}
+
+async fn make_changes(d: &Samba, s: &Scenario) {
+    d.modify(&d.user_dn(s.modified), vec![ldap3::Mod::Replace("mail".into(), ["changed@bindery.test".to_string()].into())]).await;
+    d.set_uac(&d.user_dn(s.disabled), 514).await;
+    d.delete(&d.user_dn(s.deleted)).await;
+    d.set_member(&d.group_dn("admins"), &d.user_dn(s.joined), true).await;
+    d.set_member(&d.group_dn("staff"), &d.user_dn(s.left), false).await;
+    d.add_user(s.added).await;
+}
+
+const SCENARIO: Scenario = Scenario {
+    modified: "user06",
+    disabled: "user07",
+    deleted: "user08",
+    joined: "user09",
+    left: "user02",
+    added: "newbie",
+    untouched: "user11",
+};
+
+#[tokio::test]
+async fn samba_dirsync_with_the_replication_right_reads_changes_memberships_and_deletions() {
+    let d = Samba::start();
+    let cfg = config(&d.input_as(&d.repl_dn, &d.repl_password));
+    let support = detect(&cfg).await;
+    assert_eq!((support.method, support.sees_deletions), (DeltaMethod::Dirsync, true), "{support:?}");
+    assert!(support.reason.contains("Replicating Directory Changes"), "{}", support.reason);
+
+    let before = users(&cfg).await;
+    let start = initial_cookie(&cfg, &d.people_ou, &support).await.expect("initial cookie");
+    assert!(start.changes.is_empty());
+    assert_eq!(start.server, d.ldap_url.trim_end_matches('/').to_string() + ":389");
+
+    make_changes(&d, &SCENARIO).await;
+    // Moved out of the search OU: gone from its scope.
+    d.move_to(&d.user_dn("user10"), &format!("CN=Users,{}", d.base_dn)).await;
+
+    let batch = read_changes(&cfg, &d.people_ou, &start.cookie).await.expect("delta read");
+    assert_eq!(batch.server, start.server);
+    let (up, del) = split(&batch);
+    let s = &SCENARIO;
+    assert_eq!(up[s.modified].user.email, "changed@bindery.test");
+    assert_eq!(up[s.modified].uid, before[s.modified].uid, "the uid is the objectGUID, unchanged by a modify");
+    assert_eq!(up[s.disabled].state, Some(AccountState::Disabled));
+    assert!(in_group(&up[s.joined], &d.group_dn("admins")), "{:?}", up[s.joined].user.groups);
+    assert!(!in_group(&up[s.left], &d.group_dn("staff")), "removal from a group is seen: {:?}", up[s.left].user.groups);
+    assert_eq!(up[s.added].state, None);
+    assert!(!up.contains_key(s.untouched) && !up.contains_key(s.deleted), "{up:#?}");
+    assert!(del.contains(&before[s.deleted].uid), "the deletion is reported through its tombstone: {del:?}");
+    assert!(del.contains(&before["user10"].uid), "a user moved out of the OU is gone from it: {del:?}");
+    assert_eq!(del.len(), 2, "{del:?}");
+    // Every upsert is exactly what the full enumeration reads now.
+    let after = users(&cfg).await;
+    for (name, e) in &up {
+        assert_eq!(format!("{:?}", e), format!("{:?}", after[name]), "{name}");
+    }
+
+    // The next read from the new cookie sees only what changed since.
+    d.set_uac(&d.user_dn(s.untouched), 514).await;
+    let next = read_changes(&cfg, &d.people_ou, &batch.cookie).await.expect("second delta read");
+    let (up, del) = split(&next);
+    assert_eq!(up.keys().collect::<Vec<_>>(), vec![&s.untouched.to_string()], "{next:#?}");
+    assert!(del.is_empty());
+}
+
+#[tokio::test]
+async fn samba_unprivileged_account_uses_dirsync_with_object_security_and_sees_no_deletions() {
+    let d = Samba::start();
+    let cfg = config(&d.input());
+    let support = detect(&cfg).await;
+    assert_eq!((support.method, support.sees_deletions), (DeltaMethod::Dirsync, false), "{support:?}");
+    assert!(support.reason.contains("the service account lacks the DirSync right"), "{}", support.reason);
+    assert!(
+        support
+            .reason
+            .contains("Deleted Objects is not readable by the service account, so deletions are found only by the full enumeration"),
+        "{}",
+        support.reason
+    );
+
+    let before = users(&cfg).await;
+    let start = initial_cookie(&cfg, &d.people_ou, &support).await.expect("initial cookie");
+    make_changes(&d, &SCENARIO).await;
+    let batch = read_changes(&cfg, &d.people_ou, &start.cookie).await.expect("delta read");
+    let (up, del) = split(&batch);
+    let s = &SCENARIO;
+    assert_eq!(up[s.modified].user.email, "changed@bindery.test");
+    assert_eq!(up[s.disabled].state, Some(AccountState::Disabled));
+    assert!(in_group(&up[s.joined], &d.group_dn("admins")));
+    assert!(!in_group(&up[s.left], &d.group_dn("staff")), "object security still shows removed members");
+    assert!(up.contains_key(s.added));
+    assert!(!up.contains_key(s.untouched));
+    // What detect said: the tombstone is invisible to this account.
+    assert!(!del.contains(&before[s.deleted].uid) && !up.contains_key(s.deleted), "{batch:#?}");
+}
+
+#[tokio::test]
+async fn samba_usn_reads_changes_and_reads_deletions_only_where_deleted_objects_is_readable() {
+    let d = Samba::start();
+    let usn = |sees_deletions| DeltaSupport { method: DeltaMethod::Usn, sees_deletions, reason: String::new() };
+    // The replication account may read Deleted Objects; the service account may not.
+    let repl = config(&d.input_as(&d.repl_dn, &d.repl_password));
+    let svc = config(&d.input());
+    let before = users(&svc).await;
+    let repl_start = initial_cookie(&repl, &d.people_ou, &usn(true)).await.expect("initial cookie (replication account)");
+    let svc_start = initial_cookie(&svc, &d.people_ou, &usn(false)).await.expect("initial cookie (service account)");
+    make_changes(&d, &SCENARIO).await;
+    let s = &SCENARIO;
+
+    for (who, cfg, start, sees_deletions) in
+        [("replication account", &repl, &repl_start, true), ("service account", &svc, &svc_start, false)]
+    {
+        let batch = read_changes(cfg, &d.people_ou, &start.cookie).await.unwrap_or_else(|e| panic!("{who}: {e:?}"));
+        let (up, del) = split(&batch);
+        assert_eq!(up[s.modified].user.email, "changed@bindery.test", "{who}");
+        assert_eq!(up[s.disabled].state, Some(AccountState::Disabled), "{who}");
+        assert!(up.contains_key(s.added), "{who}");
+        // memberOf is a back-link: found through the changed group.
+        assert!(in_group(&up[s.joined], &d.group_dn("admins")), "{who}: {batch:#?}");
+        assert!(!up.contains_key(s.untouched), "{who}");
+        assert_eq!(del.contains(&before[s.deleted].uid), sees_deletions, "{who}: {del:?}");
+        // The second read from the new cookie: nothing new.
+        let again = read_changes(cfg, &d.people_ou, &batch.cookie).await.unwrap_or_else(|e| panic!("{who}: {e:?}"));
+        assert!(again.changes.is_empty(), "{who}: {again:#?}");
+    }
+    // A USN run may not see a removal from a group (the removed user is no
+    // longer a member, and their own uSNChanged did not move).
+}
+
+#[tokio::test]
+async fn samba_refused_garbage_and_foreign_cookies_need_a_full_enumeration() {
+    let d = Samba::start();
+    let cfg = config(&d.input());
+    let support = detect(&cfg).await;
+    let start = initial_cookie(&cfg, &d.people_ou, &support).await.expect("initial cookie");
+    let full = |r: Result<DeltaBatch, DeltaError>| match r {
+        Err(DeltaError::FullRequired(why)) => why,
+        other => panic!("expected FullRequired, got {other:?}"),
+    };
+    let why = full(read_changes(&cfg, &d.people_ou, "garbage").await);
+    assert!(why.contains("not an Active Directory delta cookie"), "{why}");
+    // A well-formed cookie whose DirSync part the server cannot use.
+    let mut v: serde_json::Value = serde_json::from_str(&start.cookie).unwrap();
+    v["dirsync"] = "Z2FyYmFnZQ==".into();
+    let why = full(read_changes(&cfg, &d.people_ou, &v.to_string()).await);
+    assert!(why.contains("refused the DirSync cookie"), "{why}");
+    // Another OU's cookie.
+    let why = full(read_changes(&cfg, &d.groups_ou, &start.cookie).await);
+    assert!(why.contains("belongs to the search OU"), "{why}");
+    // Another server's cookie (a failover, or the settings changed).
+    let mut v: serde_json::Value = serde_json::from_str(&start.cookie).unwrap();
+    v["server"] = "ldap://127.0.0.1:1".into();
+    let why = full(read_changes(&cfg, &d.people_ou, &v.to_string()).await);
+    assert!(why.contains("no longer a configured server"), "{why}");
+    // A USN cookie from a restored or different domain controller.
+    let usn = DeltaSupport { method: DeltaMethod::Usn, sees_deletions: false, reason: String::new() };
+    let start = initial_cookie(&cfg, &d.people_ou, &usn).await.expect("initial USN cookie");
+    let mut v: serde_json::Value = serde_json::from_str(&start.cookie).unwrap();
+    v["invocation"] = "00".into();
+    let why = full(read_changes(&cfg, &d.people_ou, &v.to_string()).await);
+    assert!(why.contains("invocation id changed"), "{why}");
+    // The untouched cookies still work.
+    read_changes(&cfg, &d.people_ou, &start.cookie).await.expect("the real cookie reads");
 }
 
 #[tokio::test]
