@@ -384,6 +384,18 @@ impl Samba {
         dn
     }
 
+    /// Add a (global security) group `name` to `OU=Groups`; returns its DN.
+    pub async fn add_group(&self, name: &str) -> String {
+        let dn = self.group_dn(name);
+        let mut ldap = self.admin().await;
+        let attrs: Vec<(Vec<u8>, std::collections::HashSet<Vec<u8>>)> =
+            vec![(b"objectClass".to_vec(), [b"group".to_vec()].into()), (b"sAMAccountName".to_vec(), [name.as_bytes().to_vec()].into())];
+        let r = ldap.add(&dn, attrs).await.expect("add group");
+        assert_eq!(r.rc, 0, "add {dn}: {r:?}");
+        let _ = ldap.unbind().await;
+        dn
+    }
+
     /// Set a user's `userAccountControl` (514 disables, 512 enables).
     pub async fn set_uac(&self, dn: &str, uac: u32) {
         self.modify(dn, vec![ldap3::Mod::Replace("userAccountControl".to_string(), [uac.to_string()].into())]).await

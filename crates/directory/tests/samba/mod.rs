@@ -157,6 +157,24 @@ async fn samba_unprivileged_account_uses_dirsync_with_object_security_and_sees_n
 }
 
 #[tokio::test]
+async fn samba_dirsync_follows_a_group_nested_into_another_to_its_members() {
+    let d = Samba::start();
+    let mut input = d.input_as(&d.repl_dn, &d.repl_password);
+    input.nested_groups = true;
+    let cfg = config(&input);
+    let ops = d.add_group("ops").await;
+    let support = detect(&cfg).await;
+    let start = initial_cookie(&cfg, &d.people_ou, &support).await.expect("initial cookie");
+    // admins (user01) becomes a member of ops: user01 is now in ops, through admins.
+    d.set_member(&ops, &d.group_dn("admins"), true).await;
+    let batch = read_changes(&cfg, &d.people_ou, &start.cookie).await.expect("delta read");
+    let (up, del) = split(&batch);
+    assert_eq!(up.keys().collect::<Vec<_>>(), vec!["user01"], "{batch:#?}");
+    assert!(in_group(&up["user01"], &ops) && in_group(&up["user01"], &d.group_dn("admins")), "{:?}", up["user01"].user.groups);
+    assert!(del.is_empty());
+}
+
+#[tokio::test]
 async fn samba_usn_reads_changes_and_reads_deletions_only_where_deleted_objects_is_readable() {
     let d = Samba::start();
     let usn = |sees_deletions| DeltaSupport { method: DeltaMethod::Usn, sees_deletions, reason: String::new() };
