@@ -17,12 +17,17 @@
 //! * With the "Replicating Directory Changes" right (DS-Replication-Get-
 //!   Changes on the domain) DirSync also reports deletions: the tombstone
 //!   (`isDeleted: TRUE`, moved under `CN=Deleted Objects`) with its
-//!   `objectGUID`.
+//!   `objectGUID`. On Windows the right is enough; Samba 4.17 still applies
+//!   read access to the tombstones, so the account must also be allowed to
+//!   list and read Deleted Objects (`dsacls ... /G account:LCRP`), which the
+//!   test kit's `bindery-repl` is. [`detect`] therefore looks for a tombstone
+//!   through DirSync itself rather than trusting the right.
 //! * Without it, the server refuses DirSync (result 50) unless the request
 //!   sets `LDAP_DIRSYNC_OBJECT_SECURITY`; then it returns only what the
 //!   account may read, which for an ordinary account excludes the tombstones
-//!   in Deleted Objects: changes and group membership are seen, deletions
-//!   are not (measured against Samba: the deleted user simply never appears).
+//!   in Deleted Objects: changes and group membership (with removals) are
+//!   seen, deletions are not (measured against Samba: the deleted user
+//!   simply never appears).
 //!
 //! **USN** (`uSNChanged` above the highest committed USN seen, with the
 //! show-deleted control `1.2.840.113556.1.4.417` under `CN=Deleted Objects`)
@@ -59,8 +64,10 @@
 //! [`MAX_COOKIE_AGE`] or refused by the server gives
 //! [`DeltaError::FullRequired`].
 //!
-//! Every LDAP operation runs within `cfg.op_timeout`, every connect within
-//! `cfg.connect_timeout`.
+//! Each read of an OU is one DirSync search of the whole naming context
+//! (AD refuses DirSync below a naming context's root: result 53), plus a
+//! few re-reading searches of at most 50 ids each. Every LDAP operation
+//! runs within `cfg.op_timeout`, every connect within `cfg.connect_timeout`.
 //!
 //! [MS-ADTS]: https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-adts/
 
@@ -538,7 +545,9 @@ fn err_words(e: &DeltaError) -> String {
 }
 
 /// Whether a DirSync read from scratch shows the account any tombstone
-/// (`CN=Deleted Objects` itself, also `isDeleted`, does not count).
+/// (`CN=Deleted Objects` itself, also `isDeleted`, does not count). It
+/// returns every tombstone the account may see, once: for Test connection,
+/// not for every run.
 async fn dirsync_sees_tombstones(ldap: &mut Ldap, cfg: &DirectoryConfig, nc: &str) -> Result<bool, DeltaError> {
     let container = dn::normalize(&format!("CN=Deleted Objects,{nc}"));
     let (entries, _) = dirsync(ldap, cfg, nc, "(isDeleted=TRUE)", DIRSYNC_FLAGS_REPLICATION, Vec::new()).await.map_err(|(_, e)| e)?;

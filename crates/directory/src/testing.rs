@@ -239,7 +239,8 @@ impl Drop for Blackhole {
 /// Seeded: `user01`…`user20` and `disabled01` (uac 514) in `OU=People`,
 /// groups `staff` (user01…user05) and `admins` (user01) in `OU=Groups`, the
 /// service accounts `bindery-svc` (an ordinary domain user) and
-/// `bindery-repl` (with "Replicating Directory Changes") in `OU=Services`.
+/// `bindery-repl` (with "Replicating Directory Changes", and allowed to list
+/// and read Deleted Objects) in `OU=Services`; one tombstone (`deleted01`).
 pub struct Samba {
     pub ldap_url: String,
     pub ldaps_url: String,
@@ -250,7 +251,8 @@ pub struct Samba {
     /// The unprivileged service account.
     pub bind_dn: String,
     pub bind_password: String,
-    /// A service account holding "Replicating Directory Changes".
+    /// A service account holding "Replicating Directory Changes" that may
+    /// read Deleted Objects.
     pub repl_dn: String,
     pub repl_password: String,
     pub admin_dn: String,

@@ -271,3 +271,15 @@ async fn samba_uid_is_the_object_guid_and_binds_give_ad_subcodes() {
     assert_eq!((f.ldap_code, f.ad_subcode.as_deref()), (Some(49), Some("533")), "{f:?}");
     assert!(f.message.contains("account disabled"), "{}", f.message);
 }
+
+#[tokio::test]
+async fn ad_delta_detect_on_openldap_says_it_is_not_active_directory() {
+    let d = bindery_directory::testing::Slapd::start();
+    let support = detect(&config(&d.input())).await;
+    assert_eq!((support.method, support.sees_deletions), (DeltaMethod::None, false), "{support:?}");
+    assert!(support.reason.contains("not Active Directory"), "{}", support.reason);
+    let full = DeltaSupport { method: DeltaMethod::Dirsync, sees_deletions: false, reason: String::new() };
+    let cfg = config(&d.input());
+    let ou = cfg.search_ous[0].clone();
+    assert!(matches!(initial_cookie(&cfg, &ou, &full).await, Err(DeltaError::Failed(_))));
+}
