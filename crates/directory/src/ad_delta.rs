@@ -766,6 +766,7 @@ async fn paged(
     use ldap3::controls::{Control, ControlType, PagedResults};
     let mut out = Vec::new();
     let mut cookie: Vec<u8> = Vec::new();
+    let mut last_page: Option<u64> = None;
     for page in 0..cfg.max_pages.max(1) {
         let mut controls: Vec<RawControl> = vec![PagedResults { size: cfg.page_size, cookie: cookie.clone() }.into()];
         controls.extend(extra.clone());
@@ -782,9 +783,16 @@ async fn paged(
             _ => None,
         });
         crate::check(result, &what).map_err(DeltaError::Failed)?;
-        out.extend(raw.into_iter().filter(|e| !e.is_ref() && !e.is_intermediate()).map(SearchEntry::construct));
+        let entries: Vec<SearchEntry> =
+            raw.into_iter().filter(|e| !e.is_ref() && !e.is_intermediate()).map(SearchEntry::construct).collect();
+        let this_page = crate::page_fingerprint(entries.iter().map(|e| e.dn.as_str()));
+        out.extend(entries);
         match next {
-            Some(c) if !c.is_empty() && c != cookie => cookie = c,
+            // Samba sends one cookie for every page: stuck only if the page repeats too.
+            Some(c) if !c.is_empty() && (c != cookie || last_page != Some(this_page)) => {
+                cookie = c;
+                last_page = Some(this_page);
+            }
             Some(c) if !c.is_empty() => {
                 return Err(DeltaError::Failed(Failure::answer(format!("{what}: the server repeated its paging cookie: incomplete"))))
             }

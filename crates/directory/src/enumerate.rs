@@ -104,6 +104,7 @@ where
             let mut storing: Option<(u64, Fut)> = None;
             for ou in &cfg.search_ous {
                 let mut cookie: Vec<u8> = Vec::new();
+                let mut last_page: Option<u64> = None;
                 let mut finished = false;
                 for page in 0..cfg.max_pages {
                     if cancel.load(Ordering::Relaxed) {
@@ -146,15 +147,17 @@ where
                     }
                     totals.entries += entries.len() as u64;
                     totals.pages += 1;
+                    let this_page = crate::page_fingerprint(entries.iter().map(|e| e.user.dn.as_str()));
                     storing = Some((totals.pages, on_page(entries, &totals)));
                     match next {
                         Some(c) if !c.is_empty() => {
-                            if c == cookie {
+                            if c == cookie && last_page == Some(this_page) {
                                 return Err(Failure::answer(
                                     "paged search did not advance (the server repeated its cookie): result incomplete",
                                 ));
                             }
                             cookie = c;
+                            last_page = Some(this_page);
                         }
                         Some(_) => {
                             finished = true;

@@ -117,6 +117,22 @@ pub fn check(result: ldap3::LdapResult, what: &str) -> Result<ldap3::LdapResult,
     }
 }
 
+/// A fingerprint of one page of search results (its entries' DNs). A server
+/// may send one unchanging paging cookie (Samba's names the search, not the
+/// position), so a repeated cookie means "stuck" only together with a
+/// repeated page.
+pub(crate) fn page_fingerprint<'a>(dns: impl Iterator<Item = &'a str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut n = 0u64;
+    for dn in dns {
+        dn.hash(&mut h);
+        n += 1;
+    }
+    n.hash(&mut h);
+    h.finish()
+}
+
 /// Put a username into a search filter template, escaped per RFC 4515 so
 /// that `*`, `(`, `)`, `\` and NUL are data, never filter syntax.
 pub fn user_filter(template: &str, username: &str) -> String {

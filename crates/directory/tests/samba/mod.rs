@@ -244,6 +244,20 @@ async fn samba_refused_garbage_and_foreign_cookies_need_a_full_enumeration() {
 }
 
 #[tokio::test]
+async fn samba_is_enumerated_in_pages_although_it_repeats_its_paging_cookie() {
+    // Samba's paged-results cookie names the search, not the position: the
+    // same cookie comes back with every page.
+    let d = Samba::start();
+    let mut input = d.input();
+    input.page_size = 4;
+    let cfg = config(&input);
+    let all = users(&cfg).await;
+    assert_eq!(all.len(), 21, "{:?}", all.keys());
+    let report = bindery_directory::probe::test_connection(&cfg, &input.server_uris).await;
+    assert_eq!(report.user_count, Some(21), "{report:#?}");
+}
+
+#[tokio::test]
 async fn samba_uid_is_the_object_guid_and_binds_give_ad_subcodes() {
     let d = Samba::start();
     let cfg = config(&d.input());
