@@ -266,6 +266,11 @@ pub struct Samba {
 
 impl Samba {
     pub fn start() -> Samba {
+        Self::start_with(&[])
+    }
+
+    /// Start with extra environment for the script (e.g. `SAMBA_EXTRA_USERS`).
+    pub fn start_with(env: &[(&str, &str)]) -> Samba {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!("bindery-samba-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
@@ -274,6 +279,7 @@ impl Samba {
         let out = Command::new(&script)
             .arg(&dir)
             .env("SAMBA_WATCH_PID", std::process::id().to_string())
+            .envs(env.iter().copied())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {} (is Samba installed? run scripts/setup): {e}", script.display()));
         assert!(out.status.success(), "samba fixture failed to start:\n{}", String::from_utf8_lossy(&out.stderr));
