@@ -875,6 +875,84 @@ async fn reread(ldap: &mut Ldap, cfg: &DirectoryConfig, ou: &str, nc: &str, foun
     Ok(changes)
 }
 
+// --- Change notification ---------------------------------------------------------------------
+
+/// The change-notification control ([MS-ADTS] 3.1.1.3.4.1.9): a search
+/// that stays open and returns each object as it changes.
+pub const NOTIFICATION_OID: &str = "1.2.840.113556.1.4.528";
+
+/// An open change-notification search on one server: the live stream's
+/// trigger. It says *that* an object changed (its DN), not how; the caller
+/// answers a notification with [`read_changes`], which reads the change
+/// as a delta run does (one place decides what a change means). An
+/// ordinary account may open one (measured against Samba: a disable was
+/// notified 40–140 ms after it was made). What is notified is limited by
+/// what the account may read (a deletion lives in Deleted Objects), and a
+/// lost connection loses notifications: the caller still polls
+/// [`read_changes`] on a timer and after every reconnect.
+pub struct ChangeNotifier {
+    stream: ldap3::SearchStream<'static, String, Vec<String>>,
+    server: String,
+}
+
+/// Open a change-notification search of the naming context holding `ou`
+/// (AD accepts a subtree notification only at a naming context's root).
+/// Connect, bind and the request itself run within the configured timeouts.
+pub async fn notifications(cfg: &DirectoryConfig, ou: &str) -> Result<ChangeNotifier, DeltaError> {
+    let (server, mut ldap) = connect(cfg, None).await?;
+    let root = root_dse(&mut ldap, cfg).await?;
+    if !root.controls.iter().any(|c| c == NOTIFICATION_OID) {
+        let _ = ldap.unbind().await;
+        return Err(DeltaError::Failed(Failure::answer("the server does not offer the change-notification control")));
+    }
+    let nc = naming_context(&root, ou)
+        .ok_or_else(|| DeltaError::Failed(Failure::answer(format!("{ou} is in none of the server's naming contexts"))))?;
+    let control = RawControl { ctype: NOTIFICATION_OID.into(), crit: true, val: None };
+    let what = format!("change notification on {nc}");
+    // No timeout on the stream itself: it is meant to wait. `next` bounds each wait.
+    let started = tokio::time::timeout(
+        cfg.op_timeout,
+        ldap.with_controls(vec![control]).streaming_search(&nc, Scope::Subtree, "(objectClass=*)", vec!["objectGUID".to_string()]),
+    )
+    .await;
+    match started {
+        Err(_) => Err(DeltaError::Failed(Failure::timeout(format!("{what}: no answer within {} s", cfg.op_timeout.as_secs().max(1))))),
+        Ok(Err(e)) => Err(failed(e, &what, cfg)),
+        Ok(Ok(stream)) => Ok(ChangeNotifier { stream, server }),
+    }
+}
+
+impl ChangeNotifier {
+    /// The server the search is open on.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The DN of the next object that changes within `wait`: `Ok(None)` if
+    /// none did (the search is still open), `Err` if the server ended it or
+    /// the connection was lost (reconnect, then read the changes missed with
+    /// [`read_changes`]).
+    pub async fn next(&mut self, wait: Duration) -> Result<Option<String>, Failure> {
+        loop {
+            match tokio::time::timeout(wait, self.stream.next()).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(Some(e))) if e.is_ref() || e.is_intermediate() => continue,
+                Ok(Ok(Some(e))) => return Ok(Some(SearchEntry::construct(e).dn)),
+                Ok(Ok(None)) => {
+                    let r = self.stream.finish().await;
+                    return Err(Failure::unreachable(format!(
+                        "change notification ended by {}: {} (LDAP {})",
+                        self.server,
+                        crate::result_code_words(r.rc),
+                        r.rc
+                    )));
+                }
+                Ok(Err(e)) => return Err(Failure::from_ldap(e, "change notification", wait)),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,6 +175,39 @@ async fn samba_dirsync_follows_a_group_nested_into_another_to_its_members() {
 }
 
 #[tokio::test]
+async fn samba_change_notification_tells_an_ordinary_account_of_a_disable_within_seconds() {
+    let d = Samba::start();
+    let cfg = config(&d.input());
+    let mut n = bindery_directory::ad_delta::notifications(&cfg, &d.people_ou).await.expect("notification search");
+    assert_eq!(n.next(std::time::Duration::from_millis(300)).await.expect("open"), None, "nothing changed yet");
+    let t = std::time::Instant::now();
+    d.set_uac(&d.user_dn("user05"), 514).await;
+    let target = d.user_dn("user05").to_lowercase();
+    loop {
+        let dn = n.next(std::time::Duration::from_secs(10)).await.expect("still open").expect("a change within 10 s");
+        if dn.to_lowercase() == target {
+            break;
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "user05 not notified within 10 s");
+    }
+    println!("notified {:?} after the disable", t.elapsed());
+    // The server going away ends the stream with an error, for the caller to reconnect.
+    d.stop();
+    let t = std::time::Instant::now();
+    loop {
+        // (Changes notified before the stop may still be queued.)
+        match n.next(std::time::Duration::from_secs(10)).await {
+            Err(f) => {
+                assert!(f.unreachable, "{f:?}");
+                break;
+            }
+            Ok(Some(_)) if t.elapsed() < std::time::Duration::from_secs(10) => continue,
+            other => panic!("the stream did not end with the server: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn samba_usn_reads_changes_and_reads_deletions_only_where_deleted_objects_is_readable() {
     let d = Samba::start();
     let usn = |sees_deletions| DeltaSupport { method: DeltaMethod::Usn, sees_deletions, reason: String::new() };
