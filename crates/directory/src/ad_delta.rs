@@ -344,8 +344,9 @@ async fn invocation_id(ldap: &mut Ldap, cfg: &DirectoryConfig, root: &RootDse) -
     let e = entries.into_iter().next().map(SearchEntry::construct);
     let id = e.and_then(|e| {
         e.bin_attrs
-            .get("invocationId")
-            .and_then(|v| v.first().cloned())
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("invocationId"))
+            .and_then(|(_, v)| v.first().cloned())
             .or_else(|| first(&e, "invocationId").map(|s| s.as_bytes().to_vec()))
     });
     id.map(|b| hex(&b)).ok_or_else(|| DeltaError::Failed(Failure::answer("the domain controller's invocation id is not readable")))
