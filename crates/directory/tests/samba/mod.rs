@@ -288,6 +288,16 @@ async fn samba_is_enumerated_in_pages_although_it_repeats_its_paging_cookie() {
     assert_eq!(all.len(), 21, "{:?}", all.keys());
     let report = bindery_directory::probe::test_connection(&cfg, &input.server_uris).await;
     assert_eq!(report.user_count, Some(21), "{report:#?}");
+    // Groups read from the groups' side, in pages of one group.
+    input.page_size = 1;
+    input.group_mode = bindery_model::GroupMode::Search;
+    input.group_base = d.groups_ou.clone();
+    input.attr_map = input.attr_map.replace(r#","groups":"memberOf""#, "");
+    let all = users(&config(&input)).await;
+    let mut groups = all["user01"].user.groups.clone();
+    groups.sort();
+    assert_eq!(groups, vec![d.group_dn("admins"), d.group_dn("staff")]);
+    assert_eq!(all["user06"].user.groups, Vec::<String>::new());
 }
 
 #[tokio::test]
