@@ -37,7 +37,8 @@ pub(crate) fn uid_of(e: &SearchEntry) -> String {
     if let Some(u) = first(e, "entryUUID") {
         return u.to_ascii_lowercase();
     }
-    if let Some(g) = e.bin_attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case("objectGUID")).and_then(|(_, v)| v.first()) {
+    // (A GUID whose bytes are valid UTF-8 arrives among the text attributes.)
+    if let Some(g) = crate::ad_delta::guid_bytes(e) {
         return g.iter().map(|b| format!("{b:02x}")).collect();
     }
     format!("dn:{}", crate::dn::normalize(&e.dn))
@@ -104,6 +105,7 @@ where
             let mut storing: Option<(u64, Fut)> = None;
             for ou in &cfg.search_ous {
                 let mut cookie: Vec<u8> = Vec::new();
+                let mut last_page: Option<u64> = None;
                 let mut finished = false;
                 for page in 0..cfg.max_pages {
                     if cancel.load(Ordering::Relaxed) {
@@ -146,15 +148,17 @@ where
                     }
                     totals.entries += entries.len() as u64;
                     totals.pages += 1;
+                    let this_page = crate::page_fingerprint(entries.iter().map(|e| e.user.dn.as_str()));
                     storing = Some((totals.pages, on_page(entries, &totals)));
                     match next {
                         Some(c) if !c.is_empty() => {
-                            if c == cookie {
+                            if c == cookie && last_page == Some(this_page) {
                                 return Err(Failure::answer(
                                     "paged search did not advance (the server repeated its cookie): result incomplete",
                                 ));
                             }
                             cookie = c;
+                            last_page = Some(this_page);
                         }
                         Some(_) => {
                             finished = true;

@@ -74,6 +74,7 @@ impl GroupIndex {
         let bases = if cfg.group_base.is_empty() { &cfg.search_ous } else { &cfg.group_base };
         for base in bases {
             let mut cookie: Vec<u8> = Vec::new();
+            let mut last_page: Option<u64> = None;
             let mut finished = false;
             for page in 0..MAX_PAGES {
                 let control: ldap3::controls::RawControl = PagedResults { size: cfg.page_size, cookie: cookie.clone() }.into();
@@ -90,8 +91,10 @@ impl GroupIndex {
                     _ => None,
                 });
                 crate::check(result, &what)?;
-                for e in raw.into_iter().filter(|e| !e.is_ref() && !e.is_intermediate()) {
-                    let e = SearchEntry::construct(e);
+                let entries: Vec<SearchEntry> =
+                    raw.into_iter().filter(|e| !e.is_ref() && !e.is_intermediate()).map(SearchEntry::construct).collect();
+                let this_page = crate::page_fingerprint(entries.iter().map(|e| e.dn.as_str()));
+                for e in entries {
                     for a in &by_dn {
                         for v in all(&e, a) {
                             index.members.entry(dn::normalize(v)).or_default().push(e.dn.clone());
@@ -104,7 +107,10 @@ impl GroupIndex {
                     }
                 }
                 match next {
-                    Some(c) if !c.is_empty() && c != cookie => cookie = c,
+                    Some(c) if !c.is_empty() && (c != cookie || last_page != Some(this_page)) => {
+                        cookie = c;
+                        last_page = Some(this_page);
+                    }
                     Some(c) if !c.is_empty() => {
                         return Err(Failure::answer("group search did not advance (the server repeated its cookie): groups incomplete"))
                     }

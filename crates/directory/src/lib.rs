@@ -13,6 +13,7 @@
 //! (ldap3 does not chase them and we drop referral results).
 
 pub mod ad;
+pub mod ad_delta;
 pub mod authn;
 pub mod config;
 pub mod conn;
@@ -115,6 +116,22 @@ pub fn check(result: ldap3::LdapResult, what: &str) -> Result<ldap3::LdapResult,
         0 => Ok(result),
         _ => Err(Failure::from_ldap(ldap3::LdapError::LdapResult { result }, what, std::time::Duration::ZERO)),
     }
+}
+
+/// A fingerprint of one page of search results (its entries' DNs). A server
+/// may send one unchanging paging cookie (Samba's names the search, not the
+/// position), so a repeated cookie means "stuck" only together with a
+/// repeated page.
+pub(crate) fn page_fingerprint<'a>(dns: impl Iterator<Item = &'a str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut n = 0u64;
+    for dn in dns {
+        dn.hash(&mut h);
+        n += 1;
+    }
+    n.hash(&mut h);
+    h.finish()
 }
 
 /// Put a username into a search filter template, escaped per RFC 4515 so

@@ -164,7 +164,17 @@ async fn probe_server(cfg: &DirectoryConfig, raw: &str, uri: Option<ServerUri>) 
     // Delta sync: which method, and why (a step of its own that never
     // fails the test: a directory without one is synced in full).
     let t = Instant::now();
-    let support = crate::syncrepl::detect(&mut ldap, cfg).await;
+    let mut support = crate::syncrepl::detect(&mut ldap, cfg).await;
+    if support.method == crate::delta::DeltaMethod::None {
+        // Not OpenLDAP / 389-ds content synchronisation: Active Directory's
+        // DirSync or USN, else both reasons.
+        let ad = crate::ad_delta::detect_on(&mut ldap, cfg).await;
+        support = if ad.method == crate::delta::DeltaMethod::None {
+            crate::delta::DeltaSupport { reason: format!("{}; {}", support.reason, ad.reason), ..ad }
+        } else {
+            ad
+        };
+    }
     steps.push(ProbeStep {
         step: "delta".into(),
         ok: true,
@@ -231,6 +241,7 @@ async fn ou_exists(ldap: &mut Ldap, cfg: &DirectoryConfig, ou: &str) -> Result<(
 pub async fn paged_count(ldap: &mut Ldap, cfg: &DirectoryConfig, base: &str, filter: &str) -> Result<i64, Failure> {
     let mut cookie: Vec<u8> = Vec::new();
     let mut count = 0i64;
+    let mut last_page: Option<u64> = None;
     for page in 0..cfg.max_pages {
         let control: ldap3::controls::RawControl = PagedResults { size: cfg.page_size, cookie: cookie.clone() }.into();
         let r = ldap
@@ -245,13 +256,17 @@ pub async fn paged_count(ldap: &mut Ldap, cfg: &DirectoryConfig, base: &str, fil
             _ => None,
         });
         crate::check(result, "paged search")?;
-        count += entries.iter().filter(|e| !e.is_ref() && !e.is_intermediate()).count() as i64;
+        let entries: Vec<SearchEntry> =
+            entries.into_iter().filter(|e| !e.is_ref() && !e.is_intermediate()).map(SearchEntry::construct).collect();
+        count += entries.len() as i64;
+        let this_page = crate::page_fingerprint(entries.iter().map(|e| e.dn.as_str()));
         match next {
             Some(c) if !c.is_empty() => {
-                if c == cookie {
+                if c == cookie && last_page == Some(this_page) {
                     return Err(Failure::answer("paged search did not advance (the server repeated its cookie): result incomplete"));
                 }
                 cookie = c;
+                last_page = Some(this_page);
             }
             Some(_) => return Ok(count),
             None => {

@@ -229,3 +229,219 @@ impl Drop for Blackhole {
         let _ = Command::new("nft").args(["delete", "table", "inet", &self.table]).status();
     }
 }
+
+/// A real Active Directory for tests: wraps `testkit/samba/start`, which
+/// starts a Samba AD domain controller (realm `BINDERY.TEST`) copied from a
+/// provisioned template, on a loopback alias `127.0.0.x` of its own (Samba's
+/// LDAP server listens on ports 389/636 only). Stopped, its alias removed and
+/// its files deleted when dropped. Needs root.
+///
+/// Seeded: `user01`…`user20` and `disabled01` (uac 514) in `OU=People`,
+/// groups `staff` (user01…user05) and `admins` (user01) in `OU=Groups`, the
+/// service accounts `bindery-svc` (an ordinary domain user) and
+/// `bindery-repl` (with "Replicating Directory Changes", and allowed to list
+/// and read Deleted Objects) in `OU=Services`; one tombstone (`deleted01`).
+pub struct Samba {
+    pub ldap_url: String,
+    pub ldaps_url: String,
+    pub ip: String,
+    pub base_dn: String,
+    pub people_ou: String,
+    pub groups_ou: String,
+    /// The unprivileged service account.
+    pub bind_dn: String,
+    pub bind_password: String,
+    /// A service account holding "Replicating Directory Changes" that may
+    /// read Deleted Objects.
+    pub repl_dn: String,
+    pub repl_password: String,
+    pub admin_dn: String,
+    pub admin_password: String,
+    /// Every seeded user's password.
+    pub user_password: String,
+    pub ca_pem: String,
+    pub smb_conf: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Samba {
+    pub fn start() -> Samba {
+        Self::start_with(&[])
+    }
+
+    /// Start with extra environment for the script (e.g. `SAMBA_EXTRA_USERS`).
+    pub fn start_with(env: &[(&str, &str)]) -> Samba {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!("bindery-samba-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&dir);
+        let script = repo_root().join("testkit/samba/start");
+        let out = Command::new(&script)
+            .arg(&dir)
+            .env("SAMBA_WATCH_PID", std::process::id().to_string())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {} (is Samba installed? run scripts/setup): {e}", script.display()));
+        assert!(out.status.success(), "samba fixture failed to start:\n{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fixture prints JSON");
+        let s = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("fixture JSON lacks {k}")).to_string();
+        Samba {
+            ldap_url: s("ldap_url"),
+            ldaps_url: s("ldaps_url"),
+            ip: s("ip"),
+            base_dn: s("base_dn"),
+            people_ou: s("people_ou"),
+            groups_ou: s("groups_ou"),
+            bind_dn: s("bind_dn"),
+            bind_password: s("bind_password"),
+            repl_dn: s("repl_dn"),
+            repl_password: s("repl_password"),
+            admin_dn: s("admin_dn"),
+            admin_password: s("admin_password"),
+            user_password: s("user_password"),
+            ca_pem: std::fs::read_to_string(s("ca_file")).expect("CA file"),
+            smb_conf: PathBuf::from(s("smb_conf")),
+            dir,
+        }
+    }
+
+    /// A working configuration for this directory as the unprivileged
+    /// service account, over `ldap://`: users of `OU=People` by
+    /// `sAMAccountName`, groups from `memberOf`.
+    pub fn input(&self) -> DirectoryInput {
+        DirectoryInput {
+            enabled: true,
+            server_uris: vec![self.ldap_url.clone()],
+            starttls: false,
+            bind_dn: self.bind_dn.clone(),
+            bind_password: Some(self.bind_password.clone()),
+            search_ous: self.people_ou.clone(),
+            search_filter: "(&(objectClass=user)(sAMAccountName=%(user)s))".into(),
+            attr_map: r#"{"username":"sAMAccountName","name":"cn","email":"mail","is_active":"userAccountControl","groups":"memberOf"}"#
+                .into(),
+            group_mode: GroupMode::Attribute,
+            group_base: String::new(),
+            group_filter: "(member={0})".into(),
+            nested_groups: false,
+            group_mappings: vec![],
+            connect_timeout_secs: 3,
+            op_timeout_secs: 10,
+            page_size: 50,
+            dn_cache_secs: 0,
+            ca_pem: self.ca_pem.clone(),
+            client_cert_pem: String::new(),
+            client_key_pem: None,
+            skip_verify: false,
+        }
+    }
+
+    /// [`Samba::input`] binding as another account.
+    pub fn input_as(&self, dn: &str, password: &str) -> DirectoryInput {
+        DirectoryInput { bind_dn: dn.to_string(), bind_password: Some(password.to_string()), ..self.input() }
+    }
+
+    /// A connection bound as the domain's Administrator, over `ldaps://`
+    /// (AD sets passwords only over an encrypted connection).
+    pub async fn admin(&self) -> ldap3::Ldap {
+        let mut input = self.input_as(&self.admin_dn, &self.admin_password);
+        input.server_uris = vec![self.ldaps_url.clone()];
+        let cfg = crate::config::validate(&input, crate::Secret::new(self.admin_password.clone()), crate::Secret::default())
+            .expect("valid admin configuration");
+        let (mut ldap, _) = crate::conn::connect(&cfg.servers[0], &cfg).await.map_err(|(_, f, _)| f).expect("admin connection");
+        crate::conn::service_bind(&mut ldap, &cfg).await.expect("admin bind");
+        ldap
+    }
+
+    /// Modify `dn` as the Administrator.
+    pub async fn modify(&self, dn: &str, mods: Vec<ldap3::Mod<String>>) {
+        let mut ldap = self.admin().await;
+        let r = ldap.modify(dn, mods).await.expect("modify");
+        assert_eq!(r.rc, 0, "modify {dn}: {r:?}");
+        let _ = ldap.unbind().await;
+    }
+
+    /// The DN of a user `name` in `OU=People`.
+    pub fn user_dn(&self, name: &str) -> String {
+        format!("CN={},{}", ldap3::dn_escape(name), self.people_ou)
+    }
+
+    /// The DN of a group `name` in `OU=Groups`.
+    pub fn group_dn(&self, name: &str) -> String {
+        format!("CN={},{}", ldap3::dn_escape(name), self.groups_ou)
+    }
+
+    /// Add an enabled user `name` to `OU=People` with [`Samba::user_password`];
+    /// returns its DN.
+    pub async fn add_user(&self, name: &str) -> String {
+        let dn = self.user_dn(name);
+        let pw: Vec<u8> = format!("\"{}\"", self.user_password).encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+        let mut ldap = self.admin().await;
+        let upn = format!("{name}@bindery.test");
+        let mail = upn.clone();
+        let attrs: Vec<(Vec<u8>, std::collections::HashSet<Vec<u8>>)> = vec![
+            (b"objectClass".to_vec(), [b"user".to_vec()].into()),
+            (b"sAMAccountName".to_vec(), [name.as_bytes().to_vec()].into()),
+            (b"userPrincipalName".to_vec(), [upn.into_bytes()].into()),
+            (b"mail".to_vec(), [mail.into_bytes()].into()),
+            (b"unicodePwd".to_vec(), [pw].into()),
+            (b"userAccountControl".to_vec(), [b"512".to_vec()].into()),
+        ];
+        let r = ldap.add(&dn, attrs).await.expect("add");
+        assert_eq!(r.rc, 0, "add {dn}: {r:?}");
+        let _ = ldap.unbind().await;
+        dn
+    }
+
+    /// Add a (global security) group `name` to `OU=Groups`; returns its DN.
+    pub async fn add_group(&self, name: &str) -> String {
+        let dn = self.group_dn(name);
+        let mut ldap = self.admin().await;
+        let attrs: Vec<(Vec<u8>, std::collections::HashSet<Vec<u8>>)> =
+            vec![(b"objectClass".to_vec(), [b"group".to_vec()].into()), (b"sAMAccountName".to_vec(), [name.as_bytes().to_vec()].into())];
+        let r = ldap.add(&dn, attrs).await.expect("add group");
+        assert_eq!(r.rc, 0, "add {dn}: {r:?}");
+        let _ = ldap.unbind().await;
+        dn
+    }
+
+    /// Set a user's `userAccountControl` (514 disables, 512 enables).
+    pub async fn set_uac(&self, dn: &str, uac: u32) {
+        self.modify(dn, vec![ldap3::Mod::Replace("userAccountControl".to_string(), [uac.to_string()].into())]).await
+    }
+
+    /// Add (`true`) or remove (`false`) `member_dn` as a member of group `group_dn`.
+    pub async fn set_member(&self, group_dn: &str, member_dn: &str, add: bool) {
+        let values = [member_dn.to_string()].into();
+        let m = if add { ldap3::Mod::Add("member".to_string(), values) } else { ldap3::Mod::Delete("member".to_string(), values) };
+        self.modify(group_dn, vec![m]).await
+    }
+
+    /// Delete an entry as the Administrator (AD keeps a tombstone in
+    /// `CN=Deleted Objects`).
+    pub async fn delete(&self, dn: &str) {
+        let mut ldap = self.admin().await;
+        let r = ldap.delete(dn).await.expect("delete");
+        assert_eq!(r.rc, 0, "delete {dn}: {r:?}");
+        let _ = ldap.unbind().await;
+    }
+
+    /// Move an entry under `new_parent`, keeping its RDN.
+    pub async fn move_to(&self, dn: &str, new_parent: &str) {
+        let rdn = dn.split(',').next().expect("rdn").to_string();
+        let mut ldap = self.admin().await;
+        let r = ldap.modifydn(dn, &rdn, true, Some(new_parent)).await.expect("modifydn");
+        assert_eq!(r.rc, 0, "move {dn}: {r:?}");
+        let _ = ldap.unbind().await;
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new(repo_root().join("testkit/samba/stop")).arg(&self.dir).status();
+    }
+}
+
+impl Drop for Samba {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -662,3 +662,7 @@ mod paging_faults {
         assert!(!count.ok && count.detail.contains("cut off"), "{count:?}");
     }
 }
+
+// ----- Active Directory against a real Samba AD DC (testkit/samba) ----------
+
+mod samba;
