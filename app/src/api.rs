@@ -74,7 +74,7 @@ impl AppError {
 }
 
 #[cfg(feature = "ssr")]
-mod ssr {
+pub(crate) mod ssr {
     use super::AppError;
     use bindery_service::{Actor, Error, RequestContext, Service};
     use http::StatusCode;
@@ -105,6 +105,10 @@ mod ssr {
         Ok((svc, actor))
     }
 
+    pub fn query(q: Option<String>, page: Option<i64>) -> bindery_model::ListQuery {
+        bindery_model::ListQuery { q, page, per_page: None }
+    }
+
     /// The one place service errors become console errors and HTTP statuses.
     pub fn map(e: Error) -> AppError {
         let (code, err) = match e {
@@ -127,10 +131,7 @@ mod ssr {
 #[cfg(feature = "ssr")]
 use ssr::{caller, map};
 
-#[cfg(feature = "ssr")]
-fn query(q: Option<String>, page: Option<i64>) -> bindery_model::ListQuery {
-    bindery_model::ListQuery { q, page, per_page: None }
-}
+
 
 /// Keep only same-origin paths as redirect targets (no open redirect).
 ///
@@ -243,378 +244,15 @@ pub fn checked_ids(boxes: &Option<HashMap<String, String>>) -> Vec<i64> {
 
 // ----- session ---------------------------------------------------------------
 
-/// Sign in. A plain HTML form posts here, with or without JavaScript; the
-/// answer is always a redirect: to the console, to the forced password
-/// change, or back to the login page with one generic message.
-#[server(prefix = "/rpc", endpoint = "login")]
-pub async fn login(username: String, password: Password, next: Option<String>) -> Result<(), AppError> {
-    use bindery_service::SESSION_COOKIE;
-    let svc = ssr::service()?;
-    let req = ssr::request();
-    match svc.login(&username, password.expose(), &req.client, "web").await {
-        Ok(ok) => {
-            let cookie = crate::session_cookie(SESSION_COOKIE, ok.session_token.expose(), req.secure, None);
-            if let Some(r) = use_context::<leptos_axum::ResponseOptions>() {
-                r.append_header(http::header::SET_COOKIE, http::HeaderValue::from_str(&cookie).map_err(|_| AppError::Internal)?);
-            }
-            let target = if ok.must_change_password { "/change-password".to_string() } else { safe_next(next.as_deref()) };
-            redirect(&target);
-            Ok(())
-        }
-        Err(_) => {
-            let mut target = "/login?failed=1".to_string();
-            let next = safe_next(next.as_deref());
-            if next != "/" {
-                target.push_str("&next=");
-                target.push_str(&crate::url_encode(&next));
-            }
-            redirect(&target);
-            Ok(())
-        }
-    }
-}
-
-#[server(prefix = "/rpc", endpoint = "logout")]
-pub async fn logout() -> Result<(), AppError> {
-    use bindery_service::SESSION_COOKIE;
-    let svc = ssr::service()?;
-    let req = ssr::request();
-    if let Some(token) = &req.session_token {
-        svc.logout(token).await.map_err(map)?;
-    }
-    let cookie = crate::session_cookie(SESSION_COOKIE, "", req.secure, Some(0));
-    if let Some(r) = use_context::<leptos_axum::ResponseOptions>() {
-        r.append_header(http::header::SET_COOKIE, http::HeaderValue::from_str(&cookie).map_err(|_| AppError::Internal)?);
-    }
-    redirect("/login");
-    Ok(())
-}
-
-/// Change one's own password. A plain form posts here; errors come back to
-/// the page in its query string so it works without JavaScript.
-#[server(prefix = "/rpc", endpoint = "change_password")]
-pub async fn change_password(current_password: Password, new_password: Password, confirm_password: Password) -> Result<(), AppError> {
-    use bindery_service::SESSION_COOKIE;
-    let (svc, actor) = caller()?;
-    let req = ssr::request();
-    // Rotate the session: every old session ends, this browser gets a new one.
-    let fresh = bindery_service::util::random_token();
-    match svc.change_password(&actor, current_password.expose(), new_password.expose(), confirm_password.expose(), Some(&fresh)).await {
-        Ok(()) => {
-            let cookie = crate::session_cookie(SESSION_COOKIE, &fresh, req.secure, None);
-            if let Some(r) = use_context::<leptos_axum::ResponseOptions>() {
-                r.append_header(http::header::SET_COOKIE, http::HeaderValue::from_str(&cookie).map_err(|_| AppError::Internal)?);
-            }
-            redirect("/?password_changed=1");
-            Ok(())
-        }
-        Err(bindery_service::Error::Invalid(fields)) => {
-            let mut target = "/change-password?".to_string();
-            for f in fields {
-                target.push_str(&format!("err_{}={}&", f.field, crate::url_encode(&f.message)));
-            }
-            redirect(target.trim_end_matches('&'));
-            Ok(())
-        }
-        Err(e) => Err(map(e)),
-    }
-}
-
-/// The signed-in person, or `None`.
-#[server(name = GetCurrentUser, prefix = "/rpc", endpoint = "current_user")]
-pub async fn current_user() -> Result<Option<CurrentUser>, AppError> {
-    let svc = ssr::service()?;
-    match ssr::request().principal {
-        Some(p) => Ok(Some(svc.current_user(&p).await)),
-        None => Ok(None),
-    }
-}
-
 // ----- dashboard and logs ----------------------------------------------------
-
-#[server(name = GetDashboard, prefix = "/rpc", endpoint = "dashboard")]
-pub async fn dashboard() -> Result<Dashboard, AppError> {
-    let (svc, actor) = caller()?;
-    svc.dashboard(&actor).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "login_log")]
-pub async fn login_log(#[server(default)] query: bindery_model::LogQuery) -> Result<Page<LoginEvent>, AppError> {
-    let (svc, actor) = caller()?;
-    svc.login_log(&actor, &query).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "operation_log")]
-pub async fn operation_log(#[server(default)] query: bindery_model::LogQuery) -> Result<Page<OperationEvent>, AppError> {
-    let (svc, actor) = caller()?;
-    svc.operation_log(&actor, &query).await.map_err(map)
-}
 
 // ----- users -------------------------------------------------------------------
 
-#[server(prefix = "/rpc", endpoint = "list_users")]
-pub async fn list_users(q: Option<String>, page: Option<i64>) -> Result<Page<User>, AppError> {
-    let (svc, actor) = caller()?;
-    svc.list_users(&actor, &query(q, page)).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "get_user")]
-pub async fn get_user(id: i64) -> Result<User, AppError> {
-    let (svc, actor) = caller()?;
-    svc.get_user(&actor, id).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "explain_access")]
-pub async fn explain_access(id: i64) -> Result<bindery_model::AccessExplanation, AppError> {
-    let (svc, actor) = caller()?;
-    svc.explain_access(&actor, id).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "create_user")]
-pub async fn create_user(
-    username: String,
-    name: String,
-    email: String,
-    role: String,
-    password: Password,
-    orgs: Option<HashMap<String, String>>,
-) -> Result<User, AppError> {
-    let (svc, actor) = caller()?;
-    let role = bindery_model::Role::parse(&role).ok_or_else(|| map(bindery_service::Error::field("role", "choose a role")))?;
-    let input = bindery_model::NewUser { username, name, email, role, password: password.0, organisation_ids: checked_ids(&orgs) };
-    svc.create_user(&actor, &input).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "update_user")]
-pub async fn update_user(
-    id: i64,
-    name: String,
-    email: String,
-    role: String,
-    orgs: Option<HashMap<String, String>>,
-    /// A checkbox: present ("on") when the role is pinned; `pin_shown` says the form had it.
-    role_pinned: Option<String>,
-    pin_shown: Option<String>,
-) -> Result<User, AppError> {
-    let (svc, actor) = caller()?;
-    let role = bindery_model::Role::parse(&role).ok_or_else(|| map(bindery_service::Error::field("role", "choose a role")))?;
-    let input = bindery_model::UserUpdate {
-        name: Some(name),
-        email: Some(email),
-        role: Some(role),
-        is_active: None,
-        organisation_ids: Some(checked_ids(&orgs)),
-        role_pinned: pin_shown.map(|_| role_pinned.is_some()),
-    };
-    svc.update_user(&actor, id, &input).await.map_err(map)
-}
-
-/// Resolve a username conflict: link the user to the directory entry that
-/// answers to their name now (every session and token is revoked).
-#[server(prefix = "/rpc", endpoint = "relink_user")]
-pub async fn relink_user(id: i64) -> Result<User, AppError> {
-    let (svc, actor) = caller()?;
-    svc.relink_user(&actor, id).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "set_user_active")]
-pub async fn set_user_active(id: i64, active: bool) -> Result<User, AppError> {
-    let (svc, actor) = caller()?;
-    let input = bindery_model::UserUpdate { is_active: Some(active), ..Default::default() };
-    svc.update_user(&actor, id, &input).await.map_err(map)
-}
-
-/// Returns the new one-time password, to show once.
-#[server(prefix = "/rpc", endpoint = "reset_password")]
-pub async fn reset_password(id: i64) -> Result<String, AppError> {
-    let (svc, actor) = caller()?;
-    svc.reset_password(&actor, id, None).await.map(|s| s.expose().to_string()).map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "delete_user")]
-pub async fn delete_user(id: i64) -> Result<(), AppError> {
-    let (svc, actor) = caller()?;
-    svc.delete_user(&actor, id).await.map_err(map)?;
-    redirect("/users");
-    Ok(())
-}
-
 // ----- organisations and groups ------------------------------------------------
-
-#[server(prefix = "/rpc", endpoint = "list_organisations")]
-pub async fn list_organisations() -> Result<Vec<Organisation>, AppError> {
-    let (svc, actor) = caller()?;
-    svc.list_organisations(&actor).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "create_organisation")]
-pub async fn create_organisation(name: String) -> Result<Organisation, AppError> {
-    let (svc, actor) = caller()?;
-    svc.create_organisation(&actor, &bindery_model::OrganisationInput { name }).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "rename_organisation")]
-pub async fn rename_organisation(id: i64, name: String) -> Result<Organisation, AppError> {
-    let (svc, actor) = caller()?;
-    svc.rename_organisation(&actor, id, &bindery_model::OrganisationInput { name }).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "delete_organisation")]
-pub async fn delete_organisation(id: i64) -> Result<(), AppError> {
-    let (svc, actor) = caller()?;
-    svc.delete_organisation(&actor, id).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "list_groups")]
-pub async fn list_groups() -> Result<Vec<Group>, AppError> {
-    let (svc, actor) = caller()?;
-    svc.list_groups(&actor).await.map_err(map)
-}
-
-/// `members` is a comma-separated list of usernames.
-#[server(prefix = "/rpc", endpoint = "save_group")]
-pub async fn save_group(id: Option<i64>, name: String, description: String, members: String) -> Result<Group, AppError> {
-    let (svc, actor) = caller()?;
-    actor.require_admin().map_err(map)?;
-    let names: Vec<&str> = members.split(',').collect();
-    let member_ids = svc.resolve_usernames(&actor, "members", &names).await.map_err(map)?;
-    let input = bindery_model::GroupInput { name, description, member_ids };
-    match id {
-        Some(id) => svc.update_group(&actor, id, &input).await,
-        None => svc.create_group(&actor, &input).await,
-    }
-    .map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "delete_group")]
-pub async fn delete_group(id: i64) -> Result<(), AppError> {
-    let (svc, actor) = caller()?;
-    svc.delete_group(&actor, id).await.map_err(map)
-}
 
 // ----- settings ----------------------------------------------------------------
 
-#[server(name = GetBasicSettings, prefix = "/rpc", endpoint = "basic_settings")]
-pub async fn basic_settings() -> Result<BasicSettings, AppError> {
-    let (svc, actor) = caller()?;
-    svc.get_basic_settings(&actor).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "save_basic_settings")]
-pub async fn save_basic_settings(
-    site_url: String,
-    session_idle_minutes: String,
-    session_absolute_hours: String,
-    log_retention_days: String,
-) -> Result<BasicSettings, AppError> {
-    let (svc, actor) = caller()?;
-    let mut errors = Vec::new();
-    let idle = crate::parse_int(&mut errors, "session_idle_minutes", &session_idle_minutes);
-    let abs = crate::parse_int(&mut errors, "session_absolute_hours", &session_absolute_hours);
-    let retention = crate::parse_int(&mut errors, "log_retention_days", &log_retention_days);
-    actor.require_admin().map_err(map)?;
-    if !errors.is_empty() {
-        return Err(map(bindery_service::Error::Invalid(errors)));
-    }
-    let s = BasicSettings { site_url, session_idle_minutes: idle, session_absolute_hours: abs, log_retention_days: retention };
-    svc.update_basic_settings(&actor, s).await.map_err(map)
-}
-
-#[server(name = GetSecuritySettings, prefix = "/rpc", endpoint = "security_settings")]
-pub async fn security_settings() -> Result<SecuritySettings, AppError> {
-    let (svc, actor) = caller()?;
-    svc.get_security_settings(&actor).await.map_err(map)
-}
-
-/// The lockout fields added later (`lockout_ip_max_failures`,
-/// `lockout_exempt_networks`: one network per line or comma-separated)
-/// keep their stored values when a form leaves them out.
-#[server(prefix = "/rpc", endpoint = "save_security_settings")]
-#[allow(clippy::too_many_arguments)]
-pub async fn save_security_settings(
-    lockout_max_failures: String,
-    lockout_window_minutes: String,
-    min_password_length: String,
-    only_imported_users: Option<String>,
-    bearer_token_minutes: String,
-    revalidate_minutes: String,
-    lockout_ip_max_failures: Option<String>,
-    lockout_exempt_networks: Option<String>,
-) -> Result<SecuritySettings, AppError> {
-    let (svc, actor) = caller()?;
-    actor.require_admin().map_err(map)?;
-    let stored = svc.security_settings().await.map_err(map)?;
-    let mut errors = Vec::new();
-    let s = SecuritySettings {
-        lockout_max_failures: crate::parse_int(&mut errors, "lockout_max_failures", &lockout_max_failures),
-        lockout_window_minutes: crate::parse_int(&mut errors, "lockout_window_minutes", &lockout_window_minutes),
-        lockout_ip_max_failures: match lockout_ip_max_failures {
-            Some(v) => crate::parse_int(&mut errors, "lockout_ip_max_failures", &v),
-            None => stored.lockout_ip_max_failures,
-        },
-        lockout_exempt_networks: match lockout_exempt_networks {
-            Some(v) => v.split([',', '\n']).map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
-            None => stored.lockout_exempt_networks,
-        },
-        min_password_length: crate::parse_int(&mut errors, "min_password_length", &min_password_length),
-        only_imported_users: only_imported_users.is_some(),
-        bearer_token_minutes: crate::parse_int(&mut errors, "bearer_token_minutes", &bearer_token_minutes),
-        revalidate_minutes: crate::parse_int(&mut errors, "revalidate_minutes", &revalidate_minutes),
-    };
-    if !errors.is_empty() {
-        return Err(map(bindery_service::Error::Invalid(errors)));
-    }
-    svc.update_security_settings(&actor, s).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "list_lockouts")]
-pub async fn list_lockouts() -> Result<Vec<Lockout>, AppError> {
-    let (svc, actor) = caller()?;
-    svc.list_lockouts(&actor).await.map_err(map)
-}
-
-/// `key` is `user:<name>` or `ip:<address>`.
-#[server(prefix = "/rpc", endpoint = "unlock")]
-pub async fn unlock(key: String) -> Result<(), AppError> {
-    let (svc, actor) = caller()?;
-    svc.unlock(&actor, &key).await.map_err(map)
-}
-
 // ----- API tokens ----------------------------------------------------------------
-
-#[server(prefix = "/rpc", endpoint = "list_tokens")]
-pub async fn list_tokens() -> Result<Vec<ApiToken>, AppError> {
-    let (svc, actor) = caller()?;
-    svc.list_api_tokens(&actor).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "create_token")]
-pub async fn create_token(name: String, username: String, expires_in_days: String) -> Result<CreatedApiToken, AppError> {
-    let (svc, actor) = caller()?;
-    actor.require_admin().map_err(map)?;
-    let user_id = if username.trim().is_empty() {
-        None
-    } else {
-        svc.resolve_usernames(&actor, "username", &[username.as_str()]).await.map_err(map)?.first().copied()
-    };
-    let expires_in_days = if expires_in_days.trim().is_empty() {
-        None
-    } else {
-        let mut errors = Vec::new();
-        let d = crate::parse_int(&mut errors, "expires_in_days", &expires_in_days);
-        if !errors.is_empty() {
-            return Err(map(bindery_service::Error::Invalid(errors)));
-        }
-        Some(d)
-    };
-    svc.create_api_token(&actor, &bindery_model::NewApiToken { name, user_id, expires_in_days }).await.map_err(map)
-}
-
-#[server(prefix = "/rpc", endpoint = "revoke_token")]
-pub async fn revoke_token(id: i64) -> Result<(), AppError> {
-    let (svc, actor) = caller()?;
-    svc.revoke_api_token(&actor, id).await.map_err(map)
-}
 
 // ----- directories (LDAP / LDAP HA) ----------------------------------------------
 
@@ -792,7 +430,6 @@ pub async fn get_directory(kind: String) -> Result<bindery_model::DirectorySetti
 #[server(prefix = "/rpc", endpoint = "save_directory")]
 pub async fn save_directory(kind: String, form: DirectoryForm) -> Result<bindery_model::DirectorySettings, AppError> {
     let (svc, actor) = caller()?;
-    actor.require_admin().map_err(map)?;
     let (kind, input) = directory_args(&kind, form)?;
     svc.save_directory(&actor, kind, &input).await.map_err(map)
 }
@@ -801,7 +438,6 @@ pub async fn save_directory(kind: String, form: DirectoryForm) -> Result<bindery
 #[server(prefix = "/rpc", endpoint = "test_directory")]
 pub async fn test_directory(kind: String, form: DirectoryForm) -> Result<bindery_model::ProbeReport, AppError> {
     let (svc, actor) = caller()?;
-    actor.require_admin().map_err(map)?;
     let (kind, input) = directory_args(&kind, form)?;
     svc.test_directory_connection(&actor, kind, Some(&input)).await.map_err(map)
 }
@@ -816,7 +452,6 @@ pub async fn test_directory_login(
     lookup_only: Option<String>,
 ) -> Result<bindery_model::LoginTestReport, AppError> {
     let (svc, actor) = caller()?;
-    actor.require_admin().map_err(map)?;
     let (kind, input) = directory_args(&kind, form)?;
     let password = if lookup_only.is_some() { None } else { Some(test_password.expose()) };
     if password.is_some_and(|p| p.trim().is_empty()) {
@@ -829,7 +464,6 @@ pub async fn test_directory_login(
 #[server(prefix = "/rpc", endpoint = "fetch_directory_certificates")]
 pub async fn fetch_directory_certificates(kind: String, form: DirectoryForm) -> Result<Vec<bindery_model::ServerCertificates>, AppError> {
     let (svc, actor) = caller()?;
-    actor.require_admin().map_err(map)?;
     let (kind, input) = directory_args(&kind, form)?;
     svc.fetch_directory_certificates(&actor, kind, Some(&input)).await.map_err(map)
 }
@@ -953,7 +587,6 @@ pub async fn save_sync_settings(
         mode,
         full_every_hours,
     };
-    actor.require_admin().map_err(map)?;
     if !errors.is_empty() {
         return Err(map(bindery_service::Error::Invalid(errors)));
     }

@@ -199,3 +199,13 @@ pub fn Pager(
         </div>
     }
 }
+
+#[component]
+pub fn NotFound() -> impl IntoView {
+    view! {
+        <main class="narrow">
+            <h1>"Page not found"</h1>
+            <p><a href="/">"Back to the console"</a></p>
+        </main>
+    }
+}

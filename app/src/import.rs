@@ -110,7 +110,7 @@ pub fn ImportPage() -> impl IntoView {
             )
         },
     );
-    let orgs = Resource::new(|| (), |_| api::list_organisations());
+    let orgs = Resource::new(|| (), |_| crate::accounts::list_organisations());
     let me = me();
 
     view! {

@@ -1,13 +1,16 @@
 //! The Bindery console: Leptos components rendered on the server and
 //! hydrated in the browser, and the server functions they call.
 
+mod accounts;
 pub mod api;
+mod auth;
 mod charts;
 mod components;
 mod directory;
 pub mod flash;
 mod import;
-mod pages;
+mod logs;
+mod settings;
 mod sync;
 
 use leptos::prelude::*;
@@ -44,7 +47,7 @@ pub struct Me(pub Resource<Result<Option<CurrentUser>, api::AppError>>);
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    let me = Resource::new(|| (), |_| api::current_user());
+    let me = Resource::new(|| (), |_| auth::current_user());
     provide_context(Me(me));
     // Every route renders completely on the server before the page is sent
     // (SsrMode::Async): pages and forms then work without JavaScript, and
@@ -52,23 +55,23 @@ pub fn App() -> impl IntoView {
     view! {
         <Title text="Bindery"/>
         <Router>
-            <Routes fallback=|| view! { <pages::NotFound/> }>
-                <Route path=path!("/login") view=pages::LoginPage ssr=SsrMode::Async/>
-                <Route path=path!("/change-password") view=pages::ChangePasswordPage ssr=SsrMode::Async/>
+            <Routes fallback=|| view! { <components::NotFound/> }>
+                <Route path=path!("/login") view=auth::LoginPage ssr=SsrMode::Async/>
+                <Route path=path!("/change-password") view=auth::ChangePasswordPage ssr=SsrMode::Async/>
                 <ParentRoute path=path!("") view=components::Layout ssr=SsrMode::Async>
-                    <Route path=path!("") view=pages::HomePage ssr=SsrMode::Async/>
-                    <Route path=path!("/users") view=pages::UsersPage ssr=SsrMode::Async/>
-                    <Route path=path!("/users/:id") view=pages::UserPage ssr=SsrMode::Async/>
+                    <Route path=path!("") view=logs::HomePage ssr=SsrMode::Async/>
+                    <Route path=path!("/users") view=accounts::UsersPage ssr=SsrMode::Async/>
+                    <Route path=path!("/users/:id") view=accounts::UserPage ssr=SsrMode::Async/>
                     <Route path=path!("/import") view=import::ImportPage ssr=SsrMode::Async/>
                     <Route path=path!("/sync/runs") view=sync::SyncRunsPage ssr=SsrMode::Async/>
                     <Route path=path!("/sync/runs/:id") view=sync::SyncRunPage ssr=SsrMode::Async/>
-                    <Route path=path!("/groups") view=pages::GroupsPage ssr=SsrMode::Async/>
-                    <Route path=path!("/organisations") view=pages::OrganisationsPage ssr=SsrMode::Async/>
-                    <Route path=path!("/logs/logins") view=pages::LoginLogPage ssr=SsrMode::Async/>
-                    <Route path=path!("/logs/operations") view=pages::OperationLogPage ssr=SsrMode::Async/>
-                    <Route path=path!("/settings/basic") view=pages::BasicSettingsPage ssr=SsrMode::Async/>
-                    <Route path=path!("/settings/security") view=pages::SecuritySettingsPage ssr=SsrMode::Async/>
-                    <Route path=path!("/settings/tokens") view=pages::TokensPage ssr=SsrMode::Async/>
+                    <Route path=path!("/groups") view=accounts::GroupsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/organisations") view=accounts::OrganisationsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/logs/logins") view=logs::LoginLogPage ssr=SsrMode::Async/>
+                    <Route path=path!("/logs/operations") view=logs::OperationLogPage ssr=SsrMode::Async/>
+                    <Route path=path!("/settings/basic") view=settings::BasicSettingsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/settings/security") view=settings::SecuritySettingsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/settings/tokens") view=auth::TokensPage ssr=SsrMode::Async/>
                     <Route path=path!("/settings/ldap") view=directory::LdapPage ssr=SsrMode::Async/>
                     <Route path=path!("/settings/ldap-ha") view=directory::LdapHaPage ssr=SsrMode::Async/>
                 </ParentRoute>
@@ -194,13 +197,13 @@ mod tests {
             secret: S.into(),
         };
         let ctx = bindery_service::RequestContext { session_token: Some(S.into()), ..Default::default() };
-        let login = api::Login { username: "visible-user".into(), password: api::Password(S.into()), next: None };
-        let change = api::ChangePassword {
+        let login = auth::Login { username: "visible-user".into(), password: api::Password(S.into()), next: None };
+        let change = auth::ChangePassword {
             current_password: api::Password(S.into()),
             new_password: api::Password(S.into()),
             confirm_password: api::Password(S.into()),
         };
-        let create = api::CreateUser {
+        let create = accounts::CreateUser {
             username: "visible-user".into(),
             name: String::new(),
             email: String::new(),

@@ -27,7 +27,7 @@ pub fn SyncCard(kind: DirectoryKind) -> impl IntoView {
     let save = ServerAction::<api::SaveSyncSettings>::new();
     let start = ServerAction::<api::StartSync>::new();
     let settings = Resource::new(move || save.version().get(), move |_| api::sync_settings(kind.as_str().to_string()));
-    let orgs = Resource::new(|| (), |_| api::list_organisations());
+    let orgs = Resource::new(|| (), |_| crate::accounts::list_organisations());
     let me = me();
     let saved = save.value();
     view! {

@@ -202,10 +202,13 @@ async fn main() {
     }
     tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
     let time = Duration::from_secs(std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4));
-    let d = Slapd::start_with(&[("SLAPD_EXTRA_USERS", &USERS.to_string())]);
-    // The failover spare holds the same users: logins that reach it succeed
-    // (otherwise they would fail and trip the per-IP lockout).
-    let spare = Slapd::start_with(&[("SLAPD_EXTRA_USERS", &USERS.to_string())]);
+    // The failover spare is a replica: the same users under the same
+    // entryUUIDs, so logins that reach it succeed (a directory with other
+    // ids would hold other people, and the identity rule refuses them).
+    let pair = [("SLAPD_EXTRA_USERS", USERS.to_string()), ("SLAPD_UUID_SEED", "login-bench".to_string())];
+    let pair: Vec<(&str, &str)> = pair.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let d = Slapd::start_with(&pair);
+    let spare = Slapd::start_with(&pair);
 
     println!("Directory login benchmark: {USERS} users, {} s per measurement, one loopback slapd", time.as_secs());
     let mut base1 = baseline(&d, 1, time).await;

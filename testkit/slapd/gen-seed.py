@@ -10,6 +10,7 @@ import base64
 import hashlib
 import os
 import sys
+import uuid
 
 BASE = "dc=example,dc=com"
 PEOPLE = f"ou=people,{BASE}"
@@ -42,8 +43,16 @@ def line(attr: str, value: str) -> str:
     return f"{attr}:: {base64.b64encode(raw).decode('ascii')}"
 
 
+# SLAPD_UUID_SEED set: every entry's entryUUID is derived from the seed and
+# its DN, so two directories started with the same seed hold the same
+# entries under the same ids, like a replicated pair (LDAP HA).
+UUID_SEED = os.environ.get("SLAPD_UUID_SEED", "")
+
+
 def entry(dn: str, attrs: list) -> str:
     out = [line("dn", dn)]
+    if UUID_SEED:
+        out.append(line("entryUUID", str(uuid.uuid5(uuid.NAMESPACE_URL, f"{UUID_SEED}/{dn}"))))
     for attr, value in attrs:
         out.append(line(attr, value))
     return "\n".join(out) + "\n\n"
@@ -144,8 +153,10 @@ def main() -> None:
     chunk = []
     for i in range(1, extra + 1):
         u = f"user{i:06d}"
+        dn = f"uid={u},{PEOPLE}"
+        uid = f"entryUUID: {uuid.uuid5(uuid.NAMESPACE_URL, f'{UUID_SEED}/{dn}')}\n" if UUID_SEED else ""
         chunk.append(
-            f"dn: uid={u},{PEOPLE}\nobjectClass: inetOrgPerson\nobjectClass: binderyADUser\n"
+            f"dn: {dn}\n{uid}objectClass: inetOrgPerson\nobjectClass: binderyADUser\n"
             f"uid: {u}\ncn: User {i:06d}\nsn: {i:06d}\ngivenName: User\n"
             f"mail: {u}@example.com\nsAMAccountName: {u}\n"
             f"userPrincipalName: {u}@example.com\nuserAccountControl: 512\n"
