@@ -11,7 +11,7 @@ use bindery_model::*;
 use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_router::components::A;
-use leptos_router::hooks::{use_params_map, use_query_map};
+use leptos_router::hooks::use_params_map;
 
 #[cfg(feature = "ssr")]
 use crate::api::ssr::*;
@@ -328,8 +328,7 @@ pub fn OrganisationsPage() -> impl IntoView {
     let create = ServerAction::<CreateOrganisation>::new();
     let rename = ServerAction::<RenameOrganisation>::new();
     let delete = ServerAction::<DeleteOrganisation>::new();
-    let orgs =
-        Resource::new(move || (create.version().get(), rename.version().get(), delete.version().get()), |_| list_organisations());
+    let orgs = Resource::new(move || (create.version().get(), rename.version().get(), delete.version().get()), |_| list_organisations());
     let me = me();
     let created = create.value();
     view! {

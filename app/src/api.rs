@@ -11,10 +11,7 @@
 
 use std::collections::HashMap;
 
-use bindery_model::{
-    ApiToken, BasicSettings, CreatedApiToken, CurrentUser, Dashboard, FieldError, Group, Lockout, LoginEvent, OperationEvent, Organisation,
-    Page, SecuritySettings, User,
-};
+use bindery_model::{FieldError, Page};
 use leptos::prelude::*;
 use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
@@ -130,8 +127,6 @@ pub(crate) mod ssr {
 
 #[cfg(feature = "ssr")]
 use ssr::{caller, map};
-
-
 
 /// Keep only same-origin paths as redirect targets (no open redirect).
 ///

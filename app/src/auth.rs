@@ -5,13 +5,10 @@
 // per-function `allow` from the client half it generates: allow it here.
 #![allow(clippy::too_many_arguments)]
 
-use std::collections::HashMap;
-
 use bindery_model::*;
 use leptos::form::ActionForm;
 use leptos::prelude::*;
-use leptos_router::components::A;
-use leptos_router::hooks::{use_params_map, use_query_map};
+use leptos_router::hooks::use_query_map;
 
 #[cfg(feature = "ssr")]
 use crate::api::ssr::*;
@@ -137,7 +134,6 @@ pub fn TokensPage() -> impl IntoView {
         </Transition>
     }
 }
-
 
 /// Sign in. A plain HTML form posts here, with or without JavaScript; the
 /// answer is always a redirect: to the console, to the forced password

@@ -5,17 +5,14 @@
 // per-function `allow` from the client half it generates: allow it here.
 #![allow(clippy::too_many_arguments)]
 
-use std::collections::HashMap;
-
 use bindery_model::*;
-use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_router::components::A;
-use leptos_router::hooks::{use_params_map, use_query_map};
+use leptos_router::hooks::use_query_map;
 
 #[cfg(feature = "ssr")]
 use crate::api::ssr::*;
-use crate::api::{self, AppError, Password};
+use crate::api::AppError;
 use crate::components::*;
 
 #[component]
