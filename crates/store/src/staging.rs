@@ -355,21 +355,7 @@ impl Store {
             .try_get(0)?;
         let mut tx = self.write_tx().await?;
         for chunk in gone.chunks(500) {
-            // ids are integers: safe to inline.
-            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-            sqlx::query(&format!(
-                "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND (username_key IN \
-                 (SELECT username_key FROM staged_users WHERE id IN ({list})) OR (email <> '' AND lower(email) IN \
-                 (SELECT lower(email) FROM staged_users WHERE id IN ({list}) AND email <> ''))) ON CONFLICT DO NOTHING"
-            ))
-            .bind(directory)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(&format!("DELETE FROM staged_users WHERE id IN ({list})")).execute(&mut *tx).await?;
-            sqlx::query(&format!("DELETE FROM staged_dirty WHERE directory = $1 AND id IN ({list})"))
-                .bind(directory)
-                .execute(&mut *tx)
-                .await?;
+            drop_staged_rows(&mut tx, directory, chunk).await?;
         }
         sqlx::query(
             "INSERT INTO staging_snapshots (directory, generation, complete_generation) VALUES ($1, $2, $2) \
@@ -637,4 +623,22 @@ impl Store {
         .await?
         .rows_affected())
     }
+}
+
+/// Delete these snapshot rows (at most a few hundred ids) and mark the rows
+/// sharing a username or email with them for a new status.
+pub(crate) async fn drop_staged_rows(tx: &mut crate::WriteTx, directory: &str, ids: &[i64]) -> Result<()> {
+    // ids are integers: safe to inline.
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    sqlx::query(&format!(
+        "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND (username_key IN \
+         (SELECT username_key FROM staged_users WHERE id IN ({list})) OR (email <> '' AND lower(email) IN \
+         (SELECT lower(email) FROM staged_users WHERE id IN ({list}) AND email <> ''))) ON CONFLICT DO NOTHING"
+    ))
+    .bind(directory)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(&format!("DELETE FROM staged_users WHERE id IN ({list})")).execute(&mut **tx).await?;
+    sqlx::query(&format!("DELETE FROM staged_dirty WHERE directory = $1 AND id IN ({list})")).bind(directory).execute(&mut **tx).await?;
+    Ok(())
 }

@@ -624,21 +624,7 @@ impl Store {
                 continue;
             }
             gone += ids.len() as u64;
-            // ids are integers: safe to inline.
-            let ids = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-            sqlx::query(&format!(
-                "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND (username_key IN \
-                 (SELECT username_key FROM staged_users WHERE id IN ({ids})) OR (email <> '' AND lower(email) IN \
-                 (SELECT lower(email) FROM staged_users WHERE id IN ({ids}) AND email <> ''))) ON CONFLICT DO NOTHING"
-            ))
-            .bind(directory)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(&format!("DELETE FROM staged_users WHERE id IN ({ids})")).execute(&mut *tx).await?;
-            sqlx::query(&format!("DELETE FROM staged_dirty WHERE directory = $1 AND id IN ({ids})"))
-                .bind(directory)
-                .execute(&mut *tx)
-                .await?;
+            crate::staging::drop_staged_rows(&mut tx, directory, &ids).await?;
         }
         tx.commit().await?;
         Ok(gone)

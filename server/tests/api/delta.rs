@@ -12,6 +12,7 @@ use bindery_store::Backend;
 use http::StatusCode;
 
 use crate::helpers::*;
+use crate::sync::{items, names, sync, wait_sync};
 
 fn delta(disable: bool, threshold: i64) -> SyncSettings {
     SyncSettings { disable_missing: disable, threshold_percent: threshold, mode: SyncMode::Delta, ..Default::default() }
@@ -26,36 +27,6 @@ async fn configure(app: &TestApp, d: &Slapd, settings: SyncSettings) {
     let report = app.service.test_directory_connection(&admin_actor(), DirectoryKind::Ldap, None).await.unwrap();
     assert_eq!(report.delta.as_ref().map(|d| d.method.as_str()), Some("syncrepl"), "{report:#?}");
     app.service.save_sync_settings(&admin_actor(), DirectoryKind::Ldap, &settings).await.unwrap();
-}
-
-async fn wait_run(app: &TestApp, cookie: &str, id: i64, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    for _ in 0..1200 {
-        let detail =
-            body_json(app.send(api("GET", &format!("/api/v1/sync/runs/{id}?per_page=200"), None, Auth::Cookie(cookie))).await).await;
-        if done(&detail["run"]) {
-            return detail;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("sync run {id} did not get there in 60 s");
-}
-
-async fn sync(app: &TestApp, cookie: &str, dry_run: bool) -> serde_json::Value {
-    let res =
-        app.send(api("POST", "/api/v1/directories/ldap/sync", Some(serde_json::json!({ "dry_run": dry_run })), Auth::Cookie(cookie))).await;
-    assert_status(&res, StatusCode::ACCEPTED, "sync started");
-    let id = body_json(res).await["id"].as_i64().unwrap();
-    wait_run(app, cookie, id, |r| r["state"] != "running").await
-}
-
-fn items<'a>(detail: &'a serde_json::Value, action: &str) -> Vec<&'a serde_json::Value> {
-    detail["items"]["items"].as_array().unwrap().iter().filter(|i| i["action"] == action).collect()
-}
-
-fn names(items: &[&serde_json::Value]) -> Vec<String> {
-    let mut v: Vec<String> = items.iter().map(|i| i["username"].as_str().unwrap().to_string()).collect();
-    v.sort();
-    v
 }
 
 fn notes(run: &serde_json::Value) -> String {
@@ -250,7 +221,7 @@ async fn the_threshold_holds_a_delta_run_that_would_disable_too_many() {
     let id = held["run"]["id"].as_i64().unwrap();
     let res = app.send(api("POST", &format!("/api/v1/sync/runs/{id}/approve"), None, Auth::Cookie(&cookie))).await;
     assert_status(&res, StatusCode::OK, "approved");
-    let done = wait_run(&app, &cookie, id, |r| r["state"] != "running").await;
+    let done = wait_sync(&app, &cookie, id, |r| r["state"] != "running").await;
     assert_eq!(done["run"]["state"], "done", "{done}");
     assert!(!active(&app, "tom").await && !active(&app, "tina").await);
 }

@@ -25,7 +25,7 @@ fn settings(disable: bool, threshold: i64) -> SyncSettings {
     SyncSettings { disable_missing: disable, threshold_percent: threshold, ..Default::default() }
 }
 
-async fn wait_sync(app: &TestApp, cookie: &str, id: i64, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+pub(crate) async fn wait_sync(app: &TestApp, cookie: &str, id: i64, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
     for _ in 0..1200 {
         let detail =
             body_json(app.send(api("GET", &format!("/api/v1/sync/runs/{id}?per_page=200"), None, Auth::Cookie(cookie))).await).await;
@@ -38,7 +38,7 @@ async fn wait_sync(app: &TestApp, cookie: &str, id: i64, done: impl Fn(&serde_js
 }
 
 /// "Sync now" (or its dry-run) and wait for it to stop running.
-async fn sync(app: &TestApp, cookie: &str, dry_run: bool) -> serde_json::Value {
+pub(crate) async fn sync(app: &TestApp, cookie: &str, dry_run: bool) -> serde_json::Value {
     let res =
         app.send(api("POST", "/api/v1/directories/ldap/sync", Some(serde_json::json!({ "dry_run": dry_run })), Auth::Cookie(cookie))).await;
     assert_status(&res, StatusCode::ACCEPTED, "sync started");
@@ -46,11 +46,11 @@ async fn sync(app: &TestApp, cookie: &str, dry_run: bool) -> serde_json::Value {
     wait_sync(app, cookie, id, |r| r["state"] != "running").await
 }
 
-fn items<'a>(detail: &'a serde_json::Value, action: &str) -> Vec<&'a serde_json::Value> {
+pub(crate) fn items<'a>(detail: &'a serde_json::Value, action: &str) -> Vec<&'a serde_json::Value> {
     detail["items"]["items"].as_array().unwrap().iter().filter(|i| i["action"] == action).collect()
 }
 
-fn names(items: &[&serde_json::Value]) -> Vec<String> {
+pub(crate) fn names(items: &[&serde_json::Value]) -> Vec<String> {
     let mut v: Vec<String> = items.iter().map(|i| i["username"].as_str().unwrap().to_string()).collect();
     v.sort();
     v
