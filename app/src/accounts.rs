@@ -505,6 +505,9 @@ pub async fn list_groups() -> Result<Vec<Group>, AppError> {
 #[server(prefix = "/rpc", endpoint = "save_group")]
 pub async fn save_group(id: Option<i64>, name: String, description: String, members: String) -> Result<Group, AppError> {
     let (svc, actor) = caller()?;
+    // The form is shaped here before the service sees it: a caller
+    // without the role gets 403, not field errors.
+    actor.require_admin().map_err(map)?;
     let names: Vec<&str> = members.split(',').collect();
     let member_ids = svc.resolve_usernames(&actor, "members", &names).await.map_err(map)?;
     let input = bindery_model::GroupInput { name, description, member_ids };

@@ -425,6 +425,9 @@ pub async fn get_directory(kind: String) -> Result<bindery_model::DirectorySetti
 #[server(prefix = "/rpc", endpoint = "save_directory")]
 pub async fn save_directory(kind: String, form: DirectoryForm) -> Result<bindery_model::DirectorySettings, AppError> {
     let (svc, actor) = caller()?;
+    // The form is shaped here before the service sees it: a caller
+    // without the role gets 403, not field errors.
+    actor.require_admin().map_err(map)?;
     let (kind, input) = directory_args(&kind, form)?;
     svc.save_directory(&actor, kind, &input).await.map_err(map)
 }
@@ -433,6 +436,9 @@ pub async fn save_directory(kind: String, form: DirectoryForm) -> Result<bindery
 #[server(prefix = "/rpc", endpoint = "test_directory")]
 pub async fn test_directory(kind: String, form: DirectoryForm) -> Result<bindery_model::ProbeReport, AppError> {
     let (svc, actor) = caller()?;
+    // The form is shaped here before the service sees it: a caller
+    // without the role gets 403, not field errors.
+    actor.require_admin().map_err(map)?;
     let (kind, input) = directory_args(&kind, form)?;
     svc.test_directory_connection(&actor, kind, Some(&input)).await.map_err(map)
 }
@@ -447,6 +453,9 @@ pub async fn test_directory_login(
     lookup_only: Option<String>,
 ) -> Result<bindery_model::LoginTestReport, AppError> {
     let (svc, actor) = caller()?;
+    // The form is shaped here before the service sees it: a caller
+    // without the role gets 403, not field errors.
+    actor.require_admin().map_err(map)?;
     let (kind, input) = directory_args(&kind, form)?;
     let password = if lookup_only.is_some() { None } else { Some(test_password.expose()) };
     if password.is_some_and(|p| p.trim().is_empty()) {
@@ -459,6 +468,9 @@ pub async fn test_directory_login(
 #[server(prefix = "/rpc", endpoint = "fetch_directory_certificates")]
 pub async fn fetch_directory_certificates(kind: String, form: DirectoryForm) -> Result<Vec<bindery_model::ServerCertificates>, AppError> {
     let (svc, actor) = caller()?;
+    // The form is shaped here before the service sees it: a caller
+    // without the role gets 403, not field errors.
+    actor.require_admin().map_err(map)?;
     let (kind, input) = directory_args(&kind, form)?;
     svc.fetch_directory_certificates(&actor, kind, Some(&input)).await.map_err(map)
 }
@@ -558,6 +570,9 @@ pub async fn save_sync_settings(
     full_every_hours: Option<String>,
 ) -> Result<bindery_model::SyncSettingsView, AppError> {
     let (svc, actor) = caller()?;
+    // The form is shaped here before the service sees it: a caller
+    // without the role gets 403, not field errors.
+    actor.require_admin().map_err(map)?;
     let mut errors = Vec::new();
     let interval = if interval_hours.trim().is_empty() { 0 } else { crate::parse_int(&mut errors, "interval_hours", &interval_hours) };
     let mode = match mode.as_deref().map(str::trim).filter(|m| !m.is_empty()) {

@@ -244,6 +244,9 @@ pub async fn list_tokens() -> Result<Vec<ApiToken>, AppError> {
 #[server(prefix = "/rpc", endpoint = "create_token")]
 pub async fn create_token(name: String, username: String, expires_in_days: String) -> Result<CreatedApiToken, AppError> {
     let (svc, actor) = caller()?;
+    // The form is shaped here before the service sees it: a caller
+    // without the role gets 403, not field errors.
+    actor.require_admin().map_err(map)?;
     let user_id = if username.trim().is_empty() {
         None
     } else {

@@ -141,6 +141,9 @@ pub async fn save_basic_settings(
     log_retention_days: String,
 ) -> Result<BasicSettings, AppError> {
     let (svc, actor) = caller()?;
+    // The form is shaped here before the service sees it: a caller
+    // without the role gets 403, not field errors.
+    actor.require_admin().map_err(map)?;
     let mut errors = Vec::new();
     let idle = crate::parse_int(&mut errors, "session_idle_minutes", &session_idle_minutes);
     let abs = crate::parse_int(&mut errors, "session_absolute_hours", &session_absolute_hours);
@@ -174,6 +177,9 @@ pub async fn save_security_settings(
     lockout_exempt_networks: Option<String>,
 ) -> Result<SecuritySettings, AppError> {
     let (svc, actor) = caller()?;
+    // The form is shaped here before the service sees it: a caller
+    // without the role gets 403, not field errors.
+    actor.require_admin().map_err(map)?;
     let stored = svc.security_settings().await.map_err(map)?;
     let mut errors = Vec::new();
     let s = SecuritySettings {
