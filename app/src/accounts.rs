@@ -15,7 +15,9 @@ use leptos_router::hooks::use_params_map;
 
 #[cfg(feature = "ssr")]
 use crate::api::ssr::*;
-use crate::api::{self, AppError, Password};
+#[cfg(feature = "ssr")]
+use crate::api;
+use crate::api::{AppError, Password};
 use crate::components::*;
 
 #[component]
@@ -75,7 +77,7 @@ pub fn UsersPage() -> impl IntoView {
                             <button type="submit" class="primary">"Create user"</button>
                         </ActionForm>
                         {move || created.get().and_then(|r| r.ok()).map(|u| view! {
-                            <p class="ok" role="status">{format!("Created {}. They must change the password at first sign-in.", u.username)}</p>
+                            <p class="ok" role="status">"Created "<a href=format!("/users/{}", u.id)>{u.username.clone()}</a>". They must change the password at first sign-in."</p>
                         })}
                     </section>
                 })

@@ -12,7 +12,9 @@ use leptos_router::hooks::use_query_map;
 
 #[cfg(feature = "ssr")]
 use crate::api::ssr::*;
-use crate::api::{self, AppError, Password};
+#[cfg(feature = "ssr")]
+use crate::api;
+use crate::api::{AppError, Password};
 use crate::components::*;
 
 /// A plain HTML form posting to the login server function: it works the

@@ -22,6 +22,10 @@ pub struct Flash {
     pub secret: Option<String>,
     /// Field errors, each `(field, message)`.
     pub fields: Vec<(String, String)>,
+    /// Where the result can be opened, `(href, text)`: a created user's
+    /// page, which the list may show only on a later page.
+    #[serde(default)]
+    pub link: Option<(String, String)>,
 }
 
 /// The flash of this request, if any (server side; the browser gets it
@@ -51,6 +55,7 @@ pub fn FlashBanner() -> impl IntoView {
                         <div class=class role=role data-testid="flash" data-action=f.action.clone()>
                             <p>{f.message.clone()}</p>
                             {f.secret.clone().map(|s| view! { <p><code data-testid="flash-secret">{s}</code></p> })}
+                            {f.link.clone().map(|(href, text)| view! { <p><a href=href data-testid="flash-link">{text}</a></p> })}
                             {(!f.fields.is_empty()).then(|| view! {
                                 <ul>
                                     {f.fields.iter().map(|(field, m)| view! { <li data-field=field.clone()>{format!("{field}: {m}")}</li> }).collect_view()}

@@ -88,7 +88,7 @@ test('without JavaScript: Sync users and Import on the import page, then a held 
   const held = (await started.json()).id as number;
   await runState(page, held, 'held');
   await page.goto(`/sync/runs/${held}`);
-  await submit(page, page.getByRole('form', { name: 'Approve' }), 'Approve');
+  await submit(page, page.getByRole('form', { name: 'Approve' }), 'Approve and apply');
   await expect(page).toHaveURL(new RegExp(`/sync/runs/${held}$`));
   await expect(page.getByTestId('flash')).toContainText('Approved');
   await runState(page, held, 'done');

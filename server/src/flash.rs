@@ -125,7 +125,7 @@ fn flash_cookie(value: &str, max_age: i64, secure: bool) -> String {
 
 /// The answer of `action` in words.
 fn describe(action: &str, status: StatusCode, body: &[u8]) -> Flash {
-    let mut f = Flash { action: action.to_string(), ok: status.as_u16() < 400, message: String::new(), secret: None, fields: vec![] };
+    let mut f = Flash { action: action.to_string(), ok: status.as_u16() < 400, message: String::new(), secret: None, fields: vec![], link: None };
     if !f.ok {
         match serde_json::from_slice::<AppError>(body) {
             Ok(AppError::Invalid(errors)) => {
@@ -149,7 +149,10 @@ fn describe(action: &str, status: StatusCode, body: &[u8]) -> Flash {
             f.secret = v.as_str().map(str::to_string);
             "Password reset. The new one-time password, shown only now (they must change it at first sign-in):".into()
         }
-        "create_user" => format!("Created {}. They must change the password at first sign-in.", s("username")),
+        "create_user" => {
+            f.link = Some((format!("/users/{}", n("id")), format!("Open {}", s("username"))));
+            format!("Created {}. They must change the password at first sign-in.", s("username"))
+        }
         "import_users" => format!(
             "Import finished: {} created, {} updated, {} unchanged, {} failed.",
             n("created"),

@@ -4,8 +4,6 @@
 //! (add, modify, rename, disable, delete) through the same plan, threshold,
 //! incomplete-run rule and dry-run; a stale cookie falls back to a full run.
 
-use std::time::Duration;
-
 use bindery_directory::testing::Slapd;
 use bindery_model::{DirectoryKind, SyncMode, SyncSettings};
 use bindery_store::Backend;
