@@ -794,7 +794,15 @@ impl Service {
         let started = std::time::Instant::now();
         let mut applied_rows: Vec<i64> = Vec::new();
         let mut after = 0;
+        // PostgreSQL plans against table statistics: a first sync into an
+        // empty users table would keep the plans made for zero rows until
+        // autovacuum catches up. They are refreshed once early in the run.
+        let mut statistics_fresh = false;
         loop {
+            if !statistics_fresh && counts.applied >= 1000 {
+                self.store.refresh_statistics().await?;
+                statistics_fresh = true;
+            }
             let items = self.store.planned_items(id, after, APPLY_CHUNK).await?;
             let Some(last) = items.last() else { break };
             after = last.id;

@@ -193,7 +193,7 @@ impl Store {
                 Change::Nothing { .. } | Change::Conflict { .. } | Change::Refuse { .. } => {}
             }
         }
-        for chunk in creates.chunks(crate::rows_per_statement(8)) {
+        for chunk in creates.chunks(crate::rows_per_statement(self.backend, 8)) {
             create_many(&mut tx, chunk, now).await?;
         }
         tx.commit().await?;

@@ -214,13 +214,22 @@ fn like_pattern(s: &str) -> String {
     out
 }
 
-/// Rows per multi-row INSERT of `columns` bound values each. sqlx binds a
-/// SQLite statement's parameters by name, and SQLite finds each name by a
-/// linear scan: binding is quadratic in the parameter count, so statements
-/// stay near 100 parameters (a 4,500-parameter INSERT spent more time
-/// binding than inserting).
-pub(crate) fn rows_per_statement(columns: usize) -> usize {
-    (100 / columns.max(1)).max(1)
+/// Rows per multi-row INSERT of `columns` bound values each.
+///
+/// SQLite: sqlx binds a SQLite statement's parameters by name, and SQLite
+/// finds each name by a linear scan, so binding is quadratic in the
+/// parameter count: statements stay near 100 parameters (a 4,500-parameter
+/// INSERT spent more time binding than inserting).
+///
+/// PostgreSQL binds by position and every statement is a round trip to the
+/// server: statements carry up to 2,000 parameters (the limit is 65,535),
+/// so a 100,000-user first sync is hundreds of statements, not thousands.
+pub(crate) fn rows_per_statement(backend: Backend, columns: usize) -> usize {
+    let params = match backend {
+        Backend::Sqlite => 100,
+        Backend::Postgres => 2000,
+    };
+    (params / columns.max(1)).max(1)
 }
 
 fn b(v: bool) -> i64 {

@@ -256,7 +256,7 @@ impl Store {
                 None => new.push((r, hash)),
             }
         }
-        for chunk in new.chunks(crate::rows_per_statement(12)) {
+        for chunk in new.chunks(crate::rows_per_statement(self.backend, 12)) {
             let mut sql = String::from(
                 "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
                  entry_problem, problem, search, hash) VALUES ",

@@ -298,7 +298,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        for chunk in items.chunks(crate::rows_per_statement(7)) {
+        for chunk in items.chunks(crate::rows_per_statement(self.backend, 7)) {
             let mut sql =
                 String::from("INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome, change_json) VALUES ");
             for i in 0..chunk.len() {
@@ -482,7 +482,7 @@ impl Store {
     pub async fn replace_group_members(&self, group_id: i64, members: &[i64]) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM group_members WHERE group_id = $1").bind(group_id).execute(&mut *tx).await?;
-        for chunk in members.chunks(crate::rows_per_statement(1)) {
+        for chunk in members.chunks(crate::rows_per_statement(self.backend, 1)) {
             let mut sql = String::from("INSERT INTO group_members (group_id, user_id) VALUES ");
             for i in 0..chunk.len() {
                 if i > 0 {
