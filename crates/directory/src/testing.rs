@@ -122,6 +122,46 @@ impl Slapd {
     pub fn stop(&self) {
         let _ = Command::new(repo_root().join("testkit/slapd/stop")).arg(&self.dir).status();
     }
+
+    /// Stop slapd and start the same instance again: the same ports, the
+    /// same data (what clients see of a directory restart). Returns once
+    /// the service account can bind again.
+    pub fn restart(&self) {
+        use std::os::unix::process::CommandExt;
+        self.stop();
+        let (p1, p2) = (self.port(&self.ldap_url), self.port(&self.ldaps_url));
+        let log = std::fs::File::options().append(true).create(true).open(self.dir.join("slapd.log")).expect("slapd.log");
+        let mut child = Command::new("/usr/sbin/slapd")
+            .args(["-d", "none", "-h", &format!("ldap://127.0.0.1:{p1}/ ldaps://127.0.0.1:{p2}/"), "-f"])
+            .arg(self.dir.join("slapd.conf"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("restart slapd");
+        std::fs::write(self.dir.join("fixture.pid"), child.id().to_string()).expect("fixture.pid");
+        // Reap it when it stops (`stop` counts a zombie as stopped anyway).
+        std::thread::spawn(move || child.wait());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let ok = Command::new("ldapwhoami")
+                .args(["-x", "-o", "nettimeout=1", "-H", &self.ldap_url, "-D", &self.bind_dn, "-w", &self.bind_password])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "slapd did not come back within 10 s (log: {})",
+                self.dir.join("slapd.log").display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 /// A configuration for a plain `ldap://` server at `url` laid out as
