@@ -119,6 +119,21 @@ impl Slapd {
         assert!(child.wait().expect("ldapmodify").success(), "ldapmodify failed:\n{ldif}");
     }
 
+    /// End the watchdogs of this DIR (by their process ids).
+    fn stop_watchdogs(&self) {
+        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        let dir = dir.to_string_lossy().to_string();
+        let Ok(procs) = std::fs::read_dir("/proc") else { return };
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else { continue };
+            let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
+            if args.iter().any(|a| a == "watchdog") && args.iter().any(|a| a == &dir) {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+        }
+    }
+
     pub fn stop(&self) {
         let _ = Command::new(repo_root().join("testkit/slapd/stop")).arg(&self.dir).status();
     }
@@ -128,6 +143,10 @@ impl Slapd {
     /// the service account can bind again.
     pub fn restart(&self) {
         use std::os::unix::process::CommandExt;
+        // The start script's watchdog stops this DIR's slapd once the one it
+        // started is gone (which init may reap late): it would stop the
+        // new one. Replaced by one that watches this process only.
+        self.stop_watchdogs();
         self.stop();
         let (p1, p2) = (self.port(&self.ldap_url), self.port(&self.ldaps_url));
         let log = std::fs::File::options().append(true).create(true).open(self.dir.join("slapd.log")).expect("slapd.log");
@@ -143,6 +162,17 @@ impl Slapd {
         std::fs::write(self.dir.join("fixture.pid"), child.id().to_string()).expect("fixture.pid");
         // Reap it when it stops (`stop` counts a zombie as stopped anyway).
         std::thread::spawn(move || child.wait());
+        let stop = repo_root().join("testkit/slapd/stop");
+        let _ = Command::new("bash")
+            .args(["-c", "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; exec \"$2\" \"$3\"", "watchdog"])
+            .arg(std::process::id().to_string())
+            .arg(&stop)
+            .arg(std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let ok = Command::new("ldapwhoami")

@@ -125,6 +125,8 @@ async fn a_user_disabled_in_the_directory_loses_sessions_and_tokens_within_10_s(
     // The Dashboard shows it with the servers' health.
     let dash = body_json(app.send(api("GET", "/api/v1/dashboard", None, Auth::Cookie(&admin))).await).await;
     assert_eq!(dash["live_streams"][0]["connected"], true, "{dash}");
+    let html = body_text(app.send(api("GET", "/", None, Auth::Cookie(&admin))).await).await;
+    assert!(html.contains("LDAP live stream: connected to ldap://127.0.0.1:") && html.contains(", last change "), "{html}");
     // Another user, untouched, still works.
     let tina = app.session("tina", "Tina-Password-1").await;
     assert_status(&app.send(api("GET", "/api/v1/me", None, Auth::Cookie(&tina))).await, StatusCode::OK, "tina");
@@ -284,4 +286,36 @@ async fn the_sync_form_turns_live_deprovisioning_on_without_javascript() {
     assert_eq!(location(&res), "/settings/ldap");
     let view = app.service.sync_settings(&admin_actor(), DirectoryKind::Ldap).await.unwrap();
     assert!(view.settings.live && view.settings.disable_missing, "{view:?}");
+}
+
+/// The sync's threshold holds: a stream that would disable more than the
+/// threshold's share of the directory's users leaves it to the sync (whose
+/// plan then waits for approval), and says so.
+#[tokio::test]
+async fn a_disable_over_the_threshold_is_held_back() {
+    let d = Slapd::start();
+    let app = TestApp::new().await;
+    let admin = configure(&app, &d).await;
+    app.service
+        .save_sync_settings(&admin_actor(), DirectoryKind::Ldap, &SyncSettings { threshold_percent: 0, ..live_settings() })
+        .await
+        .unwrap();
+    let (session, token) = signed_in(&app, &admin, "jdoe", "Jdoe-Password-1").await;
+    let streams = app.service.spawn_live_streams();
+    connected(&app, &admin, None).await;
+
+    d.modify(&format!("dn: uid=jdoe,ou=people,{}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n", d.base_dn));
+    let t = Instant::now();
+    loop {
+        let s = live_status(&app, &admin).await;
+        if s["last_error"].as_str().is_some_and(|e| e.contains("held back: disabling jdoe")) {
+            assert_eq!(s["disabled"], 0, "{s}");
+            break;
+        }
+        assert!(t.elapsed() < WITHIN, "the change was not held back: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(app.db.store.find_user("jdoe").await.unwrap().unwrap().is_active);
+    assert_eq!(accepted(&app, &session, &token).await, (true, true), "held back: nothing revoked");
+    streams.abort();
 }
