@@ -33,7 +33,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub enum LiveEvent {
     /// A change, and the cookie that includes it (store it to resume after it).
-    Change { search_ou: String, change: Change, cookie: String },
+    Change { search_ou: String, change: Box<Change>, cookie: String },
     /// The search of this OU finished its refresh phase: changes now arrive
     /// as they happen.
     Persisting { search_ou: String, cookie: String },
@@ -107,9 +107,11 @@ impl LiveStream {
     pub async fn next(&mut self) -> Result<LiveEvent, DeltaError> {
         loop {
             match tokio::time::timeout(HEARTBEAT, self.rx.recv()).await {
-                Ok(Some(Ok(LiveEvent::Change { search_ou, change: Change::Upsert(mut e), cookie }))) => {
-                    self.fill_groups(&mut e).await?;
-                    return Ok(LiveEvent::Change { search_ou, change: Change::Upsert(e), cookie });
+                Ok(Some(Ok(LiveEvent::Change { search_ou, mut change, cookie }))) => {
+                    if let Change::Upsert(e) = change.as_mut() {
+                        self.fill_groups(e).await?;
+                    }
+                    return Ok(LiveEvent::Change { search_ou, change, cookie });
                 }
                 Ok(Some(item)) => return item,
                 Ok(None) => return Err(DeltaError::Failed(Failure::unreachable("the change stream ended"))),
@@ -233,7 +235,7 @@ async fn persist_inner(
             let changes = std::mem::take(&mut batch.changes);
             let had_changes = !changes.is_empty();
             for change in changes {
-                tx.send(Ok(LiveEvent::Change { search_ou: ou.to_string(), change, cookie: batch.cookie.clone() }))
+                tx.send(Ok(LiveEvent::Change { search_ou: ou.to_string(), change: Box::new(change), cookie: batch.cookie.clone() }))
                     .await
                     .map_err(|_| gone())?;
             }

@@ -133,11 +133,11 @@ impl Service {
                 }
             }
             if let Some(w) = want {
-                if !running.contains_key(&kind) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(kind) {
                     let svc = self.clone();
                     let key = w.key.clone();
                     let task = tokio::spawn(async move { svc.live_task(kind, w.cfg, w.settings).await });
-                    running.insert(kind, Running { key, task });
+                    slot.insert(Running { key, task });
                 }
             }
         }
@@ -349,7 +349,7 @@ impl Service {
                 LiveEvent::Change { search_ou, change, cookie } => {
                     live.row.changes += 1;
                     live.row.last_change_at = Some(now_ms());
-                    if let Err(e) = self.live_change(cfg, settings, live, stream, change).await {
+                    if let Err(e) = self.live_change(cfg, settings, live, stream, *change).await {
                         // The cookie stays before this change: the next
                         // connection reads it again.
                         live.save(self).await;
