@@ -204,10 +204,11 @@ async fn two_processes_on_one_postgres_stream_once_and_the_other_takes_over() {
     let app = TestApp::with_options(Backend::Postgres, options).await;
     let admin = configure(&app, &d).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut servers = [
+    // Killed when the test ends, also when it fails.
+    let mut servers = Servers(vec![
         crate::sync::serve(&app.db.url, &key, dir.path(), "server1.log"),
         crate::sync::serve(&app.db.url, &key, dir.path(), "server2.log"),
-    ];
+    ]);
     let logs =
         || -> String { (1..=2).map(|n| std::fs::read_to_string(dir.path().join(format!("server{n}.log"))).unwrap_or_default()).collect() };
     let (first, _) = connected(&app, &admin, None).await;
@@ -217,7 +218,7 @@ async fn two_processes_on_one_postgres_stream_once_and_the_other_takes_over() {
     let again = live_status(&app, &admin).await;
     assert_eq!((again["holder"].as_str(), again["connected"].as_bool()), (Some(holder.as_str()), Some(true)), "{again}\n{}", logs());
     let pid: u32 = holder.trim_start_matches("pid").split('-').next().unwrap().parse().unwrap();
-    let (held, other): (Vec<_>, Vec<_>) = servers.iter_mut().partition(|s| s.id() == pid);
+    let (held, other): (Vec<_>, Vec<_>) = servers.0.iter_mut().partition(|s| s.id() == pid);
     assert_eq!((held.len(), other.len()), (1, 1), "the holder {holder} is one of the two processes");
 
     // Kill the holder (SIGKILL: no lease given back).
@@ -247,9 +248,18 @@ async fn two_processes_on_one_postgres_stream_once_and_the_other_takes_over() {
         assert!(t.elapsed() < WITHIN, "not disabled by the new holder\n{}", logs());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for s in servers.iter_mut() {
-        let _ = s.kill();
-        let _ = s.wait();
+    drop(servers);
+}
+
+/// `bindery serve` processes, killed when dropped.
+struct Servers(Vec<std::process::Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for s in &mut self.0 {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
     }
 }
 
