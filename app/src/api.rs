@@ -568,6 +568,7 @@ pub async fn save_sync_settings(
     threshold_percent: String,
     mode: Option<String>,
     full_every_hours: Option<String>,
+    live: Option<String>,
 ) -> Result<bindery_model::SyncSettingsView, AppError> {
     let (svc, actor) = caller()?;
     // The form is shaped here before the service sees it: a caller
@@ -596,6 +597,7 @@ pub async fn save_sync_settings(
         threshold_percent: crate::parse_int(&mut errors, "threshold_percent", &threshold_percent),
         mode,
         full_every_hours,
+        live: live.is_some(),
     };
     if !errors.is_empty() {
         return Err(map(bindery_service::Error::Invalid(errors)));

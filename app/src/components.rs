@@ -112,6 +112,32 @@ pub fn HealthTable(rows: Vec<bindery_model::ServerHealth>) -> impl IntoView {
     .into_any()
 }
 
+/// The live change streams (issue 17 §2), under the servers' health:
+/// "Live stream: connected since …, last change …".
+#[component]
+pub fn LiveStreams(rows: Vec<bindery_model::LiveStatus>) -> impl IntoView {
+    (!rows.is_empty()).then(|| {
+        view! {
+            <ul data-testid="live-streams">
+                {rows.into_iter().map(|l| {
+                    let state = if l.connected {
+                        format!("connected to {} since {}", l.server, l.since.clone().unwrap_or_else(|| "—".into()))
+                    } else {
+                        format!("not connected{}", l.since.clone().map(|s| format!(" since {s}")).unwrap_or_default())
+                    };
+                    let last = l.last_change.clone().map(|t| format!(", last change {t}")).unwrap_or_else(|| ", no change seen yet".into());
+                    let error = l.last_error.clone().map(|e| format!(" — {e}")).unwrap_or_default();
+                    view! {
+                        <li class=if l.connected { "ok" } else { "bad" }>
+                            {format!("{} live stream: {state}{last}; {} users disabled{error}", l.directory.label(), l.disabled)}
+                        </li>
+                    }
+                }).collect_view()}
+            </ul>
+        }
+    })
+}
+
 #[component]
 pub fn ErrorBox(error: AppError) -> impl IntoView {
     view! { <p class="error" role="alert">{error.to_string()}</p> }

@@ -65,6 +65,7 @@ fn Dashboard() -> impl IntoView {
                         <crate::charts::SyncHistoryChart runs=d.sync_history/>
                         <h2>"Directory servers"</h2>
                         <crate::components::HealthTable rows=d.directory_health/>
+                        <crate::components::LiveStreams rows=d.live_streams/>
                         <h2>"Last sync"</h2>
                         {if d.last_syncs.is_empty() {
                             view! { <p class="muted">"No sync has run yet."</p> }.into_any()

@@ -93,6 +93,9 @@ pub fn SyncCard(kind: DirectoryKind) -> impl IntoView {
                                 <label>"In delta mode, a full enumeration when the last one is older than (hours)"
                                     <input name="full_every_hours" inputmode="numeric" value=s.full_every_hours.to_string() disabled=!admin/></label>
                                 {field_error(saved, "full_every_hours")}
+                                <label class="check"><input type="checkbox" name="live" value="on" checked=s.live disabled=!admin/>
+                                    "Live deprovisioning: keep a change stream open (OpenLDAP syncrepl) and disable a user disabled in or deleted from the directory within seconds, sessions and tokens revoked (needs the disabling above)"</label>
+                                {field_error(saved, "live")}
                                 {admin.then(|| view! { <button type="submit" class="primary">"Save sync settings"</button> })}
                                 {move || saved.get().and_then(|r| r.ok()).map(|_| view! { <p class="ok" role="status">"Saved."</p> })}
                             </ActionForm>

@@ -349,6 +349,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(sweep(service.clone()));
     let prober = tokio::spawn(probe(service.clone(), Duration::from_secs(cfg.directory_probe_seconds.max(1))));
     let scheduler = tokio::spawn(schedule(service.clone(), Duration::from_secs(cfg.sync_tick_seconds.max(1))));
+    // Live deprovisioning: each directory's change stream, where its settings turn it on.
+    let live = service.spawn_live_streams();
     let proxies = cfg.proxies()?;
     if cfg.trust_proxy {
         if cfg.trusted_proxies.is_empty() {
@@ -370,6 +372,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     sweeper.abort();
     prober.abort();
     scheduler.abort();
+    live.abort();
+    // Give the streams' leases back: another replica takes over at once.
+    service.stop_live_streams().await;
     service.store().close().await;
     tracing::info!("Bindery stopped");
     Ok(())

@@ -12,8 +12,8 @@ use axum::{Extension, Json, Router};
 use bindery_model::{
     AccessExplanation, AccessFact, ActivityBucket, ApiError, ApiToken, BasicSettings, CertificateDetails, CreatedApiToken, CurrentUser,
     Dashboard, DeltaSupportInfo, DirectoryInput, DirectoryKind, DirectorySettings, FieldError, Group, GroupInput, GroupMapping, GroupMode,
-    ImportOutcome, ImportRequest, ImportResult, ListQuery, Lockout, LogQuery, LoginEvent, LoginTestReport, MappedUser, NamedRef,
-    NewApiToken, NewUser, OperationEvent, Organisation, OrganisationInput, Page, ProbeReport, ProbeStep, Role, SecuritySettings,
+    ImportOutcome, ImportRequest, ImportResult, ListQuery, LiveStatus, Lockout, LogQuery, LoginEvent, LoginTestReport, MappedUser,
+    NamedRef, NewApiToken, NewUser, OperationEvent, Organisation, OrganisationInput, Page, ProbeReport, ProbeStep, Role, SecuritySettings,
     ServerCertificates, ServerHealth, ServerProbe, StagedQuery, StagedUser, SyncCounts, SyncItem, SyncMode, SyncPoint, SyncRequest,
     SyncRun, SyncRunDetail, SyncSettings, SyncSettingsView, User, UserSource, UserUpdate,
 };
@@ -65,6 +65,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/directories/{kind}/users/import", post(import_users))
         .route("/v1/directories/{kind}/sync/settings", get(get_sync_settings).put(put_sync_settings))
         .route("/v1/directories/{kind}/sync", post(start_sync))
+        .route("/v1/directories/{kind}/sync/live", get(get_live_status))
         .route("/v1/sync/runs", get(list_sync_runs))
         .route("/v1/sync/runs/{id}", get(get_sync_run))
         .route("/v1/sync/runs/{id}/report.csv", get(sync_run_csv))
@@ -554,6 +555,16 @@ async fn get_sync_settings(
     Ok(Json(s.service.sync_settings(&actor(&ctx)?, kind(&k)?).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/directories/{kind}/sync/live", tag = "sync", params(("kind" = String, Path)),
+    responses((status = 200, body = LiveStatus, description = "The live change stream (live deprovisioning): whether it is on, connected (on the replica holding its lease), since when, the last change seen, users disabled, the last error")))]
+async fn get_live_status(
+    State(s): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(k): Path<String>,
+) -> ApiResult<Json<LiveStatus>> {
+    Ok(Json(s.service.live_status(&actor(&ctx)?, kind(&k)?).await?))
+}
+
 #[utoipa::path(put, path = "/api/v1/directories/{kind}/sync/settings", tag = "sync", params(("kind" = String, Path)), request_body = SyncSettings,
     responses((status = 200, body = SyncSettingsView), (status = 422, body = ApiError, description = "Names each invalid field (an invalid crontab with the reason; mode delta without a detected delta method); nothing saved")))]
 async fn put_sync_settings(
@@ -841,13 +852,13 @@ impl Modify for SecurityAddon {
         get_security_settings, put_security_settings, list_lockouts, unlock,
         list_directories, get_directory, put_directory, delete_directory, verify_connection, test_login, fetch_certificates,
         start_fetch, fetch_status, cancel_fetch, list_staged, staged_csv, import_users,
-        get_sync_settings, put_sync_settings, start_sync, list_sync_runs, get_sync_run, sync_run_csv, approve_sync, reject_sync, cancel_sync,
+        get_sync_settings, put_sync_settings, start_sync, get_live_status, list_sync_runs, get_sync_run, sync_run_csv, approve_sync, reject_sync, cancel_sync,
         authn_authenticate, authn_login
     ),
     components(schemas(ApiError, FieldError, User, NamedRef, Role, UserSource, NewUser, UserUpdate, Organisation, OrganisationInput,
         Group, ApiToken, NewApiToken, CreatedApiToken, CurrentUser, OneTimePassword,
         DirectoryKind, GroupMode, DirectorySettings, DirectoryInput, ProbeReport, ServerProbe, ProbeStep, MappedUser, LoginTestReport, TestLoginRequest, AuthenticateRequest, BearerToken, ApiKey, ServerCertificates, CertificateDetails, GroupMapping, ServerHealth, AccessExplanation, AccessFact, SyncRun, StagedUser, ImportRequest, ImportResult, ImportOutcome,
-        SyncSettings, SyncSettingsView, SyncMode, DeltaSupportInfo, SyncRequest, SyncCounts, SyncItem, SyncRunDetail, SecuritySettings, Lockout,
+        SyncSettings, SyncSettingsView, SyncMode, DeltaSupportInfo, LiveStatus, SyncRequest, SyncCounts, SyncItem, SyncRunDetail, SecuritySettings, Lockout,
         GroupInput, PasswordChange, Dashboard, LoginEvent, OperationEvent, LogQuery, BasicSettings, ActivityBucket, SyncPoint)),
     modifiers(&SecurityAddon),
     security(("bearer" = []), ("session" = []))

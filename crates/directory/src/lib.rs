@@ -22,6 +22,7 @@ pub mod dn;
 pub mod enumerate;
 pub mod gateway;
 pub mod groups;
+pub mod live;
 pub mod probe;
 pub mod syncrepl;
 #[cfg(any(test, feature = "testing"))]

@@ -54,7 +54,7 @@ pub fn uuid_string(raw: &[u8]) -> Option<String> {
 }
 
 /// Run a parser of ldap3's that panics on malformed input.
-fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, DeltaError> {
+pub(crate) fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, DeltaError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
         .map_err(|_| DeltaError::Failed(Failure::answer(format!("the server sent a malformed {what}: the change read is incomplete"))))
 }
@@ -101,7 +101,7 @@ fn cookie_of(csns: &[String]) -> String {
     format!("rid=000,csn={}", csns.join(";"))
 }
 
-async fn current_cookie(ldap: &mut Ldap, cfg: &DirectoryConfig, ou: &str) -> Result<String, Failure> {
+pub(crate) async fn current_cookie(ldap: &mut Ldap, cfg: &DirectoryConfig, ou: &str) -> Result<String, Failure> {
     let (suffix, csns) = context_csn(ldap, cfg, ou).await?;
     if csns.is_empty() {
         return Err(Failure::answer(format!(
@@ -311,7 +311,7 @@ async fn refresh(ldap: &mut Ldap, cfg: &DirectoryConfig, ou: &str, cookie: &str,
     Ok(batch)
 }
 
-fn on_sync_info(info: SyncInfo, batch: &mut DeltaBatch, present: &mut HashSet<String>, present_phase: &mut bool) {
+pub(crate) fn on_sync_info(info: SyncInfo, batch: &mut DeltaBatch, present: &mut HashSet<String>, present_phase: &mut bool) {
     let mut new_cookie = |c: Option<Vec<u8>>| {
         if let Some(c) = c.and_then(|c| String::from_utf8(c).ok()) {
             batch.cookie = c;
@@ -337,7 +337,12 @@ fn on_sync_info(info: SyncInfo, batch: &mut DeltaBatch, present: &mut HashSet<St
     }
 }
 
-fn on_entry(item: ResultEntry, cfg: &DirectoryConfig, batch: &mut DeltaBatch, present: &mut HashSet<String>) -> Result<(), DeltaError> {
+pub(crate) fn on_entry(
+    item: ResultEntry,
+    cfg: &DirectoryConfig,
+    batch: &mut DeltaBatch,
+    present: &mut HashSet<String>,
+) -> Result<(), DeltaError> {
     let state = item.1.iter().find_map(|c| match c {
         Control(Some(ControlType::SyncState), raw) => Some(raw.clone()),
         _ => None,

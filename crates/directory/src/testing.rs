@@ -119,8 +119,78 @@ impl Slapd {
         assert!(child.wait().expect("ldapmodify").success(), "ldapmodify failed:\n{ldif}");
     }
 
+    /// End the watchdogs of this DIR (by their process ids).
+    fn stop_watchdogs(&self) {
+        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        let dir = dir.to_string_lossy().to_string();
+        let Ok(procs) = std::fs::read_dir("/proc") else { return };
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else { continue };
+            let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
+            if args.iter().any(|a| a == "watchdog") && args.iter().any(|a| a == &dir) {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+        }
+    }
+
     pub fn stop(&self) {
         let _ = Command::new(repo_root().join("testkit/slapd/stop")).arg(&self.dir).status();
+    }
+
+    /// Stop slapd and start the same instance again: the same ports, the
+    /// same data (what clients see of a directory restart). Returns once
+    /// the service account can bind again.
+    pub fn restart(&self) {
+        use std::os::unix::process::CommandExt;
+        // The start script's watchdog stops this DIR's slapd once the one it
+        // started is gone (which init may reap late): it would stop the
+        // new one. Replaced by one that watches this process only.
+        self.stop_watchdogs();
+        self.stop();
+        let (p1, p2) = (self.port(&self.ldap_url), self.port(&self.ldaps_url));
+        let log = std::fs::File::options().append(true).create(true).open(self.dir.join("slapd.log")).expect("slapd.log");
+        let mut child = Command::new("/usr/sbin/slapd")
+            .args(["-d", "none", "-h", &format!("ldap://127.0.0.1:{p1}/ ldaps://127.0.0.1:{p2}/"), "-f"])
+            .arg(self.dir.join("slapd.conf"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("restart slapd");
+        std::fs::write(self.dir.join("fixture.pid"), child.id().to_string()).expect("fixture.pid");
+        // Reap it when it stops (`stop` counts a zombie as stopped anyway).
+        std::thread::spawn(move || child.wait());
+        let stop = repo_root().join("testkit/slapd/stop");
+        let _ = Command::new("bash")
+            .args(["-c", "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; exec \"$2\" \"$3\"", "watchdog"])
+            .arg(std::process::id().to_string())
+            .arg(&stop)
+            .arg(std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let ok = Command::new("ldapwhoami")
+                .args(["-x", "-o", "nettimeout=1", "-H", &self.ldap_url, "-D", &self.bind_dn, "-w", &self.bind_password])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "slapd did not come back within 10 s (log: {})",
+                self.dir.join("slapd.log").display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 

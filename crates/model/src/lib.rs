@@ -483,6 +483,9 @@ pub struct Dashboard {
     /// Every server of every enabled directory configuration.
     #[serde(default)]
     pub directory_health: Vec<ServerHealth>,
+    /// The live change stream of each directory that has it on.
+    #[serde(default)]
+    pub live_streams: Vec<LiveStatus>,
     /// The latest sync run of each directory configuration.
     #[serde(default)]
     pub last_syncs: Vec<SyncRun>,
@@ -1176,6 +1179,11 @@ pub struct SyncSettings {
     /// complete one is older than this (1–8760 hours; default 24).
     #[serde(default = "default_full_every_hours")]
     pub full_every_hours: i64,
+    /// Live deprovisioning (OpenLDAP syncrepl refreshAndPersist): a user
+    /// disabled in, or deleted from, the directory is disabled here within
+    /// seconds, without waiting for a sync. Needs `disable_missing`.
+    #[serde(default)]
+    pub live: bool,
 }
 
 fn default_threshold() -> i64 {
@@ -1198,8 +1206,34 @@ impl Default for SyncSettings {
             threshold_percent: default_threshold(),
             mode: SyncMode::Full,
             full_every_hours: default_full_every_hours(),
+            live: false,
         }
     }
+}
+
+/// The live change stream of a directory (issue 17 §2), shown with the
+/// servers' health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LiveStatus {
+    pub directory: DirectoryKind,
+    /// Whether live deprovisioning is on in the sync settings.
+    pub enabled: bool,
+    /// The persistent search is open (on the replica holding the stream's lease).
+    pub connected: bool,
+    /// The server it is open on.
+    pub server: String,
+    /// Connected (or disconnected) since (UTC).
+    pub since: Option<String>,
+    /// When the last change arrived (UTC).
+    pub last_change: Option<String>,
+    /// Changes seen, and users disabled, by the current holder.
+    pub changes: i64,
+    pub disabled: i64,
+    /// Why the stream last failed, or held a change back.
+    pub last_error: Option<String>,
+    /// The replica holding the stream's lease, if it is alive.
+    pub holder: Option<String>,
 }
 
 /// Sync settings with what the schedule means.

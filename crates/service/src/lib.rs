@@ -14,6 +14,7 @@ pub mod identity;
 mod import;
 mod integrity;
 mod lifecycle;
+mod live;
 mod lockout;
 mod logs;
 pub mod net;
@@ -183,6 +184,8 @@ pub struct Service {
     lockouts: std::sync::Arc<lockout::Lockouts>,
     /// When this replica last applied the log retention (ms; 0: not yet).
     last_log_purge: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// This replica's live change streams (see [`live`]).
+    live: std::sync::Arc<live::Streams>,
 }
 
 impl Service {
@@ -196,6 +199,7 @@ impl Service {
             lockouts: Default::default(),
             initial_password_file: Default::default(),
             last_log_purge: Default::default(),
+            live: Default::default(),
         }
     }
 

@@ -156,13 +156,30 @@ impl Service {
         found: Option<&bindery_directory::authn::FoundUser>,
         via: &str,
     ) -> Result<Change> {
-        let orgs = if cfg.group_mappings.is_empty() { vec![] } else { self.store.list_organisations().await? };
         let policy = identity::Policy { source: kind.source(), disable: true, create: false, ..Default::default() };
-        let change = match found {
+        let change = self.decide_user(cfg, user, found, &policy).await?;
+        self.apply_change(&change, via).await?;
+        Ok(change)
+    }
+
+    /// What the directory's current answer about one Bindery user means,
+    /// by the one rule under `policy`, without applying it: `found` is the
+    /// entry the directory holds for them now (`None`: no entry). Used by
+    /// re-validation and relinking (through [`Self::reconcile_user`]) and
+    /// by the live change stream (with the sync's policy).
+    pub(crate) async fn decide_user(
+        &self,
+        cfg: &DirectoryConfig,
+        user: &UserRow,
+        found: Option<&bindery_directory::authn::FoundUser>,
+        policy: &identity::Policy,
+    ) -> Result<Change> {
+        let orgs = if cfg.group_mappings.is_empty() { vec![] } else { self.store.list_organisations().await? };
+        Ok(match found {
             // Another entry now answers to this name: this user's entry is gone.
             Some(f) if user.external_id.as_deref().is_some_and(|id| identity::is_immutable(id) && id != f.uid) => {
                 let me = self.holding(Some(user.clone()), false).await?.ok_or(Error::NotFound("user"))?;
-                let mut change = identity::reconcile(None, Some(&me.held()), None, &policy, None);
+                let mut change = identity::reconcile(None, Some(&me.held()), None, policy, None);
                 if let Change::Update { reasons, .. } = &mut change {
                     reasons.push(format!("the name {} now belongs to another directory entry", user.username));
                 }
@@ -187,16 +204,14 @@ impl Service {
                     Some(&entry),
                     linked.as_ref().map(Holding::held).as_ref(),
                     holder.as_ref().map(Holding::held).as_ref(),
-                    &policy,
+                    policy,
                     mapped.as_ref(),
                 )
             }
             None => {
                 let me = self.holding(Some(user.clone()), false).await?.ok_or(Error::NotFound("user"))?;
-                identity::reconcile(None, Some(&me.held()), None, &policy, None)
+                identity::reconcile(None, Some(&me.held()), None, policy, None)
             }
-        };
-        self.apply_change(&change, via).await?;
-        Ok(change)
+        })
     }
 }

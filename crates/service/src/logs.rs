@@ -168,6 +168,7 @@ impl Service {
             successful_logins_24h: ok,
             recent_logins: recent.into_iter().map(login_dto).collect(),
             directory_health: self.health_snapshot().await?,
+            live_streams: self.live_streams().await?,
             last_syncs: {
                 let mut runs = Vec::new();
                 for kind in [bindery_model::DirectoryKind::Ldap, bindery_model::DirectoryKind::LdapHa] {

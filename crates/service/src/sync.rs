@@ -239,7 +239,7 @@ impl Service {
 
     // ----- settings ---------------------------------------------------------
 
-    async fn load_sync_settings(&self, kind: DirectoryKind) -> Result<(SyncSettings, Option<i64>)> {
+    pub(crate) async fn load_sync_settings(&self, kind: DirectoryKind) -> Result<(SyncSettings, Option<i64>)> {
         Ok(match self.store.get_sync_settings(kind.as_str()).await? {
             Some((json, next)) => (serde_json::from_str(&json).map_err(|e| Error::Internal(format!("stored sync settings: {e}")))?, next),
             None => (SyncSettings::default(), None),
@@ -313,6 +313,12 @@ impl Service {
         if !(0..=100).contains(&s.threshold_percent) {
             errors.push(bindery_model::FieldError::new("threshold_percent", "must be between 0 and 100"));
         }
+        if s.live && !s.disable_missing {
+            errors.push(bindery_model::FieldError::new(
+                "live",
+                "live deprovisioning disables users: turn on disabling users missing from or disabled in the directory",
+            ));
+        }
         if !(1..=8760).contains(&s.full_every_hours) {
             errors.push(bindery_model::FieldError::new("full_every_hours", "must be between 1 and 8760"));
         }
@@ -327,6 +333,19 @@ impl Service {
                     errors.push(bindery_model::FieldError::new("mode", format!("this directory cannot be read for changes: {}", d.reason)))
                 }
                 Some(_) => {}
+            }
+        }
+        if s.live {
+            match &detected {
+                Some(d) if d.method == bindery_directory::delta::DeltaMethod::Syncrepl.as_str() => {}
+                Some(d) => errors.push(bindery_model::FieldError::new(
+                    "live",
+                    format!("live deprovisioning needs OpenLDAP syncrepl; Test connection detected {}", d.method),
+                )),
+                None => errors.push(bindery_model::FieldError::new(
+                    "live",
+                    "live deprovisioning needs syncrepl: run Test connection on the saved directory settings first",
+                )),
             }
         }
         let orgs = self.store.list_organisations().await?;

@@ -11,6 +11,7 @@
 mod group;
 mod identity;
 mod keys;
+mod live;
 mod login;
 mod logs;
 mod rows;
@@ -27,6 +28,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, ConnectOptions, Row};
 
 pub use identity::{Activation, Applied, Change, NewAccount, OrgSource, Update};
+pub use live::LiveRow;
 pub use login::{Grant, GrantCredential, LoginLookup};
 pub(crate) use logs::LogBind;
 pub use logs::LogFilter;

@@ -614,7 +614,9 @@ impl Store {
     /// At start-up: runs a crash or restart left "running" are marked
     /// interrupted (nothing they half-did is trusted as complete).
     pub async fn interrupt_running_runs(&self, now: i64) -> Result<u64> {
-        sqlx::query("DELETE FROM sync_leases").execute(&self.pool).await?;
+        // Not the live streams' leases: another replica may hold one now, and
+        // one this process held expires within seconds by itself.
+        sqlx::query("DELETE FROM sync_leases WHERE name NOT LIKE 'live:%'").execute(&self.pool).await?;
         Ok(sqlx::query(
             "UPDATE sync_runs SET state = 'interrupted', finished_at = $1, error = 'the server stopped during the run' WHERE state = 'running'",
         )

@@ -13,6 +13,7 @@ mod hardening;
 mod helpers;
 mod identity;
 mod import;
+mod live;
 mod lockout;
 mod parity;
 mod rbac;

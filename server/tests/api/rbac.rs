@@ -142,6 +142,7 @@ const REST: &[(&str, &str, Access)] = &[
     ("get", "/api/v1/directories/{kind}/sync/settings", Access::Read),
     ("put", "/api/v1/directories/{kind}/sync/settings", Access::Write),
     ("post", "/api/v1/directories/{kind}/sync", Access::Write),
+    ("get", "/api/v1/directories/{kind}/sync/live", Access::Read),
     ("get", "/api/v1/sync/runs", Access::Read),
     ("get", "/api/v1/sync/runs/{id}", Access::Read),
     ("get", "/api/v1/sync/runs/{id}/report.csv", Access::Read),

@@ -434,7 +434,7 @@ async fn two_server_processes_on_one_postgres_run_each_scheduled_sync_once() {
 }
 
 /// A `bindery serve` process on the test's database, ticking the scheduler every second.
-fn serve(db_url: &str, key: &bindery_service::SecretKey, dir: &std::path::Path, log: &str) -> std::process::Child {
+pub(crate) fn serve(db_url: &str, key: &bindery_service::SecretKey, dir: &std::path::Path, log: &str) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_bindery"))
         .arg("serve")
         .env("BINDERY_DATABASE_URL", db_url)
