@@ -1,0 +1,235 @@
+//! Delta sync against Active Directory (issue 17 §1), with a real Samba AD
+//! DC (`testkit/samba`): in delta mode the first run is a full enumeration
+//! that records a DirSync cookie or a USN per search OU; later runs read
+//! only what changed (a modify, a disable, a deletion, a user added to or
+//! removed from a mapped group) through the same plan, threshold and dry
+//! run; a USN read re-reads a changed group's former members, so a removal
+//! demotes, and says that it cannot see deletions; a refused, garbled or
+//! foreign cookie makes a full run, with a note.
+
+use bindery_directory::testing::Samba;
+use bindery_model::{DirectoryInput, DirectoryKind, GroupMapping, Role, SyncMode, SyncSettings};
+use bindery_store::Backend;
+use http::StatusCode;
+
+use crate::helpers::*;
+use crate::sync::{items, names, sync, wait_sync};
+
+fn delta(disable: bool, threshold: i64) -> SyncSettings {
+    SyncSettings { disable_missing: disable, threshold_percent: threshold, mode: SyncMode::Delta, ..Default::default() }
+}
+
+/// `admins` is mapped to System Admin.
+fn mapped(d: &Samba, mut input: DirectoryInput) -> DirectoryInput {
+    input.group_mappings = vec![GroupMapping { group_dn: d.group_dn("admins"), role: Role::Admin, organisations: vec![] }];
+    input
+}
+
+/// Save the directory, run Test connection on the saved settings (which
+/// detects the delta method), check what it found, then save the sync
+/// settings.
+async fn configure(app: &TestApp, input: &DirectoryInput, want: (&str, bool), settings: SyncSettings) {
+    app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, input).await.unwrap();
+    let report = app.service.test_directory_connection(&admin_actor(), DirectoryKind::Ldap, None).await.unwrap();
+    let found = report.delta.as_ref().map(|d| (d.method.as_str(), d.sees_deletions));
+    assert_eq!(found, Some(want), "{report:#?}");
+    app.service.save_sync_settings(&admin_actor(), DirectoryKind::Ldap, &settings).await.unwrap();
+}
+
+/// As if Test connection had found USN (an account without the DirSync
+/// right; the test kit has none): the stored finding, for the same settings.
+async fn detect_usn(app: &TestApp, sees_deletions: bool) {
+    let mut row = app.db.store.delta_support("ldap").await.unwrap().expect("Test connection ran");
+    row.method = "usn".into();
+    row.sees_deletions = sees_deletions;
+    app.db.store.put_delta_support("ldap", &row).await.unwrap();
+}
+
+fn notes(run: &serde_json::Value) -> String {
+    run["run"]["counts"]["notes"].to_string()
+}
+
+fn kind_state(run: &serde_json::Value) -> (Option<&str>, Option<&str>) {
+    (run["run"]["kind"].as_str(), run["run"]["state"].as_str())
+}
+
+async fn user(app: &TestApp, username: &str) -> bindery_store::UserRow {
+    app.db.store.find_user(username).await.unwrap().unwrap_or_else(|| panic!("{username} exists"))
+}
+
+fn reason_of<'a>(run: &'a serde_json::Value, username: &str) -> &'a str {
+    run["items"]["items"].as_array().unwrap().iter().find(|i| i["username"] == username).and_then(|i| i["reason"].as_str()).unwrap_or("")
+}
+
+/// The changes every method is checked with.
+async fn make_changes(d: &Samba) {
+    d.modify(&d.user_dn("user06"), vec![ldap3::Mod::Replace("mail".into(), ["changed@bindery.test".to_string()].into())]).await;
+    d.set_uac(&d.user_dn("user07"), 514).await;
+    d.delete(&d.user_dn("user08")).await;
+    d.set_member(&d.group_dn("admins"), &d.user_dn("user09"), true).await;
+    d.set_member(&d.group_dn("admins"), &d.user_dn("user01"), false).await;
+}
+
+/// DirSync with the replication right: a delta run reads the five
+/// changed users only (deletion included), its dry run applies nothing,
+/// and the run updates, disables, promotes and demotes.
+async fn dirsync_run(backend: Backend) {
+    let d = Samba::start();
+    let app = TestApp::with_backend(backend).await;
+    configure(&app, &mapped(&d, d.input_as(&d.repl_dn, &d.repl_password)), ("dirsync", true), delta(true, 100)).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    let first = sync(&app, &cookie, false).await;
+    assert_eq!(kind_state(&first), (Some("sync"), Some("done")), "{first}");
+    assert!(notes(&first).contains("delta cookie recorded (dirsync"), "{first}");
+    assert_eq!(app.db.store.delta_cookies("ldap").await.unwrap().len(), 1, "one cookie for the one search OU");
+    assert_eq!(user(&app, "user01").await.role, Role::Admin);
+
+    let quiet = sync(&app, &cookie, false).await;
+    assert_eq!(kind_state(&quiet), (Some("delta"), Some("done")), "{quiet}");
+    assert_eq!(quiet["run"]["entries"], 0, "nothing changed, nothing read: {quiet}");
+    assert!(notes(&quiet).contains("directory groups not rebuilt"), "{quiet}");
+
+    make_changes(&d).await;
+    let dry = sync(&app, &cookie, true).await;
+    assert_eq!(kind_state(&dry), (Some("delta"), Some("done")), "{dry}");
+    assert_eq!(dry["run"]["entries"], 5, "four changed users and one deletion, nothing else: {dry}");
+    assert!(notes(&dry).contains("delta read (dirsync"), "{dry}");
+    assert!(!notes(&dry).contains("deletions are not visible"), "{dry}");
+    assert_eq!(names(&items(&dry, "update")), ["user01", "user06", "user09"], "{dry}");
+    assert_eq!(names(&items(&dry, "disable")), ["user07", "user08"], "{dry}");
+    assert!(reason_of(&dry, "user01").contains("no group mapping matches"), "{dry}");
+    assert!(reason_of(&dry, "user09").contains("by the group mapping"), "{dry}");
+    assert_eq!(user(&app, "user01").await.role, Role::Admin, "a dry run applies nothing");
+    assert!(user(&app, "user07").await.is_active && user(&app, "user08").await.is_active);
+
+    // The dry run moved the cookie on; the plan still holds what was not applied.
+    let run = sync(&app, &cookie, false).await;
+    assert_eq!(kind_state(&run), (Some("delta"), Some("done")), "{run}");
+    assert_eq!(names(&items(&run, "update")), ["user01", "user06", "user09"], "{run}");
+    assert_eq!(names(&items(&run, "disable")), ["user07", "user08"], "{run}");
+    assert!(!notes(&run).contains("directory groups not rebuilt"), "after a dry run the groups are rebuilt: {run}");
+    assert_eq!(user(&app, "user01").await.role, Role::User, "demoted: removed from the mapped group");
+    assert_eq!(user(&app, "user09").await.role, Role::Admin, "promoted: added to the mapped group");
+    assert_eq!(user(&app, "user06").await.email, "changed@bindery.test");
+    assert!(!user(&app, "user07").await.is_active && !user(&app, "user08").await.is_active);
+    assert!(user(&app, "user10").await.is_active);
+}
+
+#[tokio::test]
+async fn ad_dirsync_delta_run_reads_only_the_changes_and_demotes_through_the_group_mapping() {
+    dirsync_run(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn ad_dirsync_delta_run_reads_only_the_changes_and_demotes_through_the_group_mapping_on_postgres() {
+    dirsync_run(Backend::Postgres).await;
+}
+
+/// USN for an ordinary account: a removal from the mapped group is found
+/// through the snapshot's former members; deletions are not visible, the
+/// run says so, and the full enumeration finds them.
+async fn usn_run(backend: Backend) {
+    let d = Samba::start();
+    let app = TestApp::with_backend(backend).await;
+    configure(&app, &mapped(&d, d.input()), ("dirsync", false), delta(true, 100)).await;
+    detect_usn(&app, false).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    let first = sync(&app, &cookie, false).await;
+    assert_eq!(kind_state(&first), (Some("sync"), Some("done")), "{first}");
+    assert!(notes(&first).contains("delta cookie recorded (usn"), "{first}");
+
+    make_changes(&d).await;
+    let run = sync(&app, &cookie, false).await;
+    assert_eq!(kind_state(&run), (Some("delta"), Some("done")), "{run}");
+    assert!(notes(&run).contains("delta read (usn"), "{run}");
+    assert!(notes(&run).contains("former members of changed groups re-read"), "{run}");
+    assert!(notes(&run).contains("deletions are not visible to usn"), "{run}");
+    assert_eq!(run["run"]["entries"], 4, "the four changed users; the deletion is not visible: {run}");
+    assert_eq!(names(&items(&run, "update")), ["user01", "user06", "user09"], "{run}");
+    assert_eq!(names(&items(&run, "disable")), ["user07"], "{run}");
+    assert_eq!(user(&app, "user01").await.role, Role::User, "demoted: removed from the mapped group");
+    assert_eq!(user(&app, "user09").await.role, Role::Admin);
+    assert!(user(&app, "user08").await.is_active, "the deletion waits for the full enumeration");
+
+    // The safety net: a full enumeration (here: no cookie left) disables the deleted user.
+    app.db.store.clear_delta_cookies("ldap").await.unwrap();
+    let full = sync(&app, &cookie, false).await;
+    assert_eq!(kind_state(&full), (Some("sync"), Some("done")), "{full}");
+    assert_eq!(names(&items(&full, "disable")), ["user08"], "{full}");
+    assert!(notes(&full).contains("delta cookie recorded (usn"), "{full}");
+}
+
+#[tokio::test]
+async fn ad_usn_delta_run_demotes_a_removed_member_and_leaves_deletions_to_the_full_run() {
+    usn_run(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn ad_usn_delta_run_demotes_a_removed_member_and_leaves_deletions_to_the_full_run_on_postgres() {
+    usn_run(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn ad_garbled_refused_and_foreign_cookies_fall_back_to_a_full_run() {
+    let d = Samba::start();
+    let app = TestApp::new().await;
+    configure(&app, &d.input(), ("dirsync", false), delta(true, 100)).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    assert_eq!(sync(&app, &cookie, false).await["run"]["state"], "done");
+    let stored = app.db.store.delta_cookies("ldap").await.unwrap();
+    let (ou, server, method, good) = stored[0].clone();
+    assert_eq!((method.as_str(), server.as_str()), ("dirsync", format!("{}:389", d.ldap_url.trim_end_matches('/')).as_str()));
+    let put = |c: String| {
+        let (ou, server) = (ou.clone(), server.clone());
+        let store = app.db.store.clone();
+        async move { store.put_delta_cookies("ldap", "dirsync", &[(ou, server, c)], 0).await.unwrap() }
+    };
+    let edit = |field: &str, value: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+        v[field] = value.into();
+        v.to_string()
+    };
+    for (cookie_value, why) in [
+        ("garbage".to_string(), "not an Active Directory delta cookie"),
+        (edit("dirsync", "Z2FyYmFnZQ=="), "refused the DirSync cookie"),
+        (edit("server", "ldap://127.0.0.1:1"), "no longer a configured server"),
+    ] {
+        put(cookie_value).await;
+        d.set_uac(&d.user_dn("user12"), 514).await;
+        let run = sync(&app, &cookie, false).await;
+        assert_eq!(kind_state(&run), (Some("sync"), Some("done")), "{run}");
+        assert!(notes(&run).contains("fell back to a full enumeration"), "{run}");
+        assert!(notes(&run).contains(why), "{why}: {run}");
+        assert!(notes(&run).contains("delta cookie recorded (dirsync"), "a new cookie: {run}");
+        assert!(!user(&app, "user12").await.is_active, "the full run read the disable");
+        d.set_uac(&d.user_dn("user12"), 512).await;
+        let next = sync(&app, &cookie, false).await;
+        assert_eq!(kind_state(&next), (Some("delta"), Some("done")), "the new cookie reads changes again: {next}");
+        assert_eq!(names(&items(&next, "enable")), ["user12"], "{next}");
+    }
+}
+
+#[tokio::test]
+async fn ad_the_threshold_holds_a_delta_run_that_would_disable_too_many() {
+    let d = Samba::start();
+    let app = TestApp::new().await;
+    configure(&app, &d.input(), ("dirsync", false), delta(true, 10)).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    assert_eq!(sync(&app, &cookie, false).await["run"]["state"], "done");
+    // 3 of 21 users (14 %) is more than 10 %.
+    for u in ["user13", "user14", "user15"] {
+        d.set_uac(&d.user_dn(u), 514).await;
+    }
+    let held = sync(&app, &cookie, false).await;
+    assert_eq!(kind_state(&held), (Some("delta"), Some("held")), "{held}");
+    assert!(notes(&held).contains("held for approval"), "{held}");
+    assert_eq!(names(&items(&held, "disable")), ["user13", "user14", "user15"], "{held}");
+    assert!(user(&app, "user13").await.is_active, "nothing applied while held");
+
+    let id = held["run"]["id"].as_i64().unwrap();
+    let res = app.send(api("POST", &format!("/api/v1/sync/runs/{id}/approve"), None, Auth::Cookie(&cookie))).await;
+    assert_status(&res, StatusCode::OK, "approved");
+    let done = wait_sync(&app, &cookie, id, |r| r["state"] != "running").await;
+    assert_eq!(done["run"]["state"], "done", "{done}");
+    assert!(!user(&app, "user13").await.is_active && !user(&app, "user15").await.is_active);
+}
