@@ -113,6 +113,27 @@ async fn dirsync_run(backend: Backend) {
     assert_eq!(user(&app, "user06").await.email, "changed@bindery.test");
     assert!(!user(&app, "user07").await.is_active && !user(&app, "user08").await.is_active);
     assert!(user(&app, "user10").await.is_active);
+    assert_eq!(group_members(&app, &d.group_dn("admins")).await, ["user09"]);
+
+    // After an applied run: a membership change rebuilds the directory
+    // groups, a modify alone does not.
+    d.set_member(&d.group_dn("admins"), &d.user_dn("user10"), true).await;
+    let run = sync(&app, &cookie, false).await;
+    assert_eq!((kind_state(&run), run["run"]["entries"].as_i64()), ((Some("delta"), Some("done")), Some(1)), "{run}");
+    assert!(!notes(&run).contains("directory groups not rebuilt"), "{run}");
+    assert_eq!(group_members(&app, &d.group_dn("admins")).await, ["user09", "user10"]);
+    d.modify(&d.user_dn("user11"), vec![ldap3::Mod::Replace("mail".into(), ["eleven@bindery.test".to_string()].into())]).await;
+    let run = sync(&app, &cookie, false).await;
+    assert_eq!(names(&items(&run, "update")), ["user11"], "{run}");
+    assert!(notes(&run).contains("directory groups not rebuilt"), "{run}");
+    assert_eq!(group_members(&app, &d.group_dn("admins")).await, ["user09", "user10"]);
+}
+
+/// The usernames in the Bindery group made from a directory group.
+async fn group_members(app: &TestApp, group_dn: &str) -> Vec<String> {
+    let groups = app.db.store.directory_groups("ldap").await.unwrap();
+    let (id, _) = groups.iter().find(|(_, dn)| dn.eq_ignore_ascii_case(group_dn)).unwrap_or_else(|| panic!("{group_dn}: {groups:?}"));
+    app.db.store.members_of(&[*id]).await.unwrap().into_iter().map(|m| m.name).collect()
 }
 
 #[tokio::test]
