@@ -255,6 +255,53 @@ async fn ad_the_threshold_holds_a_delta_run_that_would_disable_too_many() {
     assert!(!user(&app, "user13").await.is_active && !user(&app, "user15").await.is_active);
 }
 
+/// Two search OUs, one cookie each: a user moved from one to the other
+/// is the same user (the upsert in one OU's read wins over the other's
+/// "gone from the scope"); a user moved out of both is gone.
+#[tokio::test]
+async fn ad_a_user_moved_between_search_ous_stays_and_one_moved_out_of_them_is_disabled() {
+    let d = Samba::start();
+    let app = TestApp::new().await;
+    let users_ou = format!("CN=Users,{}", d.base_dn);
+    let mut input = d.input_as(&d.repl_dn, &d.repl_password);
+    input.search_ous = format!("{}|{users_ou}", d.people_ou);
+    configure(&app, &input, ("dirsync", true), delta(true, 100)).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    let first = sync(&app, &cookie, false).await;
+    assert_eq!(kind_state(&first), (Some("sync"), Some("done")), "{first}");
+    assert_eq!(app.db.store.delta_cookies("ldap").await.unwrap().len(), 2, "one cookie per search OU");
+    d.move_to(&d.user_dn("user10"), &users_ou).await;
+    d.move_to(&d.user_dn("user11"), &d.groups_ou).await;
+    let run = sync(&app, &cookie, false).await;
+    assert_eq!(kind_state(&run), (Some("delta"), Some("done")), "{run}");
+    assert_eq!(names(&items(&run, "disable")), ["user11"], "{run}");
+    assert!(user(&app, "user10").await.is_active && !user(&app, "user11").await.is_active);
+    let staged = app.service.list_staged_users(&admin_actor(), DirectoryKind::Ldap, None, None, None, false, 1, 500).await.unwrap();
+    let dn = staged.items.iter().find(|r| r.username == "user10").map(|r| r.dn.clone()).unwrap_or_default();
+    assert!(dn.to_lowercase().ends_with(&users_ou.to_lowercase()), "the snapshot has user10's new DN: {dn}");
+}
+
+/// A domain controller that does not answer makes a delta run incomplete:
+/// nobody is disabled and the cookie stays where it was.
+#[tokio::test]
+async fn ad_an_unreachable_dc_makes_an_incomplete_delta_run_that_disables_nobody() {
+    let d = Samba::start();
+    let app = TestApp::new().await;
+    configure(&app, &d.input(), ("dirsync", false), delta(true, 100)).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    assert_eq!(sync(&app, &cookie, false).await["run"]["state"], "done");
+    let before = app.db.store.delta_cookies("ldap").await.unwrap();
+    d.stop();
+    let run = sync(&app, &cookie, false).await;
+    assert_eq!(run["run"]["kind"], "delta", "{run}");
+    assert_eq!((run["run"]["state"].as_str(), run["run"]["complete"].as_bool()), (Some("failed"), Some(false)), "{run}");
+    assert_eq!(run["run"]["counts"]["disable"], 0, "{run}");
+    assert!(notes(&run).contains("nobody was disabled: the delta read was incomplete"), "{run}");
+    let (users, active_users) = app.db.store.count_users().await.unwrap();
+    assert_eq!(users, active_users, "everybody is still active");
+    assert_eq!(app.db.store.delta_cookies("ldap").await.unwrap(), before, "the cookie stays where it was");
+}
+
 /// Figures for the note: a delta run against a full run of the
 /// same kind of change (100 modifications and 10 deletions), whole runs
 /// (read, plan, apply) through the service, per AD method. Run with
