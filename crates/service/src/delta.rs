@@ -23,6 +23,10 @@ use crate::import::Enumerated;
 use crate::util::now_ms;
 use crate::{Result, Service};
 
+/// How many former members of changed groups a USN read re-reads (by DN,
+/// 50 a search); above it a full enumeration is cheaper.
+const REREAD_LIMIT: usize = 5000;
+
 /// A delta method by its stored name.
 fn method_of(name: &str) -> DeltaMethod {
     match name {
@@ -245,6 +249,12 @@ impl Service {
                     .filter(|(uid, dn)| !upserted.contains(uid.as_str()) && dn::is_within(dn, ou))
                     .map(|(_, dn)| dn)
                     .collect();
+                if former.len() > REREAD_LIMIT {
+                    return Ok(Err(DeltaError::FullRequired(format!(
+                        "changed groups had {} members here before, more than a delta run re-reads one by one ({REREAD_LIMIT})",
+                        former.len()
+                    ))));
+                }
                 match ad_delta::reread_users(cfg, &batch.server, ou, &former).await {
                     Ok(more) => {
                         reread += more.len();
