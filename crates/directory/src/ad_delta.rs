@@ -39,7 +39,9 @@
 //! changed groups and re-reads their current members, so an addition is
 //! seen; a *removal* is not (the removed user is no longer listed, and
 //! Samba does not support the show-deactivated-links control that would
-//! list it), and is found by the full enumeration. By default Deleted
+//! list it): [`read_changes_and_groups`] names the changed groups, and the
+//! caller, which knows who was in them, re-reads those users with
+//! [`reread_users`]. By default Deleted
 //! Objects is readable only by administrators: an ordinary account sees the
 //! container but none of the tombstones in it.
 //!
@@ -633,6 +635,15 @@ async fn initial_on(
 /// Read what changed under `ou` since `cookie` (from [`initial_cookie`] or
 /// the previous read) on the server that issued it.
 pub async fn read_changes(cfg: &DirectoryConfig, ou: &str, cookie: &str) -> Result<DeltaBatch, DeltaError> {
+    read_changes_and_groups(cfg, ou, cookie).await.map(|(batch, _)| batch)
+}
+
+/// [`read_changes`], with the DNs of the groups whose change a USN read
+/// cannot see the removals of (every group with a changed `uSNChanged`;
+/// empty for DirSync, which reports removed members itself). The caller
+/// knows who was in those groups before and re-reads them with
+/// [`reread_users`], so a user removed from a mapped group is demoted.
+pub async fn read_changes_and_groups(cfg: &DirectoryConfig, ou: &str, cookie: &str) -> Result<(DeltaBatch, Vec<String>), DeltaError> {
     let c = Cookie::decode(cookie)?;
     if c.ou != dn::normalize(ou) {
         return Err(DeltaError::FullRequired(format!("the cookie belongs to the search OU {}, not {ou}", c.ou)));
@@ -645,12 +656,28 @@ pub async fn read_changes(cfg: &DirectoryConfig, ou: &str, cookie: &str) -> Resu
     }
     let (server, mut ldap) = connect(cfg, Some(&c.server)).await?;
     let r = match c.method {
-        DeltaMethod::Dirsync => read_dirsync(&mut ldap, cfg, ou, c).await,
+        DeltaMethod::Dirsync => read_dirsync(&mut ldap, cfg, ou, c).await.map(|(changes, cookie)| (changes, cookie, Vec::new())),
         DeltaMethod::Usn => read_usn(&mut ldap, cfg, ou, c).await,
         other => Err(DeltaError::FullRequired(format!("the cookie's method {} is not an Active Directory one", other.as_str()))),
     };
     let _ = ldap.unbind().await;
-    r.map(|(changes, cookie)| DeltaBatch { search_ou: ou.to_string(), changes, present: None, cookie, server })
+    r.map(|(changes, cookie, groups)| (DeltaBatch { search_ou: ou.to_string(), changes, present: None, cookie, server }, groups))
+}
+
+/// Re-read the users `dns` under `ou` on `server` (a cookie's server), as
+/// the full enumeration reads them: one `Upsert` each for those still
+/// there (users no longer under the OU, or gone, are left out). For the
+/// former members of groups a USN read saw change.
+pub async fn reread_users(cfg: &DirectoryConfig, server: &str, ou: &str, dns: &[String]) -> Result<Vec<Change>, DeltaError> {
+    if dns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (_, mut ldap) = connect(cfg, Some(server)).await?;
+    let found = Found { members: dns.iter().cloned().collect(), ..Default::default() };
+    // Only members are read: the naming context (for moved users) is not used.
+    let r = reread(&mut ldap, cfg, ou, ou, found).await;
+    let _ = ldap.unbind().await;
+    r
 }
 
 /// What one read found, before re-reading.
@@ -707,7 +734,12 @@ async fn read_dirsync(ldap: &mut Ldap, cfg: &DirectoryConfig, ou: &str, mut c: C
     Ok((changes, c.encode()))
 }
 
-async fn read_usn(ldap: &mut Ldap, cfg: &DirectoryConfig, ou: &str, mut c: Cookie) -> Result<(Vec<Change>, String), DeltaError> {
+async fn read_usn(
+    ldap: &mut Ldap,
+    cfg: &DirectoryConfig,
+    ou: &str,
+    mut c: Cookie,
+) -> Result<(Vec<Change>, String, Vec<String>), DeltaError> {
     let root = root_dse(ldap, cfg).await?;
     let invocation = invocation_id(ldap, cfg, &root).await?;
     if invocation != c.invocation {
@@ -732,7 +764,9 @@ async fn read_usn(ldap: &mut Ldap, cfg: &DirectoryConfig, ou: &str, mut c: Cooki
     // Changed groups anywhere in the domain: their current members
     // (memberOf is a back-link; the user's uSNChanged does not move).
     let groups = format!("(&(objectClass=group)(uSNChanged>={since}))");
+    let mut changed_groups = Vec::new();
     for e in paged(ldap, cfg, &c.nc, Scope::Subtree, &groups, vec!["member".into()], None).await? {
+        changed_groups.push(e.dn.clone());
         for (attr, values) in &e.attrs {
             if attr.split(';').next().unwrap_or("").eq_ignore_ascii_case("member") {
                 found.members.extend(values.iter().cloned());
@@ -751,7 +785,7 @@ async fn read_usn(ldap: &mut Ldap, cfg: &DirectoryConfig, ou: &str, mut c: Cooki
     let changes = reread(ldap, cfg, ou, &c.nc, found).await?;
     c.usn = highest;
     c.issued = now();
-    Ok((changes, c.encode()))
+    Ok((changes, c.encode(), changed_groups))
 }
 
 /// A complete paged search (an `Err` unless every page was read).

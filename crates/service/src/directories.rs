@@ -276,6 +276,14 @@ impl Service {
                         server: d.server.clone(),
                         detected_at: now_ms(),
                     };
+                    // What the account may read changed under the same
+                    // settings (a right given or taken): the cookies were
+                    // read another way, so the next run is a full one.
+                    if let Some(old) = self.store.delta_support(kind.as_str()).await? {
+                        if old.fingerprint == row.fingerprint && (old.method != row.method || old.sees_deletions != row.sees_deletions) {
+                            self.store.clear_delta_cookies(kind.as_str()).await?;
+                        }
+                    }
                     self.store.put_delta_support(kind.as_str(), &row).await?;
                 }
                 Ok(report)

@@ -6,6 +6,7 @@
 mod accounts;
 mod auth;
 pub mod crypto;
+mod delta;
 mod directories;
 mod dirlogin;
 mod explain;

@@ -461,9 +461,13 @@ impl Service {
     ) -> Result<()> {
         let t = std::time::Instant::now();
         let mut delta_read = run_kind == RunKind::Delta;
+        let mut groups_changed = true;
         let e = if delta_read {
-            match self.delta_into_staging(kind, id, cfg, cancel, &mut notes).await? {
-                Ok(e) => e,
+            match self.delta_into_staging(kind, id, cfg, settings, cancel, &mut notes).await? {
+                Ok(read) => {
+                    groups_changed = read.groups_changed;
+                    read.e
+                }
                 Err(why) => {
                     delta_read = false;
                     // A stale or refused cookie: this run enumerates everything instead.
@@ -504,7 +508,9 @@ impl Service {
             return self.finish_sync(id, RunState::Held, e.complete, &e.error, &counts).await;
         }
         self.apply(kind, id, &mut counts, Some(&rules)).await?;
-        if e.complete {
+        if e.complete && delta_read && !groups_changed && self.groups_current(kind, id).await? {
+            counts.notes.push("directory groups not rebuilt: the delta read changed no membership".into());
+        } else if e.complete {
             self.sync_groups(kind, &mut counts).await?;
         } else {
             counts.notes.push("group memberships were not changed: the enumeration was incomplete".into());
@@ -514,9 +520,11 @@ impl Service {
     }
 
     /// A full enumeration into the snapshot. In delta mode, a cookie per
-    /// search OU is read first (the suffix's `contextCSN`) and stored once
-    /// the enumeration completed on the same server: the next run reads
-    /// only what changed after that moment.
+    /// search OU is read first (syncrepl: the suffix's `contextCSN`;
+    /// DirSync: the server's cookie; USN: the highest committed USN with
+    /// the domain controller's invocation id) and stored once the
+    /// enumeration completed on the same server: the next run reads only
+    /// what changed after that moment (`delta.rs`).
     async fn full_into_staging(
         &self,
         kind: DirectoryKind,
@@ -526,152 +534,10 @@ impl Service {
         cancel: &AtomicBool,
         notes: &mut Vec<String>,
     ) -> Result<crate::import::Enumerated> {
-        let method = match (settings.mode, self.detected_delta(kind).await?) {
-            (SyncMode::Delta, Some(d)) if d.method == bindery_directory::delta::DeltaMethod::Syncrepl.as_str() => Some(d.method),
-            (SyncMode::Delta, Some(d)) => {
-                notes.push(format!("no delta cookie recorded: the detected method is {}", d.method));
-                None
-            }
-            (SyncMode::Delta, None) => {
-                notes.push("no delta cookie recorded: Test connection has not detected a delta method for the saved settings".into());
-                None
-            }
-            (SyncMode::Full, _) => None,
-        };
-        let start = match method {
-            Some(_) => match bindery_directory::syncrepl::start_cookies(cfg).await {
-                Ok(c) => Some(c),
-                Err(f) => {
-                    notes.push(format!("no delta cookie recorded: {}", f.message));
-                    None
-                }
-            },
-            None => None,
-        };
+        let start = self.start_cookies(kind, cfg, settings, notes).await?;
         let e = self.enumerate_into_staging(kind, id, cfg, cancel).await?;
-        if let (Some(method), Some((server, cookies))) = (method, start) {
-            if !e.complete {
-                notes.push("no delta cookie recorded: the enumeration was incomplete".into());
-            } else if e.server != server {
-                self.store.clear_delta_cookies(kind.as_str()).await?;
-                notes.push(format!("no delta cookie recorded: the cookie was read on {server}, but {} answered the enumeration", e.server));
-            } else {
-                let rows: Vec<(String, String, String)> = cookies.into_iter().map(|c| (c.search_ou, c.server, c.cookie)).collect();
-                self.store.put_delta_cookies(kind.as_str(), &method, &rows, now_ms()).await?;
-                notes.push(format!("delta cookie recorded ({method}, {server}): the next run reads only what changed"));
-            }
-        }
+        self.record_cookies(kind, start, &e, notes).await?;
         Ok(e)
-    }
-
-    /// A delta read into the snapshot: changed entries are staged as an
-    /// enumeration stages them, deleted ones leave it (their users are then
-    /// missing from the directory), and the cookies move on. `Ok(Err(why))`:
-    /// the cookie cannot be used, a full enumeration is needed. A failed
-    /// read changes nothing and is reported incomplete.
-    async fn delta_into_staging(
-        &self,
-        kind: DirectoryKind,
-        id: i64,
-        cfg: &bindery_directory::DirectoryConfig,
-        cancel: &AtomicBool,
-        notes: &mut Vec<String>,
-    ) -> Result<std::result::Result<crate::import::Enumerated, String>> {
-        use bindery_directory::delta::{Change as DeltaChange, DeltaError};
-        use bindery_directory::syncrepl::{self, StoredCookie};
-        use std::collections::HashSet;
-        let dir = kind.as_str();
-        let stored = self.store.delta_cookies(dir).await?;
-        if let Some((_, _, method, _)) = stored.iter().find(|c| c.2 != bindery_directory::delta::DeltaMethod::Syncrepl.as_str()) {
-            return Ok(Err(format!("the stored cookie is for {method}, which this run cannot read")));
-        }
-        let cookies: Vec<StoredCookie> =
-            stored.into_iter().map(|(search_ou, server, _, cookie)| StoredCookie { search_ou, server, cookie }).collect();
-        let batches = match syncrepl::read_changes(cfg, &cookies, cancel).await {
-            Ok(b) => b,
-            Err(DeltaError::FullRequired(why)) => return Ok(Err(why)),
-            Err(DeltaError::Failed(f)) => {
-                return Ok(Ok(crate::import::Enumerated {
-                    complete: false,
-                    cancelled: cancel.load(std::sync::atomic::Ordering::Relaxed),
-                    error: f.message,
-                    server: String::new(),
-                }))
-            }
-        };
-        let server = batches.first().map(|b| b.server.clone()).unwrap_or_default();
-        self.store.begin_staging(dir, id).await?;
-        // Changed entries, the last report of each id winning.
-        let mut upserts: Vec<&bindery_directory::enumerate::Entry> = Vec::new();
-        let mut seen: HashSet<&str> = HashSet::new();
-        for b in batches.iter().rev() {
-            for c in b.changes.iter().rev() {
-                if let DeltaChange::Upsert(e) = c {
-                    if seen.insert(&e.uid) {
-                        upserts.push(e);
-                    }
-                }
-            }
-        }
-        // Gone: reported deleted by a search, and reported by none as changed
-        // or present (syncprov lists entries that changed outside a search's
-        // scope as no longer matching it).
-        let present: HashSet<&str> = batches.iter().flat_map(|b| b.present.iter().flatten()).map(String::as_str).collect();
-        let mut deleted: HashSet<String> = batches
-            .iter()
-            .flat_map(|b| &b.changes)
-            .filter_map(|c| match c {
-                DeltaChange::Delete { uid } if !seen.contains(uid.as_str()) && !present.contains(uid.as_str()) => Some(uid.clone()),
-                _ => None,
-            })
-            .collect();
-        // A present phase: the OU's known entries it did not list are gone.
-        if batches.iter().any(|b| b.present.is_some()) {
-            let mut listed: HashSet<&str> = seen.clone();
-            for b in &batches {
-                listed.extend(b.present.iter().flatten().map(String::as_str));
-            }
-            let scopes: Vec<&str> = batches.iter().filter(|b| b.present.is_some()).map(|b| b.search_ou.as_str()).collect();
-            for (uid, dn) in self.store.staged_ids_and_dns(dir).await? {
-                let in_scope = scopes.iter().any(|ou| bindery_directory::dn::is_within(&dn, ou));
-                if in_scope && !listed.contains(uid.as_str()) {
-                    deleted.insert(uid);
-                }
-            }
-        }
-        for chunk in upserts.chunks(500) {
-            let prepared: Vec<(String, String, String, &'static str)> = chunk.iter().map(|e| crate::import::stage(e)).collect();
-            let rows: Vec<bindery_store::NewStaged<'_>> = chunk
-                .iter()
-                .zip(&prepared)
-                .map(|(e, (key, groups, email, problem))| bindery_store::NewStaged {
-                    external_id: &e.uid,
-                    dn: &e.user.dn,
-                    username: &e.user.username,
-                    username_key: key,
-                    name: &e.user.name,
-                    email,
-                    groups,
-                    dir_state: e.state.map(bindery_model::AccountState::as_str).unwrap_or(""),
-                    problem,
-                })
-                .collect();
-            self.store.stage_page(dir, &rows).await?;
-        }
-        let deleted: Vec<String> = deleted.into_iter().collect();
-        let gone = self.store.remove_staged(dir, &deleted).await?;
-        self.store.compute_staged_status(dir).await?;
-        let rows: Vec<(String, String, String)> =
-            batches.iter().map(|b| (b.search_ou.clone(), b.server.clone(), b.cookie.clone())).collect();
-        self.store.put_delta_cookies(dir, bindery_directory::delta::DeltaMethod::Syncrepl.as_str(), &rows, now_ms()).await?;
-        self.store.run_progress(id, (upserts.len() + deleted.len()) as i64, batches.len() as i64).await?;
-        let present = if batches.iter().any(|b| b.present.is_some()) { " (a present phase: the server listed every entry)" } else { "" };
-        notes.push(format!(
-            "delta read (syncrepl, {server}): {} changed, {} deleted entries{present}; {gone} left the snapshot",
-            upserts.len(),
-            deleted.len()
-        ));
-        Ok(Ok(crate::import::Enumerated { complete: true, cancelled: false, error: String::new(), server }))
     }
 
     async fn finish_sync(&self, id: i64, state: RunState, complete: bool, error: &str, counts: &SyncCounts) -> Result<()> {
@@ -1157,6 +1023,18 @@ fn group_name(dn: &str) -> String {
 }
 
 impl Service {
+    /// Whether the directory groups were rebuilt from the snapshot as it
+    /// stood before run `id`: the run before it was a complete sync that
+    /// was applied (a dry run, a held or rejected run, or a fetch for the
+    /// import table changes the snapshot without rebuilding them).
+    async fn groups_current(&self, kind: DirectoryKind, id: i64) -> Result<bool> {
+        Ok(self
+            .store
+            .previous_run(kind.as_str(), id)
+            .await?
+            .is_some_and(|r| r.kind.is_sync() && r.state == RunState::Done && r.complete.0 && !r.dry_run.0))
+    }
+
     /// Directory groups become Bindery groups (source ldap / ldap_ha) whose
     /// members are exactly the synced users the directory lists in them.
     async fn sync_groups(&self, kind: DirectoryKind, counts: &mut SyncCounts) -> Result<()> {

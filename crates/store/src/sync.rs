@@ -638,6 +638,59 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
+    /// `(external_id, dn)` of the staged rows listing any of `group_dns`
+    /// among their groups (compared as DNs, case-insensitively): who was
+    /// in those groups at the last read. A delta read that cannot see a
+    /// removal from a group re-reads them.
+    pub async fn staged_members_of(&self, directory: &str, group_dns: &[String]) -> Result<Vec<(String, String)>> {
+        let wanted: std::collections::HashSet<String> = group_dns.iter().map(|g| dn_key(g)).collect();
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for dn in group_dns {
+            // A first cut by substring; the exact check is below.
+            let pattern = crate::like_pattern(dn);
+            let rows =
+                sqlx::query("SELECT external_id, dn, groups FROM staged_users WHERE directory = $1 AND lower(groups) LIKE $2 ESCAPE '\\'")
+                    .bind(directory)
+                    .bind(&pattern)
+                    .fetch_all(&self.pool)
+                    .await?;
+            for r in rows {
+                let (uid, dn, groups): (String, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                if groups.lines().any(|g| wanted.contains(&dn_key(g))) && seen.insert(uid.clone()) {
+                    out.push((uid, dn));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `(external_id, groups)` of the staged rows of these immutable ids.
+    pub async fn staged_groups_of(&self, directory: &str, external_ids: &[String]) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in external_ids.chunks(500) {
+            let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(",");
+            let sql = format!("SELECT external_id, groups FROM staged_users WHERE directory = $1 AND external_id IN ({list})");
+            let mut q = sqlx::query(&sql).bind(directory);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push((r.try_get(0)?, r.try_get(1)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The directory's run (of any kind) just before run `id`.
+    pub async fn previous_run(&self, directory: &str, id: i64) -> Result<Option<SyncRunRow>> {
+        Ok(sqlx::query_as(&format!("SELECT {RUN_COLS} FROM sync_runs WHERE directory = $1 AND id < $2 ORDER BY id DESC LIMIT 1"))
+            .bind(directory)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// Sync runs, full and delta, newest first.
     pub async fn list_sync_runs(&self, limit: i64, offset: i64) -> Result<(Vec<SyncRunRow>, i64)> {
         let total: i64 =
@@ -659,4 +712,9 @@ impl Store {
         sqlx::query("UPDATE sync_runs SET kind = $1 WHERE id = $2").bind(kind.as_str()).bind(id).execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// A DN compared without case or spaces around its separators.
+fn dn_key(dn: &str) -> String {
+    dn.split(',').map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("=")).collect::<Vec<_>>().join(",").to_lowercase()
 }

@@ -2,6 +2,7 @@
 //! test binary, modules per area. Storage is real (SQLite in a temp dir;
 //! PostgreSQL where a test says so).
 
+mod ad_delta;
 mod auth;
 mod bundle;
 mod checklist;
