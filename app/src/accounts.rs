@@ -14,9 +14,9 @@ use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
 
 #[cfg(feature = "ssr")]
-use crate::api::ssr::*;
-#[cfg(feature = "ssr")]
 use crate::api;
+#[cfg(feature = "ssr")]
+use crate::api::ssr::*;
 use crate::api::{AppError, Password};
 use crate::components::*;
 

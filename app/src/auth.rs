@@ -11,9 +11,9 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
 #[cfg(feature = "ssr")]
-use crate::api::ssr::*;
-#[cfg(feature = "ssr")]
 use crate::api;
+#[cfg(feature = "ssr")]
+use crate::api::ssr::*;
 use crate::api::{AppError, Password};
 use crate::components::*;
 

@@ -96,6 +96,7 @@ pub fn SyncCard(kind: DirectoryKind) -> impl IntoView {
                                 <label class="check"><input type="checkbox" name="live" value="on" checked=s.live disabled=!admin/>
                                     "Live deprovisioning: keep a change stream open (OpenLDAP syncrepl) and disable a user disabled in or deleted from the directory within seconds, sessions and tokens revoked (needs the disabling above)"</label>
                                 {field_error(saved, "live")}
+                                {v.live.clone().map(|l| view! { <crate::components::LiveStreams rows=vec![l]/> })}
                                 {admin.then(|| view! { <button type="submit" class="primary">"Save sync settings"</button> })}
                                 {move || saved.get().and_then(|r| r.ok()).map(|_| view! { <p class="ok" role="status">"Saved."</p> })}
                             </ActionForm>
@@ -172,7 +173,7 @@ pub fn SyncRunsPage() -> impl IntoView {
                                         view! {
                                             <tr data-run=r.id.to_string()>
                                                 <td><A href=format!("/sync/runs/{}", r.id)>{format!("#{}{}", r.id, if r.dry_run { " (dry run)" } else { "" })}</A></td>
-                                                <td data-testid="run-kind">{if r.kind == bindery_model::RunKind::Delta { "delta" } else { "full" }}</td>
+                                                <td data-testid="run-kind">{r.kind.label()}</td>
                                                 <td>{r.directory.label()}</td>
                                                 <td>{r.started_by.clone()}</td>
                                                 <td class=format!("state {}", r.state) data-testid="run-state">{r.state.as_str()}</td>
@@ -245,7 +246,11 @@ pub fn SyncRunPage() -> impl IntoView {
                         view! {
                             <h1>{format!(
                                 "{} run #{} — {}{}",
-                                if r.kind == bindery_model::RunKind::Delta { "Delta sync" } else { "Sync" },
+                                match r.kind {
+                                    bindery_model::RunKind::Delta => "Delta sync",
+                                    bindery_model::RunKind::Live => "Live deprovisioning",
+                                    _ => "Sync",
+                                },
                                 r.id,
                                 r.directory.label(),
                                 if r.dry_run { " (dry run)" } else { "" }

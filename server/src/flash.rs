@@ -125,7 +125,8 @@ fn flash_cookie(value: &str, max_age: i64, secure: bool) -> String {
 
 /// The answer of `action` in words.
 fn describe(action: &str, status: StatusCode, body: &[u8]) -> Flash {
-    let mut f = Flash { action: action.to_string(), ok: status.as_u16() < 400, message: String::new(), secret: None, fields: vec![], link: None };
+    let mut f =
+        Flash { action: action.to_string(), ok: status.as_u16() < 400, message: String::new(), secret: None, fields: vec![], link: None };
     if !f.ok {
         match serde_json::from_slice::<AppError>(body) {
             Ok(AppError::Invalid(errors)) => {

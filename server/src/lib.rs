@@ -6,6 +6,7 @@ mod flash;
 mod headers;
 mod metrics;
 mod middleware;
+mod precompress;
 mod rest;
 
 use std::sync::Arc;
@@ -287,8 +288,9 @@ pub fn app_with_metrics_token(
         .layer(axum::middleware::from_fn_with_state(state.clone(), headers::security_headers))
         .layer(axum::middleware::from_fn_with_state(state.clone(), headers::static_cache))
         // HTML and JSON answers compressed on the fly; the console's static
-        // files already come precompressed (.br/.gz beside each), which this
-        // layer leaves alone (they carry a Content-Encoding).
+        // files come precompressed (.br/.gz beside each, written at start by
+        // `precompress`), which this layer leaves alone (they carry a
+        // Content-Encoding).
         .layer(compression())
         .layer(SetResponseHeaderLayer::if_not_present(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(http::header::X_FRAME_OPTIONS, http::HeaderValue::from_static("DENY")))
@@ -351,6 +353,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let scheduler = tokio::spawn(schedule(service.clone(), Duration::from_secs(cfg.sync_tick_seconds.max(1))));
     // Live deprovisioning: each directory's change stream, where its settings turn it on.
     let live = service.spawn_live_streams();
+    precompress::spawn(cfg.site_root.clone());
     let proxies = cfg.proxies()?;
     if cfg.trust_proxy {
         if cfg.trusted_proxies.is_empty() {

@@ -1249,6 +1249,9 @@ pub struct SyncSettingsView {
     /// detected; `None` when not tested since they were saved.
     #[serde(default)]
     pub detected: Option<DeltaSupportInfo>,
+    /// The live change stream's state, when live deprovisioning is on.
+    #[serde(default)]
+    pub live: Option<LiveStatus>,
 }
 
 /// "Sync now" (or its dry-run).
@@ -1399,6 +1402,9 @@ string_enum! {
         Sync => "sync",
         /// A sync that read only what changed since the last run.
         Delta => "delta",
+        /// A disable applied by the live change stream (one per user, done
+        /// when recorded): deprovisioning without a sync.
+        Live => "live",
     }
 }
 
@@ -1406,6 +1412,21 @@ impl RunKind {
     /// A sync run, full or delta (listed on the Sync runs page).
     pub fn is_sync(self) -> bool {
         matches!(self, RunKind::Sync | RunKind::Delta)
+    }
+
+    /// Listed on the Sync runs page: syncs, and the live stream's disables.
+    pub fn on_sync_runs_page(self) -> bool {
+        self.is_sync() || self == RunKind::Live
+    }
+
+    /// How the Sync runs page names the kind.
+    pub fn label(self) -> &'static str {
+        match self {
+            RunKind::Fetch => "fetch",
+            RunKind::Sync => "full",
+            RunKind::Delta => "delta",
+            RunKind::Live => "live",
+        }
     }
 }
 

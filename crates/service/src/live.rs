@@ -421,7 +421,28 @@ impl Service {
         self.apply_change(&decided, "live").await?;
         live.recent.push_back(now);
         live.row.disabled += 1;
+        self.record_live_run(live.kind, user, &decided).await?;
         Ok(())
+    }
+
+    /// A live disable on the Sync runs page: a run of kind `live`, done
+    /// when recorded, with its one applied item.
+    async fn record_live_run(&self, kind: DirectoryKind, user: &bindery_store::UserRow, change: &bindery_store::Change) -> Result<()> {
+        let now = now_ms();
+        let id = self.store.start_run(kind.as_str(), bindery_model::RunKind::Live, "live stream", false, now).await?;
+        let reason = change.reason();
+        let item = bindery_store::NewItem {
+            action: SyncAction::Disable,
+            username: &user.username,
+            user_id: Some(user.id),
+            staged_id: None,
+            reason: &reason,
+            outcome: bindery_model::ItemOutcome::Applied,
+            change_json: serde_json::to_string(change).map_err(|e| Error::Internal(e.to_string()))?,
+        };
+        self.store.insert_items(id, &[item]).await?;
+        let counts = bindery_model::SyncCounts { disable: 1, applied: 1, ..Default::default() };
+        self.finish_sync(id, bindery_model::RunState::Done, true, "", &counts).await
     }
 
     /// The live stream's status (the setting, and the holder's row).

@@ -262,14 +262,21 @@ impl Service {
             }
             _ => ("off".to_string(), vec![]),
         };
-        SyncSettingsView { settings, schedule, next_runs, detected }
+        SyncSettingsView { settings, schedule, next_runs, detected, live: None }
     }
 
     pub async fn sync_settings(&self, actor: &Actor, kind: DirectoryKind) -> Result<SyncSettingsView> {
         actor.require_reader()?;
         let (s, next) = self.load_sync_settings(kind).await?;
         let detected = self.detected_delta(kind).await?;
-        Ok(Self::sync_view(s, next, detected))
+        let mut view = Self::sync_view(s, next, detected);
+        view.live = self.live_view(kind, &view.settings).await?;
+        Ok(view)
+    }
+
+    /// The live stream's state for the Sync card, when it is on.
+    async fn live_view(&self, kind: DirectoryKind, settings: &SyncSettings) -> Result<Option<bindery_model::LiveStatus>> {
+        Ok(if settings.live { Some(self.live_status_of(kind).await?) } else { None })
     }
 
     /// The delta method the last Test connection found for the saved
@@ -378,7 +385,9 @@ impl Service {
             Some(serde_json::to_value(&s).unwrap_or_default()),
         )
         .await;
-        Ok(Self::sync_view(s, next, detected))
+        let mut view = Self::sync_view(s, next, detected);
+        view.live = self.live_view(kind, &view.settings).await?;
+        Ok(view)
     }
 
     // ----- runs -------------------------------------------------------------
@@ -540,7 +549,7 @@ impl Service {
         Ok(e)
     }
 
-    async fn finish_sync(&self, id: i64, state: RunState, complete: bool, error: &str, counts: &SyncCounts) -> Result<()> {
+    pub(crate) async fn finish_sync(&self, id: i64, state: RunState, complete: bool, error: &str, counts: &SyncCounts) -> Result<()> {
         let json = serde_json::to_string(counts).map_err(|e| Error::Internal(e.to_string()))?;
         self.store.finish_run(id, state, complete, error, &json, now_ms()).await?;
         Ok(())
@@ -854,7 +863,7 @@ impl Service {
     /// A run with a page of its per-user items (`action` filters).
     pub async fn sync_run(&self, actor: &Actor, id: i64, action: Option<&str>, page: i64, per_page: i64) -> Result<SyncRunDetail> {
         actor.require_reader()?;
-        let run = self.store.get_run(id).await?.filter(|r| r.kind.is_sync()).ok_or(Error::NotFound("sync run"))?;
+        let run = self.store.get_run(id).await?.filter(|r| r.kind.on_sync_runs_page()).ok_or(Error::NotFound("sync run"))?;
         let action = match action.map(str::trim).filter(|a| !a.is_empty() && *a != "all") {
             None => None,
             Some(a) => Some(

@@ -691,12 +691,14 @@ impl Store {
             .await?)
     }
 
-    /// Sync runs, full and delta, newest first.
+    /// Sync runs, full and delta, and the live stream's disables, newest first.
     pub async fn list_sync_runs(&self, limit: i64, offset: i64) -> Result<(Vec<SyncRunRow>, i64)> {
-        let total: i64 =
-            sqlx::query("SELECT COUNT(*) FROM sync_runs WHERE kind IN ('sync', 'delta')").fetch_one(&self.pool).await?.try_get(0)?;
+        let total: i64 = sqlx::query("SELECT COUNT(*) FROM sync_runs WHERE kind IN ('sync', 'delta', 'live')")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
         let rows = sqlx::query_as(&format!(
-            "SELECT {RUN_COLS} FROM sync_runs WHERE kind IN ('sync', 'delta') ORDER BY id DESC LIMIT $1 OFFSET $2"
+            "SELECT {RUN_COLS} FROM sync_runs WHERE kind IN ('sync', 'delta', 'live') ORDER BY id DESC LIMIT $1 OFFSET $2"
         ))
         .bind(limit)
         .bind(offset)

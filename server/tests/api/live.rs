@@ -118,6 +118,24 @@ async fn a_user_disabled_in_the_directory_loses_sessions_and_tokens_within_10_s(
     d.modify(&format!("dn: uid=jdoe,ou=people,{}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n", d.base_dn));
     refused_within(&app, &session, &token, "disabled").await;
     assert!(!app.db.store.find_user("jdoe").await.unwrap().unwrap().is_active);
+
+    // On the Sync runs page as a run of its own kind; no sync was started.
+    let res = app.send(api("GET", "/api/v1/sync/runs", None, Auth::Cookie(&admin))).await;
+    assert_status(&res, StatusCode::OK, "sync runs");
+    let runs = body_json(res).await;
+    let kinds: Vec<&str> = runs["items"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["live", "sync"], "the live disable, after the one sync `configure` ran: {runs}");
+    let live_run = &runs["items"][0];
+    assert_eq!((live_run["state"].as_str(), live_run["counts"]["disable"].as_i64()), (Some("done"), Some(1)), "{live_run}");
+    let res = app.send(api("GET", &format!("/api/v1/sync/runs/{}", live_run["id"]), None, Auth::Cookie(&admin))).await;
+    assert_status(&res, StatusCode::OK, "live run");
+    let detail = body_json(res).await;
+    let item = &detail["items"]["items"][0];
+    assert_eq!(
+        (item["username"].as_str(), item["action"].as_str(), item["outcome"].as_str()),
+        (Some("jdoe"), Some("disable"), Some("applied")),
+        "{detail}"
+    );
     disabled_by_live(&app, "jdoe").await;
     let status = live_status(&app, &admin).await;
     assert_eq!((status["disabled"].as_i64(), status["connected"].as_bool()), (Some(1), Some(true)), "{status}");
