@@ -323,25 +323,10 @@ impl Service {
         let before: HashMap<String, String> = self.store.staged_groups_of(dir, &uids).await?.into_iter().collect();
         let mut groups_changed = false;
         for chunk in upserts.chunks(500) {
-            let prepared: Vec<(String, String, String, &'static str)> = chunk.iter().map(|e| crate::import::stage(e)).collect();
-            let rows: Vec<bindery_store::NewStaged<'_>> = chunk
-                .iter()
-                .zip(&prepared)
-                .map(|(e, (key, groups, email, problem))| {
-                    groups_changed |= before.get(&e.uid).map(String::as_str).unwrap_or("") != groups.as_str();
-                    bindery_store::NewStaged {
-                        external_id: &e.uid,
-                        dn: &e.user.dn,
-                        username: &e.user.username,
-                        username_key: key,
-                        name: &e.user.name,
-                        email,
-                        groups,
-                        dir_state: e.state.map(bindery_model::AccountState::as_str).unwrap_or(""),
-                        problem,
-                    }
-                })
-                .collect();
+            let prepared: Vec<crate::import::Prepared> = chunk.iter().map(|e| crate::import::stage(e)).collect();
+            groups_changed |=
+                chunk.iter().zip(&prepared).any(|(e, p)| before.get(&e.uid).map(String::as_str).unwrap_or("") != p.1.as_str());
+            let rows = crate::import::staged_rows(chunk, &prepared);
             self.store.stage_page(dir, &rows).await?;
         }
         let deleted: Vec<String> = deleted.into_iter().collect();

@@ -3,6 +3,7 @@
 //! selects and imports rows into organisations, each row succeeding or
 //! failing on its own.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -107,6 +108,30 @@ pub(crate) fn stage(e: &Entry) -> (String, String, String, &'static str) {
     (key, groups, email, problem)
 }
 
+/// What [`stage`] computed for each entry of a page.
+pub(crate) type Prepared = (String, String, String, &'static str);
+
+/// A page of entries as staged rows, borrowing from the entries and from
+/// what [`stage`] computed for them (`prepared`, one per entry).
+pub(crate) fn staged_rows<'a, E: std::borrow::Borrow<Entry>>(entries: &'a [E], prepared: &'a [Prepared]) -> Vec<NewStaged<'a>> {
+    entries
+        .iter()
+        .map(Borrow::borrow)
+        .zip(prepared)
+        .map(|(e, (key, groups, email, problem))| NewStaged {
+            external_id: &e.uid,
+            dn: &e.user.dn,
+            username: &e.user.username,
+            username_key: key,
+            name: &e.user.name,
+            email,
+            groups,
+            dir_state: e.state.map(AccountState::as_str).unwrap_or(""),
+            problem,
+        })
+        .collect()
+}
+
 impl Service {
     /// "Sync users": enumerate the directory into the staging snapshot in
     /// the background. Returns the run (poll [`Service::user_fetch_status`]).
@@ -169,22 +194,8 @@ impl Service {
             let (store, seen) = (store.clone(), seen.clone());
             let (entries, pages) = (totals.entries as i64, totals.pages as i64);
             async move {
-                let prepared: Vec<(String, String, String, &'static str)> = page.iter().map(stage).collect();
-                let rows: Vec<NewStaged<'_>> = page
-                    .iter()
-                    .zip(&prepared)
-                    .map(|(e, (key, groups, email, problem))| NewStaged {
-                        external_id: &e.uid,
-                        dn: &e.user.dn,
-                        username: &e.user.username,
-                        username_key: key,
-                        name: &e.user.name,
-                        email,
-                        groups,
-                        dir_state: e.state.map(AccountState::as_str).unwrap_or(""),
-                        problem,
-                    })
-                    .collect();
+                let prepared: Vec<Prepared> = page.iter().map(stage).collect();
+                let rows = staged_rows(&page, &prepared);
                 let staged = if fresh { store.stage_page_into_empty(dir, &rows).await } else { store.stage_page(dir, &rows).await };
                 let staged = staged.map_err(|e| e.to_string())?;
                 seen.lock().unwrap_or_else(|p| p.into_inner()).extend(staged.ids);

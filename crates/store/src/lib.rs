@@ -298,7 +298,16 @@ impl Store {
     /// writers are done).
     pub(crate) async fn write_tx(&self) -> Result<WriteTx> {
         let turn = self.write_turn().await;
-        Ok(WriteTx { tx: self.pool.begin().await?, _turn: turn })
+        // SQLite: the write lock is taken at BEGIN. A deferred transaction
+        // that reads first and writes later fails at once (SQLITE_BUSY_SNAPSHOT,
+        // "database is locked", code 517) when a write outside the turn
+        // (an audit line, a run's state) commits in between; seen failing a
+        // user enumeration.
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     /// This process's write turn on SQLite (`None` on PostgreSQL).

@@ -499,7 +499,11 @@ async fn sqlite_write_ahead_log_stays_bounded_under_steady_logins() {
         logins += t.await.unwrap();
     }
     eprintln!("{logins} logins; largest write-ahead log {} KiB", largest / 1024);
-    assert!(largest < 40 << 20, "the write-ahead log grew to {} MiB in {logins} logins", largest >> 20);
+    // The checkpointer restarts the log past 16 MiB; what comes in between
+    // two of its turns depends on how busy the machine is (42 MiB was seen
+    // on two cores shared with a release build). Without it the log grows
+    // by about 35 MB a second here, past 200 MB in these 6 seconds.
+    assert!(largest < 64 << 20, "the write-ahead log grew to {} MiB in {logins} logins", largest >> 20);
 }
 
 // ----- the staging snapshot, diffed in place (issue 16) --------------------
