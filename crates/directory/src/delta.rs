@@ -39,6 +39,11 @@ impl DeltaMethod {
             DeltaMethod::None => "none",
         }
     }
+
+    /// The method [`DeltaMethod::as_str`] named; anything else is `None`.
+    pub fn parse(s: &str) -> Self {
+        [DeltaMethod::Syncrepl, DeltaMethod::Dirsync, DeltaMethod::Usn].into_iter().find(|m| m.as_str() == s).unwrap_or(DeltaMethod::None)
+    }
 }
 
 /// What Test connection found out about reading changes, with the reason in

@@ -27,16 +27,6 @@ use crate::{Result, Service};
 /// 50 a search); above it a full enumeration is cheaper.
 const REREAD_LIMIT: usize = 5000;
 
-/// A delta method by its stored name.
-fn method_of(name: &str) -> DeltaMethod {
-    match name {
-        "syncrepl" => DeltaMethod::Syncrepl,
-        "dirsync" => DeltaMethod::Dirsync,
-        "usn" => DeltaMethod::Usn,
-        _ => DeltaMethod::None,
-    }
-}
-
 /// Cookies read before a full enumeration in delta mode: stored once the
 /// enumeration completed on the same server.
 pub(crate) struct StartCookies {
@@ -80,7 +70,7 @@ impl Service {
             notes.push("no delta cookie recorded: Test connection has not detected a delta method for the saved settings".into());
             return Ok(None);
         };
-        let method = method_of(&detected.method);
+        let method = DeltaMethod::parse(&detected.method);
         match method {
             DeltaMethod::Syncrepl => match syncrepl::start_cookies(cfg).await {
                 Ok((server, cookies)) => {
@@ -174,7 +164,7 @@ impl Service {
         if let Some(d) = detected.as_ref().filter(|d| d.method != method) {
             return Ok(Err(format!("the cookies are for {method}, but Test connection now finds {}", d.method)));
         }
-        let read = match method_of(&method) {
+        let read = match DeltaMethod::parse(&method) {
             DeltaMethod::Syncrepl => {
                 let cookies: Vec<syncrepl::StoredCookie> =
                     stored.into_iter().map(|(search_ou, server, _, cookie)| syncrepl::StoredCookie { search_ou, server, cookie }).collect();
@@ -192,7 +182,7 @@ impl Service {
             }
         };
         let read = self.stage_batches(kind, id, &method, read, notes).await?;
-        if matches!(method_of(&method), DeltaMethod::Dirsync | DeltaMethod::Usn) {
+        if matches!(DeltaMethod::parse(&method), DeltaMethod::Dirsync | DeltaMethod::Usn) {
             deletions_note(&method, detected.as_ref(), settings, notes);
         }
         Ok(Ok(read))
