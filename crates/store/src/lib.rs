@@ -15,6 +15,7 @@ mod live;
 mod login;
 mod logs;
 mod rows;
+mod runs;
 mod staging;
 mod sync;
 #[cfg(any(test, feature = "testing"))]
@@ -33,8 +34,9 @@ pub use login::{Grant, GrantCredential, LoginLookup};
 pub(crate) use logs::LogBind;
 pub use logs::LogFilter;
 pub use rows::*;
-pub use staging::{stable_hash, NewStaged, StagedFilter, StagedPage, StagedRow, SyncRunRow};
-pub use sync::{CookieRow, DeltaSupportRow, ItemRow, MissingUser, NewItem, NotificationRow, PlanRow};
+pub use runs::{ItemRow, NewItem, SyncRunRow};
+pub use staging::{stable_hash, NewStaged, StagedFilter, StagedPage, StagedRow};
+pub use sync::{CookieRow, DeltaSupportRow, MissingUser, NotificationRow, PlanRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");

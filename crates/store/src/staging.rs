@@ -1,6 +1,5 @@
-//! The import table's staging snapshot and the sync runs.
+//! The import table's staging snapshot.
 
-use bindery_model::{RunKind, RunState};
 use sqlx::Row;
 
 use crate::{like_pattern, Backend, Result, Store};
@@ -34,27 +33,6 @@ pub struct StagedRow {
     pub user_id: Option<i64>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct SyncRunRow {
-    pub id: i64,
-    pub directory: String,
-    #[sqlx(try_from = "String")]
-    pub kind: RunKind,
-    #[sqlx(try_from = "String")]
-    pub state: RunState,
-    pub started_by: String,
-    #[sqlx(try_from = "i64")]
-    pub dry_run: crate::Flag,
-    pub entries: i64,
-    pub pages: i64,
-    #[sqlx(try_from = "i64")]
-    pub complete: crate::Flag,
-    pub started_at: i64,
-    pub finished_at: Option<i64>,
-    pub error: String,
-    pub summary_json: String,
-}
-
 /// Which staged rows a page (or "select all matching") is about.
 #[derive(Debug, Clone, Default)]
 pub struct StagedFilter<'a> {
@@ -65,8 +43,6 @@ pub struct StagedFilter<'a> {
 
 pub(crate) const STAGED_COLS: &str =
     "id, external_id, dn, username, username_key, name, email, groups, dir_state, problem, status, user_id";
-pub(crate) const RUN_COLS: &str =
-    "id, directory, kind, state, started_by, dry_run, entries, pages, complete, started_at, finished_at, error, summary_json";
 
 impl StagedFilter<'_> {
     /// ` AND …` clauses after `directory = $1`, and their bound values from `$2`.
@@ -558,72 +534,6 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get::<i64, _>(0)? > 0)
-    }
-
-    // ----- runs ---------------------------------------------------------
-
-    pub async fn start_run(&self, directory: &str, kind: RunKind, started_by: &str, dry_run: bool, now: i64) -> Result<i64> {
-        let row = sqlx::query(
-            "INSERT INTO sync_runs (directory, kind, state, started_by, dry_run, started_at) VALUES ($1, $2, 'running', $3, $4, $5) RETURNING id",
-        )
-        .bind(directory)
-        .bind(kind.as_str())
-        .bind(started_by)
-        .bind(dry_run as i64)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get(0)?)
-    }
-
-    pub async fn run_progress(&self, id: i64, entries: i64, pages: i64) -> Result<()> {
-        sqlx::query("UPDATE sync_runs SET entries = $1, pages = $2 WHERE id = $3")
-            .bind(entries)
-            .bind(pages)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn finish_run(&self, id: i64, state: RunState, complete: bool, error: &str, summary_json: &str, now: i64) -> Result<()> {
-        sqlx::query("UPDATE sync_runs SET state = $1, complete = $2, error = $3, summary_json = $4, finished_at = $5 WHERE id = $6")
-            .bind(state.as_str())
-            .bind(complete as i64)
-            .bind(error)
-            .bind(summary_json)
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn get_run(&self, id: i64) -> Result<Option<SyncRunRow>> {
-        Ok(sqlx::query_as(&format!("SELECT {RUN_COLS} FROM sync_runs WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?)
-    }
-
-    pub async fn latest_run(&self, directory: &str, kind: RunKind) -> Result<Option<SyncRunRow>> {
-        Ok(sqlx::query_as(&format!("SELECT {RUN_COLS} FROM sync_runs WHERE directory = $1 AND kind = $2 ORDER BY id DESC LIMIT 1"))
-            .bind(directory)
-            .bind(kind.as_str())
-            .fetch_optional(&self.pool)
-            .await?)
-    }
-
-    /// At start-up: runs a crash or restart left "running" are marked
-    /// interrupted (nothing they half-did is trusted as complete).
-    pub async fn interrupt_running_runs(&self, now: i64) -> Result<u64> {
-        // Not the live streams' leases: another replica may hold one now, and
-        // one this process held expires within seconds by itself.
-        sqlx::query("DELETE FROM sync_leases WHERE name NOT LIKE 'live:%'").execute(&self.pool).await?;
-        Ok(sqlx::query(
-            "UPDATE sync_runs SET state = 'interrupted', finished_at = $1, error = 'the server stopped during the run' WHERE state = 'running'",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
     }
 }
 

@@ -1,0 +1,314 @@
+//! Runs (every kind: `fetch`, `sync`, `delta`, `live`) and their items:
+//! one row of `sync_runs` per enumeration, sync or live disable, and one
+//! row of `sync_items` per planned change.
+
+use bindery_model::{ItemOutcome, RunKind, RunState, SyncAction};
+use sqlx::Row;
+
+use crate::{Result, Store};
+
+/// A run: an enumeration (`fetch`), a sync (`sync`, `delta`) or a live disable (`live`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SyncRunRow {
+    pub id: i64,
+    pub directory: String,
+    #[sqlx(try_from = "String")]
+    pub kind: RunKind,
+    #[sqlx(try_from = "String")]
+    pub state: RunState,
+    pub started_by: String,
+    #[sqlx(try_from = "i64")]
+    pub dry_run: crate::Flag,
+    pub entries: i64,
+    pub pages: i64,
+    #[sqlx(try_from = "i64")]
+    pub complete: crate::Flag,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub error: String,
+    pub summary_json: String,
+}
+
+/// A planned change, as recorded.
+#[derive(Debug, Clone)]
+pub struct NewItem<'a> {
+    pub action: SyncAction,
+    pub username: &'a str,
+    pub user_id: Option<i64>,
+    pub staged_id: Option<i64>,
+    pub reason: &'a str,
+    pub outcome: ItemOutcome,
+    /// The typed change (JSON) the store applies; empty for items that apply nothing.
+    pub change_json: String,
+}
+
+/// A recorded item of a run.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ItemRow {
+    pub id: i64,
+    pub run_id: i64,
+    #[sqlx(try_from = "String")]
+    pub action: SyncAction,
+    pub username: String,
+    pub user_id: Option<i64>,
+    pub staged_id: Option<i64>,
+    pub reason: String,
+    #[sqlx(try_from = "String")]
+    pub outcome: ItemOutcome,
+    pub error: String,
+    pub change_json: String,
+}
+
+const RUN_COLS: &str =
+    "id, directory, kind, state, started_by, dry_run, entries, pages, complete, started_at, finished_at, error, summary_json";
+const ITEM_COLS: &str = "id, run_id, action, username, user_id, staged_id, reason, outcome, error, change_json";
+
+impl Store {
+    pub async fn start_run(&self, directory: &str, kind: RunKind, started_by: &str, dry_run: bool, now: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO sync_runs (directory, kind, state, started_by, dry_run, started_at) VALUES ($1, $2, 'running', $3, $4, $5) RETURNING id",
+        )
+        .bind(directory)
+        .bind(kind.as_str())
+        .bind(started_by)
+        .bind(dry_run as i64)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn run_progress(&self, id: i64, entries: i64, pages: i64) -> Result<()> {
+        sqlx::query("UPDATE sync_runs SET entries = $1, pages = $2 WHERE id = $3")
+            .bind(entries)
+            .bind(pages)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn finish_run(&self, id: i64, state: RunState, complete: bool, error: &str, summary_json: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE sync_runs SET state = $1, complete = $2, error = $3, summary_json = $4, finished_at = $5 WHERE id = $6")
+            .bind(state.as_str())
+            .bind(complete as i64)
+            .bind(error)
+            .bind(summary_json)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_run(&self, id: i64) -> Result<Option<SyncRunRow>> {
+        Ok(sqlx::query_as(&format!("SELECT {RUN_COLS} FROM sync_runs WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn latest_run(&self, directory: &str, kind: RunKind) -> Result<Option<SyncRunRow>> {
+        Ok(sqlx::query_as(&format!("SELECT {RUN_COLS} FROM sync_runs WHERE directory = $1 AND kind = $2 ORDER BY id DESC LIMIT 1"))
+            .bind(directory)
+            .bind(kind.as_str())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// At start-up: runs a crash or restart left "running" are marked
+    /// interrupted (nothing they half-did is trusted as complete).
+    pub async fn interrupt_running_runs(&self, now: i64) -> Result<u64> {
+        // Not the live streams' leases: another replica may hold one now, and
+        // one this process held expires within seconds by itself.
+        sqlx::query("DELETE FROM sync_leases WHERE name NOT LIKE 'live:%'").execute(&self.pool).await?;
+        Ok(sqlx::query(
+            "UPDATE sync_runs SET state = 'interrupted', finished_at = $1, error = 'the server stopped during the run' WHERE state = 'running'",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Runs left "running" by a process that is gone (its lease expired, or
+    /// it never took one) become interrupted. Safe with live replicas.
+    pub async fn interrupt_orphaned_runs(&self, now: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE sync_runs SET state = 'interrupted', finished_at = $1, error = 'the server stopped during the run' \
+             WHERE state = 'running' AND started_at < $2 AND NOT EXISTS \
+             (SELECT 1 FROM sync_leases l WHERE l.run_id = sync_runs.id AND l.expires_at >= $1)",
+        )
+        .bind(now)
+        // A run gets its lease right after its row is written: leave it a moment.
+        .bind(now - 30_000)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub async fn list_runs(&self, kind: RunKind, limit: i64, offset: i64) -> Result<(Vec<SyncRunRow>, i64)> {
+        let total: i64 =
+            sqlx::query("SELECT COUNT(*) FROM sync_runs WHERE kind = $1").bind(kind.as_str()).fetch_one(&self.pool).await?.try_get(0)?;
+        let rows = sqlx::query_as(&format!("SELECT {RUN_COLS} FROM sync_runs WHERE kind = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"))
+            .bind(kind.as_str())
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok((rows, total))
+    }
+
+    /// The run that last filled a directory's staging snapshot (any kind).
+    pub async fn latest_staging_run(&self, directory: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(id) FROM sync_runs WHERE directory = $1").bind(directory).fetch_one(&self.pool).await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn set_run_state(&self, id: i64, from: RunState, to: RunState) -> Result<bool> {
+        let r = sqlx::query("UPDATE sync_runs SET state = $1 WHERE id = $2 AND state = $3")
+            .bind(to.as_str())
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// When the last complete full sync of the directory started (Unix ms).
+    pub async fn last_complete_full_sync(&self, directory: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(started_at) FROM sync_runs WHERE directory = $1 AND kind = 'sync' AND complete = 1")
+            .bind(directory)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// The directory's run (of any kind) just before run `id`.
+    pub async fn previous_run(&self, directory: &str, id: i64) -> Result<Option<SyncRunRow>> {
+        Ok(sqlx::query_as(&format!("SELECT {RUN_COLS} FROM sync_runs WHERE directory = $1 AND id < $2 ORDER BY id DESC LIMIT 1"))
+            .bind(directory)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Sync runs, full and delta, and the live stream's disables, newest first.
+    pub async fn list_sync_runs(&self, limit: i64, offset: i64) -> Result<(Vec<SyncRunRow>, i64)> {
+        let total: i64 = sqlx::query("SELECT COUNT(*) FROM sync_runs WHERE kind IN ('sync', 'delta', 'live')")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        let rows = sqlx::query_as(&format!(
+            "SELECT {RUN_COLS} FROM sync_runs WHERE kind IN ('sync', 'delta', 'live') ORDER BY id DESC LIMIT $1 OFFSET $2"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((rows, total))
+    }
+
+    /// A delta run that fell back to a full enumeration becomes a full run.
+    pub async fn set_run_kind(&self, id: i64, kind: RunKind) -> Result<()> {
+        sqlx::query("UPDATE sync_runs SET kind = $1 WHERE id = $2").bind(kind.as_str()).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ----- items ---------------------------------------------------------
+
+    pub async fn insert_items(&self, run_id: i64, items: &[NewItem<'_>]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for chunk in items.chunks(crate::rows_per_statement(self.backend, 7)) {
+            let mut sql =
+                String::from("INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome, change_json) VALUES ");
+            for i in 0..chunk.len() {
+                let n = i * 7 + 2;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("($1, ${}, ${}, ${}, ${}, ${}, ${}, ${})", n, n + 1, n + 2, n + 3, n + 4, n + 5, n + 6));
+            }
+            let mut q = sqlx::query(&sql).bind(run_id);
+            for it in chunk {
+                q = q
+                    .bind(it.action.as_str())
+                    .bind(it.username)
+                    .bind(it.user_id)
+                    .bind(it.staged_id)
+                    .bind(it.reason)
+                    .bind(it.outcome.as_str())
+                    .bind(it.change_json.as_str());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Planned items after `after` (by id), in order.
+    pub async fn planned_items(&self, run_id: i64, after: i64, limit: i64) -> Result<Vec<ItemRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {ITEM_COLS} FROM sync_items WHERE run_id = $1 AND id > $2 AND outcome = 'planned' ORDER BY id LIMIT $3"
+        ))
+        .bind(run_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A page of a run's items; `action`/`outcome` filter when given.
+    pub async fn list_items(&self, run_id: i64, action: Option<SyncAction>, limit: i64, offset: i64) -> Result<(Vec<ItemRow>, i64)> {
+        let action = action.map(SyncAction::as_str).unwrap_or("");
+        let total: i64 = sqlx::query("SELECT COUNT(*) FROM sync_items WHERE run_id = $1 AND ($2 = '' OR action = $2)")
+            .bind(run_id)
+            .bind(action)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        let rows = sqlx::query_as(&format!(
+            "SELECT {ITEM_COLS} FROM sync_items WHERE run_id = $1 AND ($2 = '' OR action = $2) ORDER BY id LIMIT $3 OFFSET $4"
+        ))
+        .bind(run_id)
+        .bind(action)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((rows, total))
+    }
+
+    /// `(action, outcome, count)` of a run's items.
+    pub async fn item_counts(&self, run_id: i64) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query("SELECT action, outcome, COUNT(*) FROM sync_items WHERE run_id = $1 GROUP BY action, outcome")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
+    pub async fn set_item_outcomes(&self, ids: &[i64], outcome: ItemOutcome) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        sqlx::query(&format!("UPDATE sync_items SET outcome = $1 WHERE id IN ({list})")).bind(outcome.as_str()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn set_item_failed(&self, id: i64, error: &str) -> Result<()> {
+        sqlx::query("UPDATE sync_items SET outcome = 'failed', error = $1 WHERE id = $2").bind(error).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Every planned item of a run gets `outcome` (a rejected run).
+    pub async fn close_planned_items(&self, run_id: i64, outcome: ItemOutcome) -> Result<()> {
+        sqlx::query("UPDATE sync_items SET outcome = $1 WHERE run_id = $2 AND outcome = 'planned'")
+            .bind(outcome.as_str())
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
