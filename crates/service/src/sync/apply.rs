@@ -1,0 +1,112 @@
+//! Applying a run's planned items in chunked transactions.
+
+use bindery_model::{DirectoryKind, ItemOutcome, SyncCounts};
+use bindery_store::Change;
+
+use crate::util::now_ms;
+use crate::{Error, Result, Service};
+
+/// Items per apply transaction.
+const APPLY_CHUNK: i64 = 500;
+
+impl Service {
+    /// Apply the run's planned changes in chunked transactions. A chunk
+    /// that fails is retried change by change, so one bad change fails alone.
+    ///
+    /// With `rules` (the plan's), the staged rows whose change was applied
+    /// are settled: the next plan skips them until they or their user change.
+    pub(super) async fn apply(&self, kind: DirectoryKind, id: i64, counts: &mut SyncCounts, rules: Option<&str>) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut applied_rows: Vec<i64> = Vec::new();
+        let mut after = 0;
+        // PostgreSQL plans against table statistics: a first sync into an
+        // empty users table would keep the plans made for zero rows until
+        // autovacuum catches up. They are refreshed once early in the run.
+        let mut statistics_fresh = false;
+        loop {
+            if !statistics_fresh && counts.applied >= 1000 {
+                self.store.refresh_statistics().await?;
+                statistics_fresh = true;
+            }
+            let items = self.store.planned_items(id, after, APPLY_CHUNK).await?;
+            let Some(last) = items.last() else { break };
+            after = last.id;
+            let mut changes = Vec::with_capacity(items.len());
+            for i in &items {
+                changes.push(
+                    serde_json::from_str::<Change>(&i.change_json)
+                        .map_err(|e| Error::Internal(format!("stored sync change {}: {e}", i.id))),
+                );
+            }
+            let good: Vec<&Change> = changes.iter().filter_map(|c| c.as_ref().ok()).collect();
+            let now = now_ms();
+            if good.len() == items.len() {
+                match self.store.apply_changes(&good, now).await {
+                    Ok(()) => {
+                        self.store.set_item_outcomes(&items.iter().map(|i| i.id).collect::<Vec<_>>(), ItemOutcome::Applied).await?;
+                        counts.applied += items.len() as i64;
+                        applied_rows.extend(items.iter().filter_map(|i| i.staged_id));
+                        self.record_sync_changes(&good).await;
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(run = id, error = %e, "a chunk of the sync failed: applying its changes one by one"),
+                }
+            }
+            for (item, change) in items.iter().zip(&changes) {
+                let r = match change {
+                    Ok(c) => self.store.apply_changes(&[c], now).await.map_err(|e| {
+                        if e.is_unique_violation() || matches!(e, bindery_store::Error::Conflict(_)) {
+                            format!("another user is named {}", item.username)
+                        } else {
+                            e.to_string()
+                        }
+                    }),
+                    Err(e) => Err(e.to_string()),
+                };
+                match r {
+                    Ok(()) => {
+                        self.store.set_item_outcomes(&[item.id], ItemOutcome::Applied).await?;
+                        counts.applied += 1;
+                        applied_rows.extend(item.staged_id);
+                        if let Ok(c) = change {
+                            self.record_sync_changes(&[c]).await;
+                        }
+                    }
+                    Err(why) => {
+                        self.store.set_item_failed(item.id, &why).await?;
+                        counts.apply_failed += 1;
+                    }
+                }
+            }
+        }
+        if counts.applied > 1000 {
+            self.store.refresh_statistics().await?;
+        }
+        if counts.applied + counts.apply_failed > 0 {
+            // The import table's statuses follow what was applied.
+            self.store.compute_staged_status(kind.as_str()).await?;
+        }
+        if let Some(rules) = rules {
+            self.store.settle_plan(rules, &applied_rows).await?;
+        }
+        counts.apply_ms = started.elapsed().as_millis() as i64;
+        self.system_audit(
+            "directory.sync_applied",
+            &format!("directory:{}", kind.as_str()),
+            serde_json::json!({ "run": id, "applied": counts.applied, "failed": counts.apply_failed, "disabled": counts.disable }),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Operation-log entries for role changes and (en|dis)ables a sync applied.
+    async fn record_sync_changes(&self, changes: &[&Change]) {
+        for c in changes {
+            if let Change::Update { update, reasons } = c {
+                if update.role.is_some() || update.activation.is_some() {
+                    self.record_update(update, reasons, "sync", bindery_store::Applied::default()).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! A sync run, from "Sync now" or the schedule: enumerate (in full or the
+//! changes only) into the snapshot, plan, hold it over the threshold, or
+//! apply it and rebuild the directory groups.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use bindery_model::{DirectoryKind, RunKind, RunState, SyncCounts, SyncMode, SyncRun, SyncSettings};
+
+use super::lease::Lease;
+use super::over_threshold;
+use crate::import::run_dto;
+use crate::util::now_ms;
+use crate::{Actor, Error, Result, Service};
+
+impl Service {
+    /// Take the directory's lease, record a new run and register its cancel
+    /// flag: the start shared by enumerations and syncs.
+    pub(crate) async fn begin_run(
+        &self,
+        kind: DirectoryKind,
+        run_kind: RunKind,
+        started_by: &str,
+        dry_run: bool,
+    ) -> Result<(i64, Lease, Arc<AtomicBool>)> {
+        let lease = self.take_staging_lease(kind).await?;
+        let id = self.store.start_run(kind.as_str(), run_kind, started_by, dry_run, now_ms()).await?;
+        lease.bind_run(&self.store, id).await?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.jobs.map().insert(id, cancel.clone());
+        Ok((id, lease, cancel))
+    }
+
+    /// "Sync now" (or its dry-run): start the job in the background.
+    pub async fn start_sync(&self, actor: &Actor, kind: DirectoryKind, dry_run: bool) -> Result<SyncRun> {
+        actor.require_admin()?;
+        let run = self.launch_sync(kind, &actor.principal.username, dry_run).await?;
+        self.audit(
+            actor,
+            if dry_run { "directory.sync_dry_run" } else { "directory.sync" },
+            &format!("directory:{}", kind.as_str()),
+            None,
+            Some(serde_json::json!({ "run": run.id })),
+        )
+        .await;
+        Ok(run)
+    }
+
+    pub(super) async fn launch_sync(&self, kind: DirectoryKind, started_by: &str, dry_run: bool) -> Result<SyncRun> {
+        let stored = self.load_directory(kind).await?;
+        if !stored.settings.enabled {
+            return Err(Error::Conflict(format!("{} is not enabled", kind.label())));
+        }
+        let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
+        let (settings, _) = self.load_sync_settings(kind).await?;
+        let (run_kind, why_full) = self.run_kind_for(kind, &settings).await?;
+        let (id, lease, cancel) = self.begin_run(kind, run_kind, started_by, dry_run).await?;
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let keep = lease.keep_alive(svc.store.clone());
+            let notes = why_full.into_iter().collect();
+            if let Err(e) = svc.sync_job(kind, id, run_kind, &cfg, &settings, dry_run, &cancel, notes).await {
+                tracing::error!(run = id, error = %e, "sync failed");
+                let _ = svc.store.finish_run(id, RunState::Failed, false, &e.to_string(), "{}", now_ms()).await;
+            }
+            svc.jobs.map().remove(&id);
+            keep.release(&svc.store).await;
+            svc.notify_recipients(id, &settings).await;
+        });
+        Ok(run_dto(self.store.get_run(id).await?.ok_or(Error::NotFound("run"))?))
+    }
+
+    /// Whether a run reads changes only (`delta`) or enumerates everything
+    /// (`sync`), and why a run in delta mode is a full one.
+    async fn run_kind_for(&self, kind: DirectoryKind, settings: &SyncSettings) -> Result<(RunKind, Option<String>)> {
+        if settings.mode != SyncMode::Delta {
+            return Ok((RunKind::Sync, None));
+        }
+        let dir = kind.as_str();
+        let full = match self.store.last_complete_full_sync(dir).await? {
+            None => Some("delta mode: no complete full enumeration yet, so this run is one".to_string()),
+            Some(t) if now_ms() - t >= settings.full_every_hours * 3_600_000 => Some(format!(
+                "delta mode: the last complete full enumeration is more than {} h old, so this run is one (the safety net)",
+                settings.full_every_hours
+            )),
+            Some(_) if self.store.delta_cookies(dir).await?.is_empty() => Some(
+                "delta mode: no delta cookie is stored (the settings changed, or the last full run could not record one), so this run is a full enumeration"
+                    .to_string(),
+            ),
+            Some(_) => None,
+        };
+        Ok(match full {
+            Some(why) => (RunKind::Sync, Some(why)),
+            None => (RunKind::Delta, None),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_job(
+        &self,
+        kind: DirectoryKind,
+        id: i64,
+        run_kind: RunKind,
+        cfg: &bindery_directory::DirectoryConfig,
+        settings: &SyncSettings,
+        dry_run: bool,
+        cancel: &AtomicBool,
+        mut notes: Vec<String>,
+    ) -> Result<()> {
+        let t = std::time::Instant::now();
+        let mut delta_read = run_kind == RunKind::Delta;
+        let mut groups_changed = true;
+        let e = if delta_read {
+            match self.delta_into_staging(kind, id, cfg, settings, cancel, &mut notes).await? {
+                Ok(read) => {
+                    groups_changed = read.groups_changed;
+                    read.e
+                }
+                Err(why) => {
+                    delta_read = false;
+                    // A stale or refused cookie: this run enumerates everything instead.
+                    self.store.set_run_kind(id, RunKind::Sync).await?;
+                    self.store.clear_delta_cookies(kind.as_str()).await?;
+                    notes.push(format!("the delta read was refused ({why}): this run fell back to a full enumeration"));
+                    self.full_into_staging(kind, id, cfg, settings, cancel, &mut notes).await?
+                }
+            }
+        } else {
+            self.full_into_staging(kind, id, cfg, settings, cancel, &mut notes).await?
+        };
+        if e.cancelled {
+            self.store.finish_run(id, RunState::Cancelled, false, &e.error, "{}", now_ms()).await?;
+            return Ok(());
+        }
+        let enumerate_ms = t.elapsed().as_millis() as i64;
+        let t = std::time::Instant::now();
+        let (mut counts, rules) = self.plan(kind, cfg, id, settings, e.complete).await?;
+        counts.notes.splice(0..0, notes);
+        counts.enumerate_ms = enumerate_ms;
+        counts.plan_ms = t.elapsed().as_millis() as i64;
+        if !e.complete {
+            let what = if delta_read { "the delta read" } else { "the enumeration" };
+            counts.notes.push(format!("nobody was disabled: {what} was incomplete ({})", e.error));
+        } else if !settings.disable_missing {
+            counts.notes.push("disabling is off: users missing from or disabled in the directory are kept".into());
+        }
+        if dry_run {
+            counts.notes.push("dry run: nothing was applied".into());
+            return self.finish_sync(id, RunState::Done, e.complete, &e.error, &counts).await;
+        }
+        if over_threshold(counts.disable, counts.directory_users, settings.threshold_percent) {
+            counts.notes.push(format!(
+                "held for approval: it would disable {} of {} directory users, more than the threshold of {}%",
+                counts.disable, counts.directory_users, settings.threshold_percent
+            ));
+            return self.finish_sync(id, RunState::Held, e.complete, &e.error, &counts).await;
+        }
+        self.apply(kind, id, &mut counts, Some(&rules)).await?;
+        if e.complete && delta_read && !groups_changed && self.groups_current(kind, id).await? {
+            counts.notes.push("directory groups not rebuilt: the delta read changed no membership".into());
+        } else if e.complete {
+            self.sync_groups(kind, &mut counts).await?;
+        } else {
+            counts.notes.push("group memberships were not changed: the enumeration was incomplete".into());
+        }
+        let state = if e.complete { RunState::Done } else { RunState::Failed };
+        self.finish_sync(id, state, e.complete, &e.error, &counts).await
+    }
+
+    /// A full enumeration into the snapshot. In delta mode, a cookie per
+    /// search OU is read first (syncrepl: the suffix's `contextCSN`;
+    /// DirSync: the server's cookie; USN: the highest committed USN with
+    /// the domain controller's invocation id) and stored once the
+    /// enumeration completed on the same server: the next run reads only
+    /// what changed after that moment (`delta.rs`).
+    async fn full_into_staging(
+        &self,
+        kind: DirectoryKind,
+        id: i64,
+        cfg: &bindery_directory::DirectoryConfig,
+        settings: &SyncSettings,
+        cancel: &AtomicBool,
+        notes: &mut Vec<String>,
+    ) -> Result<crate::import::Enumerated> {
+        let start = self.start_cookies(kind, cfg, settings, notes).await?;
+        let e = self.enumerate_into_staging(kind, id, cfg, cancel).await?;
+        self.record_cookies(kind, start, &e, notes).await?;
+        Ok(e)
+    }
+
+    pub(crate) async fn finish_sync(&self, id: i64, state: RunState, complete: bool, error: &str, counts: &SyncCounts) -> Result<()> {
+        let json = serde_json::to_string(counts).map_err(|e| Error::Internal(e.to_string()))?;
+        self.store.finish_run(id, state, complete, error, &json, now_ms()).await?;
+        Ok(())
+    }
+
+    /// Stop a running sync's enumeration between pages (this process's runs):
+    /// the run ends cancelled and applies nothing.
+    pub async fn cancel_sync(&self, actor: &Actor, id: i64) -> Result<()> {
+        actor.require_admin()?;
+        self.cancel_run(id)
+    }
+}

@@ -1,0 +1,223 @@
+//! The plan: the one identity rule over each staged row (and each user
+//! the snapshot no longer lists), counted and recorded as the run's items.
+
+use std::collections::HashMap;
+
+use bindery_model::{DirectoryKind, ItemOutcome, Role, SyncAction, SyncCounts, SyncSettings, UserSource};
+use bindery_store::{Activation, Change, NewItem, OrgSource, PlanRow, UserRow};
+
+use super::CHUNK;
+use crate::identity::{self, Entry, Held};
+use crate::{Error, Result, Service};
+
+/// The Bindery user a plan row's entry resolved to, as the rule takes it.
+fn plan_user(r: &PlanRow) -> Option<UserRow> {
+    let id = r.user_id?;
+    Some(UserRow {
+        id,
+        username: r.user_username.clone().unwrap_or_default(),
+        username_key: crate::util::username_key(r.user_username.as_deref().unwrap_or_default()),
+        name: r.user_name.clone().unwrap_or_default(),
+        email: r.user_email.clone().unwrap_or_default(),
+        role: r.user_role.as_deref().and_then(Role::parse).unwrap_or_default(),
+        source: r.user_source.as_deref().and_then(UserSource::parse).unwrap_or_default(),
+        is_active: r.user_active == Some(1),
+        password_hash: None,
+        must_change_password: false,
+        external_id: r.user_external_id.clone(),
+        created_at: 0,
+        updated_at: 0,
+        last_login_at: None,
+        validated_at: None,
+        dir_disabled: r.user_dir_disabled == Some(1),
+        role_pinned: r.user_role_pinned == Some(1),
+    })
+}
+
+/// A hash of everything besides the row and its user that a plan reads: the
+/// group mapping, the attribute map, the policy (disabling, organisations
+/// for new users) and the organisations the mapping names. A change to any
+/// of them plans every row again.
+fn plan_rules(cfg: &bindery_directory::DirectoryConfig, policy: &identity::Policy, orgs: &[bindery_store::OrganisationRow]) -> String {
+    let orgs: Vec<(i64, &str)> = orgs.iter().map(|o| (o.id, o.name.as_str())).collect();
+    let parts = [
+        format!("{:?}", cfg.group_mappings),
+        format!("{:?}", cfg.attr_map),
+        format!("{:?}", cfg.group_mode),
+        format!("{policy:?}"),
+        format!("{orgs:?}"),
+    ];
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    format!("{:016x}", bindery_store::stable_hash(&parts) as u64)
+}
+
+/// What a change is called in a run's items.
+pub fn action_of(c: &Change) -> SyncAction {
+    match c {
+        Change::Create { .. } => SyncAction::Create,
+        Change::Update { update, .. } => match update.activation {
+            Some(Activation::Disable) => SyncAction::Disable,
+            Some(Activation::Enable) => SyncAction::Enable,
+            None => SyncAction::Update,
+        },
+        Change::Conflict { .. } => SyncAction::Conflict,
+        Change::Refuse { .. } | Change::Nothing { .. } => SyncAction::Failed,
+    }
+}
+
+/// Whether a plan must wait for approval: it would disable more than
+/// `threshold_percent` of the directory's users.
+pub fn over_threshold(disables: i64, directory_users: i64, threshold_percent: i64) -> bool {
+    disables > 0 && disables * 100 > threshold_percent * directory_users
+}
+
+fn count(c: &mut SyncCounts, action: SyncAction) {
+    match action {
+        SyncAction::Create => c.create += 1,
+        SyncAction::Update => c.update += 1,
+        SyncAction::Enable => c.enable += 1,
+        SyncAction::Disable => c.disable += 1,
+        SyncAction::Conflict => c.conflict += 1,
+        SyncAction::Failed => c.failed += 1,
+    }
+}
+
+impl Service {
+    /// Compute the plan over the snapshot with the one identity rule and
+    /// record each change as a run item (the typed change, as JSON). Rows
+    /// whose last plan needed nothing under the same key (the row, the
+    /// rules, the linked user: [`bindery_store::Store::plan_rows`]) are not
+    /// read again. Returns the counts and the rules' hash.
+    pub(super) async fn plan(
+        &self,
+        kind: DirectoryKind,
+        cfg: &bindery_directory::DirectoryConfig,
+        id: i64,
+        settings: &SyncSettings,
+        complete: bool,
+    ) -> Result<(SyncCounts, String)> {
+        let dir = kind.as_str();
+        let mut counts = SyncCounts { directory_users: self.store.count_staged(dir).await?, ..Default::default() };
+        let all_orgs = self.store.list_organisations().await?;
+        let with_mappings = !cfg.group_mappings.is_empty();
+        let chosen: Vec<(i64, OrgSource)> = if settings.organisation_ids.is_empty() {
+            self.store.default_organisation().await?.map(|o| (o.id, OrgSource::Default)).into_iter().collect()
+        } else {
+            settings.organisation_ids.iter().map(|o| (*o, OrgSource::Selection)).collect()
+        };
+        let policy = identity::Policy {
+            source: kind.source(),
+            disable: settings.disable_missing && complete,
+            create: true,
+            create_disabled: false,
+            organisations: chosen,
+            add_to_existing: vec![],
+        };
+        let rules = plan_rules(cfg, &policy, &all_orgs);
+        let mut after = 0;
+        loop {
+            let rows = self.store.plan_rows(dir, &rules, after, CHUNK).await?;
+            let Some(last) = rows.last() else { break };
+            after = last.staged_id;
+            let user_ids: Vec<i64> = rows.iter().filter_map(|r| r.user_id).collect();
+            let mut memberships: HashMap<i64, Vec<(i64, OrgSource)>> = HashMap::new();
+            if with_mappings {
+                for (user, org, source) in self.store.organisation_sources(&user_ids).await? {
+                    memberships.entry(user).or_default().push((org, source));
+                }
+            }
+            let none = Vec::new();
+            let mut planned = Vec::new();
+            let mut settled = Vec::new();
+            for r in &rows {
+                let groups: Vec<String> = r.groups.lines().filter(|g| !g.is_empty()).map(str::to_string).collect();
+                let mapped = crate::lifecycle::mapped_access(cfg, &groups, &all_orgs);
+                let user = plan_user(r);
+                let held = user.as_ref().map(|u| Held { user: u, organisations: memberships.get(&u.id).unwrap_or(&none) });
+                // Linked by the immutable id, or only holding the name.
+                let (linked, holder) = match &held {
+                    Some(h) if h.user.external_id.as_deref() == Some(r.external_id.as_str()) => (Some(h), None),
+                    Some(h) => (None, Some(h)),
+                    None => (None, None),
+                };
+                let entry = Entry {
+                    external_id: &r.external_id,
+                    username: &r.username,
+                    username_key: &crate::util::username_key(&r.username),
+                    name: &r.name,
+                    email: &r.email,
+                    state: crate::lifecycle::staged_state(&r.dir_state),
+                    // A conflict is the rule's to find, not a bad entry.
+                    problem: if r.problem.starts_with("conflict:") { "" } else { &r.problem },
+                };
+                let change = identity::reconcile(Some(&entry), linked, holder, &policy, mapped.as_ref());
+                if matches!(change, Change::Nothing { .. }) {
+                    settled.push(r.staged_id);
+                    continue;
+                }
+                let name = if r.username.is_empty() { r.external_id.clone() } else { r.username.clone() };
+                planned.push((name, r.user_id, Some(r.staged_id), change));
+            }
+            self.record_plan(id, &mut counts, planned).await?;
+            self.store.settle_plan(&rules, &settled).await?;
+        }
+        if policy.disable {
+            let mut after = 0;
+            loop {
+                let users = self.store.missing_users(dir, kind.source().as_str(), after, CHUNK).await?;
+                let Some(last) = users.last() else { break };
+                after = last.id;
+                let mut planned = Vec::new();
+                for m in &users {
+                    let Some(u) = self.store.get_user(m.id).await? else { continue };
+                    let change = identity::reconcile(None, Some(&Held { user: &u, organisations: &[] }), None, &policy, None);
+                    if !matches!(change, Change::Nothing { .. }) {
+                        planned.push((u.username.clone(), Some(u.id), None, change));
+                    }
+                }
+                self.record_plan(id, &mut counts, planned).await?;
+            }
+        }
+        Ok((counts, rules))
+    }
+
+    /// Count and record planned changes as the run's items.
+    async fn record_plan(&self, id: i64, counts: &mut SyncCounts, planned: Vec<(String, Option<i64>, Option<i64>, Change)>) -> Result<()> {
+        let mut items = Vec::with_capacity(planned.len());
+        let reasons: Vec<String> = planned.iter().map(|p| p.3.reason()).collect();
+        for ((name, user_id, staged_id, change), reason) in planned.iter().zip(&reasons) {
+            let action = action_of(change);
+            count(counts, action);
+            let applies = matches!(change, Change::Create { .. } | Change::Update { .. });
+            items.push(NewItem {
+                action,
+                username: name,
+                user_id: *user_id,
+                staged_id: *staged_id,
+                reason,
+                outcome: if applies { ItemOutcome::Planned } else { ItemOutcome::Failed },
+                change_json: if applies {
+                    serde_json::to_string(change).map_err(|e| Error::Internal(e.to_string()))?
+                } else {
+                    String::new()
+                },
+            });
+        }
+        self.store.insert_items(id, &items).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_holds_only_above_the_share() {
+        assert!(!over_threshold(10, 100, 10));
+        assert!(over_threshold(11, 100, 10));
+        assert!(!over_threshold(0, 0, 0));
+        assert!(over_threshold(1, 0, 10), "disabling users of an empty directory is held");
+        assert!(over_threshold(1, 1000, 0), "threshold 0 holds every disable");
+    }
+}
