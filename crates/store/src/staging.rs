@@ -41,7 +41,7 @@ pub struct StagedFilter<'a> {
     pub search: Option<&'a str>,
 }
 
-pub(crate) const STAGED_COLS: &str =
+const STAGED_COLS: &str =
     "id, external_id, dn, username, username_key, name, email, groups, dir_state, problem, status, user_id";
 
 impl StagedFilter<'_> {
@@ -535,11 +535,104 @@ impl Store {
             .await?;
         Ok(row.try_get::<i64, _>(0)? > 0)
     }
+
+    /// Directory users in the snapshot (the base of the mass-change threshold).
+    pub async fn count_staged(&self, directory: &str) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM staged_users WHERE directory = $1").bind(directory).fetch_one(&self.pool).await?.try_get(0)?)
+    }
+
+    /// Staged rows by id.
+    pub async fn staged_by_ids(&self, ids: &[i64]) -> Result<Vec<StagedRow>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        // ids are integers: safe to inline.
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        Ok(sqlx::query_as(&format!("SELECT {STAGED_COLS} FROM staged_users WHERE id IN ({list})")).fetch_all(&self.pool).await?)
+    }
+
+    /// Remove the snapshot's rows of these immutable ids (entries deleted in
+    /// the directory, as a delta read reported them), and give the rows
+    /// sharing a username or email with them a new status. Their users are
+    /// then missing from the directory, as after a full enumeration.
+    /// Returns how many rows left.
+    pub async fn remove_staged(&self, directory: &str, external_ids: &[String]) -> Result<u64> {
+        let mut gone = 0;
+        let mut tx = self.write_tx().await?;
+        for chunk in external_ids.chunks(500) {
+            let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(",");
+            let sql = format!("SELECT id FROM staged_users WHERE directory = $1 AND external_id IN ({list})");
+            let mut q = sqlx::query(&sql).bind(directory);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            let ids: Vec<i64> = q.fetch_all(&mut *tx).await?.iter().map(|r| r.try_get(0)).collect::<std::result::Result<_, _>>()?;
+            if ids.is_empty() {
+                continue;
+            }
+            gone += ids.len() as u64;
+            drop_staged_rows(&mut tx, directory, &ids).await?;
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    /// `(external_id, dn)` of every staged row of the directory: a present
+    /// phase's deletions are the rows of its OU it did not list.
+    pub async fn staged_ids_and_dns(&self, directory: &str) -> Result<Vec<(String, String)>> {
+        let rows =
+            sqlx::query("SELECT external_id, dn FROM staged_users WHERE directory = $1").bind(directory).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    /// `(external_id, dn)` of the staged rows listing any of `group_dns`
+    /// among their groups (compared as DNs, case-insensitively): who was
+    /// in those groups at the last read. A delta read that cannot see a
+    /// removal from a group re-reads them.
+    pub async fn staged_members_of(&self, directory: &str, group_dns: &[String]) -> Result<Vec<(String, String)>> {
+        let wanted: std::collections::HashSet<String> = group_dns.iter().map(|g| dn_key(g)).collect();
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for dn in group_dns {
+            // A first cut by substring; the exact check is below.
+            let pattern = crate::like_pattern(dn);
+            let rows =
+                sqlx::query("SELECT external_id, dn, groups FROM staged_users WHERE directory = $1 AND lower(groups) LIKE $2 ESCAPE '\\'")
+                    .bind(directory)
+                    .bind(&pattern)
+                    .fetch_all(&self.pool)
+                    .await?;
+            for r in rows {
+                let (uid, dn, groups): (String, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                if groups.lines().any(|g| wanted.contains(&dn_key(g))) && seen.insert(uid.clone()) {
+                    out.push((uid, dn));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `(external_id, groups)` of the staged rows of these immutable ids.
+    pub async fn staged_groups_of(&self, directory: &str, external_ids: &[String]) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in external_ids.chunks(500) {
+            let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(",");
+            let sql = format!("SELECT external_id, groups FROM staged_users WHERE directory = $1 AND external_id IN ({list})");
+            let mut q = sqlx::query(&sql).bind(directory);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push((r.try_get(0)?, r.try_get(1)?));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Delete these snapshot rows (at most a few hundred ids) and mark the rows
 /// sharing a username or email with them for a new status.
-pub(crate) async fn drop_staged_rows(tx: &mut crate::WriteTx, directory: &str, ids: &[i64]) -> Result<()> {
+async fn drop_staged_rows(tx: &mut crate::WriteTx, directory: &str, ids: &[i64]) -> Result<()> {
     // ids are integers: safe to inline.
     let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     sqlx::query(&format!(
@@ -553,4 +646,9 @@ pub(crate) async fn drop_staged_rows(tx: &mut crate::WriteTx, directory: &str, i
     sqlx::query(&format!("DELETE FROM staged_users WHERE id IN ({list})")).execute(&mut **tx).await?;
     sqlx::query(&format!("DELETE FROM staged_dirty WHERE directory = $1 AND id IN ({list})")).bind(directory).execute(&mut **tx).await?;
     Ok(())
+}
+
+/// A DN compared without case or spaces around its separators.
+fn dn_key(dn: &str) -> String {
+    dn.split(',').map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("=")).collect::<Vec<_>>().join(",").to_lowercase()
 }

@@ -1,11 +1,11 @@
 //! Scheduled sync: settings, the schedule's compare-and-set claim, leases
 //! between replicas, the plan's inputs, reports, directory groups and the
-//! delta read's cookies. The runs and their items are in `runs.rs`.
+//! delta read's cookies. The runs and their items are in `runs.rs`, the
+//! snapshot's rows in `staging.rs`.
 
 use sqlx::Row;
 
-use crate::staging::STAGED_COLS;
-use crate::{unique, Result, StagedRow, Store};
+use crate::{unique, Result, Store};
 
 /// The part of a plan key that is the linked user (`u`): any change to the
 /// user bumps `updated_at`; the fields the rule reads are there too.
@@ -197,21 +197,6 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
-    }
-
-    /// Directory users in the snapshot (the base of the mass-change threshold).
-    pub async fn count_staged(&self, directory: &str) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM staged_users WHERE directory = $1").bind(directory).fetch_one(&self.pool).await?.try_get(0)?)
-    }
-
-    /// Staged rows by id.
-    pub async fn staged_by_ids(&self, ids: &[i64]) -> Result<Vec<StagedRow>> {
-        if ids.is_empty() {
-            return Ok(vec![]);
-        }
-        // ids are integers: safe to inline.
-        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        Ok(sqlx::query_as(&format!("SELECT {STAGED_COLS} FROM staged_users WHERE id IN ({list})")).fetch_all(&self.pool).await?)
     }
 }
 
@@ -417,87 +402,4 @@ impl Store {
             None => None,
         })
     }
-
-    /// Remove the snapshot's rows of these immutable ids (entries deleted in
-    /// the directory, as a delta read reported them), and give the rows
-    /// sharing a username or email with them a new status. Their users are
-    /// then missing from the directory, as after a full enumeration.
-    /// Returns how many rows left.
-    pub async fn remove_staged(&self, directory: &str, external_ids: &[String]) -> Result<u64> {
-        let mut gone = 0;
-        let mut tx = self.write_tx().await?;
-        for chunk in external_ids.chunks(500) {
-            let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(",");
-            let sql = format!("SELECT id FROM staged_users WHERE directory = $1 AND external_id IN ({list})");
-            let mut q = sqlx::query(&sql).bind(directory);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            let ids: Vec<i64> = q.fetch_all(&mut *tx).await?.iter().map(|r| r.try_get(0)).collect::<std::result::Result<_, _>>()?;
-            if ids.is_empty() {
-                continue;
-            }
-            gone += ids.len() as u64;
-            crate::staging::drop_staged_rows(&mut tx, directory, &ids).await?;
-        }
-        tx.commit().await?;
-        Ok(gone)
-    }
-
-    /// `(external_id, dn)` of every staged row of the directory: a present
-    /// phase's deletions are the rows of its OU it did not list.
-    pub async fn staged_ids_and_dns(&self, directory: &str) -> Result<Vec<(String, String)>> {
-        let rows =
-            sqlx::query("SELECT external_id, dn FROM staged_users WHERE directory = $1").bind(directory).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
-    }
-
-    /// `(external_id, dn)` of the staged rows listing any of `group_dns`
-    /// among their groups (compared as DNs, case-insensitively): who was
-    /// in those groups at the last read. A delta read that cannot see a
-    /// removal from a group re-reads them.
-    pub async fn staged_members_of(&self, directory: &str, group_dns: &[String]) -> Result<Vec<(String, String)>> {
-        let wanted: std::collections::HashSet<String> = group_dns.iter().map(|g| dn_key(g)).collect();
-        let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for dn in group_dns {
-            // A first cut by substring; the exact check is below.
-            let pattern = crate::like_pattern(dn);
-            let rows =
-                sqlx::query("SELECT external_id, dn, groups FROM staged_users WHERE directory = $1 AND lower(groups) LIKE $2 ESCAPE '\\'")
-                    .bind(directory)
-                    .bind(&pattern)
-                    .fetch_all(&self.pool)
-                    .await?;
-            for r in rows {
-                let (uid, dn, groups): (String, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-                if groups.lines().any(|g| wanted.contains(&dn_key(g))) && seen.insert(uid.clone()) {
-                    out.push((uid, dn));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// `(external_id, groups)` of the staged rows of these immutable ids.
-    pub async fn staged_groups_of(&self, directory: &str, external_ids: &[String]) -> Result<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        for chunk in external_ids.chunks(500) {
-            let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(",");
-            let sql = format!("SELECT external_id, groups FROM staged_users WHERE directory = $1 AND external_id IN ({list})");
-            let mut q = sqlx::query(&sql).bind(directory);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push((r.try_get(0)?, r.try_get(1)?));
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// A DN compared without case or spaces around its separators.
-fn dn_key(dn: &str) -> String {
-    dn.split(',').map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("=")).collect::<Vec<_>>().join(",").to_lowercase()
 }
