@@ -41,8 +41,7 @@ pub struct StagedFilter<'a> {
     pub search: Option<&'a str>,
 }
 
-const STAGED_COLS: &str =
-    "id, external_id, dn, username, username_key, name, email, groups, dir_state, problem, status, user_id";
+const STAGED_COLS: &str = "id, external_id, dn, username, username_key, name, email, groups, dir_state, problem, status, user_id";
 
 impl StagedFilter<'_> {
     /// ` AND …` clauses after `directory = $1`, and their bound values from `$2`.
