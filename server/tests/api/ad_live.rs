@@ -14,7 +14,7 @@ use bindery_model::{DirectoryInput, DirectoryKind};
 use http::StatusCode;
 
 use crate::helpers::*;
-use crate::live::{accepted, connected, disabled_by_live, live_settings, live_status, refused_within, signed_in, WITHIN};
+use crate::live::{accepted, connected, disabled_by_live, live_settings, live_status, refused_within, signed_in};
 use crate::sync::sync;
 
 /// Save the directory, detect the delta method (Test connection), check
