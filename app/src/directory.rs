@@ -286,7 +286,8 @@ fn ProbeView(report: ProbeReport) -> impl IntoView {
             <h2>{if report.ok { "Connection test passed" } else { "Connection test failed" }}</h2>
             {report.user_count.map(|n| view! { <p data-testid="user-count">{format!("{n} users match the filter.")}</p> })}
             {report.delta.map(|d| view! {
-                <p data-testid="delta-support">"Delta sync: " <strong>{d.method.clone()}</strong> " — " {d.reason}</p>
+                <p data-testid="delta-support">"Delta sync: " <strong>{d.method.clone()}</strong> " — " {d.reason.clone()}</p>
+                {d.live_words().map(|w| view! { <p data-testid="live-support">{w}</p> })}
             })}
             {report.servers.into_iter().map(|s| view! {
                 <h3>{s.uri.clone()} " — " {if s.ok { "ok" } else { "failed" }}</h3>

@@ -94,7 +94,8 @@ pub fn SyncCard(kind: DirectoryKind) -> impl IntoView {
                                     <input name="full_every_hours" inputmode="numeric" value=s.full_every_hours.to_string() disabled=!admin/></label>
                                 {field_error(saved, "full_every_hours")}
                                 <label class="check"><input type="checkbox" name="live" value="on" checked=s.live disabled=!admin/>
-                                    "Live deprovisioning: keep a change stream open (OpenLDAP syncrepl) and disable a user disabled in or deleted from the directory within seconds, sessions and tokens revoked (needs the disabling above)"</label>
+                                    "Live deprovisioning: keep a change stream open (OpenLDAP syncrepl; Active Directory change notification with DirSync or USN) and disable a user disabled in or deleted from the directory within seconds, sessions and tokens revoked (needs the disabling above)"</label>
+                                {v.detected.as_ref().and_then(|d| d.live_words()).map(|w| view! { <p data-testid="live-available">{w}</p> })}
                                 {field_error(saved, "live")}
                                 {v.live.clone().map(|l| view! { <crate::components::LiveStreams rows=vec![l]/> })}
                                 {admin.then(|| view! { <button type="submit" class="primary">"Save sync settings"</button> })}

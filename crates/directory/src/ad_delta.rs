@@ -586,7 +586,18 @@ async fn deleted_objects_visible(ldap: &mut Ldap, cfg: &DirectoryConfig, nc: &st
 /// by the next delta read (at least once, never lost). The batch has no
 /// changes.
 pub async fn initial_cookie(cfg: &DirectoryConfig, ou: &str, support: &DeltaSupport) -> Result<DeltaBatch, DeltaError> {
-    let (server, mut ldap) = connect(cfg, None).await?;
+    initial_cookie_on(cfg, None, ou, support).await
+}
+
+/// [`initial_cookie`] from `server` (the live stream's: its cookies must
+/// come from the server its change notification is open on).
+pub async fn initial_cookie_on(
+    cfg: &DirectoryConfig,
+    server: Option<&str>,
+    ou: &str,
+    support: &DeltaSupport,
+) -> Result<DeltaBatch, DeltaError> {
+    let (server, mut ldap) = connect(cfg, server).await?;
     let r = initial_on(&mut ldap, cfg, &server, ou, support).await;
     let _ = ldap.unbind().await;
     r
@@ -931,10 +942,21 @@ pub struct ChangeNotifier {
 }
 
 /// Open a change-notification search of the naming context holding `ou`
-/// (AD accepts a subtree notification only at a naming context's root).
+/// (AD accepts a subtree notification only at a naming context's root), on
+/// `server` if given (the server a cookie belongs to), else the first that
+/// answers. With `show_deleted` the show-deleted control goes along: a
+/// deletion moves the object to Deleted Objects, and is notified (measured
+/// against Samba 4.17) only with that control and only to an account that
+/// may read Deleted Objects; without it, or to an ordinary account, a
+/// deletion is not notified at all (a disable is, to any account).
 /// Connect, bind and the request itself run within the configured timeouts.
-pub async fn notifications(cfg: &DirectoryConfig, ou: &str) -> Result<ChangeNotifier, DeltaError> {
-    let (server, mut ldap) = connect(cfg, None).await?;
+pub async fn notifications(
+    cfg: &DirectoryConfig,
+    ou: &str,
+    server: Option<&str>,
+    show_deleted: bool,
+) -> Result<ChangeNotifier, DeltaError> {
+    let (server, mut ldap) = connect(cfg, server).await?;
     let root = root_dse(&mut ldap, cfg).await?;
     if !root.controls.iter().any(|c| c == NOTIFICATION_OID) {
         let _ = ldap.unbind().await;
@@ -942,12 +964,15 @@ pub async fn notifications(cfg: &DirectoryConfig, ou: &str) -> Result<ChangeNoti
     }
     let nc = naming_context(&root, ou)
         .ok_or_else(|| DeltaError::Failed(Failure::answer(format!("{ou} is in none of the server's naming contexts"))))?;
-    let control = RawControl { ctype: NOTIFICATION_OID.into(), crit: true, val: None };
+    let mut controls = vec![RawControl { ctype: NOTIFICATION_OID.into(), crit: true, val: None }];
+    if show_deleted {
+        controls.push(RawControl { ctype: SHOW_DELETED_OID.into(), crit: true, val: None });
+    }
     let what = format!("change notification on {nc}");
     // No timeout on the stream itself: it is meant to wait. `next` bounds each wait.
     let started = tokio::time::timeout(
         cfg.op_timeout,
-        ldap.with_controls(vec![control]).streaming_search(&nc, Scope::Subtree, "(objectClass=*)", vec!["objectGUID".to_string()]),
+        ldap.with_controls(controls).streaming_search(&nc, Scope::Subtree, "(objectClass=*)", vec!["objectGUID".to_string()]),
     )
     .await;
     match started {
@@ -975,12 +1000,19 @@ impl ChangeNotifier {
                 Ok(Ok(Some(e))) => return Ok(Some(SearchEntry::construct(e).dn)),
                 Ok(Ok(None)) => {
                     let r = self.stream.finish().await;
-                    return Err(Failure::unreachable(format!(
+                    let mut f = Failure::unreachable(format!(
                         "change notification ended by {}: {} (LDAP {})",
                         self.server,
                         crate::result_code_words(r.rc),
                         r.rc
-                    )));
+                    ));
+                    f.ldap_code = Some(r.rc);
+                    // The server refused the search itself (Windows does for
+                    // a base other than a naming context's root, or when its
+                    // limit of notification searches is reached): reconnecting
+                    // would be refused again.
+                    f.unreachable = !matches!(r.rc, 2 | 11 | 12 | 50 | 53);
+                    return Err(f);
                 }
                 Ok(Err(e)) => return Err(Failure::from_ldap(e, "change notification", wait)),
             }

@@ -14,6 +14,7 @@
 
 pub mod ad;
 pub mod ad_delta;
+pub mod ad_live;
 pub mod authn;
 pub mod config;
 pub mod conn;

@@ -1,5 +1,11 @@
-//! The live change stream of OpenLDAP / 389-ds: RFC 4533 content
-//! synchronisation in refreshAndPersist mode (issue 17 §2).
+//! The live change stream (issue 17 §2), whatever the directory: one
+//! [`LiveStream`] with its source chosen by the delta method Test
+//! connection detected — syncrepl here for OpenLDAP / 389-ds, change
+//! notification with DirSync or USN for Active Directory
+//! ([`crate::ad_live`]). Both report [`LiveEvent`]s in the delta sync's
+//! [`Change`] shape, so the caller decides what a change means in one place.
+//!
+//! # OpenLDAP / 389-ds: RFC 4533 content synchronisation in refreshAndPersist mode
 //!
 //! One persistent search per search OU, all on one connection, starting
 //! from a cookie (the stream's own last one, the delta sync's, or "now":
@@ -21,7 +27,7 @@ use ldap3::controls::{RawControl, RefreshMode, SyncInfo, SyncRequest};
 use ldap3::{Ldap, Scope, SearchEntry};
 use tokio::sync::mpsc;
 
-use crate::delta::{Change, DeltaBatch, DeltaError};
+use crate::delta::{Change, DeltaBatch, DeltaError, DeltaMethod, DeltaSupport};
 use crate::enumerate::{all_users_filter, Entry};
 use crate::syncrepl::{guarded, on_entry, on_sync_info, StoredCookie, SYNC_REFRESH_REQUIRED};
 use crate::{DirectoryConfig, Failure};
@@ -47,6 +53,75 @@ type Item = Result<LiveEvent, DeltaError>;
 pub struct LiveStream {
     /// The server that answered (the cookies belong to it).
     pub server: String,
+    source: Source,
+}
+
+enum Source {
+    Syncrepl(SyncreplStream),
+    Ad(crate::ad_live::AdStream),
+}
+
+/// Open the stream of the method Test connection detected (`support`) on
+/// the first server that answers (AD: the cookies' server). A cookie is
+/// used only for the server that issued it; a search OU without one starts
+/// "now".
+pub async fn open(cfg: &DirectoryConfig, cookies: &[StoredCookie], support: &DeltaSupport) -> Result<LiveStream, DeltaError> {
+    match support.method {
+        DeltaMethod::Syncrepl => {
+            let s = open_syncrepl(cfg, cookies).await?;
+            Ok(LiveStream { server: s.server.clone(), source: Source::Syncrepl(s) })
+        }
+        DeltaMethod::Dirsync | DeltaMethod::Usn => {
+            let s = crate::ad_live::open(cfg, cookies, support).await?;
+            Ok(LiveStream { server: s.server.clone(), source: Source::Ad(s) })
+        }
+        DeltaMethod::None => Err(DeltaError::Failed(Failure::answer(format!(
+            "live deprovisioning needs syncrepl (OpenLDAP) or DirSync / USN (Active Directory): {}",
+            support.reason
+        )))),
+    }
+}
+
+impl LiveStream {
+    /// The next event. An error ends the stream: reconnect.
+    pub async fn next(&mut self) -> Result<LiveEvent, DeltaError> {
+        match &mut self.source {
+            Source::Syncrepl(s) => s.next().await,
+            Source::Ad(s) => s.next().await,
+        }
+    }
+
+    /// The entry with this immutable id in any search OU, or `None` when
+    /// no search OU holds it: confirms a [`Change::Delete`] (syncrepl
+    /// reports as deleted an entry that moved to another search OU; an AD
+    /// read has confirmed its deletions already, across the search OUs).
+    pub async fn lookup(&mut self, uid: &str) -> Result<Option<Entry>, DeltaError> {
+        match &mut self.source {
+            Source::Syncrepl(s) => s.lookup(uid).await,
+            Source::Ad(_) => Ok(None),
+        }
+    }
+
+    /// How the stream works, in words (for its status).
+    pub fn method(&self) -> &str {
+        match &self.source {
+            Source::Syncrepl(_) => "syncrepl refreshAndPersist",
+            Source::Ad(s) => s.method(),
+        }
+    }
+
+    /// What the stream cannot see, in words (`None`: disables and deletions both).
+    pub fn unseen(&self) -> Option<&str> {
+        match &self.source {
+            Source::Syncrepl(_) => None,
+            Source::Ad(s) => s.unseen(),
+        }
+    }
+}
+
+/// The syncrepl source: one refreshAndPersist search per search OU.
+struct SyncreplStream {
+    server: String,
     ldap: Ldap,
     cfg: DirectoryConfig,
     rx: mpsc::Receiver<Item>,
@@ -54,7 +129,7 @@ pub struct LiveStream {
     groups: Option<crate::groups::GroupIndex>,
 }
 
-impl Drop for LiveStream {
+impl Drop for SyncreplStream {
     fn drop(&mut self) {
         for r in &self.readers {
             r.abort();
@@ -69,9 +144,8 @@ impl Drop for LiveStream {
     }
 }
 
-/// Open the stream on the first server that answers. A cookie is used only
-/// for the server that issued it; a search OU without one starts "now".
-pub async fn open(cfg: &DirectoryConfig, cookies: &[StoredCookie]) -> Result<LiveStream, DeltaError> {
+/// Open the syncrepl stream on the first server that answers.
+async fn open_syncrepl(cfg: &DirectoryConfig, cookies: &[StoredCookie]) -> Result<SyncreplStream, DeltaError> {
     let (server, mut ldap) = crate::enumerate::connect_first(cfg).await.map_err(DeltaError::Failed)?;
     let groups = if crate::groups::GroupIndex::needed(cfg) {
         match crate::groups::GroupIndex::load(&mut ldap, cfg).await {
@@ -99,12 +173,11 @@ pub async fn open(cfg: &DirectoryConfig, cookies: &[StoredCookie]) -> Result<Liv
         };
         readers.push(tokio::spawn(persist(ldap.clone(), cfg.clone(), ou.clone(), cookie, tx.clone())));
     }
-    Ok(LiveStream { server, ldap, cfg: cfg.clone(), rx, readers, groups })
+    Ok(SyncreplStream { server, ldap, cfg: cfg.clone(), rx, readers, groups })
 }
 
-impl LiveStream {
-    /// The next event. An error ends the stream: reconnect.
-    pub async fn next(&mut self) -> Result<LiveEvent, DeltaError> {
+impl SyncreplStream {
+    async fn next(&mut self) -> Result<LiveEvent, DeltaError> {
         loop {
             match tokio::time::timeout(HEARTBEAT, self.rx.recv()).await {
                 Ok(Some(Ok(LiveEvent::Change { search_ou, mut change, cookie }))) => {
@@ -147,7 +220,7 @@ impl LiveStream {
     /// enumeration reads it, or `None` when no search OU holds it. A
     /// deletion is confirmed this way: syncrepl also reports as deleted an
     /// entry that moved to another search OU, or changed outside the scope.
-    pub async fn lookup(&mut self, uid: &str) -> Result<Option<Entry>, DeltaError> {
+    async fn lookup(&mut self, uid: &str) -> Result<Option<Entry>, DeltaError> {
         let mut attrs = self.cfg.attr_map.attributes();
         attrs.extend(crate::authn::STATE_ATTRS.iter().map(|s| s.to_string()));
         attrs.push("entryUUID".into());

@@ -119,21 +119,6 @@ impl Slapd {
         assert!(child.wait().expect("ldapmodify").success(), "ldapmodify failed:\n{ldif}");
     }
 
-    /// End the watchdogs of this DIR (by their process ids).
-    fn stop_watchdogs(&self) {
-        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
-        let dir = dir.to_string_lossy().to_string();
-        let Ok(procs) = std::fs::read_dir("/proc") else { return };
-        for p in procs.flatten() {
-            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else { continue };
-            let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
-            if args.iter().any(|a| a == "watchdog") && args.iter().any(|a| a == &dir) {
-                let _ = Command::new("kill").arg(pid.to_string()).status();
-            }
-        }
-    }
-
     pub fn stop(&self) {
         let _ = Command::new(repo_root().join("testkit/slapd/stop")).arg(&self.dir).status();
     }
@@ -146,7 +131,7 @@ impl Slapd {
         // The start script's watchdog stops this DIR's slapd once the one it
         // started is gone (which init may reap late): it would stop the
         // new one. Replaced by one that watches this process only.
-        self.stop_watchdogs();
+        stop_watchdogs(&self.dir);
         self.stop();
         let (p1, p2) = (self.port(&self.ldap_url), self.port(&self.ldaps_url));
         let log = std::fs::File::options().append(true).create(true).open(self.dir.join("slapd.log")).expect("slapd.log");
@@ -190,6 +175,21 @@ impl Slapd {
                 self.dir.join("slapd.log").display()
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// End the test kit's watchdogs of `dir` (by their process ids).
+fn stop_watchdogs(dir: &Path) {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let dir = dir.to_string_lossy().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
+        if args.iter().any(|a| a == "watchdog") && args.iter().any(|a| a == &dir) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
         }
     }
 }
@@ -506,6 +506,67 @@ impl Samba {
 
     pub fn stop(&self) {
         let _ = Command::new(repo_root().join("testkit/samba/stop")).arg(&self.dir).status();
+    }
+
+    /// Stop Samba and start the same instance again: the same address, the
+    /// same data, the same invocation id (what clients see of a domain
+    /// controller restarting). Returns once the service account can bind.
+    pub fn restart(&self) {
+        use std::os::unix::process::CommandExt;
+        // The start script's watchdog stops this DIR once the samba it
+        // started is gone: it would stop the new one. Replaced by one that
+        // watches this process only.
+        stop_watchdogs(&self.dir);
+        self.stop();
+        // `stop` gave the loopback alias back; claim it again (the start
+        // script picks among 200 at random, so it is still free).
+        let claimed = Command::new("ip").args(["addr", "add", &format!("{}/32", self.ip), "dev", "lo"]).status();
+        assert!(claimed.is_ok_and(|s| s.success()), "could not claim {} again", self.ip);
+        std::fs::write(self.dir.join("ip"), format!("{}\n", self.ip)).expect("ip file");
+        let log = std::fs::File::options().append(true).create(true).open(self.dir.join("samba.out")).expect("samba.out");
+        let mut child = Command::new("/usr/sbin/samba")
+            .args(["-F", "-M", "single", "-s"])
+            .arg(&self.smb_conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("restart samba");
+        // `stop` recognises its samba by pid and start time (field 22 of stat).
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).expect("samba's stat");
+        let started = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(19)).expect("start time").to_string();
+        std::fs::write(self.dir.join("fixture.pid"), format!("{} {started}\n", child.id())).expect("fixture.pid");
+        std::thread::spawn(move || child.wait());
+        let _ = Command::new("bash")
+            .args(["-c", "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; exec \"$2\" \"$3\"", "watchdog"])
+            .arg(std::process::id().to_string())
+            .arg(repo_root().join("testkit/samba/stop"))
+            .arg(std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let ok = Command::new("ldapsearch")
+                .args(["-x", "-o", "nettimeout=1", "-H", &self.ldap_url, "-D", &self.bind_dn, "-w", &self.bind_password])
+                .args(["-b", "", "-s", "base", "(objectClass=*)", "1.1"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "samba did not come back within 30 s (log: {})",
+                self.dir.join("samba.log").display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 

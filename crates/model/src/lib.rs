@@ -995,6 +995,31 @@ pub struct DeltaSupportInfo {
     pub detected_at: String,
 }
 
+impl DeltaSupportInfo {
+    /// Whether live deprovisioning is offered with this method, and how
+    /// (issue 17 §2), in words; `None` when it is not.
+    pub fn live_words(&self) -> Option<String> {
+        match self.method.as_str() {
+            "syncrepl" => {
+                Some("Live deprovisioning: available (syncrepl refreshAndPersist): disables and deletions within seconds.".into())
+            }
+            m @ ("dirsync" | "usn") => {
+                let reader = if m == "dirsync" { "DirSync" } else { "uSNChanged" };
+                Some(if self.sees_deletions {
+                    format!(
+                        "Live deprovisioning: available (change notification, read by {reader}): disables and deletions within seconds."
+                    )
+                } else {
+                    format!(
+                        "Live deprovisioning: available (change notification, read by {reader}): disables within seconds; deletions are not visible to the service account and are left to the sync."
+                    )
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A certificate a directory server presented ("Fetch certificate").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -1179,7 +1204,8 @@ pub struct SyncSettings {
     /// complete one is older than this (1–8760 hours; default 24).
     #[serde(default = "default_full_every_hours")]
     pub full_every_hours: i64,
-    /// Live deprovisioning (OpenLDAP syncrepl refreshAndPersist): a user
+    /// Live deprovisioning (OpenLDAP syncrepl refreshAndPersist; Active
+    /// Directory change notification with DirSync or USN): a user
     /// disabled in, or deleted from, the directory is disabled here within
     /// seconds, without waiting for a sync. Needs `disable_missing`.
     #[serde(default)]
@@ -1234,6 +1260,15 @@ pub struct LiveStatus {
     pub last_error: Option<String>,
     /// The replica holding the stream's lease, if it is alive.
     pub holder: Option<String>,
+    /// How the stream works, in words ("syncrepl refreshAndPersist",
+    /// "change notification with show-deleted, changes read by DirSync").
+    #[serde(default)]
+    pub method: String,
+    /// What the stream cannot see, in plain words (Active Directory
+    /// deletions when the service account may not read Deleted Objects:
+    /// left to the sync); `None` when it sees disables and deletions.
+    #[serde(default)]
+    pub unseen: Option<String>,
 }
 
 /// Sync settings with what the schedule means.

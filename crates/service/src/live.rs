@@ -1,8 +1,15 @@
 //! Live deprovisioning (issue 17 §2): a persistent change stream per
-//! directory (OpenLDAP syncrepl refreshAndPersist,
-//! [`bindery_directory::live`]) so that a user disabled in, or deleted
-//! from, the directory is disabled here — sessions ended, API tokens
-//! revoked — within seconds, without waiting for a sync.
+//! directory ([`bindery_directory::live`]) so that a user disabled in, or
+//! deleted from, the directory is disabled here — sessions ended, API
+//! tokens revoked — within seconds, without waiting for a sync.
+//!
+//! * The stream's source follows the delta method Test connection
+//!   detected: OpenLDAP syncrepl refreshAndPersist; for Active Directory,
+//!   change notification as the trigger with DirSync (or USN) reading the
+//!   change, polling where notification is unavailable
+//!   ([`bindery_directory::ad_live`]). What a source cannot see (AD
+//!   deletions when the service account may not read Deleted Objects) is
+//!   shown in the stream's status.
 //!
 //! * One replica streams a directory: the one holding the lease
 //!   `live:<directory>` (a row of its own in `sync_leases`: the staging
@@ -24,7 +31,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use bindery_directory::delta::{Change as DeltaChange, DeltaError};
+use bindery_directory::delta::{Change as DeltaChange, DeltaError, DeltaMethod, DeltaSupport};
 use bindery_directory::live::{LiveEvent, LiveStream};
 use bindery_directory::syncrepl::StoredCookie;
 use bindery_directory::DirectoryConfig;
@@ -86,6 +93,8 @@ struct Wanted {
     key: String,
     cfg: DirectoryConfig,
     settings: SyncSettings,
+    /// The delta method Test connection detected: it picks the source.
+    support: DeltaSupport,
 }
 
 impl Service {
@@ -136,7 +145,7 @@ impl Service {
                 if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(kind) {
                     let svc = self.clone();
                     let key = w.key.clone();
-                    let task = tokio::spawn(async move { svc.live_task(kind, w.cfg, w.settings).await });
+                    let task = tokio::spawn(async move { svc.live_task(kind, w.cfg, w.settings, w.support).await });
                     slot.insert(Running { key, task });
                 }
             }
@@ -191,12 +200,19 @@ impl Service {
             Ok(c) => c,
             Err(_) => return Ok(None),
         };
-        Ok(Some(Wanted { key: format!("{}|{settings:?}", stored.version), cfg, settings }))
+        // Not detected for these settings (they changed since Test
+        // connection): syncrepl, as before AD had a stream; an AD server
+        // refuses it and the status says why.
+        let support = match self.detected_delta(kind).await? {
+            Some(d) => DeltaSupport { method: DeltaMethod::parse(&d.method), sees_deletions: d.sees_deletions, reason: d.reason },
+            None => DeltaSupport { method: DeltaMethod::Syncrepl, sees_deletions: true, reason: String::new() },
+        };
+        Ok(Some(Wanted { key: format!("{}|{settings:?}|{support:?}", stored.version), cfg, settings, support }))
     }
 
     /// One directory's stream on this replica: take the lease, stream while
     /// holding it, take it again when lost.
-    async fn live_task(&self, kind: DirectoryKind, cfg: DirectoryConfig, settings: SyncSettings) {
+    async fn live_task(&self, kind: DirectoryKind, cfg: DirectoryConfig, settings: SyncSettings, support: DeltaSupport) {
         let holder = self.live_holder();
         let lease = lease_name(kind);
         let mut live = Live::new(kind, &holder, &cfg);
@@ -238,7 +254,7 @@ impl Service {
             live.load(self).await;
             tokio::select! {
                 _ = lost_rx => tracing::warn!(directory = kind.as_str(), "live stream: lease lost; another replica may stream now"),
-                _ = self.live_stream(&cfg, &settings, &mut live) => {}
+                _ = self.live_stream(&cfg, &settings, &support, &mut live) => {}
             }
             renew.abort();
             live.reset();
@@ -246,16 +262,18 @@ impl Service {
     }
 
     /// Stream while this replica holds the lease: reconnect with backoff.
-    async fn live_stream(&self, cfg: &DirectoryConfig, settings: &SyncSettings, live: &mut Live) {
+    async fn live_stream(&self, cfg: &DirectoryConfig, settings: &SyncSettings, support: &DeltaSupport, live: &mut Live) {
         let mut backoff = BACKOFF_START;
         // The delta sync's cookies are a starting point once: refused, the
         // stream starts from "now" (the sync's full runs catch up).
         let mut delta_cookies = true;
         loop {
-            let cookies = self.live_start_cookies(live, delta_cookies).await;
-            let why = match bindery_directory::live::open(cfg, &cookies).await {
+            let cookies = self.live_start_cookies(live, support.method, delta_cookies).await;
+            let why = match bindery_directory::live::open(cfg, &cookies, support).await {
                 Ok(mut stream) => {
                     live.row.server = stream.server.clone();
+                    live.row.method = stream.method().to_string();
+                    live.row.unseen = stream.unseen().unwrap_or_default().to_string();
                     if live.cookies.server != stream.server {
                         // A cookie belongs to the server that issued it.
                         live.cookies.cookies.clear();
@@ -289,7 +307,7 @@ impl Service {
     }
 
     /// The cookies to start from: the stream's own, else the delta sync's.
-    async fn live_start_cookies(&self, live: &Live, delta_cookies: bool) -> Vec<StoredCookie> {
+    async fn live_start_cookies(&self, live: &Live, method: DeltaMethod, delta_cookies: bool) -> Vec<StoredCookie> {
         if !live.cookies.cookies.is_empty() {
             let server = live.cookies.server.clone();
             return live
@@ -305,7 +323,7 @@ impl Service {
         match self.store.delta_cookies(live.kind.as_str()).await {
             Ok(rows) => rows
                 .into_iter()
-                .filter(|r| r.2 == bindery_directory::delta::DeltaMethod::Syncrepl.as_str())
+                .filter(|r| r.2 == method.as_str())
                 .map(|(search_ou, server, _, cookie)| StoredCookie { search_ou, server, cookie })
                 .collect(),
             Err(_) => vec![],
@@ -469,6 +487,8 @@ impl Service {
                 Some(r.last_error).filter(|e| !e.is_empty())
             };
             status.holder = held.then_some(r.holder);
+            status.method = r.method;
+            status.unseen = Some(r.unseen).filter(|u| !u.is_empty());
         }
         Ok(status)
     }

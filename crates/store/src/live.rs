@@ -18,6 +18,11 @@ pub struct LiveRow {
     pub last_error: String,
     pub cookies: String,
     pub updated_at: i64,
+    /// How the stream works, in words ("syncrepl refreshAndPersist",
+    /// "change notification with show-deleted, changes read by DirSync").
+    pub method: String,
+    /// What it cannot see, in words ('' when it sees disables and deletions).
+    pub unseen: String,
     /// Whether the holder's lease is alive now (computed, not stored): a
     /// row whose holder died says nothing about a connection.
     #[sqlx(try_from = "i64")]
@@ -28,11 +33,12 @@ impl Store {
     /// Write the stream's status (the whole row; `held` is ignored).
     pub async fn put_live_status(&self, r: &LiveRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO live_streams (directory, holder, connected, server, since, last_change_at, changes, disabled, last_error, cookies, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+            "INSERT INTO live_streams (directory, holder, connected, server, since, last_change_at, changes, disabled, last_error, cookies, updated_at, method, unseen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (directory) DO UPDATE SET holder = excluded.holder, connected = excluded.connected, server = excluded.server, \
              since = excluded.since, last_change_at = excluded.last_change_at, changes = excluded.changes, disabled = excluded.disabled, \
-             last_error = excluded.last_error, cookies = excluded.cookies, updated_at = excluded.updated_at",
+             last_error = excluded.last_error, cookies = excluded.cookies, updated_at = excluded.updated_at, \
+             method = excluded.method, unseen = excluded.unseen",
         )
         .bind(&r.directory)
         .bind(&r.holder)
@@ -45,6 +51,8 @@ impl Store {
         .bind(&r.last_error)
         .bind(&r.cookies)
         .bind(r.updated_at)
+        .bind(&r.method)
+        .bind(&r.unseen)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -55,7 +63,7 @@ impl Store {
     pub async fn live_status(&self, directory: &str, lease: &str, now: i64) -> Result<Option<LiveRow>> {
         Ok(sqlx::query_as(
             "SELECT s.directory, s.holder, s.connected, s.server, s.since, s.last_change_at, s.changes, s.disabled, s.last_error, \
-             s.cookies, s.updated_at, \
+             s.cookies, s.updated_at, s.method, s.unseen, \
              (SELECT COUNT(*) FROM sync_leases l WHERE l.name = $2 AND l.holder = s.holder AND l.expires_at >= $3) AS held \
              FROM live_streams s WHERE s.directory = $1",
         )

@@ -15,9 +15,9 @@ use crate::helpers::*;
 use crate::sync::sync;
 
 /// The target of the issue.
-const WITHIN: Duration = Duration::from_secs(10);
+pub(crate) const WITHIN: Duration = Duration::from_secs(10);
 
-fn live_settings() -> SyncSettings {
+pub(crate) fn live_settings() -> SyncSettings {
     SyncSettings { disable_missing: true, threshold_percent: 100, live: true, ..Default::default() }
 }
 
@@ -36,14 +36,14 @@ async fn configure(app: &TestApp, d: &Slapd) -> String {
     cookie
 }
 
-async fn live_status(app: &TestApp, cookie: &str) -> serde_json::Value {
+pub(crate) async fn live_status(app: &TestApp, cookie: &str) -> serde_json::Value {
     let res = app.send(api("GET", "/api/v1/directories/ldap/sync/live", None, Auth::Cookie(cookie))).await;
     assert_status(&res, StatusCode::OK, "live status");
     body_json(res).await
 }
 
 /// Wait until the stream is connected (a `since` other than `after`, if given).
-async fn connected(app: &TestApp, cookie: &str, after: Option<&str>) -> (serde_json::Value, Duration) {
+pub(crate) async fn connected(app: &TestApp, cookie: &str, after: Option<&str>) -> (serde_json::Value, Duration) {
     let t = Instant::now();
     loop {
         let s = live_status(app, cookie).await;
@@ -57,7 +57,7 @@ async fn connected(app: &TestApp, cookie: &str, after: Option<&str>) -> (serde_j
 
 /// A directory user made admin (so they may hold an API token), with a
 /// live session and a token, both accepted.
-async fn signed_in(app: &TestApp, admin: &str, username: &str, password: &str) -> (String, String) {
+pub(crate) async fn signed_in(app: &TestApp, admin: &str, username: &str, password: &str) -> (String, String) {
     let u = app.db.store.find_user(username).await.unwrap().unwrap_or_else(|| panic!("the sync linked {username}"));
     let res =
         app.send(api("PATCH", &format!("/api/v1/users/{}", u.id), Some(serde_json::json!({"role": "admin"})), Auth::Cookie(admin))).await;
@@ -69,14 +69,14 @@ async fn signed_in(app: &TestApp, admin: &str, username: &str, password: &str) -
 }
 
 /// Whether the session, and the token, are accepted.
-async fn accepted(app: &TestApp, session: &str, token: &str) -> (bool, bool) {
+pub(crate) async fn accepted(app: &TestApp, session: &str, token: &str) -> (bool, bool) {
     let s = app.send(api("GET", "/api/v1/me", None, Auth::Cookie(session))).await.status() == StatusCode::OK;
     let t = app.send(api("GET", "/api/v1/me", None, Auth::Bearer(token))).await.status() == StatusCode::OK;
     (s, t)
 }
 
 /// From now, how long until both are refused (panics after [`WITHIN`]).
-async fn refused_within(app: &TestApp, session: &str, token: &str, what: &str) -> Duration {
+pub(crate) async fn refused_within(app: &TestApp, session: &str, token: &str, what: &str) -> Duration {
     let t = Instant::now();
     loop {
         let (s, k) = accepted(app, session, token).await;
@@ -90,7 +90,7 @@ async fn refused_within(app: &TestApp, session: &str, token: &str, what: &str) -
     }
 }
 
-async fn disabled_by_live(app: &TestApp, username: &str) {
+pub(crate) async fn disabled_by_live(app: &TestApp, username: &str) {
     let (ops, _) = app
         .db
         .store

@@ -3,6 +3,7 @@
 //! PostgreSQL where a test says so).
 
 mod ad_delta;
+mod ad_live;
 mod auth;
 mod bundle;
 mod checklist;

@@ -178,7 +178,7 @@ async fn samba_dirsync_follows_a_group_nested_into_another_to_its_members() {
 async fn samba_change_notification_tells_an_ordinary_account_of_a_disable_within_seconds() {
     let d = Samba::start();
     let cfg = config(&d.input());
-    let mut n = bindery_directory::ad_delta::notifications(&cfg, &d.people_ou).await.expect("notification search");
+    let mut n = bindery_directory::ad_delta::notifications(&cfg, &d.people_ou, None, false).await.expect("notification search");
     assert_eq!(n.next(std::time::Duration::from_millis(300)).await.expect("open"), None, "nothing changed yet");
     let t = std::time::Instant::now();
     d.set_uac(&d.user_dn("user05"), 514).await;

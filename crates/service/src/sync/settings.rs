@@ -123,14 +123,17 @@ impl Service {
         }
         if s.live {
             match &detected {
-                Some(d) if d.method == bindery_directory::delta::DeltaMethod::Syncrepl.as_str() => {}
+                Some(d) if live_method(&d.method) => {}
                 Some(d) => errors.push(bindery_model::FieldError::new(
                     "live",
-                    format!("live deprovisioning needs OpenLDAP syncrepl; Test connection detected {}", d.method),
+                    format!(
+                        "live deprovisioning needs OpenLDAP syncrepl or Active Directory DirSync / USN; Test connection detected {}",
+                        d.method
+                    ),
                 )),
                 None => errors.push(bindery_model::FieldError::new(
                     "live",
-                    "live deprovisioning needs syncrepl: run Test connection on the saved directory settings first",
+                    "live deprovisioning needs a delta method (syncrepl, DirSync or USN): run Test connection on the saved directory settings first",
                 )),
             }
         }
@@ -168,4 +171,12 @@ impl Service {
         view.live = self.live_view(kind, &view.settings).await?;
         Ok(view)
     }
+}
+
+/// Whether a detected delta method (`syncrepl`, `dirsync`, `usn`) has a
+/// live change stream: syncrepl refreshAndPersist on OpenLDAP, change
+/// notification with DirSync or USN on Active Directory.
+pub(crate) fn live_method(method: &str) -> bool {
+    use bindery_directory::delta::DeltaMethod;
+    matches!(DeltaMethod::parse(method), DeltaMethod::Syncrepl | DeltaMethod::Dirsync | DeltaMethod::Usn)
 }
