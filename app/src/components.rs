@@ -127,7 +127,7 @@ pub fn LiveStreams(rows: Vec<bindery_model::LiveStatus>) -> impl IntoView {
                     };
                     let last = l.last_change.clone().map(|t| format!(", last change {t}")).unwrap_or_else(|| ", no change seen yet".into());
                     let error = l.last_error.clone().map(|e| format!(" — {e}")).unwrap_or_default();
-                    let method = (!l.method.is_empty()).then(|| format!("; {}", l.method)).unwrap_or_default();
+                    let method = if l.method.is_empty() { String::new() } else { format!("; {}", l.method) };
                     view! {
                         <li class=if l.connected { "ok" } else { "bad" }>
                             {format!("{} live stream: {state}{last}; {} users disabled{method}{error}", l.directory.label(), l.disabled)}

@@ -147,35 +147,10 @@ impl Slapd {
         std::fs::write(self.dir.join("fixture.pid"), child.id().to_string()).expect("fixture.pid");
         // Reap it when it stops (`stop` counts a zombie as stopped anyway).
         std::thread::spawn(move || child.wait());
-        let stop = repo_root().join("testkit/slapd/stop");
-        let _ = Command::new("bash")
-            .args(["-c", "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; exec \"$2\" \"$3\"", "watchdog"])
-            .arg(std::process::id().to_string())
-            .arg(&stop)
-            .arg(std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone()))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .process_group(0)
-            .spawn();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let ok = Command::new("ldapwhoami")
-                .args(["-x", "-o", "nettimeout=1", "-H", &self.ldap_url, "-D", &self.bind_dn, "-w", &self.bind_password])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "slapd did not come back within 10 s (log: {})",
-                self.dir.join("slapd.log").display()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        watch_from_this_process(&repo_root().join("testkit/slapd/stop"), &self.dir);
+        let mut whoami = Command::new("ldapwhoami");
+        whoami.args(["-x", "-o", "nettimeout=1", "-H", &self.ldap_url, "-D", &self.bind_dn, "-w", &self.bind_password]);
+        wait_until_it_answers(whoami, 10, "slapd", &self.dir.join("slapd.log"));
     }
 }
 
@@ -538,35 +513,17 @@ impl Samba {
         let started = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(19)).expect("start time").to_string();
         std::fs::write(self.dir.join("fixture.pid"), format!("{} {started}\n", child.id())).expect("fixture.pid");
         std::thread::spawn(move || child.wait());
-        let _ = Command::new("bash")
-            .args(["-c", "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; exec \"$2\" \"$3\"", "watchdog"])
-            .arg(std::process::id().to_string())
-            .arg(repo_root().join("testkit/samba/stop"))
-            .arg(std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone()))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .process_group(0)
-            .spawn();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let ok = Command::new("ldapsearch")
-                .args(["-x", "-o", "nettimeout=1", "-H", &self.ldap_url, "-D", &self.bind_dn, "-w", &self.bind_password])
-                .args(["-b", "", "-s", "base", "(objectClass=*)", "1.1"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "samba did not come back within 30 s (log: {})",
-                self.dir.join("samba.log").display()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        watch_from_this_process(&repo_root().join("testkit/samba/stop"), &self.dir);
+        let mut search = Command::new("ldapsearch");
+        search.args(["-x", "-o", "nettimeout=1", "-H", &self.ldap_url, "-D", &self.bind_dn, "-w", &self.bind_password]).args([
+            "-b",
+            "",
+            "-s",
+            "base",
+            "(objectClass=*)",
+            "1.1",
+        ]);
+        wait_until_it_answers(search, 30, "samba", &self.dir.join("samba.log"));
     }
 }
 
@@ -574,5 +531,33 @@ impl Drop for Samba {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// After a restart: a watchdog that runs `stop DIR` once this test process
+/// is gone (as the start scripts' own watchdog does for the first start),
+/// so a killed test never leaves a server behind.
+fn watch_from_this_process(stop: &Path, dir: &Path) {
+    use std::os::unix::process::CommandExt;
+    let _ = Command::new("bash")
+        .args(["-c", "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; exec \"$2\" \"$3\"", "watchdog"])
+        .arg(std::process::id().to_string())
+        .arg(stop)
+        .arg(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+}
+
+/// Run `probe` (an LDAP client command that binds) until it succeeds;
+/// panic naming `what` and its log after `secs` seconds.
+fn wait_until_it_answers(mut probe: Command, secs: u64, what: &str, log: &Path) {
+    probe.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !probe.status().is_ok_and(|s| s.success()) {
+        assert!(std::time::Instant::now() < deadline, "{what} did not come back within {secs} s (log: {})", log.display());
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
