@@ -56,6 +56,8 @@ pub struct AdStream {
     pub server: String,
     cfg: DirectoryConfig,
     notifier: Option<ChangeNotifier>,
+    /// DirSync or USN: what reads the changes.
+    reader: DeltaMethod,
     /// How the stream works, in words (for the status).
     method: String,
     /// What it cannot see, in words.
@@ -65,6 +67,14 @@ pub struct AdStream {
     pending: VecDeque<LiveEvent>,
     /// Whether the first read (catching up from the stored cookies) ran.
     caught_up: bool,
+}
+
+/// The reader's name in the stream's status.
+fn reader_name(method: DeltaMethod) -> &'static str {
+    match method {
+        DeltaMethod::Dirsync => "DirSync",
+        _ => "uSNChanged",
+    }
 }
 
 /// Open the stream: change notification on the cookies' server (or the
@@ -82,10 +92,7 @@ pub async fn open(cfg: &DirectoryConfig, cookies: &[StoredCookie], support: &Del
         return Err(DeltaError::Failed(crate::Failure::answer("no search OU is configured")));
     };
     let prefer = cookies.first().map(|c| c.server.clone());
-    let reader = match support.method {
-        DeltaMethod::Dirsync => "DirSync",
-        _ => "uSNChanged",
-    };
+    let reader = reader_name(support.method);
     let (notifier, server, method) = match ad_delta::notifications(cfg, first_ou, prefer.as_deref(), support.sees_deletions).await {
         Ok(n) => {
             let server = n.server().to_string();
@@ -116,7 +123,17 @@ pub async fn open(cfg: &DirectoryConfig, cookies: &[StoredCookie], support: &Del
     let unseen = (!support.sees_deletions).then(|| {
         "deletions: the service account may not read Deleted Objects, so a user deleted from the directory is not seen by the live stream; the next sync disables them".to_string()
     });
-    Ok(AdStream { server, cfg: cfg.clone(), notifier, method, unseen, cookies: own, pending: VecDeque::new(), caught_up: false })
+    Ok(AdStream {
+        server,
+        cfg: cfg.clone(),
+        notifier,
+        reader: support.method,
+        method,
+        unseen,
+        cookies: own,
+        pending: VecDeque::new(),
+        caught_up: false,
+    })
 }
 
 impl AdStream {
@@ -166,19 +183,12 @@ impl AdStream {
             Err(f) if !f.unreachable => {
                 // The server ended the notification search with a refusal:
                 // poll from now on (this connection).
-                self.method = format!("{} every {} s (change notification refused: {})", self.reader(), POLL_ONLY.as_secs(), f.message);
+                self.method =
+                    format!("{} every {} s (change notification refused: {})", reader_name(self.reader), POLL_ONLY.as_secs(), f.message);
                 self.notifier = None;
                 Ok(())
             }
             Err(f) => Err(DeltaError::Failed(f)),
-        }
-    }
-
-    fn reader(&self) -> &str {
-        if self.method.contains("DirSync") {
-            "DirSync"
-        } else {
-            "uSNChanged"
         }
     }
 
