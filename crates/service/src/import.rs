@@ -187,22 +187,37 @@ impl Service {
         let dir = kind.as_str();
         let cfg = &bindery_directory::DirectoryConfig { max_pages: self.options.max_enumeration_pages, ..cfg.clone() };
         self.store.begin_staging(dir, id).await?;
-        let fresh = self.store.count_staged(dir).await? == 0;
+        // The snapshot's ids and content hashes, read once: each page is
+        // compared in memory, and one where nothing changed is not written.
+        let known = Arc::new(self.store.staged_hashes(dir).await?);
         let store = self.store.clone();
         let seen: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        // Progress is written at most every half second, not per page.
+        let reported: Arc<Mutex<std::time::Instant>> = Arc::new(Mutex::new(std::time::Instant::now()));
         let result = enumerate::enumerate(cfg, cancel, |page, totals| {
-            let (store, seen) = (store.clone(), seen.clone());
+            let (store, seen, known, reported) = (store.clone(), seen.clone(), known.clone(), reported.clone());
             let (entries, pages) = (totals.entries as i64, totals.pages as i64);
             async move {
                 let prepared: Vec<Prepared> = page.iter().map(stage).collect();
                 let rows = staged_rows(&page, &prepared);
-                let staged = if fresh { store.stage_page_into_empty(dir, &rows).await } else { store.stage_page(dir, &rows).await };
-                let staged = staged.map_err(|e| e.to_string())?;
+                let staged = store.stage_page_known(dir, &rows, &known).await.map_err(|e| e.to_string())?;
                 seen.lock().unwrap_or_else(|p| p.into_inner()).extend(staged.ids);
-                store.run_progress(id, entries, pages).await.map_err(|e| e.to_string())
+                let due = {
+                    let mut last = reported.lock().unwrap_or_else(|p| p.into_inner());
+                    let due = last.elapsed() >= std::time::Duration::from_millis(500);
+                    if due {
+                        *last = std::time::Instant::now();
+                    }
+                    due
+                };
+                if due {
+                    store.run_progress(id, entries, pages).await.map_err(|e| e.to_string())?;
+                }
+                Ok(())
             }
         })
         .await;
+        drop(known);
         let done = match result {
             Ok(t) => {
                 let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));

@@ -39,11 +39,13 @@ impl Store {
     /// A staged row's key, and the search text that starts with it.
     pub async fn set_staged_username_key(&self, id: i64, key: &str) -> Result<()> {
         let _turn = self.write_turn().await;
-        sqlx::query("UPDATE staged_users SET search = $1 || substr(search, length(username_key) + 1), username_key = $1 WHERE id = $2")
-            .bind(key)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE staged_users SET search = $1 || substr(search, length(username_key) + 1), username_key = $1, settled = 0 WHERE id = $2",
+        )
+        .bind(key)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

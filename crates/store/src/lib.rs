@@ -515,8 +515,18 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Delete a user. The snapshot rows linked to it get a new status (they
+    /// are new again, or link to someone else).
     pub async fn delete_user(&self, id: i64) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE user_id = $1 ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let r = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(r.rows_affected() > 0)
     }
 

@@ -166,27 +166,73 @@ impl Store {
     /// updated (and marked for a new status), the rest are not touched.
     /// An entry seen twice (search OUs that overlap) is kept once.
     pub async fn stage_page(&self, directory: &str, rows: &[NewStaged<'_>]) -> Result<StagedPage> {
-        self.stage_rows(directory, rows, false).await
+        self.stage_rows(directory, rows, None).await
     }
 
-    /// [`Store::stage_page`] for an enumeration that started on an empty
-    /// snapshot (a first sync): rows are inserted without reading the page's
-    /// ids first (on PostgreSQL, without statistics on a table that was
-    /// empty, that read scanned the growing table for every page); an entry
-    /// already staged by an earlier page of the run is left as it is.
-    pub async fn stage_page_into_empty(&self, directory: &str, rows: &[NewStaged<'_>]) -> Result<StagedPage> {
-        self.stage_rows(directory, rows, true).await
+    /// Every staged row of the directory as `external_id → (id, content
+    /// hash)`: read once before a full enumeration, so that its pages are
+    /// compared in memory ([`Store::stage_page_known`]) and a page where
+    /// nothing changed costs no database work at all.
+    pub async fn staged_hashes(&self, directory: &str) -> Result<std::collections::HashMap<String, (i64, i64)>> {
+        let rows = sqlx::query("SELECT external_id, id, hash FROM staged_users WHERE directory = $1")
+            .bind(directory)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = std::collections::HashMap::with_capacity(rows.len());
+        for r in rows {
+            out.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?));
+        }
+        Ok(out)
     }
 
-    async fn stage_rows(&self, directory: &str, rows: &[NewStaged<'_>], fresh: bool) -> Result<StagedPage> {
+    /// [`Store::stage_page`] against the rows as [`Store::staged_hashes`]
+    /// read them before the enumeration (which holds the directory's lease,
+    /// so nothing else stages meanwhile): unchanged rows are not read or
+    /// written; an entry that is not in `known` is inserted (one an
+    /// earlier page of the run already inserted is left as it is).
+    pub async fn stage_page_known(
+        &self,
+        directory: &str,
+        rows: &[NewStaged<'_>],
+        known: &std::collections::HashMap<String, (i64, i64)>,
+    ) -> Result<StagedPage> {
+        self.stage_rows(directory, rows, Some(known)).await
+    }
+
+    /// `known`: the stored rows, read before the enumeration (`None`: read
+    /// the page's rows now). With `known`, a row not in it is inserted
+    /// without a read first, and one already staged by an earlier page of
+    /// the run is kept.
+    async fn stage_rows(
+        &self,
+        directory: &str,
+        rows: &[NewStaged<'_>],
+        known: Option<&std::collections::HashMap<String, (i64, i64)>>,
+    ) -> Result<StagedPage> {
+        let fresh = known.is_some();
         let mut seen = std::collections::HashSet::new();
         let rows: Vec<&NewStaged<'_>> = rows.iter().filter(|r| seen.insert(r.external_id)).collect();
         let mut out = StagedPage { ids: Vec::with_capacity(rows.len()), ..Default::default() };
         if rows.is_empty() {
             return Ok(out);
         }
+        // Nothing new or changed: no transaction at all.
+        if let Some(known) = known {
+            let same = |r: &&NewStaged<'_>| known.get(r.external_id).is_some_and(|(_, h)| *h == r.hash());
+            if rows.iter().all(same) {
+                out.ids.extend(rows.iter().filter_map(|r| known.get(r.external_id).map(|(id, _)| *id)));
+                return Ok(out);
+            }
+        }
         let mut tx = self.write_tx().await?;
         let mut stored: std::collections::HashMap<String, (i64, i64)> = std::collections::HashMap::with_capacity(rows.len());
+        if let Some(known) = known {
+            for r in &rows {
+                if let Some(v) = known.get(r.external_id) {
+                    stored.insert(r.external_id.to_string(), *v);
+                }
+            }
+        }
         for chunk in rows.chunks(500).filter(|_| !fresh) {
             let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(",");
             let sql = format!("SELECT id, external_id, hash FROM staged_users WHERE directory = $1 AND external_id IN ({list})");
@@ -210,7 +256,7 @@ impl Store {
                 Some((id, _)) => {
                     sqlx::query(
                         "UPDATE staged_users SET dn = $1, username = $2, username_key = $3, name = $4, email = $5, groups = $6, \
-                         dir_state = $7, entry_problem = $8, problem = $8, search = $9, hash = $10 WHERE id = $11",
+                         dir_state = $7, entry_problem = $8, problem = $8, search = $9, hash = $10, settled = 0 WHERE id = $11",
                     )
                     .bind(r.dn)
                     .bind(r.username)
@@ -363,6 +409,9 @@ impl Store {
         let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM staged_users WHERE directory = $1").bind(directory).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM staged_dirty WHERE directory = $1").bind(directory).execute(&mut *tx).await?;
+        // The next plan reads everything (and every user for missing ones).
+        sqlx::query("DELETE FROM missing_check WHERE directory = $1").bind(directory).execute(&mut *tx).await?;
+        sqlx::query("UPDATE staging_snapshots SET plan_rules = NULL WHERE directory = $1").bind(directory).execute(&mut *tx).await?;
         tx.commit().await
     }
 
@@ -384,13 +433,20 @@ impl Store {
             .await?
             .try_get(0)?;
         let newest: i64 = sqlx::query("SELECT COALESCE(MAX(updated_at), 0) FROM users").fetch_one(&mut *tx).await?.try_get(0)?;
+        // Each mark is driven by an index (users changed since, rows with a
+        // problem a rule found, rows sharing a name or email with a marked
+        // one): a delta run never reads the whole snapshot here. Rows of a
+        // deleted user were marked when it was deleted (`delete_user`).
         let mark = [
-            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND (problem <> entry_problem \
-             OR (user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = staged_users.user_id)) \
-             OR user_id IN (SELECT id FROM users WHERE updated_at >= $2) \
-             OR username_key IN (SELECT username_key FROM users WHERE updated_at >= $2) \
-             OR external_id IN (SELECT external_id FROM users WHERE updated_at >= $2 AND external_id IS NOT NULL) \
-             OR (email <> '' AND lower(email) IN (SELECT lower(email) FROM users WHERE updated_at >= $2 AND email <> ''))) \
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM (\
+             SELECT s.directory, s.id FROM staged_users s WHERE s.directory = $1 AND s.problem <> s.entry_problem \
+             UNION SELECT s.directory, s.id FROM users u JOIN staged_users s ON s.directory = $1 AND s.user_id = u.id WHERE u.updated_at >= $2 \
+             UNION SELECT s.directory, s.id FROM users u JOIN staged_users s ON s.directory = $1 AND s.username_key = u.username_key \
+               WHERE u.updated_at >= $2 \
+             UNION SELECT s.directory, s.id FROM users u JOIN staged_users s ON s.directory = $1 AND s.external_id = u.external_id \
+               WHERE u.updated_at >= $2 AND u.external_id IS NOT NULL \
+             UNION SELECT s.directory, s.id FROM users u JOIN staged_users s ON s.directory = $1 AND lower(s.email) = lower(u.email) \
+               WHERE u.updated_at >= $2 AND u.email <> '') m WHERE true \
              ON CONFLICT DO NOTHING",
             // Two rows with one username or email: both are compared again.
             "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND username_key IN \
@@ -398,6 +454,12 @@ impl Store {
             "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND email <> '' AND lower(email) IN \
              (SELECT lower(s.email) FROM staged_users s JOIN staged_dirty d ON d.id = s.id AND d.directory = $1 WHERE s.email <> '') \
              ON CONFLICT DO NOTHING",
+            // The users of marked rows that lose their link below: the next
+            // plan checks whether they are missing from the directory.
+            "INSERT INTO missing_check (directory, user_id) SELECT s.directory, s.user_id FROM staged_users s \
+             JOIN staged_dirty d ON d.id = s.id AND d.directory = $1 WHERE s.directory = $1 AND s.user_id IS NOT NULL \
+             AND s.user_id IS DISTINCT FROM COALESCE((SELECT u.id FROM users u WHERE u.external_id = s.external_id), \
+             (SELECT u.id FROM users u WHERE u.username_key = s.username_key)) ON CONFLICT DO NOTHING",
         ];
         for (i, s) in mark.into_iter().enumerate() {
             let q = sqlx::query(s).bind(directory);
@@ -408,7 +470,7 @@ impl Store {
         // is a new row version in every index on PostgreSQL.
         let statements = [
             // Linked by the immutable id, else by the username.
-            "UPDATE staged_users SET user_id = COALESCE((SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id), \
+            "UPDATE staged_users SET settled = 0, user_id = COALESCE((SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id), \
              (SELECT u.id FROM users u WHERE u.username_key = staged_users.username_key)) \
              WHERE directory = $1 AND id IN (SELECT id FROM staged_dirty WHERE directory = $1) \
              AND user_id IS DISTINCT FROM COALESCE((SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id), \
@@ -419,7 +481,8 @@ impl Store {
             // directory entries whose usernames differ only in case never
             // become two users. A Bindery user other than the linked one
             // may already have the email.
-            "UPDATE staged_users SET problem = c.problem, status = c.status FROM (\
+            "UPDATE staged_users SET problem = c.problem, status = c.status, \
+             settled = CASE WHEN staged_users.problem = c.problem THEN staged_users.settled ELSE 0 END FROM (\
                SELECT p.id, p.problem, CASE \
                  WHEN p.problem LIKE 'conflict:%' THEN 'conflict' \
                  WHEN p.problem <> '' THEN 'invalid' \
@@ -439,7 +502,7 @@ impl Store {
                    THEN 'another directory entry has the same username (compared case-insensitively)' \
                  WHEN s.email <> '' AND (SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND lower(t.email) = lower(s.email)) > 1 \
                    THEN 'another directory entry has the same email' \
-                 WHEN s.user_id IN (SELECT id FROM users WHERE source = 'local') THEN 'a local user has this username' \
+                 WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = s.user_id AND u.source = 'local') THEN 'a local user has this username' \
                  WHEN s.email <> '' AND EXISTS (SELECT 1 FROM users u WHERE lower(u.email) = lower(s.email) \
                    AND u.id <> COALESCE(s.user_id, -1)) THEN 'another Bindery user has this email' \
                  ELSE '' END AS problem \
@@ -634,14 +697,25 @@ impl Store {
 async fn drop_staged_rows(tx: &mut crate::WriteTx, directory: &str, ids: &[i64]) -> Result<()> {
     // ids are integers: safe to inline.
     let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-    sqlx::query(&format!(
-        "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND (username_key IN \
-         (SELECT username_key FROM staged_users WHERE id IN ({list})) OR (email <> '' AND lower(email) IN \
-         (SELECT lower(email) FROM staged_users WHERE id IN ({list}) AND email <> ''))) ON CONFLICT DO NOTHING"
-    ))
-    .bind(directory)
-    .execute(&mut **tx)
-    .await?;
+    // One index each: an OR of the two read the whole snapshot.
+    let marks = [
+        format!(
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND username_key IN \
+             (SELECT username_key FROM staged_users WHERE id IN ({list})) ON CONFLICT DO NOTHING"
+        ),
+        format!(
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND email <> '' \
+             AND lower(email) IN (SELECT lower(email) FROM staged_users WHERE id IN ({list}) AND email <> '') ON CONFLICT DO NOTHING"
+        ),
+        // Their users may now be missing from the directory: the next plan checks.
+        format!(
+            "INSERT INTO missing_check (directory, user_id) SELECT directory, user_id FROM staged_users \
+             WHERE id IN ({list}) AND user_id IS NOT NULL AND directory = $1 ON CONFLICT DO NOTHING"
+        ),
+    ];
+    for sql in &marks {
+        sqlx::query(sql).bind(directory).execute(&mut **tx).await?;
+    }
     sqlx::query(&format!("DELETE FROM staged_users WHERE id IN ({list})")).execute(&mut **tx).await?;
     sqlx::query(&format!("DELETE FROM staged_dirty WHERE directory = $1 AND id IN ({list})")).bind(directory).execute(&mut **tx).await?;
     Ok(())

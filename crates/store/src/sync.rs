@@ -16,6 +16,18 @@ const USER_SIG_JOINED: &str =
     "COALESCE(CAST(u.id AS TEXT) || ':' || CAST(u.updated_at AS TEXT) || ':' || CAST(u.is_active AS TEXT) || ':' || \
      CAST(u.dir_disabled AS TEXT) || ':' || CAST(u.role_pinned AS TEXT) || ':' || u.role, '-')";
 
+/// The columns of a [`PlanRow`] (`s`: the staged row, `u`: its user).
+const PLAN_COLS: &str = "s.id AS staged_id, s.external_id, s.username, s.name, s.email, s.dir_state, s.problem, s.user_id, \
+     u.username AS user_username, u.name AS user_name, u.email AS user_email, u.external_id AS user_external_id, \
+     u.source AS user_source, u.is_active AS user_active, u.dir_disabled AS user_dir_disabled, \
+     u.role AS user_role, u.role_pinned AS user_role_pinned, s.groups";
+
+/// Whether a staged row's last plan key differs from its key now, with
+/// the rules hash bound as `rules` (a placeholder such as `$4`).
+fn plan_stale(rules: &str) -> String {
+    format!("(s.plan_key IS NULL OR s.plan_key <> CAST(s.hash AS TEXT) || '/' || {rules} || '/' || s.problem || '/' || {USER_SIG_JOINED})")
+}
+
 /// A staged entry with the Bindery user linked to it, if any: one input
 /// of the sync plan.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -146,14 +158,9 @@ impl Store {
     /// index it sorted the whole snapshot for every chunk (4 s at 100,000 users).
     pub async fn plan_rows(&self, directory: &str, rules: &str, after: i64, limit: i64) -> Result<Vec<PlanRow>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT s.id AS staged_id, s.external_id, s.username, s.name, s.email, s.dir_state, s.problem, s.user_id, \
-             u.username AS user_username, u.name AS user_name, u.email AS user_email, u.external_id AS user_external_id, \
-             u.source AS user_source, u.is_active AS user_active, u.dir_disabled AS user_dir_disabled, \
-             u.role AS user_role, u.role_pinned AS user_role_pinned, s.groups \
-             FROM staged_users s LEFT JOIN users u ON u.id = s.user_id \
-             WHERE s.id > $2 AND s.directory || '' = $1 \
-             AND (s.plan_key IS NULL OR s.plan_key <> CAST(s.hash AS TEXT) || '/' || $4 || '/' || s.problem || '/' || {USER_SIG_JOINED}) \
-             ORDER BY s.id LIMIT $3"
+            "SELECT {PLAN_COLS} FROM staged_users s LEFT JOIN users u ON u.id = s.user_id \
+             WHERE s.id > $2 AND s.directory || '' = $1 AND {} ORDER BY s.id LIMIT $3",
+            plan_stale("$4")
         ))
         .bind(directory)
         .bind(after)
@@ -161,6 +168,105 @@ impl Store {
         .bind(rules)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// [`Store::plan_rows`] among the rows that can need it when the rules
+    /// are those of the last plan: unsettled rows (written since, or with a
+    /// change still pending) and the rows of users changed at or after
+    /// `since`. Both are read through an index; the rest of the snapshot is
+    /// not read. Returns the rows after `after` that need planning and the
+    /// last candidate id looked at (`None`: no candidates left).
+    pub async fn plan_rows_targeted(
+        &self,
+        directory: &str,
+        rules: &str,
+        since: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<(Vec<PlanRow>, Option<i64>)> {
+        let ids: Vec<i64> = sqlx::query(
+            "SELECT id FROM (SELECT s.id FROM staged_users s WHERE s.directory = $1 AND s.settled = 0 AND s.id > $2 \
+             UNION SELECT s.id FROM users u JOIN staged_users s ON s.directory = $1 AND s.user_id = u.id \
+             WHERE u.updated_at >= $3 AND s.id > $2) c ORDER BY id LIMIT $4",
+        )
+        .bind(directory)
+        .bind(after)
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<std::result::Result<_, _>>()?;
+        let Some(last) = ids.last().copied() else { return Ok((Vec::new(), None)) };
+        // ids are integers: safe to inline.
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let rows = sqlx::query_as(&format!(
+            "SELECT {PLAN_COLS} FROM staged_users s LEFT JOIN users u ON u.id = s.user_id \
+             WHERE s.id IN ({list}) AND s.directory = $1 AND {} ORDER BY s.id",
+            plan_stale("$2")
+        ))
+        .bind(directory)
+        .bind(rules)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((rows, Some(last)))
+    }
+
+    /// How many rows a targeted plan would look at: unsettled rows plus
+    /// users changed at or after `since` (an upper bound of their rows).
+    pub async fn plan_candidates(&self, directory: &str, since: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM staged_users WHERE directory = $1 AND settled = 0) + \
+             (SELECT COUNT(*) FROM users WHERE updated_at >= $2)",
+        )
+        .bind(directory)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// The rules hash and start time of the directory's last plan.
+    pub async fn plan_state(&self, directory: &str) -> Result<Option<(String, i64)>> {
+        let row = sqlx::query("SELECT plan_rules, plan_at FROM staging_snapshots WHERE directory = $1")
+            .bind(directory)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<Option<String>, _>(0)?.map(|rules| Ok::<_, sqlx::Error>((rules, r.try_get(1)?))).transpose()?,
+            None => None,
+        })
+    }
+
+    /// Record a finished plan: every row is settled under `rules` or
+    /// unsettled, as of `at` (the plan's start).
+    pub async fn put_plan_state(&self, directory: &str, rules: &str, at: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO staging_snapshots (directory, plan_rules, plan_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (directory) DO UPDATE SET plan_rules = excluded.plan_rules, plan_at = excluded.plan_at",
+        )
+        .bind(directory)
+        .bind(rules)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// These staged rows have a planned change that is not applied yet
+    /// (held, a dry run, failed, a conflict): the next plan reads them again.
+    pub async fn unsettle(&self, staged_ids: &[i64]) -> Result<()> {
+        if staged_ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for chunk in staged_ids.chunks(1000) {
+            // ids are integers: safe to inline.
+            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            sqlx::query(&format!("UPDATE staged_users SET settled = 0 WHERE id IN ({list}) AND settled <> 0")).execute(&mut *tx).await?;
+        }
+        tx.commit().await
     }
 
     /// Remember that these staged rows need nothing under `rules` as they
@@ -175,12 +281,46 @@ impl Store {
             // ids are integers: safe to inline.
             let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
             sqlx::query(&format!(
-                "UPDATE staged_users SET plan_key = CAST(hash AS TEXT) || '/' || $1 || '/' || problem || '/' || \
+                "UPDATE staged_users SET settled = 1, plan_key = CAST(hash AS TEXT) || '/' || $1 || '/' || problem || '/' || \
                  COALESCE((SELECT {USER_SIG} FROM users u WHERE u.id = staged_users.user_id), '-') WHERE id IN ({list})"
             ))
             .bind(rules)
             .execute(&mut *tx)
             .await?;
+        }
+        tx.commit().await
+    }
+
+    /// [`Store::missing_users`] among the users that can have become
+    /// missing since the last plan under the same rules: those in
+    /// `missing_check` (their row left the snapshot or may link elsewhere;
+    /// a disable still pending) and those changed at or after `since`.
+    pub async fn missing_users_targeted(&self, directory: &str, source: &str, since: i64) -> Result<Vec<MissingUser>> {
+        Ok(sqlx::query_as(
+            "SELECT u.id, u.username FROM users u WHERE u.id IN \
+             (SELECT user_id FROM missing_check WHERE directory = $1 UNION SELECT id FROM users WHERE updated_at >= $3) \
+             AND u.source = $2 AND u.is_active = 1 \
+             AND NOT EXISTS (SELECT 1 FROM staged_users s WHERE s.directory = $1 AND s.user_id = u.id) ORDER BY u.id",
+        )
+        .bind(directory)
+        .bind(source)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// After a plan: the users left to check for being missing are those
+    /// whose disable is pending (`pending`); every other one was checked.
+    pub async fn reset_missing_checks(&self, directory: &str, pending: &[i64]) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM missing_check WHERE directory = $1").bind(directory).execute(&mut *tx).await?;
+        for chunk in pending.chunks(500) {
+            // ids are integers: safe to inline.
+            let values = chunk.iter().map(|id| format!("($1, {id})")).collect::<Vec<_>>().join(",");
+            sqlx::query(&format!("INSERT INTO missing_check (directory, user_id) VALUES {values} ON CONFLICT DO NOTHING"))
+                .bind(directory)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await
     }

@@ -583,10 +583,11 @@ async fn enumerate(store: &Store, dir: &str, run: i64, entries: &[Entry], comple
     // An entry seen twice (search OUs that overlap) is staged once.
     let mut rows = rows;
     rows.push(NewStaged { ..rows[0] });
-    // A first enumeration inserts without reading, as the service does it.
-    let fresh = store.count_staged(dir).await.unwrap() == 0;
+    // Pages are compared with the snapshot as it was read before the
+    // enumeration, as the service does it.
+    let known = store.staged_hashes(dir).await.unwrap();
     for page in rows.chunks(2).take(if complete { usize::MAX } else { pages }) {
-        let staged = if fresh { store.stage_page_into_empty(dir, page).await } else { store.stage_page(dir, page).await }.unwrap();
+        let staged = store.stage_page_known(dir, page, &known).await.unwrap();
         assert_eq!(staged.ids.len(), page.len());
         seen.extend(staged.ids);
         inserted += staged.inserted;

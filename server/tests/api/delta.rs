@@ -5,7 +5,7 @@
 //! incomplete-run rule and dry-run; a stale cookie falls back to a full run.
 
 use bindery_directory::testing::Slapd;
-use bindery_model::{DirectoryKind, SyncMode, SyncSettings};
+use bindery_model::{DirectoryKind, GroupMapping, Role, SyncMode, SyncSettings};
 use bindery_store::Backend;
 use http::StatusCode;
 
@@ -133,6 +133,107 @@ async fn a_delta_run_picks_up_an_add_a_modify_a_rename_a_disable_and_a_delete() 
 #[tokio::test]
 async fn a_delta_run_picks_up_an_add_a_modify_a_rename_a_disable_and_a_delete_on_postgres() {
     a_delta_run_equals_a_full_sync(Backend::Postgres).await;
+}
+
+/// A delta run's plan reads only what may have changed: the entry the
+/// directory changed, or the entry whose Bindery user changed (here,
+/// deleted by an administrator, which the next run creates again), never
+/// the rest of the snapshot. Editing the mapping plans every row again.
+async fn a_delta_plan_reads_only_what_changed(backend: Backend) {
+    let d = Slapd::start();
+    let app = TestApp::with_backend(backend).await;
+    configure(&app, &d, delta(true, 100)).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    let first = sync(&app, &cookie, false).await;
+    assert!(notes(&first).contains("plan: every row compared (the first plan of this snapshot)"), "{first}");
+    let total = app.db.store.count_staged("ldap").await.unwrap();
+    assert!(total > 5, "{total}");
+
+    let quiet = sync(&app, &cookie, false).await;
+    assert!(notes(&quiet).contains(&format!("plan: 0 of {total} rows planned again")), "{quiet}");
+
+    d.modify(&format!(
+        "dn: uid=tom,ou=tech,{}
+changetype: modify
+replace: mail
+mail: thomas@example.com
+",
+        d.base_dn
+    ));
+    let run = sync(&app, &cookie, false).await;
+    assert_eq!(run["run"]["kind"], "delta", "{run}");
+    assert!(notes(&run).contains(&format!("plan: 1 of {total} rows planned again")), "{run}");
+    assert_eq!(names(&items(&run, "update")), ["tom"], "{run}");
+
+    // The directory is unchanged; the Bindery user is gone.
+    let tom = app.db.store.find_user("tom").await.unwrap().expect("tom");
+    let res = app.send(api("DELETE", &format!("/api/v1/users/{}", tom.id), None, Auth::Cookie(&cookie))).await;
+    assert!(res.status().is_success(), "{:?}", res.status());
+    let again = sync(&app, &cookie, false).await;
+    assert_eq!(again["run"]["entries"], 0, "nothing read from the directory: {again}");
+    assert!(notes(&again).contains(&format!("plan: 1 of {total} rows planned again")), "{again}");
+    assert_eq!(names(&items(&again, "create")), ["tom"], "{again}");
+    assert!(active(&app, "tom").await);
+
+    // A new mapping: every row is compared again, though nothing changed.
+    let mut input = d.input();
+    input.page_size = 3;
+    input.group_mappings =
+        vec![GroupMapping { group_dn: format!("cn=admins,ou=groups,{}", d.base_dn), role: Role::Admin, organisations: vec![] }];
+    app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, &input).await.unwrap();
+    let remapped = sync(&app, &cookie, false).await;
+    assert!(
+        notes(&remapped).contains("plan: every row compared (the mapping, attribute map or policy changed since the last plan)"),
+        "{remapped}"
+    );
+}
+
+/// A change planned but not applied (a dry run, a held run) is planned
+/// again by the next run under the same rules, though neither the entry
+/// nor its user changed in between: here a promotion that a new mapping
+/// brings, first in a dry run.
+async fn a_pending_change_is_planned_again(backend: Backend) {
+    let d = Slapd::start();
+    let app = TestApp::with_backend(backend).await;
+    configure(&app, &d, delta(true, 100)).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    assert_eq!(sync(&app, &cookie, false).await["run"]["state"], "done");
+    assert_eq!(app.db.store.find_user("jdoe").await.unwrap().unwrap().role.as_str(), "user");
+
+    let mut input = d.input();
+    input.page_size = 3;
+    input.group_mappings =
+        vec![GroupMapping { group_dn: format!("cn=admins,ou=groups,{}", d.base_dn), role: Role::Admin, organisations: vec![] }];
+    app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, &input).await.unwrap();
+    app.service.test_directory_connection(&admin_actor(), DirectoryKind::Ldap, None).await.unwrap();
+    let dry = sync(&app, &cookie, true).await;
+    assert_eq!(names(&items(&dry, "update")), ["jdoe"], "{dry}");
+    assert_eq!(app.db.store.find_user("jdoe").await.unwrap().unwrap().role.as_str(), "user", "a dry run applies nothing");
+
+    let run = sync(&app, &cookie, false).await;
+    assert!(notes(&run).contains(" rows planned again"), "the same rules: only what may need it is read: {run}");
+    assert_eq!(names(&items(&run, "update")), ["jdoe"], "{run}");
+    assert_eq!(app.db.store.find_user("jdoe").await.unwrap().unwrap().role.as_str(), "admin");
+}
+
+#[tokio::test]
+async fn a_pending_change_is_planned_again_on_sqlite() {
+    a_pending_change_is_planned_again(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_pending_change_is_planned_again_on_postgres() {
+    a_pending_change_is_planned_again(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_delta_plan_reads_only_what_changed_on_sqlite() {
+    a_delta_plan_reads_only_what_changed(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_delta_plan_reads_only_what_changed_on_postgres() {
+    a_delta_plan_reads_only_what_changed(Backend::Postgres).await;
 }
 
 async fn stale_cookie_falls_back(backend: Backend) {

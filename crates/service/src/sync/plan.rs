@@ -87,7 +87,11 @@ impl Service {
     /// record each change as a run item (the typed change, as JSON). Rows
     /// whose last plan needed nothing under the same key (the row, the
     /// rules, the linked user: [`bindery_store::Store::plan_rows`]) are not
-    /// read again. Returns the counts and the rules' hash.
+    /// planned again. Under the last plan's rules, only the rows and users
+    /// that can have changed since are read at all
+    /// ([`bindery_store::Store::plan_rows_targeted`]): a delta run's plan
+    /// costs what changed, not the size of the directory. Returns the
+    /// counts and the rules' hash.
     pub(super) async fn plan(
         &self,
         kind: DirectoryKind,
@@ -114,11 +118,27 @@ impl Service {
             add_to_existing: vec![],
         };
         let rules = plan_rules(cfg, &policy, &all_orgs);
+        let started = crate::util::now_ms();
+        let (since, why_every_row) = self.targeted_since(dir, &rules, counts.directory_users).await?;
+        let mut read = 0;
         let mut after = 0;
         loop {
-            let rows = self.store.plan_rows(dir, &rules, after, CHUNK).await?;
-            let Some(last) = rows.last() else { break };
-            after = last.staged_id;
+            let rows = match since {
+                // Under the last plan's rules: only rows that can need it.
+                Some(since) => {
+                    let (rows, last) = self.store.plan_rows_targeted(dir, &rules, since, after, CHUNK).await?;
+                    let Some(last) = last else { break };
+                    after = last;
+                    read += rows.len();
+                    rows
+                }
+                None => {
+                    let rows = self.store.plan_rows(dir, &rules, after, CHUNK).await?;
+                    let Some(last) = rows.last() else { break };
+                    after = last.staged_id;
+                    rows
+                }
+            };
             let user_ids: Vec<i64> = rows.iter().filter_map(|r| r.user_id).collect();
             let mut memberships: HashMap<i64, Vec<(i64, OrgSource)>> = HashMap::new();
             if with_mappings {
@@ -158,27 +178,70 @@ impl Service {
                 let name = if r.username.is_empty() { r.external_id.clone() } else { r.username.clone() };
                 planned.push((name, r.user_id, Some(r.staged_id), change));
             }
+            // A change planned, not applied yet: read again by the next plan.
+            let pending: Vec<i64> = planned.iter().filter_map(|p| p.2).collect();
             self.record_plan(id, &mut counts, planned).await?;
             self.store.settle_plan(&rules, &settled).await?;
+            self.store.unsettle(&pending).await?;
         }
         if policy.disable {
+            let source = kind.source().as_str();
+            let mut pending = Vec::new();
             let mut after = 0;
             loop {
-                let users = self.store.missing_users(dir, kind.source().as_str(), after, CHUNK).await?;
+                let users = match since {
+                    Some(_) if after > 0 => break,
+                    Some(since) => self.store.missing_users_targeted(dir, source, since).await?,
+                    None => self.store.missing_users(dir, source, after, CHUNK).await?,
+                };
                 let Some(last) = users.last() else { break };
                 after = last.id;
-                let mut planned = Vec::new();
-                for m in &users {
-                    let Some(u) = self.store.get_user(m.id).await? else { continue };
-                    let change = identity::reconcile(None, Some(&Held { user: &u, organisations: &[] }), None, &policy, None);
-                    if !matches!(change, Change::Nothing { .. }) {
-                        planned.push((u.username.clone(), Some(u.id), None, change));
+                for users in users.chunks(CHUNK as usize) {
+                    let mut planned = Vec::new();
+                    for m in users {
+                        let Some(u) = self.store.get_user(m.id).await? else { continue };
+                        let change = identity::reconcile(None, Some(&Held { user: &u, organisations: &[] }), None, &policy, None);
+                        if !matches!(change, Change::Nothing { .. }) {
+                            pending.push(u.id);
+                            planned.push((u.username.clone(), Some(u.id), None, change));
+                        }
                     }
+                    self.record_plan(id, &mut counts, planned).await?;
                 }
-                self.record_plan(id, &mut counts, planned).await?;
             }
+            self.store.reset_missing_checks(dir, &pending).await?;
         }
+        self.store.put_plan_state(dir, &rules, started).await?;
+        counts.notes.push(match why_every_row {
+            None => format!(
+                "plan: {read} of {} rows planned again, only those that changed or whose Bindery user changed since the last plan",
+                counts.directory_users
+            ),
+            Some(why) => format!("plan: every row compared ({why})"),
+        });
         Ok((counts, rules))
+    }
+
+    /// When this plan may read only what can have changed since the last
+    /// one: the rules are the same, and the candidates (unsettled rows,
+    /// users changed since) are at most a quarter of the snapshot — after a
+    /// first sync every user is new, and one pass over the snapshot is then
+    /// cheaper. Users changed shortly before the last plan started count as
+    /// changed (`plan_clock_margin`), for replicas whose clocks differ.
+    /// `(Some(since), None)`, or `(None, why every row is compared)`.
+    async fn targeted_since(&self, dir: &str, rules: &str, staged: i64) -> Result<(Option<i64>, Option<&'static str>)> {
+        let Some((last, at)) = self.store.plan_state(dir).await? else {
+            return Ok((None, Some("the first plan of this snapshot")));
+        };
+        if last != rules {
+            return Ok((None, Some("the mapping, attribute map or policy changed since the last plan")));
+        }
+        let since = at - self.options.plan_clock_margin.as_millis() as i64;
+        let candidates = self.store.plan_candidates(dir, since).await?;
+        if candidates * 4 > staged.max(CHUNK) {
+            return Ok((None, Some("more than a quarter of the rows or users changed since the last plan")));
+        }
+        Ok((Some(since), None))
     }
 
     /// Count and record planned changes as the run's items.
