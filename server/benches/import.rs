@@ -160,6 +160,7 @@ async fn run_backend(label: &str, database_url: &str, d: &Slapd, users: usize, f
         changes(&run2)
     );
     println!("  where the time goes: {}", where_the_time_goes(&run2.counts));
+    println!("  notes: {}", run2.counts.notes.join(" | "));
     change_directory(d, users, first_change);
     let (changed, run3) = sync(&service).await;
     println!(
@@ -192,6 +193,7 @@ async fn run_backend(label: &str, database_url: &str, d: &Slapd, users: usize, f
         run5.counts.disable
     );
     println!("  where the time goes: {} (enumerate = the delta read + stage)", where_the_time_goes(&run5.counts));
+    println!("  notes: {}", run5.counts.notes.join(" | "));
     println!("server RSS growth during the full sync     {:>8.1} MB", rss_peak.saturating_sub(rss_before) as f64 / 1024.0);
 
     // Import-table pages: every query of the mix in every sort order, its

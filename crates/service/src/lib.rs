@@ -148,11 +148,6 @@ pub struct Options {
     /// many pages per search OU, then the run is incomplete. Tests lower it
     /// to reach the cut-off quickly.
     pub max_enumeration_pages: usize,
-    /// A plan under the last plan's rules re-reads the rows of users
-    /// changed since that plan started, less this margin: replicas' clocks
-    /// may differ a little. Tests set it to zero, so that only the
-    /// bookkeeping, not the margin, finds what needs planning.
-    pub plan_clock_margin: Duration,
 }
 
 /// A plain-SMTP relay (e.g. the local MTA) for sync reports.
@@ -171,7 +166,6 @@ impl Default for Options {
             secret_key: SecretKey::generate(),
             smtp: None,
             max_enumeration_pages: bindery_directory::probe::MAX_PAGES,
-            plan_clock_margin: Duration::from_secs(60),
         }
     }
 }

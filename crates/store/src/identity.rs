@@ -166,6 +166,7 @@ impl Store {
     pub async fn create_account(&self, a: &NewAccount, now: i64) -> Result<i64> {
         let mut tx = self.write_tx().await?;
         let id = create(&mut tx, a, now).await?;
+        crate::sync::user_changed(&mut tx, id).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -212,6 +213,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(unique("user"))?;
+        crate::sync::user_changed(&mut tx, user_id).await?;
         let done = end_credentials(&mut tx, user_id, now).await?;
         tx.commit().await?;
         Ok(done)
@@ -219,12 +221,15 @@ impl Store {
 
     /// Pin or unpin a user's role.
     pub async fn set_role_pinned(&self, user_id: i64, pinned: bool, now: i64) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
         let r = sqlx::query("UPDATE users SET role_pinned = $1, updated_at = $2 WHERE id = $3")
             .bind(b(pinned))
             .bind(now)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        crate::sync::user_changed(&mut tx, user_id).await?;
+        tx.commit().await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -404,6 +409,7 @@ async fn update(conn: &mut AnyConnection, u: &Update, now: i64) -> Result<Applie
         .await
         .map_err(unique("user"))?;
     }
+    crate::sync::user_changed(conn, u.user_id).await?;
     add_memberships(conn, u.user_id, &u.add_organisations).await?;
     for org in &u.remove_organisations {
         sqlx::query("DELETE FROM user_organisations WHERE user_id = $1 AND organisation_id = $2 AND source = 'mapping'")

@@ -425,6 +425,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        sync::user_changed(&mut tx, id).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -490,6 +491,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sync::user_changed(&mut tx, id).await?;
         if let Some(orgs) = u.organisation_ids {
             sqlx::query("DELETE FROM user_organisations WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
             for org in orgs {

@@ -3,9 +3,30 @@
 //! delta read's cookies. The runs and their items are in `runs.rs`, the
 //! snapshot's rows in `staging.rs`.
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use crate::{unique, Result, Store};
+
+/// A user changed in a way a plan reads (role, pin, activation, names,
+/// link): the snapshot rows linked to it are unsettled, so the next plan
+/// reads them again, and a directory user is checked for being missing.
+/// Called in the transaction of every such write: this, not a clock, is how
+/// a plan under unchanged rules finds what a Bindery-side change affects.
+pub(crate) async fn user_changed(conn: &mut AnyConnection, user_id: i64) -> Result<()> {
+    // `directory IN (…)`: the (directory, user_id) index serves it.
+    sqlx::query("UPDATE staged_users SET settled = 0 WHERE directory IN ('ldap', 'ldap_ha') AND user_id = $1 AND settled <> 0")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO missing_check (directory, user_id) SELECT source, id FROM users WHERE id = $1 AND source IN ('ldap', 'ldap_ha') \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
 
 /// The part of a plan key that is the linked user (`u`): any change to the
 /// user bumps `updated_at`; the fields the rule reads are there too.
@@ -171,33 +192,22 @@ impl Store {
     }
 
     /// [`Store::plan_rows`] among the rows that can need it when the rules
-    /// are those of the last plan: unsettled rows (written since, or with a
-    /// change still pending) and the rows of users changed at or after
-    /// `since`. Both are read through an index; the rest of the snapshot is
-    /// not read. Returns the rows after `after` that need planning and the
-    /// last candidate id looked at (`None`: no candidates left).
-    pub async fn plan_rows_targeted(
-        &self,
-        directory: &str,
-        rules: &str,
-        since: i64,
-        after: i64,
-        limit: i64,
-    ) -> Result<(Vec<PlanRow>, Option<i64>)> {
-        let ids: Vec<i64> = sqlx::query(
-            "SELECT id FROM (SELECT s.id FROM staged_users s WHERE s.directory = $1 AND s.settled = 0 AND s.id > $2 \
-             UNION SELECT s.id FROM users u JOIN staged_users s ON s.directory = $1 AND s.user_id = u.id \
-             WHERE u.updated_at >= $3 AND s.id > $2) c ORDER BY id LIMIT $4",
-        )
-        .bind(directory)
-        .bind(after)
-        .bind(since)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<std::result::Result<_, _>>()?;
+    /// are those of the last plan: the unsettled ones (written since, a new
+    /// problem or link, their user changed — [`user_changed`] — or a change
+    /// still pending), read through a partial index; the rest of the
+    /// snapshot is not read. Returns the rows after `after` that need
+    /// planning and the last candidate id looked at (`None`: no candidates left).
+    pub async fn plan_rows_targeted(&self, directory: &str, rules: &str, after: i64, limit: i64) -> Result<(Vec<PlanRow>, Option<i64>)> {
+        let ids: Vec<i64> =
+            sqlx::query("SELECT id FROM staged_users WHERE directory = $1 AND settled = 0 AND id > $2 ORDER BY id LIMIT $3")
+                .bind(directory)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<std::result::Result<_, _>>()?;
         let Some(last) = ids.last().copied() else { return Ok((Vec::new(), None)) };
         // ids are integers: safe to inline.
         let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
@@ -213,42 +223,33 @@ impl Store {
         Ok((rows, Some(last)))
     }
 
-    /// How many rows a targeted plan would look at: unsettled rows plus
-    /// users changed at or after `since` (an upper bound of their rows).
-    pub async fn plan_candidates(&self, directory: &str, since: i64) -> Result<i64> {
-        let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM staged_users WHERE directory = $1 AND settled = 0) + \
-             (SELECT COUNT(*) FROM users WHERE updated_at >= $2)",
-        )
-        .bind(directory)
-        .bind(since)
-        .fetch_one(&self.pool)
-        .await?;
+    /// How many rows a targeted plan would look at: the unsettled ones.
+    pub async fn count_unsettled(&self, directory: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM staged_users WHERE directory = $1 AND settled = 0")
+            .bind(directory)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get(0)?)
     }
 
-    /// The rules hash and start time of the directory's last plan.
-    pub async fn plan_state(&self, directory: &str) -> Result<Option<(String, i64)>> {
-        let row = sqlx::query("SELECT plan_rules, plan_at FROM staging_snapshots WHERE directory = $1")
-            .bind(directory)
-            .fetch_optional(&self.pool)
-            .await?;
+    /// The rules hash of the directory's last plan.
+    pub async fn plan_rules(&self, directory: &str) -> Result<Option<String>> {
+        let row =
+            sqlx::query("SELECT plan_rules FROM staging_snapshots WHERE directory = $1").bind(directory).fetch_optional(&self.pool).await?;
         Ok(match row {
-            Some(r) => r.try_get::<Option<String>, _>(0)?.map(|rules| Ok::<_, sqlx::Error>((rules, r.try_get(1)?))).transpose()?,
+            Some(r) => r.try_get(0)?,
             None => None,
         })
     }
 
-    /// Record a finished plan: every row is settled under `rules` or
-    /// unsettled, as of `at` (the plan's start).
-    pub async fn put_plan_state(&self, directory: &str, rules: &str, at: i64) -> Result<()> {
+    /// Record a finished plan: every row is settled under `rules`, or unsettled.
+    pub async fn put_plan_rules(&self, directory: &str, rules: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO staging_snapshots (directory, plan_rules, plan_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (directory) DO UPDATE SET plan_rules = excluded.plan_rules, plan_at = excluded.plan_at",
+            "INSERT INTO staging_snapshots (directory, plan_rules) VALUES ($1, $2) \
+             ON CONFLICT (directory) DO UPDATE SET plan_rules = excluded.plan_rules",
         )
         .bind(directory)
         .bind(rules)
-        .bind(at)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -293,18 +294,16 @@ impl Store {
 
     /// [`Store::missing_users`] among the users that can have become
     /// missing since the last plan under the same rules: those in
-    /// `missing_check` (their row left the snapshot or may link elsewhere;
-    /// a disable still pending) and those changed at or after `since`.
-    pub async fn missing_users_targeted(&self, directory: &str, source: &str, since: i64) -> Result<Vec<MissingUser>> {
+    /// `missing_check` (their row left the snapshot or may link elsewhere,
+    /// they changed — [`user_changed`] —, or a disable is still pending).
+    pub async fn missing_users_targeted(&self, directory: &str, source: &str) -> Result<Vec<MissingUser>> {
         Ok(sqlx::query_as(
-            "SELECT u.id, u.username FROM users u WHERE u.id IN \
-             (SELECT user_id FROM missing_check WHERE directory = $1 UNION SELECT id FROM users WHERE updated_at >= $3) \
+            "SELECT u.id, u.username FROM missing_check c JOIN users u ON u.id = c.user_id WHERE c.directory = $1 \
              AND u.source = $2 AND u.is_active = 1 \
              AND NOT EXISTS (SELECT 1 FROM staged_users s WHERE s.directory = $1 AND s.user_id = u.id) ORDER BY u.id",
         )
         .bind(directory)
         .bind(source)
-        .bind(since)
         .fetch_all(&self.pool)
         .await?)
     }

@@ -216,6 +216,53 @@ async fn a_pending_change_is_planned_again(backend: Backend) {
     assert_eq!(app.db.store.find_user("jdoe").await.unwrap().unwrap().role.as_str(), "admin");
 }
 
+/// A Bindery-side change to a user is planned again by the next run under
+/// the same rules, though the directory did not change: an administrator
+/// pins jdoe's role to user (the mapping would make him admin), then unpins it.
+async fn a_bindery_side_change_is_planned_again(backend: Backend) {
+    let d = Slapd::start();
+    let app = TestApp::with_backend(backend).await;
+    let mut input = d.input();
+    input.page_size = 3;
+    input.group_mappings =
+        vec![GroupMapping { group_dn: format!("cn=admins,ou=groups,{}", d.base_dn), role: Role::Admin, organisations: vec![] }];
+    app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, &input).await.unwrap();
+    app.service.test_directory_connection(&admin_actor(), DirectoryKind::Ldap, None).await.unwrap();
+    app.service.save_sync_settings(&admin_actor(), DirectoryKind::Ldap, &delta(true, 100)).await.unwrap();
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    assert_eq!(sync(&app, &cookie, false).await["run"]["state"], "done");
+    let role = |app: &TestApp| {
+        let store = app.db.store.clone();
+        async move { store.find_user("jdoe").await.unwrap().unwrap().role.as_str().to_string() }
+    };
+    assert_eq!(role(&app).await, "admin", "the mapping");
+    let id = app.db.store.find_user("jdoe").await.unwrap().unwrap().id;
+
+    let demote = bindery_model::UserUpdate { role: Some(Role::User), ..Default::default() };
+    assert!(app.service.update_user(&admin_actor(), id, &demote).await.unwrap().role_pinned, "a hand-set role is pinned");
+    let run = sync(&app, &cookie, false).await;
+    assert!(notes(&run).contains("plan: 1 of"), "jdoe's row, and only it, is planned again: {run}");
+    assert_eq!(role(&app).await, "user", "pinned: the role stays");
+
+    let unpin = bindery_model::UserUpdate { role_pinned: Some(false), ..Default::default() };
+    app.service.update_user(&admin_actor(), id, &unpin).await.unwrap();
+    let run = sync(&app, &cookie, false).await;
+    assert_eq!(run["run"]["kind"], "delta", "{run}");
+    assert!(notes(&run).contains("plan: 1 of"), "{run}");
+    assert_eq!(names(&items(&run, "update")), ["jdoe"], "{run}");
+    assert_eq!(role(&app).await, "admin", "unpinned: the mapping's role again");
+}
+
+#[tokio::test]
+async fn a_bindery_side_change_is_planned_again_on_sqlite() {
+    a_bindery_side_change_is_planned_again(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_bindery_side_change_is_planned_again_on_postgres() {
+    a_bindery_side_change_is_planned_again(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn a_pending_change_is_planned_again_on_sqlite() {
     a_pending_change_is_planned_again(Backend::Sqlite).await;

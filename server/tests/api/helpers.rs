@@ -31,9 +31,7 @@ impl TestApp {
     }
 
     pub async fn with_backend(backend: Backend) -> TestApp {
-        // No clock margin for plans: only their bookkeeping finds what needs planning again.
-        let options = Options { min_failure_delay: MIN_FAILURE_DELAY, plan_clock_margin: std::time::Duration::ZERO, ..Default::default() };
-        Self::with_options(backend, options).await
+        Self::with_options(backend, Options { min_failure_delay: MIN_FAILURE_DELAY, ..Default::default() }).await
     }
 
     pub async fn with_options(backend: Backend, options: Options) -> TestApp {

@@ -87,11 +87,11 @@ impl Service {
     /// record each change as a run item (the typed change, as JSON). Rows
     /// whose last plan needed nothing under the same key (the row, the
     /// rules, the linked user: [`bindery_store::Store::plan_rows`]) are not
-    /// planned again. Under the last plan's rules, only the rows and users
-    /// that can have changed since are read at all
-    /// ([`bindery_store::Store::plan_rows_targeted`]): a delta run's plan
-    /// costs what changed, not the size of the directory. Returns the
-    /// counts and the rules' hash.
+    /// planned again. Under the last plan's rules, only the rows that can
+    /// have changed since (unsettled) and the users that can have gone
+    /// missing are read at all ([`bindery_store::Store::plan_rows_targeted`]):
+    /// a delta run's plan costs what changed, not the size of the directory.
+    /// Returns the counts and the rules' hash.
     pub(super) async fn plan(
         &self,
         kind: DirectoryKind,
@@ -118,21 +118,20 @@ impl Service {
             add_to_existing: vec![],
         };
         let rules = plan_rules(cfg, &policy, &all_orgs);
-        let started = crate::util::now_ms();
-        let (since, why_every_row) = self.targeted_since(dir, &rules, counts.directory_users).await?;
+        let (targeted, why_every_row) = self.targeted(dir, &rules, counts.directory_users).await?;
         let mut read = 0;
         let mut after = 0;
         loop {
-            let rows = match since {
+            let rows = match targeted {
                 // Under the last plan's rules: only rows that can need it.
-                Some(since) => {
-                    let (rows, last) = self.store.plan_rows_targeted(dir, &rules, since, after, CHUNK).await?;
+                true => {
+                    let (rows, last) = self.store.plan_rows_targeted(dir, &rules, after, CHUNK).await?;
                     let Some(last) = last else { break };
                     after = last;
                     read += rows.len();
                     rows
                 }
-                None => {
+                false => {
                     let rows = self.store.plan_rows(dir, &rules, after, CHUNK).await?;
                     let Some(last) = rows.last() else { break };
                     after = last.staged_id;
@@ -189,10 +188,10 @@ impl Service {
             let mut pending = Vec::new();
             let mut after = 0;
             loop {
-                let users = match since {
-                    Some(_) if after > 0 => break,
-                    Some(since) => self.store.missing_users_targeted(dir, source, since).await?,
-                    None => self.store.missing_users(dir, source, after, CHUNK).await?,
+                let users = match targeted {
+                    true if after > 0 => break,
+                    true => self.store.missing_users_targeted(dir, source).await?,
+                    false => self.store.missing_users(dir, source, after, CHUNK).await?,
                 };
                 let Some(last) = users.last() else { break };
                 after = last.id;
@@ -211,10 +210,10 @@ impl Service {
             }
             self.store.reset_missing_checks(dir, &pending).await?;
         }
-        self.store.put_plan_state(dir, &rules, started).await?;
+        self.store.put_plan_rules(dir, &rules).await?;
         counts.notes.push(match why_every_row {
             None => format!(
-                "plan: {read} of {} rows planned again, only those that changed or whose Bindery user changed since the last plan",
+                "plan: {read} of {} rows planned again, only those that changed, whose Bindery user changed, or whose change was pending",
                 counts.directory_users
             ),
             Some(why) => format!("plan: every row compared ({why})"),
@@ -222,26 +221,21 @@ impl Service {
         Ok((counts, rules))
     }
 
-    /// When this plan may read only what can have changed since the last
-    /// one: the rules are the same, and the candidates (unsettled rows,
-    /// users changed since) are at most a quarter of the snapshot — after a
-    /// first sync every user is new, and one pass over the snapshot is then
-    /// cheaper. Users changed shortly before the last plan started count as
-    /// changed (`plan_clock_margin`), for replicas whose clocks differ.
-    /// `(Some(since), None)`, or `(None, why every row is compared)`.
-    async fn targeted_since(&self, dir: &str, rules: &str, staged: i64) -> Result<(Option<i64>, Option<&'static str>)> {
-        let Some((last, at)) = self.store.plan_state(dir).await? else {
-            return Ok((None, Some("the first plan of this snapshot")));
+    /// Whether this plan may read only what can have changed since the last
+    /// one: the rules are the same, and the unsettled rows are at most a
+    /// quarter of the snapshot (after a first enumeration every row is new,
+    /// and one pass over the snapshot is cheaper). `(false, why)` otherwise.
+    async fn targeted(&self, dir: &str, rules: &str, staged: i64) -> Result<(bool, Option<&'static str>)> {
+        let Some(last) = self.store.plan_rules(dir).await? else {
+            return Ok((false, Some("the first plan of this snapshot")));
         };
         if last != rules {
-            return Ok((None, Some("the mapping, attribute map or policy changed since the last plan")));
+            return Ok((false, Some("the mapping, attribute map or policy changed since the last plan")));
         }
-        let since = at - self.options.plan_clock_margin.as_millis() as i64;
-        let candidates = self.store.plan_candidates(dir, since).await?;
-        if candidates * 4 > staged.max(CHUNK) {
-            return Ok((None, Some("more than a quarter of the rows or users changed since the last plan")));
+        if self.store.count_unsettled(dir).await? * 4 > staged.max(CHUNK) {
+            return Ok((false, Some("more than a quarter of the rows changed since the last plan")));
         }
-        Ok((Some(since), None))
+        Ok((true, None))
     }
 
     /// Count and record planned changes as the run's items.

@@ -7,7 +7,6 @@ CREATE INDEX staged_users_unsettled ON staged_users (directory, id) WHERE settle
 CREATE INDEX staged_users_rule_problem ON staged_users (directory, id) WHERE problem <> entry_problem;
 
 ALTER TABLE staging_snapshots ADD COLUMN plan_rules TEXT;
-ALTER TABLE staging_snapshots ADD COLUMN plan_at BIGINT NOT NULL DEFAULT 0;
 
 CREATE TABLE missing_check (
     directory TEXT NOT NULL,
