@@ -437,16 +437,20 @@ impl Store {
         // problem a rule found, rows sharing a name or email with a marked
         // one): a delta run never reads the whole snapshot here. Rows of a
         // deleted user were marked when it was deleted (`delete_user`).
+        // `CROSS JOIN` fixes SQLite's join order (the small side first;
+        // without statistics it would walk the snapshot); PostgreSQL plans
+        // it as any join.
         let mark = [
             "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM (\
              SELECT s.directory, s.id FROM staged_users s WHERE s.directory = $1 AND s.problem <> s.entry_problem \
-             UNION SELECT s.directory, s.id FROM users u JOIN staged_users s ON s.directory = $1 AND s.user_id = u.id WHERE u.updated_at >= $2 \
-             UNION SELECT s.directory, s.id FROM users u JOIN staged_users s ON s.directory = $1 AND s.username_key = u.username_key \
-               WHERE u.updated_at >= $2 \
-             UNION SELECT s.directory, s.id FROM users u JOIN staged_users s ON s.directory = $1 AND s.external_id = u.external_id \
-               WHERE u.updated_at >= $2 AND u.external_id IS NOT NULL \
-             UNION SELECT s.directory, s.id FROM users u JOIN staged_users s ON s.directory = $1 AND lower(s.email) = lower(u.email) \
-               WHERE u.updated_at >= $2 AND u.email <> '') m WHERE true \
+             UNION SELECT s.directory, s.id FROM users u CROSS JOIN staged_users s \
+               WHERE u.updated_at >= $2 AND s.directory = $1 AND s.user_id = u.id \
+             UNION SELECT s.directory, s.id FROM users u CROSS JOIN staged_users s \
+               WHERE u.updated_at >= $2 AND s.directory = $1 AND s.username_key = u.username_key \
+             UNION SELECT s.directory, s.id FROM users u CROSS JOIN staged_users s \
+               WHERE u.updated_at >= $2 AND u.external_id IS NOT NULL AND s.directory = $1 AND s.external_id = u.external_id \
+             UNION SELECT s.directory, s.id FROM users u CROSS JOIN staged_users s \
+               WHERE u.updated_at >= $2 AND u.email <> '' AND s.directory = $1 AND lower(s.email) = lower(u.email)) m WHERE true \
              ON CONFLICT DO NOTHING",
             // Two rows with one username or email: both are compared again.
             "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND username_key IN \
@@ -456,8 +460,8 @@ impl Store {
              ON CONFLICT DO NOTHING",
             // The users of marked rows that lose their link below: the next
             // plan checks whether they are missing from the directory.
-            "INSERT INTO missing_check (directory, user_id) SELECT s.directory, s.user_id FROM staged_users s \
-             JOIN staged_dirty d ON d.id = s.id AND d.directory = $1 WHERE s.directory = $1 AND s.user_id IS NOT NULL \
+            "INSERT INTO missing_check (directory, user_id) SELECT s.directory, s.user_id FROM staged_dirty d CROSS JOIN staged_users s \
+             WHERE d.directory = $1 AND s.id = d.id AND s.user_id IS NOT NULL \
              AND s.user_id IS DISTINCT FROM COALESCE((SELECT u.id FROM users u WHERE u.external_id = s.external_id), \
              (SELECT u.id FROM users u WHERE u.username_key = s.username_key)) ON CONFLICT DO NOTHING",
         ];
@@ -472,7 +476,7 @@ impl Store {
             // Linked by the immutable id, else by the username.
             "UPDATE staged_users SET settled = 0, user_id = COALESCE((SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id), \
              (SELECT u.id FROM users u WHERE u.username_key = staged_users.username_key)) \
-             WHERE directory = $1 AND id IN (SELECT id FROM staged_dirty WHERE directory = $1) \
+             WHERE id IN (SELECT id FROM staged_dirty WHERE directory = $1) \
              AND user_id IS DISTINCT FROM COALESCE((SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id), \
              (SELECT u.id FROM users u WHERE u.username_key = staged_users.username_key))",
             // The problem: the entry's own, else the first rule that finds one.
@@ -506,7 +510,7 @@ impl Store {
                  WHEN s.email <> '' AND EXISTS (SELECT 1 FROM users u WHERE lower(u.email) = lower(s.email) \
                    AND u.id <> COALESCE(s.user_id, -1)) THEN 'another Bindery user has this email' \
                  ELSE '' END AS problem \
-               FROM staged_users s JOIN staged_dirty d ON d.id = s.id AND d.directory = $1 WHERE s.directory = $1) p\
+               FROM staged_dirty d CROSS JOIN staged_users s WHERE d.directory = $1 AND s.id = d.id) p\
              ) c WHERE staged_users.id = c.id AND (staged_users.problem <> c.problem OR staged_users.status <> c.status)",
             "DELETE FROM staged_dirty WHERE directory = $1",
         ];
