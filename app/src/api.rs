@@ -673,3 +673,26 @@ pub async fn reject_sync(id: i64) -> Result<bindery_model::SyncRun, AppError> {
     let (svc, actor) = caller()?;
     svc.reject_sync(&actor, id).await.map_err(map)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leptos::server_fn::codec::JsonEncoding;
+
+    /// `Answer` writes the bytes server_fn's `Json` writes (the no-JS flash
+    /// and any other reader of `/rpc/` see no change) and reads them back.
+    #[test]
+    fn answers_are_the_same_json() {
+        let answer: Result<Page<FieldError>, AppError> =
+            Ok(Page { items: vec![FieldError::new("name", "é — ok")], total: 1, page: 1, per_page: 50 });
+        let ours = <StrJson as Encodes<_>>::encode(&answer).unwrap();
+        assert_eq!(ours, <JsonEncoding as Encodes<_>>::encode(&answer).unwrap());
+        let back: Result<Page<FieldError>, AppError> = <StrJson as Decodes<_>>::decode(ours).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&answer).unwrap());
+
+        let error = AppError::Invalid(vec![FieldError::new("site_url", "must be a URL")]);
+        let bytes = <StrJson as Encodes<_>>::encode(&error).unwrap();
+        assert_eq!(<StrJson as Decodes<AppError>>::decode(bytes).unwrap(), error);
+        assert!(<StrJson as Decodes<AppError>>::decode(vec![0xff, 0xfe].into()).is_err(), "not UTF-8");
+    }
+}
