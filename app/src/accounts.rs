@@ -386,25 +386,25 @@ pub fn OrganisationsPage() -> impl IntoView {
     }
 }
 
-#[server(prefix = "/rpc", endpoint = "list_users")]
+#[server(prefix = "/rpc", endpoint = "list_users", output = crate::api::Answer)]
 pub async fn list_users(q: Option<String>, page: Option<i64>) -> Result<Page<User>, AppError> {
     let (svc, actor) = caller()?;
     svc.list_users(&actor, &query(q, page)).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "get_user")]
+#[server(prefix = "/rpc", endpoint = "get_user", output = crate::api::Answer)]
 pub async fn get_user(id: i64) -> Result<User, AppError> {
     let (svc, actor) = caller()?;
     svc.get_user(&actor, id).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "explain_access")]
+#[server(prefix = "/rpc", endpoint = "explain_access", output = crate::api::Answer)]
 pub async fn explain_access(id: i64) -> Result<bindery_model::AccessExplanation, AppError> {
     let (svc, actor) = caller()?;
     svc.explain_access(&actor, id).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "create_user")]
+#[server(prefix = "/rpc", endpoint = "create_user", output = crate::api::Answer)]
 pub async fn create_user(
     username: String,
     name: String,
@@ -419,7 +419,7 @@ pub async fn create_user(
     svc.create_user(&actor, &input).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "update_user")]
+#[server(prefix = "/rpc", endpoint = "update_user", output = crate::api::Answer)]
 pub async fn update_user(
     id: i64,
     name: String,
@@ -445,13 +445,13 @@ pub async fn update_user(
 
 /// Resolve a username conflict: link the user to the directory entry that
 /// answers to their name now (every session and token is revoked).
-#[server(prefix = "/rpc", endpoint = "relink_user")]
+#[server(prefix = "/rpc", endpoint = "relink_user", output = crate::api::Answer)]
 pub async fn relink_user(id: i64) -> Result<User, AppError> {
     let (svc, actor) = caller()?;
     svc.relink_user(&actor, id).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "set_user_active")]
+#[server(prefix = "/rpc", endpoint = "set_user_active", output = crate::api::Answer)]
 pub async fn set_user_active(id: i64, active: bool) -> Result<User, AppError> {
     let (svc, actor) = caller()?;
     let input = bindery_model::UserUpdate { is_active: Some(active), ..Default::default() };
@@ -459,13 +459,13 @@ pub async fn set_user_active(id: i64, active: bool) -> Result<User, AppError> {
 }
 
 /// Returns the new one-time password, to show once.
-#[server(prefix = "/rpc", endpoint = "reset_password")]
+#[server(prefix = "/rpc", endpoint = "reset_password", output = crate::api::Answer)]
 pub async fn reset_password(id: i64) -> Result<String, AppError> {
     let (svc, actor) = caller()?;
     svc.reset_password(&actor, id, None).await.map(|s| s.expose().to_string()).map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "delete_user")]
+#[server(prefix = "/rpc", endpoint = "delete_user", output = crate::api::Answer)]
 pub async fn delete_user(id: i64) -> Result<(), AppError> {
     let (svc, actor) = caller()?;
     svc.delete_user(&actor, id).await.map_err(map)?;
@@ -473,38 +473,38 @@ pub async fn delete_user(id: i64) -> Result<(), AppError> {
     Ok(())
 }
 
-#[server(prefix = "/rpc", endpoint = "list_organisations")]
+#[server(prefix = "/rpc", endpoint = "list_organisations", output = crate::api::Answer)]
 pub async fn list_organisations() -> Result<Vec<Organisation>, AppError> {
     let (svc, actor) = caller()?;
     svc.list_organisations(&actor).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "create_organisation")]
+#[server(prefix = "/rpc", endpoint = "create_organisation", output = crate::api::Answer)]
 pub async fn create_organisation(name: String) -> Result<Organisation, AppError> {
     let (svc, actor) = caller()?;
     svc.create_organisation(&actor, &bindery_model::OrganisationInput { name }).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "rename_organisation")]
+#[server(prefix = "/rpc", endpoint = "rename_organisation", output = crate::api::Answer)]
 pub async fn rename_organisation(id: i64, name: String) -> Result<Organisation, AppError> {
     let (svc, actor) = caller()?;
     svc.rename_organisation(&actor, id, &bindery_model::OrganisationInput { name }).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "delete_organisation")]
+#[server(prefix = "/rpc", endpoint = "delete_organisation", output = crate::api::Answer)]
 pub async fn delete_organisation(id: i64) -> Result<(), AppError> {
     let (svc, actor) = caller()?;
     svc.delete_organisation(&actor, id).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "list_groups")]
+#[server(prefix = "/rpc", endpoint = "list_groups", output = crate::api::Answer)]
 pub async fn list_groups() -> Result<Vec<Group>, AppError> {
     let (svc, actor) = caller()?;
     svc.list_groups(&actor).await.map_err(map)
 }
 
 /// `members` is a comma-separated list of usernames.
-#[server(prefix = "/rpc", endpoint = "save_group")]
+#[server(prefix = "/rpc", endpoint = "save_group", output = crate::api::Answer)]
 pub async fn save_group(id: Option<i64>, name: String, description: String, members: String) -> Result<Group, AppError> {
     let (svc, actor) = caller()?;
     // The form is shaped here before the service sees it: a caller
@@ -520,7 +520,7 @@ pub async fn save_group(id: Option<i64>, name: String, description: String, memb
     .map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "delete_group")]
+#[server(prefix = "/rpc", endpoint = "delete_group", output = crate::api::Answer)]
 pub async fn delete_group(id: i64) -> Result<(), AppError> {
     let (svc, actor) = caller()?;
     svc.delete_group(&actor, id).await.map_err(map)

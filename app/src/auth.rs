@@ -140,7 +140,7 @@ pub fn TokensPage() -> impl IntoView {
 /// Sign in. A plain HTML form posts here, with or without JavaScript; the
 /// answer is always a redirect: to the console, to the forced password
 /// change, or back to the login page with one generic message.
-#[server(prefix = "/rpc", endpoint = "login")]
+#[server(prefix = "/rpc", endpoint = "login", output = crate::api::Answer)]
 pub async fn login(username: String, password: Password, next: Option<String>) -> Result<(), AppError> {
     use bindery_service::SESSION_COOKIE;
     let svc = crate::api::ssr::service()?;
@@ -168,7 +168,7 @@ pub async fn login(username: String, password: Password, next: Option<String>) -
     }
 }
 
-#[server(prefix = "/rpc", endpoint = "logout")]
+#[server(prefix = "/rpc", endpoint = "logout", output = crate::api::Answer)]
 pub async fn logout() -> Result<(), AppError> {
     use bindery_service::SESSION_COOKIE;
     let svc = crate::api::ssr::service()?;
@@ -186,7 +186,7 @@ pub async fn logout() -> Result<(), AppError> {
 
 /// Change one's own password. A plain form posts here; errors come back to
 /// the page in its query string so it works without JavaScript.
-#[server(prefix = "/rpc", endpoint = "change_password")]
+#[server(prefix = "/rpc", endpoint = "change_password", output = crate::api::Answer)]
 pub async fn change_password(current_password: Password, new_password: Password, confirm_password: Password) -> Result<(), AppError> {
     use bindery_service::SESSION_COOKIE;
     let (svc, actor) = caller()?;
@@ -215,7 +215,7 @@ pub async fn change_password(current_password: Password, new_password: Password,
 }
 
 /// The signed-in person, or `None`.
-#[server(name = GetCurrentUser, prefix = "/rpc", endpoint = "current_user")]
+#[server(name = GetCurrentUser, prefix = "/rpc", endpoint = "current_user", output = crate::api::Answer)]
 pub async fn current_user() -> Result<Option<CurrentUser>, AppError> {
     let svc = crate::api::ssr::service()?;
     match crate::api::ssr::request().principal {
@@ -224,26 +224,26 @@ pub async fn current_user() -> Result<Option<CurrentUser>, AppError> {
     }
 }
 
-#[server(prefix = "/rpc", endpoint = "list_lockouts")]
+#[server(prefix = "/rpc", endpoint = "list_lockouts", output = crate::api::Answer)]
 pub async fn list_lockouts() -> Result<Vec<Lockout>, AppError> {
     let (svc, actor) = caller()?;
     svc.list_lockouts(&actor).await.map_err(map)
 }
 
 /// `key` is `user:<name>` or `ip:<address>`.
-#[server(prefix = "/rpc", endpoint = "unlock")]
+#[server(prefix = "/rpc", endpoint = "unlock", output = crate::api::Answer)]
 pub async fn unlock(key: String) -> Result<(), AppError> {
     let (svc, actor) = caller()?;
     svc.unlock(&actor, &key).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "list_tokens")]
+#[server(prefix = "/rpc", endpoint = "list_tokens", output = crate::api::Answer)]
 pub async fn list_tokens() -> Result<Vec<ApiToken>, AppError> {
     let (svc, actor) = caller()?;
     svc.list_api_tokens(&actor).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "create_token")]
+#[server(prefix = "/rpc", endpoint = "create_token", output = crate::api::Answer)]
 pub async fn create_token(name: String, username: String, expires_in_days: String) -> Result<CreatedApiToken, AppError> {
     let (svc, actor) = caller()?;
     // The form is shaped here before the service sees it: a caller
@@ -267,7 +267,7 @@ pub async fn create_token(name: String, username: String, expires_in_days: Strin
     svc.create_api_token(&actor, &bindery_model::NewApiToken { name, user_id, expires_in_days }).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "revoke_token")]
+#[server(prefix = "/rpc", endpoint = "revoke_token", output = crate::api::Answer)]
 pub async fn revoke_token(id: i64) -> Result<(), AppError> {
     let (svc, actor) = caller()?;
     svc.revoke_api_token(&actor, id).await.map_err(map)

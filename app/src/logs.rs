@@ -266,19 +266,19 @@ pub fn OperationLogPage() -> impl IntoView {
     }
 }
 
-#[server(name = GetDashboard, prefix = "/rpc", endpoint = "dashboard")]
+#[server(name = GetDashboard, prefix = "/rpc", endpoint = "dashboard", output = crate::api::Answer)]
 pub async fn dashboard() -> Result<Dashboard, AppError> {
     let (svc, actor) = caller()?;
     svc.dashboard(&actor).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "login_log")]
+#[server(prefix = "/rpc", endpoint = "login_log", output = crate::api::Answer)]
 pub async fn login_log(#[server(default)] query: bindery_model::LogQuery) -> Result<Page<LoginEvent>, AppError> {
     let (svc, actor) = caller()?;
     svc.login_log(&actor, &query).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "operation_log")]
+#[server(prefix = "/rpc", endpoint = "operation_log", output = crate::api::Answer)]
 pub async fn operation_log(#[server(default)] query: bindery_model::LogQuery) -> Result<Page<OperationEvent>, AppError> {
     let (svc, actor) = caller()?;
     svc.operation_log(&actor, &query).await.map_err(map)

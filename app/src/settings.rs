@@ -127,13 +127,13 @@ pub fn SecuritySettingsPage() -> impl IntoView {
     }
 }
 
-#[server(name = GetBasicSettings, prefix = "/rpc", endpoint = "basic_settings")]
+#[server(name = GetBasicSettings, prefix = "/rpc", endpoint = "basic_settings", output = crate::api::Answer)]
 pub async fn basic_settings() -> Result<BasicSettings, AppError> {
     let (svc, actor) = caller()?;
     svc.get_basic_settings(&actor).await.map_err(map)
 }
 
-#[server(prefix = "/rpc", endpoint = "save_basic_settings")]
+#[server(prefix = "/rpc", endpoint = "save_basic_settings", output = crate::api::Answer)]
 pub async fn save_basic_settings(
     site_url: String,
     session_idle_minutes: String,
@@ -155,7 +155,7 @@ pub async fn save_basic_settings(
     svc.update_basic_settings(&actor, s).await.map_err(map)
 }
 
-#[server(name = GetSecuritySettings, prefix = "/rpc", endpoint = "security_settings")]
+#[server(name = GetSecuritySettings, prefix = "/rpc", endpoint = "security_settings", output = crate::api::Answer)]
 pub async fn security_settings() -> Result<SecuritySettings, AppError> {
     let (svc, actor) = caller()?;
     svc.get_security_settings(&actor).await.map_err(map)
@@ -164,7 +164,7 @@ pub async fn security_settings() -> Result<SecuritySettings, AppError> {
 /// The lockout fields added later (`lockout_ip_max_failures`,
 /// `lockout_exempt_networks`: one network per line or comma-separated)
 /// keep their stored values when a form leaves them out.
-#[server(prefix = "/rpc", endpoint = "save_security_settings")]
+#[server(prefix = "/rpc", endpoint = "save_security_settings", output = crate::api::Answer)]
 #[allow(clippy::too_many_arguments)]
 pub async fn save_security_settings(
     lockout_max_failures: String,
