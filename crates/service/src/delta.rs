@@ -309,7 +309,8 @@ impl Service {
             }
         }
         // Whether a membership changes: an upsert's groups differ from its staged row's.
-        let uids: Vec<String> = upserts.iter().map(|e| e.uid.clone()).collect();
+        let mut uids: Vec<String> = upserts.iter().map(|e| e.uid.clone()).collect();
+        uids.extend(deleted.iter().cloned());
         let before: HashMap<String, String> = self.store.staged_groups_of(dir, &uids).await?.into_iter().collect();
         let mut groups_changed = false;
         for chunk in upserts.chunks(500) {
@@ -321,7 +322,8 @@ impl Service {
         }
         let deleted: Vec<String> = deleted.into_iter().collect();
         let gone = self.store.remove_staged(dir, &deleted).await?;
-        groups_changed |= gone > 0;
+        // A row that leaves with groups changes a membership.
+        groups_changed |= deleted.iter().any(|uid| before.get(uid).is_some_and(|g| !g.is_empty()));
         self.store.compute_staged_status(dir).await?;
         let rows: Vec<(String, String, String)> =
             batches.iter().map(|b| (b.search_ou.clone(), b.server.clone(), b.cookie.clone())).collect();

@@ -433,6 +433,24 @@ impl Store {
             .await?
             .try_get(0)?;
         let newest: i64 = sqlx::query("SELECT COALESCE(MAX(updated_at), 0) FROM users").fetch_one(&mut *tx).await?.try_get(0)?;
+        if self.backend == Backend::Postgres {
+            // PostgreSQL plans these statements from statistics taken when the
+            // marks table was full (a first sync) and cannot estimate
+            // `problem <> entry_problem`: for a small change it hashed the
+            // whole snapshot. When few rows can be marked, index paths only.
+            let row = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM users WHERE updated_at >= $1) + (SELECT COUNT(*) FROM staged_dirty WHERE directory = $2)",
+            )
+            .bind(since)
+            .bind(directory)
+            .fetch_one(&mut *tx)
+            .await?;
+            if row.try_get::<i64, _>(0)? <= 5000 {
+                for set in ["SET LOCAL enable_seqscan = off", "SET LOCAL enable_hashjoin = off", "SET LOCAL enable_mergejoin = off"] {
+                    sqlx::query(set).execute(&mut *tx).await?;
+                }
+            }
+        }
         // Each mark is driven by an index (users changed since, rows with a
         // problem a rule found, rows sharing a name or email with a marked
         // one): a delta run never reads the whole snapshot here. Rows of a
