@@ -182,7 +182,7 @@ impl Store {
     /// Apply a batch of changes in one transaction: updates first (a rename
     /// may free a name a new user takes), then the new users a few rows per
     /// statement. Conflicts, refusals and nothing change nothing.
-    pub async fn apply_changes(&self, changes: &[&Change], now: i64) -> Result<()> {
+    pub async fn apply_changes(&self, changes: &[&Change], settle: Option<(&str, &[i64])>, now: i64) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let mut creates = Vec::new();
         for c in changes {
@@ -196,6 +196,9 @@ impl Store {
         }
         for chunk in creates.chunks(crate::rows_per_statement(self.backend, 8)) {
             create_many(&mut tx, chunk, now).await?;
+        }
+        if let Some((rules, staged_ids)) = settle {
+            crate::sync::settle_applied(&mut tx, rules, staged_ids).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -209,35 +209,37 @@ impl Store {
         rows: &[NewStaged<'_>],
         known: Option<&std::collections::HashMap<String, (i64, i64)>>,
     ) -> Result<StagedPage> {
-        let fresh = known.is_some();
+        // The stored rows were read before the enumeration: none are read now.
+        let read_before = known.is_some();
         let mut seen = std::collections::HashSet::new();
-        let rows: Vec<&NewStaged<'_>> = rows.iter().filter(|r| seen.insert(r.external_id)).collect();
+        // Each row with its content hash, computed once.
+        let rows: Vec<(&NewStaged<'_>, i64)> = rows.iter().filter(|r| seen.insert(r.external_id)).map(|r| (r, r.hash())).collect();
         let mut out = StagedPage { ids: Vec::with_capacity(rows.len()), ..Default::default() };
         if rows.is_empty() {
             return Ok(out);
         }
         // Nothing new or changed: no transaction at all.
         if let Some(known) = known {
-            let same = |r: &&NewStaged<'_>| known.get(r.external_id).is_some_and(|(_, h)| *h == r.hash());
+            let same = |(r, hash): &(&NewStaged<'_>, i64)| known.get(r.external_id).is_some_and(|(_, h)| h == hash);
             if rows.iter().all(same) {
-                out.ids.extend(rows.iter().filter_map(|r| known.get(r.external_id).map(|(id, _)| *id)));
+                out.ids.extend(rows.iter().filter_map(|(r, _)| known.get(r.external_id).map(|(id, _)| *id)));
                 return Ok(out);
             }
         }
         let mut tx = self.write_tx().await?;
         let mut stored: std::collections::HashMap<String, (i64, i64)> = std::collections::HashMap::with_capacity(rows.len());
         if let Some(known) = known {
-            for r in &rows {
+            for (r, _) in &rows {
                 if let Some(v) = known.get(r.external_id) {
                     stored.insert(r.external_id.to_string(), *v);
                 }
             }
         }
-        for chunk in rows.chunks(500).filter(|_| !fresh) {
+        for chunk in rows.chunks(500).filter(|_| !read_before) {
             let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(",");
             let sql = format!("SELECT id, external_id, hash FROM staged_users WHERE directory = $1 AND external_id IN ({list})");
             let mut q = sqlx::query(&sql).bind(directory);
-            for r in chunk {
+            for (r, _) in chunk {
                 q = q.bind(r.external_id);
             }
             for row in q.fetch_all(&mut *tx).await? {
@@ -246,8 +248,7 @@ impl Store {
         }
         let mut new = Vec::new();
         let mut unchanged = std::collections::HashSet::new();
-        for r in rows {
-            let hash = r.hash();
+        for (r, hash) in rows {
             match stored.get(r.external_id) {
                 Some((id, h)) if *h == hash => {
                     out.ids.push(*id);
@@ -304,7 +305,8 @@ impl Store {
                     b + 10
                 ));
             }
-            if fresh {
+            if read_before {
+                // An earlier page of this run may have inserted the entry.
                 sql.push_str(" ON CONFLICT (directory, external_id) DO NOTHING");
             }
             sql.push_str(" RETURNING id, external_id");
@@ -330,7 +332,7 @@ impl Store {
                 out.ids.push(row.try_get(0)?);
                 inserted.insert(row.try_get::<String, _>(1)?);
             }
-            // Fresh: an entry an earlier page staged (overlapping search OUs) is seen again.
+            // Read before: an entry an earlier page staged (overlapping search OUs) is seen again.
             for (r, _) in chunk.iter().filter(|(r, _)| !inserted.contains(r.external_id)) {
                 let row = sqlx::query("SELECT id FROM staged_users WHERE directory = $1 AND external_id = $2")
                     .bind(directory)
@@ -481,7 +483,8 @@ impl Store {
             "INSERT INTO missing_check (directory, user_id) SELECT s.directory, s.user_id FROM staged_dirty d CROSS JOIN staged_users s \
              WHERE d.directory = $1 AND s.id = d.id AND s.user_id IS NOT NULL \
              AND s.user_id IS DISTINCT FROM COALESCE((SELECT u.id FROM users u WHERE u.external_id = s.external_id), \
-             (SELECT u.id FROM users u WHERE u.username_key = s.username_key)) ON CONFLICT DO NOTHING",
+             (SELECT u.id FROM users u WHERE u.username_key = s.username_key)) \
+             ON CONFLICT (directory, user_id) DO UPDATE SET claimed = 0",
         ];
         for (i, s) in mark.into_iter().enumerate() {
             let q = sqlx::query(s).bind(directory);
@@ -732,7 +735,8 @@ async fn drop_staged_rows(tx: &mut crate::WriteTx, directory: &str, ids: &[i64])
         // Their users may now be missing from the directory: the next plan checks.
         format!(
             "INSERT INTO missing_check (directory, user_id) SELECT directory, user_id FROM staged_users \
-             WHERE id IN ({list}) AND user_id IS NOT NULL AND directory = $1 ON CONFLICT DO NOTHING"
+             WHERE id IN ({list}) AND user_id IS NOT NULL AND directory = $1 \
+             ON CONFLICT (directory, user_id) DO UPDATE SET claimed = 0"
         ),
     ];
     for sql in &marks {

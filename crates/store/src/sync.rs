@@ -20,7 +20,7 @@ pub(crate) async fn user_changed(conn: &mut AnyConnection, user_id: i64) -> Resu
         .await?;
     sqlx::query(
         "INSERT INTO missing_check (directory, user_id) SELECT source, id FROM users WHERE id = $1 AND source IN ('ldap', 'ldap_ha') \
-         ON CONFLICT DO NOTHING",
+         ON CONFLICT (directory, user_id) DO UPDATE SET claimed = 0",
     )
     .bind(user_id)
     .execute(&mut *conn)
@@ -37,16 +37,59 @@ const USER_SIG_JOINED: &str =
     "COALESCE(CAST(u.id AS TEXT) || ':' || CAST(u.updated_at AS TEXT) || ':' || CAST(u.is_active AS TEXT) || ':' || \
      CAST(u.dir_disabled AS TEXT) || ':' || CAST(u.role_pinned AS TEXT) || ':' || u.role, '-')";
 
-/// The columns of a [`PlanRow`] (`s`: the staged row, `u`: its user).
-const PLAN_COLS: &str = "s.id AS staged_id, s.external_id, s.username, s.name, s.email, s.dir_state, s.problem, s.user_id, \
-     u.username AS user_username, u.name AS user_name, u.email AS user_email, u.external_id AS user_external_id, \
-     u.source AS user_source, u.is_active AS user_active, u.dir_disabled AS user_dir_disabled, \
-     u.role AS user_role, u.role_pinned AS user_role_pinned, s.groups";
+/// The columns of a [`PlanRow`] (`s`: the staged row, `u`: its user), with
+/// the rules hash bound as `rules` (a placeholder such as `$4`).
+fn plan_cols(rules: &str) -> String {
+    format!(
+        "s.id AS staged_id, s.external_id, s.username, s.name, s.email, s.dir_state, s.problem, s.user_id, \
+         u.username AS user_username, u.name AS user_name, u.email AS user_email, u.external_id AS user_external_id, \
+         u.source AS user_source, u.is_active AS user_active, u.dir_disabled AS user_dir_disabled, \
+         u.role AS user_role, u.role_pinned AS user_role_pinned, s.groups, {} AS plan_key",
+        plan_key_joined(rules)
+    )
+}
+
+/// A staged row's plan key now (`s`, its user joined as `u`): its content,
+/// the rules, its problem and its user's signature.
+fn plan_key_joined(rules: &str) -> String {
+    format!("CAST(s.hash AS TEXT) || '/' || {rules} || '/' || s.problem || '/' || {USER_SIG_JOINED}")
+}
 
 /// Whether a staged row's last plan key differs from its key now, with
 /// the rules hash bound as `rules` (a placeholder such as `$4`).
 fn plan_stale(rules: &str) -> String {
-    format!("(s.plan_key IS NULL OR s.plan_key <> CAST(s.hash AS TEXT) || '/' || {rules} || '/' || s.problem || '/' || {USER_SIG_JOINED})")
+    format!("(s.plan_key IS NULL OR s.plan_key <> {})", plan_key_joined(rules))
+}
+
+/// A staged row's plan key now, in an `UPDATE staged_users`.
+fn plan_key_current(rules: &str) -> String {
+    format!(
+        "CAST(staged_users.hash AS TEXT) || '/' || {rules} || '/' || staged_users.problem || '/' || \
+         COALESCE((SELECT {USER_SIG} FROM users u WHERE u.id = staged_users.user_id), '-')"
+    )
+}
+
+/// Settle staged rows as they and their users are now, in the transaction
+/// that applied their planned changes, so that no later change of their
+/// users can be settled unseen. A row whose change created its user is
+/// linked to it here (by the immutable id, as the status computation would
+/// link it), so that the link does not unsettle it afterwards.
+pub(crate) async fn settle_applied(conn: &mut AnyConnection, rules: &str, staged_ids: &[i64]) -> Result<()> {
+    for chunk in staged_ids.chunks(1000) {
+        // ids are integers: safe to inline.
+        let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        sqlx::query(&format!(
+            "UPDATE staged_users SET user_id = (SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id) \
+             WHERE id IN ({list}) AND user_id IS NULL"
+        ))
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(&format!("UPDATE staged_users SET settled = 1, plan_key = {} WHERE id IN ({list})", plan_key_current("$1")))
+            .bind(rules)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A staged entry with the Bindery user linked to it, if any: one input
@@ -72,6 +115,9 @@ pub struct PlanRow {
     pub user_role_pinned: Option<i64>,
     /// Group DNs, one per line.
     pub groups: String,
+    /// The row's plan key as read: [`Store::settle_plan`] settles the row
+    /// only if its key is still this one.
+    pub plan_key: String,
 }
 
 /// A Bindery user of a directory whose entry the last enumeration did not see.
@@ -179,8 +225,9 @@ impl Store {
     /// index it sorted the whole snapshot for every chunk (4 s at 100,000 users).
     pub async fn plan_rows(&self, directory: &str, rules: &str, after: i64, limit: i64) -> Result<Vec<PlanRow>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {PLAN_COLS} FROM staged_users s LEFT JOIN users u ON u.id = s.user_id \
+            "SELECT {} FROM staged_users s LEFT JOIN users u ON u.id = s.user_id \
              WHERE s.id > $2 AND s.directory || '' = $1 AND {} ORDER BY s.id LIMIT $3",
+            plan_cols("$4"),
             plan_stale("$4")
         ))
         .bind(directory)
@@ -212,8 +259,9 @@ impl Store {
         // ids are integers: safe to inline.
         let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
         let rows = sqlx::query_as(&format!(
-            "SELECT {PLAN_COLS} FROM staged_users s LEFT JOIN users u ON u.id = s.user_id \
+            "SELECT {} FROM staged_users s LEFT JOIN users u ON u.id = s.user_id \
              WHERE s.id IN ({list}) AND s.directory = $1 AND {} ORDER BY s.id",
+            plan_cols("$2"),
             plan_stale("$2")
         ))
         .bind(directory)
@@ -270,26 +318,42 @@ impl Store {
         tx.commit().await
     }
 
-    /// Remember that these staged rows need nothing under `rules` as they
-    /// and their users are now (their plan found nothing to do, or its
-    /// change was applied): the next plan skips them until one of them changes.
-    pub async fn settle_plan(&self, rules: &str, staged_ids: &[i64]) -> Result<()> {
-        if staged_ids.is_empty() {
+    /// Remember that these staged rows need nothing under `rules` (their
+    /// plan found nothing to do): the next plan skips them until one of
+    /// them changes. Each row comes with its plan key as the plan read it
+    /// ([`PlanRow::plan_key`]); a row whose key changed since (its user was
+    /// changed, its entry restaged while the plan ran) stays unsettled, so
+    /// the next plan reads it again.
+    pub async fn settle_plan(&self, rules: &str, rows: &[(i64, &str)]) -> Result<()> {
+        if rows.is_empty() {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        for chunk in staged_ids.chunks(1000) {
-            // ids are integers: safe to inline.
-            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-            sqlx::query(&format!(
-                "UPDATE staged_users SET settled = 1, plan_key = CAST(hash AS TEXT) || '/' || $1 || '/' || problem || '/' || \
-                 COALESCE((SELECT {USER_SIG} FROM users u WHERE u.id = staged_users.user_id), '-') WHERE id IN ({list})"
-            ))
-            .bind(rules)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in rows.chunks(500) {
+            let values = (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 2, 2 * i + 3)).collect::<Vec<_>>().join(",");
+            let sql = format!(
+                "UPDATE staged_users SET settled = 1, plan_key = v.column2 FROM (VALUES {values}) AS v \
+                 WHERE staged_users.id = v.column1 AND {} = v.column2",
+                plan_key_current("$1")
+            );
+            let mut q = sqlx::query(&sql).bind(rules);
+            for (id, key) in chunk {
+                q = q.bind(*id).bind(*key);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await
+    }
+
+    /// Claim the directory's queued missing-user checks for the plan that
+    /// starts now: [`Store::reset_missing_checks`] deletes only these, so a
+    /// check queued while the plan runs ([`user_changed`]) is kept.
+    pub async fn claim_missing_checks(&self, directory: &str) -> Result<()> {
+        sqlx::query("UPDATE missing_check SET claimed = 1 WHERE directory = $1 AND claimed = 0")
+            .bind(directory)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// [`Store::missing_users`] among the users that can have become
@@ -309,10 +373,12 @@ impl Store {
     }
 
     /// After a plan: the users left to check for being missing are those
-    /// whose disable is pending (`pending`); every other one was checked.
+    /// whose disable is pending (`pending`) and those queued since the plan
+    /// claimed the queue ([`Store::claim_missing_checks`]); every other one
+    /// was checked.
     pub async fn reset_missing_checks(&self, directory: &str, pending: &[i64]) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM missing_check WHERE directory = $1").bind(directory).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM missing_check WHERE directory = $1 AND claimed = 1").bind(directory).execute(&mut *tx).await?;
         for chunk in pending.chunks(500) {
             // ids are integers: safe to inline.
             let values = chunk.iter().map(|id| format!("($1, {id})")).collect::<Vec<_>>().join(",");

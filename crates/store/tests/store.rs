@@ -726,8 +726,9 @@ both_backends!(the_plan_reads_only_rows_whose_key_changed, |store| {
     let all = ids(store.plan_rows("ldap", "rules-1", 0, 100).await.unwrap());
     assert_eq!(all.len(), 7);
     // Every row planned "nothing": the next plan under the same rules reads none.
-    let staged: Vec<i64> = store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap().iter().map(|r| r.id).collect();
-    store.settle_plan("rules-1", &staged).await.unwrap();
+    let read = store.plan_rows("ldap", "rules-1", 0, 100).await.unwrap();
+    let keys: Vec<(i64, &str)> = read.iter().map(|r| (r.staged_id, r.plan_key.as_str())).collect();
+    store.settle_plan("rules-1", &keys).await.unwrap();
     assert!(store.plan_rows("ldap", "rules-1", 0, 100).await.unwrap().is_empty());
     // Other rules (a mapping edited): every row again.
     assert_eq!(store.plan_rows("ldap", "rules-2", 0, 100).await.unwrap().len(), 7);
@@ -740,6 +741,47 @@ both_backends!(the_plan_reads_only_rows_whose_key_changed, |store| {
     let mut changed = ids(store.plan_rows("ldap", "rules-1", 0, 100).await.unwrap());
     changed.sort();
     assert_eq!(changed, vec!["uuid-ann", "uuid-cy", "uuid-dee", "uuid-fay", "uuid-gus", "uuid-hal"]);
+});
+
+both_backends!(a_user_changed_while_its_row_is_planned_is_planned_again, |store| {
+    let ann = seed_users(&store).await;
+    enumerate(&store, "ldap", 1, &first_directory(), true, 0).await;
+    let read = store.plan_rows("ldap", "rules-1", 0, 100).await.unwrap();
+    assert_eq!(read.len(), 7);
+    // An administrator changes ann after the plan read her row and before
+    // it settles the rows it found nothing to do for.
+    let upd = UserRowUpdate { name: "Ann Smith", email: "ann@example.com", role: "admin", is_active: true, organisation_ids: None };
+    store.update_user(ann, &upd, 9_000).await.unwrap();
+    let keys: Vec<(i64, &str)> = read.iter().map(|r| (r.staged_id, r.plan_key.as_str())).collect();
+    store.settle_plan("rules-1", &keys).await.unwrap();
+    // Her row was not settled under the key read before the change: both
+    // a full and a targeted plan read it again, and only it.
+    let ids = |rows: Vec<bindery_store::PlanRow>| rows.into_iter().map(|r| r.external_id).collect::<Vec<_>>();
+    assert_eq!(ids(store.plan_rows("ldap", "rules-1", 0, 100).await.unwrap()), vec!["uuid-ann"]);
+    assert_eq!(ids(store.plan_rows_targeted("ldap", "rules-1", 0, 100).await.unwrap().0), vec!["uuid-ann"]);
+    assert_eq!(store.count_unsettled("ldap").await.unwrap(), 1);
+});
+
+both_backends!(a_missing_check_queued_while_a_plan_runs_is_kept_for_the_next, |store| {
+    let ann = seed_users(&store).await;
+    enumerate(&store, "ldap", 1, &first_directory(), true, 0).await;
+    let missing = |store: bindery_store::Store| async move {
+        store.missing_users_targeted("ldap", "ldap").await.unwrap().into_iter().map(|m| m.id).collect::<Vec<_>>()
+    };
+    // Ann is queued (a Bindery-side change); a plan starts and claims the queue.
+    let upd = UserRowUpdate { name: "Ann Smith", email: "ann@example.com", role: "admin", is_active: true, organisation_ids: None };
+    store.update_user(ann, &upd, 9_000).await.unwrap();
+    store.claim_missing_checks("ldap").await.unwrap();
+    assert!(missing(store.clone()).await.is_empty(), "ann is still in the directory");
+    // While the plan runs, a delta read removes ann's entry: queued again.
+    assert_eq!(store.remove_staged("ldap", &["uuid-ann".to_string()]).await.unwrap(), 1);
+    // The plan ends, having checked what it claimed (nobody missing then).
+    store.reset_missing_checks("ldap", &[]).await.unwrap();
+    assert_eq!(missing(store.clone()).await, vec![ann], "the next plan still checks ann");
+    // The next plan claims and checks her; afterwards the queue is empty.
+    store.claim_missing_checks("ldap").await.unwrap();
+    store.reset_missing_checks("ldap", &[]).await.unwrap();
+    assert!(missing(store.clone()).await.is_empty());
 });
 
 both_backends!(delta_cookies_are_kept_per_search_ou_and_replaced_whole, |store| {

@@ -14,10 +14,10 @@ impl Service {
     /// that fails is retried change by change, so one bad change fails alone.
     ///
     /// With `rules` (the plan's), the staged rows whose change was applied
-    /// are settled: the next plan skips them until they or their user change.
+    /// are settled in the change's transaction: the next plan skips them
+    /// until they or their user change.
     pub(super) async fn apply(&self, kind: DirectoryKind, id: i64, counts: &mut SyncCounts, rules: Option<&str>) -> Result<()> {
         let started = std::time::Instant::now();
-        let mut applied_rows: Vec<i64> = Vec::new();
         let mut after = 0;
         // PostgreSQL plans against table statistics: a first sync into an
         // empty users table would keep the plans made for zero rows until
@@ -41,11 +41,11 @@ impl Service {
             let good: Vec<&Change> = changes.iter().filter_map(|c| c.as_ref().ok()).collect();
             let now = now_ms();
             if good.len() == items.len() {
-                match self.store.apply_changes(&good, now).await {
+                let rows: Vec<i64> = items.iter().filter_map(|i| i.staged_id).collect();
+                match self.store.apply_changes(&good, rules.map(|r| (r, rows.as_slice())), now).await {
                     Ok(()) => {
                         self.store.set_item_outcomes(&items.iter().map(|i| i.id).collect::<Vec<_>>(), ItemOutcome::Applied).await?;
                         counts.applied += items.len() as i64;
-                        applied_rows.extend(items.iter().filter_map(|i| i.staged_id));
                         self.record_sync_changes(&good).await;
                         continue;
                     }
@@ -54,20 +54,22 @@ impl Service {
             }
             for (item, change) in items.iter().zip(&changes) {
                 let r = match change {
-                    Ok(c) => self.store.apply_changes(&[c], now).await.map_err(|e| {
-                        if e.is_unique_violation() || matches!(e, bindery_store::Error::Conflict(_)) {
-                            format!("another user is named {}", item.username)
-                        } else {
-                            e.to_string()
-                        }
-                    }),
+                    Ok(c) => {
+                        let row: Vec<i64> = item.staged_id.into_iter().collect();
+                        self.store.apply_changes(&[c], rules.map(|r| (r, row.as_slice())), now).await.map_err(|e| {
+                            if e.is_unique_violation() || matches!(e, bindery_store::Error::Conflict(_)) {
+                                format!("another user is named {}", item.username)
+                            } else {
+                                e.to_string()
+                            }
+                        })
+                    }
                     Err(e) => Err(e.to_string()),
                 };
                 match r {
                     Ok(()) => {
                         self.store.set_item_outcomes(&[item.id], ItemOutcome::Applied).await?;
                         counts.applied += 1;
-                        applied_rows.extend(item.staged_id);
                         if let Ok(c) = change {
                             self.record_sync_changes(&[c]).await;
                         }
@@ -85,9 +87,6 @@ impl Service {
         if counts.applied + counts.apply_failed > 0 {
             // The import table's statuses follow what was applied.
             self.store.compute_staged_status(kind.as_str()).await?;
-        }
-        if let Some(rules) = rules {
-            self.store.settle_plan(rules, &applied_rows).await?;
         }
         counts.apply_ms = started.elapsed().as_millis() as i64;
         self.system_audit(

@@ -119,6 +119,10 @@ impl Service {
         };
         let rules = plan_rules(cfg, &policy, &all_orgs);
         let (targeted, why_every_row) = self.targeted(dir, &rules, counts.directory_users).await?;
+        if policy.disable {
+            // Checks queued from now on are the next plan's.
+            self.store.claim_missing_checks(dir).await?;
+        }
         let mut read = 0;
         let mut after = 0;
         loop {
@@ -171,7 +175,7 @@ impl Service {
                 };
                 let change = identity::reconcile(Some(&entry), linked, holder, &policy, mapped.as_ref());
                 if matches!(change, Change::Nothing { .. }) {
-                    settled.push(r.staged_id);
+                    settled.push((r.staged_id, r.plan_key.as_str()));
                     continue;
                 }
                 let name = if r.username.is_empty() { r.external_id.clone() } else { r.username.clone() };
