@@ -99,7 +99,7 @@ impl Service {
     }
 
     async fn organisation_problems(&self, ids: &[i64]) -> Result<Option<FieldError>> {
-        let known: Vec<i64> = self.store.list_organisations().await?.iter().map(|o| o.id).collect();
+        let known: Vec<i64> = self.store.organisation_names().await?.iter().map(|o| o.id).collect();
         Ok(ids
             .iter()
             .find(|id| !known.contains(id))

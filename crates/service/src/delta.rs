@@ -177,7 +177,13 @@ impl Service {
             Ok(r) => r,
             Err(DeltaError::FullRequired(why)) => return Ok(Err(why)),
             Err(DeltaError::Failed(f)) => {
-                let e = Enumerated { complete: false, cancelled: cancel.load(Ordering::Relaxed), error: f.message, server: String::new() };
+                let e = Enumerated {
+                    complete: false,
+                    cancelled: cancel.load(Ordering::Relaxed),
+                    error: f.message,
+                    server: String::new(),
+                    changed: true,
+                };
                 return Ok(Ok(DeltaRead { e, groups_changed: false }));
             }
         };
@@ -336,7 +342,8 @@ impl Service {
             deleted.len()
         ));
         notes.extend(read.notes);
-        Ok(DeltaRead { e: Enumerated { complete: true, cancelled: false, error: String::new(), server }, groups_changed })
+        let changed = !upserts.is_empty() || gone > 0;
+        Ok(DeltaRead { e: Enumerated { complete: true, cancelled: false, error: String::new(), server, changed }, groups_changed })
     }
 }
 

@@ -194,7 +194,7 @@ impl Service {
 
     /// Every organisation a group mapping names must exist.
     async fn check_mapped_organisations(&self, input: &DirectoryInput) -> Result<()> {
-        let known: Vec<String> = self.store.list_organisations().await?.into_iter().map(|o| o.name.to_lowercase()).collect();
+        let known: Vec<String> = self.store.organisation_names().await?.into_iter().map(|o| o.name.to_lowercase()).collect();
         for (i, m) in input.group_mappings.iter().enumerate() {
             if let Some(o) = m.organisations.iter().find(|o| !known.contains(&o.to_lowercase())) {
                 return Err(Error::field("group_mappings", format!("mapping {}: no organisation named {o:?}", i + 1)));
@@ -423,7 +423,7 @@ impl Service {
             // No server reached, or the lookup failed: the directory's own words stand.
             return Ok(());
         };
-        let orgs = self.store.list_organisations().await?;
+        let orgs = self.store.organisation_names().await?;
         let mapped = mapped_access(cfg, &user.groups, &orgs);
         let key = crate::util::username_key(&user.username);
         let (linked, holder) = self.linked_and_holder(&uid, &key, None, mapped.is_some()).await?;

@@ -125,7 +125,7 @@ impl Service {
         let with_mappings = !cfg.group_mappings.is_empty();
         let (linked, holder) = self.linked_and_holder(&found.uid, &dkey, existing.as_ref(), with_mappings).await.map_err(store_err)?;
         let creating = linked.is_none() && holder.is_none();
-        let orgs = if with_mappings { self.store.list_organisations().await.map_err(|e| store_err(e.into()))? } else { vec![] };
+        let orgs = if with_mappings { self.store.organisation_names().await.map_err(|e| store_err(e.into()))? } else { vec![] };
         let mapped = mapped_access(cfg, &found.user.groups, &orgs);
         let mut policy = identity::Policy { source: kind.source(), disable: true, create: true, ..Default::default() };
         if creating {

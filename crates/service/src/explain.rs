@@ -126,7 +126,7 @@ impl Service {
             ok: None,
         });
         // The rule, as sign-in would run it now (nothing is applied).
-        let orgs = self.store.list_organisations().await?;
+        let orgs = self.store.organisation_names().await?;
         let mapped = mapped_access(cfg, groups, &orgs);
         let key = crate::util::username_key(&found.user.username);
         let (linked, holder) = self.linked_and_holder(&found.uid, &key, Some(u), mapped.is_some()).await?;

@@ -39,6 +39,10 @@ pub(crate) struct Enumerated {
     /// Why it is incomplete, in plain words.
     pub error: String,
     pub server: String,
+    /// Whether the enumeration wrote or removed a snapshot row (`true`
+    /// when unknown): when none did, the directory groups, rebuilt from
+    /// the snapshot, are as the last sync left them.
+    pub changed: bool,
 }
 
 impl Jobs {
@@ -192,15 +196,17 @@ impl Service {
         let known = Arc::new(self.store.staged_hashes(dir).await?);
         let store = self.store.clone();
         let seen: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
         // Progress is written at most every half second, not per page.
         let reported: Arc<Mutex<std::time::Instant>> = Arc::new(Mutex::new(std::time::Instant::now()));
         let result = enumerate::enumerate(cfg, cancel, |page, totals| {
-            let (store, seen, known, reported) = (store.clone(), seen.clone(), known.clone(), reported.clone());
+            let (store, seen, known, reported, written) = (store.clone(), seen.clone(), known.clone(), reported.clone(), written.clone());
             let (entries, pages) = (totals.entries as i64, totals.pages as i64);
             async move {
                 let prepared: Vec<Prepared> = page.iter().map(stage).collect();
                 let rows = staged_rows(&page, &prepared);
                 let staged = store.stage_page_known(dir, &rows, &known).await.map_err(|e| e.to_string())?;
+                written.fetch_add(staged.inserted + staged.updated, Ordering::Relaxed);
                 seen.lock().unwrap_or_else(|p| p.into_inner()).extend(staged.ids);
                 let due = {
                     let mut last = reported.lock().unwrap_or_else(|p| p.into_inner());
@@ -221,11 +227,18 @@ impl Service {
         let done = match result {
             Ok(t) => {
                 let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
-                self.store.finish_staging(dir, id, &seen).await?;
+                let gone = self.store.finish_staging(dir, id, &seen).await?;
                 self.store.run_progress(id, t.entries as i64, t.pages as i64).await?;
-                Enumerated { complete: true, cancelled: false, error: String::new(), server: t.server }
+                let changed = gone + written.load(Ordering::Relaxed) > 0;
+                Enumerated { complete: true, cancelled: false, error: String::new(), server: t.server, changed }
             }
-            Err(f) => Enumerated { complete: false, cancelled: cancel.load(Ordering::Relaxed), error: f.message, server: String::new() },
+            Err(f) => Enumerated {
+                complete: false,
+                cancelled: cancel.load(Ordering::Relaxed),
+                error: f.message,
+                server: String::new(),
+                changed: true,
+            },
         };
         self.store.compute_staged_status(dir).await?;
         Ok(done)
@@ -314,7 +327,7 @@ impl Service {
         if !req.all_matching && req.ids.is_empty() {
             return Err(Error::field("ids", "check at least one row, or choose Import all"));
         }
-        let known = self.store.list_organisations().await?;
+        let known = self.store.organisation_names().await?;
         if let Some(bad) = req.organisation_ids.iter().find(|id| !known.iter().any(|o| o.id == **id)) {
             return Err(Error::field("organisation_ids", format!("no organisation with id {bad}")));
         }

@@ -174,7 +174,7 @@ impl Service {
         found: Option<&bindery_directory::authn::FoundUser>,
         policy: &identity::Policy,
     ) -> Result<Change> {
-        let orgs = if cfg.group_mappings.is_empty() { vec![] } else { self.store.list_organisations().await? };
+        let orgs = if cfg.group_mappings.is_empty() { vec![] } else { self.store.organisation_names().await? };
         Ok(match found {
             // Another entry now answers to this name: this user's entry is gone.
             Some(f) if user.external_id.as_deref().is_some_and(|id| identity::is_immutable(id) && id != f.uid) => {

@@ -371,6 +371,17 @@ impl Store {
         .await?)
     }
 
+    /// [`Store::list_organisations`] without the member counts (which
+    /// read every membership): what a sync plan, a login or a form check needs.
+    pub async fn organisation_names(&self) -> Result<Vec<OrganisationRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, name, is_default, created_at, CAST(0 AS BIGINT) AS user_count FROM organisations \
+             ORDER BY is_default DESC, name_key",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn get_organisation(&self, id: i64) -> Result<Option<OrganisationRow>> {
         Ok(sqlx::query_as(&format!("{ORG_SELECT} WHERE o.id = $1 GROUP BY o.id, o.name, o.is_default, o.created_at"))
             .bind(id)

@@ -130,12 +130,6 @@ async fn dirsync_run(backend: Backend) {
 }
 
 /// The usernames in the Bindery group made from a directory group.
-async fn group_members(app: &TestApp, group_dn: &str) -> Vec<String> {
-    let groups = app.db.store.directory_groups("ldap").await.unwrap();
-    let (id, _) = groups.iter().find(|(_, dn)| dn.eq_ignore_ascii_case(group_dn)).unwrap_or_else(|| panic!("{group_dn}: {groups:?}"));
-    app.db.store.members_of(&[*id]).await.unwrap().into_iter().map(|m| m.name).collect()
-}
-
 #[tokio::test]
 async fn ad_dirsync_delta_run_reads_only_the_changes_and_demotes_through_the_group_mapping() {
     dirsync_run(Backend::Sqlite).await;

@@ -176,3 +176,10 @@ pub fn location(res: &Response<Body>) -> String {
 pub fn assert_status(res: &Response<Body>, want: StatusCode, what: &str) {
     assert_eq!(res.status(), want, "{what}: got {} (headers {:?})", res.status(), res.headers());
 }
+
+/// The members of a directory group (of the `ldap` directory), by name.
+pub async fn group_members(app: &TestApp, group_dn: &str) -> Vec<String> {
+    let groups = app.db.store.directory_groups("ldap").await.unwrap();
+    let (id, _) = groups.iter().find(|(_, dn)| dn.eq_ignore_ascii_case(group_dn)).unwrap_or_else(|| panic!("{group_dn}: {groups:?}"));
+    app.db.store.members_of(&[*id]).await.unwrap().into_iter().map(|m| m.name).collect()
+}

@@ -575,9 +575,14 @@ async fn resync_equals_a_first_sync(backend: Backend) {
     assert_eq!(sync(&app, &cookie, false).await["run"]["state"], "done");
     let unchanged = sync(&app, &cookie, false).await;
     assert_eq!(unchanged["run"]["counts"]["update"], 0, "{unchanged}");
+    let notes = |run: &serde_json::Value| run["run"]["counts"]["notes"].to_string();
+    assert!(notes(&unchanged).contains("directory groups not rebuilt: the enumeration changed no row"), "{unchanged}");
+    let developers = format!("cn=developers,ou=groups,{}", d.base_dn);
+    assert_eq!(group_members(&app, &developers).await, ["jdoe", "tina"], "jdoe through the nested admins");
 
     let people = format!("ou=people,{}", d.base_dn);
     let tech = format!("ou=tech,{}", d.base_dn);
+    d.modify(&format!("dn: {developers}\nchangetype: modify\nadd: member\nmember: uid=tom,{tech}\n"));
     d.modify(&format!(
         "dn: uid=newbie,{tech}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: newbie\ncn: New Bie\nsn: Bie\nmail: newbie@example.com\n"
     ));
@@ -589,6 +594,8 @@ async fn resync_equals_a_first_sync(backend: Backend) {
     assert_eq!(second["run"]["state"], "done", "{second}");
     assert_eq!(names(&items(&second, "create")), ["newbie"], "{second}");
     assert_eq!(names(&items(&second, "disable")), ["jdoe", "nomail"], "{second}");
+    assert!(!notes(&second).contains("directory groups not rebuilt"), "{second}");
+    assert_eq!(group_members(&app, &developers).await, ["jdoe", "tina2", "tom"], "a membership the directory added (tina renamed)");
 
     let fresh = TestApp::with_backend(backend).await;
     configure(&fresh, &d, 3, settings(true, 100)).await;

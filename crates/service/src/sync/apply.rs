@@ -25,7 +25,7 @@ impl Service {
         let mut statistics_fresh = false;
         loop {
             if !statistics_fresh && counts.applied >= 1000 {
-                self.store.refresh_statistics().await?;
+                self.store.refresh_statistics(false).await?;
                 statistics_fresh = true;
             }
             let items = self.store.planned_items(id, after, APPLY_CHUNK).await?;
@@ -82,7 +82,7 @@ impl Service {
             }
         }
         if counts.applied > 1000 {
-            self.store.refresh_statistics().await?;
+            self.store.refresh_statistics(true).await?;
         }
         if counts.applied + counts.apply_failed > 0 {
             // The import table's statuses follow what was applied.

@@ -156,8 +156,15 @@ impl Service {
             return self.finish_sync(id, RunState::Held, e.complete, &e.error, &counts).await;
         }
         self.apply(kind, id, &mut counts, Some(&rules)).await?;
-        if e.complete && delta_read && !groups_changed && self.groups_current(kind, id).await? {
-            counts.notes.push("directory groups not rebuilt: the delta read changed no membership".into());
+        // The groups are rebuilt from the snapshot's memberships: not when
+        // a delta read changed none, or a full enumeration wrote no row and
+        // nothing was applied (no link changed), after a sync that rebuilt them.
+        let memberships_same = if delta_read { !groups_changed } else { !e.changed && counts.applied == 0 };
+        if e.complete && memberships_same && self.groups_current(kind, id).await? {
+            counts.notes.push(match delta_read {
+                true => "directory groups not rebuilt: the delta read changed no membership".into(),
+                false => "directory groups not rebuilt: the enumeration changed no row and nothing was applied".into(),
+            });
         } else if e.complete {
             self.sync_groups(kind, &mut counts).await?;
         } else {

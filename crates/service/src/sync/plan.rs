@@ -102,7 +102,7 @@ impl Service {
     ) -> Result<(SyncCounts, String)> {
         let dir = kind.as_str();
         let mut counts = SyncCounts { directory_users: self.store.count_staged(dir).await?, ..Default::default() };
-        let all_orgs = self.store.list_organisations().await?;
+        let all_orgs = self.store.organisation_names().await?;
         let with_mappings = !cfg.group_mappings.is_empty();
         let chosen: Vec<(i64, OrgSource)> = if settings.organisation_ids.is_empty() {
             self.store.default_organisation().await?.map(|o| (o.id, OrgSource::Default)).into_iter().collect()

@@ -137,7 +137,7 @@ impl Service {
                 )),
             }
         }
-        let orgs = self.store.list_organisations().await?;
+        let orgs = self.store.organisation_names().await?;
         if let Some(bad) = s.organisation_ids.iter().find(|id| !orgs.iter().any(|o| o.id == **id)) {
             errors.push(bindery_model::FieldError::new("organisation_ids", format!("no organisation with id {bad}")));
         }
