@@ -59,6 +59,10 @@ test('live deprovisioning: its state on the Sync card and the Dashboard; a delet
     await page.reload();
     await waitForHydration(page, { forms: true });
     const card = page.getByRole('form', { name: 'Sync settings' });
+    // What Test connection found for live mode, before it is turned on.
+    await expect(card.getByTestId('live-available')).toHaveText(
+      'Live deprovisioning: available (syncrepl refreshAndPersist): disables and deletions within seconds.',
+    );
     await card.locator('input[name="disable_missing"]').check();
     await card.locator('input[name="threshold_percent"]').fill('100');
     await card.locator('input[name="live"]').check();
@@ -70,9 +74,11 @@ test('live deprovisioning: its state on the Sync card and the Dashboard; a delet
       .poll(async () => (await (await page.request.get('/api/v1/directories/ldap_ha/sync/live')).json()).connected, { timeout: 30_000 })
       .toBe(true);
     await page.reload();
-    await expect(page.getByRole('form', { name: 'Sync settings' }).getByTestId('live-streams')).toContainText(
-      `LDAP HA live stream: connected to ${d.ldap_url}`,
-    );
+    const stream = page.getByRole('form', { name: 'Sync settings' }).getByTestId('live-streams');
+    await expect(stream).toContainText(`LDAP HA live stream: connected to ${d.ldap_url}`);
+    // The method the stream uses; syncrepl sees disables and deletions, so nothing is listed as unseen.
+    await expect(stream).toContainText('; syncrepl refreshAndPersist');
+    await expect(stream.getByTestId('live-unseen')).toHaveCount(0);
     await page.goto('/');
     await expect(page.getByTestId('live-streams')).toContainText('LDAP HA live stream: connected to');
 

@@ -223,11 +223,10 @@ impl Service {
             }
         })
         .await;
-        drop(known);
         let done = match result {
             Ok(t) => {
                 let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
-                let gone = self.store.finish_staging(dir, id, &seen).await?;
+                let gone = self.store.finish_staging(dir, id, &seen, Some(&known)).await?;
                 self.store.run_progress(id, t.entries as i64, t.pages as i64).await?;
                 let changed = gone + written.load(Ordering::Relaxed) > 0;
                 Enumerated { complete: true, cancelled: false, error: String::new(), server: t.server, changed }
@@ -240,6 +239,7 @@ impl Service {
                 changed: true,
             },
         };
+        drop(known);
         self.store.compute_staged_status(dir).await?;
         Ok(done)
     }

@@ -361,16 +361,32 @@ impl Store {
     /// rows that shared a username or email with them get a new status.
     /// Never called for an incomplete enumeration: the previous snapshot
     /// stays, so nobody is taken for missing. Returns how many rows left.
-    pub async fn finish_staging(&self, directory: &str, run: i64, seen: &std::collections::HashSet<i64>) -> Result<u64> {
-        let ids: Vec<i64> = sqlx::query("SELECT id FROM staged_users WHERE directory = $1")
-            .bind(directory)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<std::result::Result<_, _>>()?;
-        let total = ids.len();
-        let gone: Vec<i64> = ids.into_iter().filter(|id| !seen.contains(id)).collect();
+    ///
+    /// `known`: the rows as [`Store::staged_hashes`] read them before the
+    /// enumeration (which held the directory's lease, so no other writer
+    /// added any): the rows to remove are found without reading the
+    /// snapshot again. `None`: read its ids now.
+    pub async fn finish_staging(
+        &self,
+        directory: &str,
+        run: i64,
+        seen: &std::collections::HashSet<i64>,
+        known: Option<&std::collections::HashMap<String, (i64, i64)>>,
+    ) -> Result<u64> {
+        let gone: Vec<i64> = match known {
+            Some(known) => known.values().map(|(id, _)| *id).filter(|id| !seen.contains(id)).collect(),
+            None => sqlx::query("SELECT id FROM staged_users WHERE directory = $1")
+                .bind(directory)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<std::result::Result<Vec<i64>, _>>()?
+                .into_iter()
+                .filter(|id| !seen.contains(id))
+                .collect(),
+        };
+        let total = seen.len() + gone.len();
         let written: i64 = sqlx::query("SELECT COUNT(*) FROM staged_dirty WHERE directory = $1")
             .bind(directory)
             .fetch_one(&self.pool)
