@@ -260,22 +260,24 @@ impl Store {
 
     /// A page of a run's items; `action`/`outcome` filter when given.
     pub async fn list_items(&self, run_id: i64, action: Option<SyncAction>, limit: i64, offset: i64) -> Result<(Vec<ItemRow>, i64)> {
-        let action = action.map(SyncAction::as_str).unwrap_or("");
-        let total: i64 = sqlx::query("SELECT COUNT(*) FROM sync_items WHERE run_id = $1 AND ($2 = '' OR action = $2)")
-            .bind(run_id)
-            .bind(action)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
-        let rows = sqlx::query_as(&format!(
-            "SELECT {ITEM_COLS} FROM sync_items WHERE run_id = $1 AND ($2 = '' OR action = $2) ORDER BY id LIMIT $3 OFFSET $4"
-        ))
-        .bind(run_id)
-        .bind(action)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
+        // No `($2 = '' OR action = $2)`: a prepared statement's generic plan
+        // cannot tell which side holds, and walked every run's items in id
+        // order (70 ms a page at 100,000 items on PostgreSQL). Each form has
+        // its own statement, served by the (run_id, id) index.
+        let filter = if action.is_some() { " AND action = $2" } else { "" };
+        let count = format!("SELECT COUNT(*) FROM sync_items WHERE run_id = $1{filter}");
+        let mut q = sqlx::query(&count).bind(run_id);
+        if let Some(a) = action {
+            q = q.bind(a.as_str());
+        }
+        let total: i64 = q.fetch_one(&self.pool).await?.try_get(0)?;
+        let (l, o) = if action.is_some() { ("$3", "$4") } else { ("$2", "$3") };
+        let page = format!("SELECT {ITEM_COLS} FROM sync_items WHERE run_id = $1{filter} ORDER BY id LIMIT {l} OFFSET {o}");
+        let mut q = sqlx::query_as(&page).bind(run_id);
+        if let Some(a) = action {
+            q = q.bind(a.as_str());
+        }
+        let rows = q.bind(limit).bind(offset).fetch_all(&self.pool).await?;
         Ok((rows, total))
     }
 
