@@ -111,38 +111,7 @@ impl Service {
 
     /// Operation-log entries for what the directory changed on a user.
     pub(crate) async fn record_update(&self, update: &bindery_store::Update, reasons: &[String], via: &str, done: bindery_store::Applied) {
-        let target = format!("user:{}", update.rename.as_ref().map(|r| r.0.as_str()).unwrap_or(&update.username));
-        if let Some((before, after)) = update.role {
-            self.system_change(
-                "user.role",
-                &target,
-                Some(serde_json::json!({ "role": before.as_str() })),
-                serde_json::json!({ "role": after.as_str(), "by": "directory group mapping", "via": via }),
-            )
-            .await;
-        }
-        match update.activation {
-            Some(Activation::Disable) => {
-                tracing::warn!(user = %update.username, sessions = done.sessions_ended, tokens = done.tokens_revoked, via, "directory account gone or disabled: disabled here, sessions and tokens revoked");
-                self.system_change(
-                    "user.disable",
-                    &target,
-                    Some(serde_json::json!({ "is_active": true })),
-                    serde_json::json!({ "is_active": false, "reason": reasons.join("; "), "via": via, "sessions_ended": done.sessions_ended, "tokens_revoked": done.tokens_revoked }),
-                )
-                .await
-            }
-            Some(Activation::Enable) => {
-                self.system_change(
-                    "user.enable",
-                    &target,
-                    Some(serde_json::json!({ "is_active": false })),
-                    serde_json::json!({ "is_active": true, "reason": reasons.join("; "), "via": via }),
-                )
-                .await
-            }
-            None => {}
-        }
+        self.system_changes(&update_events(update, reasons, via, done)).await;
     }
 
     /// Reconcile one user with what the directory says about them right
@@ -214,4 +183,44 @@ impl Service {
             }
         })
     }
+}
+
+/// The operation-log entries for what the directory changed on a user (a
+/// role, an activation); a disable is also logged with what it revoked.
+pub(crate) fn update_events(
+    update: &bindery_store::Update,
+    reasons: &[String],
+    via: &str,
+    done: bindery_store::Applied,
+) -> Vec<crate::logs::SystemChange> {
+    use crate::logs::SystemChange;
+    let target = format!("user:{}", update.rename.as_ref().map(|r| r.0.as_str()).unwrap_or(&update.username));
+    let mut out = Vec::new();
+    if let Some((before, after)) = update.role {
+        out.push(SystemChange {
+            action: "user.role",
+            target: target.clone(),
+            before: Some(serde_json::json!({ "role": before.as_str() })),
+            after: serde_json::json!({ "role": after.as_str(), "by": "directory group mapping", "via": via }),
+        });
+    }
+    match update.activation {
+        Some(Activation::Disable) => {
+            tracing::warn!(user = %update.username, sessions = done.sessions_ended, tokens = done.tokens_revoked, via, "directory account gone or disabled: disabled here, sessions and tokens revoked");
+            out.push(SystemChange {
+                action: "user.disable",
+                target,
+                before: Some(serde_json::json!({ "is_active": true })),
+                after: serde_json::json!({ "is_active": false, "reason": reasons.join("; "), "via": via, "sessions_ended": done.sessions_ended, "tokens_revoked": done.tokens_revoked }),
+            });
+        }
+        Some(Activation::Enable) => out.push(SystemChange {
+            action: "user.enable",
+            target,
+            before: Some(serde_json::json!({ "is_active": false })),
+            after: serde_json::json!({ "is_active": true, "reason": reasons.join("; "), "via": via }),
+        }),
+        None => {}
+    }
+    out
 }

@@ -7,6 +7,14 @@ use serde::Serialize;
 use crate::util::{fmt_ts, now_ms};
 use crate::{Actor, Error, Result, Service};
 
+/// An operation Bindery did by itself, for [`Service::system_changes`].
+pub(crate) struct SystemChange {
+    pub action: &'static str,
+    pub target: String,
+    pub before: Option<serde_json::Value>,
+    pub after: serde_json::Value,
+}
+
 impl Service {
     /// Record an administrative change. `before`/`after` are DTOs that never
     /// carry secrets. A failure to write is logged, not returned: the change
@@ -14,6 +22,30 @@ impl Service {
     /// An operation Bindery did by itself (sync, directory re-validation).
     pub(crate) async fn system_audit(&self, action: &str, target: &str, after: serde_json::Value) {
         self.system_change(action, target, None, after).await
+    }
+
+    /// Operations Bindery did by itself, `(action, target, before, after)`
+    /// each, written in one transaction.
+    pub(crate) async fn system_changes(&self, events: &[SystemChange]) {
+        let at = now_ms();
+        let texts: Vec<(Option<String>, String)> =
+            events.iter().map(|e| (e.before.as_ref().map(|b| b.to_string()), e.after.to_string())).collect();
+        let rows: Vec<NewOperationEvent<'_>> = events
+            .iter()
+            .zip(&texts)
+            .map(|(e, (before, after))| NewOperationEvent {
+                at,
+                actor: "(system)",
+                action: e.action,
+                target: &e.target,
+                before: before.as_deref(),
+                after: Some(after),
+                ip: "",
+            })
+            .collect();
+        if let Err(e) = self.store.insert_operations(&rows).await {
+            tracing::error!(error = %e, entries = rows.len(), "could not write the operation log");
+        }
     }
 
     /// An operation Bindery did by itself, with the state before it.

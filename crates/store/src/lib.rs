@@ -921,6 +921,30 @@ impl Store {
         Ok(())
     }
 
+    /// Several operation-log entries in one transaction (a sync chunk's
+    /// role changes and disables: one commit, not one per entry).
+    pub async fn insert_operations(&self, events: &[NewOperationEvent<'_>]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO operation_log (at, actor, action, target, before_json, after_json, ip) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(e.at)
+            .bind(e.actor)
+            .bind(e.action)
+            .bind(e.target)
+            .bind(e.before)
+            .bind(e.after)
+            .bind(e.ip)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
     // ----- lockout -----------------------------------------------------------
 
     pub async fn clear_failures(&self, key: &str) -> Result<u64> {

@@ -99,13 +99,14 @@ impl Service {
     }
 
     /// Operation-log entries for role changes and (en|dis)ables a sync applied.
+    /// One transaction for the chunk's entries, not one per change.
     async fn record_sync_changes(&self, changes: &[&Change]) {
+        let mut events = Vec::new();
         for c in changes {
             if let Change::Update { update, reasons } = c {
-                if update.role.is_some() || update.activation.is_some() {
-                    self.record_update(update, reasons, "sync", bindery_store::Applied::default()).await;
-                }
+                events.extend(crate::lifecycle::update_events(update, reasons, "sync", bindery_store::Applied::default()));
             }
         }
+        self.system_changes(&events).await;
     }
 }
