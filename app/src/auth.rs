@@ -5,8 +5,8 @@
 // per-function `allow` from the client half it generates: allow it here.
 #![allow(clippy::too_many_arguments)]
 
+use crate::rpc::{Rpc, RpcForm};
 use bindery_model::*;
-use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
@@ -75,11 +75,11 @@ pub fn ChangePasswordPage() -> impl IntoView {
 
 #[component]
 pub fn TokensPage() -> impl IntoView {
-    let create = ServerAction::<CreateToken>::new();
-    let revoke = ServerAction::<RevokeToken>::new();
-    let tokens = Resource::new(move || (create.version().get(), revoke.version().get()), |_| list_tokens());
+    let create = Rpc::new::<CreateToken>();
+    let revoke = Rpc::new::<RevokeToken>();
+    let tokens = Resource::new(move || (create.version(), revoke.version()), |_| list_tokens());
     let me = me();
-    let created = create.value();
+    let created = create;
     view! {
         <h1>"Settings"</h1>
         <SettingsTabs/>
@@ -103,10 +103,10 @@ pub fn TokensPage() -> impl IntoView {
                                         <td>{t.expires_at.unwrap_or_else(|| "never".into())}</td>
                                         <td>{if t.revoked { "revoked" } else { "active" }}</td>
                                         <td>{(admin && !t.revoked).then(|| view! {
-                                            <ActionForm action=revoke>
+                                            <RpcForm rpc=revoke>
                                                 <input type="hidden" name="id" value=t.id/>
                                                 <button type="submit" class="danger small">"Revoke"</button>
-                                            </ActionForm>
+                                            </RpcForm>
                                         })}</td>
                                     </tr>
                                 }).collect_view()}
@@ -115,7 +115,7 @@ pub fn TokensPage() -> impl IntoView {
                         {admin.then(|| view! {
                             <section class="card">
                                 <h2>"Create a token"</h2>
-                                <ActionForm action=create attr:aria-label="Create an API token">
+                                <RpcForm rpc=create label="Create an API token">
                                     {action_error(created)}
                                     <label>"Name" <input name="name" required/></label>
                                     {field_error(created, "name")}
@@ -124,8 +124,8 @@ pub fn TokensPage() -> impl IntoView {
                                     <label>"Expires in days (empty: never)" <input name="expires_in_days" inputmode="numeric"/></label>
                                     {field_error(created, "expires_in_days")}
                                     <button type="submit" class="primary">"Create token"</button>
-                                </ActionForm>
-                                {move || created.get().and_then(|r| r.ok()).map(|t| view! {
+                                </RpcForm>
+                                {move || created.ok::<CreatedApiToken>().map(|t| view! {
                                     <p class="ok" role="status">"Copy the token now; it is not shown again: " <code data-testid="token-secret">{t.secret}</code></p>
                                 })}
                             </section>

@@ -7,6 +7,7 @@ use leptos_router::hooks::use_query_map;
 
 use crate::api;
 use crate::components::{action_error, is_admin, me, ErrorBox};
+use crate::rpc::{Rpc, RpcForm};
 
 const STATUSES: [(&str, &str); 6] = [
     ("all", "All"),
@@ -72,13 +73,13 @@ pub fn ImportPage() -> impl IntoView {
             per_page: q.get("per_page").and_then(|p| p.parse().ok()).filter(|n| [15, 50, 100].contains(n)).unwrap_or(15),
         }
     });
-    let start = ServerAction::<api::StartUserFetch>::new();
-    let cancel = ServerAction::<api::CancelUserFetch>::new();
-    let import = ServerAction::<api::ImportUsers>::new();
+    let start = Rpc::new::<api::StartUserFetch>();
+    let cancel = Rpc::new::<api::CancelUserFetch>();
+    let import = Rpc::new::<api::ImportUsers>();
     // Poll the enumeration's progress while one runs (client side only).
     let tick = RwSignal::new(0u32);
     let status = Resource::new(
-        move || (filters.get().kind, start.version().get(), cancel.version().get(), tick.get()),
+        move || (filters.get().kind, start.version(), cancel.version(), tick.get()),
         |(kind, ..)| api::user_fetch_status(kind.as_str().to_string()),
     );
     let running = RwSignal::new(false);
@@ -88,7 +89,7 @@ pub fn ImportPage() -> impl IntoView {
         }
     });
     Effect::new(move |_| {
-        if running.get() || start.pending().get() {
+        if running.get() || start.pending() {
             if let Ok(h) = set_interval_with_handle(move || tick.update(|t| *t += 1), std::time::Duration::from_millis(400)) {
                 on_cleanup(move || h.clear());
             }
@@ -97,7 +98,7 @@ pub fn ImportPage() -> impl IntoView {
     // The table reloads when an enumeration finishes and after an import.
     let finished = Memo::new(move |_| status.get().and_then(|r| r.ok()).flatten().filter(|r| r.state != "running").map(|r| r.id));
     let rows = Resource::new(
-        move || (filters.get(), finished.get(), import.version().get()),
+        move || (filters.get(), finished.get(), import.version()),
         |(f, ..)| {
             api::list_staged_users(
                 f.kind.as_str().to_string(),
@@ -127,18 +128,18 @@ pub fn ImportPage() -> impl IntoView {
                 let kind = filters.get_untracked().kind;
                 admin.then(|| view! {
                     <div class="actions">
-                        <ActionForm action=start attr:aria-label="Sync users">
+                        <RpcForm rpc=start label="Sync users">
                             <input type="hidden" name="kind" value=kind.as_str()/>
                             <button type="submit" class="primary" disabled=move || running.get()>"Sync users"</button>
-                        </ActionForm>
+                        </RpcForm>
                         <Show when=move || running.get()>
-                            <ActionForm action=cancel attr:aria-label="Cancel sync">
+                            <RpcForm rpc=cancel label="Cancel sync">
                                 <input type="hidden" name="kind" value=kind.as_str()/>
                                 <button type="submit">"Cancel"</button>
-                            </ActionForm>
+                            </RpcForm>
                         </Show>
                     </div>
-                    {action_error(start.value())}
+                    {action_error(start)}
                 })
             })}
         </Suspense>
@@ -199,7 +200,7 @@ pub fn ImportPage() -> impl IntoView {
                         let pages = p.pages();
                         let (page, total) = (p.page, p.total);
                         view! {
-                            <ActionForm action=import attr:aria-label="Import users">
+                            <RpcForm rpc=import label="Import users">
                                 <input type="hidden" name="kind" value=f.kind.as_str()/>
                                 <input type="hidden" name="status" value=f.status.clone()/>
                                 <input type="hidden" name="q" value=f.q.clone()/>
@@ -221,14 +222,14 @@ pub fn ImportPage() -> impl IntoView {
                                         {format!("Import all {total} matching rows (not only the checked ones)")}</label>
                                     <button type="submit" class="primary">"Import"</button>
                                 })}
-                            </ActionForm>
+                            </RpcForm>
                         }.into_any()
                     }
                 }
             })}
         </Transition>
-        {move || import.pending().get().then(|| view! { <p role="status">"Importing…"</p> })}
-        {move || import.value().get().map(|r| match r {
+        {move || import.pending().then(|| view! { <p role="status">"Importing…"</p> })}
+        {move || import.result::<ImportResult>().map(|r| match r {
             Ok(r) => view! { <ImportResultView r=r/> }.into_any(),
             Err(e) => view! { <ErrorBox error=e/> }.into_any(),
         })}

@@ -10,6 +10,7 @@ mod directory;
 pub mod flash;
 mod import;
 mod logs;
+pub mod rpc;
 mod settings;
 mod sync;
 
