@@ -19,13 +19,14 @@ use crate::api;
 use crate::api::ssr::*;
 use crate::api::{AppError, Password};
 use crate::components::*;
+use crate::data::Data;
 
 #[component]
 pub fn UsersPage() -> impl IntoView {
     let (q, page) = list_params();
     let create = Rpc::new::<CreateUser>();
-    let users = Resource::new(move || (q.get(), page.get(), create.version()), |(q, p, _)| list_users(q, p));
-    let orgs = Resource::new(|| (), |_| list_organisations());
+    let users = Data::<Page<User>>::new(move || (q.get(), page.get(), create.version()), |(q, page, _)| ListUsers { q, page });
+    let orgs = Data::<Vec<Organisation>>::new(|| (), |_| ListOrganisations {});
     let me = me();
     let created = create;
     view! {
@@ -33,7 +34,7 @@ pub fn UsersPage() -> impl IntoView {
         <SearchBox q=q placeholder="Search username, name, email"/>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                match users.await {
+                match users.get().await {
                     Ok(p) => {
                         let pages = p.pages();
                         view! {
@@ -47,8 +48,8 @@ pub fn UsersPage() -> impl IntoView {
         </Transition>
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                let orgs = orgs.await.unwrap_or_default();
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                let orgs = orgs.get().await.unwrap_or_default();
                 admin.then(|| view! {
                     <section class="card">
                         <h2>"Create a user"</h2>
@@ -123,20 +124,20 @@ pub fn UserPage() -> impl IntoView {
     let delete = Rpc::new::<DeleteUser>();
     let explain = Rpc::new::<ExplainAccess>();
     let relink = Rpc::new::<RelinkUser>();
-    let user = Resource::new(
+    let user = Data::<User>::new(
         move || (id.get(), update.version(), toggle.version(), reset.version(), unlock.version(), relink.version()),
-        |(id, ..)| get_user(id),
+        |(id, ..)| GetUser { id },
     );
-    let orgs = Resource::new(|| (), |_| list_organisations());
+    let orgs = Data::<Vec<Organisation>>::new(|| (), |_| ListOrganisations {});
     let me = me();
     let updated = update;
     view! {
         <p><A href="/users">"← Users"</A></p>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                let orgs = orgs.await.unwrap_or_default();
-                match user.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                let orgs = orgs.get().await.unwrap_or_default();
+                match user.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(u) => {
                         let status = if !u.is_active { "disabled" } else if u.locked { "locked" } else { "active" };
@@ -264,15 +265,15 @@ fn ExplainView(x: bindery_model::AccessExplanation) -> impl IntoView {
 pub fn GroupsPage() -> impl IntoView {
     let save = Rpc::new::<SaveGroup>();
     let delete = Rpc::new::<DeleteGroup>();
-    let groups = Resource::new(move || (save.version(), delete.version()), |_| list_groups());
+    let groups = Data::<Vec<Group>>::new(move || (save.version(), delete.version()), |_| ListGroups {});
     let me = me();
     let saved = save;
     view! {
         <h1>"Groups"</h1>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                match groups.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                match groups.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(list) => view! {
                         <div class="table-scroll"><table class="grid" data-testid="groups-table">
@@ -321,15 +322,15 @@ pub fn OrganisationsPage() -> impl IntoView {
     let create = Rpc::new::<CreateOrganisation>();
     let rename = Rpc::new::<RenameOrganisation>();
     let delete = Rpc::new::<DeleteOrganisation>();
-    let orgs = Resource::new(move || (create.version(), rename.version(), delete.version()), |_| list_organisations());
+    let orgs = Data::<Vec<Organisation>>::new(move || (create.version(), rename.version(), delete.version()), |_| ListOrganisations {});
     let me = me();
     let created = create;
     view! {
         <h1>"Organisations"</h1>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                match orgs.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                match orgs.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(list) => view! {
                         {action_error(rename)}

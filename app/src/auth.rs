@@ -16,6 +16,7 @@ use crate::api;
 use crate::api::ssr::*;
 use crate::api::{AppError, Password};
 use crate::components::*;
+use crate::data::Data;
 
 /// A plain HTML form posting to the login server function: it works the
 /// same with or without JavaScript.
@@ -53,7 +54,7 @@ pub fn ChangePasswordPage() -> impl IntoView {
                 <h1>"Change your password"</h1>
                 <Suspense fallback=|| ()>
                     {move || Suspend::new(async move {
-                        let forced = me.0.await.ok().flatten().is_some_and(|u| u.must_change_password);
+                        let forced = me.0.get().await.ok().flatten().is_some_and(|u| u.must_change_password);
                         forced.then(|| view! {
                             <p class="notice" data-testid="forced-change">
                                 "You signed in with a one-time password. Choose your own password to continue."
@@ -77,7 +78,7 @@ pub fn ChangePasswordPage() -> impl IntoView {
 pub fn TokensPage() -> impl IntoView {
     let create = Rpc::new::<CreateToken>();
     let revoke = Rpc::new::<RevokeToken>();
-    let tokens = Resource::new(move || (create.version(), revoke.version()), |_| list_tokens());
+    let tokens = Data::<Vec<ApiToken>>::new(move || (create.version(), revoke.version()), |_| ListTokens {});
     let me = me();
     let created = create;
     view! {
@@ -85,8 +86,8 @@ pub fn TokensPage() -> impl IntoView {
         <SettingsTabs/>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                match tokens.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                match tokens.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(list) => view! {
                         <p>"API tokens authenticate scripts on the REST API (" <code>"Authorization: Bearer …"</code> "). The secret is shown once; only its hash is stored."</p>

@@ -28,7 +28,7 @@ pub fn Layout() -> impl IntoView {
                 <a class="brand" href="/">"Bindery"</a>
                 <Suspense fallback=|| ()>
                     {move || Suspend::new(async move {
-                        let user = me.0.await.ok().flatten();
+                        let user = me.0.get().await.ok().flatten();
                         let reader = user.as_ref().is_some_and(|u| u.role.can_read_admin());
                         let who = user
                             .as_ref()

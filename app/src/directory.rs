@@ -9,6 +9,7 @@ use leptos::prelude::*;
 
 use crate::api::{self, AppError};
 use crate::components::{is_admin, me, ErrorBox, SettingsTabs};
+use crate::data::Data;
 use crate::rpc::Rpc;
 
 #[component]
@@ -36,8 +37,8 @@ fn DirectoryPage(kind: DirectoryKind) -> impl IntoView {
     let login = Rpc::new::<api::TestDirectoryLogin>();
     let fetch = Rpc::new::<api::FetchDirectoryCertificates>();
     let last = RwSignal::new(Op::Save);
-    let settings = Resource::new(move || save.version(), move |_| api::get_directory(kind.as_str().to_string()));
-    let health = Resource::new(move || save.version(), |_| api::directory_health());
+    let settings = Data::<DirectorySettings>::new(move || save.version(), move |_| api::GetDirectory { kind: kind.as_str().to_string() });
+    let health = Data::<Vec<bindery_model::ServerHealth>>::new(move || save.version(), |_| api::GetDirectoryHealth {});
     let me = me();
     // The error of whichever button was pressed last, for the field marks.
     let last_error = Memo::new(move |_| match last.get() {
@@ -66,7 +67,7 @@ fn DirectoryPage(kind: DirectoryKind) -> impl IntoView {
         <SettingsTabs/>
         <Transition fallback=|| ()>
             {move || Suspend::new(async move {
-                health.await.ok().map(|rows| {
+                health.get().await.ok().map(|rows| {
                     let rows: Vec<_> = rows.into_iter().filter(|h| h.directory == kind).collect();
                     view! {
                         <section class="card wide">
@@ -80,8 +81,8 @@ fn DirectoryPage(kind: DirectoryKind) -> impl IntoView {
         </Transition>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                match settings.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                match settings.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(s) => view! {
                         <form method="post" action="/rpc/save_directory" class="card wide directory" on:submit=on_submit

@@ -7,6 +7,7 @@ use leptos_router::hooks::use_query_map;
 
 use crate::api;
 use crate::components::{action_error, is_admin, me, ErrorBox};
+use crate::data::Data;
 use crate::rpc::{Rpc, RpcForm};
 
 const STATUSES: [(&str, &str); 6] = [
@@ -78,13 +79,13 @@ pub fn ImportPage() -> impl IntoView {
     let import = Rpc::new::<api::ImportUsers>();
     // Poll the enumeration's progress while one runs (client side only).
     let tick = RwSignal::new(0u32);
-    let status = Resource::new(
+    let status = Data::<Option<SyncRun>>::new(
         move || (filters.get().kind, start.version(), cancel.version(), tick.get()),
-        |(kind, ..)| api::user_fetch_status(kind.as_str().to_string()),
+        |(kind, ..)| api::UserFetchStatus { kind: kind.as_str().to_string() },
     );
     let running = RwSignal::new(false);
     Effect::new(move |_| {
-        if let Some(Ok(r)) = status.get() {
+        if let Some(Ok(r)) = status.now() {
             running.set(r.is_some_and(|r| r.state == "running"));
         }
     });
@@ -96,22 +97,20 @@ pub fn ImportPage() -> impl IntoView {
         }
     });
     // The table reloads when an enumeration finishes and after an import.
-    let finished = Memo::new(move |_| status.get().and_then(|r| r.ok()).flatten().filter(|r| r.state != "running").map(|r| r.id));
-    let rows = Resource::new(
+    let finished = Memo::new(move |_| status.now().and_then(|r| r.ok()).flatten().filter(|r| r.state != "running").map(|r| r.id));
+    let rows = Data::<bindery_model::Page<StagedUser>>::new(
         move || (filters.get(), finished.get(), import.version()),
-        |(f, ..)| {
-            api::list_staged_users(
-                f.kind.as_str().to_string(),
-                Some(f.status.clone()),
-                Some(f.q.clone()),
-                Some(f.sort.clone()),
-                Some(f.desc),
-                Some(f.page),
-                Some(f.per_page),
-            )
+        |(f, ..)| api::ListStagedUsers {
+            kind: f.kind.as_str().to_string(),
+            status: Some(f.status.clone()),
+            q: Some(f.q.clone()),
+            sort: Some(f.sort.clone()),
+            desc: Some(f.desc),
+            page: Some(f.page),
+            per_page: Some(f.per_page),
         },
     );
-    let orgs = Resource::new(|| (), |_| crate::accounts::list_organisations());
+    let orgs = Data::<Vec<bindery_model::Organisation>>::new(|| (), |_| crate::accounts::ListOrganisations {});
     let me = me();
 
     view! {
@@ -124,7 +123,7 @@ pub fn ImportPage() -> impl IntoView {
         </nav>
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
+                let admin = is_admin(&me.0.get().await.ok().flatten());
                 let kind = filters.get_untracked().kind;
                 admin.then(|| view! {
                     <div class="actions">
@@ -145,7 +144,7 @@ pub fn ImportPage() -> impl IntoView {
         </Suspense>
         <Transition fallback=|| ()>
             {move || Suspend::new(async move {
-                match status.await {
+                match status.get().await {
                     Ok(Some(r)) => {
                         let ok = r.state == "done";
                         view! {
@@ -191,10 +190,10 @@ pub fn ImportPage() -> impl IntoView {
         </form>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                let orgs = orgs.await.unwrap_or_default();
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                let orgs = orgs.get().await.unwrap_or_default();
                 let f = filters.get_untracked();
-                match rows.await {
+                match rows.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(p) => {
                         let pages = p.pages();

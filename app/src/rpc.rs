@@ -100,7 +100,7 @@ impl Rpc {
 }
 
 #[cfg(feature = "hydrate")]
-mod client {
+pub(crate) mod client {
     use leptos::server_fn::client::{browser::BrowserClient, Client};
     use leptos::server_fn::error::FromServerFnError;
     use leptos::server_fn::request::{browser::BrowserRequest, ClientReq};

@@ -13,11 +13,12 @@ use leptos::prelude::*;
 use crate::api::ssr::*;
 use crate::api::AppError;
 use crate::components::*;
+use crate::data::Data;
 
 #[component]
 pub fn BasicSettingsPage() -> impl IntoView {
     let save = Rpc::new::<SaveBasicSettings>();
-    let settings = Resource::new(move || save.version(), |_| basic_settings());
+    let settings = Data::<BasicSettings>::new(move || save.version(), |_| GetBasicSettings {});
     let me = me();
     let saved = save;
     view! {
@@ -25,8 +26,8 @@ pub fn BasicSettingsPage() -> impl IntoView {
         <SettingsTabs/>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                match settings.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                match settings.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(s) => view! {
                         <RpcForm rpc=save class="card" label="Basic settings">
@@ -53,8 +54,8 @@ pub fn BasicSettingsPage() -> impl IntoView {
 pub fn SecuritySettingsPage() -> impl IntoView {
     let save = Rpc::new::<SaveSecuritySettings>();
     let unlock = Rpc::new::<crate::auth::Unlock>();
-    let settings = Resource::new(move || save.version(), |_| security_settings());
-    let locks = Resource::new(move || (save.version(), unlock.version()), |_| crate::auth::list_lockouts());
+    let settings = Data::<SecuritySettings>::new(move || save.version(), |_| GetSecuritySettings {});
+    let locks = Data::<Vec<Lockout>>::new(move || (save.version(), unlock.version()), |_| crate::auth::ListLockouts {});
     let me = me();
     let saved = save;
     view! {
@@ -62,9 +63,9 @@ pub fn SecuritySettingsPage() -> impl IntoView {
         <SettingsTabs/>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                let locks = locks.await;
-                match settings.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                let locks = locks.get().await;
+                match settings.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(s) => view! {
                         <RpcForm rpc=save class="card" label="Security settings">

@@ -10,6 +10,7 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api;
 use crate::components::{action_error, field_error, is_admin, me, ErrorBox};
+use crate::data::Data;
 use crate::rpc::{Rpc, RpcForm};
 
 pub fn counts_text(r: &SyncRun) -> String {
@@ -26,16 +27,19 @@ pub fn counts_text(r: &SyncRun) -> String {
 pub fn SyncCard(kind: DirectoryKind) -> impl IntoView {
     let save = Rpc::new::<api::SaveSyncSettings>();
     let start = Rpc::new::<api::StartSync>();
-    let settings = Resource::new(move || save.version(), move |_| api::sync_settings(kind.as_str().to_string()));
-    let orgs = Resource::new(|| (), |_| crate::accounts::list_organisations());
+    let settings = Data::<bindery_model::SyncSettingsView>::new(
+        move || save.version(),
+        move |_| api::SyncSettings { kind: kind.as_str().to_string() },
+    );
+    let orgs = Data::<Vec<bindery_model::Organisation>>::new(|| (), |_| crate::accounts::ListOrganisations {});
     let me = me();
     let saved = save;
     view! {
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                let orgs = orgs.await.unwrap_or_default();
-                match settings.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                let orgs = orgs.get().await.unwrap_or_default();
+                match settings.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(v) => {
                         let s = v.settings.clone();
@@ -147,9 +151,9 @@ pub fn SyncRunsPage() -> impl IntoView {
     let page = Memo::new(move |_| query.read().get("page").and_then(|p| p.parse::<i64>().ok()).unwrap_or(1).max(1));
     let tick = RwSignal::new(0u32);
     let running = RwSignal::new(false);
-    let runs = Resource::new(move || (page.get(), tick.get()), |(p, _)| api::list_sync_runs(Some(p)));
+    let runs = Data::<bindery_model::Page<SyncRun>>::new(move || (page.get(), tick.get()), |(p, _)| api::ListSyncRuns { page: Some(p) });
     Effect::new(move |_| {
-        if let Some(Ok(p)) = runs.get() {
+        if let Some(Ok(p)) = runs.now() {
             running.set(p.items.iter().any(|r| r.state == "running"));
         }
     });
@@ -158,7 +162,7 @@ pub fn SyncRunsPage() -> impl IntoView {
         <h1>"Sync runs"</h1>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                match runs.await {
+                match runs.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(p) if p.items.is_empty() => view! {
                         <p class="muted">"No sync has run yet. Start one with Sync now on Settings → LDAP or LDAP HA."</p>
@@ -221,12 +225,12 @@ pub fn SyncRunPage() -> impl IntoView {
     let reject = Rpc::new::<api::RejectSync>();
     let tick = RwSignal::new(0u32);
     let running = RwSignal::new(false);
-    let detail = Resource::new(
+    let detail = Data::<bindery_model::SyncRunDetail>::new(
         move || (id.get(), action.get(), page.get(), tick.get(), approve.version(), reject.version()),
-        |(id, action, page, ..)| api::sync_run(id, Some(action), Some(page)),
+        |(id, action, page, ..)| api::SyncRun { id, action: Some(action), page: Some(page) },
     );
     Effect::new(move |_| {
-        if let Some(Ok(d)) = detail.get() {
+        if let Some(Ok(d)) = detail.now() {
             running.set(d.run.state == "running");
         }
     });
@@ -236,8 +240,8 @@ pub fn SyncRunPage() -> impl IntoView {
         <p><A href="/sync/runs">"← Sync runs"</A></p>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                match detail.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                match detail.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(d) => {
                         let r = d.run.clone();
