@@ -8,7 +8,11 @@
 //! client path (the server function's own path and arguments, as server_fn
 //! posts them), and a [`Data<T>`] decodes it where the page awaits it.
 
+use std::any::Any;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
@@ -40,10 +44,17 @@ impl<T: DeserializeOwned> Data<T> {
     pub fn new<S, F>(source: impl Fn() -> S + Send + Sync + 'static, call: impl Fn(S) -> F + Send + Sync + 'static) -> Self
     where
         S: PartialEq + Clone + Send + Sync + 'static,
+        T: 'static,
         F: ServerFn<Error = AppError> + Serialize + Send + 'static,
         F::Output: Serialize,
     {
-        let res = Resource::new(source, move |s| fetch(call(s)));
+        let res = resource(
+            Box::new(move || Key(Arc::new(source()))),
+            Box::new(move |key: Key| match (*key.0).as_any().downcast_ref::<S>() {
+                Some(s) => Box::pin(fetch(call(s.clone()))),
+                None => Box::pin(async { Err(AppError::Internal) }),
+            }),
+        );
         Data { res, ty: PhantomData }
     }
 
@@ -58,6 +69,40 @@ impl<T: DeserializeOwned> Data<T> {
     }
 }
 
+/// A resource's source value, of whichever type, compared by value: every
+/// page's resource is then the same `Resource` with the same closures, and
+/// Leptos' resource code is in the WASM once, not once per page.
+#[derive(Clone)]
+struct Key(Arc<dyn AnyKey>);
+
+trait AnyKey: Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+    fn same(&self, other: &dyn Any) -> bool;
+}
+
+impl<S: PartialEq + Send + Sync + 'static> AnyKey for S {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn same(&self, other: &dyn Any) -> bool {
+        other.downcast_ref::<S>() == Some(self)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        (*self.0).same((*other.0).as_any())
+    }
+}
+
+type Source = Box<dyn Fn() -> Key + Send + Sync>;
+type Fetch = Box<dyn Fn(Key) -> Pin<Box<dyn Future<Output = Raw> + Send>> + Send + Sync>;
+
+fn resource(source: Source, fetch: Fetch) -> Resource<Raw> {
+    Resource::new(source, fetch)
+}
+
 fn decode<T: DeserializeOwned>(raw: Raw) -> Result<T, AppError> {
     serde_json::from_str(raw?.get()).map_err(|e| AppError::Transport(e.to_string()))
 }
@@ -65,7 +110,7 @@ fn decode<T: DeserializeOwned>(raw: Raw) -> Result<T, AppError> {
 /// Runs the server function: its body on the server, a `POST` from the
 /// browser.
 #[allow(clippy::manual_async_fn)]
-fn fetch<F>(args: F) -> impl std::future::Future<Output = Raw> + Send + 'static
+fn fetch<F>(args: F) -> impl Future<Output = Raw> + Send + 'static
 where
     F: ServerFn<Error = AppError> + Serialize + Send + 'static,
     F::Output: Serialize,
