@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
+use crate::rpc::{Rpc, RpcForm};
 use bindery_model::*;
-use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
@@ -19,21 +19,22 @@ use crate::api;
 use crate::api::ssr::*;
 use crate::api::{AppError, Password};
 use crate::components::*;
+use crate::data::Data;
 
 #[component]
 pub fn UsersPage() -> impl IntoView {
     let (q, page) = list_params();
-    let create = ServerAction::<CreateUser>::new();
-    let users = Resource::new(move || (q.get(), page.get(), create.version().get()), |(q, p, _)| list_users(q, p));
-    let orgs = Resource::new(|| (), |_| list_organisations());
+    let create = Rpc::new::<CreateUser>();
+    let users = Data::<Page<User>>::new(move || (q.get(), page.get(), create.version()), |(q, page, _)| ListUsers { q, page });
+    let orgs = Data::<Vec<Organisation>>::new(|| (), |_| ListOrganisations {});
     let me = me();
-    let created = create.value();
+    let created = create;
     view! {
         <h1>"Users"</h1>
         <SearchBox q=q placeholder="Search username, name, email"/>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                match users.await {
+                match users.get().await {
                     Ok(p) => {
                         let pages = p.pages();
                         view! {
@@ -47,12 +48,12 @@ pub fn UsersPage() -> impl IntoView {
         </Transition>
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                let orgs = orgs.await.unwrap_or_default();
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                let orgs = orgs.get().await.unwrap_or_default();
                 admin.then(|| view! {
                     <section class="card">
                         <h2>"Create a user"</h2>
-                        <ActionForm action=create attr:aria-label="Create a user">
+                        <RpcForm rpc=create label="Create a user">
                             {action_error(created)}
                             <label>"Username" <input name="username" required/></label>
                             {field_error(created, "username")}
@@ -75,8 +76,8 @@ pub fn UsersPage() -> impl IntoView {
                             </fieldset>
                             {field_error(created, "organisation_ids")}
                             <button type="submit" class="primary">"Create user"</button>
-                        </ActionForm>
-                        {move || created.get().and_then(|r| r.ok()).map(|u| view! {
+                        </RpcForm>
+                        {move || created.ok::<User>().map(|u| view! {
                             <p class="ok" role="status">"Created "<a href=format!("/users/{}", u.id)>{u.username.clone()}</a>". They must change the password at first sign-in."</p>
                         })}
                     </section>
@@ -116,36 +117,27 @@ fn UserTable(users: Vec<User>) -> impl IntoView {
 pub fn UserPage() -> impl IntoView {
     let params = use_params_map();
     let id = Memo::new(move |_| params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0));
-    let update = ServerAction::<UpdateUser>::new();
-    let toggle = ServerAction::<SetUserActive>::new();
-    let reset = ServerAction::<ResetPassword>::new();
-    let unlock = ServerAction::<crate::auth::Unlock>::new();
-    let delete = ServerAction::<DeleteUser>::new();
-    let explain = ServerAction::<ExplainAccess>::new();
-    let relink = ServerAction::<RelinkUser>::new();
-    let user = Resource::new(
-        move || {
-            (
-                id.get(),
-                update.version().get(),
-                toggle.version().get(),
-                reset.version().get(),
-                unlock.version().get(),
-                relink.version().get(),
-            )
-        },
-        |(id, ..)| get_user(id),
+    let update = Rpc::new::<UpdateUser>();
+    let toggle = Rpc::new::<SetUserActive>();
+    let reset = Rpc::new::<ResetPassword>();
+    let unlock = Rpc::new::<crate::auth::Unlock>();
+    let delete = Rpc::new::<DeleteUser>();
+    let explain = Rpc::new::<ExplainAccess>();
+    let relink = Rpc::new::<RelinkUser>();
+    let user = Data::<User>::new(
+        move || (id.get(), update.version(), toggle.version(), reset.version(), unlock.version(), relink.version()),
+        |(id, ..)| GetUser { id },
     );
-    let orgs = Resource::new(|| (), |_| list_organisations());
+    let orgs = Data::<Vec<Organisation>>::new(|| (), |_| ListOrganisations {});
     let me = me();
-    let updated = update.value();
+    let updated = update;
     view! {
         <p><A href="/users">"← Users"</A></p>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                let orgs = orgs.await.unwrap_or_default();
-                match user.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                let orgs = orgs.get().await.unwrap_or_default();
+                match user.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(u) => {
                         let status = if !u.is_active { "disabled" } else if u.locked { "locked" } else { "active" };
@@ -165,58 +157,58 @@ pub fn UserPage() -> impl IntoView {
                                 <dt>"Last sign-in"</dt><dd>{u.last_login_at.clone().unwrap_or_else(|| "never".into())}</dd>
                                 <dt>"Must change password"</dt><dd>{if u.must_change_password { "yes" } else { "no" }}</dd>
                             </dl>
-                            <ActionForm action=explain attr:aria-label="Explain access">
+                            <RpcForm rpc=explain label="Explain access">
                                 <input type="hidden" name="id" value=uid/>
                                 <button type="submit">"Explain access"</button>
-                            </ActionForm>
-                            {move || explain.pending().get().then(|| view! { <p role="status">"Asking the directory…"</p> })}
-                            {move || explain.value().get().map(|r| match r {
+                            </RpcForm>
+                            {move || explain.pending().then(|| view! { <p role="status">"Asking the directory…"</p> })}
+                            {move || explain.result::<bindery_model::AccessExplanation>().map(|r| match r {
                                 Ok(x) => view! { <ExplainView x=x/> }.into_any(),
                                 Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                             })}
                             {admin.then(move || view! {
                                 <div class="actions">
-                                    <ActionForm action=toggle>
+                                    <RpcForm rpc=toggle>
                                         <input type="hidden" name="id" value=uid/>
                                         <input type="hidden" name="active" value=if u.is_active { "false" } else { "true" }/>
                                         <button type="submit">{if u.is_active { "Disable" } else { "Enable" }}</button>
-                                    </ActionForm>
+                                    </RpcForm>
                                     {(u.source == bindery_model::UserSource::Local).then(|| view! {
-                                        <ActionForm action=reset>
+                                        <RpcForm rpc=reset>
                                             <input type="hidden" name="id" value=uid/>
                                             <button type="submit">"Reset password"</button>
-                                        </ActionForm>
+                                        </RpcForm>
                                     })}
                                     {u.locked.then(|| view! {
-                                        <ActionForm action=unlock>
+                                        <RpcForm rpc=unlock>
                                             <input type="hidden" name="key" value=format!("user:{}", u.username)/>
                                             <button type="submit">"Unlock"</button>
-                                        </ActionForm>
+                                        </RpcForm>
                                     })}
                                     {(u.source != bindery_model::UserSource::Local).then(|| view! {
-                                        <ActionForm action=relink attr:aria-label="Relink to the directory entry">
+                                        <RpcForm rpc=relink label="Relink to the directory entry">
                                             <input type="hidden" name="id" value=uid/>
                                             <button type="submit" title="Link this account to the directory entry that answers to its name now; every session and token is revoked">"Relink to this entry"</button>
-                                        </ActionForm>
+                                        </RpcForm>
                                     })}
-                                    <ActionForm action=delete>
+                                    <RpcForm rpc=delete>
                                         <input type="hidden" name="id" value=uid/>
                                         <button type="submit" class="danger">"Delete"</button>
-                                    </ActionForm>
+                                    </RpcForm>
                                 </div>
-                                {move || relink.value().get().map(|r| match r {
+                                {move || relink.result::<User>().map(|r| match r {
                                     Ok(u) => view! { <p class="ok" role="status" data-testid="relinked">{format!("{} is now linked to the directory entry; every session and token was revoked.", u.username)}</p> }.into_any(),
                                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                                 })}
-                                {action_error(toggle.value())}
-                                {action_error(delete.value())}
-                                {move || reset.value().get().map(|r| match r {
+                                {action_error(toggle)}
+                                {action_error(delete)}
+                                {move || reset.result::<String>().map(|r| match r {
                                     Ok(p) => view! { <p class="ok" role="status">"New one-time password (shown once): " <code data-testid="one-time-password">{p}</code></p> }.into_any(),
                                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                                 })}
                                 <section class="card">
                                     <h2>"Edit"</h2>
-                                    <ActionForm action=update attr:aria-label="Edit user">
+                                    <RpcForm rpc=update label="Edit user">
                                         {action_error(updated)}
                                         <input type="hidden" name="id" value=uid/>
                                         <label>"Full name" <input name="name" value=u.name.clone()/></label>
@@ -240,7 +232,7 @@ pub fn UserPage() -> impl IntoView {
                                             }).collect_view()}
                                         </fieldset>
                                         <button type="submit" class="primary">"Save"</button>
-                                    </ActionForm>
+                                    </RpcForm>
                                 </section>
                             })}
                         }.into_any()
@@ -271,17 +263,17 @@ fn ExplainView(x: bindery_model::AccessExplanation) -> impl IntoView {
 
 #[component]
 pub fn GroupsPage() -> impl IntoView {
-    let save = ServerAction::<SaveGroup>::new();
-    let delete = ServerAction::<DeleteGroup>::new();
-    let groups = Resource::new(move || (save.version().get(), delete.version().get()), |_| list_groups());
+    let save = Rpc::new::<SaveGroup>();
+    let delete = Rpc::new::<DeleteGroup>();
+    let groups = Data::<Vec<Group>>::new(move || (save.version(), delete.version()), |_| ListGroups {});
     let me = me();
-    let saved = save.value();
+    let saved = save;
     view! {
         <h1>"Groups"</h1>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                match groups.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                match groups.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(list) => view! {
                         <div class="table-scroll"><table class="grid" data-testid="groups-table">
@@ -294,10 +286,10 @@ pub fn GroupsPage() -> impl IntoView {
                                         <td>{g.source.as_str()}</td>
                                         <td>{g.members.into_iter().map(|m| m.name).collect::<Vec<_>>().join(", ")}</td>
                                         <td>{admin.then(|| view! {
-                                            <ActionForm action=delete>
+                                            <RpcForm rpc=delete>
                                                 <input type="hidden" name="id" value=g.id/>
                                                 <button type="submit" class="danger small">"Delete"</button>
-                                            </ActionForm>
+                                            </RpcForm>
                                         })}</td>
                                     </tr>
                                 }).collect_view()}
@@ -306,7 +298,7 @@ pub fn GroupsPage() -> impl IntoView {
                         {admin.then(|| view! {
                             <section class="card">
                                 <h2>"Create a group"</h2>
-                                <ActionForm action=save attr:aria-label="Create a group">
+                                <RpcForm rpc=save label="Create a group">
                                     {action_error(saved)}
                                     <label>"Name" <input name="name" required/></label>
                                     {field_error(saved, "name")}
@@ -315,7 +307,7 @@ pub fn GroupsPage() -> impl IntoView {
                                     <label>"Members (usernames, comma-separated)" <input name="members"/></label>
                                     {field_error(saved, "members")}
                                     <button type="submit" class="primary">"Create group"</button>
-                                </ActionForm>
+                                </RpcForm>
                             </section>
                         })}
                     }.into_any(),
@@ -327,22 +319,22 @@ pub fn GroupsPage() -> impl IntoView {
 
 #[component]
 pub fn OrganisationsPage() -> impl IntoView {
-    let create = ServerAction::<CreateOrganisation>::new();
-    let rename = ServerAction::<RenameOrganisation>::new();
-    let delete = ServerAction::<DeleteOrganisation>::new();
-    let orgs = Resource::new(move || (create.version().get(), rename.version().get(), delete.version().get()), |_| list_organisations());
+    let create = Rpc::new::<CreateOrganisation>();
+    let rename = Rpc::new::<RenameOrganisation>();
+    let delete = Rpc::new::<DeleteOrganisation>();
+    let orgs = Data::<Vec<Organisation>>::new(move || (create.version(), rename.version(), delete.version()), |_| ListOrganisations {});
     let me = me();
-    let created = create.value();
+    let created = create;
     view! {
         <h1>"Organisations"</h1>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                match orgs.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                match orgs.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(list) => view! {
-                        {action_error(rename.value())}
-                        {action_error(delete.value())}
+                        {action_error(rename)}
+                        {action_error(delete)}
                         <div class="table-scroll"><table class="grid" data-testid="orgs-table">
                             <thead><tr><th>"Name"</th><th>"Users"</th><th>"Created"</th><th></th></tr></thead>
                             <tbody>
@@ -352,16 +344,16 @@ pub fn OrganisationsPage() -> impl IntoView {
                                         <td>{o.user_count}</td>
                                         <td>{o.created_at}</td>
                                         <td>{admin.then(|| view! {
-                                            <ActionForm action=rename attr:class="inline">
+                                            <RpcForm rpc=rename class="inline">
                                                 <input type="hidden" name="id" value=o.id/>
                                                 <input name="name" value=o.name.clone() aria-label="New name"/>
                                                 <button type="submit" class="small">"Rename"</button>
-                                            </ActionForm>
+                                            </RpcForm>
                                             {(!o.is_default).then(|| view! {
-                                                <ActionForm action=delete attr:class="inline">
+                                                <RpcForm rpc=delete class="inline">
                                                     <input type="hidden" name="id" value=o.id/>
                                                     <button type="submit" class="danger small">"Delete"</button>
-                                                </ActionForm>
+                                                </RpcForm>
                                             })}
                                         })}</td>
                                     </tr>
@@ -371,12 +363,12 @@ pub fn OrganisationsPage() -> impl IntoView {
                         {admin.then(|| view! {
                             <section class="card">
                                 <h2>"Create an organisation"</h2>
-                                <ActionForm action=create attr:aria-label="Create an organisation">
+                                <RpcForm rpc=create label="Create an organisation">
                                     {action_error(created)}
                                     <label>"Name" <input name="name" required/></label>
                                     {field_error(created, "name")}
                                     <button type="submit" class="primary">"Create organisation"</button>
-                                </ActionForm>
+                                </RpcForm>
                             </section>
                         })}
                     }.into_any(),

@@ -5,8 +5,8 @@
 // per-function `allow` from the client half it generates: allow it here.
 #![allow(clippy::too_many_arguments)]
 
+use crate::rpc::{Rpc, RpcForm};
 use bindery_model::*;
-use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
@@ -16,6 +16,7 @@ use crate::api;
 use crate::api::ssr::*;
 use crate::api::{AppError, Password};
 use crate::components::*;
+use crate::data::Data;
 
 /// A plain HTML form posting to the login server function: it works the
 /// same with or without JavaScript.
@@ -53,7 +54,7 @@ pub fn ChangePasswordPage() -> impl IntoView {
                 <h1>"Change your password"</h1>
                 <Suspense fallback=|| ()>
                     {move || Suspend::new(async move {
-                        let forced = me.0.await.ok().flatten().is_some_and(|u| u.must_change_password);
+                        let forced = me.0.get().await.ok().flatten().is_some_and(|u| u.must_change_password);
                         forced.then(|| view! {
                             <p class="notice" data-testid="forced-change">
                                 "You signed in with a one-time password. Choose your own password to continue."
@@ -75,18 +76,18 @@ pub fn ChangePasswordPage() -> impl IntoView {
 
 #[component]
 pub fn TokensPage() -> impl IntoView {
-    let create = ServerAction::<CreateToken>::new();
-    let revoke = ServerAction::<RevokeToken>::new();
-    let tokens = Resource::new(move || (create.version().get(), revoke.version().get()), |_| list_tokens());
+    let create = Rpc::new::<CreateToken>();
+    let revoke = Rpc::new::<RevokeToken>();
+    let tokens = Data::<Vec<ApiToken>>::new(move || (create.version(), revoke.version()), |_| ListTokens {});
     let me = me();
-    let created = create.value();
+    let created = create;
     view! {
         <h1>"Settings"</h1>
         <SettingsTabs/>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                match tokens.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                match tokens.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(list) => view! {
                         <p>"API tokens authenticate scripts on the REST API (" <code>"Authorization: Bearer …"</code> "). The secret is shown once; only its hash is stored."</p>
@@ -103,10 +104,10 @@ pub fn TokensPage() -> impl IntoView {
                                         <td>{t.expires_at.unwrap_or_else(|| "never".into())}</td>
                                         <td>{if t.revoked { "revoked" } else { "active" }}</td>
                                         <td>{(admin && !t.revoked).then(|| view! {
-                                            <ActionForm action=revoke>
+                                            <RpcForm rpc=revoke>
                                                 <input type="hidden" name="id" value=t.id/>
                                                 <button type="submit" class="danger small">"Revoke"</button>
-                                            </ActionForm>
+                                            </RpcForm>
                                         })}</td>
                                     </tr>
                                 }).collect_view()}
@@ -115,7 +116,7 @@ pub fn TokensPage() -> impl IntoView {
                         {admin.then(|| view! {
                             <section class="card">
                                 <h2>"Create a token"</h2>
-                                <ActionForm action=create attr:aria-label="Create an API token">
+                                <RpcForm rpc=create label="Create an API token">
                                     {action_error(created)}
                                     <label>"Name" <input name="name" required/></label>
                                     {field_error(created, "name")}
@@ -124,8 +125,8 @@ pub fn TokensPage() -> impl IntoView {
                                     <label>"Expires in days (empty: never)" <input name="expires_in_days" inputmode="numeric"/></label>
                                     {field_error(created, "expires_in_days")}
                                     <button type="submit" class="primary">"Create token"</button>
-                                </ActionForm>
-                                {move || created.get().and_then(|r| r.ok()).map(|t| view! {
+                                </RpcForm>
+                                {move || created.ok::<CreatedApiToken>().map(|t| view! {
                                     <p class="ok" role="status">"Copy the token now; it is not shown again: " <code data-testid="token-secret">{t.secret}</code></p>
                                 })}
                             </section>

@@ -28,7 +28,7 @@ pub fn Layout() -> impl IntoView {
                 <a class="brand" href="/">"Bindery"</a>
                 <Suspense fallback=|| ()>
                     {move || Suspend::new(async move {
-                        let user = me.0.await.ok().flatten();
+                        let user = me.0.get().await.ok().flatten();
                         let reader = user.as_ref().is_some_and(|u| u.role.can_read_admin());
                         let who = user
                             .as_ref()
@@ -145,29 +145,15 @@ pub fn ErrorBox(error: AppError) -> impl IntoView {
     view! { <p class="error" role="alert">{error.to_string()}</p> }
 }
 
-/// The message for `field` from the last result of an action, next to its input.
-pub fn field_error<T, S>(result: S, field: &'static str) -> impl IntoView
-where
-    T: Clone + Send + Sync + 'static,
-    S: Get<Value = Option<Result<T, AppError>>> + Send + Sync + 'static,
-{
-    move || {
-        result
-            .get()
-            .and_then(|r| r.err())
-            .and_then(|e| e.for_field(field))
-            .map(|m| view! { <span class="field-error" data-field=field>{m}</span> })
-    }
+/// The message for `field` from the last answer of a form, next to its input.
+pub fn field_error(rpc: crate::rpc::Rpc, field: &'static str) -> impl IntoView {
+    move || rpc.error().and_then(|e| e.for_field(field)).map(|m| view! { <span class="field-error" data-field=field>{m}</span> })
 }
 
-/// Errors of an action that are not about one field.
-pub fn action_error<T, S>(result: S) -> impl IntoView
-where
-    T: Clone + Send + Sync + 'static,
-    S: Get<Value = Option<Result<T, AppError>>> + Send + Sync + 'static,
-{
+/// Errors of a form's last answer that are not about one field.
+pub fn action_error(rpc: crate::rpc::Rpc) -> impl IntoView {
     move || {
-        result.get().and_then(|r| r.err()).map(|e| {
+        rpc.error().map(|e| {
             let text = match &e {
                 AppError::Invalid(_) => "Please correct the fields marked below.".to_string(),
                 other => other.to_string(),

@@ -5,11 +5,12 @@
 //! functions; without JavaScript the form still saves (plain POST).
 
 use bindery_model::{DirectoryKind, DirectorySettings, GroupMode, LoginTestReport, ProbeReport, ProbeStep};
-use leptos::form::FromFormData;
 use leptos::prelude::*;
 
 use crate::api::{self, AppError};
 use crate::components::{is_admin, me, ErrorBox, SettingsTabs};
+use crate::data::Data;
+use crate::rpc::Rpc;
 
 #[component]
 pub fn LdapPage() -> impl IntoView {
@@ -31,69 +32,42 @@ enum Op {
 
 #[component]
 fn DirectoryPage(kind: DirectoryKind) -> impl IntoView {
-    let save = ServerAction::<api::SaveDirectory>::new();
-    let test = ServerAction::<api::TestDirectory>::new();
-    let login = ServerAction::<api::TestDirectoryLogin>::new();
-    let fetch = ServerAction::<api::FetchDirectoryCertificates>::new();
+    let save = Rpc::new::<api::SaveDirectory>();
+    let test = Rpc::new::<api::TestDirectory>();
+    let login = Rpc::new::<api::TestDirectoryLogin>();
+    let fetch = Rpc::new::<api::FetchDirectoryCertificates>();
     let last = RwSignal::new(Op::Save);
-    let settings = Resource::new(move || save.version().get(), move |_| api::get_directory(kind.as_str().to_string()));
-    let health = Resource::new(move || save.version().get(), |_| api::directory_health());
+    let settings = Data::<DirectorySettings>::new(move || save.version(), move |_| api::GetDirectory { kind: kind.as_str().to_string() });
+    let health = Data::<Vec<bindery_model::ServerHealth>>::new(move || save.version(), |_| api::GetDirectoryHealth {});
     let me = me();
     // The error of whichever button was pressed last, for the field marks.
-    let last_error = Memo::new(move |_| {
-        let e = match last.get() {
-            Op::Save => save.value().get().and_then(|r| r.err()),
-            Op::Test => test.value().get().and_then(|r| r.err()),
-            Op::Login => login.value().get().and_then(|r| r.err()),
-            Op::Fetch => fetch.value().get().and_then(|r| r.err()),
-        };
-        e.map(Err::<(), AppError>)
+    let last_error = Memo::new(move |_| match last.get() {
+        Op::Save => save.error(),
+        Op::Test => test.error(),
+        Op::Login => login.error(),
+        Op::Fetch => fetch.error(),
     });
     let err = move |field: &'static str| {
-        move || {
-            last_error
-                .get()
-                .and_then(|r| r.err())
-                .and_then(|e| e.for_field(field))
-                .map(|m| view! { <span class="field-error" data-field=field>{m}</span> })
-        }
+        move || last_error.get().and_then(|e| e.for_field(field)).map(|m| view! { <span class="field-error" data-field=field>{m}</span> })
     };
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let op = ev.submitter().and_then(|b| b.get_attribute("value")).unwrap_or_default();
-        match op.as_str() {
-            "test" => {
-                if let Ok(args) = api::TestDirectory::from_event(&ev) {
-                    last.set(Op::Test);
-                    test.dispatch(args);
-                }
-            }
-            "fetch" => {
-                if let Ok(args) = api::FetchDirectoryCertificates::from_event(&ev) {
-                    last.set(Op::Fetch);
-                    fetch.dispatch(args);
-                }
-            }
-            "login" => {
-                if let Ok(args) = api::TestDirectoryLogin::from_event(&ev) {
-                    last.set(Op::Login);
-                    login.dispatch(args);
-                }
-            }
-            _ => {
-                if let Ok(args) = api::SaveDirectory::from_event(&ev) {
-                    last.set(Op::Save);
-                    save.dispatch(args);
-                }
-            }
-        }
+        let (op, rpc) = match op.as_str() {
+            "test" => (Op::Test, test),
+            "fetch" => (Op::Fetch, fetch),
+            "login" => (Op::Login, login),
+            _ => (Op::Save, save),
+        };
+        last.set(op);
+        rpc.submit(&ev);
     };
     view! {
         <h1>"Settings"</h1>
         <SettingsTabs/>
         <Transition fallback=|| ()>
             {move || Suspend::new(async move {
-                health.await.ok().map(|rows| {
+                health.get().await.ok().map(|rows| {
                     let rows: Vec<_> = rows.into_iter().filter(|h| h.directory == kind).collect();
                     view! {
                         <section class="card wide">
@@ -107,8 +81,8 @@ fn DirectoryPage(kind: DirectoryKind) -> impl IntoView {
         </Transition>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                match settings.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                match settings.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(s) => view! {
                         <form method="post" action="/rpc/save_directory" class="card wide directory" on:submit=on_submit
@@ -117,7 +91,8 @@ fn DirectoryPage(kind: DirectoryKind) -> impl IntoView {
                             <input type="hidden" name="kind" value=kind.as_str()/>
                             {move || {
                                 let msg = match last.get() {
-                                    Op::Save => save.value().get().map(|r| r.map(|_| "Saved.".to_string())),
+                                    Op::Save if save.succeeded() => Some(Ok("Saved.".to_string())),
+                                    Op::Save => save.error().map(Err),
                                     _ => None,
                                 };
                                 match msg {
@@ -150,27 +125,27 @@ fn DirectoryPage(kind: DirectoryKind) -> impl IntoView {
                 }
             })}
         </Transition>
-        {move || match (last.get(), test.pending().get()) {
+        {move || match (last.get(), test.pending()) {
             (Op::Test, true) => Some(view! { <p role="status">"Testing the connection…"</p> }.into_any()),
-            (Op::Test, false) => test.value().get().map(|r| match r {
+            (Op::Test, false) => test.result::<ProbeReport>().map(|r| match r {
                 Ok(report) => view! { <ProbeView report=report/> }.into_any(),
                 Err(AppError::Invalid(_)) => view! { <p class="error" role="alert">"Cannot test: please correct the fields marked above."</p> }.into_any(),
                 Err(e) => view! { <ErrorBox error=e/> }.into_any(),
             }),
             _ => None,
         }}
-        {move || match (last.get(), fetch.pending().get()) {
+        {move || match (last.get(), fetch.pending()) {
             (Op::Fetch, true) => Some(view! { <p role="status">"Fetching the certificates…"</p> }.into_any()),
-            (Op::Fetch, false) => fetch.value().get().map(|r| match r {
+            (Op::Fetch, false) => fetch.result::<Vec<bindery_model::ServerCertificates>>().map(|r| match r {
                 Ok(servers) => view! { <CertificatesView servers=servers/> }.into_any(),
                 Err(AppError::Invalid(_)) => view! { <p class="error" role="alert">"Cannot fetch: please correct the fields marked above."</p> }.into_any(),
                 Err(e) => view! { <ErrorBox error=e/> }.into_any(),
             }),
             _ => None,
         }}
-        {move || match (last.get(), login.pending().get()) {
+        {move || match (last.get(), login.pending()) {
             (Op::Login, true) => Some(view! { <p role="status">"Testing the login…"</p> }.into_any()),
-            (Op::Login, false) => login.value().get().map(|r| match r {
+            (Op::Login, false) => login.result::<LoginTestReport>().map(|r| match r {
                 Ok(report) => view! { <LoginTestView report=report/> }.into_any(),
                 Err(AppError::Invalid(_)) => view! { <p class="error" role="alert">"Cannot test: please correct the fields marked above."</p> }.into_any(),
                 Err(e) => view! { <ErrorBox error=e/> }.into_any(),

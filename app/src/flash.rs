@@ -1,7 +1,7 @@
 //! The result of a form posted without JavaScript, shown once on the page
 //! the form came from.
 //!
-//! With JavaScript, an `ActionForm` calls its server function and shows the
+//! With JavaScript, an `RpcForm` (see `rpc.rs`) calls its server function and shows the
 //! result in place. Without it, the browser posts the form to `/rpc/…`; the
 //! server (see `server/src/flash.rs`) turns the answer into a [`Flash`],
 //! sends it back in a short-lived encrypted cookie (never in the URL: a new

@@ -7,6 +7,8 @@ use leptos_router::hooks::use_query_map;
 
 use crate::api;
 use crate::components::{action_error, is_admin, me, ErrorBox};
+use crate::data::Data;
+use crate::rpc::{Rpc, RpcForm};
 
 const STATUSES: [(&str, &str); 6] = [
     ("all", "All"),
@@ -72,45 +74,43 @@ pub fn ImportPage() -> impl IntoView {
             per_page: q.get("per_page").and_then(|p| p.parse().ok()).filter(|n| [15, 50, 100].contains(n)).unwrap_or(15),
         }
     });
-    let start = ServerAction::<api::StartUserFetch>::new();
-    let cancel = ServerAction::<api::CancelUserFetch>::new();
-    let import = ServerAction::<api::ImportUsers>::new();
+    let start = Rpc::new::<api::StartUserFetch>();
+    let cancel = Rpc::new::<api::CancelUserFetch>();
+    let import = Rpc::new::<api::ImportUsers>();
     // Poll the enumeration's progress while one runs (client side only).
     let tick = RwSignal::new(0u32);
-    let status = Resource::new(
-        move || (filters.get().kind, start.version().get(), cancel.version().get(), tick.get()),
-        |(kind, ..)| api::user_fetch_status(kind.as_str().to_string()),
+    let status = Data::<Option<SyncRun>>::new(
+        move || (filters.get().kind, start.version(), cancel.version(), tick.get()),
+        |(kind, ..)| api::UserFetchStatus { kind: kind.as_str().to_string() },
     );
     let running = RwSignal::new(false);
     Effect::new(move |_| {
-        if let Some(Ok(r)) = status.get() {
+        if let Some(Ok(r)) = status.now() {
             running.set(r.is_some_and(|r| r.state == "running"));
         }
     });
     Effect::new(move |_| {
-        if running.get() || start.pending().get() {
+        if running.get() || start.pending() {
             if let Ok(h) = set_interval_with_handle(move || tick.update(|t| *t += 1), std::time::Duration::from_millis(400)) {
                 on_cleanup(move || h.clear());
             }
         }
     });
     // The table reloads when an enumeration finishes and after an import.
-    let finished = Memo::new(move |_| status.get().and_then(|r| r.ok()).flatten().filter(|r| r.state != "running").map(|r| r.id));
-    let rows = Resource::new(
-        move || (filters.get(), finished.get(), import.version().get()),
-        |(f, ..)| {
-            api::list_staged_users(
-                f.kind.as_str().to_string(),
-                Some(f.status.clone()),
-                Some(f.q.clone()),
-                Some(f.sort.clone()),
-                Some(f.desc),
-                Some(f.page),
-                Some(f.per_page),
-            )
+    let finished = Memo::new(move |_| status.now().and_then(|r| r.ok()).flatten().filter(|r| r.state != "running").map(|r| r.id));
+    let rows = Data::<bindery_model::Page<StagedUser>>::new(
+        move || (filters.get(), finished.get(), import.version()),
+        |(f, ..)| api::ListStagedUsers {
+            kind: f.kind.as_str().to_string(),
+            status: Some(f.status.clone()),
+            q: Some(f.q.clone()),
+            sort: Some(f.sort.clone()),
+            desc: Some(f.desc),
+            page: Some(f.page),
+            per_page: Some(f.per_page),
         },
     );
-    let orgs = Resource::new(|| (), |_| crate::accounts::list_organisations());
+    let orgs = Data::<Vec<bindery_model::Organisation>>::new(|| (), |_| crate::accounts::ListOrganisations {});
     let me = me();
 
     view! {
@@ -123,28 +123,28 @@ pub fn ImportPage() -> impl IntoView {
         </nav>
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
+                let admin = is_admin(&me.0.get().await.ok().flatten());
                 let kind = filters.get_untracked().kind;
                 admin.then(|| view! {
                     <div class="actions">
-                        <ActionForm action=start attr:aria-label="Sync users">
+                        <RpcForm rpc=start label="Sync users">
                             <input type="hidden" name="kind" value=kind.as_str()/>
                             <button type="submit" class="primary" disabled=move || running.get()>"Sync users"</button>
-                        </ActionForm>
+                        </RpcForm>
                         <Show when=move || running.get()>
-                            <ActionForm action=cancel attr:aria-label="Cancel sync">
+                            <RpcForm rpc=cancel label="Cancel sync">
                                 <input type="hidden" name="kind" value=kind.as_str()/>
                                 <button type="submit">"Cancel"</button>
-                            </ActionForm>
+                            </RpcForm>
                         </Show>
                     </div>
-                    {action_error(start.value())}
+                    {action_error(start)}
                 })
             })}
         </Suspense>
         <Transition fallback=|| ()>
             {move || Suspend::new(async move {
-                match status.await {
+                match status.get().await {
                     Ok(Some(r)) => {
                         let ok = r.state == "done";
                         view! {
@@ -190,16 +190,16 @@ pub fn ImportPage() -> impl IntoView {
         </form>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                let orgs = orgs.await.unwrap_or_default();
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                let orgs = orgs.get().await.unwrap_or_default();
                 let f = filters.get_untracked();
-                match rows.await {
+                match rows.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(p) => {
                         let pages = p.pages();
                         let (page, total) = (p.page, p.total);
                         view! {
-                            <ActionForm action=import attr:aria-label="Import users">
+                            <RpcForm rpc=import label="Import users">
                                 <input type="hidden" name="kind" value=f.kind.as_str()/>
                                 <input type="hidden" name="status" value=f.status.clone()/>
                                 <input type="hidden" name="q" value=f.q.clone()/>
@@ -221,14 +221,14 @@ pub fn ImportPage() -> impl IntoView {
                                         {format!("Import all {total} matching rows (not only the checked ones)")}</label>
                                     <button type="submit" class="primary">"Import"</button>
                                 })}
-                            </ActionForm>
+                            </RpcForm>
                         }.into_any()
                     }
                 }
             })}
         </Transition>
-        {move || import.pending().get().then(|| view! { <p role="status">"Importing…"</p> })}
-        {move || import.value().get().map(|r| match r {
+        {move || import.pending().then(|| view! { <p role="status">"Importing…"</p> })}
+        {move || import.result::<ImportResult>().map(|r| match r {
             Ok(r) => view! { <ImportResultView r=r/> }.into_any(),
             Err(e) => view! { <ErrorBox error=e/> }.into_any(),
         })}

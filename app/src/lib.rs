@@ -6,10 +6,12 @@ pub mod api;
 mod auth;
 mod charts;
 mod components;
+pub mod data;
 mod directory;
 pub mod flash;
 mod import;
 mod logs;
+pub mod rpc;
 mod settings;
 mod sync;
 
@@ -42,12 +44,12 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 
 /// The signed-in user, loaded once per page and shared through context.
 #[derive(Clone, Copy)]
-pub struct Me(pub Resource<Result<Option<CurrentUser>, api::AppError>>);
+pub struct Me(pub data::Data<Option<CurrentUser>>);
 
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    let me = Resource::new(|| (), |_| auth::current_user());
+    let me = data::Data::new(|| (), |_| auth::GetCurrentUser {});
     provide_context(Me(me));
     // Every route renders completely on the server before the page is sent
     // (SsrMode::Async): pages and forms then work without JavaScript, and

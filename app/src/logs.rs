@@ -14,6 +14,7 @@ use leptos_router::hooks::use_query_map;
 use crate::api::ssr::*;
 use crate::api::AppError;
 use crate::components::*;
+use crate::data::Data;
 
 #[component]
 pub fn HomePage() -> impl IntoView {
@@ -21,7 +22,7 @@ pub fn HomePage() -> impl IntoView {
     view! {
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                match me.0.await {
+                match me.0.get().await {
                     Ok(Some(u)) if u.role.can_read_admin() => view! { <Dashboard/> }.into_any(),
                     Ok(Some(u)) => view! {
                         <section>
@@ -39,12 +40,12 @@ pub fn HomePage() -> impl IntoView {
 
 #[component]
 fn Dashboard() -> impl IntoView {
-    let data = Resource::new(|| (), |_| dashboard());
+    let data = Data::<Dashboard>::new(|| (), |_| GetDashboard {});
     view! {
         <h1>"Dashboard"</h1>
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                match data.await {
+                match data.get().await {
                     Ok(d) => view! {
                         <div class="cards">
                             <div class="stat"><span class="n" data-testid="stat-users">{d.users}</span>" users"</div>
@@ -204,13 +205,13 @@ fn LogFilters(query: Memo<bindery_model::LogQuery>, login: bool, csv: &'static s
 #[component]
 pub fn LoginLogPage() -> impl IntoView {
     let query = log_query();
-    let rows = Resource::new(move || query.get(), login_log);
+    let rows = Data::<Page<LoginEvent>>::new(move || query.get(), |query| LoginLog { query });
     view! {
         <h1>"Login log"</h1>
         <LogFilters query=query login=true csv="/api/v1/logs/login.csv"/>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                match rows.await {
+                match rows.get().await {
                     Ok(p) => {
                         let pages = p.pages();
                         let q = query.get_untracked();
@@ -229,13 +230,13 @@ pub fn LoginLogPage() -> impl IntoView {
 #[component]
 pub fn OperationLogPage() -> impl IntoView {
     let query = log_query();
-    let rows = Resource::new(move || query.get(), operation_log);
+    let rows = Data::<Page<OperationEvent>>::new(move || query.get(), |query| OperationLog { query });
     view! {
         <h1>"Operation log"</h1>
         <LogFilters query=query login=false csv="/api/v1/logs/operations.csv"/>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                match rows.await {
+                match rows.get().await {
                     Ok(p) => {
                         let pages = p.pages();
                         let q = query.get_untracked();

@@ -5,31 +5,32 @@
 // per-function `allow` from the client half it generates: allow it here.
 #![allow(clippy::too_many_arguments)]
 
+use crate::rpc::{Rpc, RpcForm};
 use bindery_model::*;
-use leptos::form::ActionForm;
 use leptos::prelude::*;
 
 #[cfg(feature = "ssr")]
 use crate::api::ssr::*;
 use crate::api::AppError;
 use crate::components::*;
+use crate::data::Data;
 
 #[component]
 pub fn BasicSettingsPage() -> impl IntoView {
-    let save = ServerAction::<SaveBasicSettings>::new();
-    let settings = Resource::new(move || save.version().get(), |_| basic_settings());
+    let save = Rpc::new::<SaveBasicSettings>();
+    let settings = Data::<BasicSettings>::new(move || save.version(), |_| GetBasicSettings {});
     let me = me();
-    let saved = save.value();
+    let saved = save;
     view! {
         <h1>"Settings"</h1>
         <SettingsTabs/>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                match settings.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                match settings.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(s) => view! {
-                        <ActionForm action=save attr:class="card" attr:aria-label="Basic settings">
+                        <RpcForm rpc=save class="card" label="Basic settings">
                             {action_error(saved)}
                             <label>"Site URL" <input name="site_url" value=s.site_url disabled=!admin/></label>
                             {field_error(saved, "site_url")}
@@ -40,8 +41,8 @@ pub fn BasicSettingsPage() -> impl IntoView {
                             <label>"Keep login and operation log entries for (days)" <input name="log_retention_days" inputmode="numeric" value=s.log_retention_days.to_string() disabled=!admin/></label>
                             {field_error(saved, "log_retention_days")}
                             {admin.then(|| view! { <button type="submit" class="primary">"Save"</button> })}
-                            {move || saved.get().and_then(|r| r.ok()).map(|_| view! { <p class="ok" role="status">"Saved."</p> })}
-                        </ActionForm>
+                            {move || saved.succeeded().then(|| view! { <p class="ok" role="status">"Saved."</p> })}
+                        </RpcForm>
                     }.into_any(),
                 }
             })}
@@ -51,23 +52,23 @@ pub fn BasicSettingsPage() -> impl IntoView {
 
 #[component]
 pub fn SecuritySettingsPage() -> impl IntoView {
-    let save = ServerAction::<SaveSecuritySettings>::new();
-    let unlock = ServerAction::<crate::auth::Unlock>::new();
-    let settings = Resource::new(move || save.version().get(), |_| security_settings());
-    let locks = Resource::new(move || (save.version().get(), unlock.version().get()), |_| crate::auth::list_lockouts());
+    let save = Rpc::new::<SaveSecuritySettings>();
+    let unlock = Rpc::new::<crate::auth::Unlock>();
+    let settings = Data::<SecuritySettings>::new(move || save.version(), |_| GetSecuritySettings {});
+    let locks = Data::<Vec<Lockout>>::new(move || (save.version(), unlock.version()), |_| crate::auth::ListLockouts {});
     let me = me();
-    let saved = save.value();
+    let saved = save;
     view! {
         <h1>"Settings"</h1>
         <SettingsTabs/>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                let locks = locks.await;
-                match settings.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                let locks = locks.get().await;
+                match settings.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(s) => view! {
-                        <ActionForm action=save attr:class="card" attr:aria-label="Security settings">
+                        <RpcForm rpc=save class="card" label="Security settings">
                             <h2>"Login restriction"</h2>
                             {action_error(saved)}
                             <label>"Lock a username after this many failed logins" <input name="lockout_max_failures" inputmode="numeric" value=s.lockout_max_failures.to_string() disabled=!admin/></label>
@@ -93,10 +94,10 @@ pub fn SecuritySettingsPage() -> impl IntoView {
                                 <input name="revalidate_minutes" inputmode="numeric" value=s.revalidate_minutes.to_string() disabled=!admin/></label>
                             {field_error(saved, "revalidate_minutes")}
                             {admin.then(|| view! { <button type="submit" class="primary">"Save"</button> })}
-                            {move || saved.get().and_then(|r| r.ok()).map(|_| view! { <p class="ok" role="status">"Saved."</p> })}
-                        </ActionForm>
+                            {move || saved.succeeded().then(|| view! { <p class="ok" role="status">"Saved."</p> })}
+                        </RpcForm>
                         <h2>"Locked out now"</h2>
-                        {action_error(unlock.value())}
+                        {action_error(unlock)}
                         {match locks {
                             Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                             Ok(list) => view! {
@@ -109,10 +110,10 @@ pub fn SecuritySettingsPage() -> impl IntoView {
                                                 <td>{l.failures}</td>
                                                 <td>{l.last_failure_at}</td>
                                                 <td>{admin.then(|| view! {
-                                                    <ActionForm action=unlock>
+                                                    <RpcForm rpc=unlock>
                                                         <input type="hidden" name="key" value=l.key.clone()/>
                                                         <button type="submit" class="small">"Unlock"</button>
-                                                    </ActionForm>
+                                                    </RpcForm>
                                                 })}</td>
                                             </tr>
                                         }).collect_view()}

@@ -4,13 +4,14 @@
 //! run, CSV report).
 
 use bindery_model::{DirectoryKind, SyncRun};
-use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api;
 use crate::components::{action_error, field_error, is_admin, me, ErrorBox};
+use crate::data::Data;
+use crate::rpc::{Rpc, RpcForm};
 
 pub fn counts_text(r: &SyncRun) -> String {
     let c = &r.counts;
@@ -24,24 +25,27 @@ pub fn counts_text(r: &SyncRun) -> String {
 /// Sync settings of one directory configuration, with Sync now / Dry run.
 #[component]
 pub fn SyncCard(kind: DirectoryKind) -> impl IntoView {
-    let save = ServerAction::<api::SaveSyncSettings>::new();
-    let start = ServerAction::<api::StartSync>::new();
-    let settings = Resource::new(move || save.version().get(), move |_| api::sync_settings(kind.as_str().to_string()));
-    let orgs = Resource::new(|| (), |_| crate::accounts::list_organisations());
+    let save = Rpc::new::<api::SaveSyncSettings>();
+    let start = Rpc::new::<api::StartSync>();
+    let settings = Data::<bindery_model::SyncSettingsView>::new(
+        move || save.version(),
+        move |_| api::SyncSettings { kind: kind.as_str().to_string() },
+    );
+    let orgs = Data::<Vec<bindery_model::Organisation>>::new(|| (), |_| crate::accounts::ListOrganisations {});
     let me = me();
-    let saved = save.value();
+    let saved = save;
     view! {
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                let orgs = orgs.await.unwrap_or_default();
-                match settings.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                let orgs = orgs.get().await.unwrap_or_default();
+                match settings.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(v) => {
                         let s = v.settings.clone();
                         let interval = if s.interval_hours > 0 { s.interval_hours.to_string() } else { String::new() };
                         view! {
-                            <ActionForm action=save attr:class="card wide" attr:aria-label="Sync settings">
+                            <RpcForm rpc=save class="card wide" label="Sync settings">
                                 <h2>"Sync"</h2>
                                 {action_error(saved)}
                                 <input type="hidden" name="kind" value=kind.as_str()/>
@@ -99,19 +103,19 @@ pub fn SyncCard(kind: DirectoryKind) -> impl IntoView {
                                 {field_error(saved, "live")}
                                 {v.live.clone().map(|l| view! { <crate::components::LiveStreams rows=vec![l]/> })}
                                 {admin.then(|| view! { <button type="submit" class="primary">"Save sync settings"</button> })}
-                                {move || saved.get().and_then(|r| r.ok()).map(|_| view! { <p class="ok" role="status">"Saved."</p> })}
-                            </ActionForm>
+                                {move || saved.succeeded().then(|| view! { <p class="ok" role="status">"Saved."</p> })}
+                            </RpcForm>
                             {admin.then(|| view! {
                                 <div class="actions">
-                                    <ActionForm action=start attr:aria-label="Sync now">
+                                    <RpcForm rpc=start label="Sync now">
                                         <input type="hidden" name="kind" value=kind.as_str()/>
                                         <button type="submit" class="primary">"Sync now"</button>
-                                    </ActionForm>
-                                    <ActionForm action=start attr:aria-label="Dry run">
+                                    </RpcForm>
+                                    <RpcForm rpc=start label="Dry run">
                                         <input type="hidden" name="kind" value=kind.as_str()/>
                                         <input type="hidden" name="dry_run" value="true"/>
                                         <button type="submit">"Dry run"</button>
-                                    </ActionForm>
+                                    </RpcForm>
                                     <A href="/sync/runs">"Sync runs"</A>
                                 </div>
                             })}
@@ -120,8 +124,8 @@ pub fn SyncCard(kind: DirectoryKind) -> impl IntoView {
                 }
             })}
         </Transition>
-        {action_error(start.value())}
-        {move || start.value().get().and_then(|r| r.ok()).map(|r| view! {
+        {action_error(start)}
+        {move || start.ok::<SyncRun>().map(|r| view! {
             <p role="status" data-testid="sync-started">
                 {format!("{} #{} started. ", if r.dry_run { "Dry run" } else { "Sync" }, r.id)}
                 <A href=format!("/sync/runs/{}", r.id)>"Follow it"</A>
@@ -147,9 +151,9 @@ pub fn SyncRunsPage() -> impl IntoView {
     let page = Memo::new(move |_| query.read().get("page").and_then(|p| p.parse::<i64>().ok()).unwrap_or(1).max(1));
     let tick = RwSignal::new(0u32);
     let running = RwSignal::new(false);
-    let runs = Resource::new(move || (page.get(), tick.get()), |(p, _)| api::list_sync_runs(Some(p)));
+    let runs = Data::<bindery_model::Page<SyncRun>>::new(move || (page.get(), tick.get()), |(p, _)| api::ListSyncRuns { page: Some(p) });
     Effect::new(move |_| {
-        if let Some(Ok(p)) = runs.get() {
+        if let Some(Ok(p)) = runs.now() {
             running.set(p.items.iter().any(|r| r.state == "running"));
         }
     });
@@ -158,7 +162,7 @@ pub fn SyncRunsPage() -> impl IntoView {
         <h1>"Sync runs"</h1>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                match runs.await {
+                match runs.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(p) if p.items.is_empty() => view! {
                         <p class="muted">"No sync has run yet. Start one with Sync now on Settings → LDAP or LDAP HA."</p>
@@ -217,16 +221,16 @@ pub fn SyncRunPage() -> impl IntoView {
     let action =
         Memo::new(move |_| query.read().get("action").filter(|a| ACTIONS.iter().any(|(v, _)| v == a)).unwrap_or_else(|| "all".into()));
     let page = Memo::new(move |_| query.read().get("page").and_then(|p| p.parse::<i64>().ok()).unwrap_or(1).max(1));
-    let approve = ServerAction::<api::ApproveSync>::new();
-    let reject = ServerAction::<api::RejectSync>::new();
+    let approve = Rpc::new::<api::ApproveSync>();
+    let reject = Rpc::new::<api::RejectSync>();
     let tick = RwSignal::new(0u32);
     let running = RwSignal::new(false);
-    let detail = Resource::new(
-        move || (id.get(), action.get(), page.get(), tick.get(), approve.version().get(), reject.version().get()),
-        |(id, action, page, ..)| api::sync_run(id, Some(action), Some(page)),
+    let detail = Data::<bindery_model::SyncRunDetail>::new(
+        move || (id.get(), action.get(), page.get(), tick.get(), approve.version(), reject.version()),
+        |(id, action, page, ..)| api::SyncRun { id, action: Some(action), page: Some(page) },
     );
     Effect::new(move |_| {
-        if let Some(Ok(d)) = detail.get() {
+        if let Some(Ok(d)) = detail.now() {
             running.set(d.run.state == "running");
         }
     });
@@ -236,8 +240,8 @@ pub fn SyncRunPage() -> impl IntoView {
         <p><A href="/sync/runs">"← Sync runs"</A></p>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let admin = is_admin(&me.0.await.ok().flatten());
-                match detail.await {
+                let admin = is_admin(&me.0.get().await.ok().flatten());
+                match detail.get().await {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(d) => {
                         let r = d.run.clone();
@@ -269,14 +273,14 @@ pub fn SyncRunPage() -> impl IntoView {
                                 <ul data-testid="run-notes">{r.counts.notes.iter().map(|n| view! { <li>{n.clone()}</li> }).collect_view()}</ul>
                                 {(admin && r.state == "held").then(|| view! {
                                     <div class="actions">
-                                        <ActionForm action=approve attr:aria-label="Approve">
+                                        <RpcForm rpc=approve label="Approve">
                                             <input type="hidden" name="id" value=r.id.to_string()/>
                                             <button type="submit" class="primary">"Approve and apply"</button>
-                                        </ActionForm>
-                                        <ActionForm action=reject attr:aria-label="Reject">
+                                        </RpcForm>
+                                        <RpcForm rpc=reject label="Reject">
                                             <input type="hidden" name="id" value=r.id.to_string()/>
                                             <button type="submit" class="danger">"Reject"</button>
-                                        </ActionForm>
+                                        </RpcForm>
                                     </div>
                                 })}
                                 <p><a href=format!("/api/v1/sync/runs/{}/report.csv", r.id) download>"Download report (CSV)"</a></p>
@@ -315,7 +319,7 @@ pub fn SyncRunPage() -> impl IntoView {
                 }
             })}
         </Transition>
-        {action_error(approve.value())}
-        {action_error(reject.value())}
+        {action_error(approve)}
+        {action_error(reject)}
     }
 }

@@ -1,4 +1,4 @@
-// The console hydrates: an ActionForm is handled by the WASM app in the
+// The console hydrates: a console form is handled by the WASM app in the
 // browser (a server-function call), not by a full-page form post.
 
 import { strongPassword, uniqueName } from './fixtures/env';

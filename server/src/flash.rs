@@ -1,6 +1,6 @@
 //! Forms posted without JavaScript get a page back, never raw JSON.
 //!
-//! A browser without the WASM app posts an `ActionForm` straight to its
+//! A browser without the WASM app posts a console form (`RpcForm`) straight to its
 //! server function (`POST /rpc/<name>`, `Accept: text/html`). Leptos would
 //! answer with the function's JSON (or, on success, a bare redirect that
 //! says nothing). Here, such an answer becomes a [`Flash`]: the result in
