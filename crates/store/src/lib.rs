@@ -906,18 +906,7 @@ impl Store {
     }
 
     pub async fn insert_operation(&self, e: &NewOperationEvent<'_>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO operation_log (at, actor, action, target, before_json, after_json, ip) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(e.at)
-        .bind(e.actor)
-        .bind(e.action)
-        .bind(e.target)
-        .bind(e.before)
-        .bind(e.after)
-        .bind(e.ip)
-        .execute(&self.pool)
-        .await?;
+        operation_insert(e).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -929,18 +918,7 @@ impl Store {
         }
         let mut tx = self.write_tx().await?;
         for e in events {
-            sqlx::query(
-                "INSERT INTO operation_log (at, actor, action, target, before_json, after_json, ip) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(e.at)
-            .bind(e.actor)
-            .bind(e.action)
-            .bind(e.target)
-            .bind(e.before)
-            .bind(e.after)
-            .bind(e.ip)
-            .execute(&mut *tx)
-            .await?;
+            operation_insert(e).execute(&mut *tx).await?;
         }
         tx.commit().await
     }
@@ -1088,6 +1066,18 @@ const USER_SELECT: &str = concat!("SELECT ", user_columns!(), " FROM users");
 
 const ORG_SELECT: &str = "SELECT o.id AS id, o.name AS name, o.is_default AS is_default, o.created_at AS created_at, \
     COUNT(uo.user_id) AS user_count FROM organisations o LEFT JOIN user_organisations uo ON uo.organisation_id = o.id";
+
+/// The statement that writes one operation-log entry.
+fn operation_insert<'q>(e: &NewOperationEvent<'q>) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query("INSERT INTO operation_log (at, actor, action, target, before_json, after_json, ip) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(e.at)
+        .bind(e.actor)
+        .bind(e.action)
+        .bind(e.target)
+        .bind(e.before)
+        .bind(e.after)
+        .bind(e.ip)
+}
 
 const ORG_SELECT_DEFAULT: &str =
     "SELECT id, name, is_default, created_at, CAST(0 AS BIGINT) AS user_count FROM organisations WHERE is_default = 1 ORDER BY id LIMIT 1";
