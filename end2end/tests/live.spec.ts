@@ -74,11 +74,11 @@ test('live deprovisioning: its state on the Sync card and the Dashboard; a delet
       .poll(async () => (await (await page.request.get('/api/v1/directories/ldap_ha/sync/live')).json()).connected, { timeout: 30_000 })
       .toBe(true);
     await page.reload();
-    const stream = page.getByRole('form', { name: 'Sync settings' }).getByTestId('live-streams');
-    await expect(stream).toContainText(`LDAP HA live stream: connected to ${d.ldap_url}`);
+    const liveLine = page.getByRole('form', { name: 'Sync settings' }).getByTestId('live-streams');
+    await expect(liveLine).toContainText(`LDAP HA live stream: connected to ${d.ldap_url}`);
     // The method the stream uses; syncrepl sees disables and deletions, so nothing is listed as unseen.
-    await expect(stream).toContainText('; syncrepl refreshAndPersist');
-    await expect(stream.getByTestId('live-unseen')).toHaveCount(0);
+    await expect(liveLine).toContainText('; syncrepl refreshAndPersist');
+    await expect(liveLine.getByTestId('live-unseen')).toHaveCount(0);
     await page.goto('/');
     await expect(page.getByTestId('live-streams')).toContainText('LDAP HA live stream: connected to');
 
