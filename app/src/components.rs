@@ -223,3 +223,39 @@ pub fn NotFound() -> impl IntoView {
         </main>
     }
 }
+
+#[cfg(all(test, feature = "ssr"))]
+mod tests {
+    use super::*;
+    use bindery_model::{DirectoryKind, LiveStatus};
+
+    fn render(rows: Vec<LiveStatus>) -> String {
+        Owner::new().with(|| view! { <LiveStreams rows=rows/> }.to_html())
+    }
+
+    /// The AD line of a stream that cannot see deletions says so (its
+    /// end-to-end test needs Samba, which the Playwright suite does not
+    /// provision); a stream that sees everything lists nothing unseen.
+    #[test]
+    fn a_live_stream_says_how_it_works_and_what_it_cannot_see() {
+        let ad = LiveStatus {
+            directory: DirectoryKind::Ldap,
+            enabled: true,
+            connected: true,
+            server: "ldap://dc.example.test:389".into(),
+            since: Some("2026-12-03 10:00".into()),
+            method: "change notification, changes read by DirSync".into(),
+            unseen: Some("deletions (the service account may not read Deleted Objects): the next sync disables them".into()),
+            ..Default::default()
+        };
+        let html = render(vec![ad.clone()]);
+        assert!(html.contains("LDAP live stream: connected to ldap://dc.example.test:389 since 2026-12-03 10:00"), "{html}");
+        assert!(html.contains("; change notification, changes read by DirSync"), "{html}");
+        assert!(html.contains(r#"data-testid="live-unseen""#), "{html}");
+        assert!(html.contains("Not seen live: deletions (the service account may not read Deleted Objects)"), "{html}");
+        let html = render(vec![LiveStatus { unseen: None, connected: false, ..ad }]);
+        assert!(!html.contains("live-unseen"), "{html}");
+        assert!(html.contains("LDAP live stream: not connected since 2026-12-03 10:00"), "{html}");
+        assert!(!render(vec![]).contains("live-streams"), "no stream, no list");
+    }
+}
