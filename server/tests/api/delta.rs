@@ -188,6 +188,17 @@ mail: thomas@example.com
     );
 }
 
+/// The directory saved with a mapping of `cn=admins` to the admin role (pages
+/// of 3), and Test connection run so that delta mode is available.
+async fn map_admins_to_admin(app: &TestApp, d: &Slapd) {
+    let mut input = d.input();
+    input.page_size = 3;
+    input.group_mappings =
+        vec![GroupMapping { group_dn: format!("cn=admins,ou=groups,{}", d.base_dn), role: Role::Admin, organisations: vec![] }];
+    app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, &input).await.unwrap();
+    app.service.test_directory_connection(&admin_actor(), DirectoryKind::Ldap, None).await.unwrap();
+}
+
 /// A change planned but not applied (a dry run, a held run) is planned
 /// again by the next run under the same rules, though neither the entry
 /// nor its user changed in between: here a promotion that a new mapping
@@ -200,12 +211,7 @@ async fn a_pending_change_is_planned_again(backend: Backend) {
     assert_eq!(sync(&app, &cookie, false).await["run"]["state"], "done");
     assert_eq!(app.db.store.find_user("jdoe").await.unwrap().unwrap().role.as_str(), "user");
 
-    let mut input = d.input();
-    input.page_size = 3;
-    input.group_mappings =
-        vec![GroupMapping { group_dn: format!("cn=admins,ou=groups,{}", d.base_dn), role: Role::Admin, organisations: vec![] }];
-    app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, &input).await.unwrap();
-    app.service.test_directory_connection(&admin_actor(), DirectoryKind::Ldap, None).await.unwrap();
+    map_admins_to_admin(&app, &d).await;
     let dry = sync(&app, &cookie, true).await;
     assert_eq!(names(&items(&dry, "update")), ["jdoe"], "{dry}");
     assert_eq!(app.db.store.find_user("jdoe").await.unwrap().unwrap().role.as_str(), "user", "a dry run applies nothing");
@@ -222,12 +228,7 @@ async fn a_pending_change_is_planned_again(backend: Backend) {
 async fn a_bindery_side_change_is_planned_again(backend: Backend) {
     let d = Slapd::start();
     let app = TestApp::with_backend(backend).await;
-    let mut input = d.input();
-    input.page_size = 3;
-    input.group_mappings =
-        vec![GroupMapping { group_dn: format!("cn=admins,ou=groups,{}", d.base_dn), role: Role::Admin, organisations: vec![] }];
-    app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, &input).await.unwrap();
-    app.service.test_directory_connection(&admin_actor(), DirectoryKind::Ldap, None).await.unwrap();
+    map_admins_to_admin(&app, &d).await;
     app.service.save_sync_settings(&admin_actor(), DirectoryKind::Ldap, &delta(true, 100)).await.unwrap();
     let cookie = app.session("admin", ADMIN_PASSWORD).await;
     assert_eq!(sync(&app, &cookie, false).await["run"]["state"], "done");

@@ -118,7 +118,8 @@ impl Service {
             add_to_existing: vec![],
         };
         let rules = plan_rules(cfg, &policy, &all_orgs);
-        let (targeted, why_every_row) = self.targeted(dir, &rules, counts.directory_users).await?;
+        let why_every_row = self.why_every_row(dir, &rules, counts.directory_users).await?;
+        let targeted = why_every_row.is_none();
         if policy.disable {
             // Checks queued from now on are the next plan's.
             self.store.claim_missing_checks(dir).await?;
@@ -225,21 +226,22 @@ impl Service {
         Ok((counts, rules))
     }
 
-    /// Whether this plan may read only what can have changed since the last
-    /// one: the rules are the same, and the unsettled rows are at most a
-    /// quarter of the snapshot (after a first enumeration every row is new,
-    /// and one pass over the snapshot is cheaper). `(false, why)` otherwise.
-    async fn targeted(&self, dir: &str, rules: &str, staged: i64) -> Result<(bool, Option<&'static str>)> {
+    /// Why this plan must compare every row, or `None` when it may read only
+    /// what can have changed since the last one: the rules are the same, and
+    /// the unsettled rows are at most a quarter of the snapshot (after a
+    /// first enumeration every row is new, and one pass over the snapshot is
+    /// cheaper).
+    async fn why_every_row(&self, dir: &str, rules: &str, staged: i64) -> Result<Option<&'static str>> {
         let Some(last) = self.store.plan_rules(dir).await? else {
-            return Ok((false, Some("the first plan of this snapshot")));
+            return Ok(Some("the first plan of this snapshot"));
         };
         if last != rules {
-            return Ok((false, Some("the mapping, attribute map or policy changed since the last plan")));
+            return Ok(Some("the mapping, attribute map or policy changed since the last plan"));
         }
         if self.store.count_unsettled(dir).await? * 4 > staged.max(CHUNK) {
-            return Ok((false, Some("more than a quarter of the rows changed since the last plan")));
+            return Ok(Some("more than a quarter of the rows changed since the last plan"));
         }
-        Ok((true, None))
+        Ok(None)
     }
 
     /// Count and record planned changes as the run's items.
