@@ -21,7 +21,8 @@
 //! Run with `scripts/bench import`. `BENCH_USERS` sets the size (default
 //! 100000); `BENCH_BACKENDS` picks `sqlite`, `postgres` or both (default
 //! `sqlite,postgres`); PostgreSQL is the server of `BINDERY_TEST_PG_URL`
-//! (default `postgres://postgres@127.0.0.1:5432/test`).
+//! (default `postgres://postgres@127.0.0.1:5432/test`); `BENCH_KEEP_SQLITE`
+//! names a file to keep the SQLite database in.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -49,7 +50,8 @@ async fn sync(service: &Service) -> (Duration, bindery_model::SyncRun) {
     let t = Instant::now();
     let run = service.start_sync(&admin(), DirectoryKind::Ldap, false).await.expect("start");
     loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Polled often enough to time a delta run of about 100 ms.
+        tokio::time::sleep(Duration::from_millis(5)).await;
         let r = service.sync_run(&admin(), run.id, None, 1, 1).await.unwrap().run;
         if r.state != "running" {
             assert_eq!(r.state, "done", "{r:?}");
@@ -263,6 +265,11 @@ async fn main() {
     if backends.contains("sqlite") {
         let dir = tempfile::tempdir().unwrap();
         run_backend("SQLite", &format!("sqlite:{}/bench.db", dir.path().display()), &d, users, 0).await;
+        // For a look at the plans afterwards (`sqlite3 FILE`).
+        if let Ok(to) = std::env::var("BENCH_KEEP_SQLITE") {
+            std::fs::copy(dir.path().join("bench.db"), &to).expect("copy the SQLite database");
+            println!("SQLite database kept as {to}");
+        }
     }
     if backends.contains("postgres") {
         let db = bindery_store::testing::TestDb::new(bindery_store::Backend::Postgres).await;

@@ -185,10 +185,12 @@ impl Store {
     pub async fn apply_changes(&self, changes: &[&Change], settle: Option<(&str, &[i64])>, now: i64) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let mut creates = Vec::new();
+        let mut updated = Vec::new();
         for c in changes {
             match c {
                 Change::Update { update: u, .. } => {
-                    update(&mut tx, u, now).await?;
+                    update_user(&mut tx, u, now).await?;
+                    updated.push(u.user_id);
                 }
                 Change::Create { account, .. } => creates.push(account),
                 Change::Nothing { .. } | Change::Conflict { .. } | Change::Refuse { .. } => {}
@@ -197,6 +199,8 @@ impl Store {
         for chunk in creates.chunks(crate::rows_per_statement(self.backend, 8)) {
             create_many(&mut tx, chunk, now).await?;
         }
+        // Before the settle below: it settles what this applied.
+        crate::sync::users_changed(&mut tx, &updated).await?;
         if let Some((rules, staged_ids)) = settle {
             crate::sync::settle_applied(&mut tx, rules, staged_ids).await?;
         }
@@ -382,6 +386,14 @@ async fn create_many(conn: &mut AnyConnection, accounts: &[&NewAccount], now: i6
 }
 
 async fn update(conn: &mut AnyConnection, u: &Update, now: i64) -> Result<Applied> {
+    let applied = update_user(conn, u, now).await?;
+    crate::sync::user_changed(conn, u.user_id).await?;
+    Ok(applied)
+}
+
+/// [`update`] without [`crate::sync::user_changed`], which the caller
+/// runs for its whole batch.
+async fn update_user(conn: &mut AnyConnection, u: &Update, now: i64) -> Result<Applied> {
     if u.changes_attributes() || u.activation.is_some() {
         let (username, key) = match &u.rename {
             Some((n, k)) => (Some(n.as_str()), Some(k.as_str())),
@@ -412,7 +424,6 @@ async fn update(conn: &mut AnyConnection, u: &Update, now: i64) -> Result<Applie
         .await
         .map_err(unique("user"))?;
     }
-    crate::sync::user_changed(conn, u.user_id).await?;
     add_memberships(conn, u.user_id, &u.add_organisations).await?;
     for org in &u.remove_organisations {
         sqlx::query("DELETE FROM user_organisations WHERE user_id = $1 AND organisation_id = $2 AND source = 'mapping'")

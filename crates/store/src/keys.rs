@@ -46,6 +46,8 @@ impl Store {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        // The search text changed: no cached page count holds.
+        sqlx::query("UPDATE staging_snapshots SET version = version + 1").execute(&self.pool).await?;
         Ok(())
     }
 

@@ -100,6 +100,9 @@ pub struct Store {
     /// background (see [`checkpoints`]); alive while any clone of this
     /// store is. `None` on PostgreSQL.
     checkpointer: Option<std::sync::Arc<Checkpointer>>,
+    /// The import table's "Total N" per directory and filter, with the
+    /// snapshot version it was counted at (see [`staging::PageCounts`]).
+    page_counts: staging::PageCounts,
 }
 
 /// How often the background checkpointer moves the write-ahead log into the
@@ -287,6 +290,7 @@ impl Store {
             lookups: Default::default(),
             lookup_turn: Default::default(),
             checkpointer,
+            page_counts: Default::default(),
         })
     }
 

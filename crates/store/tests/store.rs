@@ -820,3 +820,97 @@ both_backends!(a_delta_read_removes_deleted_entries_from_the_snapshot, |store| {
     assert_eq!(left, ["u1"]);
     assert_eq!(store.remove_staged("ldap", &[]).await.unwrap(), 0);
 });
+
+// A page's "Total N" for a search and a status, counted once per
+// snapshot version: every kind of write to the snapshot gives the next
+// page a fresh count.
+both_backends!(page_counts_follow_every_change_to_the_snapshot, |store| {
+    // Every count checked against the rows themselves, and the snapshot's
+    // kept row count (the plan's threshold base) with them.
+    let total = |q: Option<&'static str>, status: Option<&'static str>| {
+        let store = store.clone();
+        async move {
+            let filter = StagedFilter { status, search: q };
+            let every = store.staged_rows("ldap", &filter, None).await.unwrap().len() as i64;
+            let all = store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap().len() as i64;
+            assert_eq!(store.count_staged("ldap").await.unwrap(), all, "the kept row count");
+            let total = store.list_staged("ldap", &filter, "username", false, 15, 0).await.unwrap().1;
+            assert_eq!(total, every, "{q:?} {status:?}");
+            total
+        }
+    };
+    let rows = [staged("u1", "alice", "alice", "a@example.com", ""), staged("u2", "bob", "bob", "b@example.com", "")];
+    store.insert_staged("ldap", &rows).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    assert_eq!((total(Some("example"), None).await, total(Some("e"), None).await, total(None, Some("new")).await), (2, 2, 2));
+    // A row staged (a page of an enumeration).
+    store.insert_staged("ldap", &[staged("u3", "carol", "carol", "c@example.com", "")]).await.unwrap();
+    assert_eq!((total(Some("example"), None).await, total(Some("e"), None).await), (3, 3));
+    // A row changed in place: bob's email no longer matches.
+    store.insert_staged("ldap", &[staged("u2", "bob", "bob", "b@elsewhere.org", "")]).await.unwrap();
+    assert_eq!(total(Some("example"), None).await, 2);
+    // Statuses computed: carol is disabled now.
+    store.insert_staged("ldap", &[staged("u3", "carol", "carol", "c@example.com", "disabled")]).await.unwrap();
+    assert_eq!(total(None, Some("disabled")).await, 0, "not computed yet");
+    store.compute_staged_status("ldap").await.unwrap();
+    assert_eq!((total(None, Some("disabled")).await, total(None, Some("new")).await), (1, 2));
+    // A user linked by the status computation: alice is imported.
+    let org = [store.insert_organisation("Default", true, 1).await.unwrap()];
+    let mut alice = new_user("alice", "alice", &org);
+    alice.source = "ldap";
+    alice.external_id = Some("u1");
+    alice.name = "alice";
+    alice.email = "a@example.com";
+    store.insert_user(&alice).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    assert_eq!((total(None, Some("imported")).await, total(None, Some("new")).await), (1, 1));
+    // A row removed by a delta read.
+    store.remove_staged("ldap", &["u3".to_string()]).await.unwrap();
+    assert_eq!((total(Some("example"), None).await, total(None, None).await), (1, 2));
+    // The username key rewritten (the key migration tool).
+    let bob = store.staged_username_keys().await.unwrap().into_iter().find(|r| r.2 == "bob").unwrap().0;
+    store.set_staged_username_key(bob, "robert").await.unwrap();
+    assert_eq!(total(Some("robert"), None).await, 1);
+    // The snapshot cleared.
+    store.clear_staged("ldap").await.unwrap();
+    assert_eq!((total(Some("example"), None).await, total(None, None).await), (0, 0));
+});
+
+// A search matching more rows than the trigram index is asked to list
+// (20,000) is paged by testing each row, and gives the same pages and
+// count as one that the trigram index serves; pages past the middle are
+// read from the far end.
+both_backends!(a_search_matching_most_rows_pages_like_a_narrow_one, |store| {
+    let store = &store;
+    let names: Vec<(String, String, String)> = (0..24_000)
+        .map(|i| {
+            (format!("uuid-{i}"), format!("user{i:05}"), if i % 2 == 0 { format!("u{i}@example.com") } else { format!("u{i}@corp.org") })
+        })
+        .collect();
+    for chunk in names.chunks(2_000) {
+        let rows: Vec<NewStaged> = chunk.iter().map(|(id, name, email)| staged(id, name, name, email, "")).collect();
+        store.insert_staged("ldap", &rows).await.unwrap();
+    }
+    let page = |q: &'static str, sort: &'static str, desc: bool, offset: i64| async move {
+        store.list_staged("ldap", &StagedFilter { status: None, search: Some(q) }, sort, desc, 5, offset).await.unwrap()
+    };
+    // "user" matches all 24,000 (past the cap); "example" 12,000 (below it).
+    // Pages before and after the middle (those are read from the far end),
+    // and the last, short one.
+    for (q, expected) in [("user", 24_000), ("example", 12_000), ("corp.org", 12_000)] {
+        for (sort, desc) in [("username", false), ("email", true), ("name", true)] {
+            let mut every: Vec<&(String, String, String)> = names.iter().filter(|(_, n, e)| n.contains(q) || e.contains(q)).collect();
+            match sort {
+                "email" => every.sort_by(|a, b| b.2.cmp(&a.2)),
+                _ => every.sort_by(|a, b| if desc { b.1.cmp(&a.1) } else { a.1.cmp(&b.1) }),
+            }
+            for offset in [7_000, expected - 7_000, expected - 3] {
+                let (rows, total) = page(q, sort, desc, offset).await;
+                assert_eq!(total, expected, "{q:?}");
+                let end = (offset as usize + 5).min(every.len());
+                let want: Vec<&str> = every[offset as usize..end].iter().map(|r| r.1.as_str()).collect();
+                assert_eq!(rows.iter().map(|r| r.username.as_str()).collect::<Vec<_>>(), want, "{q:?} by {sort} at {offset}");
+            }
+        }
+    }
+});
