@@ -130,17 +130,20 @@ struct Counted {
 /// the transaction of every write to its rows, search text or statuses)
 /// stays the same, on every replica.
 #[derive(Clone, Default)]
-pub(crate) struct PageCounts(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, Option<String>, String), Counted>>>);
+pub(crate) struct PageCounts(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<CountKey, Counted>>>);
+
+/// (directory, status filter, search as compared).
+type CountKey = (String, Option<String>, String);
 
 /// Counts kept at most; past it the cache starts again.
 const PAGE_COUNTS_KEPT: usize = 256;
 
 impl PageCounts {
-    fn get(&self, key: &(String, Option<String>, String), version: i64) -> Option<Counted> {
+    fn get(&self, key: &CountKey, version: i64) -> Option<Counted> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied().filter(|c| c.version == version)
     }
 
-    fn put(&self, key: (String, Option<String>, String), counted: Counted) {
+    fn put(&self, key: CountKey, counted: Counted) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= PAGE_COUNTS_KEPT && !map.contains_key(&key) {
             map.clear();
