@@ -239,6 +239,15 @@ pub(crate) fn rows_per_statement(backend: Backend, columns: usize) -> usize {
     (params / columns.max(1)).max(1)
 }
 
+/// `rows` rows of `columns` numbered placeholders each, from `$first`:
+/// `($2, $3), ($4, $5)` for (2, 2, 2). For `VALUES` lists of bound rows.
+pub(crate) fn numbered_rows(rows: usize, columns: usize, first: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", (0..columns).map(|c| format!("${}", first + r * columns + c)).collect::<Vec<_>>().join(", ")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn b(v: bool) -> i64 {
     i64::from(v)
 }
@@ -1092,7 +1101,13 @@ const TOKEN_SELECT: &str = "SELECT t.id AS id, t.user_id AS user_id, u.username 
 
 #[cfg(test)]
 mod tests {
-    use super::like_pattern;
+    use super::{like_pattern, numbered_rows};
+
+    #[test]
+    fn numbered_rows_count_on_from_the_first() {
+        assert_eq!(numbered_rows(2, 2, 2), "($2, $3),($4, $5)");
+        assert_eq!(numbered_rows(1, 3, 1), "($1, $2, $3)");
+    }
 
     #[test]
     fn like_pattern_escapes_wildcards() {

@@ -386,10 +386,7 @@ impl Store {
         }
         // Changed rows, rewritten in place by id: one statement per chunk.
         for chunk in changed.chunks(crate::rows_per_statement(self.backend, 11)) {
-            let values = (0..chunk.len())
-                .map(|i| format!("({})", (1..=11).map(|c| format!("${}", i * 11 + c)).collect::<Vec<_>>().join(", ")))
-                .collect::<Vec<_>>()
-                .join(",");
+            let values = crate::numbered_rows(chunk.len(), 11, 1);
             let sql = format!(
                 "UPDATE staged_users SET dn = v.column2, username = v.column3, username_key = v.column4, name = v.column5, \
                  email = v.column6, groups = v.column7, dir_state = v.column8, entry_problem = v.column9, problem = v.column9, \
@@ -668,7 +665,7 @@ impl Store {
         .bind(directory)
         .execute(&mut *tx)
         .await?;
-        let statuses_changed = if self.backend == Backend::Postgres && !many {
+        let changed = if self.backend == Backend::Postgres && !many {
             // Few marks: their new statuses are read, then written by id.
             // As one `UPDATE … FROM`, PostgreSQL's generic plan once walked
             // the whole snapshot against the marks (1.8 s for 200 rows).
@@ -679,8 +676,7 @@ impl Store {
             let rows: Vec<(i64, String, String)> =
                 rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect::<Result<_>>()?;
             for chunk in rows.chunks(500) {
-                let values =
-                    (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect::<Vec<_>>().join(",");
+                let values = crate::numbered_rows(chunk.len(), 3, 1);
                 let sql = format!(
                     "UPDATE staged_users SET problem = v.column2, status = v.column3, \
                      settled = CASE WHEN staged_users.problem = v.column2 THEN staged_users.settled ELSE 0 END \
@@ -702,7 +698,6 @@ impl Store {
             sqlx::query(&sql).bind(directory).execute(&mut *tx).await?.rows_affected() > 0
         };
         sqlx::query("DELETE FROM staged_dirty WHERE directory = $1").bind(directory).execute(&mut *tx).await?;
-        let statuses_changed = i64::from(statuses_changed);
         // New statuses are a new version of the snapshot (page counts by status).
         sqlx::query(
             "INSERT INTO staging_snapshots (directory, status_at, version) VALUES ($1, $2, $3) \
@@ -710,7 +705,7 @@ impl Store {
         )
         .bind(directory)
         .bind(newest)
-        .bind(statuses_changed)
+        .bind(i64::from(changed))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -340,7 +340,7 @@ impl Store {
         }
         let mut tx = self.write_tx().await?;
         for chunk in rows.chunks(500) {
-            let values = (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 2, 2 * i + 3)).collect::<Vec<_>>().join(",");
+            let values = crate::numbered_rows(chunk.len(), 2, 2);
             let sql = format!(
                 "UPDATE staged_users SET settled = 1, plan_key = v.column2 FROM (VALUES {values}) AS v \
                  WHERE staged_users.id = v.column1 AND {} = v.column2",
