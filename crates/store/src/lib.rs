@@ -1058,6 +1058,14 @@ async fn open_pool(opts: &AnyConnectOptions, backend: Backend, max: u32) -> Resu
                     // background checkpointer does (see `checkpoints`).
                     sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA journal_size_limit = 33554432").execute(&mut *conn).await?;
+                } else {
+                    // No JIT compilation: it pays off for long analytic
+                    // queries, and ours are short. A status computation of
+                    // 200 marks was estimated above `jit_above_cost` and
+                    // spent about 150 ms compiling 306 functions to run
+                    // for a few milliseconds; over 100,000 marks, with
+                    // LLVM's optimisation on, seconds.
+                    sqlx::query("SET jit = off").execute(&mut *conn).await?;
                 }
                 Ok(())
             })

@@ -444,6 +444,24 @@ async fn sqlite_background_checkpointer_moves_the_log_into_the_database() {
     }
 }
 
+/// PostgreSQL: no connection of the pool compiles queries to machine code
+/// (JIT). A delta run's status computation of 200 marks was estimated
+/// above `jit_above_cost` and spent about 150 ms compiling to run for a few
+/// milliseconds; over 100,000 marks, seconds.
+#[tokio::test]
+async fn postgres_connections_do_not_jit_compile() {
+    let db = TestDb::new(Backend::Postgres).await;
+    // Several connections at once: each gets the setting when it connects.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(db.store.pool().acquire().await.unwrap());
+    }
+    for conn in &mut held {
+        let jit: String = sqlx::query_scalar("SHOW jit").fetch_one(&mut **conn).await.unwrap();
+        assert_eq!(jit, "off");
+    }
+}
+
 /// SQLite under steady logins (lookups and grants from many tasks, as the
 /// login benchmark makes them): the write-ahead log stays bounded, because
 /// the checkpointer lets it start over.
