@@ -174,7 +174,8 @@ impl Store {
     /// Apply one update in one transaction.
     pub async fn apply_update(&self, u: &Update, now: i64) -> Result<Applied> {
         let mut tx = self.write_tx().await?;
-        let done = update(&mut tx, u, now).await?;
+        let done = update_many(&mut tx, self.backend, &[u], now).await?;
+        crate::sync::user_changed(&mut tx, u.user_id).await?;
         tx.commit().await?;
         Ok(done)
     }
@@ -384,19 +385,13 @@ async fn create_many(conn: &mut AnyConnection, accounts: &[&NewAccount], now: i6
     Ok(())
 }
 
-async fn update(conn: &mut AnyConnection, u: &Update, now: i64) -> Result<Applied> {
-    let applied = update_user(conn, u, now).await?;
-    crate::sync::user_changed(conn, u.user_id).await?;
-    Ok(applied)
-}
-
-/// [`update`] without [`crate::sync::user_changed`], which the caller
-/// runs for its whole batch.
-/// [`update_user`] for many users at once, as a sync's chunk applies
-/// them: the users' rows in one statement per chunk, memberships added and
-/// removed in one statement each, and the credentials of the disabled ended
-/// together. A delta run's 110 changes were 140 statements, now 6.
-async fn update_many(conn: &mut AnyConnection, backend: Backend, updates: &[&Update], now: i64) -> Result<()> {
+/// Apply updates, without [`crate::sync::users_changed`], which the caller
+/// runs: the users' rows in one statement per chunk, memberships added and
+/// removed in one statement each, and the sessions and tokens of the
+/// disabled ended together (a sync's chunk of 110 changes was 140
+/// statements, now 6). Returns how many sessions ended and tokens were
+/// revoked.
+async fn update_many(conn: &mut AnyConnection, backend: Backend, updates: &[&Update], now: i64) -> Result<Applied> {
     let rows: Vec<&&Update> = updates.iter().filter(|u| u.changes_attributes() || u.activation.is_some()).collect();
     for chunk in rows.chunks(crate::rows_per_statement(backend, 8)) {
         let values = crate::numbered_rows(chunk.len(), 8, 2);
@@ -450,58 +445,17 @@ async fn update_many(conn: &mut AnyConnection, backend: Backend, updates: &[&Upd
         .await?;
     }
     let disabled: Vec<i64> = updates.iter().filter(|u| u.activation == Some(Activation::Disable)).map(|u| u.user_id).collect();
+    let mut applied = Applied::default();
     for chunk in disabled.chunks(500) {
         let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        sqlx::query(&format!("DELETE FROM sessions WHERE user_id IN ({list})")).execute(&mut *conn).await?;
-        sqlx::query(&format!("UPDATE api_tokens SET revoked_at = $1 WHERE user_id IN ({list}) AND revoked_at IS NULL"))
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+        applied.sessions_ended +=
+            sqlx::query(&format!("DELETE FROM sessions WHERE user_id IN ({list})")).execute(&mut *conn).await?.rows_affected();
+        applied.tokens_revoked +=
+            sqlx::query(&format!("UPDATE api_tokens SET revoked_at = $1 WHERE user_id IN ({list}) AND revoked_at IS NULL"))
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
     }
-    Ok(())
-}
-
-async fn update_user(conn: &mut AnyConnection, u: &Update, now: i64) -> Result<Applied> {
-    if u.changes_attributes() || u.activation.is_some() {
-        let (username, key) = match &u.rename {
-            Some((n, k)) => (Some(n.as_str()), Some(k.as_str())),
-            None => (None, None),
-        };
-        let active = match u.activation {
-            Some(Activation::Disable) => Some(false),
-            Some(Activation::Enable) => Some(true),
-            None => None,
-        };
-        sqlx::query(
-            "UPDATE users SET username = COALESCE($1, username), username_key = COALESCE($2, username_key), \
-             name = COALESCE($3, name), email = COALESCE($4, email), external_id = COALESCE($5, external_id), \
-             role = COALESCE($6, role), is_active = COALESCE($7, is_active), \
-             dir_disabled = CASE WHEN $7 IS NULL THEN dir_disabled WHEN $7 = 0 THEN 1 ELSE 0 END, \
-             updated_at = $8, validated_at = $8 WHERE id = $9",
-        )
-        .bind(username)
-        .bind(key)
-        .bind(u.name.as_deref())
-        .bind(u.email.as_deref())
-        .bind(u.external_id.as_deref())
-        .bind(u.role.map(|(_, after)| after.as_str()))
-        .bind(active.map(b))
-        .bind(now)
-        .bind(u.user_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(unique("user"))?;
-    }
-    add_memberships(conn, u.user_id, &u.add_organisations).await?;
-    for org in &u.remove_organisations {
-        sqlx::query("DELETE FROM user_organisations WHERE user_id = $1 AND organisation_id = $2 AND source = 'mapping'")
-            .bind(u.user_id)
-            .bind(*org)
-            .execute(&mut *conn)
-            .await?;
-    }
-    if u.activation == Some(Activation::Disable) {
-        return end_credentials(conn, u.user_id, now).await;
-    }
-    Ok(Applied::default())
+    Ok(applied)
 }
