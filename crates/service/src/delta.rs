@@ -317,19 +317,23 @@ impl Service {
         // Whether a membership changes: an upsert's groups differ from its staged row's.
         let mut uids: Vec<String> = upserts.iter().map(|e| e.uid.clone()).collect();
         uids.extend(deleted.iter().cloned());
-        let before: HashMap<String, String> = self.store.staged_groups_of(dir, &uids).await?.into_iter().collect();
+        // One read of their staged rows: the groups as they were, and the
+        // ids and hashes the upserts are staged against (this run holds the
+        // directory's lease: nothing else stages meanwhile).
+        let before = self.store.staged_known(dir, &uids).await?;
+        let known: HashMap<String, (i64, i64)> = before.iter().map(|(uid, (id, hash, _))| (uid.clone(), (*id, *hash))).collect();
+        let groups_of = |uid: &str| before.get(uid).map(|(_, _, g)| g.as_str()).unwrap_or("");
         let mut groups_changed = false;
         for chunk in upserts.chunks(500) {
             let prepared: Vec<crate::import::Prepared> = chunk.iter().map(|e| crate::import::stage(e)).collect();
-            groups_changed |=
-                chunk.iter().zip(&prepared).any(|(e, p)| before.get(&e.uid).map(String::as_str).unwrap_or("") != p.1.as_str());
+            groups_changed |= chunk.iter().zip(&prepared).any(|(e, p)| groups_of(&e.uid) != p.1.as_str());
             let rows = crate::import::staged_rows(chunk, &prepared);
-            self.store.stage_page(dir, &rows).await?;
+            self.store.stage_page_known(dir, &rows, &known).await?;
         }
         let deleted: Vec<String> = deleted.into_iter().collect();
         let gone = self.store.remove_staged(dir, &deleted).await?;
         // A row that leaves with groups changes a membership.
-        groups_changed |= deleted.iter().any(|uid| before.get(uid).is_some_and(|g| !g.is_empty()));
+        groups_changed |= deleted.iter().any(|uid| !groups_of(uid).is_empty());
         self.store.compute_staged_status(dir).await?;
         let rows: Vec<(String, String, String)> =
             batches.iter().map(|b| (b.search_ou.clone(), b.server.clone(), b.cookie.clone())).collect();

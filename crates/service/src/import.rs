@@ -197,8 +197,9 @@ impl Service {
         let store = self.store.clone();
         let seen: Arc<Mutex<HashSet<i64>>> = Arc::default();
         let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        // Progress is written at most every half second, not per page.
-        let reported: Arc<Mutex<std::time::Instant>> = Arc::new(Mutex::new(std::time::Instant::now()));
+        // Progress is written after the first page, then at most every half
+        // second, not per page.
+        let reported: Arc<Mutex<Option<std::time::Instant>>> = Arc::default();
         let result = enumerate::enumerate(cfg, cancel, |page, totals| {
             let (store, seen, known, reported, written) = (store.clone(), seen.clone(), known.clone(), reported.clone(), written.clone());
             let (entries, pages) = (totals.entries as i64, totals.pages as i64);
@@ -210,9 +211,9 @@ impl Service {
                 seen.lock().unwrap_or_else(|p| p.into_inner()).extend(staged.ids);
                 let due = {
                     let mut last = reported.lock().unwrap_or_else(|p| p.into_inner());
-                    let due = last.elapsed() >= std::time::Duration::from_millis(500);
+                    let due = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(500));
                     if due {
-                        *last = std::time::Instant::now();
+                        *last = Some(std::time::Instant::now());
                     }
                     due
                 };

@@ -78,6 +78,44 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
+    /// Take the lease `name` for `holder` (as [`Store::acquire_lease`]) and
+    /// record a new run holding it, in one transaction: the run's id, or
+    /// `None` (and no run) when another holder has the lease.
+    pub async fn start_leased_run(
+        &self,
+        lease: (&str, &str, i64),
+        directory: &str,
+        kind: RunKind,
+        started_by: &str,
+        dry_run: bool,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        let (name, holder, ttl_ms) = lease;
+        let mut tx = self.write_tx().await?;
+        if !crate::sync::acquire_lease_in(&mut tx, name, holder, 0, now, ttl_ms).await? {
+            return Ok(None);
+        }
+        let id: i64 = sqlx::query(
+            "INSERT INTO sync_runs (directory, kind, state, started_by, dry_run, started_at) VALUES ($1, $2, 'running', $3, $4, $5) RETURNING id",
+        )
+        .bind(directory)
+        .bind(kind.as_str())
+        .bind(started_by)
+        .bind(dry_run as i64)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        sqlx::query("UPDATE sync_leases SET run_id = $1 WHERE name = $2 AND holder = $3")
+            .bind(id)
+            .bind(name)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
     pub async fn run_progress(&self, id: i64, entries: i64, pages: i64) -> Result<()> {
         sqlx::query("UPDATE sync_runs SET entries = $1, pages = $2 WHERE id = $3")
             .bind(entries)

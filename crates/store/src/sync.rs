@@ -71,13 +71,18 @@ fn plan_stale(rules: &str) -> String {
     format!("(s.plan_key IS NULL OR s.plan_key <> {})", plan_key_joined(rules))
 }
 
-/// A staged row's plan key now, in an `UPDATE staged_users`.
-fn plan_key_current(rules: &str) -> String {
+/// A staged row's plan key now, in an `UPDATE staged_users`, with its user
+/// the one whose id is the SQL expression `user`.
+fn plan_key_current(rules: &str, user: &str) -> String {
     format!(
         "CAST(staged_users.hash AS TEXT) || '/' || {rules} || '/' || staged_users.problem || '/' || \
-         COALESCE((SELECT {USER_SIG} FROM users u WHERE u.id = staged_users.user_id), '-')"
+         COALESCE((SELECT {USER_SIG} FROM users u WHERE u.id = {user}), '-')"
     )
 }
+
+/// A staged row's user: the one linked, else the one its change just
+/// created (by the immutable id, as the status computation links it).
+const LINKED_OR_CREATED: &str = "COALESCE(staged_users.user_id, (SELECT c.id FROM users c WHERE c.external_id = staged_users.external_id))";
 
 /// Settle staged rows as they and their users are now, in the transaction
 /// that applied their planned changes, so that no later change of their
@@ -88,16 +93,15 @@ pub(crate) async fn settle_applied(conn: &mut AnyConnection, rules: &str, staged
     for chunk in staged_ids.chunks(1000) {
         // ids are integers: safe to inline.
         let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        // One write of each row, link and settle together: on PostgreSQL
+        // every write of a row is a new version in each of its indexes.
         sqlx::query(&format!(
-            "UPDATE staged_users SET user_id = (SELECT u.id FROM users u WHERE u.external_id = staged_users.external_id) \
-             WHERE id IN ({list}) AND user_id IS NULL"
+            "UPDATE staged_users SET user_id = {LINKED_OR_CREATED}, settled = 1, plan_key = {} WHERE id IN ({list})",
+            plan_key_current("$1", LINKED_OR_CREATED)
         ))
+        .bind(rules)
         .execute(&mut *conn)
         .await?;
-        sqlx::query(&format!("UPDATE staged_users SET settled = 1, plan_key = {} WHERE id IN ({list})", plan_key_current("$1")))
-            .bind(rules)
-            .execute(&mut *conn)
-            .await?;
     }
     Ok(())
 }
@@ -192,19 +196,8 @@ impl Store {
     /// Take the lease `name` for `holder` unless a live one is held by
     /// someone else. Atomic on both backends (one upsert).
     pub async fn acquire_lease(&self, name: &str, holder: &str, run_id: i64, now: i64, ttl_ms: i64) -> Result<bool> {
-        let r = sqlx::query(
-            "INSERT INTO sync_leases (name, holder, run_id, expires_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, run_id = excluded.run_id, expires_at = excluded.expires_at \
-             WHERE sync_leases.expires_at < $5 OR sync_leases.holder = excluded.holder",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(run_id)
-        .bind(now + ttl_ms)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        let mut conn = self.pool.acquire().await?;
+        acquire_lease_in(&mut conn, name, holder, run_id, now, ttl_ms).await
     }
 
     /// Extend a lease this holder has; false when it was lost.
@@ -344,7 +337,7 @@ impl Store {
             let sql = format!(
                 "UPDATE staged_users SET settled = 1, plan_key = v.column2 FROM (VALUES {values}) AS v \
                  WHERE staged_users.id = v.column1 AND {} = v.column2",
-                plan_key_current("$1")
+                plan_key_current("$1", "staged_users.user_id")
             );
             let mut q = sqlx::query(&sql).bind(rules);
             for (id, key) in chunk {
@@ -617,4 +610,28 @@ impl Store {
             None => None,
         })
     }
+}
+
+/// [`Store::acquire_lease`] in the caller's transaction.
+pub(crate) async fn acquire_lease_in(
+    conn: &mut AnyConnection,
+    name: &str,
+    holder: &str,
+    run_id: i64,
+    now: i64,
+    ttl_ms: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "INSERT INTO sync_leases (name, holder, run_id, expires_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, run_id = excluded.run_id, expires_at = excluded.expires_at \
+         WHERE sync_leases.expires_at < $5 OR sync_leases.holder = excluded.holder",
+    )
+    .bind(name)
+    .bind(holder)
+    .bind(run_id)
+    .bind(now + ttl_ms)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
 }

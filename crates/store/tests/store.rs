@@ -828,6 +828,24 @@ both_backends!(delta_cookies_are_kept_per_search_ou_and_replaced_whole, |store| 
     assert_eq!(store.delta_cookies("ldap_ha").await.unwrap().len(), 1, "the other directory keeps its own");
 });
 
+both_backends!(a_run_and_its_lease_are_taken_together, |store| {
+    use bindery_model::RunKind;
+    let runs = |store: Store| async move { store.list_runs(RunKind::Sync, 10, 0).await.unwrap().1 };
+    let id = store.start_leased_run(("staging:ldap", "a", 60_000), "ldap", RunKind::Sync, "admin", false, 1_000).await.unwrap();
+    let id = id.expect("a free lease is taken");
+    // Another holder gets neither the lease nor a run row.
+    let other = store.start_leased_run(("staging:ldap", "b", 60_000), "ldap", RunKind::Sync, "admin", false, 2_000).await.unwrap();
+    assert_eq!(other, None);
+    assert_eq!(runs(store.clone()).await, 1, "no run is recorded without the lease");
+    // The lease names its run: a live lease keeps the run from being taken for an orphan.
+    assert_eq!(store.interrupt_orphaned_runs(50_000).await.unwrap(), 0);
+    // Once the lease has expired, another holder takes it (and the run is an orphan).
+    let later = store.start_leased_run(("staging:ldap", "b", 60_000), "ldap", RunKind::Sync, "admin", false, 70_000).await.unwrap();
+    assert!(later.is_some_and(|l| l != id));
+    assert_eq!(store.interrupt_orphaned_runs(120_000).await.unwrap(), 1, "the first run lost its lease");
+    assert_eq!(store.get_run(id).await.unwrap().unwrap().state.as_str(), "interrupted");
+});
+
 both_backends!(a_delta_read_removes_deleted_entries_from_the_snapshot, |store| {
     let rows = [staged("u1", "alice", "alice", "a@example.com", ""), staged("u2", "bob", "bob", "b@example.com", "")];
     store.insert_staged("ldap", &rows).await.unwrap();

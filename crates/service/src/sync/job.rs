@@ -23,9 +23,13 @@ impl Service {
         started_by: &str,
         dry_run: bool,
     ) -> Result<(i64, Lease, Arc<AtomicBool>)> {
-        let lease = self.take_staging_lease(kind).await?;
-        let id = self.store.start_run(kind.as_str(), run_kind, started_by, dry_run, now_ms()).await?;
-        lease.bind_run(&self.store, id).await?;
+        // The lease and the run holding it in one transaction.
+        let lease = Lease::staging(kind);
+        let id = self
+            .store
+            .start_leased_run(lease.claim(), kind.as_str(), run_kind, started_by, dry_run, now_ms())
+            .await?
+            .ok_or_else(|| super::lease::lease_held(kind))?;
         let cancel = Arc::new(AtomicBool::new(false));
         self.jobs.map().insert(id, cancel.clone());
         Ok((id, lease, cancel))

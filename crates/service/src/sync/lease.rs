@@ -23,6 +23,16 @@ pub(crate) struct KeptLease {
 }
 
 impl Lease {
+    /// A new holder's claim on the directory's staging lease (not yet taken).
+    pub(crate) fn staging(kind: DirectoryKind) -> Lease {
+        Lease { name: format!("staging:{}", kind.as_str()), holder: crate::util::random_token() }
+    }
+
+    /// The lease as [`Store::start_leased_run`] takes it.
+    pub(crate) fn claim(&self) -> (&str, &str, i64) {
+        (&self.name, &self.holder, LEASE_TTL_MS)
+    }
+
     pub(crate) async fn bind_run(&self, store: &Store, run_id: i64) -> Result<()> {
         store.acquire_lease(&self.name, &self.holder, run_id, now_ms(), LEASE_TTL_MS).await?;
         Ok(())
@@ -61,10 +71,15 @@ impl KeptLease {
 
 impl Service {
     pub(crate) async fn take_staging_lease(&self, kind: DirectoryKind) -> Result<Lease> {
-        let lease = Lease { name: format!("staging:{}", kind.as_str()), holder: crate::util::random_token() };
+        let lease = Lease::staging(kind);
         if !self.store.acquire_lease(&lease.name, &lease.holder, 0, now_ms(), LEASE_TTL_MS).await? {
-            return Err(Error::Conflict(format!("a user enumeration or sync of {} is already running", kind.label())));
+            return Err(lease_held(kind));
         }
         Ok(lease)
     }
+}
+
+/// The answer when another enumeration or sync holds the directory's lease.
+pub(crate) fn lease_held(kind: DirectoryKind) -> Error {
+    Error::Conflict(format!("a user enumeration or sync of {} is already running", kind.label()))
 }
