@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bindery_model::MappedUser;
 use ldap3::controls::{Control, ControlType, PagedResults};
-use ldap3::{Scope, SearchEntry};
+use ldap3::{ResultEntry, Scope, SearchEntry};
 
 use crate::probe::{first, map_entry};
 use crate::{conn, DirectoryConfig, Failure};
@@ -42,6 +42,30 @@ pub(crate) fn uid_of(e: &SearchEntry) -> String {
         return g.iter().map(|b| format!("{b:02x}")).collect();
     }
     format!("dn:{}", crate::dn::normalize(&e.dn))
+}
+
+/// A page's entries as enumerated (without group lookups).
+fn to_entries(raw: Vec<ResultEntry>, cfg: &DirectoryConfig) -> Vec<Entry> {
+    raw.into_iter()
+        .map(|e| {
+            let e = SearchEntry::construct(e);
+            let user = map_entry(&e, &cfg.attr_map);
+            // The same reading of the account state as a login's lookup.
+            let state = crate::authn::entry_state(&e, &user);
+            Entry { uid: uid_of(&e), user, state }
+        })
+        .collect()
+}
+
+/// An entry's DN as it came (the first element of the entry's sequence),
+/// read without decoding the rest of it; empty when it cannot be read.
+fn raw_dn(e: &ResultEntry) -> &str {
+    use ldap3::asn1::PL;
+    let PL::C(parts) = &e.0.payload else { return "" };
+    match parts.first().map(|t| &t.payload) {
+        Some(PL::P(bytes)) => std::str::from_utf8(bytes).unwrap_or(""),
+        _ => "",
+    }
 }
 
 /// Connect and bind as the service account on the first server that
@@ -99,10 +123,13 @@ where
     };
     let result =
         async {
-            // The page before this one is stored while this one is fetched:
-            // the directory and the database work at the same time, and
-            // at most two pages are held in memory.
+            // A page is mapped while the next one is fetched, and stored
+            // while the one after is: the directory never waits for us
+            // between pages, and at most three pages are held in memory.
+            // (With group lookups, which need the connection, a page is
+            // mapped before the next is asked for.)
             let mut storing: Option<(u64, Fut)> = None;
+            let mut received: Option<Vec<ResultEntry>> = None;
             for ou in &cfg.search_ous {
                 let mut cookie: Vec<u8> = Vec::new();
                 let mut last_page: Option<u64> = None;
@@ -115,41 +142,41 @@ where
                     let what = format!("paged search of {ou} (page {})", page + 1);
                     let search =
                         ldap.with_controls(vec![control]).with_timeout(cfg.op_timeout).search(ou, Scope::Subtree, &filter, attrs.clone());
-                    let r = match storing.take() {
-                        Some((n, store)) => {
-                            let (r, stored) = tokio::join!(search, store);
-                            stored.map_err(|e| Failure::answer(format!("storing page {n}: {e}")))?;
-                            r
+                    let earlier = async {
+                        if let Some((n, store)) = storing.take() {
+                            store.await.map_err(|e| Failure::answer(format!("storing page {n}: {e}")))?;
                         }
-                        None => search.await,
+                        Ok::<_, Failure>(received.take().map(|raw| to_entries(raw, cfg)))
+                    };
+                    let (r, mapped) = tokio::join!(search, earlier);
+                    if let Some(entries) = mapped? {
+                        // (`totals` counts up to that page: this one is not counted yet.)
+                        storing = Some((totals.pages, on_page(entries, &totals)));
                     }
-                    .map_err(|e| Failure::from_ldap(e, &what, cfg.op_timeout))?;
+                    let r = r.map_err(|e| Failure::from_ldap(e, &what, cfg.op_timeout))?;
                     let (raw, result) = (r.0, r.1);
                     let next = result.ctrls.iter().find_map(|c| match c {
                         Control(Some(ControlType::PagedResults), raw) => Some(raw.parse::<PagedResults>().cookie),
                         _ => None,
                     });
                     crate::check(result, &what)?;
-                    let mut entries: Vec<Entry> = raw
-                        .into_iter()
-                        .filter(|e| !e.is_ref() && !e.is_intermediate())
-                        .map(|e| {
-                            let e = SearchEntry::construct(e);
-                            let user = map_entry(&e, &cfg.attr_map);
-                            // The same reading of the account state as a login's lookup.
-                            let state = crate::authn::entry_state(&e, &user);
-                            Entry { uid: uid_of(&e), user, state }
-                        })
-                        .collect();
-                    if let Some(index) = groups.as_mut() {
-                        for e in &mut entries {
-                            e.user.groups = index.groups_of(&mut ldap, cfg, &e.user.dn, &e.user.username, &e.user.groups).await?;
-                        }
-                    }
-                    totals.entries += entries.len() as u64;
+                    let raw: Vec<ResultEntry> = raw.into_iter().filter(|e| !e.is_ref() && !e.is_intermediate()).collect();
+                    let this_page = crate::page_fingerprint(raw.iter().map(raw_dn));
+                    totals.entries += raw.len() as u64;
                     totals.pages += 1;
-                    let this_page = crate::page_fingerprint(entries.iter().map(|e| e.user.dn.as_str()));
-                    storing = Some((totals.pages, on_page(entries, &totals)));
+                    match groups.as_mut() {
+                        Some(index) => {
+                            let mut entries = to_entries(raw, cfg);
+                            for e in &mut entries {
+                                e.user.groups = index.groups_of(&mut ldap, cfg, &e.user.dn, &e.user.username, &e.user.groups).await?;
+                            }
+                            if let Some((n, store)) = storing.take() {
+                                store.await.map_err(|e| Failure::answer(format!("storing page {n}: {e}")))?;
+                            }
+                            storing = Some((totals.pages, on_page(entries, &totals)));
+                        }
+                        None => received = Some(raw),
+                    }
                     match next {
                         Some(c) if !c.is_empty() => {
                             if c == cookie && last_page == Some(this_page) {
@@ -176,8 +203,12 @@ where
                     )));
                 }
             }
-            if let Some((n, store)) = storing {
+            if let Some((n, store)) = storing.take() {
                 store.await.map_err(|e| Failure::answer(format!("storing page {n}: {e}")))?;
+            }
+            if let Some(raw) = received.take() {
+                let n = totals.pages;
+                on_page(to_entries(raw, cfg), &totals).await.map_err(|e| Failure::answer(format!("storing page {n}: {e}")))?;
             }
             Ok(())
         }
