@@ -57,6 +57,11 @@ fn to_entries(raw: Vec<ResultEntry>, cfg: &DirectoryConfig) -> Vec<Entry> {
         .collect()
 }
 
+/// The failure of storing page `n` (the caller's `on_page`).
+fn storing_failed(n: u64) -> impl FnOnce(String) -> Failure {
+    move |e| Failure::answer(format!("storing page {n}: {e}"))
+}
+
 /// An entry's DN as it came (the first element of the entry's sequence),
 /// read without decoding the rest of it; empty when it cannot be read.
 fn raw_dn(e: &ResultEntry) -> &str {
@@ -144,7 +149,7 @@ where
                         ldap.with_controls(vec![control]).with_timeout(cfg.op_timeout).search(ou, Scope::Subtree, &filter, attrs.clone());
                     let earlier = async {
                         if let Some((n, store)) = storing.take() {
-                            store.await.map_err(|e| Failure::answer(format!("storing page {n}: {e}")))?;
+                            store.await.map_err(storing_failed(n))?;
                         }
                         Ok::<_, Failure>(received.take().map(|raw| to_entries(raw, cfg)))
                     };
@@ -170,9 +175,7 @@ where
                             for e in &mut entries {
                                 e.user.groups = index.groups_of(&mut ldap, cfg, &e.user.dn, &e.user.username, &e.user.groups).await?;
                             }
-                            if let Some((n, store)) = storing.take() {
-                                store.await.map_err(|e| Failure::answer(format!("storing page {n}: {e}")))?;
-                            }
+                            // (The page before was stored while this one was fetched.)
                             storing = Some((totals.pages, on_page(entries, &totals)));
                         }
                         None => received = Some(raw),
@@ -204,11 +207,11 @@ where
                 }
             }
             if let Some((n, store)) = storing.take() {
-                store.await.map_err(|e| Failure::answer(format!("storing page {n}: {e}")))?;
+                store.await.map_err(storing_failed(n))?;
             }
             if let Some(raw) = received.take() {
                 let n = totals.pages;
-                on_page(to_entries(raw, cfg), &totals).await.map_err(|e| Failure::answer(format!("storing page {n}: {e}")))?;
+                on_page(to_entries(raw, cfg), &totals).await.map_err(storing_failed(n))?;
             }
             Ok(())
         }

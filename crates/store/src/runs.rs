@@ -65,17 +65,8 @@ const ITEM_COLS: &str = "id, run_id, action, username, user_id, staged_id, reaso
 
 impl Store {
     pub async fn start_run(&self, directory: &str, kind: RunKind, started_by: &str, dry_run: bool, now: i64) -> Result<i64> {
-        let row = sqlx::query(
-            "INSERT INTO sync_runs (directory, kind, state, started_by, dry_run, started_at) VALUES ($1, $2, 'running', $3, $4, $5) RETURNING id",
-        )
-        .bind(directory)
-        .bind(kind.as_str())
-        .bind(started_by)
-        .bind(dry_run as i64)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get(0)?)
+        let mut conn = self.pool.acquire().await?;
+        insert_run(&mut conn, directory, kind, started_by, dry_run, now).await
     }
 
     /// Take the lease `name` for `holder` (as [`Store::acquire_lease`]) and
@@ -95,17 +86,7 @@ impl Store {
         if !crate::sync::acquire_lease_in(&mut tx, name, holder, 0, now, ttl_ms).await? {
             return Ok(None);
         }
-        let id: i64 = sqlx::query(
-            "INSERT INTO sync_runs (directory, kind, state, started_by, dry_run, started_at) VALUES ($1, $2, 'running', $3, $4, $5) RETURNING id",
-        )
-        .bind(directory)
-        .bind(kind.as_str())
-        .bind(started_by)
-        .bind(dry_run as i64)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
+        let id = insert_run(&mut tx, directory, kind, started_by, dry_run, now).await?;
         sqlx::query("UPDATE sync_leases SET run_id = $1 WHERE name = $2 AND holder = $3")
             .bind(id)
             .bind(name)
@@ -351,4 +332,26 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// A new run's row, `running`; its id.
+async fn insert_run(
+    conn: &mut sqlx::AnyConnection,
+    directory: &str,
+    kind: RunKind,
+    started_by: &str,
+    dry_run: bool,
+    now: i64,
+) -> Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO sync_runs (directory, kind, state, started_by, dry_run, started_at) VALUES ($1, $2, 'running', $3, $4, $5) RETURNING id",
+    )
+    .bind(directory)
+    .bind(kind.as_str())
+    .bind(started_by)
+    .bind(dry_run as i64)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get(0)?)
 }
