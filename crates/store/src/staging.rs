@@ -571,14 +571,20 @@ impl Store {
     /// (80 ms a read at 50,000 items, 3 s over a first sync; under 1 ms
     /// through the index once analysed). SQLite: nothing.
     ///
-    /// With `vacuum` (once a bulk change is done), it also vacuums them: a
+    /// With `vacuum` (once a bulk change is done, the apply's status
+    /// computation included), it also vacuums them, and the run's items
+    /// (each applied item's outcome was rewritten): a
     /// bulk change leaves as many dead row versions as it wrote, which every
     /// index scan of the next minutes walks until autovacuum comes (a delta run right after a first sync spent 130 ms
     /// finding 200 marks among 100,000 dead ones), and a count can be
     /// answered from an index only once the visibility map is set.
     pub async fn refresh_statistics(&self, vacuum: bool) -> Result<()> {
         if self.backend == Backend::Postgres {
-            let sql = if vacuum { "VACUUM (ANALYZE) staged_users, users, staged_dirty" } else { "ANALYZE staged_users, users, sync_items" };
+            let sql = if vacuum {
+                "VACUUM (ANALYZE) staged_users, users, staged_dirty, sync_items"
+            } else {
+                "ANALYZE staged_users, users, sync_items"
+            };
             sqlx::query(sql).execute(&self.pool).await?;
         }
         Ok(())

@@ -81,12 +81,22 @@ impl Service {
                 }
             }
         }
-        if counts.applied > 1000 {
-            self.store.refresh_statistics(true).await?;
-        }
+        let bulk = counts.applied > 1000;
         if counts.applied + counts.apply_failed > 0 {
+            if bulk {
+                // Planned with the users the apply created.
+                self.store.refresh_statistics(false).await?;
+            }
             // The import table's statuses follow what was applied.
             self.store.compute_staged_status(kind.as_str()).await?;
+        }
+        if bulk {
+            // After the status computation, which rewrote a row for each
+            // applied change: vacuumed before, its dead row versions were
+            // left for the next runs' index scans to walk, and for an
+            // autovacuum of the snapshot that came seconds later, in the
+            // middle of whatever ran then.
+            self.store.refresh_statistics(true).await?;
         }
         counts.apply_ms = started.elapsed().as_millis() as i64;
         self.system_audit(
