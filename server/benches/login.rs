@@ -52,6 +52,37 @@ struct Run {
     latencies: Vec<Duration>,
 }
 
+/// CPU time (user + system, in clock ticks of 10 ms) a process has used so
+/// far, from `/proc/<pid>/stat`; 0 when it cannot be read.
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(14) + field(15)
+}
+
+/// The CPU a phase cost per login, on this side (this process: the client,
+/// and Bindery when it is measured) and in slapd: a steadier figure than
+/// logins per second on a machine whose speed varies from run to run.
+struct Cpu {
+    slapd: String,
+    at: (u64, u64),
+}
+
+impl Cpu {
+    fn start(slapd_pid: &str) -> Cpu {
+        Cpu { slapd: slapd_pid.to_string(), at: (cpu_ticks("self"), cpu_ticks(slapd_pid)) }
+    }
+
+    /// `(this process, slapd)` in microseconds per login.
+    fn per_login(&self, logins: usize) -> (f64, f64) {
+        let per = |ticks: u64| ticks as f64 * 10_000.0 / logins.max(1) as f64;
+        (per(cpu_ticks("self") - self.at.0), per(cpu_ticks(&self.slapd) - self.at.1))
+    }
+}
+
 impl Run {
     fn per_sec(&self) -> f64 {
         self.logins as f64 / self.elapsed.as_secs_f64()
@@ -195,6 +226,10 @@ fn line(label: &str, r: &mut Run, baseline: Option<f64>) {
     println!("{label:<44} {:>8.0} logins/s   p50 {:>6.2} ms   p99 {:>6.2} ms{ratio}", r.per_sec(), r.pct(0.50), r.pct(0.99));
 }
 
+fn cpu_line(label: &str, (here, slapd): (f64, f64)) {
+    println!("  CPU per login, {label:<36} {here:>6.0} µs here + {slapd:>6.0} µs slapd = {:>6.0} µs", here + slapd);
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -211,10 +246,14 @@ async fn main() {
     let spare = Slapd::start_with(&pair);
 
     println!("Directory login benchmark: {USERS} users, {} s per measurement, one loopback slapd", time.as_secs());
+    let slapd_pid = std::fs::read_to_string(d.dir.join("fixture.pid")).unwrap_or_default().trim().to_string();
     let mut base1 = baseline(&d, 1, time).await;
+    let cpu = Cpu::start(&slapd_pid);
     let mut base32 = baseline(&d, 32, time).await;
+    let base32_cpu = cpu.per_login(base32.logins);
     line("raw ldap3 search+bind, 1 client", &mut base1, None);
     line("raw ldap3 search+bind, 32 clients", &mut base32, None);
+    cpu_line("raw ldap3, 32 clients:", base32_cpu);
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = bindery_server::Config {
@@ -234,10 +273,13 @@ async fn main() {
     http_logins(addr, 8, Duration::from_millis(1500)).await;
     check_failures(&service, "warm-up").await;
     let mut warm1 = http_logins(addr, 1, time).await;
+    let cpu = Cpu::start(&slapd_pid);
     let mut warm32 = http_logins(addr, 32, time).await;
+    let warm32_cpu = cpu.per_login(warm32.logins);
     line("Bindery HTTP login, 1 client (warm cache)", &mut warm1, Some(base1.per_sec()));
     check_failures(&service, "warm-cache runs").await;
     line("Bindery HTTP login, 32 clients (warm cache)", &mut warm32, Some(base32.per_sec()));
+    cpu_line("Bindery (and its HTTP client), 32:", warm32_cpu);
     configure(&service, vec![d.ldap_url.clone()], &d, 0, 1).await;
     let mut cold1 = http_logins(addr, 1, time).await;
     let mut cold32 = http_logins(addr, 32, time).await;

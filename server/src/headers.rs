@@ -1,7 +1,8 @@
 //! Security headers on every answer (pages, API, static files):
 //! a Content-Security-Policy with a fresh nonce per request, HSTS when the
-//! request came over TLS (through a trusted proxy). X-Content-Type-Options,
-//! X-Frame-Options and Referrer-Policy are set by the router's layers.
+//! request came over TLS (through a trusted proxy), X-Content-Type-Options,
+//! X-Frame-Options and Referrer-Policy; and, in the same layer, the
+//! request's metrics and the console files' cache policy.
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -38,11 +39,20 @@ pub fn content_security_policy(nonce: &str) -> String {
 /// One year, subdomains left alone (the console may share a domain).
 pub const HSTS: &str = "max-age=31536000";
 
-pub async fn security_headers(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+/// What every answer gets on its way out, in one layer (each layer of its
+/// own costs the login path an allocation or two per request): the
+/// request's metrics; the CSP with this request's nonce; HSTS over TLS;
+/// X-Content-Type-Options, X-Frame-Options and Referrer-Policy unless the
+/// answer set its own; a cache policy for the console's files.
+pub async fn response_headers(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let (method, area) = (crate::metrics::method(req.method()), crate::metrics::area(req.uri().path()));
+    let pkg = req.uri().path().starts_with("/pkg/");
     let nonce = CspNonce::fresh();
     let tls = crate::middleware::via_trusted_tls(&req, &s);
     req.extensions_mut().insert(nonce.clone());
     let mut res = next.run(req).await;
+    let status = res.status();
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&content_security_policy(&nonce.0)) {
         h.insert(header::CONTENT_SECURITY_POLICY, v);
@@ -50,19 +60,19 @@ pub async fn security_headers(State(s): State<AppState>, mut req: Request, next:
     if tls {
         h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
     }
-    res
-}
-
-/// Hashed console files (`/pkg/bindery.<hash>.wasm`) never change under
-/// their name: a year, immutable. Unhashed ones (a debug build) are
-/// revalidated on every use, so a new build is never hidden by a cache.
-pub async fn static_cache(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let pkg = req.uri().path().starts_with("/pkg/");
-    let mut res = next.run(req).await;
-    if pkg && res.status().is_success() {
-        let policy = if s.leptos.hash_files { "public, max-age=31536000, immutable" } else { "no-cache" };
-        res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
+    for (name, value) in
+        [(header::X_CONTENT_TYPE_OPTIONS, "nosniff"), (header::X_FRAME_OPTIONS, "DENY"), (header::REFERRER_POLICY, "same-origin")]
+    {
+        h.entry(name).or_insert(HeaderValue::from_static(value));
     }
+    // Hashed console files (`/pkg/bindery.<hash>.wasm`) never change under
+    // their name: a year, immutable. Unhashed ones (a debug build) are
+    // revalidated on every use, so a new build is never hidden by a cache.
+    if pkg && status.is_success() {
+        let policy = if s.leptos.hash_files { "public, max-age=31536000, immutable" } else { "no-cache" };
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
+    }
+    s.metrics.record(method, area, status, started);
     res
 }
 

@@ -19,7 +19,6 @@ use axum::Router;
 use bindery_service::{Options, Service, Store};
 use leptos::config::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use config::Config;
 pub use metrics::Metrics;
@@ -275,26 +274,22 @@ pub fn app_with_metrics_token(
             // The 404 page renders the app too: it needs the service.
             let fb_service = service.clone();
             leptos_axum::file_and_error_handler_with_context::<AppState, _>(move || request_context(&fb_service), bindery_app::shell)
-        });
+        })
+        // Flash messages belong to the console's plain forms and pages.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), flash::flash));
 
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
         .nest("/api", rest::router())
         .merge(console)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), flash::flash))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::context))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), headers::security_headers))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), headers::static_cache))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), headers::response_headers))
         // HTML and JSON answers compressed on the fly; the console's static
         // files come precompressed (.br/.gz beside each, written at start by
         // `precompress`), which this layer leaves alone (they carry a
         // Content-Encoding).
         .layer(compression())
-        .layer(SetResponseHeaderLayer::if_not_present(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff")))
-        .layer(SetResponseHeaderLayer::if_not_present(http::header::X_FRAME_OPTIONS, http::HeaderValue::from_static("DENY")))
-        .layer(SetResponseHeaderLayer::if_not_present(http::header::REFERRER_POLICY, http::HeaderValue::from_static("same-origin")))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -3,16 +3,11 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-
-use crate::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -46,6 +41,12 @@ impl Metrics {
         Metrics { registry: Mutex::new(registry), requests, latency }
     }
 
+    /// Count an answered request and its time (see [`crate::headers::response_headers`]).
+    pub fn record(&self, method: &'static str, area: &'static str, status: http::StatusCode, started: Instant) {
+        self.requests.get_or_create(&RequestLabels { area, method, status: status.as_u16() }).inc();
+        self.latency.observe(started.elapsed().as_secs_f64());
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         if let Ok(r) = self.registry.lock() {
@@ -55,7 +56,7 @@ impl Metrics {
     }
 }
 
-fn method(m: &http::Method) -> &'static str {
+pub(crate) fn method(m: &http::Method) -> &'static str {
     match m.as_str() {
         "GET" => "GET",
         "HEAD" => "HEAD",
@@ -84,7 +85,7 @@ pub fn authorised(token: Option<&str>, headers: &http::HeaderMap) -> bool {
     Sha256::digest(given.as_bytes()) == Sha256::digest(token.as_bytes()) && !given.is_empty()
 }
 
-fn area(path: &str) -> &'static str {
+pub(crate) fn area(path: &str) -> &'static str {
     if path.starts_with("/rpc/") {
         "rpc"
     } else if path.starts_with("/api/") {
@@ -96,16 +97,6 @@ fn area(path: &str) -> &'static str {
     } else {
         "console"
     }
-}
-
-pub async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method(req.method());
-    let area = area(req.uri().path());
-    let res = next.run(req).await;
-    s.metrics.requests.get_or_create(&RequestLabels { area, method, status: res.status().as_u16() }).inc();
-    s.metrics.latency.observe(started.elapsed().as_secs_f64());
-    res
 }
 
 #[cfg(test)]

@@ -110,6 +110,19 @@ fn principal_of(u: &UserRow, via: AuthVia) -> Principal {
 /// it and the lockout limit (each ends within the directory's timeouts).
 const ATTEMPTS_IN_FLIGHT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// How stale a user's last-login and validation times may get. Sign-ins
+/// of one user within this time write them once: a script that signs in
+/// many times a second would otherwise rewrite the user's row each time
+/// (on SQLite, a page of the database log per sign-in).
+const USER_TIMES_EVERY_MS: i64 = 60_000;
+
+/// Whether a sign-in of `u` at `now` writes the user's times: unless both
+/// (the last login's, and a directory user's validation) are recent.
+fn user_times_due(u: &UserRow, now: i64) -> bool {
+    let recent = |at: Option<i64>| at.is_some_and(|at| at <= now && now - at < USER_TIMES_EVERY_MS);
+    !(recent(u.last_login_at) && (u.source == UserSource::Local || recent(u.validated_at)))
+}
+
 pub(crate) fn user_key(username_key: &str) -> String {
     format!("user:{username_key}")
 }
@@ -328,6 +341,7 @@ impl Service {
             now,
             // A directory user: the directory just vouched for the account.
             validated: u.source != UserSource::Local,
+            user_times: user_times_due(u, now),
             clear_failures: g.clear.as_deref(),
             credential,
             event: NewLoginEvent {
@@ -566,5 +580,51 @@ fn token_dto(t: &bindery_store::ApiTokenRow) -> ApiToken {
         last_used_at: t.last_used_at.map(util::fmt_ts),
         expires_at: t.expires_at.map(util::fmt_ts),
         revoked: t.revoked_at.is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bindery_model::Role;
+
+    fn user(source: UserSource, last_login_at: Option<i64>, validated_at: Option<i64>) -> UserRow {
+        UserRow {
+            id: 1,
+            username: "ann".into(),
+            username_key: "ann".into(),
+            name: "Ann".into(),
+            email: String::new(),
+            role: Role::User,
+            source,
+            is_active: true,
+            password_hash: None,
+            must_change_password: false,
+            external_id: None,
+            created_at: 0,
+            updated_at: 0,
+            last_login_at,
+            validated_at,
+            dir_disabled: false,
+            role_pinned: false,
+        }
+    }
+
+    #[test]
+    fn a_sign_in_writes_the_users_times_unless_both_are_recent() {
+        let now = 10_000_000;
+        let recent = Some(now - USER_TIMES_EVERY_MS + 1);
+        let stale = Some(now - USER_TIMES_EVERY_MS);
+        // A directory user: both times recent, or not.
+        assert!(!user_times_due(&user(UserSource::Ldap, recent, recent), now));
+        assert!(user_times_due(&user(UserSource::Ldap, recent, stale), now), "the validation is due");
+        assert!(user_times_due(&user(UserSource::Ldap, stale, recent), now), "the last login is due");
+        assert!(user_times_due(&user(UserSource::Ldap, None, recent), now), "never signed in");
+        assert!(user_times_due(&user(UserSource::Ldap, recent, None), now), "never validated");
+        // A local user has no validation time.
+        assert!(!user_times_due(&user(UserSource::Local, recent, None), now));
+        assert!(user_times_due(&user(UserSource::Local, stale, None), now));
+        // A time in the future (a clock set back) is not recent.
+        assert!(user_times_due(&user(UserSource::Ldap, Some(now + 5), Some(now + 5)), now));
     }
 }

@@ -73,6 +73,9 @@ pub struct Grant<'a> {
     pub now: i64,
     /// The directory just vouched for the account (re-validation clock).
     pub validated: bool,
+    /// Write the user's last-login time (and, when `validated`, the
+    /// validation time). The caller leaves it out when both are recent.
+    pub user_times: bool,
     /// Lockout key whose failures the success clears, when it has any.
     pub clear_failures: Option<&'a str>,
     pub credential: GrantCredential<'a>,
@@ -148,12 +151,14 @@ impl Store {
             return self.grant_in_group(QueuedGrant::of(g)).await;
         }
         let mut tx = self.write_tx().await?;
-        let sql = if g.validated {
-            "UPDATE users SET last_login_at = $1, validated_at = $1 WHERE id = $2"
-        } else {
-            "UPDATE users SET last_login_at = $1 WHERE id = $2"
-        };
-        sqlx::query(sql).bind(g.now).bind(g.user_id).execute(&mut *tx).await?;
+        if g.user_times {
+            let sql = if g.validated {
+                "UPDATE users SET last_login_at = $1, validated_at = $1 WHERE id = $2"
+            } else {
+                "UPDATE users SET last_login_at = $1 WHERE id = $2"
+            };
+            sqlx::query(sql).bind(g.now).bind(g.user_id).execute(&mut *tx).await?;
+        }
         if let Some(key) = g.clear_failures {
             sqlx::query("DELETE FROM auth_failures WHERE key = $1").bind(key).execute(&mut *tx).await?;
         }
@@ -218,6 +223,7 @@ impl Store {
 #[derive(Debug)]
 pub(crate) struct QueuedGrant {
     validated: bool,
+    user_times: bool,
     clear: bool,
     /// `None`: a session; `Some(replace_same_name)`: an API token.
     token: Option<bool>,
@@ -256,6 +262,7 @@ impl QueuedGrant {
         };
         QueuedGrant {
             validated: g.validated,
+            user_times: g.user_times,
             clear: g.clear_failures.is_some(),
             token,
             now: g.now,
@@ -278,11 +285,13 @@ impl QueuedGrant {
     /// This grant's statements, their parameters numbered after `base`.
     fn push_sql(&self, sql: &mut String, base: usize) {
         let mut push = |template: &str| renumber(sql, template, base);
-        push(if self.validated {
-            "UPDATE users SET last_login_at = $1, validated_at = $1 WHERE id = $2;"
-        } else {
-            "UPDATE users SET last_login_at = $1 WHERE id = $2;"
-        });
+        if self.user_times {
+            push(if self.validated {
+                "UPDATE users SET last_login_at = $1, validated_at = $1 WHERE id = $2;"
+            } else {
+                "UPDATE users SET last_login_at = $1 WHERE id = $2;"
+            });
+        }
         if self.clear {
             push("DELETE FROM auth_failures WHERE key = $9;");
         }

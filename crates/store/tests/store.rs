@@ -166,6 +166,7 @@ both_backends!(a_login_is_written_in_one_transaction, |store| {
         username: "gina",
         now: 200,
         validated: true,
+        user_times: true,
         clear_failures: Some("user:gina"),
         credential: GrantCredential::Session { token_hash: "s1" },
         event: login_line(true, 200),
@@ -183,6 +184,7 @@ both_backends!(a_login_is_written_in_one_transaction, |store| {
         username: "gina",
         now,
         validated: false,
+        user_times: true,
         clear_failures: None,
         credential: GrantCredential::Token {
             name: "api key",
@@ -207,6 +209,20 @@ both_backends!(a_login_is_written_in_one_transaction, |store| {
     assert!(store.grant_login(&dup).await.is_err());
     assert_eq!(store.get_user(id).await.unwrap().unwrap().last_login_at, Some(400));
     assert_eq!(store.count_logins_since(0).await.unwrap(), (3, 3));
+
+    // Without the user's times: the session and the log line, the times as they were.
+    let quiet = Grant {
+        now: 600,
+        user_times: false,
+        credential: GrantCredential::Session { token_hash: "s2" },
+        event: login_line(true, 600),
+        ..session
+    };
+    store.grant_login(&quiet).await.unwrap();
+    let u = store.get_user(id).await.unwrap().unwrap();
+    assert_eq!((u.last_login_at, u.validated_at), (Some(400), Some(200)));
+    assert_eq!(store.get_session("s2").await.unwrap().expect("session").user_id, id);
+    assert_eq!(store.count_logins_since(0).await.unwrap(), (4, 3));
 });
 
 both_backends!(logins_at_once_are_each_written_and_fail_alone, |store| {
@@ -219,6 +235,7 @@ both_backends!(logins_at_once_are_each_written_and_fail_alone, |store| {
                 username: "hank",
                 now,
                 validated: true,
+                user_times: true,
                 clear_failures: None,
                 credential: GrantCredential::Session { token_hash: &hash },
                 event: login_line(true, now),
@@ -490,6 +507,7 @@ async fn sqlite_write_ahead_log_stays_bounded_under_steady_logins() {
                         username: &name,
                         now: n as i64,
                         validated: true,
+                        user_times: true,
                         clear_failures: None,
                         credential: GrantCredential::Token {
                             name: "bearer",
