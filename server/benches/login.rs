@@ -79,7 +79,7 @@ impl Cpu {
     /// `(this process, slapd)` in microseconds per login.
     fn per_login(&self, logins: usize) -> (f64, f64) {
         let per = |ticks: u64| ticks as f64 * 10_000.0 / logins.max(1) as f64;
-        (per(cpu_ticks("self") - self.at.0), per(cpu_ticks(&self.slapd) - self.at.1))
+        (per(cpu_ticks("self").saturating_sub(self.at.0)), per(cpu_ticks(&self.slapd).saturating_sub(self.at.1)))
     }
 }
 

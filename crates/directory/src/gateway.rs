@@ -72,6 +72,9 @@ struct Server {
     search: Mutex<Option<Ldap>>,
     /// Idle connections for user binds.
     binds: Mutex<Vec<Ldap>>,
+    /// The server answered an entry check by Compare with something other
+    /// than true, false or "no such entry": it is checked by a base read.
+    no_compare: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -163,6 +166,7 @@ impl Gateway {
                 }),
                 search: Mutex::new(None),
                 binds: Mutex::new(Vec::new()),
+                no_compare: Default::default(),
             })
             .collect();
         Gateway { cfg, servers, cache: Mutex::new(HashMap::new()) }
@@ -248,9 +252,41 @@ impl Gateway {
         self.bind_once(server, &mut ldap, dn, password).await
     }
 
+    /// Whether the entry at `dn` is still the one with immutable id `uid`
+    /// (false when it is gone, or is another entry now): a cached DN whose
+    /// entry was deleted and added again is another person. One Compare of
+    /// `entryUUID` (or AD's `objectGUID`), which costs the server less than
+    /// a read of the entry; a base read where the server cannot compare it.
+    async fn is_entry(&self, server: &Server, dn: &str, uid: &str) -> Result<bool, Failure> {
+        use std::sync::atomic::Ordering;
+        let cfg = &self.cfg;
+        let compared = (!server.no_compare.load(Ordering::Relaxed)).then(|| compare_value(uid)).flatten();
+        if let Some((attr, value)) = compared {
+            let r = self
+                .with_search(server, |mut ldap| {
+                    let value = value.clone();
+                    async move {
+                        ldap.with_timeout(cfg.op_timeout)
+                            .compare(dn, attr, value)
+                            .await
+                            .map_err(|e| Failure::from_ldap(e, "entry check", cfg.op_timeout))
+                    }
+                })
+                .await?;
+            match r.0.rc {
+                6 => return Ok(true),
+                5 | 32 => return Ok(false),
+                rc => {
+                    tracing::info!(server = %server.uri, rc, "the server does not compare immutable ids: entry checks read the entry");
+                    server.no_compare.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(self.current_uid(server, dn).await?.is_some_and(|u| u == uid))
+    }
+
     /// The immutable id of the entry at `dn` now (`None` when the entry is
-    /// gone, or the directory has no immutable ids): a cached DN whose entry
-    /// was deleted and added again is another person.
+    /// gone, or the directory has no immutable ids).
     async fn current_uid(&self, server: &Server, dn: &str) -> Result<Option<String>, Failure> {
         let cfg = &self.cfg;
         self.with_search(server, |mut ldap| async move {
@@ -364,8 +400,8 @@ impl Gateway {
                 // the same read, at the same time on the service connection,
                 // proves it is still the cached entry (a deleted and re-added
                 // entry is another person, whatever its name).
-                let (bound, uid) = tokio::join!(self.bind(server, &found.dn, password), self.current_uid(server, &found.dn));
-                if bound.is_ok() && !matches!(&uid, Ok(Some(u)) if *u == found.uid) {
+                let (bound, same) = tokio::join!(self.bind(server, &found.dn, password), self.is_entry(server, &found.dn, &found.uid));
+                if bound.is_ok() && !matches!(same, Ok(true)) {
                     self.forget(username);
                     match self.search_user(server, username, with_groups).await {
                         Ok(Some(fresh)) if fresh.dn.eq_ignore_ascii_case(&found.dn) => {
@@ -505,6 +541,39 @@ impl Gateway {
     }
 }
 
+/// The attribute and value that compare an immutable id as
+/// [`crate::enumerate::uid_of`] writes it: an `entryUUID` (with dashes), or
+/// AD's `objectGUID` (32 hex digits, compared as its 16 bytes).
+fn compare_value(uid: &str) -> Option<(&'static str, Vec<u8>)> {
+    if uid.len() == 36 && uid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()) {
+        return Some(("entryUUID", uid.as_bytes().to_vec()));
+    }
+    if uid.len() == 32 && uid.chars().all(|c| c.is_ascii_hexdigit()) {
+        return (0..16)
+            .map(|i| u8::from_str_radix(&uid[2 * i..2 * i + 2], 16).ok())
+            .collect::<Option<Vec<u8>>>()
+            .map(|b| ("objectGUID", b));
+    }
+    None
+}
+
 fn cache_key(username: &str) -> String {
     username.trim().to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn immutable_ids_compare_as_the_directory_stores_them() {
+        let uuid = "5d6f1c2e-8a0b-4c3d-9e7f-0123456789ab";
+        assert_eq!(compare_value(uuid), Some(("entryUUID", uuid.as_bytes().to_vec())));
+        let guid = "00112233445566778899aabbccddeeff";
+        let bytes: Vec<u8> = (0..16u8).map(|i| i * 0x11).collect();
+        assert_eq!(compare_value(guid), Some(("objectGUID", bytes)));
+        // A directory without immutable ids (the DN is the id): nothing to compare.
+        assert_eq!(compare_value("dn:uid=jdoe,ou=people,dc=example,dc=com"), None);
+        assert_eq!(compare_value("0011223344556677889_aabbccddeeff"), None);
+    }
 }

@@ -222,28 +222,30 @@ impl Slapd {
 }
 
 impl Monitor {
-    /// Completed (binds, searches) so far. The search doing the reading is
-    /// not yet complete when it reads, but is counted by the next reading.
-    pub async fn counts(&mut self) -> (u64, u64) {
+    /// Completed (binds, searches, compares) so far. The search doing the
+    /// reading is not yet complete when it reads, but is counted by the
+    /// next reading.
+    pub async fn counts(&mut self) -> (u64, u64, u64) {
         let (entries, _) = self
             .ldap
-            .search("cn=Operations,cn=Monitor", ldap3::Scope::OneLevel, "(|(cn=Bind)(cn=Search))", vec!["monitorOpCompleted"])
+            .search("cn=Operations,cn=Monitor", ldap3::Scope::OneLevel, "(|(cn=Bind)(cn=Search)(cn=Compare))", vec!["monitorOpCompleted"])
             .await
             .expect("monitor search")
             .success()
             .expect("monitor search");
-        let mut binds = 0;
-        let mut searches = 0;
+        let (mut binds, mut searches, mut compares) = (0, 0, 0);
         for e in entries {
             let e = ldap3::SearchEntry::construct(e);
             let n: u64 = e.attrs.get("monitorOpCompleted").and_then(|v| v.first()).and_then(|v| v.parse().ok()).expect("counter");
             if e.dn.starts_with("cn=Bind") {
                 binds = n;
+            } else if e.dn.starts_with("cn=Compare") {
+                compares = n;
             } else {
                 searches = n;
             }
         }
-        (binds, searches)
+        (binds, searches, compares)
     }
 }
 

@@ -282,6 +282,11 @@ impl QueuedGrant {
         }
     }
 
+    /// What decides this grant's statements (not their values).
+    fn shape(&self) -> (bool, bool, Option<bool>, bool) {
+        (self.user_times, self.validated, self.token, self.clear)
+    }
+
     /// This grant's statements, their parameters numbered after `base`.
     fn push_sql(&self, sql: &mut String, base: usize) {
         let mut push = |template: &str| renumber(sql, template, base);
@@ -367,7 +372,11 @@ impl Store {
     /// Write `batch` in one transaction and answer each grant. Should the
     /// transaction fail, each grant is written again on its own, so one bad
     /// grant fails alone.
-    async fn commit_grants(&self, batch: Vec<Waiting>) {
+    async fn commit_grants(&self, mut batch: Vec<Waiting>) {
+        // Grants of one shape together: the batch's text (a prepared
+        // statement per text) depends on the shapes in order, so sorted
+        // there are as many texts as mixes of shapes, not orders of them.
+        batch.sort_by_key(|(g, _)| g.shape());
         let (grants, answers): (Vec<QueuedGrant>, Vec<_>) = batch.into_iter().unzip();
         match self.write_grants(&grants).await {
             Ok(()) => answers.into_iter().for_each(|a| drop(a.send(Ok(())))),

@@ -43,29 +43,29 @@ async fn a_login_costs_one_search_and_one_bind_or_one_bind_with_a_warm_cache() {
     // Warm the pools (the service connection's bind is paid once).
     assert!(app.login("nomail", "Nomail-Password-1").await.1.is_some());
 
-    let (b0, s0) = monitor.counts().await;
+    let (b0, s0, c0) = monitor.counts().await;
     assert!(app.login("jdoe", "Jdoe-Password-1").await.1.is_some());
-    let (b1, s1) = monitor.counts().await;
+    let (b1, s1, c1) = monitor.counts().await;
     // The reading search itself shows up once in each difference.
-    assert_eq!((b1 - b0, s1 - s0 - 1), (1, 1), "a cold login: one bind, one search");
+    assert_eq!((b1 - b0, s1 - s0 - 1, c1 - c0), (1, 1, 0), "a cold login: one bind, one search");
     assert_eq!(app.service.dn_cache_size(DirectoryKind::Ldap).await.unwrap(), 2);
 
     assert!(app.login("JDOE", "Jdoe-Password-1").await.1.is_some());
-    let (b2, s2) = monitor.counts().await;
-    // A warm login: one bind, and at the same time a base read of the
-    // entry's immutable id (a deleted and re-added entry is another person);
-    // no user search.
-    assert_eq!((b2 - b1, s2 - s1 - 1), (1, 1), "a warm login: one bind and one base read, no user search");
+    let (b2, s2, c2) = monitor.counts().await;
+    // A warm login: one bind, and at the same time a Compare of the entry's
+    // immutable id (a deleted and re-added entry is another person); no
+    // user search.
+    assert_eq!((b2 - b1, s2 - s1 - 1, c2 - c1), (1, 0, 1), "a warm login: one bind and one compare, no search");
 
     // A wrong password with a cached DN: the bind fails, the entry is looked
-    // up again, the same DN is never bound twice (the base read ran beside
+    // up again, the same DN is never bound twice (the compare ran beside
     // the bind).
     assert!(app.login("jdoe", "wrong-password").await.1.is_none());
-    let (b3, s3) = monitor.counts().await;
-    assert_eq!((b3 - b2, s3 - s2 - 1), (1, 2));
+    let (b3, s3, c3) = monitor.counts().await;
+    assert_eq!((b3 - b2, s3 - s2 - 1, c3 - c2), (1, 1, 1));
     assert!(app.login("jdoe", "Jdoe-Password-1").await.1.is_some());
-    let (b4, s4) = monitor.counts().await;
-    assert_eq!((b4 - b3, s4 - s3 - 1), (1, 1), "still cached after a wrong password: one bind and its base read");
+    let (b4, s4, c4) = monitor.counts().await;
+    assert_eq!((b4 - b3, s4 - s3 - 1, c4 - c3), (1, 0, 1), "still cached after a wrong password: one bind and its compare");
 
     d.modify("dn: ou=moved,ou=people,dc=example,dc=com\nchangetype: add\nobjectClass: organizationalUnit\nou: moved\n");
     // A user moved in the directory while cached: the old DN fails, the
@@ -78,6 +78,30 @@ async fn a_login_costs_one_search_and_one_bind_or_one_bind_with_a_warm_cache() {
     assert!(app.service.dn_cache_size(DirectoryKind::Ldap).await.unwrap() > 0);
     app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, &input).await.unwrap();
     assert_eq!(app.service.dn_cache_size(DirectoryKind::Ldap).await.unwrap(), 0, "saving clears the DN cache");
+}
+
+#[tokio::test]
+async fn a_cached_dn_whose_entry_was_deleted_and_added_again_is_another_person() {
+    let d = Slapd::start();
+    let app = TestApp::new().await;
+    let mut input = d.input();
+    input.search_ous = format!("ou=people,{}", d.base_dn);
+    app.service.save_directory(&admin_actor(), DirectoryKind::Ldap, &input).await.unwrap();
+    assert!(app.login("jdoe", "Jdoe-Password-1").await.1.is_some());
+    assert_eq!(app.service.dn_cache_size(DirectoryKind::Ldap).await.unwrap(), 1, "jdoe's DN is cached");
+    let before = app.db.store.find_user("jdoe").await.unwrap().expect("jdoe");
+
+    // Another person under the same DN: a new entry, a new entryUUID.
+    d.modify("dn: uid=jdoe,ou=people,dc=example,dc=com\nchangetype: delete\n");
+    d.modify(
+        "dn: uid=jdoe,ou=people,dc=example,dc=com\nchangetype: add\nobjectClass: inetOrgPerson\nuid: jdoe\ncn: Someone Else\nsn: Else\nuserPassword: Other-Password-1\n",
+    );
+    let (_, cookie) = app.login("jdoe", "Other-Password-1").await;
+    assert!(cookie.is_none(), "the new entry signed in as the earlier jdoe");
+    let reason = last_reason(&app).await;
+    assert!(reason.contains("conflict") || reason.contains("another"), "{reason}");
+    let after = app.db.store.find_user("jdoe").await.unwrap().expect("jdoe");
+    assert_eq!((after.id, after.external_id), (before.id, before.external_id), "still linked to the earlier entry");
 }
 
 #[tokio::test]
