@@ -4,7 +4,8 @@
 //! misbehave on purpose. This responder speaks just enough LDAP (simple
 //! bind, search with the RFC 2696 paged-results control, unbind) over the
 //! server side of the `ldap3_proto` codec, and answers paged searches either
-//! correctly or in one of the ways real servers get paging wrong:
+//! correctly or in one of the ways real servers get paging wrong (and
+//! Compare honestly, or refuses it: [`Responder::refuse_compare`]):
 //!
 //! * [`Fault::RepeatCookie`]: every page hands back the same cookie, so a
 //!   naive loop pages forever over the same entries;
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
 use ldap3_proto::control::LdapControl;
-use ldap3_proto::proto::{LdapBindResponse, LdapOp, LdapResult, LdapSearchRequest};
+use ldap3_proto::proto::{LdapBindResponse, LdapCompareRequest, LdapFilter, LdapOp, LdapResult, LdapSearchRequest};
 use ldap3_proto::{LdapCodec, LdapMsg, LdapPartialAttribute, LdapResultCode, LdapSearchResultEntry, LdapSearchScope};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -80,11 +81,15 @@ struct Counters {
     binds: AtomicU64,
     searches: AtomicU64,
     paged_searches: AtomicU64,
+    compares: AtomicU64,
 }
 
 struct State {
     entries: Vec<Entry>,
     fault: Mutex<Fault>,
+    /// Compare answered with unwillingToPerform (53), as by a server that
+    /// does not offer it for the attribute.
+    refuse_compare: std::sync::atomic::AtomicBool,
     counters: Counters,
 }
 
@@ -103,7 +108,8 @@ impl Responder {
     pub async fn start(entries: Vec<Entry>) -> Responder {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
         let port = listener.local_addr().expect("local address").port();
-        let state = Arc::new(State { entries, fault: Mutex::new(Fault::None), counters: Counters::default() });
+        let state =
+            Arc::new(State { entries, fault: Mutex::new(Fault::None), refuse_compare: Default::default(), counters: Counters::default() });
         let served = state.clone();
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
@@ -121,6 +127,16 @@ impl Responder {
 
     pub fn set_fault(&self, fault: Fault) {
         *self.state.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
+    }
+
+    /// Refuse every Compare from now on (or answer it again).
+    pub fn refuse_compare(&self, refuse: bool) {
+        self.state.refuse_compare.store(refuse, Ordering::Relaxed);
+    }
+
+    /// Compare requests answered so far.
+    pub fn compares(&self) -> u64 {
+        self.state.counters.compares.load(Ordering::Relaxed)
     }
 
     fn fault(&self) -> Fault {
@@ -180,15 +196,50 @@ fn to_wire(e: &Entry) -> LdapSearchResultEntry {
     }
 }
 
+impl Entry {
+    fn values<'a>(&'a self, attr: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+        self.attrs.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(attr)).flat_map(|(_, v)| v)
+    }
+}
+
+/// Whether `e` matches `f`, read loosely: equality and presence (any
+/// objectClass matches, every entry here is a user); other filter kinds
+/// match everything.
+fn matches(e: &Entry, f: &LdapFilter) -> bool {
+    match f {
+        LdapFilter::And(fs) => fs.iter().all(|f| matches(e, f)),
+        LdapFilter::Or(fs) => fs.iter().any(|f| matches(e, f)),
+        LdapFilter::Not(f) => !matches(e, f),
+        LdapFilter::Equality(a, _) | LdapFilter::Present(a) if a.eq_ignore_ascii_case("objectClass") => true,
+        LdapFilter::Equality(a, v) => e.values(a).any(|x| x.eq_ignore_ascii_case(v)),
+        LdapFilter::Present(a) => e.values(a).next().is_some(),
+        _ => true,
+    }
+}
+
+/// The answer to a Compare: true, false, no such entry, or refused.
+fn compare(state: &State, cr: &LdapCompareRequest) -> LdapResult {
+    state.counters.compares.fetch_add(1, Ordering::Relaxed);
+    if state.refuse_compare.load(Ordering::Relaxed) {
+        return done(LdapResultCode::UnwillingToPerform, "compare is not offered here");
+    }
+    match state.entries.iter().find(|e| e.dn.eq_ignore_ascii_case(&cr.dn)) {
+        None => done(LdapResultCode::NoSuchObject, ""),
+        Some(e) if e.values(&cr.atype).any(|v| v.as_bytes().eq_ignore_ascii_case(&cr.val)) => done(LdapResultCode::CompareTrue, ""),
+        Some(_) => done(LdapResultCode::CompareFalse, ""),
+    }
+}
+
 /// The answer to one search: entries, then the result and its controls.
 fn search(state: &State, sr: &LdapSearchRequest, ctrl: &[LdapControl]) -> (Vec<LdapSearchResultEntry>, LdapResult, Vec<LdapControl>) {
     state.counters.searches.fetch_add(1, Ordering::Relaxed);
     if sr.scope == LdapSearchScope::Base {
-        // The rootDSE or "does this OU exist": it does.
-        let e = Entry { dn: sr.base.clone(), attrs: vec![("objectClass".into(), vec!["top".into()])] };
+        // An entry served here, else the rootDSE or "does this OU exist": it does.
+        let e = state.entries.iter().find(|e| e.dn.eq_ignore_ascii_case(&sr.base)).cloned();
+        let e = e.unwrap_or_else(|| Entry { dn: sr.base.clone(), attrs: vec![("objectClass".into(), vec!["top".into()])] });
         return (vec![to_wire(&e)], done(LdapResultCode::Success, ""), vec![]);
     }
-    let matching: Vec<&Entry> = state.entries.iter().filter(|e| under(&e.dn, &sr.base)).collect();
+    let matching: Vec<&Entry> = state.entries.iter().filter(|e| under(&e.dn, &sr.base) && matches(e, &sr.filter)).collect();
     let paged = ctrl.iter().find_map(|c| match c {
         LdapControl::SimplePagedResults { size, cookie } => Some((*size, cookie.clone())),
         _ => None,
@@ -236,6 +287,7 @@ async fn serve(socket: TcpStream, state: Arc<State>) {
                 out.push(reply(LdapOp::SearchResultDone(result), ctrl));
                 out
             }
+            LdapOp::CompareRequest(cr) => vec![reply(LdapOp::CompareResult(compare(&state, &cr)), vec![])],
             LdapOp::UnbindRequest => return,
             LdapOp::AbandonRequest(_) => continue,
             _ => return, // nothing else is spoken here: hang up
