@@ -47,7 +47,6 @@ pub const HSTS: &str = "max-age=31536000";
 pub async fn response_headers(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let (method, area) = (crate::metrics::method(req.method()), crate::metrics::area(req.uri().path()));
-    let pkg = req.uri().path().starts_with("/pkg/");
     let nonce = CspNonce::fresh();
     let tls = crate::middleware::via_trusted_tls(&req, &s);
     req.extensions_mut().insert(nonce.clone());
@@ -68,7 +67,7 @@ pub async fn response_headers(State(s): State<AppState>, mut req: Request, next:
     // Hashed console files (`/pkg/bindery.<hash>.wasm`) never change under
     // their name: a year, immutable. Unhashed ones (a debug build) are
     // revalidated on every use, so a new build is never hidden by a cache.
-    if pkg && status.is_success() {
+    if area == crate::metrics::ASSETS && status.is_success() {
         let policy = if s.leptos.hash_files { "public, max-age=31536000, immutable" } else { "no-cache" };
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
     }

@@ -85,13 +85,16 @@ pub fn authorised(token: Option<&str>, headers: &http::HeaderMap) -> bool {
     Sha256::digest(given.as_bytes()) == Sha256::digest(token.as_bytes()) && !given.is_empty()
 }
 
+/// The area of the console's files under `/pkg/`.
+pub(crate) const ASSETS: &str = "assets";
+
 pub(crate) fn area(path: &str) -> &'static str {
     if path.starts_with("/rpc/") {
         "rpc"
     } else if path.starts_with("/api/") {
         "api"
     } else if path.starts_with("/pkg/") {
-        "assets"
+        ASSETS
     } else if path == "/metrics" || path == "/healthz" {
         "other"
     } else {

@@ -397,9 +397,10 @@ impl Gateway {
             let mut store = !from_cache;
             let mut result = if from_cache && !found.uid.starts_with("dn:") {
                 // The bind proves the password of the entry at this DN now;
-                // the same read, at the same time on the service connection,
-                // proves it is still the cached entry (a deleted and re-added
-                // entry is another person, whatever its name).
+                // a compare of its immutable id, at the same time on the
+                // service connection, proves it is still the cached entry (a
+                // deleted and re-added entry is another person, whatever its
+                // name).
                 let (bound, same) = tokio::join!(self.bind(server, &found.dn, password), self.is_entry(server, &found.dn, &found.uid));
                 if bound.is_ok() && !matches!(same, Ok(true)) {
                     self.forget(username);
