@@ -9,6 +9,11 @@
 //!   mapped attributes, groups) is kept for the configured time, so the next
 //!   login costs one bind. A failed bind with a cached DN looks the user up
 //!   again (they may have been moved) but never binds the same DN twice.
+//! * **Entry check.** A cached DN may name another entry now (deleted and
+//!   added again: another person). A warm login therefore also compares the
+//!   entry's immutable id, beside the bind, unless the entry was proven
+//!   within [`ENTRY_CHECK_HOLDS`]: a burst of logins of one account (a
+//!   script calling the REST API with its password) shares one check.
 //! * **Circuit breaker.** A server that cannot be reached — connection
 //!   refused, or silently dropped packets (a connect or operation timeout) —
 //!   is marked down after costing one timeout, and every later login skips
@@ -32,6 +37,22 @@ use crate::{DirectoryConfig, Failure};
 const MAX_IDLE_BINDS: usize = 32;
 /// Entries kept in the user DN cache at most (oldest dropped first).
 const MAX_CACHED: usize = 100_000;
+/// How long proving that a cached DN is still the cached entry holds (by
+/// the search that cached it, or by a Compare of its immutable id): logins
+/// of that DN within it bind without another check. An entry deleted and
+/// added again under the same DN within this time of the last check is
+/// taken for the earlier one until then (whoever can do that to an entry
+/// can also reset its password).
+pub const ENTRY_CHECK_HOLDS: Duration = Duration::from_secs(1);
+
+/// A user DN cache entry.
+struct Cached {
+    /// When the entry was read (the cache's own time limit).
+    at: Instant,
+    /// When the entry at this DN was last proven to be this one.
+    checked: Instant,
+    found: FoundUser,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthState {
@@ -139,7 +160,7 @@ pub struct LoggedIn {
 pub struct Gateway {
     cfg: DirectoryConfig,
     servers: Vec<Server>,
-    cache: Mutex<HashMap<String, (Instant, FoundUser)>>,
+    cache: Mutex<HashMap<String, Cached>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -322,14 +343,16 @@ impl Gateway {
         .await
     }
 
-    fn cached(&self, username: &str) -> Option<FoundUser> {
+    /// The cached entry of `username`, and whether it was proven to be
+    /// the entry at its DN within [`ENTRY_CHECK_HOLDS`].
+    fn cached(&self, username: &str) -> Option<(FoundUser, bool)> {
         if self.cfg.dn_cache.is_zero() {
             return None;
         }
         let mut cache = lock(&self.cache);
         let key = cache_key(username);
         match cache.get(&key) {
-            Some((at, f)) if at.elapsed() < self.cfg.dn_cache => Some(f.clone()),
+            Some(c) if c.at.elapsed() < self.cfg.dn_cache => Some((c.found.clone(), c.checked.elapsed() < ENTRY_CHECK_HOLDS)),
             Some(_) => {
                 cache.remove(&key);
                 None
@@ -345,12 +368,21 @@ impl Gateway {
         let mut cache = lock(&self.cache);
         if cache.len() >= MAX_CACHED {
             let ttl = self.cfg.dn_cache;
-            cache.retain(|_, (at, _)| at.elapsed() < ttl);
+            cache.retain(|_, c| c.at.elapsed() < ttl);
             if cache.len() >= MAX_CACHED {
                 cache.clear();
             }
         }
-        cache.insert(cache_key(username), (Instant::now(), found.clone()));
+        let now = Instant::now();
+        cache.insert(cache_key(username), Cached { at: now, checked: now, found: found.clone() });
+    }
+
+    /// The cached entry of `username` was just proven to be the entry at
+    /// its DN.
+    fn proven(&self, username: &str) {
+        if let Some(c) = lock(&self.cache).get_mut(&cache_key(username)) {
+            c.checked = Instant::now();
+        }
     }
 
     /// Authenticate a person. Servers are tried in order, skipping those
@@ -373,10 +405,10 @@ impl Gateway {
             // at every login (a demotion in the directory takes effect at
             // the next sign-in), so the cache is not used.
             let cached = if with_groups { None } else { self.cached(username) };
-            let (mut found, from_cache) = match cached {
-                Some(f) => (f, true),
+            let (mut found, from_cache, proven) = match cached {
+                Some((f, proven)) => (f, true, proven),
                 None => match self.search_user(server, username, with_groups).await {
-                    Ok(Some(f)) => (f, false),
+                    Ok(Some(f)) => (f, false, true),
                     Ok(None) => {
                         let filter = crate::user_filter(&self.cfg.search_filter, username);
                         return Err(LoginError::refusal(Failure::answer(format!("no entry matches {filter} in the search OUs")), None));
@@ -395,14 +427,16 @@ impl Gateway {
                 }
             }
             let mut store = !from_cache;
-            let mut result = if from_cache && !found.uid.starts_with("dn:") {
+            let mut result = if !proven && !found.uid.starts_with("dn:") {
                 // The bind proves the password of the entry at this DN now;
                 // a compare of its immutable id, at the same time on the
                 // service connection, proves it is still the cached entry (a
                 // deleted and re-added entry is another person, whatever its
                 // name).
                 let (bound, same) = tokio::join!(self.bind(server, &found.dn, password), self.is_entry(server, &found.dn, &found.uid));
-                if bound.is_ok() && !matches!(same, Ok(true)) {
+                if bound.is_ok() && matches!(same, Ok(true)) {
+                    self.proven(username);
+                } else if bound.is_ok() {
                     self.forget(username);
                     match self.search_user(server, username, with_groups).await {
                         Ok(Some(fresh)) if fresh.dn.eq_ignore_ascii_case(&found.dn) => {

@@ -670,11 +670,11 @@ mod samba;
 // ----- the warm-cache entry check (Compare, or a read where it is refused) ----
 
 /// With a cached DN a login binds and compares the entry's `entryUUID` at
-/// once; a server that refuses Compare gets a base read of the entry
+/// once (unless the entry was proven within `ENTRY_CHECK_HOLDS`); a server that refuses Compare gets a base read of the entry
 /// instead, from then on, and the login still works.
 #[tokio::test]
 async fn a_server_that_refuses_compare_gets_the_entry_check_as_a_read() {
-    use bindery_directory::gateway::Gateway;
+    use bindery_directory::gateway::{Gateway, ENTRY_CHECK_HOLDS};
     use bindery_directory::testing::plain_input;
     use bindery_ldap_responder::Responder;
     let r = Responder::with_users("ou=people,dc=example,dc=com", 3).await;
@@ -685,17 +685,23 @@ async fn a_server_that_refuses_compare_gets_the_entry_check_as_a_read() {
 
     let cold = gw.login("user2", "any password will do here").await.expect("user2 signs in");
     assert!(!cold.cached);
-    let (b0, s0, c0) = counts();
+    let (b, s, c) = counts();
     let warm = gw.login("user2", "any password will do here").await.expect("user2 signs in again");
     assert!(warm.cached && warm.found.uid == cold.found.uid, "{warm:?}");
+    let (b0, s0, c0) = counts();
+    assert_eq!((b0 - b, s0 - s, c0 - c), (1, 0, 0), "just after the search that cached it: one bind");
+    tokio::time::sleep(ENTRY_CHECK_HOLDS).await;
+    gw.login("user2", "any password will do here").await.expect("user2 signs in again");
     let (b1, s1, c1) = counts();
     assert_eq!((b1 - b0, s1 - s0, c1 - c0), (1, 0, 1), "a warm login: one bind and one compare");
 
     r.refuse_compare(true);
+    tokio::time::sleep(ENTRY_CHECK_HOLDS).await;
     let refused = gw.login("user2", "any password will do here").await.expect("user2 signs in with Compare refused");
     assert!(refused.cached, "{refused:?}");
     let (b2, s2, c2) = counts();
     assert_eq!((b2 - b1, s2 - s1, c2 - c1), (1, 1, 1), "the refused compare, then a base read of the entry");
+    tokio::time::sleep(ENTRY_CHECK_HOLDS).await;
     gw.login("user2", "any password will do here").await.expect("user2 signs in");
     let (b3, s3, c3) = counts();
     assert_eq!((b3 - b2, s3 - s2, c3 - c2), (1, 1, 0), "this server's entries are read from now on, not compared");

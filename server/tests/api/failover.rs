@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use bindery_directory::gateway::ENTRY_CHECK_HOLDS;
 use bindery_directory::testing::{Blackhole, Slapd};
 use bindery_model::{DirectoryKind, SecuritySettings};
 use http::StatusCode;
@@ -50,22 +51,34 @@ async fn a_login_costs_one_search_and_one_bind_or_one_bind_with_a_warm_cache() {
     assert_eq!((b1 - b0, s1 - s0 - 1, c1 - c0), (1, 1, 0), "a cold login: one bind, one search");
     assert_eq!(app.service.dn_cache_size(DirectoryKind::Ldap).await.unwrap(), 2);
 
+    let cached_at = Instant::now();
     assert!(app.login("JDOE", "Jdoe-Password-1").await.1.is_some());
     let (b2, s2, c2) = monitor.counts().await;
-    // A warm login: one bind, and at the same time a Compare of the entry's
-    // immutable id (a deleted and re-added entry is another person); no
-    // user search.
-    assert_eq!((b2 - b1, s2 - s1 - 1, c2 - c1), (1, 0, 1), "a warm login: one bind and one compare, no search");
+    // Just after the search that cached it, the entry is proven: one bind.
+    assert_eq!(
+        (b2 - b1, s2 - s1 - 1, c2 - c1),
+        (1, 0, 0),
+        "a warm login {:?} after the search: one bind, nothing else",
+        cached_at.elapsed()
+    );
+
+    // Once that has lapsed: one bind, and at the same time a Compare of the
+    // entry's immutable id (a deleted and re-added entry is another
+    // person); no user search.
+    tokio::time::sleep(ENTRY_CHECK_HOLDS).await;
+    assert!(app.login("JDOE", "Jdoe-Password-1").await.1.is_some());
+    let (b3, s3, c3) = monitor.counts().await;
+    assert_eq!((b3 - b2, s3 - s2 - 1, c3 - c2), (1, 0, 1), "a warm login: one bind and one compare, no search");
 
     // A wrong password with a cached DN: the bind fails, the entry is looked
-    // up again, the same DN is never bound twice (the compare ran beside
-    // the bind).
+    // up again, the same DN is never bound twice.
+    tokio::time::sleep(ENTRY_CHECK_HOLDS).await;
     assert!(app.login("jdoe", "wrong-password").await.1.is_none());
-    let (b3, s3, c3) = monitor.counts().await;
-    assert_eq!((b3 - b2, s3 - s2 - 1, c3 - c2), (1, 1, 1));
-    assert!(app.login("jdoe", "Jdoe-Password-1").await.1.is_some());
     let (b4, s4, c4) = monitor.counts().await;
-    assert_eq!((b4 - b3, s4 - s3 - 1, c4 - c3), (1, 0, 1), "still cached after a wrong password: one bind and its compare");
+    assert_eq!((b4 - b3, s4 - s3 - 1, c4 - c3), (1, 1, 1), "the bind and its compare, then the search");
+    assert!(app.login("jdoe", "Jdoe-Password-1").await.1.is_some());
+    let (b5, s5, c5) = monitor.counts().await;
+    assert_eq!((b5 - b4, s5 - s4 - 1, c5 - c4), (1, 0, 0), "still cached after a wrong password, and proven by that search");
 
     d.modify("dn: ou=moved,ou=people,dc=example,dc=com\nchangetype: add\nobjectClass: organizationalUnit\nou: moved\n");
     // A user moved in the directory while cached: the old DN fails, the
@@ -96,6 +109,8 @@ async fn a_cached_dn_whose_entry_was_deleted_and_added_again_is_another_person()
     d.modify(
         "dn: uid=jdoe,ou=people,dc=example,dc=com\nchangetype: add\nobjectClass: inetOrgPerson\nuid: jdoe\ncn: Someone Else\nsn: Else\nuserPassword: Other-Password-1\n",
     );
+    // The search that cached jdoe proved the entry for ENTRY_CHECK_HOLDS.
+    tokio::time::sleep(ENTRY_CHECK_HOLDS).await;
     let (_, cookie) = app.login("jdoe", "Other-Password-1").await;
     assert!(cookie.is_none(), "the new entry signed in as the earlier jdoe");
     let reason = last_reason(&app).await;
