@@ -670,8 +670,9 @@ mod samba;
 // ----- the warm-cache entry check (Compare, or a read where it is refused) ----
 
 /// With a cached DN a login binds and compares the entry's `entryUUID` at
-/// once (unless the entry was proven within `ENTRY_CHECK_HOLDS`); a server that refuses Compare gets a base read of the entry
-/// instead, from then on, and the login still works.
+/// once (unless the entry was proven within `ENTRY_CHECK_HOLDS`); a server
+/// that refuses Compare gets a base read of the entry instead, from then
+/// on, and the login still works.
 #[tokio::test]
 async fn a_server_that_refuses_compare_gets_the_entry_check_as_a_read() {
     use bindery_directory::gateway::{Gateway, ENTRY_CHECK_HOLDS};
