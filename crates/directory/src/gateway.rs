@@ -12,8 +12,9 @@
 //! * **Entry check.** A cached DN may name another entry now (deleted and
 //!   added again: another person). A warm login therefore also compares the
 //!   entry's immutable id, beside the bind, unless the entry was proven
-//!   within [`ENTRY_CHECK_HOLDS`]: a burst of logins of one account (a
-//!   script calling the REST API with its password) shares one check.
+//!   within [`ENTRY_CHECK_HOLDS`] by a sign-in with the same password: a
+//!   burst of logins of one account (a script calling the REST API with its
+//!   password) shares one check.
 //! * **Circuit breaker.** A server that cannot be reached — connection
 //!   refused, or silently dropped packets (a connect or operation timeout) —
 //!   is marked down after costing one timeout, and every later login skips
@@ -37,20 +38,21 @@ use crate::{DirectoryConfig, Failure};
 const MAX_IDLE_BINDS: usize = 32;
 /// Entries kept in the user DN cache at most (oldest dropped first).
 const MAX_CACHED: usize = 100_000;
-/// How long proving that a cached DN is still the cached entry holds (by
-/// the search that cached it, or by a Compare of its immutable id): logins
-/// of that DN within it bind without another check. An entry deleted and
-/// added again under the same DN within this time of the last check is
-/// taken for the earlier one until then (whoever can do that to an entry
-/// can also reset its password).
+/// How long a sign-in that proved a cached DN still names the cached entry
+/// (its search, or a Compare of the immutable id, with a successful bind)
+/// holds: logins of that DN with the same password within it bind without
+/// another check. Another password is checked at once, so a person given
+/// the DN of a deleted entry never passes for its earlier owner; only an
+/// entry added again with the earlier password, within this time, would.
 pub const ENTRY_CHECK_HOLDS: Duration = Duration::from_secs(1);
 
 /// A user DN cache entry.
 struct Cached {
     /// When the entry was read (the cache's own time limit).
     at: Instant,
-    /// When the entry at this DN was last proven to be this one.
-    checked: Instant,
+    /// The last sign-in that proved the entry at this DN is this one: when,
+    /// and a keyed hash of its password (never the password).
+    proof: Option<(Instant, u64)>,
     found: FoundUser,
 }
 
@@ -161,6 +163,8 @@ pub struct Gateway {
     cfg: DirectoryConfig,
     servers: Vec<Server>,
     cache: Mutex<HashMap<String, Cached>>,
+    /// The key of the proofs' password hashes (random per gateway).
+    proof_key: std::collections::hash_map::RandomState,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -190,7 +194,7 @@ impl Gateway {
                 no_compare: Default::default(),
             })
             .collect();
-        Gateway { cfg, servers, cache: Mutex::new(HashMap::new()) }
+        Gateway { cfg, servers, cache: Mutex::new(HashMap::new()), proof_key: Default::default() }
     }
 
     pub fn config(&self) -> &DirectoryConfig {
@@ -343,16 +347,20 @@ impl Gateway {
         .await
     }
 
-    /// The cached entry of `username`, and whether it was proven to be
-    /// the entry at its DN within [`ENTRY_CHECK_HOLDS`].
-    fn cached(&self, username: &str) -> Option<(FoundUser, bool)> {
+    /// The cached entry of `username`, and whether a sign-in with
+    /// `password` proved it to be the entry at its DN within
+    /// [`ENTRY_CHECK_HOLDS`].
+    fn cached(&self, username: &str, password: &str) -> Option<(FoundUser, bool)> {
         if self.cfg.dn_cache.is_zero() {
             return None;
         }
         let mut cache = lock(&self.cache);
         let key = cache_key(username);
         match cache.get(&key) {
-            Some(c) if c.at.elapsed() < self.cfg.dn_cache => Some((c.found.clone(), c.checked.elapsed() < ENTRY_CHECK_HOLDS)),
+            Some(c) if c.at.elapsed() < self.cfg.dn_cache => {
+                let proven = c.proof.is_some_and(|(at, hash)| at.elapsed() < ENTRY_CHECK_HOLDS && hash == self.proof_hash(password));
+                Some((c.found.clone(), proven))
+            }
             Some(_) => {
                 cache.remove(&key);
                 None
@@ -373,16 +381,20 @@ impl Gateway {
                 cache.clear();
             }
         }
-        let now = Instant::now();
-        cache.insert(cache_key(username), Cached { at: now, checked: now, found: found.clone() });
+        cache.insert(cache_key(username), Cached { at: Instant::now(), proof: None, found: found.clone() });
     }
 
-    /// The cached entry of `username` was just proven to be the entry at
-    /// its DN.
-    fn proven(&self, username: &str) {
+    /// A sign-in with `password` just proved the cached entry of
+    /// `username` to be the entry at its DN.
+    fn proven(&self, username: &str, password: &str) {
+        let hash = self.proof_hash(password);
         if let Some(c) = lock(&self.cache).get_mut(&cache_key(username)) {
-            c.checked = Instant::now();
+            c.proof = Some((Instant::now(), hash));
         }
+    }
+
+    fn proof_hash(&self, password: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.proof_key, password)
     }
 
     /// Authenticate a person. Servers are tried in order, skipping those
@@ -404,7 +416,7 @@ impl Gateway {
             // With group mappings the groups decide the role: they are read
             // at every login (a demotion in the directory takes effect at
             // the next sign-in), so the cache is not used.
-            let cached = if with_groups { None } else { self.cached(username) };
+            let cached = if with_groups { None } else { self.cached(username, password) };
             let (mut found, from_cache, proven) = match cached {
                 Some((f, proven)) => (f, true, proven),
                 None => match self.search_user(server, username, with_groups).await {
@@ -427,6 +439,7 @@ impl Gateway {
                 }
             }
             let mut store = !from_cache;
+            let mut compared_same = false;
             let mut result = if !proven && !found.uid.starts_with("dn:") {
                 // The bind proves the password of the entry at this DN now;
                 // a compare of its immutable id, at the same time on the
@@ -434,9 +447,8 @@ impl Gateway {
                 // deleted and re-added entry is another person, whatever its
                 // name).
                 let (bound, same) = tokio::join!(self.bind(server, &found.dn, password), self.is_entry(server, &found.dn, &found.uid));
-                if bound.is_ok() && matches!(same, Ok(true)) {
-                    self.proven(username);
-                } else if bound.is_ok() {
+                compared_same = matches!(same, Ok(true));
+                if bound.is_ok() && !compared_same {
                     self.forget(username);
                     match self.search_user(server, username, with_groups).await {
                         Ok(Some(fresh)) if fresh.dn.eq_ignore_ascii_case(&found.dn) => {
@@ -504,6 +516,10 @@ impl Gateway {
             }
             if store {
                 self.remember(username, &found);
+            }
+            if store || compared_same {
+                // Read or compared just now, and bound: proven.
+                self.proven(username, password);
             }
             return Ok(LoggedIn { server: server.uri.to_string(), found, cached: from_cache });
         }
