@@ -215,19 +215,27 @@ fn status_of_marked(backend: Backend) -> String {
         Backend::Sqlite => "LIMIT -1 OFFSET 0",
         Backend::Postgres => "OFFSET 0",
     };
-    STATUS_OF_MARKED.replace("{fence}", fence)
+    STATUS_OF_MARKED.replace("{fence}", fence).replace("{status}", &status_case("p", "p.user_id"))
+}
+
+/// A staged row's status from its problem, its entry and its user: `row`
+/// names the row (its columns `problem`, `dir_state`, `username`, `name`,
+/// `email` and `external_id`), `user` is the SQL expression of its user's id.
+pub(crate) fn status_case(row: &str, user: &str) -> String {
+    format!(
+        "CASE WHEN {row}.problem LIKE 'conflict:%' THEN 'conflict' \
+         WHEN {row}.problem <> '' THEN 'invalid' \
+         WHEN {row}.dir_state = 'disabled' THEN 'disabled' \
+         WHEN {user} IS NULL THEN 'new' \
+         WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = {user} AND \
+         (u.username <> {row}.username OR u.name <> {row}.name OR u.email <> {row}.email \
+         OR u.external_id IS NULL OR u.external_id <> {row}.external_id)) THEN 'changed' \
+         ELSE 'imported' END"
+    )
 }
 
 const STATUS_OF_MARKED: &str = "\
-    SELECT p.id, p.problem, CASE \
-    WHEN p.problem LIKE 'conflict:%' THEN 'conflict' \
-    WHEN p.problem <> '' THEN 'invalid' \
-    WHEN p.dir_state = 'disabled' THEN 'disabled' \
-    WHEN p.user_id IS NULL THEN 'new' \
-    WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = p.user_id AND \
-    (u.username <> p.username OR u.name <> p.name OR u.email <> p.email \
-    OR u.external_id IS NULL OR u.external_id <> p.external_id)) THEN 'changed' \
-    ELSE 'imported' END AS status, p.old_problem, p.old_status \
+    SELECT p.id, p.problem, {status} AS status, p.old_problem, p.old_status \
     FROM (SELECT s.id, s.dir_state, s.user_id, s.username, s.name, s.email, s.external_id, \
     s.problem AS old_problem, s.status AS old_status, CASE \
     WHEN s.entry_problem <> '' THEN s.entry_problem \

@@ -968,3 +968,41 @@ both_backends!(a_search_matching_most_rows_pages_like_a_narrow_one, |store| {
         }
     }
 });
+
+// The apply settles a row with its status in the change's transaction,
+// and the import table's counts follow it at once: the computation after
+// the apply finds every status right and writes nothing.
+both_backends!(an_applied_change_settles_its_row_with_its_status, |store| {
+    let org = store.insert_organisation("Default", true, 1).await.unwrap();
+    store.insert_staged("ldap", &[staged("uuid-gil", "gil", "gil", "gil@example.com", "")]).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    let filter = |status: &'static str| StagedFilter { status: Some(status), search: None };
+    let count = |status: &'static str| {
+        let store = store.clone();
+        async move { store.list_staged("ldap", &filter(status), "username", false, 15, 0).await.unwrap().1 }
+    };
+    assert_eq!((count("new").await, count("imported").await), (1, 0));
+    let row = store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap().remove(0);
+    let create = bindery_store::Change::Create {
+        account: bindery_store::NewAccount {
+            username: "gil".into(),
+            username_key: "gil".into(),
+            name: "gil".into(),
+            email: "gil@example.com".into(),
+            external_id: "uuid-gil".into(),
+            source: bindery_model::UserSource::Ldap,
+            role: bindery_model::Role::User,
+            active: true,
+            organisations: vec![(org, bindery_store::OrgSource::Selection)],
+        },
+        reason: "new in the directory".into(),
+    };
+    store.apply_changes(&[&create], Some(("rules", &[row.id])), 5).await.unwrap();
+    let settled = store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap().remove(0);
+    assert!(settled.user_id.is_some(), "linked to the user its change created");
+    assert_eq!(settled.status, "imported");
+    assert_eq!((count("new").await, count("imported").await), (0, 1), "the counts of the version before the apply are not used");
+    store.compute_staged_status("ldap").await.unwrap();
+    let again = store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap().remove(0);
+    assert_eq!((again.status.as_str(), again.user_id), ("imported", settled.user_id), "the computation agrees");
+});
