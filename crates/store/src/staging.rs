@@ -180,6 +180,27 @@ pub fn stable_hash(parts: &[&str]) -> i64 {
     h as i64
 }
 
+/// The records of [`Store::staged_hashes`]: `id,hash,length,external_id`
+/// one after another, the length in characters. `None` if malformed.
+fn parse_hash_records(mut text: &str) -> Option<std::collections::HashMap<String, (i64, i64)>> {
+    let mut out = std::collections::HashMap::new();
+    while !text.is_empty() {
+        let mut fields = text.splitn(4, ',');
+        let id: i64 = fields.next()?.parse().ok()?;
+        let hash: i64 = fields.next()?.parse().ok()?;
+        let chars: usize = fields.next()?.parse().ok()?;
+        let rest = fields.next()?;
+        let end = match rest.char_indices().nth(chars) {
+            Some((at, _)) => at,
+            None if rest.chars().count() == chars => rest.len(),
+            None => return None,
+        };
+        out.insert(rest[..end].to_string(), (id, hash));
+        text = &rest[end..];
+    }
+    Some(out)
+}
+
 impl NewStaged<'_> {
     /// The content hash: what the enumeration saw of the entry (0xff, which
     /// UTF-8 never contains, ends each field).
@@ -318,16 +339,28 @@ impl Store {
     /// hash)`: read once before a full enumeration, so that its pages are
     /// compared in memory ([`Store::stage_page_known`]) and a page where
     /// nothing changed costs no database work at all.
+    ///
+    /// Read as one text of records, not one row each: a row costs the
+    /// driver an allocation per column and a hop between threads, and at
+    /// 100,000 rows the read was a fifth of a no-change resync on SQLite
+    /// (211 ms). Each record is `id,hash,length,external_id`, the length in
+    /// characters, so that no character of an immutable id (a DN-based one
+    /// may hold commas) can break it.
     pub async fn staged_hashes(&self, directory: &str) -> Result<std::collections::HashMap<String, (i64, i64)>> {
-        let rows = sqlx::query("SELECT external_id, id, hash FROM staged_users WHERE directory = $1")
-            .bind(directory)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = std::collections::HashMap::with_capacity(rows.len());
-        for r in rows {
-            out.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?));
-        }
-        Ok(out)
+        let aggregate = match self.backend {
+            Backend::Sqlite => "group_concat",
+            Backend::Postgres => "string_agg",
+        };
+        let text: Option<String> = sqlx::query(&format!(
+            "SELECT {aggregate}(CAST(id AS TEXT) || ',' || CAST(hash AS TEXT) || ',' || CAST(length(external_id) AS TEXT) || ',' || external_id, '') \
+             FROM staged_users WHERE directory = $1"
+        ))
+        .bind(directory)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        parse_hash_records(text.as_deref().unwrap_or(""))
+            .ok_or_else(|| crate::Error::Database(sqlx::Error::Decode("the snapshot's hashes did not read back as records".into())))
     }
 
     /// [`Store::stage_page`] against the rows as [`Store::staged_hashes`]
@@ -1044,4 +1077,25 @@ async fn drop_staged_rows(tx: &mut crate::WriteTx, directory: &str, ids: &[i64])
 /// A DN compared without case or spaces around its separators.
 fn dn_key(dn: &str) -> String {
     dn.split(',').map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("=")).collect::<Vec<_>>().join(",").to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_hash_records;
+
+    #[test]
+    fn hash_records_read_back_whatever_an_immutable_id_holds() {
+        // A DN-based id holds commas and digits; lengths count characters.
+        let text = "7,-42,36,0f5e3c1a-0000-1000-8000-00000000000a12,9,28,dn:uid=é,ou=people,dc=x,dc=y3,0,1,,";
+        let map = parse_hash_records(text).expect("well formed");
+        assert_eq!(map.len(), 3);
+        assert_eq!(map["0f5e3c1a-0000-1000-8000-00000000000a"], (7, -42));
+        assert_eq!(map["dn:uid=é,ou=people,dc=x,dc=y"], (12, 9));
+        assert_eq!(map[","], (3, 0));
+        assert_eq!(parse_hash_records("").map(|m| m.len()), Some(0));
+        for bad in ["7,-42,37,short", "7,x,1,a", "7,1", "7,1,2,abc"] {
+            // (the last: two characters, then a record that does not parse)
+            assert!(parse_hash_records(bad).is_none(), "{bad}");
+        }
+    }
 }

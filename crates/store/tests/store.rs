@@ -1006,3 +1006,26 @@ both_backends!(an_applied_change_settles_its_row_with_its_status, |store| {
     let again = store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap().remove(0);
     assert_eq!((again.status.as_str(), again.user_id), ("imported", settled.user_id), "the computation agrees");
 });
+
+// The snapshot's hashes read back, as one text of records, exactly as the
+// rows hold them, whatever an immutable id holds (a DN-based one has
+// commas; names are not ASCII).
+both_backends!(staged_hashes_read_back_every_row, |store| {
+    assert!(store.staged_hashes("ldap").await.unwrap().is_empty(), "an empty snapshot");
+    let rows = [
+        staged("uuid-ann", "ann", "ann", "", ""),
+        staged("dn:uid=zoë,ou=people,dc=example,dc=com", "zoë", "zoë", "zoe@example.com", ""),
+        staged(",,", "odd", "odd", "", "disabled"),
+    ];
+    store.insert_staged("ldap", &rows).await.unwrap();
+    store.insert_staged("ldap_ha", &rows[..1]).await.unwrap();
+    let hashes = store.staged_hashes("ldap").await.unwrap();
+    let stored = store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap();
+    assert_eq!(hashes.len(), 3);
+    assert_eq!(stored.len(), 3);
+    for row in &stored {
+        let input = rows.iter().find(|r| r.external_id == row.external_id).expect("an input row");
+        assert_eq!(hashes[&row.external_id], (row.id, input.hash()), "{}", row.external_id);
+    }
+    assert_eq!(store.staged_hashes("ldap_ha").await.unwrap().len(), 1, "only the directory's own rows");
+});
