@@ -464,6 +464,19 @@ impl Store {
         Ok(sqlx::query_as(&format!("{USER_SELECT} WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?)
     }
 
+    /// The users of `ids` that exist, in id order: one query per 500, not
+    /// one per user.
+    pub async fn get_users(&self, ids: &[i64]) -> Result<Vec<UserRow>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            // ids are integers: safe to inline.
+            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            out.extend(sqlx::query_as::<_, UserRow>(&format!("{USER_SELECT} WHERE id IN ({list})")).fetch_all(&self.pool).await?);
+        }
+        out.sort_by_key(|u| u.id);
+        Ok(out)
+    }
+
     /// Look a user up by the case-folded username.
     /// The directory user linked to a directory entry's immutable id.
     pub async fn find_user_by_external_id(&self, external_id: &str) -> Result<Option<UserRow>> {

@@ -1029,3 +1029,13 @@ both_backends!(staged_hashes_read_back_every_row, |store| {
     }
     assert_eq!(store.staged_hashes("ldap_ha").await.unwrap().len(), 1, "only the directory's own rows");
 });
+
+// Users read by id in one query: those that exist, in id order.
+both_backends!(users_are_read_by_ids_in_id_order, |store| {
+    let org = [store.insert_organisation("Default", true, 1).await.unwrap()];
+    let a = store.insert_user(&new_user("ann", "ann", &org)).await.unwrap();
+    let b = store.insert_user(&new_user("bob", "bob", &org)).await.unwrap();
+    let found = store.get_users(&[b, 999_999, a]).await.unwrap();
+    assert_eq!(found.iter().map(|u| (u.id, u.username.as_str())).collect::<Vec<_>>(), vec![(a, "ann"), (b, "bob")]);
+    assert!(store.get_users(&[]).await.unwrap().is_empty());
+});

@@ -202,8 +202,9 @@ impl Service {
                 after = last.id;
                 for users in users.chunks(CHUNK as usize) {
                     let mut planned = Vec::new();
-                    for m in users {
-                        let Some(u) = self.store.get_user(m.id).await? else { continue };
+                    // (One deleted since it was found missing is not among them.)
+                    let ids: Vec<i64> = users.iter().map(|m| m.id).collect();
+                    for u in self.store.get_users(&ids).await? {
                         let change = identity::reconcile(None, Some(&Held { user: &u, organisations: &[] }), None, &policy, None);
                         if !matches!(change, Change::Nothing { .. }) {
                             pending.push(u.id);
