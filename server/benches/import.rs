@@ -302,6 +302,9 @@ async fn main() {
             .init();
     }
     let users: usize = std::env::var("BENCH_USERS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    // Each backend modifies and deletes its own 810 entries (a resync's and
+    // three delta runs'), the second from the middle on: they must not meet.
+    assert!(users >= 2_000, "BENCH_USERS must be at least 2000 (each backend changes its own 810 entries)");
     let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     let t = Instant::now();
     let d = Slapd::start_with(&[("SLAPD_EXTRA_USERS", &users.to_string())]);

@@ -369,10 +369,14 @@ impl Gateway {
         }
     }
 
-    fn remember(&self, username: &str, found: &FoundUser) {
+    /// Cache the entry of `username`, as proven by a sign-in with
+    /// `proven_by` (the password that just bound to it), or unproven.
+    fn remember(&self, username: &str, found: &FoundUser, proven_by: Option<&str>) {
         if self.cfg.dn_cache.is_zero() {
             return;
         }
+        let now = Instant::now();
+        let proof = proven_by.map(|password| (now, self.proof_hash(password)));
         let mut cache = lock(&self.cache);
         if cache.len() >= MAX_CACHED {
             let ttl = self.cfg.dn_cache;
@@ -381,7 +385,7 @@ impl Gateway {
                 cache.clear();
             }
         }
-        cache.insert(cache_key(username), Cached { at: Instant::now(), proof: None, found: found.clone() });
+        cache.insert(cache_key(username), Cached { at: now, proof, found: found.clone() });
     }
 
     /// A sign-in with `password` just proved the cached entry of
@@ -482,7 +486,7 @@ impl Gateway {
                     }
                     Ok(Some(fresh)) => {
                         // Same entry: the password was wrong. Keep it cached.
-                        self.remember(username, &fresh);
+                        self.remember(username, &fresh, None);
                         found = fresh;
                     }
                     Ok(None) => {}
@@ -515,10 +519,10 @@ impl Gateway {
                 return Err(Failure::answer("the entry has no value for the mapped username attribute").into());
             }
             if store {
-                self.remember(username, &found);
-            }
-            if store || compared_same {
-                // Read or compared just now, and bound: proven.
+                // Read just now, and bound: cached as proven.
+                self.remember(username, &found, Some(password));
+            } else if compared_same {
+                // Compared just now, and bound: proven.
                 self.proven(username, password);
             }
             return Ok(LoggedIn { server: server.uri.to_string(), found, cached: from_cache });
@@ -545,7 +549,7 @@ impl Gateway {
                     // held (a re-validation that found the account disabled
                     // must not be undone by a stale cached entry).
                     match &found {
-                        Some(f) => self.remember(username, f),
+                        Some(f) => self.remember(username, f, None),
                         None => self.forget(username),
                     }
                     return Ok(Lookup { server: server.uri.to_string(), found });
