@@ -239,6 +239,32 @@ pub(crate) fn rows_per_statement(backend: Backend, columns: usize) -> usize {
     (params / columns.max(1)).max(1)
 }
 
+/// The ids of the JSON array bound as `$n`, as a subquery with one column,
+/// `id`. A list of ids is one parameter and one statement text whatever
+/// its length: inlined, each list was a statement of its own to parse and
+/// plan (and, on SQLite, a prepared statement that pushed a useful one out
+/// of the connection's cache).
+pub(crate) fn json_ids(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => format!("SELECT value AS id FROM json_each(${n})"),
+        Backend::Postgres => format!("SELECT value::bigint AS id FROM json_array_elements_text(${n}::json)"),
+    }
+}
+
+/// `[1,2,3]`: the parameter of [`json_ids`].
+pub(crate) fn json_list(ids: &[i64]) -> String {
+    let mut s = String::with_capacity(ids.len() * 8 + 2);
+    s.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&id.to_string());
+    }
+    s.push(']');
+    s
+}
+
 /// `rows` rows of `columns` numbered placeholders each, from `$first`:
 /// `($2, $3), ($4, $5)` for (2, 2, 2). For `VALUES` lists of bound rows.
 pub(crate) fn numbered_rows(rows: usize, columns: usize, first: usize) -> String {

@@ -5,7 +5,7 @@
 use bindery_model::{ItemOutcome, RunKind, RunState, SyncAction};
 use sqlx::Row;
 
-use crate::{Result, Store};
+use crate::{Backend, Result, Store};
 
 /// A run: an enumeration (`fetch`), a sync (`sync`, `delta`) or a live disable (`live`).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -238,6 +238,29 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
+        if self.backend == Backend::Sqlite {
+            // One JSON parameter per 500 items: sqlx finds a SQLite parameter
+            // by its name in a linear scan, so bound rows came 14 to a statement.
+            for chunk in items.chunks(500) {
+                let rows: Vec<_> = chunk
+                    .iter()
+                    .map(|it| {
+                        (it.action.as_str(), it.username, it.user_id, it.staged_id, it.reason, it.outcome.as_str(), it.change_json.as_str())
+                    })
+                    .collect();
+                let json = serde_json::to_string(&rows).map_err(|e| crate::Error::Database(sqlx::Error::Encode(Box::new(e))))?;
+                sqlx::query(
+                    "INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome, change_json) \
+                     SELECT $1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each($2)",
+                )
+                .bind(run_id)
+                .bind(json)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            return Ok(());
+        }
         for chunk in items.chunks(crate::rows_per_statement(self.backend, 7)) {
             let mut sql =
                 String::from("INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome, change_json) VALUES ");
