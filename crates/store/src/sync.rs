@@ -89,6 +89,7 @@ const LINKED_OR_CREATED: &str = "COALESCE(staged_users.user_id, (SELECT c.id FRO
 /// users can be settled unseen. A row whose change created its user is
 /// linked to it here (by the immutable id, as the status computation would
 /// link it), so that the link does not unsettle it afterwards.
+/// `staged_ids`: rows of one directory (one run's).
 pub(crate) async fn settle_applied(conn: &mut AnyConnection, rules: &str, staged_ids: &[i64]) -> Result<()> {
     for chunk in staged_ids.chunks(1000) {
         // ids are integers: safe to inline.
@@ -106,11 +107,16 @@ pub(crate) async fn settle_applied(conn: &mut AnyConnection, rules: &str, staged
         .bind(rules)
         .execute(&mut *conn)
         .await?;
-        // The statuses changed: the import table's counts of an older
-        // version are not used.
-        sqlx::query(&format!(
-            "UPDATE staging_snapshots SET version = version + 1 WHERE directory IN (SELECT s.directory FROM staged_users s WHERE s.id IN ({list}))"
-        ))
+    }
+    // The statuses changed: the import table's counts of an older version
+    // are not used. A run's rows are all of one directory: one row names it
+    // (reading the directory of every settled row took 2.2 ms a chunk on
+    // PostgreSQL, 0.45 s of a first sync).
+    if let Some(first) = staged_ids.first() {
+        sqlx::query(
+            "UPDATE staging_snapshots SET version = version + 1 WHERE directory = (SELECT s.directory FROM staged_users s WHERE s.id = $1)",
+        )
+        .bind(*first)
         .execute(&mut *conn)
         .await?;
     }
