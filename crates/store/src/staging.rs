@@ -714,24 +714,24 @@ impl Store {
     pub async fn compute_staged_status(&self, directory: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
         // One round trip for what the computation starts from: the newest
-        // user change the last one saw, the newest now, and (PostgreSQL)
-        // how many rows can be marked.
-        let count = match self.backend {
+        // user change the last one saw, the newest now, the rows marked
+        // already (written, added or next to a removed one since the last
+        // computation) and (PostgreSQL) how many users changed since.
+        let users_since = match self.backend {
             Backend::Sqlite => "0",
-            Backend::Postgres => {
-                "(SELECT COUNT(*) FROM users WHERE updated_at >= s.since) + (SELECT COUNT(*) FROM staged_dirty WHERE directory = $1)"
-            }
+            Backend::Postgres => "(SELECT COUNT(*) FROM users WHERE updated_at >= s.since)",
         };
         let row = sqlx::query(&format!(
-            "SELECT s.since, (SELECT COALESCE(MAX(updated_at), 0) FROM users), {count} \
-             FROM (SELECT COALESCE(MAX(status_at), -1) AS since FROM staging_snapshots WHERE directory = $1) s"
+            "SELECT s.since, (SELECT COALESCE(MAX(updated_at), 0) FROM users), (SELECT COUNT(*) FROM staged_dirty WHERE directory = $1), \
+             {users_since} FROM (SELECT COALESCE(MAX(status_at), -1) AS since FROM staging_snapshots WHERE directory = $1) s"
         ))
         .bind(directory)
         .fetch_one(&mut *tx)
         .await?;
         let since: i64 = row.try_get(0)?;
         let newest: i64 = row.try_get(1)?;
-        let many = row.try_get::<i64, _>(2)? > 5000;
+        let pending: i64 = row.try_get(2)?;
+        let many = pending + row.try_get::<i64, _>(3)? > 5000;
         if self.backend == Backend::Postgres && !many {
             // PostgreSQL plans these statements from statistics taken when the
             // marks table was full (a first sync) and cannot estimate
@@ -748,13 +748,32 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        // Each mark is driven by an index (users changed since, rows with a
-        // problem a rule found, rows sharing a name or email with a marked
-        // one): a delta run never reads the whole snapshot here. Rows of a
+        // Each mark is driven by an index (rows sharing a name or email with
+        // a marked one, users changed since, rows with a problem a rule
+        // found): a delta run never reads the whole snapshot here. Rows of a
         // deleted user were marked when it was deleted (`delete_user`).
         // `CROSS JOIN` fixes SQLite's join order (the small side first;
         // without statistics it would walk the snapshot); PostgreSQL plans
         // it as any join.
+        //
+        // Two rows with one username or email: both are compared again. Only
+        // the rows marked so far need this: whether a username or email is
+        // shared changes only when a row is written, added or removed, and
+        // each of those marked its row (a removal, the rows sharing its
+        // name and email). A row that already has a duplicate's problem is
+        // marked by the rule-problem mark below. After an apply nothing is
+        // marked yet, and these cost nothing: on a first sync they
+        // were the neighbours of 100,000 rows, found again.
+        let neighbours = [
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND username_key IN \
+             (SELECT s.username_key FROM staged_users s JOIN staged_dirty d ON d.id = s.id AND d.directory = $1) ON CONFLICT DO NOTHING",
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND email <> '' AND lower(email) IN \
+             (SELECT lower(s.email) FROM staged_users s JOIN staged_dirty d ON d.id = s.id AND d.directory = $1 WHERE s.email <> '') \
+             ON CONFLICT DO NOTHING",
+        ];
+        for sql in neighbours.into_iter().filter(|_| pending > 0) {
+            sqlx::query(sql).bind(directory).execute(&mut *tx).await?;
+        }
         let mark = [
             "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM (\
              SELECT s.directory, s.id FROM staged_users s WHERE s.directory = $1 AND s.problem <> s.entry_problem \
@@ -766,12 +785,6 @@ impl Store {
                WHERE u.updated_at >= $2 AND u.external_id IS NOT NULL AND s.directory = $1 AND s.external_id = u.external_id \
              UNION SELECT s.directory, s.id FROM users u CROSS JOIN staged_users s \
                WHERE u.updated_at >= $2 AND u.email <> '' AND s.directory = $1 AND lower(s.email) = lower(u.email)) m WHERE true \
-             ON CONFLICT DO NOTHING",
-            // Two rows with one username or email: both are compared again.
-            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND username_key IN \
-             (SELECT s.username_key FROM staged_users s JOIN staged_dirty d ON d.id = s.id AND d.directory = $1) ON CONFLICT DO NOTHING",
-            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 AND email <> '' AND lower(email) IN \
-             (SELECT lower(s.email) FROM staged_users s JOIN staged_dirty d ON d.id = s.id AND d.directory = $1 WHERE s.email <> '') \
              ON CONFLICT DO NOTHING",
             // The users of marked rows that lose their link below: the next
             // plan checks whether they are missing from the directory.
