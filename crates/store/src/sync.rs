@@ -263,7 +263,9 @@ impl Store {
     /// problem or link, their user changed — [`user_changed`] — or a change
     /// still pending), read through a partial index; the rest of the
     /// snapshot is not read. Returns the rows after `after` that need
-    /// planning and the last candidate id looked at (`None`: no candidates left).
+    /// planning and, when more candidates may follow, the last candidate id
+    /// looked at (`None`: this read reached the last one, so a plan of a few
+    /// changed rows reads once).
     pub async fn plan_rows_targeted(&self, directory: &str, rules: &str, after: i64, limit: i64) -> Result<(Vec<PlanRow>, Option<i64>)> {
         let ids: Vec<i64> =
             sqlx::query("SELECT id FROM staged_users WHERE directory = $1 AND settled = 0 AND id > $2 ORDER BY id LIMIT $3")
@@ -276,6 +278,7 @@ impl Store {
                 .map(|r| r.try_get(0))
                 .collect::<std::result::Result<_, _>>()?;
         let Some(last) = ids.last().copied() else { return Ok((Vec::new(), None)) };
+        let next = (ids.len() as i64 >= limit).then_some(last);
         // ids are integers: safe to inline.
         let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
         let rows = sqlx::query_as(&format!(
@@ -288,7 +291,7 @@ impl Store {
         .bind(rules)
         .fetch_all(&self.pool)
         .await?;
-        Ok((rows, Some(last)))
+        Ok((rows, next))
     }
 
     /// How many rows a targeted plan would look at: the unsettled ones.

@@ -126,13 +126,18 @@ impl Service {
         }
         let mut read = 0;
         let mut after = 0;
+        // Targeted: the candidates' last page has been read.
+        let mut last_read = false;
         loop {
             let rows = match targeted {
                 // Under the last plan's rules: only rows that can need it.
+                true if last_read => break,
                 true => {
-                    let (rows, last) = self.store.plan_rows_targeted(dir, &rules, after, CHUNK).await?;
-                    let Some(last) = last else { break };
-                    after = last;
+                    let (rows, next) = self.store.plan_rows_targeted(dir, &rules, after, CHUNK).await?;
+                    match next {
+                        Some(next) => after = next,
+                        None => last_read = true,
+                    }
                     read += rows.len();
                     rows
                 }
@@ -186,7 +191,10 @@ impl Service {
             let pending: Vec<i64> = planned.iter().filter_map(|p| p.2).collect();
             self.record_plan(id, &mut counts, planned).await?;
             self.store.settle_plan(&rules, &settled).await?;
-            self.store.unsettle(&pending).await?;
+            if !targeted {
+                // A targeted plan read only unsettled rows: they still are.
+                self.store.unsettle(&pending).await?;
+            }
         }
         if policy.disable {
             let source = kind.source().as_str();
