@@ -1084,3 +1084,31 @@ both_backends!(staged_rows_round_trip_through_bulk_writes, |store| {
         store.list_staged("ldap", &StagedFilter { status: None, search: Some("slash") }, "username", false, 10, 0).await.unwrap();
     assert_eq!((total, found[0].external_id.as_str()), (1, awkward.external_id), "the search text follows the change");
 });
+
+// A row written to share a username or email with an unchanged row: the
+// computation compares both again (the unchanged one is marked only as the
+// written one's neighbour), and both are free again once it is removed.
+both_backends!(a_shared_username_or_email_marks_the_unchanged_row_too, |store| {
+    let status = |rows: Vec<bindery_store::StagedRow>| {
+        let mut v: Vec<(String, String, bool)> = rows.into_iter().map(|r| (r.external_id, r.status, r.problem.is_empty())).collect();
+        v.sort();
+        v
+    };
+    let row = |uid: &'static str, name: &'static str, email: &'static str| staged(uid, name, name, email, "");
+    store.stage_page("ldap", &[row("a", "ann", "ann@x.org"), row("b", "bob", "bob@x.org"), row("c", "cy", "cy@x.org")]).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    let every = StagedFilter::default();
+    let all = || store.staged_rows("ldap", &every, None);
+    assert!(status(all().await.unwrap()).iter().all(|(_, s, free)| s == "new" && *free));
+    // b takes ann's username, c takes ann's email (another case).
+    store.stage_page("ldap", &[row("b", "ann", "bob@x.org"), row("c", "cy", "ANN@x.org")]).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    let got = status(all().await.unwrap());
+    assert_eq!(
+        got.iter().map(|(u, s, free)| (u.as_str(), s.as_str(), *free)).collect::<Vec<_>>(),
+        vec![("a", "invalid", false), ("b", "invalid", false), ("c", "invalid", false)]
+    );
+    store.remove_staged("ldap", &["b".to_string(), "c".to_string()]).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    assert_eq!(status(all().await.unwrap()), vec![("a".to_string(), "new".to_string(), true)]);
+});
