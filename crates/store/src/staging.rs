@@ -731,7 +731,8 @@ impl Store {
         let since: i64 = row.try_get(0)?;
         let newest: i64 = row.try_get(1)?;
         let pending: i64 = row.try_get(2)?;
-        let many = pending + row.try_get::<i64, _>(3)? > 5000;
+        // PostgreSQL only (SQLite has neither the planner settings nor the table VACUUM below).
+        let many = self.backend == Backend::Postgres && pending + row.try_get::<i64, _>(3)? > 5000;
         if self.backend == Backend::Postgres && !many {
             // PostgreSQL plans these statements from statistics taken when the
             // marks table was full (a first sync) and cannot estimate
