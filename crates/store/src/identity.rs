@@ -453,29 +453,30 @@ async fn update_many(conn: &mut AnyConnection, backend: Backend, updates: &[&Upd
             .await
             .map_err(unique("user"))?;
         }
-    }
-    for chunk in rows.chunks(crate::rows_per_statement(backend, 8)).filter(|_| backend == Backend::Postgres) {
-        let values = crate::numbered_rows(chunk.len(), 8, 2);
-        let sql = format!(
-            "UPDATE users SET username = COALESCE(v.column2, username), username_key = COALESCE(v.column3, username_key), \
+    } else {
+        for chunk in rows.chunks(crate::rows_per_statement(backend, 8)) {
+            let values = crate::numbered_rows(chunk.len(), 8, 2);
+            let sql = format!(
+                "UPDATE users SET username = COALESCE(v.column2, username), username_key = COALESCE(v.column3, username_key), \
              name = COALESCE(v.column4, name), email = COALESCE(v.column5, email), external_id = COALESCE(v.column6, external_id), \
              role = COALESCE(v.column7, role), is_active = COALESCE(v.column8, is_active), \
              dir_disabled = CASE WHEN v.column8 IS NULL THEN dir_disabled WHEN v.column8 = 0 THEN 1 ELSE 0 END, \
              updated_at = $1, validated_at = $1 FROM (VALUES {values}) AS v WHERE users.id = v.column1"
-        );
-        let mut q = sqlx::query(&sql).bind(now);
-        for u in chunk {
-            q = q
-                .bind(u.user_id)
-                .bind(u.rename.as_ref().map(|(n, _)| n.as_str()))
-                .bind(u.rename.as_ref().map(|(_, k)| k.as_str()))
-                .bind(u.name.as_deref())
-                .bind(u.email.as_deref())
-                .bind(u.external_id.as_deref())
-                .bind(u.role.map(|(_, after)| after.as_str()))
-                .bind(active(u).map(b));
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for u in chunk {
+                q = q
+                    .bind(u.user_id)
+                    .bind(u.rename.as_ref().map(|(n, _)| n.as_str()))
+                    .bind(u.rename.as_ref().map(|(_, k)| k.as_str()))
+                    .bind(u.name.as_deref())
+                    .bind(u.email.as_deref())
+                    .bind(u.external_id.as_deref())
+                    .bind(u.role.map(|(_, after)| after.as_str()))
+                    .bind(active(u).map(b));
+            }
+            q.execute(&mut *conn).await.map_err(unique("user"))?;
         }
-        q.execute(&mut *conn).await.map_err(unique("user"))?;
     }
     // Integers and fixed words only below: inlined, nothing to bind.
     let added: Vec<String> = updates
