@@ -305,24 +305,28 @@ async fn add_memberships(conn: &mut AnyConnection, user_id: i64, orgs: &[(i64, O
     Ok(())
 }
 
+/// A new account's columns, bound in the order of the `users` inserts.
+fn bind_account<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    a: &'q NewAccount,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(&a.username)
+        .bind(&a.username_key)
+        .bind(&a.name)
+        .bind(&a.email)
+        .bind(a.role.as_str())
+        .bind(a.source.as_str())
+        .bind(b(a.active))
+        .bind(&a.external_id)
+}
+
 async fn create(conn: &mut AnyConnection, a: &NewAccount, now: i64) -> Result<i64> {
-    let row = sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
          must_change_password, external_id, created_at, updated_at, validated_at, dir_disabled) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, 0, $8, $9, $9, $9, 1 - $7) RETURNING id",
-    )
-    .bind(&a.username)
-    .bind(&a.username_key)
-    .bind(&a.name)
-    .bind(&a.email)
-    .bind(a.role.as_str())
-    .bind(a.source.as_str())
-    .bind(b(a.active))
-    .bind(&a.external_id)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(unique("user"))?;
+    );
+    let row = bind_account(insert, a).bind(now).fetch_one(&mut *conn).await.map_err(unique("user"))?;
     let id: i64 = row.try_get(0)?;
     add_memberships(conn, id, &a.organisations).await?;
     Ok(id)
@@ -373,15 +377,7 @@ async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&Ne
         sql.push_str(" RETURNING id, external_id");
         let mut q = sqlx::query(&sql).bind(now);
         for a in accounts {
-            q = q
-                .bind(&a.username)
-                .bind(&a.username_key)
-                .bind(&a.name)
-                .bind(&a.email)
-                .bind(a.role.as_str())
-                .bind(a.source.as_str())
-                .bind(b(a.active))
-                .bind(&a.external_id);
+            q = bind_account(q, a);
         }
         q
     };

@@ -291,6 +291,25 @@ fn json_row<'a, K>(key: K, r: &NewStaged<'a>, hash: i64) -> JsonRow<'a, K> {
     (key, r.dn, r.username, r.username_key, r.name, r.email, r.groups, r.dir_state, r.problem, r.search(), hash)
 }
 
+/// A staged row's fields after its key, bound in the order of
+/// [`json_row`]'s (PostgreSQL's bulk statements).
+fn bind_fields<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    r: &NewStaged<'q>,
+    hash: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(r.dn)
+        .bind(r.username)
+        .bind(r.username_key)
+        .bind(r.name)
+        .bind(r.email)
+        .bind(r.groups)
+        .bind(r.dir_state)
+        .bind(r.problem)
+        .bind(r.search())
+        .bind(hash)
+}
+
 fn to_json<T: serde::Serialize>(rows: &T) -> Result<String> {
     serde_json::to_string(rows).map_err(|e| crate::Error::Database(sqlx::Error::Encode(Box::new(e))))
 }
@@ -493,18 +512,7 @@ impl Store {
                 );
                 let mut q = sqlx::query(&sql);
                 for (id, r, hash) in chunk {
-                    q = q
-                        .bind(*id)
-                        .bind(r.dn)
-                        .bind(r.username)
-                        .bind(r.username_key)
-                        .bind(r.name)
-                        .bind(r.email)
-                        .bind(r.groups)
-                        .bind(r.dir_state)
-                        .bind(r.problem)
-                        .bind(r.search())
-                        .bind(*hash);
+                    q = bind_fields(q.bind(*id), r, *hash);
                 }
                 q.execute(&mut *tx).await?;
                 out.updated += chunk.len() as u64;
@@ -543,18 +551,7 @@ impl Store {
                 sql.push_str(" RETURNING id, external_id");
                 let mut q = sqlx::query(&sql).bind(directory);
                 for (r, hash) in chunk {
-                    q = q
-                        .bind(r.external_id)
-                        .bind(r.dn)
-                        .bind(r.username)
-                        .bind(r.username_key)
-                        .bind(r.name)
-                        .bind(r.email)
-                        .bind(r.groups)
-                        .bind(r.dir_state)
-                        .bind(r.problem)
-                        .bind(r.search())
-                        .bind(*hash);
+                    q = bind_fields(q.bind(r.external_id), r, *hash);
                 }
                 let returned = q.fetch_all(&mut *tx).await?;
                 self.note_inserted(&mut tx, directory, chunk, returned, &mut out, &mut unchanged).await?;
