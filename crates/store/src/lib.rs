@@ -251,18 +251,14 @@ pub(crate) fn json_ids(backend: Backend, n: usize) -> String {
     }
 }
 
-/// `[1,2,3]`: the parameter of [`json_ids`].
-pub(crate) fn json_list(ids: &[i64]) -> String {
-    let mut s = String::with_capacity(ids.len() * 8 + 2);
-    s.push('[');
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(&id.to_string());
-    }
-    s.push(']');
-    s
+/// Rows (or ids) as one JSON parameter, for SQLite's bulk statements
+/// (`json_each`, `value->>n`) and [`json_ids`]. sqlx finds a SQLite
+/// parameter by its name in a linear scan (see [`rows_per_statement`]), so
+/// rows of bound values came about ten to a statement: a first sync of
+/// 100,000 users was 12,500 staged-row inserts, 8,400 user inserts and
+/// 7,200 item inserts.
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(rows: &T) -> Result<String> {
+    serde_json::to_string(rows).map_err(|e| Error::Database(sqlx::Error::Encode(Box::new(e))))
 }
 
 /// `rows` rows of `columns` numbered placeholders each, from `$first`:

@@ -239,8 +239,7 @@ impl Store {
         }
         let mut tx = self.write_tx().await?;
         if self.backend == Backend::Sqlite {
-            // One JSON parameter per 500 items: sqlx finds a SQLite parameter
-            // by its name in a linear scan, so bound rows came 14 to a statement.
+            // One JSON parameter per 500 items (`crate::to_json`).
             for chunk in items.chunks(500) {
                 let rows: Vec<_> = chunk
                     .iter()
@@ -248,7 +247,7 @@ impl Store {
                         (it.action.as_str(), it.username, it.user_id, it.staged_id, it.reason, it.outcome.as_str(), it.change_json.as_str())
                     })
                     .collect();
-                let json = serde_json::to_string(&rows).map_err(|e| crate::Error::Database(sqlx::Error::Encode(Box::new(e))))?;
+                let json = crate::to_json(&rows)?;
                 sqlx::query(
                     "INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome, change_json) \
                      SELECT $1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each($2)",
