@@ -107,17 +107,25 @@ pub(crate) async fn refused_within(app: &TestApp, session: &str, token: &str, wh
 }
 
 pub(crate) async fn disabled_by_live(app: &TestApp, username: &str) {
-    let (ops, _) = app
-        .db
-        .store
-        .list_operation_events(&bindery_store::LogFilter { search: Some("user.disable"), ..Default::default() }, 50, 0)
-        .await
-        .unwrap();
-    assert!(
-        ops.iter()
-            .any(|o| o.target == format!("user:{username}") && o.after_json.as_deref().is_some_and(|a| a.contains("\"via\":\"live\""))),
-        "an operation-log entry for {username}: {ops:?}"
-    );
+    // The entry is written just after the disable's transaction commits,
+    // which is when the session is first refused: waited for, briefly.
+    let t = Instant::now();
+    loop {
+        let (ops, _) = app
+            .db
+            .store
+            .list_operation_events(&bindery_store::LogFilter { search: Some("user.disable"), ..Default::default() }, 50, 0)
+            .await
+            .unwrap();
+        let found = ops
+            .iter()
+            .any(|o| o.target == format!("user:{username}") && o.after_json.as_deref().is_some_and(|a| a.contains("\"via\":\"live\"")));
+        if found {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "an operation-log entry for {username}: {ops:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 #[tokio::test]
