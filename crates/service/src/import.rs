@@ -148,6 +148,8 @@ impl Service {
         tokio::spawn(async move {
             let keep = lease.keep_alive(svc.store.clone());
             let r = svc.enumerate_into_staging(kind, id, &cfg, &cancel).await;
+            // Before the run ends: whoever sees it done sees the import table indexed.
+            svc.end_bulk_load(id).await;
             let r = match r {
                 Ok(e) if e.complete => {
                     svc.store
@@ -191,6 +193,9 @@ impl Service {
         let dir = kind.as_str();
         let cfg = &bindery_directory::DirectoryConfig { max_pages: self.options.max_enumeration_pages, ..cfg.clone() };
         self.store.begin_staging(dir, id).await?;
+        // Into an empty snapshot table (PostgreSQL): without its secondary
+        // indexes until the run ends (`bindery_store` `bulk.rs`).
+        self.store.begin_bulk_load().await?;
         // The snapshot's ids and content hashes, read once: each page is
         // compared in memory, and one where nothing changed is not written.
         let known = Arc::new(self.store.staged_hashes(dir).await?);

@@ -183,7 +183,7 @@ impl Store {
     /// Apply a batch of changes in one transaction: updates first (a rename
     /// may free a name a new user takes), then the new users a few rows per
     /// statement. Conflicts, refusals and nothing change nothing.
-    pub async fn apply_changes(&self, changes: &[&Change], settle: Option<(&str, &[i64])>, now: i64) -> Result<()> {
+    pub async fn apply_changes(&self, changes: &[&Change], settle: Option<(&str, &[i64])>, items: &[i64], now: i64) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let mut creates = Vec::new();
         let mut updates = Vec::new();
@@ -206,6 +206,9 @@ impl Store {
         if let Some((rules, staged_ids)) = settle {
             crate::sync::settle_applied(&mut tx, rules, staged_ids).await?;
         }
+        // The run's items say so in the same transaction: applied, and
+        // recorded as applied, or neither.
+        crate::runs::items_applied(&mut tx, items).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -8,6 +8,7 @@
 //! Timestamps are Unix milliseconds and booleans 0/1 integers so that every
 //! column decodes through the Any driver identically on both backends.
 
+mod bulk;
 mod group;
 mod identity;
 mod keys;
@@ -312,7 +313,7 @@ impl Store {
             }
             Backend::Postgres => (None, None, None),
         };
-        Ok(Store {
+        let store = Store {
             pool,
             backend,
             write_gate,
@@ -322,7 +323,11 @@ impl Store {
             lookup_turn: Default::default(),
             checkpointer,
             page_counts: Default::default(),
-        })
+        };
+        // A bulk load that a stopped process left (PostgreSQL): its
+        // indexes are built before anything reads the snapshot.
+        store.end_bulk_load().await?;
+        Ok(store)
     }
 
     /// Where the login path reads and writes: on SQLite its own connection

@@ -331,15 +331,6 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
 
-    pub async fn set_item_outcomes(&self, ids: &[i64], outcome: ItemOutcome) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        sqlx::query(&format!("UPDATE sync_items SET outcome = $1 WHERE id IN ({list})")).bind(outcome.as_str()).execute(&self.pool).await?;
-        Ok(())
-    }
-
     pub async fn set_item_failed(&self, id: i64, error: &str) -> Result<()> {
         sqlx::query("UPDATE sync_items SET outcome = 'failed', error = $1 WHERE id = $2").bind(error).bind(id).execute(&self.pool).await?;
         Ok(())
@@ -376,4 +367,15 @@ async fn insert_run(
     .fetch_one(&mut *conn)
     .await?;
     Ok(row.try_get(0)?)
+}
+
+/// The run's items whose changes a transaction applied: `applied`, in it.
+pub(crate) async fn items_applied(conn: &mut sqlx::AnyConnection, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    // ids are integers: safe to inline.
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    sqlx::query(&format!("UPDATE sync_items SET outcome = 'applied' WHERE id IN ({list})")).execute(&mut *conn).await?;
+    Ok(())
 }

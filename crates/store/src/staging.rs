@@ -231,12 +231,35 @@ impl NewStaged<'_> {
 /// `CASE` again, subqueries and all (PostgreSQL evaluated the problem five
 /// times per row; the computation over 100,000 marks took 10.7 s there and
 /// 1.9 s on SQLite, 0.9 s on SQLite fenced).
-fn status_of_marked(backend: Backend) -> String {
+///
+/// Whether another row shares the username or email: with `grouped` (many
+/// marks, or a bulk load without the indexes), from the directory's shared
+/// values, grouped once (PostgreSQL hashes the list and probes it per row);
+/// else by counting the rows with the value, through its index, per row.
+/// The two agree: a value is shared when more than one row has it.
+fn status_of_marked(backend: Backend, grouped: bool) -> String {
     let fence = match backend {
         Backend::Sqlite => "LIMIT -1 OFFSET 0",
         Backend::Postgres => "OFFSET 0",
     };
-    STATUS_OF_MARKED.replace("{fence}", fence).replace("{status}", &status_case("p", "p.user_id"))
+    let (same_username, same_email) = if grouped {
+        (
+            "s.username_key IN (SELECT t.username_key FROM staged_users t WHERE t.directory = $1 \
+             GROUP BY t.username_key HAVING COUNT(*) > 1)",
+            "lower(s.email) IN (SELECT lower(t.email) FROM staged_users t WHERE t.directory = $1 AND t.email <> '' \
+             GROUP BY lower(t.email) HAVING COUNT(*) > 1)",
+        )
+    } else {
+        (
+            "(SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND t.username_key = s.username_key) > 1",
+            "(SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND lower(t.email) = lower(s.email)) > 1",
+        )
+    };
+    STATUS_OF_MARKED
+        .replace("{fence}", fence)
+        .replace("{same_username}", same_username)
+        .replace("{same_email}", same_email)
+        .replace("{status}", &status_case("p", "p.user_id"))
 }
 
 /// A staged row's status from its problem, its entry and its user: `row`
@@ -264,10 +287,8 @@ const STATUS_OF_MARKED: &str = "\
     AND u.external_id IS NOT NULL AND u.external_id NOT LIKE 'dn:%' AND u.external_id <> s.external_id) \
     THEN 'conflict: the username belongs to a Bindery user linked to another directory entry (' || \
     (SELECT u.external_id FROM users u WHERE u.id = s.user_id) || '); relink, rename or delete that account' \
-    WHEN (SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND t.username_key = s.username_key) > 1 \
-    THEN 'another directory entry has the same username (compared case-insensitively)' \
-    WHEN s.email <> '' AND (SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND lower(t.email) = lower(s.email)) > 1 \
-    THEN 'another directory entry has the same email' \
+    WHEN {same_username} THEN 'another directory entry has the same username (compared case-insensitively)' \
+    WHEN s.email <> '' AND {same_email} THEN 'another directory entry has the same email' \
     WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = s.user_id AND u.source = 'local') THEN 'a local user has this username' \
     WHEN s.email <> '' AND EXISTS (SELECT 1 FROM users u WHERE lower(u.email) = lower(s.email) \
     AND u.id <> COALESCE(s.user_id, -1)) THEN 'another Bindery user has this email' \
@@ -707,13 +728,15 @@ impl Store {
         // user change the last one saw, the newest now, the rows marked
         // already (written, added or next to a removed one since the last
         // computation) and (PostgreSQL) how many users changed since.
-        let users_since = match self.backend {
+        let dropped = match self.backend {
             Backend::Sqlite => "0",
-            Backend::Postgres => "(SELECT COUNT(*) FROM users WHERE updated_at >= s.since)",
+            Backend::Postgres => "CASE WHEN EXISTS (SELECT 1 FROM bulk_dropped_indexes) THEN 1 ELSE 0 END",
         };
         let row = sqlx::query(&format!(
             "SELECT s.since, (SELECT COALESCE(MAX(updated_at), 0) FROM users), (SELECT COUNT(*) FROM staged_dirty WHERE directory = $1), \
-             {users_since} FROM (SELECT COALESCE(MAX(status_at), -1) AS since FROM staging_snapshots WHERE directory = $1) s"
+             (SELECT COUNT(*) FROM users WHERE updated_at >= s.since), s.row_count, {dropped} \
+             FROM (SELECT COALESCE(MAX(status_at), -1) AS since, COALESCE(MAX(row_count), 0) AS row_count \
+             FROM staging_snapshots WHERE directory = $1) s"
         ))
         .bind(directory)
         .fetch_one(&mut *tx)
@@ -721,8 +744,16 @@ impl Store {
         let since: i64 = row.try_get(0)?;
         let newest: i64 = row.try_get(1)?;
         let pending: i64 = row.try_get(2)?;
+        let users_since: i64 = row.try_get(3)?;
+        let rows: i64 = row.try_get(4)?;
+        // A bulk load's snapshot has no index to look up a shared name or
+        // email by (`bulk.rs`).
+        let bulk_load: bool = row.try_get::<i64, _>(5)? != 0;
+        // Many marks: shared names and emails are grouped once, not looked
+        // up per row.
+        let grouped = bulk_load || pending + users_since > 5000;
         // PostgreSQL only (SQLite has neither the planner settings nor the table VACUUM below).
-        let many = self.backend == Backend::Postgres && pending + row.try_get::<i64, _>(3)? > 5000;
+        let many = self.backend == Backend::Postgres && grouped;
         if self.backend == Backend::Postgres && !many {
             // PostgreSQL plans these statements from statistics taken when the
             // marks table was full (a first sync) and cannot estimate
@@ -738,6 +769,30 @@ impl Store {
             )
             .execute(&mut *tx)
             .await?;
+        }
+        // Every row marked already (an enumeration that wrote the whole
+        // snapshot): no mark below can add one. Only marks of the
+        // directory's rows exist (a row leaves with its mark), so the count
+        // says when to check; the check is exact.
+        let mut all_marked = rows > 0
+            && pending >= rows
+            && sqlx::query(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM staged_users s WHERE s.directory = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM staged_dirty d WHERE d.directory = $1 AND d.id = s.id)) THEN 0 ELSE 1 END",
+            )
+            .bind(directory)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get::<i64, _>(0)?
+                == 1;
+        if !all_marked && rows > 5000 && users_since * 2 > rows {
+            // Most rows' users changed (the apply of a first sync): every
+            // row is marked, which costs less than finding which.
+            sqlx::query("INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users WHERE directory = $1 ON CONFLICT DO NOTHING")
+                .bind(directory)
+                .execute(&mut *tx)
+                .await?;
+            all_marked = true;
         }
         // Each mark is driven by an index (rows sharing a name or email with
         // a marked one, users changed since, rows with a problem a rule
@@ -762,7 +817,7 @@ impl Store {
              (SELECT lower(s.email) FROM staged_users s JOIN staged_dirty d ON d.id = s.id AND d.directory = $1 WHERE s.email <> '') \
              ON CONFLICT DO NOTHING",
         ];
-        for sql in neighbours.into_iter().filter(|_| pending > 0) {
+        for sql in neighbours.into_iter().filter(|_| pending > 0 && !all_marked) {
             sqlx::query(sql).bind(directory).execute(&mut *tx).await?;
         }
         let mark = [
@@ -786,8 +841,11 @@ impl Store {
              ON CONFLICT (directory, user_id) DO UPDATE SET claimed = 0",
         ];
         for (i, s) in mark.into_iter().enumerate() {
-            let q = sqlx::query(s).bind(directory);
-            let q = if i == 0 { q.bind(since) } else { q };
+            let q = match i {
+                0 if all_marked => continue,
+                0 => sqlx::query(s).bind(directory).bind(since),
+                _ => sqlx::query(s).bind(directory),
+            };
             q.execute(&mut *tx).await?;
         }
         // Each statement writes only the rows whose value changes: a write
@@ -809,7 +867,7 @@ impl Store {
             // the whole snapshot against the marks (1.8 s for 200 rows).
             let sql = format!(
                 "SELECT c.id, c.problem, c.status FROM ({}) c WHERE c.problem <> c.old_problem OR c.status <> c.old_status",
-                status_of_marked(self.backend)
+                status_of_marked(self.backend, grouped)
             );
             let rows = sqlx::query(&sql).bind(directory).fetch_all(&mut *tx).await?;
             let rows: Vec<(i64, String, String)> =
@@ -833,7 +891,7 @@ impl Store {
                 "UPDATE staged_users SET problem = c.problem, status = c.status, \
                  settled = CASE WHEN staged_users.problem = c.problem THEN staged_users.settled ELSE 0 END \
                  FROM ({}) c WHERE staged_users.id = c.id AND (staged_users.problem <> c.problem OR staged_users.status <> c.status)",
-                status_of_marked(self.backend)
+                status_of_marked(self.backend, grouped)
             );
             sqlx::query(&sql).bind(directory).execute(&mut *tx).await?.rows_affected() > 0
         };

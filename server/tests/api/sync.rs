@@ -664,3 +664,43 @@ async fn editing_a_mapping_re_plans_an_unchanged_directory() {
 async fn editing_a_mapping_re_plans_an_unchanged_directory_on_postgres() {
     mapping_edit_re_plans(Backend::Postgres).await;
 }
+
+/// The snapshot table's indexes as the catalog defines them, and how many
+/// a bulk load still has to build.
+async fn snapshot_indexes(app: &TestApp) -> (Vec<(String, String)>, i64) {
+    let pool = app.db.store.pool();
+    let mut defs: Vec<(String, String)> =
+        sqlx::query_as("SELECT CAST(indexname AS TEXT), indexdef FROM pg_indexes WHERE tablename = 'staged_users'")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    defs.sort();
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bulk_dropped_indexes").fetch_one(pool).await.unwrap();
+    (defs, pending)
+}
+
+/// Issue 16: a first sync on PostgreSQL loads the empty snapshot table
+/// without its secondary indexes. Whether the run applies its plan or
+/// stops after it (a dry run), the indexes the migrations made are back,
+/// defined the same, when the run is seen done, and the run says so.
+#[tokio::test]
+async fn a_first_sync_builds_the_import_tables_indexes_again_on_postgres() {
+    let d = Slapd::start();
+    for dry_run in [true, false] {
+        let app = TestApp::with_backend(Backend::Postgres).await;
+        let migrated = snapshot_indexes(&app).await;
+        assert!(migrated.0.len() > 2 && migrated.1 == 0, "{migrated:?}");
+        configure(&app, &d, 3, settings(true, 100)).await;
+        let cookie = app.session("admin", ADMIN_PASSWORD).await;
+        let run = sync(&app, &cookie, dry_run).await;
+        assert_eq!(run["run"]["state"], "done", "{run}");
+        let notes = run["run"]["counts"]["notes"].to_string();
+        assert!(notes.contains("loaded without its indexes"), "dry run {dry_run}: {run}");
+        assert_eq!(snapshot_indexes(&app).await, migrated, "dry run {dry_run}");
+        assert_eq!(app.db.store.count_staged("ldap").await.unwrap(), 8);
+        // The next sync has a snapshot: no bulk load.
+        let again = sync(&app, &cookie, false).await;
+        assert!(!again["run"]["counts"]["notes"].to_string().contains("loaded without its indexes"), "{again}");
+        assert_eq!(snapshot_indexes(&app).await, migrated);
+    }
+}

@@ -1,6 +1,6 @@
 //! Applying a run's planned items in chunked transactions.
 
-use bindery_model::{DirectoryKind, ItemOutcome, SyncCounts};
+use bindery_model::{DirectoryKind, SyncCounts};
 use bindery_store::Change;
 
 use crate::util::now_ms;
@@ -42,9 +42,9 @@ impl Service {
             let now = now_ms();
             if good.len() == items.len() {
                 let rows: Vec<i64> = items.iter().filter_map(|i| i.staged_id).collect();
-                match self.store.apply_changes(&good, rules.map(|r| (r, rows.as_slice())), now).await {
+                let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+                match self.store.apply_changes(&good, rules.map(|r| (r, rows.as_slice())), &ids, now).await {
                     Ok(()) => {
-                        self.store.set_item_outcomes(&items.iter().map(|i| i.id).collect::<Vec<_>>(), ItemOutcome::Applied).await?;
                         counts.applied += items.len() as i64;
                         self.record_sync_changes(&good).await;
                         continue;
@@ -56,7 +56,7 @@ impl Service {
                 let r = match change {
                     Ok(c) => {
                         let row: Vec<i64> = item.staged_id.into_iter().collect();
-                        self.store.apply_changes(&[c], rules.map(|r| (r, row.as_slice())), now).await.map_err(|e| {
+                        self.store.apply_changes(&[c], rules.map(|r| (r, row.as_slice())), &[item.id], now).await.map_err(|e| {
                             if e.is_unique_violation() || matches!(e, bindery_store::Error::Conflict(_)) {
                                 format!("another user is named {}", item.username)
                             } else {
@@ -68,7 +68,6 @@ impl Service {
                 };
                 match r {
                     Ok(()) => {
-                        self.store.set_item_outcomes(&[item.id], ItemOutcome::Applied).await?;
                         counts.applied += 1;
                         if let Ok(c) = change {
                             self.record_sync_changes(&[c]).await;
@@ -97,6 +96,12 @@ impl Service {
             // autovacuum of the snapshot that came seconds later, in the
             // middle of whatever ran then.
             self.store.refresh_statistics(true).await?;
+        }
+        // A first sync's bulk load (PostgreSQL) ends here: the snapshot's
+        // indexes are built once, after the vacuum, which then had only the
+        // primary key and the immutable id's index to clean.
+        if self.store.end_bulk_load().await? {
+            counts.notes.push(super::BULK_LOAD_NOTE.into());
         }
         counts.apply_ms = started.elapsed().as_millis() as i64;
         self.system_audit(

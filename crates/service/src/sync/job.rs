@@ -65,6 +65,8 @@ impl Service {
             let notes = why_full.into_iter().collect();
             if let Err(e) = svc.sync_job(kind, id, run_kind, &cfg, &settings, dry_run, &cancel, notes).await {
                 tracing::error!(run = id, error = %e, "sync failed");
+                // A run that failed before the end of its apply.
+                svc.end_bulk_load(id).await;
                 let _ = svc.store.finish_run(id, RunState::Failed, false, &e.to_string(), "{}", now_ms()).await;
             }
             svc.jobs.map().remove(&id);
@@ -133,6 +135,7 @@ impl Service {
             self.full_into_staging(kind, id, cfg, settings, cancel, &mut notes).await?
         };
         if e.cancelled {
+            self.end_bulk_load(id).await;
             self.store.finish_run(id, RunState::Cancelled, false, &e.error, "{}", now_ms()).await?;
             return Ok(());
         }
@@ -150,6 +153,9 @@ impl Service {
         }
         if dry_run {
             counts.notes.push("dry run: nothing was applied".into());
+            if self.end_bulk_load(id).await {
+                counts.notes.push(super::BULK_LOAD_NOTE.into());
+            }
             return self.finish_sync(id, RunState::Done, e.complete, &e.error, &counts).await;
         }
         if over_threshold(counts.disable, counts.directory_users, settings.threshold_percent) {
@@ -157,6 +163,9 @@ impl Service {
                 "held for approval: it would disable {} of {} directory users, more than the threshold of {}%",
                 counts.disable, counts.directory_users, settings.threshold_percent
             ));
+            if self.end_bulk_load(id).await {
+                counts.notes.push(super::BULK_LOAD_NOTE.into());
+            }
             return self.finish_sync(id, RunState::Held, e.complete, &e.error, &counts).await;
         }
         self.apply(kind, id, &mut counts, Some(&rules)).await?;
@@ -197,6 +206,17 @@ impl Service {
         let e = self.enumerate_into_staging(kind, id, cfg, cancel).await?;
         self.record_cookies(kind, start, &e, notes).await?;
         Ok(e)
+    }
+
+    /// End a bulk load the run began, if it is still pending; logged, not
+    /// returned: the run's own result is recorded already, and the next
+    /// run or start builds the indexes again.
+    /// Returns whether it built any.
+    pub(crate) async fn end_bulk_load(&self, run: i64) -> bool {
+        self.store.end_bulk_load().await.unwrap_or_else(|e| {
+            tracing::error!(run, error = %e, "building the import table's indexes after a bulk load failed");
+            false
+        })
     }
 
     pub(crate) async fn finish_sync(&self, id: i64, state: RunState, complete: bool, error: &str, counts: &SyncCounts) -> Result<()> {

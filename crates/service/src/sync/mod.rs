@@ -32,3 +32,6 @@ pub(crate) use settings::delta_fingerprint;
 
 /// Rows per plan read (and, five times over, per membership read).
 const CHUNK: i64 = 1000;
+
+/// A run's note when it ended a first sync's bulk load (PostgreSQL).
+const BULK_LOAD_NOTE: &str = "first sync: the import table was loaded without its indexes, which were built once at the end";
