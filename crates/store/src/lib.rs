@@ -262,6 +262,46 @@ pub(crate) fn to_json<T: serde::Serialize + ?Sized>(rows: &T) -> Result<String> 
     serde_json::to_string(rows).map_err(|e| Error::Database(sqlx::Error::Encode(Box::new(e))))
 }
 
+/// `inner`'s rows as one JSON text, an array of arrays (SQLite), for
+/// [`fetch_rows`]: `columns` are the names of its columns, in the order of
+/// the fields they are read into (serde reads a struct from an array in
+/// field order).
+pub(crate) fn json_rows_sql(inner: &str, columns: &[&str]) -> String {
+    let cols = columns.iter().map(|c| format!("q.{c}")).collect::<Vec<_>>().join(", ");
+    format!("SELECT json_group_array(json_array({cols})) FROM ({inner}) q")
+}
+
+/// A query's rows: on SQLite through `json` ([`json_rows_sql`] of
+/// `inner`), else row by row through `inner`; `bind` binds the
+/// parameters, the same for both. sqlx's SQLite driver hands over each
+/// row from its worker thread with an allocation per column: a plan's
+/// 100,000 rows took 1.3-1.5 s to read that way, against 0.23 s for SQLite
+/// to produce them, and 0.22 s as JSON. PostgreSQL's rows arrive from the
+/// socket, and JSON was slower there (0.88 s against 0.75 s). On SQLite
+/// the rows come in the order the aggregate met them: sort them if the
+/// order matters.
+pub(crate) async fn fetch_rows<'q, T>(
+    pool: &AnyPool,
+    backend: Backend,
+    inner: &'q str,
+    json: &'q str,
+    bind: impl Fn(sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+) -> Result<Vec<T>>
+where
+    T: serde::de::DeserializeOwned + for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+{
+    match backend {
+        Backend::Sqlite => {
+            let text: String = bind(sqlx::query(json)).fetch_one(pool).await?.try_get(0)?;
+            serde_json::from_str(&text).map_err(|e| Error::Database(sqlx::Error::Decode(Box::new(e))))
+        }
+        Backend::Postgres => {
+            let rows = bind(sqlx::query(inner)).fetch_all(pool).await?;
+            Ok(rows.iter().map(T::from_row).collect::<std::result::Result<_, _>>()?)
+        }
+    }
+}
+
 /// `rows` rows of `columns` numbered placeholders each, from `$first`:
 /// `($2, $3), ($4, $5)` for (2, 2, 2). For `VALUES` lists of bound rows.
 pub(crate) fn numbered_rows(rows: usize, columns: usize, first: usize) -> String {

@@ -47,6 +47,29 @@ const USER_SIG_JOINED: &str =
     "COALESCE(CAST(u.id AS TEXT) || ':' || CAST(u.updated_at AS TEXT) || ':' || CAST(u.is_active AS TEXT) || ':' || \
      CAST(u.dir_disabled AS TEXT) || ':' || CAST(u.role_pinned AS TEXT) || ':' || u.role, '-')";
 
+/// The names of [`plan_cols`]' columns, in [`PlanRow`]'s field order.
+const PLAN_COLUMNS: &[&str] = &[
+    "staged_id",
+    "external_id",
+    "username",
+    "name",
+    "email",
+    "dir_state",
+    "problem",
+    "user_id",
+    "user_username",
+    "user_name",
+    "user_email",
+    "user_external_id",
+    "user_source",
+    "user_active",
+    "user_dir_disabled",
+    "user_role",
+    "user_role_pinned",
+    "groups",
+    "plan_key",
+];
+
 /// The columns of a [`PlanRow`] (`s`: the staged row, `u`: its user), with
 /// the rules hash bound as `rules` (a placeholder such as `$4`).
 fn plan_cols(rules: &str) -> String {
@@ -125,7 +148,8 @@ pub(crate) async fn settle_applied(conn: &mut AnyConnection, rules: &str, staged
 
 /// A staged entry with the Bindery user linked to it, if any: one input
 /// of the sync plan.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// Fields in the order of [`PLAN_COLUMNS`] (SQLite reads them from a JSON array).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct PlanRow {
     pub staged_id: i64,
     pub external_id: String,
@@ -244,18 +268,15 @@ impl Store {
     /// The `|| ''` keeps SQLite on the id range: through the directory's
     /// index it sorted the whole snapshot for every chunk (4 s at 100,000 users).
     pub async fn plan_rows(&self, directory: &str, rules: &str, after: i64, limit: i64) -> Result<Vec<PlanRow>> {
-        Ok(sqlx::query_as(&format!(
+        let inner = format!(
             "SELECT {} FROM staged_users s LEFT JOIN users u ON u.id = s.user_id \
              WHERE s.id > $2 AND s.directory || '' = $1 AND {} ORDER BY s.id LIMIT $3",
             plan_cols("$4"),
             plan_stale("$4")
-        ))
-        .bind(directory)
-        .bind(after)
-        .bind(limit)
-        .bind(rules)
-        .fetch_all(&self.pool)
-        .await?)
+        );
+        let json = crate::json_rows_sql(&inner, PLAN_COLUMNS);
+        let rows = crate::fetch_rows(&self.pool, self.backend, &inner, &json, |q| q.bind(directory).bind(after).bind(limit).bind(rules));
+        Ok(in_order(rows.await?))
     }
 
     /// [`Store::plan_rows`] among the rows that can need it when the rules
@@ -281,17 +302,15 @@ impl Store {
         let next = (ids.len() as i64 >= limit).then_some(last);
         // ids are integers: safe to inline.
         let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        let rows = sqlx::query_as(&format!(
+        let inner = format!(
             "SELECT {} FROM staged_users s LEFT JOIN users u ON u.id = s.user_id \
              WHERE s.id IN ({list}) AND s.directory = $1 AND {} ORDER BY s.id",
             plan_cols("$2"),
             plan_stale("$2")
-        ))
-        .bind(directory)
-        .bind(rules)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok((rows, next))
+        );
+        let json = crate::json_rows_sql(&inner, PLAN_COLUMNS);
+        let rows = crate::fetch_rows(&self.pool, self.backend, &inner, &json, |q| q.bind(directory).bind(rules));
+        Ok((in_order(rows.await?), next))
     }
 
     /// How many rows a targeted plan would look at: the unsettled ones.
@@ -654,4 +673,10 @@ pub(crate) async fn acquire_lease_in(
     .execute(&mut *conn)
     .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// Plan rows in id order, however they were read (see [`crate::fetch_rows`]).
+fn in_order(mut rows: Vec<PlanRow>) -> Vec<PlanRow> {
+    rows.sort_by_key(|r| r.staged_id);
+    rows
 }

@@ -1087,6 +1087,15 @@ both_backends!(staged_rows_round_trip_through_bulk_writes, |store| {
     let (found, total) =
         store.list_staged("ldap", &StagedFilter { status: None, search: Some("slash") }, "username", false, 10, 0).await.unwrap();
     assert_eq!((total, found[0].external_id.as_str()), (1, awkward.external_id), "the search text follows the change");
+    // The plan reads them back as written (SQLite: as one JSON text), in id order.
+    let planned = store.plan_rows("ldap", "rules", 0, 10_000).await.unwrap();
+    assert_eq!(planned.len(), changed.len());
+    assert!(planned.windows(2).all(|w| w[0].staged_id < w[1].staged_id), "in id order");
+    let odd = planned.iter().find(|p| p.external_id == awkward.external_id).unwrap();
+    assert_eq!(
+        (&*odd.username, &*odd.name, &*odd.email, &*odd.groups, &*odd.dir_state, odd.user_id),
+        (awkward.username, "back\\slash \u{7f} ü", "ob@example.org", awkward.groups, "disabled", None)
+    );
 });
 
 // A row written to share a username or email with an unchanged row: the
