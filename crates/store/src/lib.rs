@@ -340,7 +340,10 @@ impl Store {
         let pool = open_pool(&opts, backend, if backend == Backend::Sqlite { 4 } else { 16 }).await?;
         match backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => {
+                bulk::end_bulk_load_before_migrations(&pool).await?;
+                POSTGRES_MIGRATIONS.run(&pool).await?
+            }
         }
         let (write_gate, login_lane, checkpointer) = match backend {
             Backend::Sqlite => {
@@ -364,9 +367,6 @@ impl Store {
             checkpointer,
             page_counts: Default::default(),
         };
-        // A bulk load that a stopped process left (PostgreSQL): its
-        // indexes are built before anything reads the snapshot.
-        store.end_bulk_load().await?;
         Ok(store)
     }
 
