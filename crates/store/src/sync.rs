@@ -122,10 +122,14 @@ pub(crate) async fn settle_applied(conn: &mut AnyConnection, rules: &str, staged
         // The status too: the computation after the apply then finds it
         // right and writes nothing (on PostgreSQL a second write of every
         // applied row was a fifth of a first sync).
+        // The user is found once per row (`v.uid`), not once per use of it
+        // (four lookups by immutable id).
         sqlx::query(&format!(
-            "UPDATE staged_users SET user_id = {LINKED_OR_CREATED}, settled = 1, plan_key = {}, status = {} WHERE id IN ({list})",
-            plan_key_current("$1", LINKED_OR_CREATED),
-            crate::staging::status_case("staged_users", LINKED_OR_CREATED)
+            "UPDATE staged_users SET user_id = v.uid, settled = 1, plan_key = {}, status = {} \
+             FROM (SELECT staged_users.id, {LINKED_OR_CREATED} AS uid FROM staged_users WHERE staged_users.id IN ({list})) v \
+             WHERE staged_users.id = v.id",
+            plan_key_current("$1", "v.uid"),
+            crate::staging::status_case("staged_users", "v.uid")
         ))
         .bind(rules)
         .execute(&mut *conn)
