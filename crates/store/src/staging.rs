@@ -727,7 +727,8 @@ impl Store {
         // One round trip for what the computation starts from: the newest
         // user change the last one saw, the newest now, the rows marked
         // already (written, added or next to a removed one since the last
-        // computation) and (PostgreSQL) how many users changed since.
+        // computation), how many users changed since, the snapshot's rows
+        // and (PostgreSQL) whether a bulk load has its indexes away.
         let dropped = match self.backend {
             Backend::Sqlite => "0",
             Backend::Postgres => "CASE WHEN EXISTS (SELECT 1 FROM bulk_dropped_indexes) THEN 1 ELSE 0 END",

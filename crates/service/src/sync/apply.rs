@@ -100,7 +100,9 @@ impl Service {
         // A first sync's bulk load (PostgreSQL) ends here: the snapshot's
         // indexes are built once, after the vacuum, which then had only the
         // primary key and the immutable id's index to clean.
-        if self.store.end_bulk_load().await? {
+        // A failed build is logged, not the run's failure: what it applied
+        // stands, and the next run or start builds them.
+        if self.end_bulk_load(id).await {
             counts.notes.push(super::BULK_LOAD_NOTE.into());
         }
         counts.apply_ms = started.elapsed().as_millis() as i64;
