@@ -356,7 +356,7 @@ impl Store {
             }
             Backend::Postgres => (None, None, None),
         };
-        let store = Store {
+        Ok(Store {
             pool,
             backend,
             write_gate,
@@ -366,8 +366,7 @@ impl Store {
             lookup_turn: Default::default(),
             checkpointer,
             page_counts: Default::default(),
-        };
-        Ok(store)
+        })
     }
 
     /// Where the login path reads and writes: on SQLite its own connection

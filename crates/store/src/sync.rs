@@ -47,39 +47,39 @@ const USER_SIG_JOINED: &str =
     "COALESCE(CAST(u.id AS TEXT) || ':' || CAST(u.updated_at AS TEXT) || ':' || CAST(u.is_active AS TEXT) || ':' || \
      CAST(u.dir_disabled AS TEXT) || ':' || CAST(u.role_pinned AS TEXT) || ':' || u.role, '-')";
 
-/// The names of [`plan_cols`]' columns, in [`PlanRow`]'s field order.
-const PLAN_COLUMNS: &[&str] = &[
-    "staged_id",
-    "external_id",
-    "username",
-    "name",
-    "email",
-    "dir_state",
-    "problem",
-    "user_id",
-    "user_username",
-    "user_name",
-    "user_email",
-    "user_external_id",
-    "user_source",
-    "user_active",
-    "user_dir_disabled",
-    "user_role",
-    "user_role_pinned",
-    "groups",
-    "plan_key",
+/// A [`PlanRow`]'s columns before its plan key, in its field order, as
+/// `(expression, name)` (`s`: the staged row, `u`: its user).
+const PLAN_FIELDS: &[(&str, &str)] = &[
+    ("s.id", "staged_id"),
+    ("s.external_id", "external_id"),
+    ("s.username", "username"),
+    ("s.name", "name"),
+    ("s.email", "email"),
+    ("s.dir_state", "dir_state"),
+    ("s.problem", "problem"),
+    ("s.user_id", "user_id"),
+    ("u.username", "user_username"),
+    ("u.name", "user_name"),
+    ("u.email", "user_email"),
+    ("u.external_id", "user_external_id"),
+    ("u.source", "user_source"),
+    ("u.is_active", "user_active"),
+    ("u.dir_disabled", "user_dir_disabled"),
+    ("u.role", "user_role"),
+    ("u.role_pinned", "user_role_pinned"),
+    ("s.groups", "groups"),
 ];
 
-/// The columns of a [`PlanRow`] (`s`: the staged row, `u`: its user), with
-/// the rules hash bound as `rules` (a placeholder such as `$4`).
+/// The names of [`plan_cols`]' columns, in [`PlanRow`]'s field order.
+fn plan_columns() -> Vec<&'static str> {
+    PLAN_FIELDS.iter().map(|(_, name)| *name).chain(["plan_key"]).collect()
+}
+
+/// The columns of a [`PlanRow`], with the rules hash bound as `rules` (a
+/// placeholder such as `$4`).
 fn plan_cols(rules: &str) -> String {
-    format!(
-        "s.id AS staged_id, s.external_id, s.username, s.name, s.email, s.dir_state, s.problem, s.user_id, \
-         u.username AS user_username, u.name AS user_name, u.email AS user_email, u.external_id AS user_external_id, \
-         u.source AS user_source, u.is_active AS user_active, u.dir_disabled AS user_dir_disabled, \
-         u.role AS user_role, u.role_pinned AS user_role_pinned, s.groups, {} AS plan_key",
-        plan_key_joined(rules)
-    )
+    let fields = PLAN_FIELDS.iter().map(|(expr, name)| format!("{expr} AS {name}")).collect::<Vec<_>>().join(", ");
+    format!("{fields}, {} AS plan_key", plan_key_joined(rules))
 }
 
 /// A staged row's plan key now (`s`, its user joined as `u`): its content,
@@ -152,7 +152,7 @@ pub(crate) async fn settle_applied(conn: &mut AnyConnection, rules: &str, staged
 
 /// A staged entry with the Bindery user linked to it, if any: one input
 /// of the sync plan.
-/// Fields in the order of [`PLAN_COLUMNS`] (SQLite reads them from a JSON array).
+/// Fields in the order of [`plan_columns`] (SQLite reads them from a JSON array).
 #[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct PlanRow {
     pub staged_id: i64,
@@ -278,7 +278,7 @@ impl Store {
             plan_cols("$4"),
             plan_stale("$4")
         );
-        let json = crate::json_rows_sql(&inner, PLAN_COLUMNS);
+        let json = crate::json_rows_sql(&inner, &plan_columns());
         let rows = crate::fetch_rows(&self.pool, self.backend, &inner, &json, |q| q.bind(directory).bind(after).bind(limit).bind(rules));
         Ok(in_order(rows.await?))
     }
@@ -312,7 +312,7 @@ impl Store {
             plan_cols("$2"),
             plan_stale("$2")
         );
-        let json = crate::json_rows_sql(&inner, PLAN_COLUMNS);
+        let json = crate::json_rows_sql(&inner, &plan_columns());
         let rows = crate::fetch_rows(&self.pool, self.backend, &inner, &json, |q| q.bind(directory).bind(rules));
         Ok((in_order(rows.await?), next))
     }
