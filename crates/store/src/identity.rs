@@ -204,7 +204,7 @@ impl Store {
         // Before the settle below: it settles what this applied.
         crate::sync::users_changed(&mut tx, &updated).await?;
         if let Some((rules, staged_ids)) = settle {
-            crate::sync::settle_applied(&mut tx, rules, staged_ids).await?;
+            crate::sync::settle_applied(&mut tx, self.backend, rules, staged_ids).await?;
         }
         // The run's items say so in the same transaction: applied, and
         // recorded as applied, or neither.
@@ -388,17 +388,18 @@ async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&Ne
     for row in &created {
         let (id, external_id): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
         if let Some(a) = by_external_id.get(external_id.as_str()) {
-            for (org, source) in &a.organisations {
+            let mut seen = std::collections::HashSet::new();
+            for (org, source) in a.organisations.iter().filter(|(org, _)| seen.insert(*org)) {
                 // Integers and fixed words only: inlined, nothing to bind.
                 pairs.push(format!("({id}, {org}, '{}')", source.as_str()));
             }
         }
     }
+    // Users created in this transaction have no membership yet, and each
+    // organisation is named once per user: no conflict to skip (a
+    // speculative `ON CONFLICT` insert cost 15 % more on PostgreSQL).
     if !pairs.is_empty() {
-        sqlx::query(&format!(
-            "INSERT INTO user_organisations (user_id, organisation_id, source) VALUES {} ON CONFLICT DO NOTHING",
-            pairs.join(",")
-        ))
+        sqlx::query(&format!("INSERT INTO user_organisations (user_id, organisation_id, source) VALUES {}", pairs.join(",")))
         .execute(&mut *conn)
         .await?;
     }

@@ -5,7 +5,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use crate::{unique, Result, Store};
+use crate::{unique, Backend, Result, Store};
 
 /// A user changed in a way a plan reads (role, pin, activation, names,
 /// link): the snapshot rows linked to it are unsettled, so the next plan
@@ -113,7 +113,13 @@ const LINKED_OR_CREATED: &str = "COALESCE(staged_users.user_id, (SELECT c.id FRO
 /// linked to it here (by the immutable id, as the status computation would
 /// link it), so that the link does not unsettle it afterwards.
 /// `staged_ids`: rows of one directory (one run's).
-pub(crate) async fn settle_applied(conn: &mut AnyConnection, rules: &str, staged_ids: &[i64]) -> Result<()> {
+pub(crate) async fn settle_applied(conn: &mut AnyConnection, backend: Backend, rules: &str, staged_ids: &[i64]) -> Result<()> {
+    // PostgreSQL pulls a `FROM` subquery up into the statement, and each
+    // use of `v.uid` became the lookup again (four per row when the row
+    // is not linked yet, as in a first sync): `OFFSET 0` keeps it a
+    // subquery, evaluated once a row (11 ms instead of 14 ms for 500 rows).
+    // On SQLite both forms measured the same.
+    let fence = if backend == Backend::Postgres { " OFFSET 0" } else { "" };
     for chunk in staged_ids.chunks(1000) {
         // ids are integers: safe to inline.
         let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
@@ -126,7 +132,7 @@ pub(crate) async fn settle_applied(conn: &mut AnyConnection, rules: &str, staged
         // (four lookups by immutable id).
         sqlx::query(&format!(
             "UPDATE staged_users SET user_id = v.uid, settled = 1, plan_key = {}, status = {} \
-             FROM (SELECT staged_users.id, {LINKED_OR_CREATED} AS uid FROM staged_users WHERE staged_users.id IN ({list})) v \
+             FROM (SELECT staged_users.id, {LINKED_OR_CREATED} AS uid FROM staged_users WHERE staged_users.id IN ({list}){fence}) v \
              WHERE staged_users.id = v.id",
             plan_key_current("$1", "v.uid"),
             crate::staging::status_case("staged_users", "v.uid")

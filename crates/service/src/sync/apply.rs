@@ -25,7 +25,7 @@ impl Service {
         let mut statistics_fresh = false;
         loop {
             if !statistics_fresh && counts.applied >= 1000 {
-                self.store.refresh_statistics(false).await?;
+                self.store.analyze_apply_inputs().await?;
                 statistics_fresh = true;
             }
             let items = self.store.planned_items(id, after, APPLY_CHUNK).await?;
@@ -95,7 +95,7 @@ impl Service {
             // left for the next runs' index scans to walk, and for an
             // autovacuum of the snapshot that came seconds later, in the
             // middle of whatever ran then.
-            self.store.refresh_statistics(true).await?;
+            self.store.vacuum_after_apply().await?;
         }
         // A first sync's bulk load (PostgreSQL) ends here: the snapshot's
         // indexes are built once, after the vacuum, which then had only the
