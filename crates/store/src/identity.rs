@@ -183,7 +183,9 @@ impl Store {
     /// Apply a batch of changes in one transaction: updates first (a rename
     /// may free a name a new user takes), then the new users a few rows per
     /// statement. Conflicts, refusals and nothing change nothing.
-    pub async fn apply_changes(&self, changes: &[&Change], settle: Option<(&str, &[i64])>, items: &[i64], now: i64) -> Result<()> {
+    /// `applied`: the run and its last item these changes are (see
+    /// `runs::items_applied`).
+    pub async fn apply_changes(&self, changes: &[&Change], settle: Option<(&str, &[i64])>, applied: Option<(i64, i64)>, now: i64) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let mut creates = Vec::new();
         let mut updates = Vec::new();
@@ -208,7 +210,9 @@ impl Store {
         }
         // The run's items say so in the same transaction: applied, and
         // recorded as applied, or neither.
-        crate::runs::items_applied(&mut tx, items).await?;
+        if let Some((run, through)) = applied {
+            crate::runs::items_applied(&mut tx, run, through).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -997,7 +997,7 @@ both_backends!(an_applied_change_settles_its_row_with_its_status, |store| {
         },
         reason: "new in the directory".into(),
     };
-    store.apply_changes(&[&create], Some(("rules", &[row.id])), &[], 5).await.unwrap();
+    store.apply_changes(&[&create], Some(("rules", &[row.id])), None, 5).await.unwrap();
     let settled = store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap().remove(0);
     assert!(settled.user_id.is_some(), "linked to the user its change created");
     assert_eq!(settled.status, "imported");
@@ -1186,3 +1186,77 @@ async fn sqlite_starts_no_bulk_load() {
     assert!(!db.store.begin_bulk_load().await.unwrap());
     assert!(!db.store.end_bulk_load().await.unwrap());
 }
+
+// The apply records a chunk of applied items as one write of its run
+// (`applied_through`): the items still planned up to it read as applied,
+// an item that failed in between stays failed, and only the items after
+// it are planned, read for the apply or closed by a rejection.
+both_backends!(applied_items_are_recorded_up_to_the_last_one, |store| {
+    use bindery_model::{ItemOutcome, SyncAction};
+    let run = store.start_run("ldap", bindery_model::RunKind::Sync, "admin", false, 10).await.unwrap();
+    let item = |action: SyncAction, name: &'static str, outcome: ItemOutcome| bindery_store::NewItem {
+        action,
+        username: name,
+        user_id: None,
+        staged_id: None,
+        reason: "",
+        outcome,
+        change_json: String::new(),
+    };
+    let (c, p) = (SyncAction::Create, ItemOutcome::Planned);
+    let items = [
+        item(c, "a", p),
+        item(c, "b", p),
+        item(SyncAction::Conflict, "conflict", ItemOutcome::Failed),
+        item(c, "d", p),
+        item(c, "e", p),
+        item(c, "f", p),
+    ];
+    store.insert_items(run, &items).await.unwrap();
+    let outcomes = || {
+        let store = store.clone();
+        async move {
+            let (rows, total) = store.list_items(run, None, 50, 0).await.unwrap();
+            assert_eq!(total, 6);
+            rows.into_iter().map(|r| (r.username, r.outcome.as_str().to_string())).collect::<Vec<_>>()
+        }
+    };
+    let names = |rows: &[bindery_store::ItemRow]| rows.iter().map(|r| r.username.clone()).collect::<Vec<_>>();
+    // The first chunk, a and b, applied.
+    let chunk = store.planned_items(run, 0, 2).await.unwrap();
+    assert_eq!(names(&chunk), ["a", "b"]);
+    store.apply_changes(&[], None, Some((run, chunk[1].id)), 20).await.unwrap();
+    // The next chunk failed as a whole and was applied one by one: d failed, e applied.
+    let chunk = store.planned_items(run, chunk[1].id, 3).await.unwrap();
+    assert_eq!(names(&chunk), ["d", "e", "f"], "the conflict was never planned");
+    store.set_item_failed(chunk[0].id, "another user is named d").await.unwrap();
+    store.apply_changes(&[], None, Some((run, chunk[1].id)), 30).await.unwrap();
+    let want = |f: &str| {
+        ["a:applied", "b:applied", "conflict:failed", "d:failed", "e:applied", &format!("f:{f}")]
+            .iter()
+            .map(|s| {
+                let (n, o) = s.split_once(':').unwrap();
+                (n.to_string(), o.to_string())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(outcomes().await, want("planned"));
+    assert_eq!(names(&store.planned_items(run, 0, 10).await.unwrap()), ["f"], "an applied item is not read again from the start");
+    let mut counts = store.item_counts(run).await.unwrap();
+    counts.sort();
+    let expected = [("conflict", "failed", 1), ("create", "applied", 3), ("create", "failed", 1), ("create", "planned", 1)];
+    assert_eq!(counts, expected.map(|(a, o, n)| (a.to_string(), o.to_string(), n)));
+    // An earlier mark does not move it back.
+    store.apply_changes(&[], None, Some((run, chunk[0].id - 1)), 40).await.unwrap();
+    assert_eq!(outcomes().await, want("planned"));
+    // A rejection closes only what was not applied.
+    store.close_planned_items(run, ItemOutcome::Rejected).await.unwrap();
+    assert_eq!(outcomes().await, want("rejected"));
+    let (creates, total) = store.list_items(run, Some(SyncAction::Create), 50, 0).await.unwrap();
+    assert_eq!((creates.len(), total), (5, 5));
+    // Another run's items are not affected.
+    let other = store.start_run("ldap", bindery_model::RunKind::Sync, "admin", false, 50).await.unwrap();
+    store.insert_items(other, &[item(c, "g", p)]).await.unwrap();
+    assert_eq!(names(&store.planned_items(other, 0, 10).await.unwrap()), ["g"]);
+    assert_eq!(store.list_items(other, None, 10, 0).await.unwrap().0[0].outcome, ItemOutcome::Planned);
+});

@@ -42,8 +42,7 @@ impl Service {
             let now = now_ms();
             if good.len() == items.len() {
                 let rows: Vec<i64> = items.iter().filter_map(|i| i.staged_id).collect();
-                let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
-                match self.store.apply_changes(&good, rules.map(|r| (r, rows.as_slice())), &ids, now).await {
+                match self.store.apply_changes(&good, rules.map(|r| (r, rows.as_slice())), Some((id, last.id)), now).await {
                     Ok(()) => {
                         counts.applied += items.len() as i64;
                         self.record_sync_changes(&good).await;
@@ -56,7 +55,7 @@ impl Service {
                 let r = match change {
                     Ok(c) => {
                         let row: Vec<i64> = item.staged_id.into_iter().collect();
-                        self.store.apply_changes(&[c], rules.map(|r| (r, row.as_slice())), &[item.id], now).await.map_err(|e| {
+                        self.store.apply_changes(&[c], rules.map(|r| (r, row.as_slice())), Some((id, item.id)), now).await.map_err(|e| {
                             if e.is_unique_violation() || matches!(e, bindery_store::Error::Conflict(_)) {
                                 format!("another user is named {}", item.username)
                             } else {
