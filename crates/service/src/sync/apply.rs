@@ -7,7 +7,7 @@ use crate::util::now_ms;
 use crate::{Error, Result, Service};
 
 /// Items per apply transaction.
-const APPLY_CHUNK: i64 = 500;
+const APPLY_CHUNK: i64 = 1000;
 
 impl Service {
     /// Apply the run's planned changes in chunked transactions. A chunk
