@@ -154,17 +154,23 @@ impl PageCounts {
 
 /// The snapshot's rows, search text or statuses changed (inside the
 /// writing transaction): counts of an older version are not used.
-/// `added`: rows added (negative: removed).
-async fn snapshot_changed(tx: &mut crate::WriteTx, directory: &str, added: i64) -> Result<()> {
-    sqlx::query(
+/// `added`: rows added (negative: removed). Returns whether every row
+/// counts as marked (`all_marked`, see [`Store::begin_staging`]): then
+/// the caller's rows need no mark. The snapshot's row is written here, so
+/// a status computation that clears the flag meanwhile (which writes that
+/// row first) is waited for, and its clearing is seen.
+async fn snapshot_changed(tx: &mut crate::WriteTx, directory: &str, added: i64) -> Result<bool> {
+    let all_marked: i64 = sqlx::query(
         "INSERT INTO staging_snapshots (directory, version, row_count) VALUES ($1, 1, $2) \
-         ON CONFLICT (directory) DO UPDATE SET version = staging_snapshots.version + 1, row_count = staging_snapshots.row_count + $2",
+         ON CONFLICT (directory) DO UPDATE SET version = staging_snapshots.version + 1, row_count = staging_snapshots.row_count + $2 \
+         RETURNING all_marked",
     )
     .bind(directory)
     .bind(added)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get(0)?;
+    Ok(all_marked != 0)
 }
 
 /// A 64-bit FNV-1a hash: stable across builds and platforms (what is stored
@@ -392,11 +398,19 @@ impl Store {
     /// Mark the start of an enumeration (`run`) of a directory's snapshot.
     /// The snapshot stays as it is: pages change it in place, and only
     /// [`Store::finish_staging`] after a complete enumeration removes rows.
+    ///
+    /// Into an empty snapshot (a first enumeration), every row it writes
+    /// will need a status: the snapshot is flagged `all_marked`, its pages
+    /// write no marks, and the next status computation reads every row
+    /// (and clears the flag). A run that stops half-way leaves the flag for
+    /// whichever computation comes next.
     pub async fn begin_staging(&self, directory: &str, run: i64) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO staging_snapshots (directory, generation) VALUES ($1, $2) \
-             ON CONFLICT (directory) DO UPDATE SET generation = excluded.generation",
+            "INSERT INTO staging_snapshots (directory, generation, all_marked) \
+             VALUES ($1, $2, CASE WHEN EXISTS (SELECT 1 FROM staged_users WHERE directory = $1) THEN 0 ELSE 1 END) \
+             ON CONFLICT (directory) DO UPDATE SET generation = excluded.generation, \
+             all_marked = CASE WHEN excluded.all_marked = 1 THEN 1 ELSE staging_snapshots.all_marked END",
         )
         .bind(directory)
         .bind(run)
@@ -617,11 +631,11 @@ impl Store {
                 note_inserted(&mut tx, directory, chunk, returned, &mut out, &mut unchanged).await?;
             }
         }
-        // New and changed rows get a new status.
+        // New and changed rows get a new status: marked, unless every row
+        // counts as marked already.
         let written: Vec<i64> = out.ids.iter().copied().filter(|id| !unchanged.contains(id)).collect();
-        mark_dirty(&mut tx, self.backend, directory, &written).await?;
-        if !written.is_empty() {
-            snapshot_changed(&mut tx, directory, out.inserted as i64).await?;
+        if !written.is_empty() && !snapshot_changed(&mut tx, directory, out.inserted as i64).await? {
+            mark_dirty(&mut tx, self.backend, directory, &written).await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -663,7 +677,11 @@ impl Store {
                 .collect(),
         };
         let total = seen.len() + gone.len();
-        let written: i64 = sqlx::query("SELECT COUNT(*) FROM staged_dirty WHERE directory = $1")
+        // (All of them when every row counts as marked.)
+        let written: i64 = sqlx::query(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM staging_snapshots WHERE directory = $1 AND all_marked = 1) \
+             THEN (SELECT COUNT(*) FROM staged_users WHERE directory = $1) ELSE (SELECT COUNT(*) FROM staged_dirty WHERE directory = $1) END",
+        )
             .bind(directory)
             .fetch_one(&self.pool)
             .await?
@@ -770,6 +788,17 @@ impl Store {
     /// last computation saw.
     pub async fn compute_staged_status(&self, directory: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
+        // Every row counts as marked (`Store::begin_staging`): this
+        // computation reads them all, and clears the flag first. On
+        // PostgreSQL that write holds the snapshot's row until the commit:
+        // a page staged meanwhile waits in `snapshot_changed`, then sees
+        // the flag cleared and marks its rows.
+        let flagged = sqlx::query("UPDATE staging_snapshots SET all_marked = 0 WHERE directory = $1 AND all_marked = 1")
+            .bind(directory)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
         // One round trip for what the computation starts from: the newest
         // user change the last one saw, the newest now, the rows marked
         // already (written, added or next to a removed one since the last
@@ -798,7 +827,7 @@ impl Store {
         let bulk_load: bool = row.try_get::<i64, _>(5)? != 0;
         // Many marks: shared names and emails are grouped once, not looked
         // up per row.
-        let grouped = bulk_load || pending + users_since > 5000;
+        let grouped = bulk_load || (flagged && rows > 5000) || pending + users_since > 5000;
         // PostgreSQL only (SQLite has neither the planner settings nor the table VACUUM below).
         let many = self.backend == Backend::Postgres && grouped;
         if self.backend == Backend::Postgres && !many {
@@ -821,8 +850,9 @@ impl Store {
         // snapshot): no mark below can add one. Only marks of the
         // directory's rows exist (a row leaves with its mark), so the count
         // says when to check; the check is exact.
-        let mut all_marked = rows > 0
-            && pending >= rows
+        let mut all_marked = flagged
+            || rows > 0
+                && pending >= rows
             && sqlx::query(
                 "SELECT CASE WHEN EXISTS (SELECT 1 FROM staged_users s WHERE s.directory = $1 \
                  AND NOT EXISTS (SELECT 1 FROM staged_dirty d WHERE d.directory = $1 AND d.id = s.id)) THEN 0 ELSE 1 END",

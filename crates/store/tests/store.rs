@@ -1260,3 +1260,78 @@ both_backends!(applied_items_are_recorded_up_to_the_last_one, |store| {
     assert_eq!(names(&store.planned_items(other, 0, 10).await.unwrap()), ["g"]);
     assert_eq!(store.list_items(other, None, 10, 0).await.unwrap().0[0].outcome, ItemOutcome::Planned);
 });
+
+// An enumeration into an empty snapshot writes no marks: the snapshot is
+// flagged, and the next status computation reads every row and clears the
+// flag. A computation in the middle of it (an import from the table)
+// clears it, and the pages after mark their rows again; a run that stops
+// before its computation leaves the flag for the next one. Each case
+// checks a status no default gives: `disabled`, and shared usernames.
+both_backends!(a_first_enumeration_marks_every_row_at_once, |store| {
+    let rows = |entries: &[(&'static str, &'static str, &'static str)]| -> Vec<(String, String, String, String)> {
+        entries.iter().map(|(uid, name, state)| (uid.to_string(), name.to_string(), name.to_lowercase(), state.to_string())).collect()
+    };
+    let stage = |dir: &'static str, entries: Vec<(String, String, String, String)>| {
+        let store = store.clone();
+        async move {
+            let known = store.staged_hashes(dir).await.unwrap();
+            let page: Vec<NewStaged> = entries
+                .iter()
+                .map(|(uid, name, key, state)| NewStaged {
+                    external_id: uid,
+                    dn: uid,
+                    username: name,
+                    username_key: key,
+                    name,
+                    email: "",
+                    groups: "",
+                    dir_state: state,
+                    problem: "",
+                })
+                .collect();
+            store.stage_page_known(dir, &page, &known).await.unwrap();
+        }
+    };
+    let statuses = |dir: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut s: Vec<(String, String)> = store
+                .staged_rows(dir, &StagedFilter::default(), None)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.external_id, r.status))
+                .collect();
+            s.sort();
+            s
+        }
+    };
+    let pairs = |p: &[(&str, &str)]| p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+
+    // A computation in the middle of a first enumeration.
+    store.begin_staging("ldap", 1).await.unwrap();
+    stage("ldap", rows(&[("u-cy", "Cy", ""), ("u-dee", "dee", "disabled")])).await;
+    store.compute_staged_status("ldap").await.unwrap();
+    assert_eq!(statuses("ldap").await, pairs(&[("u-cy", "new"), ("u-dee", "disabled")]));
+    stage("ldap", rows(&[("u-cy2", "CY", ""), ("u-eve", "eve", "disabled")])).await;
+    store.compute_staged_status("ldap").await.unwrap();
+    assert_eq!(
+        statuses("ldap").await,
+        pairs(&[("u-cy", "invalid"), ("u-cy2", "invalid"), ("u-dee", "disabled"), ("u-eve", "disabled")]),
+        "the rows staged after the flag was cleared were marked"
+    );
+
+    // A first enumeration that stopped before its computation; the next
+    // one writes only a new row.
+    store.begin_staging("ldap_ha", 2).await.unwrap();
+    stage("ldap_ha", rows(&[("u-dee", "dee", "disabled")])).await;
+    store.begin_staging("ldap_ha", 3).await.unwrap();
+    stage("ldap_ha", rows(&[("u-dee", "dee", "disabled"), ("u-hal", "hal", "")])).await;
+    store.compute_staged_status("ldap_ha").await.unwrap();
+    assert_eq!(statuses("ldap_ha").await, pairs(&[("u-dee", "disabled"), ("u-hal", "new")]), "the stopped run's row got its status");
+    // The flag is gone: an unchanged snapshot is not computed again, and a
+    // later page marks only its own rows.
+    stage("ldap_ha", rows(&[("u-ivy", "ivy", "disabled")])).await;
+    store.compute_staged_status("ldap_ha").await.unwrap();
+    assert_eq!(statuses("ldap_ha").await, pairs(&[("u-dee", "disabled"), ("u-hal", "new"), ("u-ivy", "disabled")]));
+});
