@@ -160,16 +160,21 @@ impl PageCounts {
 /// a status computation that clears the flag meanwhile (which writes that
 /// row first) is waited for, and its clearing is seen.
 async fn snapshot_changed(tx: &mut crate::WriteTx, directory: &str, added: i64) -> Result<bool> {
-    let all_marked: i64 = sqlx::query(
+    sqlx::query(
         "INSERT INTO staging_snapshots (directory, version, row_count) VALUES ($1, 1, $2) \
-         ON CONFLICT (directory) DO UPDATE SET version = staging_snapshots.version + 1, row_count = staging_snapshots.row_count + $2 \
-         RETURNING all_marked",
+         ON CONFLICT (directory) DO UPDATE SET version = staging_snapshots.version + 1, row_count = staging_snapshots.row_count + $2",
     )
     .bind(directory)
     .bind(added)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get(0)?;
+    .execute(&mut **tx)
+    .await?;
+    // Read after the write (which waited for the row): not as `RETURNING`,
+    // which cost SQLite's upsert ten times as much (0.4-3.5 ms a page).
+    let all_marked: i64 = sqlx::query("SELECT all_marked FROM staging_snapshots WHERE directory = $1")
+        .bind(directory)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?;
     Ok(all_marked != 0)
 }
 
