@@ -185,7 +185,13 @@ impl Store {
     /// statement. Conflicts, refusals and nothing change nothing.
     /// `applied`: the run and its last item these changes are (see
     /// `runs::items_applied`).
-    pub async fn apply_changes(&self, changes: &[&Change], settle: Option<(&str, &[i64])>, applied: Option<(i64, i64)>, now: i64) -> Result<()> {
+    pub async fn apply_changes(
+        &self,
+        changes: &[&Change],
+        settle: Option<(&str, &[i64])>,
+        applied: Option<(i64, i64)>,
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let mut creates = Vec::new();
         let mut updates = Vec::new();
@@ -404,8 +410,8 @@ async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&Ne
     // speculative `ON CONFLICT` insert cost 15 % more on PostgreSQL).
     if !pairs.is_empty() {
         sqlx::query(&format!("INSERT INTO user_organisations (user_id, organisation_id, source) VALUES {}", pairs.join(",")))
-        .execute(&mut *conn)
-        .await?;
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }

@@ -339,10 +339,7 @@ impl Store {
             "SELECT i.action, CASE WHEN i.outcome = 'planned' AND i.id <= r.applied_through THEN 'applied' ELSE i.outcome END, COUNT(*) \
              FROM {ITEMS_OF_RUN} GROUP BY 1, 2"
         );
-        let rows = sqlx::query(&sql)
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&sql).bind(run_id).fetch_all(&self.pool).await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
 
@@ -357,10 +354,10 @@ impl Store {
             "UPDATE sync_items SET outcome = $1 WHERE run_id = $2 AND outcome = 'planned' \
              AND id > (SELECT applied_through FROM sync_runs WHERE id = $2)",
         )
-            .bind(outcome.as_str())
-            .bind(run_id)
-            .execute(&self.pool)
-            .await?;
+        .bind(outcome.as_str())
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

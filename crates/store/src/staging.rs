@@ -761,8 +761,7 @@ impl Store {
         if self.backend != Backend::Postgres {
             return Ok(());
         }
-        let pending: bool =
-            sqlx::query("SELECT EXISTS (SELECT 1 FROM bulk_dropped_indexes)").fetch_one(&self.pool).await?.try_get(0)?;
+        let pending: bool = sqlx::query("SELECT EXISTS (SELECT 1 FROM bulk_dropped_indexes)").fetch_one(&self.pool).await?.try_get(0)?;
         sqlx::query("VACUUM users, staged_dirty, sync_items").execute(&self.pool).await?;
         let snapshot = if pending { "VACUUM staged_users" } else { "VACUUM (ANALYZE) staged_users" };
         sqlx::query(snapshot).execute(&self.pool).await?;
@@ -858,15 +857,15 @@ impl Store {
         let mut all_marked = flagged
             || rows > 0
                 && pending >= rows
-            && sqlx::query(
-                "SELECT CASE WHEN EXISTS (SELECT 1 FROM staged_users s WHERE s.directory = $1 \
+                && sqlx::query(
+                    "SELECT CASE WHEN EXISTS (SELECT 1 FROM staged_users s WHERE s.directory = $1 \
                  AND NOT EXISTS (SELECT 1 FROM staged_dirty d WHERE d.directory = $1 AND d.id = s.id)) THEN 0 ELSE 1 END",
-            )
-            .bind(directory)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get::<i64, _>(0)?
-                == 1;
+                )
+                .bind(directory)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get::<i64, _>(0)?
+                    == 1;
         if !all_marked && rows > 5000 && users_since * 2 > rows {
             // Most rows' users changed (the apply of a first sync): every
             // row is marked, which costs less than finding which. Not as
