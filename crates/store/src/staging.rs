@@ -156,9 +156,11 @@ impl PageCounts {
 /// writing transaction): counts of an older version are not used.
 /// `added`: rows added (negative: removed). Returns whether every row
 /// counts as marked (`all_marked`, see [`Store::begin_staging`]): then
-/// the caller's rows need no mark. The snapshot's row is written here, so
-/// a status computation that clears the flag meanwhile (which writes that
-/// row first) is waited for, and its clearing is seen.
+/// the caller's rows need no mark. The snapshot's row is written (its
+/// version moved on) before the flag is read: a status computation that
+/// clears the flag meanwhile holds that row until it commits, and is
+/// waited for; one that comes later sees the version moved and keeps the
+/// flag (`Store::compute_staged_status`).
 async fn snapshot_changed(tx: &mut crate::WriteTx, directory: &str, added: i64) -> Result<bool> {
     sqlx::query(
         "INSERT INTO staging_snapshots (directory, version, row_count) VALUES ($1, 1, $2) \
@@ -792,21 +794,12 @@ impl Store {
     /// last computation saw.
     pub async fn compute_staged_status(&self, directory: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        // Every row counts as marked (`Store::begin_staging`): this
-        // computation reads them all, and clears the flag first. On
-        // PostgreSQL that write holds the snapshot's row until the commit:
-        // a page staged meanwhile waits in `snapshot_changed`, then sees
-        // the flag cleared and marks its rows.
-        let flagged = sqlx::query("UPDATE staging_snapshots SET all_marked = 0 WHERE directory = $1 AND all_marked = 1")
-            .bind(directory)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            > 0;
         // One round trip for what the computation starts from: the newest
         // user change the last one saw, the newest now, the rows marked
         // already (written, added or next to a removed one since the last
-        // computation), how many users changed since, the snapshot's rows
+        // computation), how many users changed since, the snapshot's rows,
+        // whether every row counts as marked (`Store::begin_staging`) and
+        // the snapshot's version then (see the end)
         // and (PostgreSQL) whether a bulk load has its indexes away.
         let dropped = match self.backend {
             Backend::Sqlite => "0",
@@ -814,8 +807,9 @@ impl Store {
         };
         let row = sqlx::query(&format!(
             "SELECT s.since, (SELECT COALESCE(MAX(updated_at), 0) FROM users), (SELECT COUNT(*) FROM staged_dirty WHERE directory = $1), \
-             (SELECT COUNT(*) FROM users WHERE updated_at >= s.since), s.row_count, {dropped} \
-             FROM (SELECT COALESCE(MAX(status_at), -1) AS since, COALESCE(MAX(row_count), 0) AS row_count \
+             (SELECT COUNT(*) FROM users WHERE updated_at >= s.since), s.row_count, {dropped}, s.all_marked, s.version \
+             FROM (SELECT COALESCE(MAX(status_at), -1) AS since, COALESCE(MAX(row_count), 0) AS row_count, \
+             COALESCE(MAX(all_marked), 0) AS all_marked, COALESCE(MAX(version), 0) AS version \
              FROM staging_snapshots WHERE directory = $1) s"
         ))
         .bind(directory)
@@ -826,6 +820,8 @@ impl Store {
         let pending: i64 = row.try_get(2)?;
         let users_since: i64 = row.try_get(3)?;
         let rows: i64 = row.try_get(4)?;
+        let flagged = row.try_get::<i64, _>(6)? != 0;
+        let version: i64 = row.try_get(7)?;
         // A bulk load's snapshot has no index to look up a shared name or
         // email by (`bulk.rs`).
         let bulk_load: bool = row.try_get::<i64, _>(5)? != 0;
@@ -978,14 +974,26 @@ impl Store {
             sqlx::query(&sql).bind(directory).execute(&mut *tx).await?.rows_affected() > 0
         };
         sqlx::query("DELETE FROM staged_dirty WHERE directory = $1").bind(directory).execute(&mut *tx).await?;
-        // New statuses are a new version of the snapshot (page counts by status).
+        // New statuses are a new version of the snapshot (page counts by
+        // status). The flag that every row counts as marked is cleared, if
+        // this computation read every row for it, and no page was staged
+        // since its start: a page that found the flag set wrote no marks
+        // and moved the version on (`snapshot_changed`), and its rows may
+        // have come after these statements read the snapshot; the flag then
+        // stays for the next computation. (This write comes last, after
+        // the snapshot's rows, in the order every writer takes them: on
+        // PostgreSQL a page staged meanwhile waits for this row, then reads
+        // the flag as committed.)
         sqlx::query(
             "INSERT INTO staging_snapshots (directory, status_at, version) VALUES ($1, $2, $3) \
-             ON CONFLICT (directory) DO UPDATE SET status_at = excluded.status_at, version = staging_snapshots.version + $3",
+             ON CONFLICT (directory) DO UPDATE SET status_at = excluded.status_at, version = staging_snapshots.version + $3, \
+             all_marked = CASE WHEN $4 = 1 AND staging_snapshots.version = $5 THEN 0 ELSE staging_snapshots.all_marked END",
         )
         .bind(directory)
         .bind(newest)
         .bind(i64::from(changed))
+        .bind(i64::from(flagged))
+        .bind(version)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
