@@ -267,6 +267,7 @@ impl Store {
             let rows = sqlx::query(&format!(
                 "SELECT user_id, organisation_id, source FROM user_organisations WHERE user_id IN ({list}) ORDER BY user_id, organisation_id"
             ))
+            .persistent(false)
             .fetch_all(&self.pool)
             .await?;
             for r in rows {
@@ -410,6 +411,7 @@ async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&Ne
     // speculative `ON CONFLICT` insert cost 15 % more on PostgreSQL).
     if !pairs.is_empty() {
         sqlx::query(&format!("INSERT INTO user_organisations (user_id, organisation_id, source) VALUES {}", pairs.join(",")))
+            .persistent(false)
             .execute(&mut *conn)
             .await?;
     }
@@ -496,6 +498,7 @@ async fn update_many(conn: &mut AnyConnection, backend: Backend, updates: &[&Upd
             "INSERT INTO user_organisations (user_id, organisation_id, source) VALUES {} ON CONFLICT DO NOTHING",
             chunk.join(",")
         ))
+        .persistent(false)
         .execute(&mut *conn)
         .await?;
     }
@@ -506,6 +509,7 @@ async fn update_many(conn: &mut AnyConnection, backend: Backend, updates: &[&Upd
             "DELETE FROM user_organisations WHERE source = 'mapping' AND (user_id, organisation_id) IN (VALUES {})",
             chunk.join(",")
         ))
+        .persistent(false)
         .execute(&mut *conn)
         .await?;
     }
@@ -513,10 +517,14 @@ async fn update_many(conn: &mut AnyConnection, backend: Backend, updates: &[&Upd
     let mut applied = Applied::default();
     for chunk in disabled.chunks(500) {
         let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        applied.sessions_ended +=
-            sqlx::query(&format!("DELETE FROM sessions WHERE user_id IN ({list})")).execute(&mut *conn).await?.rows_affected();
+        applied.sessions_ended += sqlx::query(&format!("DELETE FROM sessions WHERE user_id IN ({list})"))
+            .persistent(false)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
         applied.tokens_revoked +=
             sqlx::query(&format!("UPDATE api_tokens SET revoked_at = $1 WHERE user_id IN ({list}) AND revoked_at IS NULL"))
+                .persistent(false)
                 .bind(now)
                 .execute(&mut *conn)
                 .await?

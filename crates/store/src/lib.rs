@@ -537,7 +537,12 @@ impl Store {
         for chunk in ids.chunks(500) {
             // ids are integers: safe to inline.
             let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-            out.extend(sqlx::query_as::<_, UserRow>(&format!("{USER_SELECT} WHERE id IN ({list})")).fetch_all(&self.pool).await?);
+            out.extend(
+                sqlx::query_as::<_, UserRow>(&format!("{USER_SELECT} WHERE id IN ({list})"))
+                    .persistent(false)
+                    .fetch_all(&self.pool)
+                    .await?,
+            );
         }
         out.sort_by_key(|u| u.id);
         Ok(out)
@@ -678,7 +683,7 @@ impl Store {
         // and one IN list is one round trip for a whole page.
         let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
         let sql = template.replace("{ids}", &list);
-        Ok(sqlx::query_as(&sql).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as(&sql).persistent(false).fetch_all(&self.pool).await?)
     }
 
     // ----- groups ------------------------------------------------------------

@@ -1133,7 +1133,8 @@ impl Store {
             sql.push_str(&format!(" AND id IN ({})", ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")));
         }
         sql.push_str(" ORDER BY username_key");
-        let mut q = sqlx::query_as::<_, StagedRow>(&sql).bind(directory);
+        // (With ids, a text of its own each time: not kept prepared.)
+        let mut q = sqlx::query_as::<_, StagedRow>(&sql).persistent(ids.is_none()).bind(directory);
         for b in &binds {
             q = q.bind(b.as_str());
         }
@@ -1166,7 +1167,10 @@ impl Store {
         }
         // ids are integers: safe to inline.
         let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        Ok(sqlx::query_as(&format!("SELECT {STAGED_COLS} FROM staged_users WHERE id IN ({list})")).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as(&format!("SELECT {STAGED_COLS} FROM staged_users WHERE id IN ({list})"))
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Remove the snapshot's rows of these immutable ids (entries deleted in
@@ -1278,11 +1282,16 @@ async fn drop_staged_rows(tx: &mut crate::WriteTx, directory: &str, ids: &[i64])
         ),
     ];
     for sql in &marks {
-        sqlx::query(sql).bind(directory).execute(&mut **tx).await?;
+        sqlx::query(sql).persistent(false).bind(directory).execute(&mut **tx).await?;
     }
-    let gone = sqlx::query(&format!("DELETE FROM staged_users WHERE id IN ({list})")).execute(&mut **tx).await?.rows_affected();
+    let gone =
+        sqlx::query(&format!("DELETE FROM staged_users WHERE id IN ({list})")).persistent(false).execute(&mut **tx).await?.rows_affected();
     snapshot_changed(tx, directory, -(gone as i64)).await?;
-    sqlx::query(&format!("DELETE FROM staged_dirty WHERE directory = $1 AND id IN ({list})")).bind(directory).execute(&mut **tx).await?;
+    sqlx::query(&format!("DELETE FROM staged_dirty WHERE directory = $1 AND id IN ({list})"))
+        .persistent(false)
+        .bind(directory)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
