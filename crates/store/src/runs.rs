@@ -63,11 +63,22 @@ pub struct ItemRow {
 const RUN_COLS: &str =
     "id, directory, kind, state, started_by, dry_run, entries, pages, complete, started_at, finished_at, error, summary_json";
 const ITEM_COLS: &str = "id, run_id, action, username, user_id, staged_id, reason, outcome, error, change_json";
+/// The outcome of item `i` of its run `r`: `planned` up to the run's
+/// `applied_through` reads as `applied` ([`items_applied`]).
+macro_rules! item_outcome {
+    () => {
+        "CASE WHEN i.outcome = 'planned' AND i.id <= r.applied_through THEN 'applied' ELSE i.outcome END"
+    };
+}
+
 /// [`ITEM_COLS`] of `sync_items i` with its run's `applied_through` as `r`
 /// ([`ITEMS_OF_RUN`]): an item still `planned` up to it was applied
 /// ([`items_applied`]).
-const ITEM_SELECT: &str = "i.id, i.run_id, i.action, i.username, i.user_id, i.staged_id, i.reason, \
-     CASE WHEN i.outcome = 'planned' AND i.id <= r.applied_through THEN 'applied' ELSE i.outcome END AS outcome, i.error, i.change_json";
+const ITEM_SELECT: &str = concat!(
+    "i.id, i.run_id, i.action, i.username, i.user_id, i.staged_id, i.reason, ",
+    item_outcome!(),
+    " AS outcome, i.error, i.change_json"
+);
 /// The items of run `$1`, each with its run's `applied_through`.
 const ITEMS_OF_RUN: &str = "sync_items i CROSS JOIN (SELECT applied_through FROM sync_runs WHERE id = $1) r WHERE i.run_id = $1";
 
@@ -335,10 +346,7 @@ impl Store {
 
     /// `(action, outcome, count)` of a run's items.
     pub async fn item_counts(&self, run_id: i64) -> Result<Vec<(String, String, i64)>> {
-        let sql = format!(
-            "SELECT i.action, CASE WHEN i.outcome = 'planned' AND i.id <= r.applied_through THEN 'applied' ELSE i.outcome END, COUNT(*) \
-             FROM {ITEMS_OF_RUN} GROUP BY 1, 2"
-        );
+        let sql = format!("SELECT i.action, {}, COUNT(*) FROM {ITEMS_OF_RUN} GROUP BY 1, 2", item_outcome!());
         let rows = sqlx::query(&sql).bind(run_id).fetch_all(&self.pool).await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
