@@ -70,6 +70,7 @@ const PLAN_FIELDS: &[(&str, &str)] = &[
     ("u.role", "user_role"),
     ("u.role_pinned", "user_role_pinned"),
     ("s.groups", "groups"),
+    ("CAST(s.settled AS BIGINT)", "settled"),
 ];
 
 /// The names of [`plan_cols`]' columns, in [`PlanRow`]'s field order.
@@ -189,6 +190,10 @@ pub struct PlanRow {
     pub user_role_pinned: Option<i64>,
     /// Group DNs, one per line.
     pub groups: String,
+    /// Whether the row was settled when read (1) or is read again by the
+    /// next plan anyway (0): a row planned a change is unsettled only if
+    /// it was settled ([`Store::unsettle`]).
+    pub settled: i64,
     /// The row's plan key as read: [`Store::settle_plan`] settles the row
     /// only if its key is still this one.
     pub plan_key: String,

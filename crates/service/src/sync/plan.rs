@@ -158,6 +158,12 @@ impl Service {
             let none = Vec::new();
             let mut planned = Vec::new();
             let mut settled = Vec::new();
+            // A change planned, not applied yet: read again by the next
+            // plan. Rows read unsettled stay so (nothing but this run's own
+            // apply settles a row while it holds the directory's lease): in
+            // a first sync that is every row, and their unsettling wrote
+            // nothing and cost 0.2 s on SQLite, 0.5 s on PostgreSQL.
+            let mut pending = Vec::new();
             for r in &rows {
                 let groups: Vec<String> = r.groups.lines().filter(|g| !g.is_empty()).map(str::to_string).collect();
                 let mapped = crate::lifecycle::mapped_access(cfg, &groups, &all_orgs);
@@ -184,11 +190,12 @@ impl Service {
                     settled.push((r.staged_id, r.plan_key.as_str()));
                     continue;
                 }
+                if r.settled != 0 {
+                    pending.push(r.staged_id);
+                }
                 let name = if r.username.is_empty() { r.external_id.clone() } else { r.username.clone() };
                 planned.push((name, r.user_id, Some(r.staged_id), change));
             }
-            // A change planned, not applied yet: read again by the next plan.
-            let pending: Vec<i64> = planned.iter().filter_map(|p| p.2).collect();
             self.record_plan(id, &mut counts, planned).await?;
             self.store.settle_plan(&rules, &settled).await?;
             if !targeted {
