@@ -250,6 +250,10 @@ impl NewStaged<'_> {
 /// values, grouped once (PostgreSQL hashes the list and probes it per row);
 /// else by counting the rows with the value, through its index, per row.
 /// The two agree: a value is shared when more than one row has it.
+/// Whether a Bindery user other than the linked one has the email: with
+/// `grouped`, from the users counted per email once (more than one, or
+/// more than none when the linked user has another email); else an
+/// indexed lookup per row. They agree for the same reason.
 /// The status of the marked rows, or with `all` of every row of the
 /// directory (see [`marked_rows`]).
 fn status_of_marked(backend: Backend, grouped: bool, all: bool) -> String {
@@ -257,69 +261,108 @@ fn status_of_marked(backend: Backend, grouped: bool, all: bool) -> String {
         Backend::Sqlite => "LIMIT -1 OFFSET 0",
         Backend::Postgres => "OFFSET 0",
     };
-    let (same_username, same_email) = if grouped {
+    // (`u`: the row's linked user, joined; `e`: the users by email, grouped.)
+    let (same_username, same_email, users_by_email, other_user_email) = if grouped {
         (
             "s.username_key IN (SELECT t.username_key FROM staged_users t WHERE t.directory = $1 \
              GROUP BY t.username_key HAVING COUNT(*) > 1)",
             "lower(s.email) IN (SELECT lower(t.email) FROM staged_users t WHERE t.directory = $1 AND t.email <> '' \
              GROUP BY lower(t.email) HAVING COUNT(*) > 1)",
+            // How many users have each email, counted once: the linked
+            // user, if it has the email, is one of them.
+            " LEFT JOIN (SELECT lower(email) AS email, COUNT(*) AS n FROM users WHERE email <> '' GROUP BY lower(email)) e \
+             ON e.email = lower(s.email)",
+            "COALESCE(e.n, 0) > CASE WHEN lower(u.email) = lower(s.email) THEN 1 ELSE 0 END",
         )
     } else {
         (
             "(SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND t.username_key = s.username_key) > 1",
             "(SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND lower(t.email) = lower(s.email)) > 1",
+            "",
+            "EXISTS (SELECT 1 FROM users e WHERE lower(e.email) = lower(s.email) AND e.id <> COALESCE(s.user_id, -1))",
         )
     };
+    let (from, which) = marked_from(all);
     STATUS_OF_MARKED
-        .replace("{rows}", marked_rows(all))
+        .replace("{from}", from)
+        .replace("{which}", which)
+        .replace("{users_by_email}", users_by_email)
         .replace("{fence}", fence)
         .replace("{same_username}", same_username)
         .replace("{same_email}", same_email)
-        .replace("{status}", &status_case("p", "p.user_id"))
+        .replace("{other_user_email}", other_user_email)
+        .replace("{differs}", &user_differs("s", "u"))
+        .replace("{status}", &status_rule("p", "p.user_id", "p.user_differs"))
 }
 
 /// A staged row's status from its problem, its entry and its user: `row`
 /// names the row (its columns `problem`, `dir_state`, `username`, `name`,
 /// `email` and `external_id`), `user` is the SQL expression of its user's id.
 pub(crate) fn status_case(row: &str, user: &str) -> String {
+    status_rule(row, user, &format!("EXISTS (SELECT 1 FROM users u WHERE u.id = {user} AND {})", user_differs(row, "u")))
+}
+
+/// The status rule, with `differs` the condition that the row's user
+/// (`user`, its id) differs from the entry.
+fn status_rule(row: &str, user: &str, differs: &str) -> String {
     format!(
         "CASE WHEN {row}.problem LIKE 'conflict:%' THEN 'conflict' \
          WHEN {row}.problem <> '' THEN 'invalid' \
          WHEN {row}.dir_state = 'disabled' THEN 'disabled' \
          WHEN {user} IS NULL THEN 'new' \
-         WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = {user} AND \
-         (u.username <> {row}.username OR u.name <> {row}.name OR u.email <> {row}.email \
-         OR u.external_id IS NULL OR u.external_id <> {row}.external_id)) THEN 'changed' \
+         WHEN {differs} THEN 'changed' \
          ELSE 'imported' END"
     )
 }
 
+/// Whether user `u` differs from the entry of staged row `row`.
+fn user_differs(row: &str, u: &str) -> String {
+    format!(
+        "({u}.username <> {row}.username OR {u}.name <> {row}.name OR {u}.email <> {row}.email \
+         OR {u}.external_id IS NULL OR {u}.external_id <> {row}.external_id)"
+    )
+}
+
+/// Each row's linked user is joined once (`u`), not looked up once per
+/// rule that reads it (three lookups a row before; on PostgreSQL, with
+/// every row computed, a hash join of the two tables). Where the row has
+/// no user, every test of `u` is NULL, which no `WHEN` takes, as an
+/// `EXISTS` over no row was false.
 const STATUS_OF_MARKED: &str = "\
     SELECT p.id, p.problem, {status} AS status, p.old_problem, p.old_status \
-    FROM (SELECT s.id, s.dir_state, s.user_id, s.username, s.name, s.email, s.external_id, \
-    s.problem AS old_problem, s.status AS old_status, CASE \
+    FROM (SELECT s.id, s.dir_state, s.user_id, s.problem AS old_problem, s.status AS old_status, \
+    {differs} AS user_differs, CASE \
     WHEN s.entry_problem <> '' THEN s.entry_problem \
-    WHEN s.external_id NOT LIKE 'dn:%' AND EXISTS (SELECT 1 FROM users u WHERE u.id = s.user_id AND u.source <> 'local' \
-    AND u.external_id IS NOT NULL AND u.external_id NOT LIKE 'dn:%' AND u.external_id <> s.external_id) \
+    WHEN s.external_id NOT LIKE 'dn:%' AND u.source <> 'local' \
+    AND u.external_id IS NOT NULL AND u.external_id NOT LIKE 'dn:%' AND u.external_id <> s.external_id \
     THEN 'conflict: the username belongs to a Bindery user linked to another directory entry (' || \
-    (SELECT u.external_id FROM users u WHERE u.id = s.user_id) || '); relink, rename or delete that account' \
+    u.external_id || '); relink, rename or delete that account' \
     WHEN {same_username} THEN 'another directory entry has the same username (compared case-insensitively)' \
     WHEN s.email <> '' AND {same_email} THEN 'another directory entry has the same email' \
-    WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = s.user_id AND u.source = 'local') THEN 'a local user has this username' \
-    WHEN s.email <> '' AND EXISTS (SELECT 1 FROM users u WHERE lower(u.email) = lower(s.email) \
-    AND u.id <> COALESCE(s.user_id, -1)) THEN 'another Bindery user has this email' \
+    WHEN u.source = 'local' THEN 'a local user has this username' \
+    WHEN s.email <> '' AND {other_user_email} THEN 'another Bindery user has this email' \
     ELSE '' END AS problem \
-    FROM {rows} {fence}) p {fence}";
+    FROM {from} LEFT JOIN users u ON u.id = s.user_id{users_by_email} WHERE {which} {fence}) p {fence}";
+
+/// PostgreSQL: past this many new statuses, a computation writes them with
+/// one `UPDATE … FROM` (computed again) rather than by id, 500 a statement.
+const STATUS_WRITES_BY_ID: usize = 20_000;
 
 /// The marked rows of directory `$1` as `s`: those in `staged_dirty`, or
 /// with `all` every row of the directory, read from the snapshot directly.
 /// When every row is marked (a first enumeration, or the apply of a first
 /// sync), writing 100,000 marks and joining them back cost more than the
 /// computation's own reads (0.3 s of a first sync on PostgreSQL).
-fn marked_rows(all: bool) -> &'static str {
+fn marked_rows(all: bool) -> String {
+    let (from, which) = marked_from(all);
+    format!("{from} WHERE {which}")
+}
+
+/// [`marked_rows`] as its tables and its condition.
+fn marked_from(all: bool) -> (&'static str, &'static str) {
     match all {
-        true => "staged_users s WHERE s.directory = $1",
-        false => "staged_dirty d CROSS JOIN staged_users s WHERE d.directory = $1 AND s.id = d.id",
+        true => ("staged_users s", "s.directory = $1"),
+        false => ("staged_dirty d CROSS JOIN staged_users s", "d.directory = $1 AND s.id = d.id"),
     }
 }
 
@@ -914,7 +957,7 @@ impl Store {
              ON CONFLICT (directory, user_id) DO UPDATE SET claimed = 0",
         ];
         for (i, s) in mark.into_iter().enumerate() {
-            let s = s.replace("{rows}", marked_rows(all_marked));
+            let s = s.replace("{rows}", &marked_rows(all_marked));
             let q = match i {
                 0 if all_marked => continue,
                 0 => sqlx::query(&s).bind(directory).bind(since),
@@ -939,39 +982,48 @@ impl Store {
         .bind(directory)
         .execute(&mut *tx)
         .await?;
-        let changed = if self.backend == Backend::Postgres && !many {
-            // Few marks: their new statuses are read, then written by id.
-            // As one `UPDATE … FROM`, PostgreSQL's generic plan once walked
-            // the whole snapshot against the marks (1.8 s for 200 rows).
-            let sql = format!(
-                "SELECT c.id, c.problem, c.status FROM ({}) c WHERE c.problem <> c.old_problem OR c.status <> c.old_status",
-                status_of_marked(self.backend, grouped, all_marked)
-            );
+        let status = status_of_marked(self.backend, grouped, all_marked);
+        let update_from = || {
+            format!(
+                "UPDATE staged_users SET problem = c.problem, status = c.status, \
+                 settled = CASE WHEN staged_users.problem = c.problem THEN staged_users.settled ELSE 0 END \
+                 FROM ({status}) c WHERE staged_users.id = c.id AND (staged_users.problem <> c.problem OR staged_users.status <> c.status)"
+            )
+        };
+        let changed = if self.backend == Backend::Postgres {
+            // The new statuses that differ are read, then written by id. As
+            // one `UPDATE … FROM`, PostgreSQL's generic plan once walked the
+            // whole snapshot against a few marks (1.8 s for 200 rows), and
+            // over every row it read the snapshot a second time to join
+            // the statuses back (0.16 s at 100,000 rows) when almost none
+            // differ (after a first sync's apply, none).
+            let sql =
+                format!("SELECT c.id, c.problem, c.status FROM ({status}) c WHERE c.problem <> c.old_problem OR c.status <> c.old_status");
             let rows = sqlx::query(&sql).bind(directory).fetch_all(&mut *tx).await?;
             let rows: Vec<(i64, String, String)> =
                 rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect::<Result<_>>()?;
-            for chunk in rows.chunks(500) {
-                let values = crate::numbered_rows(chunk.len(), 3, 1);
-                let sql = format!(
-                    "UPDATE staged_users SET problem = v.column2, status = v.column3, \
-                     settled = CASE WHEN staged_users.problem = v.column2 THEN staged_users.settled ELSE 0 END \
-                     FROM (VALUES {values}) AS v WHERE staged_users.id = v.column1"
-                );
-                let mut q = sqlx::query(&sql);
-                for (id, problem, status) in chunk {
-                    q = q.bind(*id).bind(problem.as_str()).bind(status.as_str());
+            if rows.len() > STATUS_WRITES_BY_ID {
+                // Many differ (rare: a first enumeration beside as many
+                // local users): one statement computes and writes them again.
+                sqlx::query(&update_from()).bind(directory).execute(&mut *tx).await?;
+            } else {
+                for chunk in rows.chunks(500) {
+                    let values = crate::numbered_rows(chunk.len(), 3, 1);
+                    let sql = format!(
+                        "UPDATE staged_users SET problem = v.column2, status = v.column3, \
+                         settled = CASE WHEN staged_users.problem = v.column2 THEN staged_users.settled ELSE 0 END \
+                         FROM (VALUES {values}) AS v WHERE staged_users.id = v.column1"
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for (id, problem, status) in chunk {
+                        q = q.bind(*id).bind(problem.as_str()).bind(status.as_str());
+                    }
+                    q.execute(&mut *tx).await?;
                 }
-                q.execute(&mut *tx).await?;
             }
             !rows.is_empty()
         } else {
-            let sql = format!(
-                "UPDATE staged_users SET problem = c.problem, status = c.status, \
-                 settled = CASE WHEN staged_users.problem = c.problem THEN staged_users.settled ELSE 0 END \
-                 FROM ({}) c WHERE staged_users.id = c.id AND (staged_users.problem <> c.problem OR staged_users.status <> c.status)",
-                status_of_marked(self.backend, grouped, all_marked)
-            );
-            sqlx::query(&sql).bind(directory).execute(&mut *tx).await?.rows_affected() > 0
+            sqlx::query(&update_from()).bind(directory).execute(&mut *tx).await?.rows_affected() > 0
         };
         sqlx::query("DELETE FROM staged_dirty WHERE directory = $1").bind(directory).execute(&mut *tx).await?;
         // New statuses are a new version of the snapshot (page counts by
