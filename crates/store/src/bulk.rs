@@ -26,6 +26,9 @@ use sqlx::{AnyPool, Row};
 
 use crate::{Backend, Result, Store};
 
+/// How full a bulk load fills the snapshot's pages, in percent.
+const BULK_FILLFACTOR: u32 = 50;
+
 impl Store {
     /// Start a bulk load when the snapshot table is empty (PostgreSQL):
     /// its secondary indexes are dropped and remembered. Returns whether
@@ -67,6 +70,14 @@ impl Store {
             // Names come from the catalog: quoted as identifiers.
             sqlx::query(&format!("DROP INDEX IF EXISTS \"{}\"", name.replace('"', "\"\""))).execute(&mut *tx).await?;
         }
+        if !rows.is_empty() {
+            // Pages filled half: the settle's write of each row (link,
+            // status, plan key, none of them indexed while the load lasts)
+            // then stays on the row's page, a heap-only update that adds
+            // nothing to the two indexes left. In `psql`, 100,000 rows:
+            // the insert 0.65 s -> 0.76 s, their settle 0.72 s -> 0.28 s.
+            sqlx::query(&format!("ALTER TABLE staged_users SET (fillfactor = {BULK_FILLFACTOR})")).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(!rows.is_empty())
     }
@@ -101,6 +112,9 @@ async fn build_dropped_indexes(pool: &AnyPool) -> Result<bool> {
     if rows.is_empty() {
         return Ok(false);
     }
+    // Later rows fill their pages again (the load's pages keep their
+    // room). Before the builds: this lock and theirs exclude each other.
+    sqlx::query("ALTER TABLE staged_users RESET (fillfactor)").execute(pool).await?;
     let mut builds = tokio::task::JoinSet::new();
     for r in &rows {
         let (name, definition): (String, String) = (r.try_get(0)?, r.try_get(1)?);

@@ -1150,6 +1150,15 @@ async fn a_bulk_load_builds_the_same_indexes_again() {
     assert!(store.begin_bulk_load().await.unwrap(), "an empty snapshot table starts a load");
     let during: Vec<String> = staged_indexes(&store).await.into_iter().map(|(n, _)| n).collect();
     assert_eq!(during, vec!["staged_users_directory_external_id_key".to_string(), "staged_users_pkey".to_string()]);
+    let options = |store: Store| async move {
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT CAST(array_to_string(reloptions, ',') AS TEXT) FROM pg_class WHERE relname = 'staged_users'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        v.unwrap_or_default()
+    };
+    assert_eq!(options(store.clone()).await, "fillfactor=50", "the load's pages keep room for the settle");
     // More than 5,000 rows with one shared username and one shared email
     // (another case): found by grouping, there being no index to look up.
     let names: Vec<String> = (0..6000).map(|i| format!("user{i:05}")).collect();
@@ -1171,12 +1180,14 @@ async fn a_bulk_load_builds_the_same_indexes_again() {
     );
     assert!(store.end_bulk_load().await.unwrap());
     assert_eq!(staged_indexes(&store).await, migrated, "the same indexes, defined the same");
+    assert_eq!(options(store.clone()).await, "", "later rows fill their pages");
     assert!(!store.end_bulk_load().await.unwrap(), "nothing left to build");
     // Stopped in the middle of a load: the next start builds them.
     store.clear_staged("ldap").await.unwrap();
     assert!(store.begin_bulk_load().await.unwrap());
     let restarted = Store::connect(&db.url).await.unwrap();
     assert_eq!(staged_indexes(&restarted).await, migrated);
+    assert_eq!(options(restarted.clone()).await, "");
     assert!(!restarted.end_bulk_load().await.unwrap());
 }
 
