@@ -251,9 +251,9 @@ impl NewStaged<'_> {
 /// else by counting the rows with the value, through its index, per row.
 /// The two agree: a value is shared when more than one row has it.
 /// Whether a Bindery user other than the linked one has the email: with
-/// `grouped` on PostgreSQL, from the users counted per email once (more than one, or
-/// more than none when the linked user has another email); else an
-/// indexed lookup per row. They agree for the same reason.
+/// `grouped` on PostgreSQL, from the users counted per email once (more
+/// than one, or more than none when the linked user has another email);
+/// else an indexed lookup per row. They agree for the same reason.
 /// The status of the marked rows, or with `all` of every row of the
 /// directory (see [`marked_rows`]).
 fn status_of_marked(backend: Backend, grouped: bool, all: bool) -> String {
