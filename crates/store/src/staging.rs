@@ -840,7 +840,8 @@ impl Store {
     /// email with any of these.
     ///
     /// "Changed since" compares `users.updated_at` with the newest one the
-    /// last computation saw.
+    /// last computation saw (its watermark), and how many users had that
+    /// time then: when none is newer and as many have it, no user changed.
     pub async fn compute_staged_status(&self, directory: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
         // One round trip for what the computation starts from: the newest
@@ -855,11 +856,14 @@ impl Store {
             Backend::Postgres => "CASE WHEN EXISTS (SELECT 1 FROM bulk_dropped_indexes) THEN 1 ELSE 0 END",
         };
         let row = sqlx::query(&format!(
-            "SELECT s.since, (SELECT COALESCE(MAX(updated_at), 0) FROM users), (SELECT COUNT(*) FROM staged_dirty WHERE directory = $1), \
-             (SELECT COUNT(*) FROM users WHERE updated_at >= s.since), s.row_count, {dropped}, s.all_marked, s.version \
+            "SELECT s.since, n.newest, (SELECT COUNT(*) FROM staged_dirty WHERE directory = $1), \
+             (SELECT COUNT(*) FROM users WHERE updated_at >= s.since), s.row_count, {dropped}, s.all_marked, s.version, \
+             (SELECT COUNT(*) FROM users WHERE updated_at > s.since), (SELECT COUNT(*) FROM users WHERE updated_at = s.since), \
+             s.status_users, (SELECT COUNT(*) FROM users WHERE updated_at = n.newest) \
              FROM (SELECT COALESCE(MAX(status_at), -1) AS since, COALESCE(MAX(row_count), 0) AS row_count, \
-             COALESCE(MAX(all_marked), 0) AS all_marked, COALESCE(MAX(version), 0) AS version \
-             FROM staging_snapshots WHERE directory = $1) s"
+             COALESCE(MAX(all_marked), 0) AS all_marked, COALESCE(MAX(version), 0) AS version, \
+             COALESCE(MAX(status_users), -1) AS status_users \
+             FROM staging_snapshots WHERE directory = $1) s CROSS JOIN (SELECT COALESCE(MAX(updated_at), 0) AS newest FROM users) n"
         ))
         .bind(directory)
         .fetch_one(&mut *tx)
@@ -871,6 +875,18 @@ impl Store {
         let rows: i64 = row.try_get(4)?;
         let flagged = row.try_get::<i64, _>(6)? != 0;
         let version: i64 = row.try_get(7)?;
+        // No user changed since the last computation: none is newer than
+        // its watermark, and as many have the watermark's time as then (a
+        // user changed again has a newer time; one deleted marked its rows).
+        // Each change of a user moves its `updated_at` on, so the count
+        // tells a user written later in the watermark's millisecond.
+        let same_at_since = row.try_get::<i64, _>(9)? == row.try_get::<i64, _>(10)?;
+        let users_unchanged = row.try_get::<i64, _>(8)? == 0 && same_at_since;
+        // The users changed since: those newer than the watermark, and those
+        // with its time only when their number changed (the last apply's
+        // users have it: they were seen).
+        let changed_from = if same_at_since { since + 1 } else { since };
+        let users_at_newest: i64 = row.try_get(11)?;
         // A bulk load's snapshot has no index to look up a shared name or
         // email by (`bulk.rs`).
         let bulk_load: bool = row.try_get::<i64, _>(5)? != 0;
@@ -944,9 +960,10 @@ impl Store {
             sqlx::query(sql).bind(directory).execute(&mut *tx).await?;
         }
         let mark = [
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users \
+             WHERE directory = $1 AND problem <> entry_problem ON CONFLICT DO NOTHING",
             "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM (\
-             SELECT s.directory, s.id FROM staged_users s WHERE s.directory = $1 AND s.problem <> s.entry_problem \
-             UNION SELECT s.directory, s.id FROM users u CROSS JOIN staged_users s \
+             SELECT s.directory, s.id FROM users u CROSS JOIN staged_users s \
                WHERE u.updated_at >= $2 AND s.directory = $1 AND s.user_id = u.id \
              UNION SELECT s.directory, s.id FROM users u CROSS JOIN staged_users s \
                WHERE u.updated_at >= $2 AND s.directory = $1 AND s.username_key = u.username_key \
@@ -965,8 +982,10 @@ impl Store {
         for (i, s) in mark.into_iter().enumerate() {
             let s = s.replace("{rows}", &marked_rows(all_marked));
             let q = match i {
-                0 if all_marked => continue,
-                0 => sqlx::query(&s).bind(directory).bind(since),
+                0 | 1 if all_marked => continue,
+                0 => sqlx::query(&s).bind(directory),
+                1 if users_unchanged => continue,
+                1 => sqlx::query(&s).bind(directory).bind(changed_from),
                 _ => sqlx::query(&s).bind(directory),
             };
             q.execute(&mut *tx).await?;
@@ -1043,8 +1062,9 @@ impl Store {
         // PostgreSQL a page staged meanwhile waits for this row, then reads
         // the flag as committed.)
         sqlx::query(
-            "INSERT INTO staging_snapshots (directory, status_at, version) VALUES ($1, $2, $3) \
-             ON CONFLICT (directory) DO UPDATE SET status_at = excluded.status_at, version = staging_snapshots.version + $3, \
+            "INSERT INTO staging_snapshots (directory, status_at, status_users, version) VALUES ($1, $2, $6, $3) \
+             ON CONFLICT (directory) DO UPDATE SET status_at = excluded.status_at, status_users = excluded.status_users, \
+             version = staging_snapshots.version + $3, \
              all_marked = CASE WHEN $4 = 1 AND staging_snapshots.version = $5 THEN 0 ELSE staging_snapshots.all_marked END",
         )
         .bind(directory)
@@ -1052,6 +1072,7 @@ impl Store {
         .bind(i64::from(changed))
         .bind(i64::from(flagged))
         .bind(version)
+        .bind(users_at_newest)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -1126,6 +1126,40 @@ both_backends!(a_shared_username_or_email_marks_the_unchanged_row_too, |store| {
     assert_eq!(status(all().await.unwrap()), vec![("a".to_string(), "new".to_string(), true)]);
 });
 
+// The status computation's watermark is the newest `updated_at` it saw. A
+// user written later with that same time (the same millisecond, committed
+// after the computation read the users) is still a change the next one sees.
+both_backends!(a_user_written_in_the_watermarks_millisecond_is_seen, |store| {
+    let org = [store.insert_organisation("Default", true, 1).await.unwrap()];
+    store.insert_user(&new_user("ann", "ann", &org)).await.unwrap(); // updated_at 1000
+    let rows =
+        [staged("uuid-fay", "fay", "fay", "", ""), staged("uuid-gus", "gus", "gus", "", ""), staged("uuid-hal", "hal", "hal", "", "")];
+    store.stage_page("ldap", &rows).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    let every = StagedFilter::default();
+    let problem = |rows: Vec<bindery_store::StagedRow>, name: &str| rows.into_iter().find(|r| r.username == name).unwrap().problem;
+    assert_eq!(problem(store.staged_rows("ldap", &every, None).await.unwrap(), "fay"), "");
+    // A local user named fay, written at the watermark's time.
+    store.insert_user(&new_user("fay", "fay", &org)).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    assert_eq!(problem(store.staged_rows("ldap", &every, None).await.unwrap(), "fay"), "a local user has this username");
+    // Nothing changed: the next computation keeps every status.
+    store.compute_staged_status("ldap").await.unwrap();
+    let rows = store.staged_rows("ldap", &every, None).await.unwrap();
+    assert_eq!(problem(rows.clone(), "fay"), "a local user has this username");
+    assert_eq!(problem(rows, "gus"), "");
+    // One more user at that time: seen as well.
+    store.insert_user(&new_user("gus", "gus", &org)).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    assert_eq!(problem(store.staged_rows("ldap", &every, None).await.unwrap(), "gus"), "a local user has this username");
+    // A newer user, the watermark's users unchanged: seen.
+    let mut hal = new_user("hal", "hal", &org);
+    hal.now = 2_000;
+    store.insert_user(&hal).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    assert_eq!(problem(store.staged_rows("ldap", &every, None).await.unwrap(), "hal"), "a local user has this username");
+});
+
 /// The snapshot table's indexes as the catalog defines them (PostgreSQL).
 async fn staged_indexes(store: &Store) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> =
