@@ -29,7 +29,9 @@
 //! names a file to keep the SQLite database in; `BENCH_TRACE` names a file
 //! that receives every SQL statement with its elapsed time (sqlx's
 //! statement log), for finding where a phase's time goes; `BENCH_KEEP_PG`
-//! keeps the PostgreSQL database (its URL is printed).
+//! keeps the PostgreSQL database (its URL is printed);
+//! `BENCH_SLAPD_LOGLEVEL` sets slapd's log level (default `none`; `stats`
+//! logs each operation with its time to `slapd.log` in slapd's directory).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
