@@ -153,8 +153,8 @@ fn slapd_ticks(d: &Slapd) -> Option<u64> {
 /// entry in the background, about 50 ms of CPU per entry on this
 /// directory. Timed right after the changes, a run on two cores shared
 /// with that work measured slapd's work as well as Bindery's (the delta
-/// run's median, 12-14 % of the dump on this VM; 8.6-10.9 % once slapd
-/// was quiet).
+/// runs' medians, 12.0 % and 17.6 % of the dump on this VM; 10.4 % once
+/// slapd was quiet, with nothing else changed).
 fn wait_for_quiet_directory(d: &Slapd) -> Duration {
     let t = Instant::now();
     let mut last = slapd_ticks(d);
