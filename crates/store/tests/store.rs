@@ -823,6 +823,35 @@ both_backends!(a_missing_check_queued_while_a_plan_runs_is_kept_for_the_next, |s
     assert!(missing(store.clone()).await.is_empty());
 });
 
+// A row whose link moves to another user, without being written (here:
+// another account is relinked to its entry), queues the user it left for
+// the next plan's check of whether it is missing from the directory.
+both_backends!(a_row_that_leaves_its_user_queues_it_for_the_missing_check, |store| {
+    let org = [store.insert_organisation("Default", true, 1).await.unwrap()];
+    let directory_user = |name: &'static str| {
+        let mut u = new_user(name, name, &org);
+        u.source = "ldap";
+        u
+    };
+    let ann = store.insert_user(&directory_user("ann")).await.unwrap();
+    let bob = store.insert_user(&directory_user("bob")).await.unwrap();
+    store.stage_page("ldap", &[staged("uuid-x", "ann", "ann", "", "")]).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    let every = StagedFilter::default();
+    assert_eq!(store.staged_rows("ldap", &every, None).await.unwrap()[0].user_id, Some(ann), "linked by the username");
+    let missing = || store.missing_users_targeted("ldap", "ldap");
+    let ids = |m: Vec<bindery_store::MissingUser>| m.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    assert_eq!(ids(missing().await.unwrap()), vec![bob], "bob has no entry; ann's row links to her");
+    // A plan checks the queue and empties it.
+    store.claim_missing_checks("ldap").await.unwrap();
+    store.reset_missing_checks("ldap", &[]).await.unwrap();
+    assert!(missing().await.unwrap().is_empty());
+    store.relink_account(bob, "uuid-x", 2_000).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    assert_eq!(store.staged_rows("ldap", &every, None).await.unwrap()[0].user_id, Some(bob), "linked by the immutable id");
+    assert_eq!(ids(missing().await.unwrap()), vec![ann]);
+});
+
 both_backends!(delta_cookies_are_kept_per_search_ou_and_replaced_whole, |store| {
     assert!(store.delta_cookies("ldap").await.unwrap().is_empty());
     let cookies = vec![
