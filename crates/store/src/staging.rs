@@ -228,6 +228,16 @@ impl NewStaged<'_> {
     }
 }
 
+/// A no-op clause that ends a subquery so that neither database pulls it
+/// up into the statement, which would evaluate its expressions once per
+/// reference to them.
+fn subquery_fence(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "LIMIT -1 OFFSET 0",
+        Backend::Postgres => "OFFSET 0",
+    }
+}
+
 /// The new problem and status of every marked row (`staged_dirty` of the
 /// directory `$1`): `id`, `problem`, `status`, and the row's present
 /// `old_problem` and `old_status`.
@@ -257,10 +267,7 @@ impl NewStaged<'_> {
 /// The status of the marked rows, or with `all` of every row of the
 /// directory (see [`marked_rows`]).
 fn status_of_marked(backend: Backend, grouped: bool, all: bool) -> String {
-    let fence = match backend {
-        Backend::Sqlite => "LIMIT -1 OFFSET 0",
-        Backend::Postgres => "OFFSET 0",
-    };
+    let fence = subquery_fence(backend);
     let (same_username, same_email) = if grouped {
         (
             "s.username_key IN (SELECT t.username_key FROM staged_users t WHERE t.directory = $1 \
@@ -857,9 +864,9 @@ impl Store {
         };
         let row = sqlx::query(&format!(
             "SELECT s.since, n.newest, (SELECT COUNT(*) FROM staged_dirty WHERE directory = $1), \
-             (SELECT COUNT(*) FROM users WHERE updated_at >= s.since), s.row_count, {dropped}, s.all_marked, s.version, \
-             (SELECT COUNT(*) FROM users WHERE updated_at > s.since), (SELECT COUNT(*) FROM users WHERE updated_at = s.since), \
-             s.status_users, (SELECT COUNT(*) FROM users WHERE updated_at = n.newest) \
+             (SELECT COUNT(*) FROM users WHERE updated_at > s.since), s.row_count, {dropped}, s.all_marked, s.version, \
+             (SELECT COUNT(*) FROM users WHERE updated_at = s.since), s.status_users, \
+             (SELECT COUNT(*) FROM users WHERE updated_at = n.newest) \
              FROM (SELECT COALESCE(MAX(status_at), -1) AS since, COALESCE(MAX(row_count), 0) AS row_count, \
              COALESCE(MAX(all_marked), 0) AS all_marked, COALESCE(MAX(version), 0) AS version, \
              COALESCE(MAX(status_users), -1) AS status_users \
@@ -871,7 +878,10 @@ impl Store {
         let since: i64 = row.try_get(0)?;
         let newest: i64 = row.try_get(1)?;
         let pending: i64 = row.try_get(2)?;
-        let users_since: i64 = row.try_get(3)?;
+        let users_newer: i64 = row.try_get(3)?;
+        let users_at_since: i64 = row.try_get(8)?;
+        // Users changed since the last computation, or with its time.
+        let users_since = users_newer + users_at_since;
         let rows: i64 = row.try_get(4)?;
         let flagged = row.try_get::<i64, _>(6)? != 0;
         let version: i64 = row.try_get(7)?;
@@ -880,13 +890,13 @@ impl Store {
         // user changed again has a newer time; one deleted marked its rows).
         // Each change of a user moves its `updated_at` on, so the count
         // tells a user written later in the watermark's millisecond.
-        let same_at_since = row.try_get::<i64, _>(9)? == row.try_get::<i64, _>(10)?;
-        let users_unchanged = row.try_get::<i64, _>(8)? == 0 && same_at_since;
+        let same_at_since = users_at_since == row.try_get::<i64, _>(9)?;
+        let users_unchanged = users_newer == 0 && same_at_since;
         // The users changed since: those newer than the watermark, and those
         // with its time only when their number changed (the last apply's
         // users have it: they were seen).
         let changed_from = if same_at_since { since + 1 } else { since };
-        let users_at_newest: i64 = row.try_get(11)?;
+        let users_at_newest: i64 = row.try_get(10)?;
         // A bulk load's snapshot has no index to look up a shared name or
         // email by (`bulk.rs`).
         let bulk_load: bool = row.try_get::<i64, _>(5)? != 0;
@@ -973,14 +983,12 @@ impl Store {
                WHERE u.updated_at >= $2 AND u.email <> '' AND s.directory = $1 AND lower(s.email) = lower(u.email)) m WHERE true \
              ON CONFLICT DO NOTHING",
         ];
-        for (i, s) in mark.into_iter().enumerate() {
-            let q = match i {
-                _ if all_marked => continue,
-                1 if users_unchanged => continue,
-                1 => sqlx::query(s).bind(directory).bind(changed_from),
-                _ => sqlx::query(s).bind(directory),
-            };
-            q.execute(&mut *tx).await?;
+        if !all_marked {
+            let [rule_problems, users_changed] = mark;
+            sqlx::query(rule_problems).bind(directory).execute(&mut *tx).await?;
+            if !users_unchanged {
+                sqlx::query(users_changed).bind(directory).bind(changed_from).execute(&mut *tx).await?;
+            }
         }
         self.relink_marked(&mut tx, directory, all_marked).await?;
         let status = status_of_marked(self.backend, grouped, all_marked);
@@ -1073,10 +1081,7 @@ impl Store {
     /// as many users, linked by their usernames, relinks every row: by id,
     /// that is a statement per 500 rows.)
     async fn relink_marked(&self, tx: &mut crate::WriteTx, directory: &str, all_marked: bool) -> Result<()> {
-        let fence = match self.backend {
-            Backend::Sqlite => "LIMIT -1 OFFSET 0",
-            Backend::Postgres => "OFFSET 0",
-        };
+        let fence = subquery_fence(self.backend);
         let found = sqlx::query(&format!(
             "SELECT x.id, x.user_id, x.uid FROM (SELECT s.id, s.user_id, \
              COALESCE((SELECT u.id FROM users u WHERE u.external_id = s.external_id), \
