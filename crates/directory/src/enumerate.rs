@@ -57,6 +57,16 @@ fn to_entries(raw: Vec<ResultEntry>, cfg: &DirectoryConfig) -> Vec<Entry> {
         .collect()
 }
 
+/// Pages enumerated ahead of the one being stored.
+const STORE_AHEAD: usize = 2;
+
+/// A page on its way to be stored: as it came, mapped where it is stored,
+/// or mapped already (with group lookups).
+enum Page {
+    Raw(Vec<ResultEntry>),
+    Mapped(Vec<Entry>),
+}
+
 /// The failure of storing page `n` (the caller's `on_page`).
 fn storing_failed(n: u64) -> impl FnOnce(String) -> Failure {
     move |e| Failure::answer(format!("storing page {n}: {e}"))
@@ -126,15 +136,31 @@ where
     } else {
         None
     };
-    let result =
+    // Pages go from the reading below to the storing beside it through a
+    // queue of `STORE_AHEAD` pages: the directory is asked for the next page
+    // as soon as one has arrived, not once the one before is stored, so
+    // that a slow store (the first page waits for the snapshot's hashes,
+    // read meanwhile) does not hold the reading up, until the queue is full.
+    // At most `STORE_AHEAD` + 2 pages are held in memory: those queued, the
+    // one being stored and the one arriving. (With group lookups, which
+    // need the connection, a page is mapped before the next is asked for.)
+    let (queue, mut queued) = tokio::sync::mpsc::channel::<(Totals, Page)>(STORE_AHEAD);
+    let storing = async {
+        while let Some((totals, page)) = queued.recv().await {
+            let entries = match page {
+                Page::Raw(raw) => to_entries(raw, cfg),
+                Page::Mapped(entries) => entries,
+            };
+            on_page(entries, &totals).await.map_err(storing_failed(totals.pages))?;
+        }
+        Ok::<(), Failure>(())
+    };
+    let reading =
         async {
-            // A page is mapped while the next one is fetched, and stored
-            // while the one after is: the directory never waits for us
-            // between pages, and at most three pages are held in memory.
-            // (With group lookups, which need the connection, a page is
-            // mapped before the next is asked for.)
-            let mut storing: Option<(u64, Fut)> = None;
-            let mut received: Option<Vec<ResultEntry>> = None;
+            // Moved in: the storing ends once the reading has ended and dropped it.
+            let queue = queue;
+            // The storing has stopped (it failed: its error is the one reported).
+            let stopped = || Failure::answer("storing the enumerated pages stopped");
             for ou in &cfg.search_ous {
                 let mut cookie: Vec<u8> = Vec::new();
                 let mut last_page: Option<u64> = None;
@@ -145,20 +171,12 @@ where
                     }
                     let control: ldap3::controls::RawControl = PagedResults { size: cfg.page_size, cookie: cookie.clone() }.into();
                     let what = format!("paged search of {ou} (page {})", page + 1);
-                    let search =
-                        ldap.with_controls(vec![control]).with_timeout(cfg.op_timeout).search(ou, Scope::Subtree, &filter, attrs.clone());
-                    let earlier = async {
-                        if let Some((n, store)) = storing.take() {
-                            store.await.map_err(storing_failed(n))?;
-                        }
-                        Ok::<_, Failure>(received.take().map(|raw| to_entries(raw, cfg)))
-                    };
-                    let (r, mapped) = tokio::join!(search, earlier);
-                    if let Some(entries) = mapped? {
-                        // (`totals` counts up to that page: this one is not counted yet.)
-                        storing = Some((totals.pages, on_page(entries, &totals)));
-                    }
-                    let r = r.map_err(|e| Failure::from_ldap(e, &what, cfg.op_timeout))?;
+                    let r = ldap
+                        .with_controls(vec![control])
+                        .with_timeout(cfg.op_timeout)
+                        .search(ou, Scope::Subtree, &filter, attrs.clone())
+                        .await
+                        .map_err(|e| Failure::from_ldap(e, &what, cfg.op_timeout))?;
                     let (raw, result) = (r.0, r.1);
                     let next = result.ctrls.iter().find_map(|c| match c {
                         Control(Some(ControlType::PagedResults), raw) => Some(raw.parse::<PagedResults>().cookie),
@@ -169,17 +187,18 @@ where
                     let this_page = crate::page_fingerprint(raw.iter().map(raw_dn));
                     totals.entries += raw.len() as u64;
                     totals.pages += 1;
-                    match groups.as_mut() {
+                    let page = match groups.as_mut() {
                         Some(index) => {
                             let mut entries = to_entries(raw, cfg);
                             for e in &mut entries {
                                 e.user.groups = index.groups_of(&mut ldap, cfg, &e.user.dn, &e.user.username, &e.user.groups).await?;
                             }
-                            // (The page before was stored while this one was fetched.)
-                            storing = Some((totals.pages, on_page(entries, &totals)));
+                            Page::Mapped(entries)
                         }
-                        None => received = Some(raw),
-                    }
+                        None => Page::Raw(raw),
+                    };
+                    // (`totals` counts up to this page, this one included.)
+                    queue.send((totals.clone(), page)).await.map_err(|_| stopped())?;
                     match next {
                         Some(c) if !c.is_empty() => {
                             if c == cookie && last_page == Some(this_page) {
@@ -206,16 +225,12 @@ where
                     )));
                 }
             }
-            if let Some((n, store)) = storing.take() {
-                store.await.map_err(storing_failed(n))?;
-            }
-            if let Some(raw) = received.take() {
-                let n = totals.pages;
-                on_page(to_entries(raw, cfg), &totals).await.map_err(storing_failed(n))?;
-            }
-            Ok(())
-        }
-        .await;
+            Ok(totals.clone())
+        };
+    // Either failing ends the other: a failed store stops the reading, and
+    // a failed read leaves the pages still queued unstored (the enumeration
+    // is incomplete either way).
+    let result = tokio::try_join!(reading, storing).map(|(read, ())| read);
     let _ = ldap.unbind().await;
-    result.map(|()| totals)
+    result
 }

@@ -616,6 +616,65 @@ mod paging_faults {
         }
     }
 
+    /// Pages are read ahead of their storing (the first page's store waits
+    /// for the snapshot's hashes), a bounded number of them, yet stored one
+    /// at a time and in order, each with the totals up to and including it;
+    /// a store that fails ends the enumeration with its error, and no page
+    /// after it is stored.
+    #[tokio::test]
+    async fn pages_are_read_ahead_of_a_slow_store_and_stored_in_order() {
+        use std::cell::RefCell;
+        let r = Responder::with_users(&format!("ou=people,{BASE}"), 20).await;
+        let mut cfg = cfg(&r, 100);
+        cfg.page_size = 2;
+        let cancel = AtomicBool::new(false);
+        // (page number, entries counted up to it, entries in it)
+        let stored = RefCell::new(Vec::new());
+        let read_during_first = RefCell::new(0);
+        let totals = enumerate(&cfg, &cancel, |page, t| {
+            let (n, entries, len) = (t.pages, t.entries, page.len() as u64);
+            let (stored, read_during_first, r) = (&stored, &read_during_first, &r);
+            async move {
+                if n == 1 {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    *read_during_first.borrow_mut() = r.paged_searches();
+                }
+                stored.borrow_mut().push((n, entries, len));
+                Ok(())
+            }
+        })
+        .await
+        .expect("a complete enumeration");
+        assert_eq!(totals.entries, 20);
+        let stored = stored.into_inner();
+        assert_eq!(stored.iter().map(|s| s.0).collect::<Vec<_>>(), (1..=totals.pages).collect::<Vec<_>>());
+        let mut sum = 0;
+        for (n, entries, len) in &stored {
+            sum += len;
+            assert_eq!(*entries, sum, "page {n}: the totals it was given");
+        }
+        assert_eq!(sum, 20);
+        // While the first page was stored: that page, the two queued behind
+        // it and the one waiting for room were read; no more.
+        assert_eq!(read_during_first.into_inner(), 4);
+
+        let kept = RefCell::new(Vec::new());
+        let err = enumerate(&cfg, &cancel, |_, t| {
+            let (n, kept) = (t.pages, &kept);
+            async move {
+                if n == 2 {
+                    return Err("the disk is full".to_string());
+                }
+                kept.borrow_mut().push(n);
+                Ok(())
+            }
+        })
+        .await
+        .expect_err("a failed store is an incomplete enumeration");
+        assert!(err.message.contains("storing page 2: the disk is full"), "{err:?}");
+        assert_eq!(kept.into_inner(), [1], "no page after the failed one is stored");
+    }
+
     #[tokio::test]
     async fn an_honest_server_is_enumerated_completely() {
         let r = responder().await;
