@@ -67,6 +67,15 @@ enum Page {
     Mapped(Vec<Entry>),
 }
 
+impl Page {
+    fn mapped(self, cfg: &DirectoryConfig) -> Vec<Entry> {
+        match self {
+            Page::Raw(raw) => to_entries(raw, cfg),
+            Page::Mapped(entries) => entries,
+        }
+    }
+}
+
 /// The failure of storing page `n` (the caller's `on_page`).
 fn storing_failed(n: u64) -> impl FnOnce(String) -> Failure {
     move |e| Failure::answer(format!("storing page {n}: {e}"))
@@ -141,17 +150,32 @@ where
     // as soon as one has arrived, not once the one before is stored, so
     // that a slow store (the first page waits for the snapshot's hashes,
     // read meanwhile) does not hold the reading up, until the queue is full.
-    // At most `STORE_AHEAD` + 2 pages are held in memory: those queued, the
-    // one being stored and the one arriving. (With group lookups, which
+    // At most `STORE_AHEAD` + 3 pages are held in memory: the one being
+    // stored, the one mapped meanwhile, those queued and the one arriving. (With group lookups, which
     // need the connection, a page is mapped before the next is asked for.)
     let (queue, mut queued) = tokio::sync::mpsc::channel::<(Totals, Page)>(STORE_AHEAD);
     let storing = async {
-        while let Some((totals, page)) = queued.recv().await {
-            let entries = match page {
-                Page::Raw(raw) => to_entries(raw, cfg),
-                Page::Mapped(entries) => entries,
+        // A page is mapped while the one before it is stored: the store
+        // spends most of its time waiting for the database, and mapping
+        // (decoding each entry's attributes) is most of the rest.
+        let mut next = None;
+        loop {
+            let (totals, entries) = match next.take() {
+                Some(mapped) => mapped,
+                None => match queued.recv().await {
+                    Some((totals, page)) => (totals, page.mapped(cfg)),
+                    None => break,
+                },
             };
-            on_page(entries, &totals).await.map_err(storing_failed(totals.pages))?;
+            let n = totals.pages;
+            let store = async { on_page(entries, &totals).await.map_err(storing_failed(n)) };
+            let map_next = async { Ok(queued.recv().await.map(|(totals, page)| (totals, page.mapped(cfg)))) };
+            // (A failed store ends this at once, not after the next page.)
+            let ((), mapped) = tokio::try_join!(store, map_next)?;
+            match mapped {
+                Some(mapped) => next = Some(mapped),
+                None => break,
+            }
         }
         Ok::<(), Failure>(())
     };
