@@ -151,15 +151,24 @@ where
     // that a slow store (the first page waits for the snapshot's hashes,
     // read meanwhile) does not hold the reading up, until the queue is full.
     // At most `STORE_AHEAD` + 3 pages are held in memory: the one being
-    // stored, the one mapped meanwhile, those queued and the one arriving. (With group lookups, which
-    // need the connection, a page is mapped before the next is asked for.)
-    let (queue, mut queued) = tokio::sync::mpsc::channel::<(Totals, Page)>(STORE_AHEAD);
+    // stored, the one mapped meanwhile, those queued and the one arriving.
+    // (With group lookups, which need the connection, a page is mapped
+    // before the next is asked for.)
+    let (queue, queued) = tokio::sync::mpsc::channel::<(Totals, Page)>(STORE_AHEAD);
+    // Set when the reading fails (a cancel, a lost server): the storing
+    // finishes the page it is storing and stores no more.
+    let read_failed = AtomicBool::new(false);
     let storing = async {
+        // Moved in: dropped when the storing ends, which stops the reading.
+        let mut queued = queued;
         // A page is mapped while the one before it is stored: the store
         // spends most of its time waiting for the database, and mapping
         // (decoding each entry's attributes) is most of the rest.
         let mut next = None;
         loop {
+            if read_failed.load(Ordering::Relaxed) {
+                break;
+            }
             let (totals, entries) = match next.take() {
                 Some(mapped) => mapped,
                 None => match queued.recv().await {
@@ -179,9 +188,9 @@ where
         }
         Ok::<(), Failure>(())
     };
-    let reading =
+    let read_pages =
         async {
-            // Moved in: the storing ends once the reading has ended and dropped it.
+            // Moved in: dropped when the reading ends, which ends the storing.
             let queue = queue;
             // The storing has stopped (it failed: its error is the one reported).
             let stopped = || Failure::answer("storing the enumerated pages stopped");
@@ -251,10 +260,21 @@ where
             }
             Ok(totals.clone())
         };
-    // Either failing ends the other: a failed store stops the reading, and
-    // a failed read leaves the pages still queued unstored (the enumeration
-    // is incomplete either way).
-    let result = tokio::try_join!(reading, storing).map(|(read, ())| read);
+    let reading = async {
+        let read = read_pages.await;
+        if read.is_err() {
+            read_failed.store(true, Ordering::Relaxed);
+        }
+        read
+    };
+    // Neither is dropped half-way: a store in progress holds a write
+    // transaction, which must end by its own commit or rollback. A failed
+    // store stops the reading at its next page; a failed read leaves the
+    // pages still queued unstored (the enumeration is incomplete either
+    // way). The store's failure is the one reported: the reading's is then
+    // only that the storing stopped.
+    let (read, stored) = tokio::join!(reading, storing);
+    let result = stored.and(read);
     let _ = ldap.unbind().await;
     result
 }

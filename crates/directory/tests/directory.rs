@@ -676,6 +676,48 @@ mod paging_faults {
         assert_eq!(kept.into_inner(), [1], "no page after the failed one is stored");
     }
 
+    /// A read that fails (here a cancel) while a page is being stored lets
+    /// that store finish: a store holds a write transaction, and one
+    /// dropped half-way left SQLite locked for every other writer (an
+    /// administrator's login failed). Pages are stored as a prefix.
+    #[tokio::test]
+    async fn a_failed_read_lets_the_store_in_progress_finish() {
+        use std::cell::RefCell;
+        use std::sync::atomic::Ordering;
+        /// Records, when dropped, whether the store it belongs to finished.
+        struct Store<'a>(u64, bool, &'a RefCell<Vec<(u64, bool)>>);
+        impl Drop for Store<'_> {
+            fn drop(&mut self) {
+                self.2.borrow_mut().push((self.0, self.1));
+            }
+        }
+        let r = Responder::with_users(&format!("ou=people,{BASE}"), 20).await;
+        let mut cfg = cfg(&r, 100);
+        cfg.page_size = 2;
+        let cancel = AtomicBool::new(false);
+        let ended = RefCell::new(Vec::new());
+        let err = enumerate(&cfg, &cancel, |_, t| {
+            let (n, ended, cancel) = (t.pages, &ended, &cancel);
+            async move {
+                let mut store = Store(n, false, ended);
+                if n == 2 {
+                    cancel.store(true, Ordering::Relaxed);
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                store.1 = true;
+                Ok(())
+            }
+        })
+        .await
+        .expect_err("a cancelled enumeration is incomplete");
+        assert!(err.message.contains("cancelled"), "{err:?}");
+        let ended = ended.into_inner();
+        assert!(ended.iter().all(|(_, finished)| *finished), "a store was dropped half-way: {ended:?}");
+        let pages: Vec<u64> = ended.iter().map(|(n, _)| *n).collect();
+        assert!(pages.len() >= 2 && pages.len() < 10, "{pages:?}");
+        assert_eq!(pages, (1..=pages.len() as u64).collect::<Vec<_>>());
+    }
+
     #[tokio::test]
     async fn an_honest_server_is_enumerated_completely() {
         let r = responder().await;
