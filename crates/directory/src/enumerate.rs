@@ -8,8 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bindery_model::MappedUser;
-use ldap3::controls::{Control, ControlType, PagedResults};
-use ldap3::{ResultEntry, Scope, SearchEntry};
+use ldap3::{ResultEntry, SearchEntry};
 
 use crate::probe::{first, map_entry};
 use crate::{conn, DirectoryConfig, Failure};
@@ -202,21 +201,8 @@ where
                     if cancel.load(Ordering::Relaxed) {
                         return Err(Failure::answer("cancelled by an administrator: the enumeration is incomplete"));
                     }
-                    let control: ldap3::controls::RawControl = PagedResults { size: cfg.page_size, cookie: cookie.clone() }.into();
                     let what = format!("paged search of {ou} (page {})", page + 1);
-                    let r = ldap
-                        .with_controls(vec![control])
-                        .with_timeout(cfg.op_timeout)
-                        .search(ou, Scope::Subtree, &filter, attrs.clone())
-                        .await
-                        .map_err(|e| Failure::from_ldap(e, &what, cfg.op_timeout))?;
-                    let (raw, result) = (r.0, r.1);
-                    let next = result.ctrls.iter().find_map(|c| match c {
-                        Control(Some(ControlType::PagedResults), raw) => Some(raw.parse::<PagedResults>().cookie),
-                        _ => None,
-                    });
-                    crate::check(result, &what)?;
-                    let raw: Vec<ResultEntry> = raw.into_iter().filter(|e| !e.is_ref() && !e.is_intermediate()).collect();
+                    let (raw, next) = crate::search_page(&mut ldap, cfg, (ou, &filter, &attrs), &cookie, &what).await?;
                     let this_page = crate::page_fingerprint(raw.iter().map(raw_dn));
                     totals.entries += raw.len() as u64;
                     totals.pages += 1;

@@ -12,7 +12,6 @@
 use std::collections::{BTreeSet, HashMap};
 
 use bindery_model::GroupMode;
-use ldap3::controls::{Control, ControlType, PagedResults};
 use ldap3::{Ldap, Scope, SearchEntry};
 
 use crate::probe::{all, MAX_PAGES};
@@ -77,22 +76,9 @@ impl GroupIndex {
             let mut last_page: Option<u64> = None;
             let mut finished = false;
             for page in 0..MAX_PAGES {
-                let control: ldap3::controls::RawControl = PagedResults { size: cfg.page_size, cookie: cookie.clone() }.into();
                 let what = format!("group search of {base} (page {})", page + 1);
-                let r = ldap
-                    .with_controls(vec![control])
-                    .with_timeout(cfg.op_timeout)
-                    .search(base, Scope::Subtree, &filter, attrs.clone())
-                    .await
-                    .map_err(|e| Failure::from_ldap(e, &what, cfg.op_timeout))?;
-                let (raw, result) = (r.0, r.1);
-                let next = result.ctrls.iter().find_map(|c| match c {
-                    Control(Some(ControlType::PagedResults), raw) => Some(raw.parse::<PagedResults>().cookie),
-                    _ => None,
-                });
-                crate::check(result, &what)?;
-                let entries: Vec<SearchEntry> =
-                    raw.into_iter().filter(|e| !e.is_ref() && !e.is_intermediate()).map(SearchEntry::construct).collect();
+                let (raw, next) = crate::search_page(ldap, cfg, (base, &filter, &attrs), &cookie, &what).await?;
+                let entries: Vec<SearchEntry> = raw.into_iter().map(SearchEntry::construct).collect();
                 let this_page = crate::page_fingerprint(entries.iter().map(|e| e.dn.as_str()));
                 for e in entries {
                     for a in &by_dn {

@@ -120,6 +120,35 @@ pub fn check(result: ldap3::LdapResult, what: &str) -> Result<ldap3::LdapResult,
     }
 }
 
+/// One page of a paged search of the subtree under `base` (one operation,
+/// within the operation timeout): its entries, without references and
+/// intermediate answers, and the cookie the server answered with (`None`:
+/// it ignored the paged-results control). `what` names the search in a
+/// failure.
+pub(crate) async fn search_page(
+    ldap: &mut ldap3::Ldap,
+    cfg: &DirectoryConfig,
+    (base, filter, attrs): (&str, &str, &[String]),
+    cookie: &[u8],
+    what: &str,
+) -> Result<(Vec<ldap3::ResultEntry>, Option<Vec<u8>>), Failure> {
+    use ldap3::controls::{Control, ControlType, PagedResults};
+    let control: ldap3::controls::RawControl = PagedResults { size: cfg.page_size, cookie: cookie.to_vec() }.into();
+    let r = ldap
+        .with_controls(vec![control])
+        .with_timeout(cfg.op_timeout)
+        .search(base, ldap3::Scope::Subtree, filter, attrs.to_vec())
+        .await
+        .map_err(|e| Failure::from_ldap(e, what, cfg.op_timeout))?;
+    let (raw, result) = (r.0, r.1);
+    let next = result.ctrls.iter().find_map(|c| match c {
+        Control(Some(ControlType::PagedResults), raw) => Some(raw.parse::<PagedResults>().cookie),
+        _ => None,
+    });
+    check(result, what)?;
+    Ok((raw.into_iter().filter(|e| !e.is_ref() && !e.is_intermediate()).collect(), next))
+}
+
 /// A fingerprint of one page of search results (its entries' DNs). A server
 /// may send one unchanging paging cookie (Samba's names the search, not the
 /// position), so a repeated cookie means "stuck" only together with a
