@@ -1209,12 +1209,13 @@ mod tests {
     /// A write whose future is dropped half-way (a request whose client
     /// went away, a timeout) leaves no lock behind on SQLite: dropped while
     /// its `BEGIN IMMEDIATE` waits for another writer, in the middle of a
-    /// long statement, or while it reads rows after a write. The next
+    /// long statement, while it reads rows after a write, or while it reads
+    /// the rows an insert returns. The next
     /// writes, on whichever pooled connection, go through, and the dropped
     /// ones are rolled back. (sqlx rolls a dropped transaction back on the
     /// connection's worker; the handlers rely on it, and this checks it
     /// whenever sqlx changes. A store dropped half-way by the enumeration
-    /// did leave SQLite locked for seconds, in a way these three cases do
+    /// did leave SQLite locked for seconds, in a way these four cases do
     /// not reproduce: the enumeration no longer drops one.)
     /// Eight writes, each through [`crate::Store::write_tx`] and within
     /// 3 s, on whichever pooled connection: none finds the lock held.
@@ -1280,6 +1281,21 @@ mod tests {
         .await;
         assert!(dropped.is_err(), "the read was dropped: {dropped:?}");
         writes_go_through(store, "a write dropped reading rows").await;
+        // Dropped while reading the rows an insert returns.
+        let dropped = tokio::time::timeout(Duration::from_millis(50), async {
+            let mut tx = store.write_tx().await?;
+            let rows = sqlx::query(
+                "INSERT INTO settings (key, value, updated_at) WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300000) \
+                 SELECT 't.returned' || i, '1', 0 FROM c WHERE true RETURNING key",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            assert!(!rows.is_empty());
+            tx.commit().await
+        })
+        .await;
+        assert!(dropped.is_err(), "the insert was dropped: {dropped:?}");
+        writes_go_through(store, "an insert dropped reading what it returns").await;
         let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM settings WHERE key = 't.dropped' OR key LIKE 't.long%'")
             .fetch_one(&store.pool)
             .await
