@@ -1129,6 +1129,30 @@ async fn open_pool(opts: &AnyConnectOptions, backend: Backend, max: u32) -> Resu
         // worker threads; an embedded database has no network to lose.
         .test_before_acquire(backend == Backend::Postgres)
         .acquire_timeout(Duration::from_secs(10))
+        .after_release(move |conn, _| {
+            Box::pin(async move {
+                if backend != Backend::Sqlite {
+                    return Ok(true);
+                }
+                // A connection that comes back inside a transaction is
+                // closed, which rolls it back, instead of being handed out
+                // again holding SQLite's write lock: every other writer
+                // would wait out its busy timeout and fail ("database is
+                // locked"). sqlx leaves one behind when a `begin_with`
+                // future is dropped after the worker answered its `BEGIN`
+                // but before the `Transaction` that would roll it back
+                // exists (an enumeration's page store dropped there left an
+                // administrator's login failing for 10 s). Almost every
+                // connection comes back outside one and costs no round trip;
+                // one inside is pinged first, which lets its worker run what
+                // is queued: a dropped transaction's own rollback.
+                if !sqlx::Connection::is_in_transaction(&*conn) {
+                    return Ok(true);
+                }
+                sqlx::Connection::ping(&mut *conn).await?;
+                Ok(!sqlx::Connection::is_in_transaction(&*conn))
+            })
+        })
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
@@ -1206,17 +1230,6 @@ mod tests {
         assert_eq!(like_pattern("A_b%c\\"), "%a\\_b\\%c\\\\%");
     }
 
-    /// A write whose future is dropped half-way (a request whose client
-    /// went away, a timeout) leaves no lock behind on SQLite: dropped while
-    /// its `BEGIN IMMEDIATE` waits for another writer, in the middle of a
-    /// long statement, while it reads rows after a write, or while it reads
-    /// the rows an insert returns. The next
-    /// writes, on whichever pooled connection, go through, and the dropped
-    /// ones are rolled back. (sqlx rolls a dropped transaction back on the
-    /// connection's worker; the handlers rely on it, and this checks it
-    /// whenever sqlx changes. A store dropped half-way by the enumeration
-    /// did leave SQLite locked for seconds, in a way these four cases do
-    /// not reproduce: the enumeration no longer drops one.)
     /// Eight writes, each through [`crate::Store::write_tx`] and within
     /// 3 s, on whichever pooled connection: none finds the lock held.
     async fn writes_go_through(store: &crate::Store, after: &str) {
@@ -1235,6 +1248,40 @@ mod tests {
         }
     }
 
+    /// A connection handed back to the pool inside a transaction nobody
+    /// can end (sqlx answered a `BEGIN` whose `Transaction` was never made:
+    /// a future dropped between the two) is closed, not handed out again
+    /// with SQLite's write lock. Fails without the pool's `after_release`
+    /// (the first write after it times out). Seen for real: an
+    /// enumeration's page store dropped inside `write_tx` made the API
+    /// cancel test's login fail, 2 runs of 4; with this, 0 of 24.
+    #[tokio::test]
+    async fn a_connection_returned_inside_a_transaction_is_not_reused() {
+        use sqlx::Connection;
+        let db = crate::testing::TestDb::new(crate::Backend::Sqlite).await;
+        let store = &db.store;
+        for round in 0..3 {
+            let mut conn = store.pool.acquire().await.expect("a connection");
+            let tx = (&mut *conn).begin_with("BEGIN IMMEDIATE").await.expect("begin");
+            // As if the future that began it were dropped before it had the
+            // transaction: nothing will commit or roll it back.
+            std::mem::forget(tx);
+            drop(conn);
+            writes_go_through(store, &format!("a connection returned inside a transaction ({round})")).await;
+        }
+    }
+
+    /// A write whose future is dropped half-way (a request whose client
+    /// went away, a timeout) leaves no lock behind on SQLite: dropped while
+    /// its `BEGIN IMMEDIATE` waits for another writer, in the middle of a
+    /// long statement, while it reads rows after a write, or while it reads
+    /// the rows an insert returns. The next
+    /// writes, on whichever pooled connection, go through, and the dropped
+    /// ones are rolled back. (sqlx rolls a dropped transaction back on the
+    /// connection's worker; the handlers rely on it, and this checks it
+    /// whenever sqlx changes. The one window it misses, a `begin_with`
+    /// dropped after its `BEGIN` was answered, is the pool's
+    /// `after_release`: see the test below.)
     #[tokio::test]
     async fn a_write_dropped_half_way_leaves_no_lock_behind() {
         use sqlx::Connection;
