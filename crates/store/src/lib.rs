@@ -1262,7 +1262,7 @@ mod tests {
         let store = &db.store;
         for round in 0..3 {
             let mut conn = store.pool.acquire().await.expect("a connection");
-            let tx = (&mut *conn).begin_with("BEGIN IMMEDIATE").await.expect("begin");
+            let tx = conn.begin_with("BEGIN IMMEDIATE").await.expect("begin");
             // As if the future that began it were dropped before it had the
             // transaction: nothing will commit or roll it back.
             std::mem::forget(tx);
