@@ -187,37 +187,37 @@ where
         }
         Ok::<(), Failure>(())
     };
-    let read_pages =
-        async {
-            // Moved in: dropped when the reading ends, which ends the storing.
-            let queue = queue;
-            // The storing has stopped (it failed: its error is the one reported).
-            let stopped = || Failure::answer("storing the enumerated pages stopped");
-            for ou in &cfg.search_ous {
-                let mut cookie: Vec<u8> = Vec::new();
-                let mut last_page: Option<u64> = None;
-                let mut finished = false;
-                for page in 0..cfg.max_pages {
-                    if cancel.load(Ordering::Relaxed) {
-                        return Err(Failure::answer("cancelled by an administrator: the enumeration is incomplete"));
-                    }
-                    let what = format!("paged search of {ou} (page {})", page + 1);
-                    let (raw, next) = crate::search_page(&mut ldap, cfg, (ou, &filter, &attrs), &cookie, &what).await?;
-                    let this_page = crate::page_fingerprint(raw.iter().map(raw_dn));
-                    totals.entries += raw.len() as u64;
-                    totals.pages += 1;
-                    let page = match groups.as_mut() {
-                        Some(index) => {
-                            let mut entries = to_entries(raw, cfg);
-                            for e in &mut entries {
-                                e.user.groups = index.groups_of(&mut ldap, cfg, &e.user.dn, &e.user.username, &e.user.groups).await?;
-                            }
-                            Page::Mapped(entries)
+    let read_pages = async {
+        // Moved in: dropped when the reading ends, which ends the storing.
+        let queue = queue;
+        // The storing has stopped (it failed: its error is the one reported).
+        let stopped = || Failure::answer("storing the enumerated pages stopped");
+        for ou in &cfg.search_ous {
+            let mut cookie: Vec<u8> = Vec::new();
+            let mut last_page: Option<u64> = None;
+            let mut finished = false;
+            for page in 0..cfg.max_pages {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Failure::answer("cancelled by an administrator: the enumeration is incomplete"));
+                }
+                let what = format!("paged search of {ou} (page {})", page + 1);
+                let (raw, next) = crate::search_page(&mut ldap, cfg, (ou, &filter, &attrs), &cookie, &what).await?;
+                let this_page = crate::page_fingerprint(raw.iter().map(raw_dn));
+                totals.entries += raw.len() as u64;
+                totals.pages += 1;
+                let page = match groups.as_mut() {
+                    Some(index) => {
+                        let mut entries = to_entries(raw, cfg);
+                        for e in &mut entries {
+                            e.user.groups = index.groups_of(&mut ldap, cfg, &e.user.dn, &e.user.username, &e.user.groups).await?;
                         }
-                        None => Page::Raw(raw),
-                    };
-                    // (`totals` counts up to this page, this one included.)
-                    queue.send((totals.clone(), page)).await.map_err(|_| stopped())?;
+                        Page::Mapped(entries)
+                    }
+                    None => Page::Raw(raw),
+                };
+                // The answer is checked before its page is queued: a page
+                // of a faulty paging is never stored.
+                let next_cookie =
                     match next {
                         Some(c) if !c.is_empty() => {
                             if c == cookie && last_page == Some(this_page) {
@@ -225,27 +225,35 @@ where
                                     "paged search did not advance (the server repeated its cookie): result incomplete",
                                 ));
                             }
-                            cookie = c;
-                            last_page = Some(this_page);
+                            Some(c)
                         }
-                        Some(_) => {
-                            finished = true;
-                            break;
-                        }
+                        Some(_) => None,
                         None => return Err(Failure::answer(
                             "the server ignored the paged-results control: the result may be truncated, so it is reported as incomplete",
                         )),
+                    };
+                // (`totals` counts up to this page, this one included.)
+                queue.send((totals.clone(), page)).await.map_err(|_| stopped())?;
+                match next_cookie {
+                    Some(c) => {
+                        cookie = c;
+                        last_page = Some(this_page);
+                    }
+                    None => {
+                        finished = true;
+                        break;
                     }
                 }
-                if !finished {
-                    return Err(Failure::answer(format!(
-                        "paged search of {ou} still not finished after {} pages: cut off, result incomplete",
-                        cfg.max_pages
-                    )));
-                }
             }
-            Ok(totals.clone())
-        };
+            if !finished {
+                return Err(Failure::answer(format!(
+                    "paged search of {ou} still not finished after {} pages: cut off, result incomplete",
+                    cfg.max_pages
+                )));
+            }
+        }
+        Ok(totals.clone())
+    };
     let reading = async {
         let read = read_pages.await;
         if read.is_err() {

@@ -746,6 +746,10 @@ mod paging_faults {
             if fault == Fault::EndlessPages {
                 assert_eq!(r.paged_searches() - before, 20, "cut off at the limit");
             }
+            if fault == Fault::IgnorePaging {
+                // Its one answer is checked before it is queued: not stored.
+                assert_eq!(seen, 0, "a page without the paging control was stored");
+            }
         }
     }
 
