@@ -1248,6 +1248,22 @@ mod tests {
         }
     }
 
+    /// Drop, after 50 ms, a write transaction that runs `write` (if any)
+    /// and then reads every row of `read`.
+    async fn drop_while_reading(store: &crate::Store, write: Option<&str>, read: &str) {
+        let dropped = tokio::time::timeout(std::time::Duration::from_millis(50), async {
+            let mut tx = store.write_tx().await?;
+            if let Some(write) = write {
+                sqlx::query(write).execute(&mut *tx).await?;
+            }
+            let rows = sqlx::query(read).fetch_all(&mut *tx).await?;
+            assert!(!rows.is_empty());
+            tx.commit().await
+        })
+        .await;
+        assert!(dropped.is_err(), "not dropped ({read}): {dropped:?}");
+    }
+
     /// A connection handed back to the pool inside a transaction nobody
     /// can end (sqlx answered a `BEGIN` whose `Transaction` was never made:
     /// a future dropped between the two) is closed, not handed out again
@@ -1316,37 +1332,27 @@ mod tests {
         assert!(dropped.is_err(), "the long write was dropped: {dropped:?}");
         writes_go_through(store, "a write dropped in a long statement").await;
         // Dropped while reading the rows of a long query, after a write.
-        let dropped = tokio::time::timeout(Duration::from_millis(50), async {
-            let mut tx = store.write_tx().await?;
-            sqlx::query("INSERT INTO settings (key, value, updated_at) VALUES ('t.dropped', '1', 0)").execute(&mut *tx).await?;
-            let rows = sqlx::query("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 3000000) SELECT i FROM c")
-                .fetch_all(&mut *tx)
-                .await?;
-            assert!(!rows.is_empty());
-            tx.commit().await
-        })
+        drop_while_reading(
+            store,
+            Some("INSERT INTO settings (key, value, updated_at) VALUES ('t.dropped', '1', 0)"),
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 3000000) SELECT i FROM c",
+        )
         .await;
-        assert!(dropped.is_err(), "the read was dropped: {dropped:?}");
         writes_go_through(store, "a write dropped reading rows").await;
         // Dropped while reading the rows an insert returns.
-        let dropped = tokio::time::timeout(Duration::from_millis(50), async {
-            let mut tx = store.write_tx().await?;
-            let rows = sqlx::query(
-                "INSERT INTO settings (key, value, updated_at) WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300000) \
-                 SELECT 't.returned' || i, '1', 0 FROM c WHERE true RETURNING key",
-            )
-            .fetch_all(&mut *tx)
-            .await?;
-            assert!(!rows.is_empty());
-            tx.commit().await
-        })
+        drop_while_reading(
+            store,
+            None,
+            "INSERT INTO settings (key, value, updated_at) WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300000) \
+             SELECT 't.returned' || i, '1', 0 FROM c WHERE true RETURNING key",
+        )
         .await;
-        assert!(dropped.is_err(), "the insert was dropped: {dropped:?}");
         writes_go_through(store, "an insert dropped reading what it returns").await;
-        let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM settings WHERE key = 't.dropped' OR key LIKE 't.long%'")
-            .fetch_one(&store.pool)
-            .await
-            .expect("count");
+        let kept: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM settings WHERE key = 't.dropped' OR key LIKE 't.long%' OR key LIKE 't.returned%'")
+                .fetch_one(&store.pool)
+                .await
+                .expect("count");
         assert_eq!(kept, 0, "the dropped writes were rolled back");
     }
 }
