@@ -201,7 +201,7 @@ where
                     return Err(Failure::answer("cancelled by an administrator: the enumeration is incomplete"));
                 }
                 let what = format!("paged search of {ou} (page {})", page + 1);
-                let (raw, next) = crate::search_page(&mut ldap, cfg, (ou, &filter, &attrs), &cookie, &what).await?;
+                let (raw, next) = crate::search_page(&mut ldap, cfg, ou, &filter, &attrs, &cookie, &what).await?;
                 let this_page = crate::page_fingerprint(raw.iter().map(raw_dn));
                 totals.entries += raw.len() as u64;
                 totals.pages += 1;

@@ -77,7 +77,7 @@ impl GroupIndex {
             let mut finished = false;
             for page in 0..MAX_PAGES {
                 let what = format!("group search of {base} (page {})", page + 1);
-                let (raw, next) = crate::search_page(ldap, cfg, (base, &filter, &attrs), &cookie, &what).await?;
+                let (raw, next) = crate::search_page(ldap, cfg, base, &filter, &attrs, &cookie, &what).await?;
                 let entries: Vec<SearchEntry> = raw.into_iter().map(SearchEntry::construct).collect();
                 let this_page = crate::page_fingerprint(entries.iter().map(|e| e.dn.as_str()));
                 for e in entries {

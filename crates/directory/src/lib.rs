@@ -125,10 +125,12 @@ pub fn check(result: ldap3::LdapResult, what: &str) -> Result<ldap3::LdapResult,
 /// intermediate answers, and the cookie the server answered with (`None`:
 /// it ignored the paged-results control). `what` names the search in a
 /// failure.
-pub(crate) async fn search_page(
+pub(crate) async fn search_page<S: AsRef<str> + Clone + Send + Sync>(
     ldap: &mut ldap3::Ldap,
     cfg: &DirectoryConfig,
-    (base, filter, attrs): (&str, &str, &[String]),
+    base: &str,
+    filter: &str,
+    attrs: &[S],
     cookie: &[u8],
     what: &str,
 ) -> Result<(Vec<ldap3::ResultEntry>, Option<Vec<u8>>), Failure> {

@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use bindery_model::{MappedUser, ProbeReport, ProbeStep, ServerProbe};
-use ldap3::controls::{Control, ControlType, PagedResults};
 use ldap3::{Ldap, Scope, SearchEntry, SearchOptions};
 
 use crate::config::AttrMap;
@@ -243,21 +242,9 @@ pub async fn paged_count(ldap: &mut Ldap, cfg: &DirectoryConfig, base: &str, fil
     let mut count = 0i64;
     let mut last_page: Option<u64> = None;
     for page in 0..cfg.max_pages {
-        let control: ldap3::controls::RawControl = PagedResults { size: cfg.page_size, cookie: cookie.clone() }.into();
-        let r = ldap
-            .with_controls(vec![control])
-            .with_timeout(cfg.op_timeout)
-            .search(base, Scope::Subtree, filter, vec!["1.1"])
-            .await
-            .map_err(|e| Failure::from_ldap(e, &format!("paged search (page {})", page + 1), cfg.op_timeout))?;
-        let (entries, result) = (r.0, r.1);
-        let next = result.ctrls.iter().find_map(|c| match c {
-            Control(Some(ControlType::PagedResults), raw) => Some(raw.parse::<PagedResults>().cookie),
-            _ => None,
-        });
-        crate::check(result, "paged search")?;
-        let entries: Vec<SearchEntry> =
-            entries.into_iter().filter(|e| !e.is_ref() && !e.is_intermediate()).map(SearchEntry::construct).collect();
+        let what = format!("paged search (page {})", page + 1);
+        let (raw, next) = crate::search_page(ldap, cfg, base, filter, &["1.1"], &cookie, &what).await?;
+        let entries: Vec<SearchEntry> = raw.into_iter().map(SearchEntry::construct).collect();
         count += entries.len() as i64;
         let this_page = crate::page_fingerprint(entries.iter().map(|e| e.dn.as_str()));
         match next {

@@ -1291,9 +1291,8 @@ mod tests {
     /// went away, a timeout) leaves no lock behind on SQLite: dropped while
     /// its `BEGIN IMMEDIATE` waits for another writer, in the middle of a
     /// long statement, while it reads rows after a write, or while it reads
-    /// the rows an insert returns. The next
-    /// writes, on whichever pooled connection, go through, and the dropped
-    /// ones are rolled back. (sqlx rolls a dropped transaction back on the
+    /// the rows an insert returns. The next writes, on whichever pooled
+    /// connection, go through, and the dropped ones are rolled back. (sqlx rolls a dropped transaction back on the
     /// connection's worker; the handlers rely on it, and this checks it
     /// whenever sqlx changes. The one window it misses, a `begin_with`
     /// dropped after its `BEGIN` was answered, is the pool's

@@ -1096,16 +1096,13 @@ impl Store {
             found.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect::<Result<_>>()?;
         let left: std::collections::BTreeSet<i64> = relinks.iter().filter_map(|(_, old, _)| *old).collect();
         let left: Vec<i64> = left.into_iter().collect();
-        for chunk in left.chunks(500) {
-            let values = (0..chunk.len()).map(|i| format!("($1, ${})", i + 2)).collect::<Vec<_>>().join(", ");
-            let sql = format!(
-                "INSERT INTO missing_check (directory, user_id) VALUES {values} ON CONFLICT (directory, user_id) DO UPDATE SET claimed = 0"
-            );
-            let mut q = sqlx::query(&sql).bind(directory);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            q.execute(&mut **tx).await?;
+        let queue = format!(
+            "INSERT INTO missing_check (directory, user_id) SELECT $1, j.id FROM ({}) j WHERE true \
+             ON CONFLICT (directory, user_id) DO UPDATE SET claimed = 0",
+            crate::json_ids(self.backend, 2)
+        );
+        for chunk in left.chunks(5000) {
+            sqlx::query(&queue).bind(directory).bind(crate::to_json(chunk)?).execute(&mut **tx).await?;
         }
         for chunk in relinks.chunks(500) {
             let values = (0..chunk.len())
