@@ -183,6 +183,7 @@ impl Service {
                     error: f.message,
                     server: String::new(),
                     changed: true,
+                    created: 0,
                 };
                 return Ok(Ok(DeltaRead { e, groups_changed: false }));
             }
@@ -347,7 +348,10 @@ impl Service {
         ));
         notes.extend(read.notes);
         let changed = !upserts.is_empty() || gone > 0;
-        Ok(DeltaRead { e: Enumerated { complete: true, cancelled: false, error: String::new(), server, changed }, groups_changed })
+        Ok(DeltaRead {
+            e: Enumerated { complete: true, cancelled: false, error: String::new(), server, changed, created: 0 },
+            groups_changed,
+        })
     }
 }
 

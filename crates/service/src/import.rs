@@ -43,6 +43,8 @@ pub(crate) struct Enumerated {
     /// when unknown): when none did, the directory groups, rebuilt from
     /// the snapshot, are as the last sync left them.
     pub changed: bool,
+    /// Users a first sync's pages created and kept (`sync::first_load`).
+    pub created: u64,
 }
 
 impl Jobs {
@@ -147,7 +149,7 @@ impl Service {
         let svc = self.clone();
         tokio::spawn(async move {
             let keep = lease.keep_alive(svc.store.clone());
-            let r = svc.enumerate_into_staging(kind, id, &cfg, &cancel).await;
+            let r = svc.enumerate_into_staging(kind, id, &cfg, &cancel, None).await;
             // Before the run ends: whoever sees it done sees the import table indexed.
             svc.end_bulk_load(id).await;
             let r = match r {
@@ -183,12 +185,15 @@ impl Service {
     /// (ids only), and only a complete enumeration removes the rows it did
     /// not see. An incomplete enumeration is not an `Err`: the snapshot
     /// keeps the previous rows, and the result says why it is partial.
+    /// With `load` (a first sync), each page also creates the users of its
+    /// clean entries (`sync::first_load`).
     pub(crate) async fn enumerate_into_staging(
         &self,
         kind: DirectoryKind,
         id: i64,
         cfg: &bindery_directory::DirectoryConfig,
         cancel: &AtomicBool,
+        load: Option<&crate::sync::first_load::FirstLoad>,
     ) -> Result<Enumerated> {
         let dir = kind.as_str();
         let cfg = &bindery_directory::DirectoryConfig { max_pages: self.options.max_enumeration_pages, ..cfg.clone() };
@@ -221,7 +226,10 @@ impl Service {
                 let prepared: Vec<Prepared> = page.iter().map(stage).collect();
                 let rows = staged_rows(&page, &prepared);
                 let known = known.await?;
-                let staged = store.stage_page_known(dir, &rows, &known).await.map_err(|e| e.to_string())?;
+                let staged = match load {
+                    Some(load) => load.page(&store, dir, &page, &rows, &known).await.map_err(|e| e.to_string())?,
+                    None => store.stage_page_known(dir, &rows, &known).await.map_err(|e| e.to_string())?,
+                };
                 written.fetch_add(staged.inserted + staged.updated, Ordering::Relaxed);
                 seen.lock().unwrap_or_else(|p| p.into_inner()).extend(staged.ids);
                 let due = {
@@ -246,7 +254,7 @@ impl Service {
                 let gone = self.store.finish_staging(dir, id, &seen, Some(&known)).await?;
                 self.store.run_progress(id, t.entries as i64, t.pages as i64).await?;
                 let changed = gone + written.load(Ordering::Relaxed) > 0;
-                Enumerated { complete: true, cancelled: false, error: String::new(), server: t.server, changed }
+                Enumerated { complete: true, cancelled: false, error: String::new(), server: t.server, changed, created: 0 }
             }
             Err(f) => Enumerated {
                 complete: false,
@@ -254,6 +262,7 @@ impl Service {
                 error: f.message,
                 server: String::new(),
                 changed: true,
+                created: 0,
             },
         };
         drop(known);

@@ -347,7 +347,7 @@ async fn create(conn: &mut AnyConnection, a: &NewAccount, now: i64) -> Result<i6
 }
 
 /// Insert new directory users with one statement, and their memberships with another.
-async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&NewAccount], now: i64) -> Result<()> {
+pub(crate) async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&NewAccount], now: i64) -> Result<()> {
     let columns = "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
          must_change_password, external_id, created_at, updated_at, validated_at, dir_disabled)";
     let mut sql = String::new();

@@ -9,6 +9,7 @@
 //! column decodes through the Any driver identically on both backends.
 
 mod bulk;
+mod first_load;
 mod group;
 mod identity;
 mod keys;

@@ -161,7 +161,7 @@ impl PageCounts {
 /// clears the flag meanwhile holds that row until it commits, and is
 /// waited for; one that comes later sees the version moved and keeps the
 /// flag (`Store::compute_staged_status`).
-async fn snapshot_changed(tx: &mut crate::WriteTx, directory: &str, added: i64) -> Result<bool> {
+pub(crate) async fn snapshot_changed(tx: &mut crate::WriteTx, directory: &str, added: i64) -> Result<bool> {
     sqlx::query(
         "INSERT INTO staging_snapshots (directory, version, row_count) VALUES ($1, 1, $2) \
          ON CONFLICT (directory) DO UPDATE SET version = staging_snapshots.version + 1, row_count = staging_snapshots.row_count + $2",
@@ -386,6 +386,8 @@ pub struct StagedPage {
     pub ids: Vec<i64>,
     pub inserted: u64,
     pub updated: u64,
+    /// The rows this page inserted, as (immutable id, row id).
+    pub new_rows: Vec<(String, i64)>,
 }
 
 /// A staged row as the JSON array SQLite's bulk statements read (`key`:
@@ -415,6 +417,29 @@ fn bind_fields<'q>(
         .bind(hash)
 }
 
+/// An insert of new staged rows (`rows`: a query with the columns
+/// `directory`, `external_id`, `dn`, `username`, `username_key`, `name`,
+/// `email`, `groups`, `dir_state`, `problem`, `search` and `hash`) that
+/// links each to the user with its immutable id, if any, and settles it
+/// under the rules hash `rules` (a placeholder) as
+/// [`crate::sync::settle_applied`] would have right after: one write of
+/// each row of a first sync's page instead of two (`first_load`).
+/// `fence`: the no-op `OFFSET` that keeps the lookup of each row's user
+/// evaluated once a row (PostgreSQL inlined it for each use).
+fn linked_insert(rows: &str, rules: &str, on_conflict: &str, fence: &str) -> String {
+    format!(
+        "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
+         entry_problem, problem, search, hash, user_id, settled, plan_key, status) \
+         SELECT t.directory, t.external_id, t.dn, t.username, t.username_key, t.name, t.email, t.groups, t.dir_state, \
+         t.problem, t.problem, t.search, t.hash, t.uid, CASE WHEN t.uid IS NULL THEN 0 ELSE 1 END, \
+         CASE WHEN t.uid IS NULL THEN NULL ELSE {} END, {} \
+         FROM (SELECT r.*, (SELECT c.id FROM users c WHERE c.external_id = r.external_id) AS uid FROM ({rows}) r{fence}) t \
+         WHERE true{on_conflict} RETURNING id, external_id",
+        crate::sync::plan_key_of("t", rules, "t.uid"),
+        status_case("t", "t.uid"),
+    )
+}
+
 /// After an insert of staged rows: the ids it returned go to `out`; an
 /// entry it did not insert (an earlier page of the run staged it:
 /// overlapping search OUs) is looked up and kept as it is.
@@ -429,8 +454,10 @@ async fn note_inserted(
     out.inserted += returned.len() as u64;
     let mut inserted = std::collections::HashSet::with_capacity(returned.len());
     for row in returned {
-        out.ids.push(row.try_get(0)?);
-        inserted.insert(row.try_get::<String, _>(1)?);
+        let (id, external_id): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        out.ids.push(id);
+        out.new_rows.push((external_id.clone(), id));
+        inserted.insert(external_id);
     }
     for (r, _) in chunk.iter().filter(|(r, _)| !inserted.contains(r.external_id)) {
         let row = sqlx::query("SELECT id FROM staged_users WHERE directory = $1 AND external_id = $2")
@@ -446,7 +473,7 @@ async fn note_inserted(
 }
 
 /// Mark rows for a new status (inside the caller's transaction).
-async fn mark_dirty(tx: &mut crate::WriteTx, backend: Backend, directory: &str, ids: &[i64]) -> Result<()> {
+pub(crate) async fn mark_dirty(tx: &mut crate::WriteTx, backend: Backend, directory: &str, ids: &[i64]) -> Result<()> {
     let sql = format!(
         "INSERT INTO staged_dirty (directory, id) SELECT $1, j.id FROM ({}) j WHERE true ON CONFLICT DO NOTHING",
         crate::json_ids(backend, 2)
@@ -557,8 +584,6 @@ impl Store {
         rows: &[NewStaged<'_>],
         known: Option<&std::collections::HashMap<String, (i64, i64)>>,
     ) -> Result<StagedPage> {
-        // The stored rows were read before the enumeration: none are read now.
-        let read_before = known.is_some();
         let mut seen = std::collections::HashSet::new();
         // Each row with its content hash, computed once.
         let rows: Vec<(&NewStaged<'_>, i64)> = rows.iter().filter(|r| seen.insert(r.external_id)).map(|r| (r, r.hash())).collect();
@@ -575,6 +600,24 @@ impl Store {
             }
         }
         let mut tx = self.write_tx().await?;
+        self.write_rows(&mut tx, directory, rows, known, None, &mut out).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// [`Store::stage_rows`]' writes, inside the caller's transaction:
+    /// `rows` are the page's rows (each entry once) with their hashes.
+    pub(crate) async fn write_rows(
+        &self,
+        tx: &mut crate::WriteTx,
+        directory: &str,
+        rows: Vec<(&NewStaged<'_>, i64)>,
+        known: Option<&std::collections::HashMap<String, (i64, i64)>>,
+        link: Option<&str>,
+        out: &mut StagedPage,
+    ) -> Result<()> {
+        // The stored rows were read before the enumeration: none are read now.
+        let read_before = known.is_some();
         let mut stored: std::collections::HashMap<String, (i64, i64)> = std::collections::HashMap::with_capacity(rows.len());
         if let Some(known) = known {
             for (r, _) in &rows {
@@ -590,7 +633,7 @@ impl Store {
             for (r, _) in chunk {
                 q = q.bind(r.external_id);
             }
-            for row in q.fetch_all(&mut *tx).await? {
+            for row in q.fetch_all(&mut **tx).await? {
                 stored.insert(row.try_get(1)?, (row.try_get(0)?, row.try_get(2)?));
             }
         }
@@ -622,21 +665,35 @@ impl Store {
                      FROM json_each($1) AS v WHERE staged_users.id = v.value->>0",
                 )
                 .bind(crate::to_json(&rows)?)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
                 out.updated += chunk.len() as u64;
             }
             let on_conflict = if read_before { " ON CONFLICT (directory, external_id) DO NOTHING" } else { "" };
-            let sql = format!(
-                "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
-                 entry_problem, problem, search, hash) SELECT $1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
-                 value->>6, value->>7, value->>8, value->>8, value->>9, value->>10 FROM json_each($2) WHERE true{on_conflict} \
-                 RETURNING id, external_id"
-            );
+            let sql = match link {
+                None => format!(
+                    "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
+                     entry_problem, problem, search, hash) SELECT $1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
+                     value->>6, value->>7, value->>8, value->>8, value->>9, value->>10 FROM json_each($2) WHERE true{on_conflict} \
+                     RETURNING id, external_id"
+                ),
+                Some(_) => linked_insert(
+                    "SELECT $1 AS directory, value->>0 AS external_id, value->>1 AS dn, value->>2 AS username, value->>3 AS username_key, \
+                     value->>4 AS name, value->>5 AS email, value->>6 AS groups, value->>7 AS dir_state, value->>8 AS problem, \
+                     value->>9 AS search, value->>10 AS hash FROM json_each($2)",
+                    "$3",
+                    on_conflict,
+                    " LIMIT -1 OFFSET 0",
+                ),
+            };
             for chunk in new.chunks(1000) {
                 let rows: Vec<_> = chunk.iter().map(|(r, hash)| json_row(r.external_id, r, *hash)).collect();
-                let returned = sqlx::query(&sql).bind(directory).bind(crate::to_json(&rows)?).fetch_all(&mut *tx).await?;
-                note_inserted(&mut tx, directory, chunk, returned, &mut out, &mut unchanged).await?;
+                let mut q = sqlx::query(&sql).bind(directory).bind(crate::to_json(&rows)?);
+                if let Some(rules) = link {
+                    q = q.bind(rules);
+                }
+                let returned = q.fetch_all(&mut **tx).await?;
+                note_inserted(tx, directory, chunk, returned, out, &mut unchanged).await?;
             }
         } else {
             // Changed rows, rewritten in place by id: one statement per chunk.
@@ -651,16 +708,21 @@ impl Store {
                 for (id, r, hash) in chunk {
                     q = bind_fields(q.bind(*id), r, *hash);
                 }
-                q.execute(&mut *tx).await?;
+                q.execute(&mut **tx).await?;
                 out.updated += chunk.len() as u64;
             }
+            // With `link`, the rules hash is `$2` and the rows follow.
+            let first = if link.is_some() { 3 } else { 2 };
             for chunk in new.chunks(crate::rows_per_statement(self.backend, 12)) {
-                let mut sql = String::from(
-                    "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
-                 entry_problem, problem, search, hash) VALUES ",
-                );
+                let mut sql = String::from(match link {
+                    None => {
+                        "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
+                         entry_problem, problem, search, hash) VALUES "
+                    }
+                    Some(_) => "VALUES ",
+                });
                 for i in 0..chunk.len() {
-                    let b = i * 11 + 2;
+                    let b = i * 11 + first;
                     if i > 0 {
                         sql.push(',');
                     }
@@ -681,27 +743,38 @@ impl Store {
                         b + 10
                     ));
                 }
-                if read_before {
-                    // An earlier page of this run may have inserted the entry.
-                    sql.push_str(" ON CONFLICT (directory, external_id) DO NOTHING");
-                }
-                sql.push_str(" RETURNING id, external_id");
+                // An earlier page of this run may have inserted the entry.
+                let on_conflict = if read_before { " ON CONFLICT (directory, external_id) DO NOTHING" } else { "" };
+                let sql = match link {
+                    None => format!("{sql}{on_conflict} RETURNING id, external_id"),
+                    Some(_) => linked_insert(
+                        &format!(
+                            "SELECT * FROM ({sql}) AS v(directory, external_id, dn, username, username_key, name, email, groups, \
+                             dir_state, entry_problem, problem, search, hash)"
+                        ),
+                        "$2",
+                        on_conflict,
+                        " OFFSET 0",
+                    ),
+                };
                 let mut q = sqlx::query(&sql).bind(directory);
+                if let Some(rules) = link {
+                    q = q.bind(rules);
+                }
                 for (r, hash) in chunk {
                     q = bind_fields(q.bind(r.external_id), r, *hash);
                 }
-                let returned = q.fetch_all(&mut *tx).await?;
-                note_inserted(&mut tx, directory, chunk, returned, &mut out, &mut unchanged).await?;
+                let returned = q.fetch_all(&mut **tx).await?;
+                note_inserted(tx, directory, chunk, returned, out, &mut unchanged).await?;
             }
         }
         // New and changed rows get a new status: marked, unless every row
         // counts as marked already.
         let written: Vec<i64> = out.ids.iter().copied().filter(|id| !unchanged.contains(id)).collect();
-        if !written.is_empty() && !snapshot_changed(&mut tx, directory, out.inserted as i64).await? {
-            mark_dirty(&mut tx, self.backend, directory, &written).await?;
+        if !written.is_empty() && !snapshot_changed(tx, directory, out.inserted as i64).await? {
+            mark_dirty(tx, self.backend, directory, &written).await?;
         }
-        tx.commit().await?;
-        Ok(out)
+        Ok(())
     }
 
     /// Stage rows outside an enumeration (tests, tools): [`Store::stage_page`].

@@ -100,8 +100,14 @@ fn plan_stale(rules: &str) -> String {
 /// A staged row's plan key now, in an `UPDATE staged_users`, with its user
 /// the one whose id is the SQL expression `user`.
 fn plan_key_current(rules: &str, user: &str) -> String {
+    plan_key_of("staged_users", rules, user)
+}
+
+/// The plan key of the staged row `row` (its columns `hash` and
+/// `problem`) with its user the one whose id is the SQL expression `user`.
+pub(crate) fn plan_key_of(row: &str, rules: &str, user: &str) -> String {
     format!(
-        "CAST(staged_users.hash AS TEXT) || '/' || {rules} || '/' || staged_users.problem || '/' || \
+        "CAST({row}.hash AS TEXT) || '/' || {rules} || '/' || {row}.problem || '/' || \
          COALESCE((SELECT {USER_SIG} FROM users u WHERE u.id = {user}), '-')"
     )
 }

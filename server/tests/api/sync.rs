@@ -449,7 +449,7 @@ pub(crate) fn serve(db_url: &str, key: &bindery_service::SecretKey, dir: &std::p
         .expect("start bindery")
 }
 
-/// Killed mid-apply (SIGKILL, no goodbye): after a restart the run is
+/// Killed while a first sync creates its users (SIGKILL, no goodbye): after a restart the run is
 /// interrupted, never "running"; what was committed is whole; the next run
 /// completes the job.
 #[tokio::test]
@@ -498,7 +498,16 @@ async fn crash_mid_sync(backend: Backend) {
     assert_eq!(rows[0].state, "running", "killed mid-run: {rows:?}");
     let (users_after_kill, _) = store.count_users().await.unwrap();
     assert!(users_after_kill < 3008, "killed before the end ({users_after_kill} users)");
-    assert_eq!((users_after_kill - 1) % 500, 0, "only whole chunks were committed: {users_after_kill}");
+    // A first sync creates users page by page (`first_load`): each page's
+    // users, their items and their rows' links in one transaction, so
+    // what was committed is whole.
+    let (_, created_items) = store.list_items(rows[0].id, Some(bindery_model::SyncAction::Create), 1, 0).await.unwrap();
+    assert_eq!(users_after_kill - 1, created_items, "each user committed with its item");
+    let linked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM staged_users WHERE user_id IS NOT NULL AND settled = 1")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(users_after_kill - 1, linked, "each user committed with its row linked and settled");
 
     // Restart: the run is interrupted; the next firing completes the job.
     let mut server = serve(&app.db.url, &key, dir.path(), "second.log");
@@ -619,6 +628,163 @@ async fn a_resync_equals_a_first_sync_of_the_resulting_directory() {
 #[tokio::test]
 async fn a_resync_equals_a_first_sync_of_the_resulting_directory_on_postgres() {
     resync_equals_a_first_sync(Backend::Postgres).await;
+}
+
+/// A run's items as (username, action, outcome, reason), sorted.
+fn item_facts(detail: &serde_json::Value) -> Vec<(String, String, String, String)> {
+    let mut v: Vec<_> = detail["items"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let f = |k: &str| i[k].as_str().unwrap_or_default().to_string();
+            (f("username"), f("action"), f("outcome"), f("reason"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 16: a first sync creates its users page by page as the
+/// enumeration reads them, and ends as a plan over the whole snapshot
+/// would: an entry whose username (case aside) or email a later page
+/// repeats, or whose email a local user has, is created by its page and
+/// taken back once every entry is read; a local user's name is never
+/// taken. Compared with a directory synced after a dry run (whose sync
+/// plans the whole snapshot), row by row, user by user, item by item.
+async fn first_sync_page_by_page(backend: Backend) {
+    let d = Slapd::start();
+    let tech = format!("ou=tech,{}", d.base_dn);
+    // In the last OU, so on a later page (2 entries a page) than the people they repeat.
+    let add = |uid: &str, mail: &str| {
+        format!("dn: uid={uid},{tech}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\nmail: {mail}\n")
+    };
+    d.modify(&add("JDOE", "jdoe2@example.com"));
+    d.modify(&add("twin", "jsmith@example.com"));
+    d.modify(&add("olga", "olga@example.com"));
+    let local = |username: &str, email: &str| bindery_model::NewUser {
+        username: username.into(),
+        name: username.into(),
+        email: email.into(),
+        role: Role::User,
+        password: "Local-Pass-12345".into(),
+        ..Default::default()
+    };
+    let mut runs = Vec::new();
+    for dry_run_first in [false, true] {
+        let app = TestApp::with_backend(backend).await;
+        // A local user with tina's email, and one with olga's name.
+        app.service.create_user(&admin_actor(), &local("ann", "tina@example.com")).await.unwrap();
+        app.service.create_user(&admin_actor(), &local("olga", "o@example.org")).await.unwrap();
+        configure(&app, &d, 2, settings(true, 100)).await;
+        let cookie = app.session("admin", ADMIN_PASSWORD).await;
+        if dry_run_first {
+            assert_eq!(sync(&app, &cookie, true).await["run"]["state"], "done");
+        }
+        let run = sync(&app, &cookie, false).await;
+        assert_eq!(run["run"]["state"], "done", "{run}");
+        runs.push((app, run));
+    }
+    let ((paged, by_page), (whole, by_plan)) = (&runs[0], &runs[1]);
+    let notes = |run: &serde_json::Value| run["run"]["counts"]["notes"].to_string();
+    assert!(
+        notes(by_page).contains("deleted again once every entry was read, because another entry shares their username or email"),
+        "{by_page}"
+    );
+    assert!(!notes(by_plan).contains("page by page"), "the sync after a dry run plans the whole snapshot: {by_plan}");
+    let refused: Vec<_> = items(by_page, "failed").iter().map(|i| i["username"].as_str().unwrap().to_string()).collect();
+    for name in ["jdoe", "JDOE", "jsmith", "twin", "tina", "olga"] {
+        assert!(refused.iter().any(|r| r == name), "{name} refused: {by_page}");
+        let user = paged.db.store.find_user(name).await.unwrap();
+        assert!(user.is_none_or(|u| u.source.as_str() == "local"), "no directory user {name}");
+    }
+    assert_eq!(item_facts(by_page), item_facts(by_plan), "the run's items");
+    assert_eq!(by_page["run"]["counts"]["create"], by_plan["run"]["counts"]["create"], "{by_page} {by_plan}");
+    assert_eq!(staged_rows(paged).await, staged_rows(whole).await, "the import table, row by row");
+    assert_eq!(directory_users(paged).await, directory_users(whole).await, "the directory users");
+}
+
+#[tokio::test]
+async fn a_first_sync_creates_page_by_page_and_ends_as_a_plan_of_the_whole_snapshot() {
+    first_sync_page_by_page(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_first_sync_creates_page_by_page_and_ends_as_a_plan_of_the_whole_snapshot_on_postgres() {
+    first_sync_page_by_page(Backend::Postgres).await;
+}
+
+/// A first sync cancelled while its pages create users applies nothing,
+/// as any cancelled sync: the users its pages created are deleted again,
+/// and the next sync creates everyone.
+#[tokio::test]
+async fn a_cancelled_first_sync_takes_back_the_users_its_pages_created() {
+    let d = Slapd::start_with(&[("SLAPD_EXTRA_USERS", "3000")]);
+    let app = TestApp::new().await;
+    configure(&app, &d, 2, settings(true, 100)).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    let res =
+        app.send(api("POST", "/api/v1/directories/ldap/sync", Some(serde_json::json!({ "dry_run": false })), Auth::Cookie(&cookie))).await;
+    assert_status(&res, StatusCode::ACCEPTED, "sync started");
+    let id = body_json(res).await["id"].as_i64().unwrap();
+    let store = &app.db.store;
+    for _ in 0..1000 {
+        if store.count_users().await.unwrap().0 > 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let created = store.count_users().await.unwrap().0 - 1;
+    assert!(created > 0, "the pages were creating users");
+    let res = app.send(api("POST", &format!("/api/v1/sync/runs/{id}/cancel"), None, Auth::Cookie(&cookie))).await;
+    assert!(res.status().is_success(), "cancel: {:?}", res.status());
+    let run = wait_sync(&app, &cookie, id, |r| r["state"] != "running").await;
+    assert_eq!(run["run"]["state"], "cancelled", "{run}");
+    assert_eq!(store.count_users().await.unwrap().0, 1, "only the administrator is left: {run}");
+    assert!(items(&run, "create").is_empty(), "no create is recorded: {run}");
+    let linked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM staged_users WHERE user_id IS NOT NULL OR settled = 1")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(linked, 0, "the staged rows are new again");
+    let staged = store.count_staged("ldap").await.unwrap();
+    assert!(staged > 0, "the rows read stay staged");
+
+    let next = sync(&app, &cookie, false).await;
+    assert_eq!(next["run"]["state"], "done", "{next}");
+    assert_eq!(store.count_users().await.unwrap().0, 3008, "admin + 3007 directory users");
+}
+
+/// A page of a first sync that cannot create its users (here a trigger
+/// refuses one of them) is staged only, as are the pages after it, and the
+/// plan decides their rows: that user's change fails alone, everyone else
+/// is created, and the run says why.
+#[tokio::test]
+async fn a_first_sync_page_that_cannot_create_its_users_leaves_them_to_the_plan() {
+    let d = Slapd::start();
+    let app = TestApp::new().await;
+    sqlx::query(
+        "CREATE TRIGGER refuse_tom BEFORE INSERT ON users WHEN NEW.username = 'tom' BEGIN SELECT RAISE(ABORT, 'tom is refused'); END",
+    )
+    .execute(app.db.store.pool())
+    .await
+    .unwrap();
+    configure(&app, &d, 2, settings(true, 100)).await;
+    let cookie = app.session("admin", ADMIN_PASSWORD).await;
+    let run = sync(&app, &cookie, false).await;
+    assert_eq!(run["run"]["state"], "done", "{run}");
+    let notes = run["run"]["counts"]["notes"].to_string();
+    assert!(notes.contains("first sync: a page could not create its users"), "{notes}");
+    assert!(notes.contains("tom is refused"), "{notes}");
+    let tom: Vec<_> = run["items"]["items"].as_array().unwrap().iter().filter(|i| i["username"] == "tom").collect();
+    assert_eq!(tom.len(), 1, "{run}");
+    assert_eq!(tom[0]["outcome"], "failed", "{run}");
+    assert!(app.db.store.find_user("tom").await.unwrap().is_none());
+    for name in ["jdoe", "jsmith", "tina", "élodie"] {
+        assert!(active(&app, name).await, "{name} created");
+    }
+    let c = &run["run"]["counts"];
+    assert_eq!((c["create"].as_i64(), c["applied"].as_i64(), c["apply_failed"].as_i64()), (Some(7), Some(6), Some(1)), "{run}");
 }
 
 /// Issue 16: the plan skips rows whose last plan needed nothing only while

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bindery_model::{DirectoryKind, RunKind, RunState, SyncCounts, SyncMode, SyncRun, SyncSettings};
 
+use super::first_load::FirstLoad;
 use super::lease::Lease;
 use super::over_threshold;
 use crate::import::run_dto;
@@ -128,11 +129,11 @@ impl Service {
                     self.store.set_run_kind(id, RunKind::Sync).await?;
                     self.store.clear_delta_cookies(kind.as_str()).await?;
                     notes.push(format!("the delta read was refused ({why}): this run fell back to a full enumeration"));
-                    self.full_into_staging(kind, id, cfg, settings, cancel, &mut notes).await?
+                    self.full_into_staging(kind, id, cfg, settings, dry_run, cancel, &mut notes).await?
                 }
             }
         } else {
-            self.full_into_staging(kind, id, cfg, settings, cancel, &mut notes).await?
+            self.full_into_staging(kind, id, cfg, settings, dry_run, cancel, &mut notes).await?
         };
         if e.cancelled {
             self.end_bulk_load(id).await;
@@ -142,6 +143,9 @@ impl Service {
         let enumerate_ms = t.elapsed().as_millis() as i64;
         let t = std::time::Instant::now();
         let (mut counts, rules) = self.plan(kind, cfg, id, settings, e.complete).await?;
+        // A first sync's pages created these already (`first_load`).
+        counts.create += e.created as i64;
+        counts.applied += e.created as i64;
         counts.notes.splice(0..0, notes);
         counts.enumerate_ms = enumerate_ms;
         counts.plan_ms = t.elapsed().as_millis() as i64;
@@ -193,19 +197,89 @@ impl Service {
     /// the domain controller's invocation id) and stored once the
     /// enumeration completed on the same server: the next run reads only
     /// what changed after that moment (`delta.rs`).
+    #[allow(clippy::too_many_arguments)]
     async fn full_into_staging(
         &self,
         kind: DirectoryKind,
         id: i64,
         cfg: &bindery_directory::DirectoryConfig,
         settings: &SyncSettings,
+        dry_run: bool,
         cancel: &AtomicBool,
         notes: &mut Vec<String>,
     ) -> Result<crate::import::Enumerated> {
         let start = self.start_cookies(kind, cfg, settings, notes).await?;
-        let e = self.enumerate_into_staging(kind, id, cfg, cancel).await?;
+        let load = match dry_run {
+            true => None,
+            false => self.first_load(kind, id, cfg, settings).await?,
+        };
+        let mut e = self.enumerate_into_staging(kind, id, cfg, cancel, load.as_ref()).await?;
+        if let Some(load) = &load {
+            e.created = self.end_first_load(kind, id, load, &e, notes).await?;
+        }
         self.record_cookies(kind, start, &e, notes).await?;
         Ok(e)
+    }
+
+    /// A first sync (`first_load`): when the directory has no snapshot row
+    /// and no user of its own, its pages create their clean entries' users
+    /// as they are staged. The rules are recorded as the plan's now: the
+    /// plan after the enumeration then reads only the rows the pages left
+    /// unsettled.
+    async fn first_load(
+        &self,
+        kind: DirectoryKind,
+        id: i64,
+        cfg: &bindery_directory::DirectoryConfig,
+        settings: &SyncSettings,
+    ) -> Result<Option<FirstLoad>> {
+        if !self.store.first_load_possible(kind.as_str(), kind.source().as_str()).await? {
+            return Ok(None);
+        }
+        // As the plan's after a complete enumeration (one that is not
+        // plans every row again, under its own rules).
+        let inputs = self.plan_inputs(kind, cfg, settings, true).await?;
+        let load = FirstLoad::new(cfg.clone(), inputs, id);
+        self.store.put_plan_rules(kind.as_str(), load.rules()).await?;
+        Ok(Some(load))
+    }
+
+    /// After a first sync's enumeration: the users created for rows the
+    /// status computation found sharing a username or email (or every
+    /// user, if the run was cancelled) are taken back. Returns how many
+    /// created users stay.
+    async fn end_first_load(
+        &self,
+        kind: DirectoryKind,
+        id: i64,
+        load: &FirstLoad,
+        e: &crate::import::Enumerated,
+        notes: &mut Vec<String>,
+    ) -> Result<u64> {
+        if let Some(why) = load.failed() {
+            notes.push(format!(
+                "first sync: a page could not create its users ({why}); it and the pages after it were only staged, and the plan decided their rows"
+            ));
+        }
+        let created = load.created();
+        if created == 0 {
+            return Ok(0);
+        }
+        let dir = kind.as_str();
+        let undone = self.store.undo_first_load(dir, id, e.cancelled).await?;
+        if undone > 0 {
+            self.store.compute_staged_status(dir).await?;
+        }
+        let kept = created - undone;
+        notes.push(match undone {
+            0 => format!("first sync: {kept} users were created page by page as the enumeration read them"),
+            _ if e.cancelled => format!("cancelled: the {undone} users its pages had created were deleted again"),
+            _ => format!(
+                "first sync: {kept} users were created page by page as the enumeration read them; {undone} more were \
+                 deleted again once every entry was read, because another entry shares their username or email"
+            ),
+        });
+        Ok(kept)
     }
 
     /// End a bulk load the run began, if it is still pending; logged, not

@@ -17,6 +17,7 @@
 
 mod apply;
 mod approval;
+pub(crate) mod first_load;
 mod groups;
 mod job;
 mod lease;

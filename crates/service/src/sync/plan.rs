@@ -82,7 +82,80 @@ fn count(c: &mut SyncCounts, action: SyncAction) {
     }
 }
 
+/// What a plan reads besides the rows: the policy, the organisations
+/// (by name, for the mapping) and the hash of the rules ([`plan_rules`]).
+pub(crate) struct PlanInputs {
+    pub policy: identity::Policy,
+    pub all_orgs: Vec<bindery_store::OrganisationRow>,
+    pub rules: String,
+}
+
+/// A staged entry as the rule takes it ([`decide`]).
+pub(crate) struct RowFacts<'a> {
+    pub external_id: &'a str,
+    pub username: &'a str,
+    pub name: &'a str,
+    pub email: &'a str,
+    pub dir_state: &'a str,
+    /// The row's problem: one of the entry alone, or one the status
+    /// computation found.
+    pub problem: &'a str,
+    pub groups: &'a [String],
+}
+
+/// The one rule over a staged entry, the user linked to it by its immutable
+/// id and the user holding its name: the plan's decision for each row, and
+/// a first sync's for each entry of a page (`first_load`).
+pub(crate) fn decide(
+    cfg: &bindery_directory::DirectoryConfig,
+    policy: &identity::Policy,
+    all_orgs: &[bindery_store::OrganisationRow],
+    r: &RowFacts<'_>,
+    linked: Option<&Held<'_>>,
+    holder: Option<&Held<'_>>,
+) -> Change {
+    let mapped = crate::lifecycle::mapped_access(cfg, r.groups, all_orgs);
+    let entry = Entry {
+        external_id: r.external_id,
+        username: r.username,
+        username_key: &crate::util::username_key(r.username),
+        name: r.name,
+        email: r.email,
+        state: crate::lifecycle::staged_state(r.dir_state),
+        // A conflict is the rule's to find, not a bad entry.
+        problem: if r.problem.starts_with("conflict:") { "" } else { r.problem },
+    };
+    identity::reconcile(Some(&entry), linked, holder, policy, mapped.as_ref())
+}
+
 impl Service {
+    /// The policy, organisations and rules of a plan of `kind` under
+    /// `settings`; `complete`: whether its enumeration was (disabling needs it).
+    pub(crate) async fn plan_inputs(
+        &self,
+        kind: DirectoryKind,
+        cfg: &bindery_directory::DirectoryConfig,
+        settings: &SyncSettings,
+        complete: bool,
+    ) -> Result<PlanInputs> {
+        let all_orgs = self.store.organisation_names().await?;
+        let chosen: Vec<(i64, OrgSource)> = if settings.organisation_ids.is_empty() {
+            self.store.default_organisation().await?.map(|o| (o.id, OrgSource::Default)).into_iter().collect()
+        } else {
+            settings.organisation_ids.iter().map(|o| (*o, OrgSource::Selection)).collect()
+        };
+        let policy = identity::Policy {
+            source: kind.source(),
+            disable: settings.disable_missing && complete,
+            create: true,
+            create_disabled: false,
+            organisations: chosen,
+            add_to_existing: vec![],
+        };
+        let rules = plan_rules(cfg, &policy, &all_orgs);
+        Ok(PlanInputs { policy, all_orgs, rules })
+    }
+
     /// Compute the plan over the snapshot with the one identity rule and
     /// record each change as a run item (the typed change, as JSON). Rows
     /// whose last plan needed nothing under the same key (the row, the
@@ -102,22 +175,8 @@ impl Service {
     ) -> Result<(SyncCounts, String)> {
         let dir = kind.as_str();
         let mut counts = SyncCounts { directory_users: self.store.count_staged(dir).await?, ..Default::default() };
-        let all_orgs = self.store.organisation_names().await?;
+        let PlanInputs { policy, all_orgs, rules } = self.plan_inputs(kind, cfg, settings, complete).await?;
         let with_mappings = !cfg.group_mappings.is_empty();
-        let chosen: Vec<(i64, OrgSource)> = if settings.organisation_ids.is_empty() {
-            self.store.default_organisation().await?.map(|o| (o.id, OrgSource::Default)).into_iter().collect()
-        } else {
-            settings.organisation_ids.iter().map(|o| (*o, OrgSource::Selection)).collect()
-        };
-        let policy = identity::Policy {
-            source: kind.source(),
-            disable: settings.disable_missing && complete,
-            create: true,
-            create_disabled: false,
-            organisations: chosen,
-            add_to_existing: vec![],
-        };
-        let rules = plan_rules(cfg, &policy, &all_orgs);
         let why_every_row = self.why_every_row(dir, &rules, counts.directory_users).await?;
         let targeted = why_every_row.is_none();
         if policy.disable {
@@ -166,7 +225,6 @@ impl Service {
             let mut pending = Vec::new();
             for r in &rows {
                 let groups: Vec<String> = r.groups.lines().filter(|g| !g.is_empty()).map(str::to_string).collect();
-                let mapped = crate::lifecycle::mapped_access(cfg, &groups, &all_orgs);
                 let user = plan_user(r);
                 let held = user.as_ref().map(|u| Held { user: u, organisations: memberships.get(&u.id).unwrap_or(&none) });
                 // Linked by the immutable id, or only holding the name.
@@ -175,17 +233,16 @@ impl Service {
                     Some(h) => (None, Some(h)),
                     None => (None, None),
                 };
-                let entry = Entry {
+                let facts = RowFacts {
                     external_id: &r.external_id,
                     username: &r.username,
-                    username_key: &crate::util::username_key(&r.username),
                     name: &r.name,
                     email: &r.email,
-                    state: crate::lifecycle::staged_state(&r.dir_state),
-                    // A conflict is the rule's to find, not a bad entry.
-                    problem: if r.problem.starts_with("conflict:") { "" } else { &r.problem },
+                    dir_state: &r.dir_state,
+                    problem: &r.problem,
+                    groups: &groups,
                 };
-                let change = identity::reconcile(Some(&entry), linked, holder, &policy, mapped.as_ref());
+                let change = decide(cfg, &policy, &all_orgs, &facts, linked, holder);
                 if matches!(change, Change::Nothing { .. }) {
                     settled.push((r.staged_id, r.plan_key.as_str()));
                     continue;

@@ -1,0 +1,142 @@
+//! A first sync's pages. When a directory has no snapshot row and no
+//! Bindery user of its own yet, the service plans each page of the
+//! enumeration as it arrives (the one identity rule, over entries no user
+//! holds) and the store writes the page in one transaction: the rows
+//! staged, the users their clean entries create with their memberships,
+//! those rows linked and settled under the plan's rules, and the items
+//! recorded as applied. The directory is read on meanwhile. Before, a first
+//! sync staged every row, then read them all back to plan, wrote the plan
+//! as items, read the items back to apply them, and wrote every row a
+//! second time to settle it.
+//!
+//! What a page did not create is left unsettled for the plan that follows
+//! the enumeration. Whether an entry shares its username or email with
+//! another is known only once every entry is staged: the users a page
+//! created for rows the status computation then finds such a problem
+//! with are taken back ([`Store::undo_first_load`]), as are all of a
+//! cancelled run's.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::Row;
+
+use crate::{Backend, NewAccount, NewItem, NewStaged, Result, StagedPage, Store};
+
+impl Store {
+    /// Whether a sync of `directory` may load its pages (see the module):
+    /// its snapshot has no row and no user has its source (`source`).
+    pub async fn first_load_possible(&self, directory: &str, source: &str) -> Result<bool> {
+        let any: i64 = sqlx::query(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM staged_users WHERE directory = $1) THEN 1 \
+             WHEN EXISTS (SELECT 1 FROM users WHERE source = $2) THEN 1 ELSE 0 END",
+        )
+        .bind(directory)
+        .bind(source)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        Ok(any == 0)
+    }
+
+    /// Which of these username keys a Bindery user has.
+    pub async fn taken_username_keys(&self, keys: &[&str]) -> Result<HashSet<String>> {
+        // Each key looked up by the unique index: PostgreSQL joined the
+        // list with every user (a hash join over a growing table, planned
+        // from the statistics of the load's start).
+        let list = match self.backend {
+            Backend::Sqlite => "SELECT value AS k FROM json_each($1)",
+            Backend::Postgres => "SELECT json_array_elements_text($1::json) AS k",
+        };
+        let rows = sqlx::query(&format!("SELECT l.k FROM ({list}) l WHERE (SELECT 1 FROM users u WHERE u.username_key = l.k) IS NOT NULL"))
+            .bind(crate::to_json(keys)?)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| r.try_get(0).map_err(Into::into)).collect()
+    }
+
+    /// Stage a page of a first load against `known` (as
+    /// [`Store::stage_page_known`] does) and, in the same transaction,
+    /// create `creates`' users (each for the entry of its `external_id`),
+    /// link and settle their rows under `rules`, and record their items
+    /// as applied. Each create's entry must be new to the snapshot (the
+    /// service creates a username once per run, so an entry that search OUs
+    /// that overlap list twice is created once).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn load_page(
+        &self,
+        directory: &str,
+        rows: &[NewStaged<'_>],
+        known: &HashMap<String, (i64, i64)>,
+        run: i64,
+        rules: &str,
+        creates: Vec<(&NewAccount, NewItem<'_>)>,
+        now: i64,
+    ) -> Result<StagedPage> {
+        let mut seen = HashSet::new();
+        let rows: Vec<(&NewStaged<'_>, i64)> = rows.iter().filter(|r| seen.insert(r.external_id)).map(|r| (r, r.hash())).collect();
+        let mut out = StagedPage { ids: Vec::with_capacity(rows.len()), ..Default::default() };
+        let mut tx = self.write_tx().await?;
+        // The users first: each row is then inserted linked to its user
+        // and settled, one write of it (`staging::linked_insert`).
+        let accounts: Vec<&NewAccount> = creates.iter().map(|(a, _)| *a).collect();
+        let per_statement = if self.backend == Backend::Sqlite { 500 } else { crate::rows_per_statement(self.backend, 8) };
+        for chunk in accounts.chunks(per_statement) {
+            crate::identity::create_many(&mut tx, self.backend, chunk, now).await?;
+        }
+        self.write_rows(&mut tx, directory, rows, Some(known), Some(rules), &mut out).await?;
+        let inserted: HashMap<&str, i64> = out.new_rows.iter().map(|(e, id)| (e.as_str(), *id)).collect();
+        let items: Vec<NewItem<'_>> = creates
+            .into_iter()
+            .map(|(account, mut item)| {
+                item.staged_id = inserted.get(account.external_id.as_str()).copied();
+                item
+            })
+            .collect();
+        crate::runs::insert_items_in(&mut tx, self.backend, run, &items).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Take back users a first load (`run`) created: those whose rows the
+    /// status computation found a problem with since (a username or an
+    /// email another entry shares, an email another Bindery user has),
+    /// which a plan over the whole snapshot would not have created, or
+    /// with `all` (a cancelled run, which applies nothing) every one. The
+    /// users are deleted (they are the run's own, seconds old; any session
+    /// goes with them), their items removed, and their rows unlinked,
+    /// unsettled and marked for a new status, as if the page had only
+    /// staged them. Returns how many.
+    pub async fn undo_first_load(&self, directory: &str, run: i64, all: bool) -> Result<u64> {
+        let rows = sqlx::query(
+            "SELECT i.id, s.id, s.user_id FROM sync_items i JOIN staged_users s ON s.id = i.staged_id \
+             WHERE i.run_id = $1 AND i.action = 'create' AND i.outcome = 'applied' AND s.directory = $2 AND s.user_id IS NOT NULL \
+             AND ($3 = 1 OR (s.problem <> '' AND s.problem NOT LIKE 'conflict:%'))",
+        )
+        .bind(run)
+        .bind(directory)
+        .bind(i64::from(all))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut undo = Vec::with_capacity(rows.len());
+        for r in &rows {
+            undo.push((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?, r.try_get::<i64, _>(2)?));
+        }
+        for chunk in undo.chunks(5000) {
+            let items: Vec<i64> = chunk.iter().map(|u| u.0).collect();
+            let staged: Vec<i64> = chunk.iter().map(|u| u.1).collect();
+            let users: Vec<i64> = chunk.iter().map(|u| u.2).collect();
+            let ids = crate::json_ids(self.backend, 1);
+            let mut tx = self.write_tx().await?;
+            sqlx::query(&format!("DELETE FROM sync_items WHERE id IN ({ids})")).bind(crate::to_json(&items)?).execute(&mut *tx).await?;
+            sqlx::query(&format!("DELETE FROM users WHERE id IN ({ids})")).bind(crate::to_json(&users)?).execute(&mut *tx).await?;
+            sqlx::query(&format!("UPDATE staged_users SET user_id = NULL, settled = 0, plan_key = NULL WHERE id IN ({ids})"))
+                .bind(crate::to_json(&staged)?)
+                .execute(&mut *tx)
+                .await?;
+            crate::staging::mark_dirty(&mut tx, self.backend, directory, &staged).await?;
+            crate::staging::snapshot_changed(&mut tx, directory, 0).await?;
+            tx.commit().await?;
+        }
+        Ok(undo.len() as u64)
+    }
+}
