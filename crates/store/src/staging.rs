@@ -607,6 +607,8 @@ impl Store {
 
     /// [`Store::stage_rows`]' writes, inside the caller's transaction:
     /// `rows` are the page's rows (each entry once) with their hashes.
+    /// `link`: a first sync's rules hash, with which new rows are inserted
+    /// linked to the users the page created and settled ([`linked_insert`]).
     pub(crate) async fn write_rows(
         &self,
         tx: &mut crate::WriteTx,

@@ -236,8 +236,8 @@ impl Service {
         if !self.store.first_load_possible(kind.as_str(), kind.source().as_str()).await? {
             return Ok(None);
         }
-        // As the plan's after a complete enumeration (one that is not
-        // plans every row again, under its own rules).
+        // The plan's rules after a complete enumeration (after an
+        // incomplete one the plan's rules differ, and it plans every row).
         let inputs = self.plan_inputs(kind, cfg, settings, true).await?;
         let load = FirstLoad::new(cfg.clone(), inputs, id);
         self.store.put_plan_rules(kind.as_str(), load.rules()).await?;
@@ -245,9 +245,9 @@ impl Service {
     }
 
     /// After a first sync's enumeration: the users created for rows the
-    /// status computation found sharing a username or email (or every
-    /// user, if the run was cancelled) are taken back. Returns how many
-    /// created users stay.
+    /// status computation found sharing a username or email with another
+    /// entry, or an email with a Bindery user (or every user, if the run
+    /// was cancelled), are taken back. Returns how many created users stay.
     async fn end_first_load(
         &self,
         kind: DirectoryKind,
@@ -276,7 +276,8 @@ impl Service {
             _ if e.cancelled => format!("cancelled: the {undone} users its pages had created were deleted again"),
             _ => format!(
                 "first sync: {kept} users were created page by page as the enumeration read them; {undone} more were \
-                 deleted again once every entry was read, because another entry shares their username or email"
+                 deleted again once every entry was read, because another entry shares their username or email, or a Bindery \
+                 user has their email"
             ),
         });
         Ok(kept)
