@@ -23,8 +23,13 @@ impl Service {
         // empty users table would keep the plans made for zero rows until
         // autovacuum catches up. They are refreshed once early in the run.
         let mut statistics_fresh = false;
+        // Changes a first sync's pages applied are counted already: this
+        // apply's own are what its statistics, status computation and
+        // vacuum follow (the pages wrote each row once, and the end of the
+        // enumeration vacuumed and analysed after them).
+        let before = counts.applied;
         loop {
-            if !statistics_fresh && counts.applied >= 1000 {
+            if !statistics_fresh && counts.applied - before >= 1000 {
                 self.store.analyze_apply_inputs().await?;
                 statistics_fresh = true;
             }
@@ -79,8 +84,9 @@ impl Service {
                 }
             }
         }
-        let bulk = counts.applied > 1000;
-        if counts.applied + counts.apply_failed > 0 {
+        let applied = counts.applied - before;
+        let bulk = applied > 1000;
+        if applied + counts.apply_failed > 0 {
             if bulk {
                 // Planned with the users the apply created.
                 self.store.refresh_statistics(false).await?;
