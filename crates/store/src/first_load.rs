@@ -72,17 +72,13 @@ impl Store {
         creates: Vec<(&NewAccount, NewItem<'_>)>,
         now: i64,
     ) -> Result<StagedPage> {
-        let mut seen = HashSet::new();
-        let rows: Vec<(&NewStaged<'_>, i64)> = rows.iter().filter(|r| seen.insert(r.external_id)).map(|r| (r, r.hash())).collect();
+        let rows = crate::staging::once_with_hashes(rows);
         let mut out = StagedPage { ids: Vec::with_capacity(rows.len()), ..Default::default() };
         let mut tx = self.write_tx().await?;
         // The users first: each row is then inserted linked to its user
         // and settled, one write of it (`staging::linked_insert`).
         let accounts: Vec<&NewAccount> = creates.iter().map(|(a, _)| *a).collect();
-        let per_statement = if self.backend == Backend::Sqlite { 500 } else { crate::rows_per_statement(self.backend, 8) };
-        for chunk in accounts.chunks(per_statement) {
-            crate::identity::create_many(&mut tx, self.backend, chunk, now).await?;
-        }
+        crate::identity::create_accounts(&mut tx, self.backend, &accounts, now).await?;
         self.write_rows(&mut tx, directory, rows, Some(known), Some(rules), &mut out).await?;
         let inserted: HashMap<&str, i64> = out.new_rows.iter().map(|(e, id)| (e.as_str(), *id)).collect();
         let items: Vec<NewItem<'_>> = creates

@@ -203,11 +203,7 @@ impl Store {
             }
         }
         update_many(&mut tx, self.backend, &updates, now).await?;
-        // SQLite: the accounts as one JSON parameter (see `create_many`).
-        let per_statement = if self.backend == Backend::Sqlite { 500 } else { crate::rows_per_statement(self.backend, 8) };
-        for chunk in creates.chunks(per_statement) {
-            create_many(&mut tx, self.backend, chunk, now).await?;
-        }
+        create_accounts(&mut tx, self.backend, &creates, now).await?;
         let updated: Vec<i64> = updates.iter().map(|u| u.user_id).collect();
         // Before the settle below: it settles what this applied.
         crate::sync::users_changed(&mut tx, &updated).await?;
@@ -346,8 +342,19 @@ async fn create(conn: &mut AnyConnection, a: &NewAccount, now: i64) -> Result<i6
     Ok(id)
 }
 
+/// Create new directory users and their memberships, a chunk of accounts
+/// per statement (SQLite: the chunk as one JSON parameter, see
+/// [`create_many`]).
+pub(crate) async fn create_accounts(conn: &mut AnyConnection, backend: Backend, accounts: &[&NewAccount], now: i64) -> Result<()> {
+    let per_statement = if backend == Backend::Sqlite { 500 } else { crate::rows_per_statement(backend, 8) };
+    for chunk in accounts.chunks(per_statement) {
+        create_many(conn, backend, chunk, now).await?;
+    }
+    Ok(())
+}
+
 /// Insert new directory users with one statement, and their memberships with another.
-pub(crate) async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&NewAccount], now: i64) -> Result<()> {
+async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&NewAccount], now: i64) -> Result<()> {
     let columns = "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
          must_change_password, external_id, created_at, updated_at, validated_at, dir_disabled)";
     let mut sql = String::new();

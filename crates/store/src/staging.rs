@@ -452,17 +452,19 @@ async fn note_inserted(
     unchanged: &mut std::collections::HashSet<i64>,
 ) -> Result<()> {
     out.inserted += returned.len() as u64;
-    let mut inserted = std::collections::HashSet::with_capacity(returned.len());
+    let start = out.new_rows.len();
     for row in returned {
         let (id, external_id): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
         out.ids.push(id);
-        out.new_rows.push((external_id.clone(), id));
-        inserted.insert(external_id);
+        out.new_rows.push((external_id, id));
     }
-    for (r, _) in chunk.iter().filter(|(r, _)| !inserted.contains(r.external_id)) {
+    let inserted: std::collections::HashSet<&str> = out.new_rows[start..].iter().map(|(e, _)| e.as_str()).collect();
+    let others: Vec<&str> = chunk.iter().map(|(r, _)| r.external_id).filter(|e| !inserted.contains(e)).collect();
+    drop(inserted);
+    for external_id in others {
         let row = sqlx::query("SELECT id FROM staged_users WHERE directory = $1 AND external_id = $2")
             .bind(directory)
-            .bind(r.external_id)
+            .bind(external_id)
             .fetch_one(&mut **tx)
             .await?;
         let id: i64 = row.try_get(0)?;
@@ -470,6 +472,13 @@ async fn note_inserted(
         unchanged.insert(id);
     }
     Ok(())
+}
+
+/// A page's rows, each entry once (search OUs that overlap list one
+/// twice), with its content hash, computed once.
+pub(crate) fn once_with_hashes<'r, 'a>(rows: &'r [NewStaged<'a>]) -> Vec<(&'r NewStaged<'a>, i64)> {
+    let mut seen = std::collections::HashSet::new();
+    rows.iter().filter(|r| seen.insert(r.external_id)).map(|r| (r, r.hash())).collect()
 }
 
 /// Mark rows for a new status (inside the caller's transaction).
@@ -584,9 +593,7 @@ impl Store {
         rows: &[NewStaged<'_>],
         known: Option<&std::collections::HashMap<String, (i64, i64)>>,
     ) -> Result<StagedPage> {
-        let mut seen = std::collections::HashSet::new();
-        // Each row with its content hash, computed once.
-        let rows: Vec<(&NewStaged<'_>, i64)> = rows.iter().filter(|r| seen.insert(r.external_id)).map(|r| (r, r.hash())).collect();
+        let rows = once_with_hashes(rows);
         let mut out = StagedPage { ids: Vec::with_capacity(rows.len()), ..Default::default() };
         if rows.is_empty() {
             return Ok(out);

@@ -97,14 +97,9 @@ fn plan_stale(rules: &str) -> String {
     format!("(s.plan_key IS NULL OR s.plan_key <> {})", plan_key_joined(rules))
 }
 
-/// A staged row's plan key now, in an `UPDATE staged_users`, with its user
-/// the one whose id is the SQL expression `user`.
-fn plan_key_current(rules: &str, user: &str) -> String {
-    plan_key_of("staged_users", rules, user)
-}
-
 /// The plan key of the staged row `row` (its columns `hash` and
-/// `problem`) with its user the one whose id is the SQL expression `user`.
+/// `problem`; `staged_users` in an `UPDATE` of it) with its user the one
+/// whose id is the SQL expression `user`.
 pub(crate) fn plan_key_of(row: &str, rules: &str, user: &str) -> String {
     format!(
         "CAST({row}.hash AS TEXT) || '/' || {rules} || '/' || {row}.problem || '/' || \
@@ -143,7 +138,7 @@ pub(crate) async fn settle_applied(conn: &mut AnyConnection, backend: Backend, r
             "UPDATE staged_users SET user_id = v.uid, settled = 1, plan_key = {}, status = {} \
              FROM (SELECT staged_users.id, {LINKED_OR_CREATED} AS uid FROM staged_users WHERE staged_users.id IN ({list}){fence}) v \
              WHERE staged_users.id = v.id",
-            plan_key_current("$1", "v.uid"),
+            plan_key_of("staged_users", "$1", "v.uid"),
             crate::staging::status_case("staged_users", "v.uid")
         ))
         // A text of its own for each chunk: not kept prepared. sqlx keeps
@@ -419,7 +414,7 @@ impl Store {
             let sql = format!(
                 "UPDATE staged_users SET settled = 1, plan_key = v.column2 FROM (VALUES {values}) AS v \
                  WHERE staged_users.id = v.column1 AND {} = v.column2",
-                plan_key_current("$1", "staged_users.user_id")
+                plan_key_of("staged_users", "$1", "staged_users.user_id")
             );
             let mut q = sqlx::query(&sql).bind(rules);
             for (id, key) in chunk {
