@@ -107,6 +107,10 @@ pub struct DirectoryConfig {
     /// the result is reported incomplete. [`crate::probe::MAX_PAGES`]
     /// unless the embedding service (or a test) says otherwise.
     pub max_pages: usize,
+    /// How many pages of an enumeration are stored at once (at least one):
+    /// the embedding service raises it where its database takes writers
+    /// side by side (PostgreSQL).
+    pub stores_at_once: usize,
     pub dn_cache: Duration,
     pub ca_pem: String,
     pub client_cert_pem: String,
@@ -234,6 +238,7 @@ pub fn validate(input: &DirectoryInput, bind_password: Secret, client_key: Secre
         op_timeout: Duration::from_secs(input.op_timeout_secs as u64),
         page_size: input.page_size as i32,
         max_pages: crate::probe::MAX_PAGES,
+        stores_at_once: 1,
         dn_cache: Duration::from_secs(input.dn_cache_secs as u64),
         ca_pem: input.ca_pem.clone(),
         client_cert_pem: input.client_cert_pem.clone(),

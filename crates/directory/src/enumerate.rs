@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bindery_model::MappedUser;
+use futures::{StreamExt, TryFutureExt};
 use ldap3::{ResultEntry, SearchEntry};
 
 use crate::probe::{first, map_entry};
@@ -160,32 +161,50 @@ where
     let storing = async {
         // Moved in: dropped when the storing ends, which stops the reading.
         let mut queued = queued;
-        // A page is mapped while the one before it is stored: the store
-        // spends most of its time waiting for the database, and mapping
-        // (decoding each entry's attributes) is most of the rest.
-        let mut next = None;
+        // Up to `cfg.stores_at_once` pages are stored at once, and the next
+        // page is mapped meanwhile: the store spends most of its time
+        // waiting for the database, and mapping (decoding each entry's
+        // attributes) is most of the rest.
+        let mut storing = futures::stream::FuturesUnordered::new();
+        let mut next: Option<(Totals, Vec<Entry>)> = None;
+        let mut closed = false;
+        let mut failed = None;
         loop {
-            if read_failed.load(Ordering::Relaxed) {
+            if failed.is_none() && !read_failed.load(Ordering::Relaxed) {
+                while storing.len() < cfg.stores_at_once.max(1) {
+                    let Some((totals, entries)) = next.take() else { break };
+                    let n = totals.pages;
+                    storing.push(on_page(entries, &totals).map_err(storing_failed(n)));
+                }
+            } else {
+                // A failed store (or read) starts no other: those under
+                // way end by their own commit or rollback (one dropped
+                // half-way would leave its transaction to the pool).
+                next = None;
+                closed = true;
+            }
+            let receive = next.is_none() && !closed;
+            if !receive && storing.is_empty() {
                 break;
             }
-            let (totals, entries) = match next.take() {
-                Some(mapped) => mapped,
-                None => match queued.recv().await {
-                    Some((totals, page)) => (totals, page.mapped(cfg)),
-                    None => break,
+            tokio::select! {
+                Some(stored) = storing.next(), if !storing.is_empty() => {
+                    if let Err(f) = stored {
+                        failed.get_or_insert(f);
+                    }
+                }
+                got = queued.recv(), if receive => match got {
+                    Some((totals, page)) => next = Some((totals, page.mapped(cfg))),
+                    None => closed = true,
                 },
-            };
-            let n = totals.pages;
-            let store = async { on_page(entries, &totals).await.map_err(storing_failed(n)) };
-            let map_next = async { Ok(queued.recv().await.map(|(totals, page)| (totals, page.mapped(cfg)))) };
-            // (A failed store ends this at once, not after the next page.)
-            let ((), mapped) = tokio::try_join!(store, map_next)?;
-            match mapped {
-                Some(mapped) => next = Some(mapped),
-                None => break,
             }
         }
-        Ok::<(), Failure>(())
+        // Dropped before the reading is waited for: it stops at its next page.
+        drop(queued);
+        match failed {
+            Some(f) => Err(f),
+            None => Ok::<(), Failure>(()),
+        }
     };
     let read_pages = async {
         // Moved in: dropped when the reading ends, which ends the storing.

@@ -676,6 +676,74 @@ mod paging_faults {
         assert_eq!(kept.into_inner(), [1], "no page after the failed one is stored");
     }
 
+    /// With two stores at once (PostgreSQL's setting), every page is
+    /// stored once, never more than two at a time, each with the totals up
+    /// to and including it; a store that fails starts no other, and the
+    /// one beside it ends by itself rather than being dropped half-way.
+    #[tokio::test]
+    async fn two_stores_at_once_store_every_page_once_and_a_failure_lets_the_other_finish() {
+        use std::cell::{Cell, RefCell};
+        let r = Responder::with_users(&format!("ou=people,{BASE}"), 20).await;
+        let mut cfg = cfg(&r, 100);
+        cfg.page_size = 2;
+        cfg.stores_at_once = 2;
+        let cancel = AtomicBool::new(false);
+        let (running, most) = (Cell::new(0), Cell::new(0));
+        let stored = RefCell::new(Vec::new());
+        let totals = enumerate(&cfg, &cancel, |page, t| {
+            let (n, entries, len) = (t.pages, t.entries, page.len() as u64);
+            let (running, most, stored) = (&running, &most, &stored);
+            async move {
+                running.set(running.get() + 1);
+                most.set(most.get().max(running.get()));
+                // Odd pages take longer: the even ones overtake them.
+                tokio::time::sleep(std::time::Duration::from_millis(if n % 2 == 1 { 40 } else { 10 })).await;
+                running.set(running.get() - 1);
+                stored.borrow_mut().push((n, entries, len));
+                Ok(())
+            }
+        })
+        .await
+        .expect("a complete enumeration");
+        assert_eq!(totals.entries, 20);
+        assert_eq!(most.get(), 2, "two pages were stored at once, never more");
+        let mut stored = stored.into_inner();
+        assert_ne!(stored.iter().map(|s| s.0).collect::<Vec<_>>(), (1..=totals.pages).collect::<Vec<_>>(), "stores overlapped");
+        stored.sort();
+        assert_eq!(stored.iter().map(|s| s.0).collect::<Vec<_>>(), (1..=totals.pages).collect::<Vec<_>>(), "each page once");
+        let mut sum = 0;
+        for (n, entries, len) in &stored {
+            sum += len;
+            assert_eq!(*entries, sum, "page {n}: the totals it was given");
+        }
+
+        // (page, whether its store finished), as each store ends.
+        struct Store<'a>(u64, bool, &'a RefCell<Vec<(u64, bool)>>);
+        impl Drop for Store<'_> {
+            fn drop(&mut self) {
+                self.2.borrow_mut().push((self.0, self.1));
+            }
+        }
+        let ended = RefCell::new(Vec::new());
+        let err = enumerate(&cfg, &cancel, |_, t| {
+            let (n, ended) = (t.pages, &ended);
+            async move {
+                let mut store = Store(n, false, ended);
+                if n == 2 {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    return Err("the disk is full".to_string());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                store.1 = true;
+                Ok(())
+            }
+        })
+        .await
+        .expect_err("a failed store is an incomplete enumeration");
+        assert!(err.message.contains("storing page 2: the disk is full"), "{err:?}");
+        assert_eq!(ended.into_inner(), [(2, false), (1, true)], "page 1 finished beside the failed page 2, and none started after");
+    }
+
     /// A read that fails (here a cancel) while a page is being stored lets
     /// that store finish: a store holds a write transaction, and one
     /// dropped half-way left SQLite locked for every other writer (an

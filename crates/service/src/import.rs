@@ -196,7 +196,10 @@ impl Service {
         load: Option<&crate::sync::first_load::FirstLoad>,
     ) -> Result<Enumerated> {
         let dir = kind.as_str();
-        let cfg = &bindery_directory::DirectoryConfig { max_pages: self.options.max_enumeration_pages, ..cfg.clone() };
+        // PostgreSQL stores two pages at once, each in its own transaction: one
+        // writer kept one core busy while the other sat about half idle.
+        let stores_at_once = if self.store.backend() == bindery_store::Backend::Postgres { 2 } else { 1 };
+        let cfg = &bindery_directory::DirectoryConfig { max_pages: self.options.max_enumeration_pages, stores_at_once, ..cfg.clone() };
         self.store.begin_staging(dir, id).await?;
         // Into an empty snapshot table (PostgreSQL): without its secondary
         // indexes until the run ends (`bindery_store` `bulk.rs`).

@@ -44,7 +44,9 @@ pub(crate) struct FirstLoad {
     /// Users the pages created.
     created: AtomicU64,
     analyzed: AtomicBool,
-    /// A page whose load failed is staged only, and so is every page after it.
+    /// A page whose load failed is staged only, and so is every page that
+    /// starts after it (on PostgreSQL the one stored beside it may still
+    /// create its users).
     off: AtomicBool,
     /// Why it failed.
     failed: Mutex<Option<String>>,
