@@ -79,7 +79,7 @@ impl Store {
         // and settled, one write of it (`staging::linked_insert`).
         let accounts: Vec<&NewAccount> = creates.iter().map(|(a, _)| *a).collect();
         crate::identity::create_accounts(&mut tx, self.backend, &accounts, now).await?;
-        self.write_rows(&mut tx, directory, rows, Some(known), Some(rules), &mut out).await?;
+        let written = self.write_rows(&mut tx, directory, rows, Some(known), Some(rules), &mut out).await?;
         let inserted: HashMap<&str, i64> = out.new_rows.iter().map(|(e, id)| (e.as_str(), *id)).collect();
         let items: Vec<NewItem<'_>> = creates
             .into_iter()
@@ -89,6 +89,7 @@ impl Store {
             })
             .collect();
         crate::runs::insert_items_in(&mut tx, self.backend, run, &items).await?;
+        crate::staging::note_written(&mut tx, self.backend, directory, out.inserted, &written).await?;
         tx.commit().await?;
         Ok(out)
     }

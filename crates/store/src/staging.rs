@@ -482,6 +482,18 @@ pub(crate) fn once_with_hashes<'r, 'a>(rows: &'r [NewStaged<'a>]) -> Vec<(&'r Ne
 }
 
 /// Mark rows for a new status (inside the caller's transaction).
+/// After [`Store::write_rows`], last before the commit: the snapshot's
+/// version moves on, and the rows written (new or changed) get a new
+/// status: marked, unless every row counts as marked already. Last,
+/// because the snapshot's row stays locked until the commit: two pages
+/// stored at once (PostgreSQL) wait for each other only that long.
+pub(crate) async fn note_written(tx: &mut crate::WriteTx, backend: Backend, directory: &str, inserted: u64, written: &[i64]) -> Result<()> {
+    if !written.is_empty() && !snapshot_changed(tx, directory, inserted as i64).await? {
+        mark_dirty(tx, backend, directory, written).await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn mark_dirty(tx: &mut crate::WriteTx, backend: Backend, directory: &str, ids: &[i64]) -> Result<()> {
     let sql = format!(
         "INSERT INTO staged_dirty (directory, id) SELECT $1, j.id FROM ({}) j WHERE true ON CONFLICT DO NOTHING",
@@ -607,7 +619,8 @@ impl Store {
             }
         }
         let mut tx = self.write_tx().await?;
-        self.write_rows(&mut tx, directory, rows, known, None, &mut out).await?;
+        let written = self.write_rows(&mut tx, directory, rows, known, None, &mut out).await?;
+        note_written(&mut tx, self.backend, directory, out.inserted, &written).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -616,6 +629,8 @@ impl Store {
     /// `rows` are the page's rows (each entry once) with their hashes.
     /// `link`: a first sync's rules hash, with which new rows are inserted
     /// linked to the users the page created and settled ([`linked_insert`]).
+    /// Returns the ids of the rows written (new or changed), which the
+    /// caller passes to [`note_written`] last before its commit.
     pub(crate) async fn write_rows(
         &self,
         tx: &mut crate::WriteTx,
@@ -624,7 +639,7 @@ impl Store {
         known: Option<&std::collections::HashMap<String, (i64, i64)>>,
         link: Option<&str>,
         out: &mut StagedPage,
-    ) -> Result<()> {
+    ) -> Result<Vec<i64>> {
         // The stored rows were read before the enumeration: none are read now.
         let read_before = known.is_some();
         let mut stored: std::collections::HashMap<String, (i64, i64)> = std::collections::HashMap::with_capacity(rows.len());
@@ -777,13 +792,7 @@ impl Store {
                 note_inserted(tx, directory, chunk, returned, out, &mut unchanged).await?;
             }
         }
-        // New and changed rows get a new status: marked, unless every row
-        // counts as marked already.
-        let written: Vec<i64> = out.ids.iter().copied().filter(|id| !unchanged.contains(id)).collect();
-        if !written.is_empty() && !snapshot_changed(tx, directory, out.inserted as i64).await? {
-            mark_dirty(tx, self.backend, directory, &written).await?;
-        }
-        Ok(())
+        Ok(out.ids.iter().copied().filter(|id| !unchanged.contains(id)).collect())
     }
 
     /// Stage rows outside an enumeration (tests, tools): [`Store::stage_page`].
