@@ -220,8 +220,9 @@ impl Service {
         let seen: Arc<Mutex<HashSet<i64>>> = Arc::default();
         let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
         // Progress is written after the first page, then at most every half
-        // second, not per page.
-        let reported: Arc<Mutex<Option<std::time::Instant>>> = Arc::default();
+        // second, not per page; never less than already written (pages
+        // stored at once may end out of order).
+        let reported: Arc<Mutex<(Option<std::time::Instant>, i64)>> = Arc::default();
         let result = enumerate::enumerate(cfg, cancel, |page, totals| {
             let (store, seen, known, reported, written) = (store.clone(), seen.clone(), known.clone(), reported.clone(), written.clone());
             let (entries, pages) = (totals.entries as i64, totals.pages as i64);
@@ -237,9 +238,9 @@ impl Service {
                 seen.lock().unwrap_or_else(|p| p.into_inner()).extend(staged.ids);
                 let due = {
                     let mut last = reported.lock().unwrap_or_else(|p| p.into_inner());
-                    let due = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(500));
+                    let due = entries > last.1 && last.0.is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(500));
                     if due {
-                        *last = Some(std::time::Instant::now());
+                        *last = (Some(std::time::Instant::now()), entries);
                     }
                     due
                 };
