@@ -150,13 +150,14 @@ where
     // as soon as one has arrived, not once the one before is stored, so
     // that a slow store (the first page waits for the snapshot's hashes,
     // read meanwhile) does not hold the reading up, until the queue is full.
-    // At most `STORE_AHEAD` + 3 pages are held in memory: the one being
-    // stored, the one mapped meanwhile, those queued and the one arriving.
+    // At most `STORE_AHEAD` + 2 + `cfg.stores_at_once` pages are held in
+    // memory: those being stored, the one mapped meanwhile, those queued
+    // and the one arriving.
     // (With group lookups, which need the connection, a page is mapped
     // before the next is asked for.)
     let (queue, queued) = tokio::sync::mpsc::channel::<(Totals, Page)>(STORE_AHEAD);
     // Set when the reading fails (a cancel, a lost server): the storing
-    // finishes the page it is storing and stores no more.
+    // finishes the pages it is storing and stores no more.
     let read_failed = AtomicBool::new(false);
     let storing = async {
         // Moved in: dropped when the storing ends, which stops the reading.
@@ -187,7 +188,13 @@ where
             if !receive && storing.is_empty() {
                 break;
             }
+            // The stores first: a store just started runs up to its first
+            // wait for the database before the next page is mapped (polled
+            // in random order, the mapping went first about every other
+            // page, and the store's SQL waited for it: SQLite's first sync
+            // took 0.3 s longer).
             tokio::select! {
+                biased;
                 Some(stored) = storing.next(), if !storing.is_empty() => {
                     if let Err(f) = stored {
                         failed.get_or_insert(f);
