@@ -184,6 +184,7 @@ impl Service {
                     server: String::new(),
                     changed: true,
                     created: 0,
+                    bulk_loaded: false,
                 };
                 return Ok(Ok(DeltaRead { e, groups_changed: false }));
             }
@@ -349,7 +350,7 @@ impl Service {
         notes.extend(read.notes);
         let changed = !upserts.is_empty() || gone > 0;
         Ok(DeltaRead {
-            e: Enumerated { complete: true, cancelled: false, error: String::new(), server, changed, created: 0 },
+            e: Enumerated { complete: true, cancelled: false, error: String::new(), server, changed, created: 0, bulk_loaded: false },
             groups_changed,
         })
     }

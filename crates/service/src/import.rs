@@ -45,6 +45,9 @@ pub(crate) struct Enumerated {
     pub changed: bool,
     /// Users a first sync's pages created and kept (`sync::first_load`).
     pub created: u64,
+    /// Whether the enumeration loaded an empty snapshot table without its
+    /// indexes and built them when its rows were in (PostgreSQL).
+    pub bulk_loaded: bool,
 }
 
 impl Jobs {
@@ -202,8 +205,8 @@ impl Service {
         let cfg = &bindery_directory::DirectoryConfig { max_pages: self.options.max_enumeration_pages, stores_at_once, ..cfg.clone() };
         self.store.begin_staging(dir, id).await?;
         // Into an empty snapshot table (PostgreSQL): without its secondary
-        // indexes until the run ends (`bindery_store` `bulk.rs`).
-        self.store.begin_bulk_load().await?;
+        // indexes until every row is in (`bindery_store` `bulk.rs`).
+        let bulk = self.store.begin_bulk_load().await?;
         // The snapshot's ids and content hashes, read once: each page is
         // compared in memory, and one where nothing changed is not written.
         // Read while the directory is connected to and its first pages are
@@ -253,12 +256,26 @@ impl Service {
         .await;
         let done = match result {
             Ok(t) => {
+                // A bulk load ends with its enumeration: the indexes are
+                // built, and the statistics refreshed next cover them.
+                // (Anything else ends it when the run ends.)
+                if bulk {
+                    self.store.end_bulk_load_unanalysed().await?;
+                }
                 let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
                 let known = known.clone().await.map_err(Error::Internal)?;
-                let gone = self.store.finish_staging(dir, id, &seen, Some(&known)).await?;
+                let gone = self.store.finish_staging(dir, id, &seen, Some(&known), bulk).await?;
                 self.store.run_progress(id, t.entries as i64, t.pages as i64).await?;
                 let changed = gone + written.load(Ordering::Relaxed) > 0;
-                Enumerated { complete: true, cancelled: false, error: String::new(), server: t.server, changed, created: 0 }
+                Enumerated {
+                    complete: true,
+                    cancelled: false,
+                    error: String::new(),
+                    server: t.server,
+                    changed,
+                    created: 0,
+                    bulk_loaded: bulk,
+                }
             }
             Err(f) => Enumerated {
                 complete: false,
@@ -267,6 +284,7 @@ impl Service {
                 server: String::new(),
                 changed: true,
                 created: 0,
+                bulk_loaded: false,
             },
         };
         drop(known);

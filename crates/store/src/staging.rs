@@ -809,13 +809,16 @@ impl Store {
     /// `known`: the rows as [`Store::staged_hashes`] read them before the
     /// enumeration (which held the directory's lease, so no other writer
     /// added any): the rows to remove are found without reading the
-    /// snapshot again. `None`: read its ids now.
+    /// snapshot again. `None`: read its ids now. `refresh`: refresh the
+    /// statistics whatever the share of rows written (after a bulk load,
+    /// whose end left that to this: [`Store::end_bulk_load_unanalysed`]).
     pub async fn finish_staging(
         &self,
         directory: &str,
         run: i64,
         seen: &std::collections::HashSet<i64>,
         known: Option<&std::collections::HashMap<String, (i64, i64)>>,
+        refresh: bool,
     ) -> Result<u64> {
         let gone: Vec<i64> = match known {
             Some(known) => known.values().map(|(id, _)| *id).filter(|id| !seen.contains(id)).collect(),
@@ -853,7 +856,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        if (written as usize + gone.len()) * 10 > total.max(10_000) {
+        if refresh || (written as usize + gone.len()) * 10 > total.max(10_000) {
             self.refresh_statistics(true).await?;
         }
         Ok(gone.len() as u64)

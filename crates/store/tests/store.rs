@@ -633,7 +633,7 @@ async fn enumerate(store: &Store, dir: &str, run: i64, entries: &[Entry], comple
         // The rows to remove found from the rows read before (the service's
         // way) on odd runs, by reading the snapshot again on even ones.
         let known = (run % 2 == 1).then_some(&known);
-        store.finish_staging(dir, run, &seen, known).await.unwrap();
+        store.finish_staging(dir, run, &seen, known, false).await.unwrap();
     }
     store.compute_staged_status(dir).await.unwrap();
     (inserted, updated)

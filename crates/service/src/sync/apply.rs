@@ -102,11 +102,12 @@ impl Service {
             // middle of whatever ran then.
             self.store.vacuum_after_apply().await?;
         }
-        // A first sync's bulk load (PostgreSQL) ends here: the snapshot's
-        // indexes are built once, after the vacuum, which then had only the
-        // primary key and the immutable id's index to clean.
-        // A failed build is logged, not the run's failure: what it applied
-        // stands, and the next run or start builds them.
+        // A first sync's bulk load (PostgreSQL) that its enumeration did
+        // not end (an incomplete one: a complete one builds the indexes
+        // once its rows are in) ends here: the snapshot's indexes are built
+        // once, after the vacuum. A failed build is logged, not the run's
+        // failure: what it applied stands, and the next run or start
+        // builds them.
         if self.end_bulk_load(id).await {
             counts.notes.push(super::BULK_LOAD_NOTE.into());
         }

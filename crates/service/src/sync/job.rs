@@ -135,6 +135,9 @@ impl Service {
         } else {
             self.full_into_staging(kind, id, cfg, settings, dry_run, cancel, &mut notes).await?
         };
+        if e.bulk_loaded {
+            notes.push(super::BULK_LOAD_NOTE.into());
+        }
         if e.cancelled {
             self.end_bulk_load(id).await;
             self.store.finish_run(id, RunState::Cancelled, false, &e.error, "{}", now_ms()).await?;
