@@ -580,6 +580,15 @@ mod paging_faults {
         cfg
     }
 
+    /// A store in progress: records (page, whether it finished) when it is
+    /// dropped, finished or not.
+    struct Store<'a>(u64, bool, &'a std::cell::RefCell<Vec<(u64, bool)>>);
+    impl Drop for Store<'_> {
+        fn drop(&mut self) {
+            self.2.borrow_mut().push((self.0, self.1));
+        }
+    }
+
     /// Enumerate; the entries seen, and the end.
     async fn run(cfg: &bindery_directory::DirectoryConfig) -> (u64, Result<u64, Failure>) {
         let cancel = AtomicBool::new(false);
@@ -717,13 +726,6 @@ mod paging_faults {
             assert_eq!(*entries, sum, "page {n}: the totals it was given");
         }
 
-        // (page, whether its store finished), as each store ends.
-        struct Store<'a>(u64, bool, &'a RefCell<Vec<(u64, bool)>>);
-        impl Drop for Store<'_> {
-            fn drop(&mut self) {
-                self.2.borrow_mut().push((self.0, self.1));
-            }
-        }
         let ended = RefCell::new(Vec::new());
         let err = enumerate(&cfg, &cancel, |_, t| {
             let (n, ended) = (t.pages, &ended);
@@ -752,13 +754,6 @@ mod paging_faults {
     async fn a_failed_read_lets_the_store_in_progress_finish() {
         use std::cell::RefCell;
         use std::sync::atomic::Ordering;
-        /// Records, when dropped, whether the store it belongs to finished.
-        struct Store<'a>(u64, bool, &'a RefCell<Vec<(u64, bool)>>);
-        impl Drop for Store<'_> {
-            fn drop(&mut self) {
-                self.2.borrow_mut().push((self.0, self.1));
-            }
-        }
         let r = Responder::with_users(&format!("ou=people,{BASE}"), 20).await;
         let mut cfg = cfg(&r, 100);
         cfg.page_size = 2;
