@@ -177,15 +177,7 @@ impl Service {
             Ok(r) => r,
             Err(DeltaError::FullRequired(why)) => return Ok(Err(why)),
             Err(DeltaError::Failed(f)) => {
-                let e = Enumerated {
-                    complete: false,
-                    cancelled: cancel.load(Ordering::Relaxed),
-                    error: f.message,
-                    server: String::new(),
-                    changed: true,
-                    created: 0,
-                    bulk_loaded: false,
-                };
+                let e = Enumerated::incomplete(cancel.load(Ordering::Relaxed), f.message);
                 return Ok(Ok(DeltaRead { e, groups_changed: false }));
             }
         };

@@ -50,6 +50,14 @@ pub(crate) struct Enumerated {
     pub bulk_loaded: bool,
 }
 
+impl Enumerated {
+    /// An enumeration or delta read that stopped: `error` says why, and
+    /// what it wrote counts as changed (unknown).
+    pub(crate) fn incomplete(cancelled: bool, error: String) -> Enumerated {
+        Enumerated { complete: false, cancelled, error, server: String::new(), changed: true, created: 0, bulk_loaded: false }
+    }
+}
+
 impl Jobs {
     pub(crate) fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<AtomicBool>>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
@@ -199,10 +207,13 @@ impl Service {
         load: Option<&crate::sync::first_load::FirstLoad>,
     ) -> Result<Enumerated> {
         let dir = kind.as_str();
-        // PostgreSQL stores two pages at once, each in its own transaction: one
-        // writer kept one core busy while the other sat about half idle.
-        let stores_at_once = if self.store.backend() == bindery_store::Backend::Postgres { 2 } else { 1 };
-        let cfg = &bindery_directory::DirectoryConfig { max_pages: self.options.max_enumeration_pages, stores_at_once, ..cfg.clone() };
+        // Pages are stored as many at once as the database takes writers
+        // side by side, each in its own transaction.
+        let cfg = &bindery_directory::DirectoryConfig {
+            max_pages: self.options.max_enumeration_pages,
+            stores_at_once: self.store.writers_at_once(),
+            ..cfg.clone()
+        };
         self.store.begin_staging(dir, id).await?;
         // Into an empty snapshot table (PostgreSQL): without its secondary
         // indexes until every row is in (`bindery_store` `bulk.rs`).
@@ -277,15 +288,7 @@ impl Service {
                     bulk_loaded: bulk,
                 }
             }
-            Err(f) => Enumerated {
-                complete: false,
-                cancelled: cancel.load(Ordering::Relaxed),
-                error: f.message,
-                server: String::new(),
-                changed: true,
-                created: 0,
-                bulk_loaded: false,
-            },
+            Err(f) => Enumerated::incomplete(cancel.load(Ordering::Relaxed), f.message),
         };
         drop(known);
         self.store.compute_staged_status(dir).await?;

@@ -130,8 +130,7 @@ impl Store {
                 .bind(crate::to_json(&staged)?)
                 .execute(&mut *tx)
                 .await?;
-            crate::staging::mark_dirty(&mut tx, self.backend, directory, &staged).await?;
-            crate::staging::snapshot_changed(&mut tx, directory, 0).await?;
+            crate::staging::note_written(&mut tx, self.backend, directory, 0, &staged).await?;
             tx.commit().await?;
         }
         Ok(undo.len() as u64)

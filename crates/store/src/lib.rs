@@ -404,6 +404,17 @@ impl Store {
         self.backend
     }
 
+    /// How many write transactions of one job (an enumeration's pages) are
+    /// worth running at once: two on PostgreSQL, whose writers run side by
+    /// side (one kept one of two cores busy while the other sat about half
+    /// idle); one on SQLite, whose writes take turns ([`Store::write_tx`]).
+    pub fn writers_at_once(&self) -> usize {
+        match self.backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 2,
+        }
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

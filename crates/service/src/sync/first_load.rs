@@ -83,7 +83,8 @@ impl FirstLoad {
     /// Stage a page and create the users of its clean new entries, in one
     /// transaction. `entries` and `rows` are the page's, in the same order.
     /// A load that fails is logged and the page staged only (the plan after
-    /// the enumeration decides its rows), as are the pages after it.
+    /// the enumeration decides its rows), as are the pages that start after
+    /// it.
     pub(crate) async fn page(
         &self,
         store: &Store,
