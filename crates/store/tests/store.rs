@@ -1487,3 +1487,116 @@ both_backends!(statuses_are_the_same_grouped_or_row_by_row, |store| {
     let invalid = store.staged_rows("ldap_ha", &StagedFilter { status: Some("invalid"), search: None }, None).await.unwrap();
     assert_eq!(invalid.len(), 20_002 + 4, "every pair shares its username");
 });
+
+/// Whether `e` is the database refusing a row whose parent does not exist.
+fn is_missing_parent(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
+}
+
+/// A membership or a sync item needs its parents, and goes with them: the
+/// foreign keys on SQLite, the statement-level checks that replace them on
+/// PostgreSQL (migration 0023).
+both_backends!(memberships_and_sync_items_need_their_parents_and_go_with_them, |store| {
+    let pool = store.pool();
+    let org = store.insert_organisation("Default", true, 1).await.unwrap();
+    let other = store.insert_organisation("Other", false, 1).await.unwrap();
+    let alice = store.insert_user(&new_user("alice", "alice", &[org, other])).await.unwrap();
+    let bob = store.insert_user(&new_user("bob", "bob", &[org, other])).await.unwrap();
+    let count = |sql: &'static str, id: i64| async move { sqlx::query_scalar::<_, i64>(sql).bind(id).fetch_one(pool).await.unwrap() };
+    let of_user = "SELECT COUNT(*) FROM user_organisations WHERE user_id = $1";
+    let of_org = "SELECT COUNT(*) FROM user_organisations WHERE organisation_id = $1";
+
+    // Refused: a user, an organisation that does not exist, in a statement
+    // whose other rows are fine; nothing of it is written.
+    let insert = "INSERT INTO user_organisations (user_id, organisation_id, source) VALUES ($1, $2, 'manual'), ($3, $4, 'manual')";
+    let carol = store.insert_user(&new_user("carol", "carol", &[])).await.unwrap();
+    for (user, organisation) in [(999_999, org), (carol, 999_999)] {
+        let e = sqlx::query(insert).bind(carol).bind(org).bind(user).bind(organisation).execute(pool).await.unwrap_err();
+        assert!(is_missing_parent(&e), "({user}, {organisation}): {e}");
+        assert_eq!(count(of_user, carol).await, 0, "nothing of the refused statement stays");
+    }
+    // Moved to a parent that does not exist: refused too.
+    let one = "WHERE user_id = $1 AND organisation_id = $2";
+    let moved = sqlx::query(&format!("UPDATE user_organisations SET organisation_id = 999999 {one}"))
+        .bind(bob)
+        .bind(org)
+        .execute(pool)
+        .await
+        .unwrap_err();
+    assert!(is_missing_parent(&moved), "{moved}");
+    let moved =
+        sqlx::query(&format!("UPDATE user_organisations SET user_id = 999999 {one}")).bind(bob).bind(org).execute(pool).await.unwrap_err();
+    assert!(is_missing_parent(&moved), "{moved}");
+
+    // Deleting a user deletes its memberships, and only its own.
+    assert!(store.delete_user(alice).await.unwrap());
+    assert_eq!(count(of_user, alice).await, 0);
+    assert_eq!(count(of_user, bob).await, 2);
+    // Deleting an organisation deletes its memberships.
+    sqlx::query("DELETE FROM organisations WHERE id = $1").bind(other).execute(pool).await.unwrap();
+    assert_eq!(count(of_org, other).await, 0);
+    assert_eq!(count(of_user, bob).await, 1);
+
+    // Sync items: a run that does not exist is refused; deleting runs
+    // deletes their items, and only theirs.
+    let new_run = || async move {
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO sync_runs (directory, kind, state, started_by, dry_run, started_at) VALUES ('ldap', 'sync', 'done', 'admin', 0, 1) RETURNING id",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let (run, kept) = (new_run().await, new_run().await);
+    let item = "INSERT INTO sync_items (run_id, action, username, reason, outcome) VALUES ($1, 'create', 'u', '', 'planned')";
+    for r in [run, run, kept] {
+        sqlx::query(item).bind(r).execute(pool).await.unwrap();
+    }
+    let e = sqlx::query(item).bind(999_999i64).execute(pool).await.unwrap_err();
+    assert!(is_missing_parent(&e), "{e}");
+    let e = sqlx::query("UPDATE sync_items SET run_id = 999999 WHERE run_id = $1").bind(kept).execute(pool).await.unwrap_err();
+    assert!(is_missing_parent(&e), "{e}");
+    let items = "SELECT COUNT(*) FROM sync_items WHERE run_id = $1";
+    assert_eq!(count(items, run).await, 2);
+    sqlx::query("DELETE FROM sync_runs WHERE id = $1").bind(run).execute(pool).await.unwrap();
+    assert_eq!(count(items, run).await, 0);
+    assert_eq!(count(items, kept).await, 1);
+});
+
+/// PostgreSQL: a membership written by an open transaction holds its user
+/// (and its organisation) as a foreign key would: a delete of either waits
+/// for that transaction, then takes the new membership with it. Without
+/// the lock the delete would finish first and leave a membership of nobody.
+#[tokio::test]
+async fn postgres_an_uncommitted_membership_holds_its_parents_until_it_commits() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let (store, pool) = (&db.store, db.store.pool());
+    for parent in ["users", "organisations"] {
+        let org = store.insert_organisation(&format!("Org of {parent}"), false, 1).await.unwrap();
+        let user = store.insert_user(&new_user(parent, parent, &[])).await.unwrap();
+        let mut writer = pool.begin().await.unwrap();
+        sqlx::query("INSERT INTO user_organisations (user_id, organisation_id, source) VALUES ($1, $2, 'manual')")
+            .bind(user)
+            .bind(org)
+            .execute(&mut *writer)
+            .await
+            .unwrap();
+        let id = if parent == "users" { user } else { org };
+        let deleting = tokio::spawn({
+            let pool = pool.clone();
+            async move { sqlx::query(&format!("DELETE FROM {parent} WHERE id = $1")).bind(id).execute(&pool).await.unwrap().rows_affected() }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert!(!deleting.is_finished(), "deleting the {parent} row waits for the transaction that references it");
+        writer.commit().await.unwrap();
+        let deleted = tokio::time::timeout(std::time::Duration::from_secs(10), deleting).await.expect("the delete ends").unwrap();
+        assert_eq!(deleted, 1);
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM user_organisations WHERE user_id = $1 OR organisation_id = $2")
+            .bind(user)
+            .bind(org)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "the membership went with its {parent} row");
+    }
+}
