@@ -28,30 +28,19 @@ ALTER TABLE user_organisations DROP CONSTRAINT IF EXISTS user_organisations_user
 ALTER TABLE user_organisations DROP CONSTRAINT IF EXISTS user_organisations_organisation_id_fkey;
 ALTER TABLE sync_items DROP CONSTRAINT IF EXISTS sync_items_run_id_fkey;
 
--- The deleting side: the statement-level ON DELETE CASCADE.
-CREATE FUNCTION bindery_users_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The deleting side: the statement-level ON DELETE CASCADE. Its arguments
+-- name the referencing table and column.
+CREATE FUNCTION bindery_parents_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM user_organisations WHERE user_id IN (SELECT id FROM gone);
+    EXECUTE format('DELETE FROM %I WHERE %I IN (SELECT id FROM gone)', TG_ARGV[0], TG_ARGV[1]);
     RETURN NULL;
 END $$;
-CREATE TRIGGER users_deleted AFTER DELETE ON users
-    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION bindery_users_deleted();
-
-CREATE FUNCTION bindery_organisations_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM user_organisations WHERE organisation_id IN (SELECT id FROM gone);
-    RETURN NULL;
-END $$;
-CREATE TRIGGER organisations_deleted AFTER DELETE ON organisations
-    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION bindery_organisations_deleted();
-
-CREATE FUNCTION bindery_sync_runs_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM sync_items WHERE run_id IN (SELECT id FROM gone);
-    RETURN NULL;
-END $$;
-CREATE TRIGGER sync_runs_deleted AFTER DELETE ON sync_runs
-    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION bindery_sync_runs_deleted();
+CREATE TRIGGER users_deleted AFTER DELETE ON users REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION bindery_parents_deleted('user_organisations', 'user_id');
+CREATE TRIGGER organisations_deleted AFTER DELETE ON organisations REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION bindery_parents_deleted('user_organisations', 'organisation_id');
+CREATE TRIGGER sync_runs_deleted AFTER DELETE ON sync_runs REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION bindery_parents_deleted('sync_items', 'run_id');
 
 -- The writing side. `xmin = pg_current_xact_id()::xid`: a row version this
 -- transaction wrote (not one of its savepoints: those are locked, which is
