@@ -1493,9 +1493,9 @@ fn is_missing_parent(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
 }
 
-/// A membership or a sync item needs its parents, and goes with them: the
-/// foreign keys on SQLite, the statement-level checks that replace them on
-/// PostgreSQL (migration 0023).
+// A membership or a sync item needs its parents, and goes with them: the
+// foreign keys on SQLite, the statement-level checks that replace them on
+// PostgreSQL (migration 0023).
 both_backends!(memberships_and_sync_items_need_their_parents_and_go_with_them, |store| {
     let pool = store.pool();
     let org = store.insert_organisation("Default", true, 1).await.unwrap();
