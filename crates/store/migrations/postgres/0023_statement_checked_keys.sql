@@ -45,16 +45,26 @@ CREATE TRIGGER sync_runs_deleted AFTER DELETE ON sync_runs REFERENCING OLD TABLE
 -- The writing side. `xmin = pg_current_xact_id()::xid`: a row version this
 -- transaction wrote (not one of its savepoints: those are locked, which is
 -- merely slower).
-CREATE FUNCTION bindery_user_organisations_written() RETURNS trigger LANGUAGE plpgsql AS $$
+--
+-- Every lookup goes by primary key, whatever the planner estimates: the
+-- function's plans are made once per connection, at its first statement,
+-- when the users table of a first sync is still small, and are kept. With
+-- a join, that plan scanned the whole users table at every statement
+-- after (a first sync took 10-12 s instead of 9); `= ANY` of the distinct
+-- ids with sequential scans off can only probe the index.
+CREATE FUNCTION bindery_user_organisations_written() RETURNS trigger LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    user_ids BIGINT[] := ARRAY(SELECT DISTINCT user_id FROM written);
+    organisation_ids BIGINT[] := ARRAY(SELECT DISTINCT organisation_id FROM written);
 BEGIN
-    PERFORM 1 FROM users WHERE id IN (SELECT user_id FROM written) AND xmin <> pg_current_xact_id()::xid FOR KEY SHARE;
-    PERFORM 1 FROM organisations WHERE id IN (SELECT organisation_id FROM written) AND xmin <> pg_current_xact_id()::xid FOR KEY SHARE;
-    IF EXISTS (SELECT 1 FROM written w WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = w.user_id)) THEN
-        RAISE EXCEPTION 'insert or update on table "user_organisations" names a user that does not exist'
+    PERFORM 1 FROM users WHERE id = ANY (user_ids) AND xmin <> pg_current_xact_id()::xid FOR KEY SHARE;
+    PERFORM 1 FROM organisations WHERE id = ANY (organisation_ids) AND xmin <> pg_current_xact_id()::xid FOR KEY SHARE;
+    IF (SELECT COUNT(*) FROM users WHERE id = ANY (user_ids)) <> cardinality(user_ids) THEN
+        RAISE EXCEPTION 'insert on table "user_organisations" names a user that does not exist'
             USING ERRCODE = 'foreign_key_violation';
     END IF;
-    IF EXISTS (SELECT 1 FROM written w WHERE NOT EXISTS (SELECT 1 FROM organisations o WHERE o.id = w.organisation_id)) THEN
-        RAISE EXCEPTION 'insert or update on table "user_organisations" names an organisation that does not exist'
+    IF (SELECT COUNT(*) FROM organisations WHERE id = ANY (organisation_ids)) <> cardinality(organisation_ids) THEN
+        RAISE EXCEPTION 'insert on table "user_organisations" names an organisation that does not exist'
             USING ERRCODE = 'foreign_key_violation';
     END IF;
     RETURN NULL;
@@ -62,11 +72,13 @@ END $$;
 CREATE TRIGGER user_organisations_inserted AFTER INSERT ON user_organisations
     REFERENCING NEW TABLE AS written FOR EACH STATEMENT EXECUTE FUNCTION bindery_user_organisations_written();
 
-CREATE FUNCTION bindery_sync_items_written() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION bindery_sync_items_written() RETURNS trigger LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    run_ids BIGINT[] := ARRAY(SELECT DISTINCT run_id FROM written);
 BEGIN
-    PERFORM 1 FROM sync_runs WHERE id IN (SELECT run_id FROM written) AND xmin <> pg_current_xact_id()::xid FOR KEY SHARE;
-    IF EXISTS (SELECT 1 FROM written w WHERE NOT EXISTS (SELECT 1 FROM sync_runs r WHERE r.id = w.run_id)) THEN
-        RAISE EXCEPTION 'insert or update on table "sync_items" names a sync run that does not exist'
+    PERFORM 1 FROM sync_runs WHERE id = ANY (run_ids) AND xmin <> pg_current_xact_id()::xid FOR KEY SHARE;
+    IF (SELECT COUNT(*) FROM sync_runs WHERE id = ANY (run_ids)) <> cardinality(run_ids) THEN
+        RAISE EXCEPTION 'insert on table "sync_items" names a sync run that does not exist'
             USING ERRCODE = 'foreign_key_violation';
     END IF;
     RETURN NULL;
