@@ -1600,3 +1600,47 @@ async fn postgres_an_uncommitted_membership_holds_its_parents_until_it_commits()
         assert_eq!(left, 0, "the membership went with its {parent} row");
     }
 }
+
+/// PostgreSQL: the membership and item checks find their parents by
+/// primary key, never by reading the whole parent table, even when their
+/// plans were made while the table was small. A plan that joined the
+/// statement's rows to the users scanned all of them at every statement
+/// of a first sync (4.2 s against 1.6 s for 100,000 users): counted here
+/// by the transaction's own table statistics, not timed.
+#[tokio::test]
+async fn postgres_parent_checks_never_scan_the_parent_tables() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let org = db.store.insert_organisation("Default", true, 1).await.unwrap();
+    let mut tx = db.store.pool().begin().await.unwrap();
+    let run: i64 = sqlx::query_scalar(
+        "INSERT INTO sync_runs (directory, kind, state, started_by, dry_run, started_at) VALUES ('ldap', 'sync', 'running', 'admin', 0, 1) RETURNING id",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    // The connection's whole scans of the parent tables not yet reported
+    // (earlier transactions' included, hence a difference).
+    async fn scans(tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Vec<(String, i64)> {
+        sqlx::query_as(
+            "SELECT CAST(relname AS TEXT), seq_scan FROM pg_stat_xact_user_tables WHERE relname IN ('users', 'organisations', 'sync_runs') ORDER BY relname",
+        )
+        .fetch_all(&mut **tx)
+        .await
+        .unwrap()
+    }
+    let before = scans(&mut tx).await;
+    assert_eq!(before.len(), 3);
+    // The first statements plan the checks while the tables hold a few rows.
+    for round in 0..20 {
+        let sql = format!(
+            "WITH n AS (INSERT INTO users (username, username_key, name, email, role, source, is_active, must_change_password, created_at, updated_at) \
+             SELECT 'u{round}-' || g, 'u{round}-' || g, '', '', 'user', 'ldap', 1, 0, 1, 1 FROM generate_series(1, 50) g RETURNING id), \
+             m AS (INSERT INTO user_organisations (user_id, organisation_id, source) SELECT id, $1, 'default' FROM n RETURNING user_id) \
+             INSERT INTO sync_items (run_id, action, username, user_id, reason, outcome) SELECT $2, 'create', 'u', user_id, '', 'planned' FROM m"
+        );
+        sqlx::query(&sql).bind(org).bind(run).execute(&mut *tx).await.unwrap();
+    }
+    assert_eq!(scans(&mut tx).await, before, "no parent table was read whole");
+    let written: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM user_organisations").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(written, 1000, "every membership was written and checked");
+}
