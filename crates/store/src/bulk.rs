@@ -16,11 +16,12 @@
 //! of anybody's import table loses its index. What the load drops is kept
 //! in `bulk_dropped_indexes` in the transaction that drops it: whatever ends
 //! the load (its enumeration once every row is in, else its run, a failed
-//! run, the next start of any replica) builds exactly those indexes again. While the table has no secondary indexes,
-//! the status computation finds shared usernames and emails by grouping
-//! the snapshot once (`Store::compute_staged_status`), not by an index
-//! lookup per row. SQLite keeps its indexes: dropping them measured slower
-//! there (1.83 s against 1.6 s for the load).
+//! run, the next start of any replica) builds exactly those indexes again.
+//! While the table has no secondary indexes, the status computation finds
+//! shared usernames and emails by grouping the snapshot once
+//! (`Store::compute_staged_status`), not by an index lookup per row.
+//! SQLite keeps its indexes: dropping them measured slower there (1.83 s
+//! against 1.6 s for the load).
 
 use sqlx::{AnyPool, Row};
 

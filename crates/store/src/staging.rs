@@ -481,7 +481,6 @@ pub(crate) fn once_with_hashes<'r, 'a>(rows: &'r [NewStaged<'a>]) -> Vec<(&'r Ne
     rows.iter().filter(|r| seen.insert(r.external_id)).map(|r| (r, r.hash())).collect()
 }
 
-/// Mark rows for a new status (inside the caller's transaction).
 /// After [`Store::write_rows`], last before the commit: the snapshot's
 /// version moves on, and the rows written (new or changed) get a new
 /// status: marked, unless every row counts as marked already. Last,
@@ -494,6 +493,7 @@ pub(crate) async fn note_written(tx: &mut crate::WriteTx, backend: Backend, dire
     Ok(())
 }
 
+/// Mark rows for a new status (inside the caller's transaction).
 pub(crate) async fn mark_dirty(tx: &mut crate::WriteTx, backend: Backend, directory: &str, ids: &[i64]) -> Result<()> {
     let sql = format!(
         "INSERT INTO staged_dirty (directory, id) SELECT $1, j.id FROM ({}) j WHERE true ON CONFLICT DO NOTHING",
