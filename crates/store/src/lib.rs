@@ -339,12 +339,10 @@ impl Store {
         };
         let opts = AnyConnectOptions::from_str(&url)?.log_statements(tracing::log::LevelFilter::Trace);
         let pool = open_pool(&opts, backend, if backend == Backend::Sqlite { 4 } else { 16 }).await?;
+        bulk::end_bulk_load_before_migrations(&pool, backend).await?;
         match backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
-            Backend::Postgres => {
-                bulk::end_bulk_load_before_migrations(&pool).await?;
-                POSTGRES_MIGRATIONS.run(&pool).await?
-            }
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
         let (write_gate, login_lane, checkpointer) = match backend {
             Backend::Sqlite => {

@@ -51,8 +51,9 @@ pub(crate) enum SearchPath {
     /// `LIKE '%…%'`).
     Trigrams,
     /// SQLite: the `search` column itself, row by row: searches under three
-    /// characters, which trigrams cannot serve, and those that match more
-    /// than [`TRIGRAM_CAP`] rows. The trigram index lists such a
+    /// characters, which trigrams cannot serve, those that match more
+    /// than [`TRIGRAM_CAP`] rows, and every search while a first sync's
+    /// bulk load has yet to fill the trigram index (`bulk.rs`). The trigram index lists such a
     /// match set slower (about 40 ms for 100,000 rows) than a page's walk of
     /// its sort index, which holds the search text, tests the rows it
     /// passes (about 20 ms).
@@ -1303,7 +1304,7 @@ impl Store {
         };
         let counted = if self.backend == Backend::Postgres {
             Counted { version, total: count(SearchPath::Trigrams).await?, path: SearchPath::Trigrams }
-        } else if key.2.chars().count() >= 3 {
+        } else if key.2.chars().count() >= 3 && self.search_index_ready().await? {
             // Ask the trigram index for at most TRIGRAM_CAP rows (of any
             // directory): below it, that is the count, and the pages use it.
             let status = if filter.status.is_some() { " AND s.status = $3" } else { "" };
@@ -1332,7 +1333,9 @@ impl Store {
 
     /// Every staged row matching `filter` ("select all matching"), or the given ids.
     pub async fn staged_rows(&self, directory: &str, filter: &StagedFilter<'_>, ids: Option<&[i64]>) -> Result<Vec<StagedRow>> {
-        let (clause, binds) = filter.clause(self.backend, SearchPath::Trigrams);
+        let trigrams = filter.search_text().is_some_and(|q| q.chars().count() >= 3);
+        let path = if trigrams && !self.search_index_ready().await? { SearchPath::Scan } else { SearchPath::Trigrams };
+        let (clause, binds) = filter.clause(self.backend, path);
         let mut sql = format!("SELECT {STAGED_COLS} FROM staged_users WHERE directory = $1{clause}");
         if let Some(ids) = ids {
             if ids.is_empty() {

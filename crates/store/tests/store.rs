@@ -1254,11 +1254,74 @@ async fn a_bulk_load_builds_the_same_indexes_again() {
     assert!(!restarted.end_bulk_load().await.unwrap());
 }
 
+/// Rows for the searches of [`assert_search_consistent`]: accents,
+/// quotes, `%` and `_`, short and long matches.
+fn search_rows() -> Vec<NewStaged<'static>> {
+    vec![
+        staged("s-ann", "Ann Smith", "ann", "ann@example.com", ""),
+        staged("s-cy", "Cy Young", "cy", "cy@example.com", ""),
+        staged("s-dee", "Dee O\"Hara", "dee", "100%_sure@example.com", ""),
+        staged("s-fay", "Zoë Fay", "fay", "fay@example.net", ""),
+        staged("s-gus", "Gus", "gus2", "gus@example.org", ""),
+        staged("s-yy", "Yvy Yale", "y y", "yy@EXAMPLE.COM", ""),
+    ]
+}
+
+/// SQLite: (rows in the trigram search index, whether the trigger that
+/// adds new rows to it exists, definitions a bulk load has yet to put back).
+async fn search_index(store: &Store) -> (i64, i64, i64) {
+    let one = |sql: &'static str| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(store.pool()).await.unwrap() };
+    (
+        one("SELECT COUNT(*) FROM staged_search").await,
+        one("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'staged_search_insert'").await,
+        one("SELECT COUNT(*) FROM bulk_dropped_indexes").await,
+    )
+}
+
+// A first sync's bulk load (SQLite): into an empty snapshot, new rows are
+// not written into the trigram search index one by one. Meanwhile every
+// search still finds exactly what a substring filter finds (it reads the
+// search text); at the end, or at the next start after a stop in the
+// middle of the load, the index holds every row and the trigger is back
+// as the migration defined it.
 #[tokio::test]
-async fn sqlite_starts_no_bulk_load() {
+async fn sqlite_bulk_load_fills_the_search_index_once() {
     let db = TestDb::new(Backend::Sqlite).await;
-    assert!(!db.store.begin_bulk_load().await.unwrap());
-    assert!(!db.store.end_bulk_load().await.unwrap());
+    let store = db.store.clone();
+    let trigger = |store: Store| async move {
+        sqlx::query_scalar::<_, String>("SELECT sql FROM sqlite_master WHERE name = 'staged_search_insert'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    };
+    let migrated = trigger(store.clone()).await;
+    assert!(store.begin_bulk_load().await.unwrap(), "an empty snapshot table starts a load");
+    assert_eq!(search_index(&store).await, (0, 0, 1));
+    assert!(!store.begin_bulk_load().await.unwrap(), "one load at a time");
+    store.insert_staged("ldap", &search_rows()).await.unwrap();
+    assert_eq!(search_index(&store).await, (0, 0, 1), "rows are not indexed one by one");
+    assert!(!store.begin_bulk_load().await.unwrap(), "a snapshot with rows starts no load");
+    assert_search_consistent(&store, "ldap").await;
+    assert!(store.end_bulk_load().await.unwrap());
+    let rows = store.count_staged("ldap").await.unwrap() as i64;
+    assert_eq!(search_index(&store).await, (rows, 1, 0));
+    assert_eq!(trigger(store.clone()).await, migrated, "the trigger as the migration defined it");
+    assert_search_consistent(&store, "ldap").await;
+    assert!(!store.end_bulk_load().await.unwrap(), "nothing left to build");
+    // After the load, the trigger indexes each new row again.
+    store.insert_staged("ldap", &[staged("late", "Late Comer", "late.comer", "late@example.net", "")]).await.unwrap();
+    assert_eq!(search_index(&store).await, (rows + 1, 1, 0));
+    assert_search_consistent(&store, "ldap").await;
+    // Stopped in the middle of a load: the next start fills the index.
+    store.clear_staged("ldap").await.unwrap();
+    assert_eq!(search_index(&store).await, (0, 1, 0), "the delete trigger emptied the index");
+    assert!(store.begin_bulk_load().await.unwrap());
+    store.insert_staged("ldap", &search_rows()).await.unwrap();
+    let restarted = Store::connect(&db.url).await.unwrap();
+    assert_eq!(search_index(&restarted).await, (rows, 1, 0));
+    assert_eq!(trigger(restarted.clone()).await, migrated);
+    assert_search_consistent(&restarted, "ldap").await;
+    assert!(!restarted.end_bulk_load().await.unwrap());
 }
 
 // The apply records a chunk of applied items as one write of its run

@@ -831,6 +831,66 @@ async fn editing_a_mapping_re_plans_an_unchanged_directory_on_postgres() {
     mapping_edit_re_plans(Backend::Postgres).await;
 }
 
+/// SQLite: (rows in the trigram search index, rows of the snapshot, whether
+/// the trigger that adds new rows to the index exists, definitions a bulk
+/// load has yet to put back).
+async fn search_index_state(app: &TestApp) -> (i64, i64, i64, i64) {
+    let pool = app.db.store.pool();
+    let one = |sql: &'static str| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap() };
+    (
+        one("SELECT COUNT(*) FROM staged_search").await,
+        one("SELECT COUNT(*) FROM staged_users").await,
+        one("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'staged_search_insert'").await,
+        one("SELECT COUNT(*) FROM bulk_dropped_indexes").await,
+    )
+}
+
+/// Issue 16: a first sync on SQLite loads the empty snapshot without
+/// writing each row into the trigram search index, and fills the index
+/// once its rows are in. Whether the run applies its plan or stops after
+/// it, when it is seen done the index holds every row, the trigger that
+/// keeps it is back, and the import table's search finds through it; a
+/// later sync adds a new entry through the trigger again.
+#[tokio::test]
+async fn a_first_sync_fills_the_search_index_once_on_sqlite() {
+    let d = Slapd::start();
+    for dry_run in [true, false] {
+        let app = TestApp::with_backend(Backend::Sqlite).await;
+        assert_eq!(search_index_state(&app).await, (0, 0, 1, 0));
+        configure(&app, &d, 3, settings(true, 100)).await;
+        let cookie = app.session("admin", ADMIN_PASSWORD).await;
+        let run = sync(&app, &cookie, dry_run).await;
+        assert_eq!(run["run"]["state"], "done", "{run}");
+        assert!(run["run"]["counts"]["notes"].to_string().contains("loaded without its search index"), "dry run {dry_run}: {run}");
+        assert_eq!(search_index_state(&app).await, (8, 8, 1, 0), "dry run {dry_run}");
+        let page = |q: &'static str| {
+            let (app, cookie) = (&app, &cookie);
+            async move {
+                let res = app.send(api("GET", &format!("/api/v1/directories/ldap/users?q={q}"), None, Auth::Cookie(cookie))).await;
+                assert_status(&res, StatusCode::OK, q);
+                let body = body_json(res).await;
+                let names: Vec<String> =
+                    body["items"].as_array().unwrap().iter().map(|r| r["username"].as_str().unwrap().to_string()).collect();
+                (body["total"].as_i64().unwrap(), names)
+            }
+        };
+        assert_eq!(page("jdoe").await, (1, vec!["jdoe".to_string()]), "dry run {dry_run}");
+        if dry_run {
+            continue;
+        }
+        // The next sync has a snapshot: no bulk load, and the trigger adds
+        // the new entry to the index.
+        d.modify(&format!(
+            "dn: uid=zelda.search,ou=people,{}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: zelda.search\ncn: Zelda\nsn: x\nmail: zelda@example.com\n",
+            d.base_dn
+        ));
+        let again = sync(&app, &cookie, false).await;
+        assert!(!again["run"]["counts"]["notes"].to_string().contains("loaded without its search index"), "{again}");
+        assert_eq!(search_index_state(&app).await, (9, 9, 1, 0));
+        assert_eq!(page("lda.sea").await, (1, vec!["zelda.search".to_string()]));
+    }
+}
+
 /// The snapshot table's indexes as the catalog defines them, and how many
 /// a bulk load still has to build.
 async fn snapshot_indexes(app: &TestApp) -> (Vec<(String, String)>, i64) {
@@ -861,12 +921,12 @@ async fn a_first_sync_builds_the_import_tables_indexes_again_on_postgres() {
         let run = sync(&app, &cookie, dry_run).await;
         assert_eq!(run["run"]["state"], "done", "{run}");
         let notes = run["run"]["counts"]["notes"].to_string();
-        assert!(notes.contains("loaded without its indexes"), "dry run {dry_run}: {run}");
+        assert!(notes.contains("loaded without its search index"), "dry run {dry_run}: {run}");
         assert_eq!(snapshot_indexes(&app).await, migrated, "dry run {dry_run}");
         assert_eq!(app.db.store.count_staged("ldap").await.unwrap(), 8);
         // The next sync has a snapshot: no bulk load.
         let again = sync(&app, &cookie, false).await;
-        assert!(!again["run"]["counts"]["notes"].to_string().contains("loaded without its indexes"), "{again}");
+        assert!(!again["run"]["counts"]["notes"].to_string().contains("loaded without its search index"), "{again}");
         assert_eq!(snapshot_indexes(&app).await, migrated);
     }
 }

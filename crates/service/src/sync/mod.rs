@@ -35,4 +35,4 @@ pub(crate) use settings::delta_fingerprint;
 const CHUNK: i64 = 1000;
 
 /// A run's note when it ended a first sync's bulk load (PostgreSQL).
-const BULK_LOAD_NOTE: &str = "first sync: the import table was loaded without its indexes, which were built once its rows were in";
+const BULK_LOAD_NOTE: &str = "first sync: the import table was loaded without its search index (and, on PostgreSQL, its other secondary indexes), which were built once its rows were in";
