@@ -204,7 +204,7 @@ impl Service {
         id: i64,
         cfg: &bindery_directory::DirectoryConfig,
         cancel: &AtomicBool,
-        load: Option<&crate::sync::first_load::FirstLoad>,
+        load: Option<Arc<crate::sync::first_load::FirstLoad>>,
     ) -> Result<Enumerated> {
         let dir = kind.as_str();
         // Pages are stored as many at once as the database takes writers
@@ -240,14 +240,24 @@ impl Service {
         let result = enumerate::enumerate(cfg, cancel, |page, totals| {
             let (store, seen, known, reported, written) = (store.clone(), seen.clone(), known.clone(), reported.clone(), written.clone());
             let (entries, pages) = (totals.entries as i64, totals.pages as i64);
+            let (load, page_store, page_dir) = (load.clone(), store.clone(), dir.to_string());
             async move {
-                let prepared: Vec<Prepared> = page.iter().map(stage).collect();
-                let rows = staged_rows(&page, &prepared);
-                let known = known.await?;
-                let staged = match load {
-                    Some(load) => load.page(&store, dir, &page, &rows, &known).await.map_err(|e| e.to_string())?,
-                    None => store.stage_page_known(dir, &rows, &known).await.map_err(|e| e.to_string())?,
-                };
+                // The page's work on a task of its own: its rows are made,
+                // its entries planned and its statements prepared on another
+                // core than the reading and the mapping of the next page, and
+                // (on SQLite, whose writes take turns) while the page before
+                // it writes. In the enumeration's one task, each page's
+                // preparation waited for the page before to be written.
+                let work = tokio::spawn(async move {
+                    let prepared: Vec<Prepared> = page.iter().map(stage).collect();
+                    let rows = staged_rows(&page, &prepared);
+                    let known = known.await?;
+                    match &load {
+                        Some(load) => load.page(&page_store, &page_dir, &page, &rows, &known).await.map_err(|e| e.to_string()),
+                        None => page_store.stage_page_known(&page_dir, &rows, &known).await.map_err(|e| e.to_string()),
+                    }
+                });
+                let staged = work.await.map_err(|e| format!("storing a page stopped: {e}"))??;
                 written.fetch_add(staged.inserted + staged.updated, Ordering::Relaxed);
                 seen.lock().unwrap_or_else(|p| p.into_inner()).extend(staged.ids);
                 let due = {

@@ -405,10 +405,16 @@ impl Store {
     /// How many write transactions of one job (an enumeration's pages) are
     /// worth running at once: two on PostgreSQL, whose writers run side by
     /// side (one kept one of two cores busy while the other sat about half
-    /// idle); one on SQLite, whose writes take turns ([`Store::write_tx`]).
+    /// idle). Two on SQLite too, although its writes take turns
+    /// ([`Store::write_tx`]): each page is stored by a task of its own, so
+    /// the second page's rows are made and its entries planned on the
+    /// other core while the first one writes. With one at a time, that work
+    /// stood between every two pages' writes: in the statement log of a
+    /// first sync of 100,000 users, statements filled 70 % of the
+    /// enumeration (77 % with two), and its pages ended at 4.5 s (3.7 s).
     pub fn writers_at_once(&self) -> usize {
         match self.backend {
-            Backend::Sqlite => 1,
+            Backend::Sqlite => 2,
             Backend::Postgres => 2,
         }
     }

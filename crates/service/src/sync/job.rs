@@ -214,9 +214,9 @@ impl Service {
         let start = self.start_cookies(kind, cfg, settings, notes).await?;
         let load = match dry_run {
             true => None,
-            false => self.first_load(kind, id, cfg, settings).await?,
+            false => self.first_load(kind, id, cfg, settings).await?.map(Arc::new),
         };
-        let mut e = self.enumerate_into_staging(kind, id, cfg, cancel, load.as_ref()).await?;
+        let mut e = self.enumerate_into_staging(kind, id, cfg, cancel, load.clone()).await?;
         if let Some(load) = &load {
             e.created = self.end_first_load(kind, id, load, &e, notes).await?;
         }
