@@ -51,12 +51,12 @@ pub(crate) enum SearchPath {
     /// `LIKE '%…%'`).
     Trigrams,
     /// SQLite: the `search` column itself, row by row: searches under three
-    /// characters, which trigrams cannot serve, those that match more
-    /// than [`TRIGRAM_CAP`] rows, and every search while a first sync's
-    /// bulk load has yet to fill the trigram index (`bulk.rs`). The trigram index lists such a
-    /// match set slower (about 40 ms for 100,000 rows) than a page's walk of
-    /// its sort index, which holds the search text, tests the rows it
-    /// passes (about 20 ms).
+    /// characters, which trigrams cannot serve, those that match more than
+    /// [`TRIGRAM_CAP`] rows, and every search while a first sync's bulk
+    /// load has yet to fill the trigram index (`bulk.rs`). The trigram
+    /// index lists a large match set slower (about 40 ms for 100,000 rows)
+    /// than a page's walk of its sort index, which holds the search text,
+    /// tests the rows it passes (about 20 ms).
     Scan,
 }
 

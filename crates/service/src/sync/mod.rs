@@ -34,5 +34,5 @@ pub(crate) use settings::delta_fingerprint;
 /// Rows per plan read (and, five times over, per membership read).
 const CHUNK: i64 = 1000;
 
-/// A run's note when it ended a first sync's bulk load (PostgreSQL).
+/// A run's note when it ended a first sync's bulk load (`bindery_store` `bulk.rs`).
 const BULK_LOAD_NOTE: &str = "first sync: the import table was loaded without its search index (and, on PostgreSQL, its other secondary indexes), which were built once its rows were in";
