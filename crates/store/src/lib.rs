@@ -413,10 +413,7 @@ impl Store {
     /// first sync of 100,000 users, statements filled 70 % of the
     /// enumeration (77 % with two), and its pages ended at 4.5 s (3.7 s).
     pub fn writers_at_once(&self) -> usize {
-        match self.backend {
-            Backend::Sqlite => 2,
-            Backend::Postgres => 2,
-        }
+        2
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -86,7 +86,7 @@ impl StagedFilter<'_> {
         if let Some(q) = self.search_text() {
             let n = binds.len() + 2;
             match backend {
-                Backend::Sqlite if q.chars().count() >= 3 && path == SearchPath::Trigrams => {
+                Backend::Sqlite if trigrams_serve(&q) && path == SearchPath::Trigrams => {
                     binds.push(fts_phrase(&q));
                     sql.push_str(&format!(" AND id IN (SELECT rowid FROM staged_search WHERE staged_search MATCH ${n})"));
                 }
@@ -107,6 +107,12 @@ impl StagedFilter<'_> {
         }
         (sql, binds)
     }
+}
+
+/// Whether the trigram index can serve a search (as compared): one of at
+/// least three characters.
+fn trigrams_serve(q: &str) -> bool {
+    q.chars().count() >= 3
 }
 
 /// An FTS5 query for `q` as one quoted phrase: every character literal, `"` doubled.
@@ -1304,7 +1310,7 @@ impl Store {
         };
         let counted = if self.backend == Backend::Postgres {
             Counted { version, total: count(SearchPath::Trigrams).await?, path: SearchPath::Trigrams }
-        } else if key.2.chars().count() >= 3 && self.search_index_ready().await? {
+        } else if trigrams_serve(&key.2) && self.search_index_ready().await? {
             // Ask the trigram index for at most TRIGRAM_CAP rows (of any
             // directory): below it, that is the count, and the pages use it.
             let status = if filter.status.is_some() { " AND s.status = $3" } else { "" };
@@ -1333,7 +1339,7 @@ impl Store {
 
     /// Every staged row matching `filter` ("select all matching"), or the given ids.
     pub async fn staged_rows(&self, directory: &str, filter: &StagedFilter<'_>, ids: Option<&[i64]>) -> Result<Vec<StagedRow>> {
-        let trigrams = filter.search_text().is_some_and(|q| q.chars().count() >= 3);
+        let trigrams = filter.search_text().is_some_and(|q| trigrams_serve(&q));
         let path = if trigrams && !self.search_index_ready().await? { SearchPath::Scan } else { SearchPath::Trigrams };
         let (clause, binds) = filter.clause(self.backend, path);
         let mut sql = format!("SELECT {STAGED_COLS} FROM staged_users WHERE directory = $1{clause}");
