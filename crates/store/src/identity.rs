@@ -346,61 +346,42 @@ async fn create(conn: &mut AnyConnection, a: &NewAccount, now: i64) -> Result<i6
 /// per statement (SQLite: the chunk as one JSON parameter, see
 /// [`create_many`]).
 pub(crate) async fn create_accounts(conn: &mut AnyConnection, backend: Backend, accounts: &[&NewAccount], now: i64) -> Result<()> {
-    let per_statement = if backend == Backend::Sqlite { 500 } else { crate::rows_per_statement(backend, 8) };
-    for chunk in accounts.chunks(per_statement) {
+    for chunk in accounts.chunks(500) {
         create_many(conn, backend, chunk, now).await?;
     }
     Ok(())
 }
 
-/// Insert new directory users with one statement, and their memberships with another.
+/// Insert new directory users with one statement, and their memberships
+/// with another, each from one JSON parameter (`crate::json_table`).
 async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&NewAccount], now: i64) -> Result<()> {
-    let columns = "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
-         must_change_password, external_id, created_at, updated_at, validated_at, dir_disabled)";
-    let mut sql = String::new();
-    let q = if backend == Backend::Sqlite {
-        // One JSON parameter for the whole chunk (`crate::to_json`).
-        let rows: Vec<_> = accounts
-            .iter()
-            .map(|a| (&a.username, &a.username_key, &a.name, &a.email, a.role.as_str(), a.source.as_str(), b(a.active), &a.external_id))
-            .collect();
-        let json = crate::to_json(&rows)?;
-        // A user created disabled was disabled because of the directory.
-        sql.push_str(columns);
-        sql.push_str(
-            " SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, NULL, 0, value->>7, \
-             $1, $1, $1, 1 - (value->>6) FROM json_each($2) WHERE true RETURNING id, external_id",
-        );
-        sqlx::query(&sql).bind(now).bind(json)
-    } else {
-        sql.push_str(columns);
-        sql.push_str(" VALUES ");
-        for i in 0..accounts.len() {
-            let n = i * 8 + 2;
-            if i > 0 {
-                sql.push(',');
-            }
-            // A user created disabled was disabled because of the directory.
-            sql.push_str(&format!(
-                "(${n}, ${}, ${}, ${}, ${}, ${}, ${}, NULL, 0, ${}, $1, $1, $1, 1 - ${})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6,
-                n + 7,
-                n + 6
-            ));
-        }
-        sql.push_str(" RETURNING id, external_id");
-        let mut q = sqlx::query(&sql).bind(now);
-        for a in accounts {
-            q = bind_account(q, a);
-        }
-        q
-    };
-    let created = q.fetch_all(&mut *conn).await.map_err(unique("user"))?;
+    use crate::Col::{Int, Text};
+    let rows: Vec<_> = accounts
+        .iter()
+        .map(|a| (&a.username, &a.username_key, &a.name, &a.email, a.role.as_str(), a.source.as_str(), b(a.active), &a.external_id))
+        .collect();
+    // A user created disabled was disabled because of the directory.
+    let sql = format!(
+        "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
+         must_change_password, external_id, created_at, updated_at, validated_at, dir_disabled) \
+         SELECT a.username, a.username_key, a.name, a.email, a.role, a.source, a.active, NULL, 0, a.external_id, $1, $1, $1, 1 - a.active \
+         FROM ({}) a WHERE true RETURNING id, external_id",
+        crate::json_table(
+            backend,
+            2,
+            &[
+                Text("username"),
+                Text("username_key"),
+                Text("name"),
+                Text("email"),
+                Text("role"),
+                Text("source"),
+                Int("active"),
+                Text("external_id")
+            ]
+        )
+    );
+    let created = sqlx::query(&sql).bind(now).bind(crate::to_json(&rows)?).fetch_all(&mut *conn).await.map_err(unique("user"))?;
     let by_external_id: std::collections::HashMap<&str, &&NewAccount> = accounts.iter().map(|a| (a.external_id.as_str(), a)).collect();
     let mut pairs = Vec::new();
     for row in &created {
@@ -408,8 +389,7 @@ async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&Ne
         if let Some(a) = by_external_id.get(external_id.as_str()) {
             let mut seen = std::collections::HashSet::new();
             for (org, source) in a.organisations.iter().filter(|(org, _)| seen.insert(*org)) {
-                // Integers and fixed words only: inlined, nothing to bind.
-                pairs.push(format!("({id}, {org}, '{}')", source.as_str()));
+                pairs.push((id, *org, source.as_str()));
             }
         }
     }
@@ -417,10 +397,11 @@ async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&Ne
     // organisation is named once per user: no conflict to skip (a
     // speculative `ON CONFLICT` insert cost 15 % more on PostgreSQL).
     if !pairs.is_empty() {
-        sqlx::query(&format!("INSERT INTO user_organisations (user_id, organisation_id, source) VALUES {}", pairs.join(",")))
-            .persistent(false)
-            .execute(&mut *conn)
-            .await?;
+        let sql = format!(
+            "INSERT INTO user_organisations (user_id, organisation_id, source) SELECT m.user_id, m.organisation_id, m.source FROM ({}) m",
+            crate::json_table(backend, 1, &[Int("user_id"), Int("organisation_id"), Text("source")])
+        );
+        sqlx::query(&sql).bind(crate::to_json(&pairs)?).execute(&mut *conn).await?;
     }
     Ok(())
 }

@@ -333,49 +333,23 @@ impl Store {
 
 /// Record items inside the caller's transaction ([`Store::insert_items`]).
 pub(crate) async fn insert_items_in(tx: &mut crate::WriteTx, backend: Backend, run_id: i64, items: &[NewItem<'_>]) -> Result<()> {
-    if backend == Backend::Sqlite {
-        // One JSON parameter per 500 items (`crate::to_json`).
-        for chunk in items.chunks(500) {
-            let rows: Vec<_> = chunk
-                .iter()
-                .map(|it| {
-                    (it.action.as_str(), it.username, it.user_id, it.staged_id, it.reason, it.outcome.as_str(), it.change_json.as_str())
-                })
-                .collect();
-            let json = crate::to_json(&rows)?;
-            sqlx::query(
-                "INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome, change_json) \
-                 SELECT $1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each($2)",
-            )
-            .bind(run_id)
-            .bind(json)
-            .execute(&mut **tx)
-            .await?;
-        }
-        return Ok(());
-    }
-    for chunk in items.chunks(crate::rows_per_statement(backend, 7)) {
-        let mut sql =
-            String::from("INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome, change_json) VALUES ");
-        for i in 0..chunk.len() {
-            let n = i * 7 + 2;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("($1, ${}, ${}, ${}, ${}, ${}, ${}, ${})", n, n + 1, n + 2, n + 3, n + 4, n + 5, n + 6));
-        }
-        let mut q = sqlx::query(&sql).bind(run_id);
-        for it in chunk {
-            q = q
-                .bind(it.action.as_str())
-                .bind(it.username)
-                .bind(it.user_id)
-                .bind(it.staged_id)
-                .bind(it.reason)
-                .bind(it.outcome.as_str())
-                .bind(it.change_json.as_str());
-        }
-        q.execute(&mut **tx).await?;
+    use crate::Col::{Int, Text};
+    // One JSON parameter per 500 items (`crate::json_table`).
+    let sql = format!(
+        "INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome, change_json) \
+         SELECT $1, i.action, i.username, i.user_id, i.staged_id, i.reason, i.outcome, i.change_json FROM ({}) i",
+        crate::json_table(
+            backend,
+            2,
+            &[Text("action"), Text("username"), Int("user_id"), Int("staged_id"), Text("reason"), Text("outcome"), Text("change_json")]
+        )
+    );
+    for chunk in items.chunks(500) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|it| (it.action.as_str(), it.username, it.user_id, it.staged_id, it.reason, it.outcome.as_str(), it.change_json.as_str()))
+            .collect();
+        sqlx::query(&sql).bind(run_id).bind(crate::to_json(&rows)?).execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -405,23 +405,24 @@ fn json_row<'a, K>(key: K, r: &NewStaged<'a>, hash: i64) -> JsonRow<'a, K> {
     (key, r.dn, r.username, r.username_key, r.name, r.email, r.groups, r.dir_state, r.problem, r.search(), hash)
 }
 
-/// A staged row's fields after its key, bound in the order of
-/// [`json_row`]'s (PostgreSQL's bulk statements).
-fn bind_fields<'q>(
-    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    r: &NewStaged<'q>,
-    hash: i64,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    q.bind(r.dn)
-        .bind(r.username)
-        .bind(r.username_key)
-        .bind(r.name)
-        .bind(r.email)
-        .bind(r.groups)
-        .bind(r.dir_state)
-        .bind(r.problem)
-        .bind(r.search())
-        .bind(hash)
+/// The columns of [`json_row`]'s arrays, for [`crate::json_table`]
+/// (`key`: the name of the first).
+fn staged_columns(key: &'static str) -> [crate::Col; 11] {
+    use crate::Col::{Int, Text};
+    let key = if key == "id" { Int(key) } else { Text(key) };
+    [
+        key,
+        Text("dn"),
+        Text("username"),
+        Text("username_key"),
+        Text("name"),
+        Text("email"),
+        Text("groups"),
+        Text("dir_state"),
+        Text("problem"),
+        Text("search"),
+        Int("hash"),
+    ]
 }
 
 /// An insert of new staged rows (`rows`: a query with the columns
@@ -432,7 +433,9 @@ fn bind_fields<'q>(
 /// [`crate::sync::settle_applied`] would have right after: one write of
 /// each row of a first sync's page instead of two (`first_load`).
 /// `fence`: the no-op `OFFSET` that keeps the lookup of each row's user
-/// evaluated once a row (PostgreSQL inlined it for each use).
+/// evaluated once a row (PostgreSQL inlined it for each use). The user is
+/// then joined once for its plan key and its status (each looked it up
+/// again before, by its id).
 fn linked_insert(rows: &str, rules: &str, on_conflict: &str, fence: &str) -> String {
     format!(
         "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
@@ -441,9 +444,9 @@ fn linked_insert(rows: &str, rules: &str, on_conflict: &str, fence: &str) -> Str
          t.problem, t.problem, t.search, t.hash, t.uid, CASE WHEN t.uid IS NULL THEN 0 ELSE 1 END, \
          CASE WHEN t.uid IS NULL THEN NULL ELSE {} END, {} \
          FROM (SELECT r.*, (SELECT c.id FROM users c WHERE c.external_id = r.external_id) AS uid FROM ({rows}) r{fence}) t \
-         WHERE true{on_conflict} RETURNING id, external_id",
-        crate::sync::plan_key_of("t", rules, "t.uid"),
-        status_case("t", "t.uid"),
+         LEFT JOIN users u ON u.id = t.uid WHERE true{on_conflict} RETURNING id, external_id",
+        crate::sync::plan_key_joined("t", rules),
+        status_rule("t", "t.uid", &user_differs("t", "u")),
     )
 }
 
@@ -684,120 +687,45 @@ impl Store {
                 None => new.push((r, hash)),
             }
         }
-        // SQLite: a chunk's rows are one JSON parameter (`crate::to_json`;
-        // 12,500 statements and 2.9 s of a first sync's staging before).
-        if self.backend == Backend::Sqlite {
-            for chunk in changed.chunks(1000) {
-                let rows: Vec<_> = chunk.iter().map(|(id, r, hash)| json_row(*id, r, *hash)).collect();
-                sqlx::query(
-                    "UPDATE staged_users SET dn = v.value->>1, username = v.value->>2, username_key = v.value->>3, \
-                     name = v.value->>4, email = v.value->>5, groups = v.value->>6, dir_state = v.value->>7, \
-                     entry_problem = v.value->>8, problem = v.value->>8, search = v.value->>9, hash = v.value->>10, settled = 0 \
-                     FROM json_each($1) AS v WHERE staged_users.id = v.value->>0",
-                )
-                .bind(crate::to_json(&rows)?)
-                .execute(&mut **tx)
-                .await?;
-                out.updated += chunk.len() as u64;
+        // A chunk's rows are one JSON parameter (`crate::json_table`; on
+        // SQLite, 12,500 statements and 2.9 s of a first sync's staging
+        // before).
+        let table = |key: &'static str, n: usize| crate::json_table(self.backend, n, &staged_columns(key));
+        let update = format!(
+            "UPDATE staged_users SET dn = v.dn, username = v.username, username_key = v.username_key, name = v.name, email = v.email, \
+             groups = v.groups, dir_state = v.dir_state, entry_problem = v.problem, problem = v.problem, search = v.search, \
+             hash = v.hash, settled = 0 FROM ({}) AS v WHERE staged_users.id = v.id",
+            table("id", 1)
+        );
+        for chunk in changed.chunks(1000) {
+            let rows: Vec<_> = chunk.iter().map(|(id, r, hash)| json_row(*id, r, *hash)).collect();
+            sqlx::query(&update).bind(crate::to_json(&rows)?).execute(&mut **tx).await?;
+            out.updated += chunk.len() as u64;
+        }
+        // An earlier page of this run may have inserted the entry.
+        let on_conflict = if read_before { " ON CONFLICT (directory, external_id) DO NOTHING" } else { "" };
+        let rows = format!("SELECT $1 AS directory, r.* FROM ({}) r", table("external_id", 2));
+        let insert = match link {
+            None => format!(
+                "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
+                 entry_problem, problem, search, hash) SELECT t.directory, t.external_id, t.dn, t.username, t.username_key, t.name, \
+                 t.email, t.groups, t.dir_state, t.problem, t.problem, t.search, t.hash FROM ({rows}) t WHERE true{on_conflict} \
+                 RETURNING id, external_id"
+            ),
+            // The fence keeps each row's user looked up once (PostgreSQL
+            // inlined the lookup for each use; SQLite's form of it).
+            Some(_) => {
+                linked_insert(&rows, "$3", on_conflict, if self.backend == Backend::Sqlite { " LIMIT -1 OFFSET 0" } else { " OFFSET 0" })
             }
-            let on_conflict = if read_before { " ON CONFLICT (directory, external_id) DO NOTHING" } else { "" };
-            let sql = match link {
-                None => format!(
-                    "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
-                     entry_problem, problem, search, hash) SELECT $1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
-                     value->>6, value->>7, value->>8, value->>8, value->>9, value->>10 FROM json_each($2) WHERE true{on_conflict} \
-                     RETURNING id, external_id"
-                ),
-                Some(_) => linked_insert(
-                    "SELECT $1 AS directory, value->>0 AS external_id, value->>1 AS dn, value->>2 AS username, value->>3 AS username_key, \
-                     value->>4 AS name, value->>5 AS email, value->>6 AS groups, value->>7 AS dir_state, value->>8 AS problem, \
-                     value->>9 AS search, value->>10 AS hash FROM json_each($2)",
-                    "$3",
-                    on_conflict,
-                    " LIMIT -1 OFFSET 0",
-                ),
-            };
-            for chunk in new.chunks(1000) {
-                let rows: Vec<_> = chunk.iter().map(|(r, hash)| json_row(r.external_id, r, *hash)).collect();
-                let mut q = sqlx::query(&sql).bind(directory).bind(crate::to_json(&rows)?);
-                if let Some(rules) = link {
-                    q = q.bind(rules);
-                }
-                let returned = q.fetch_all(&mut **tx).await?;
-                note_inserted(tx, directory, chunk, returned, out, &mut unchanged).await?;
+        };
+        for chunk in new.chunks(1000) {
+            let rows: Vec<_> = chunk.iter().map(|(r, hash)| json_row(r.external_id, r, *hash)).collect();
+            let mut q = sqlx::query(&insert).bind(directory).bind(crate::to_json(&rows)?);
+            if let Some(rules) = link {
+                q = q.bind(rules);
             }
-        } else {
-            // Changed rows, rewritten in place by id: one statement per chunk.
-            for chunk in changed.chunks(crate::rows_per_statement(self.backend, 11)) {
-                let values = crate::numbered_rows(chunk.len(), 11, 1);
-                let sql = format!(
-                    "UPDATE staged_users SET dn = v.column2, username = v.column3, username_key = v.column4, name = v.column5, \
-                 email = v.column6, groups = v.column7, dir_state = v.column8, entry_problem = v.column9, problem = v.column9, \
-                 search = v.column10, hash = v.column11, settled = 0 FROM (VALUES {values}) AS v WHERE staged_users.id = v.column1"
-                );
-                let mut q = sqlx::query(&sql);
-                for (id, r, hash) in chunk {
-                    q = bind_fields(q.bind(*id), r, *hash);
-                }
-                q.execute(&mut **tx).await?;
-                out.updated += chunk.len() as u64;
-            }
-            // With `link`, the rules hash is `$2` and the rows follow.
-            let first = if link.is_some() { 3 } else { 2 };
-            for chunk in new.chunks(crate::rows_per_statement(self.backend, 12)) {
-                let mut sql = String::from(match link {
-                    None => {
-                        "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
-                         entry_problem, problem, search, hash) VALUES "
-                    }
-                    Some(_) => "VALUES ",
-                });
-                for i in 0..chunk.len() {
-                    let b = i * 11 + first;
-                    if i > 0 {
-                        sql.push(',');
-                    }
-                    // entry_problem and problem are the same value at first.
-                    sql.push_str(&format!(
-                        "($1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        b,
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6,
-                        b + 7,
-                        b + 8,
-                        b + 8,
-                        b + 9,
-                        b + 10
-                    ));
-                }
-                // An earlier page of this run may have inserted the entry.
-                let on_conflict = if read_before { " ON CONFLICT (directory, external_id) DO NOTHING" } else { "" };
-                let sql = match link {
-                    None => format!("{sql}{on_conflict} RETURNING id, external_id"),
-                    Some(_) => linked_insert(
-                        &format!(
-                            "SELECT * FROM ({sql}) AS v(directory, external_id, dn, username, username_key, name, email, groups, \
-                             dir_state, entry_problem, problem, search, hash)"
-                        ),
-                        "$2",
-                        on_conflict,
-                        " OFFSET 0",
-                    ),
-                };
-                let mut q = sqlx::query(&sql).bind(directory);
-                if let Some(rules) = link {
-                    q = q.bind(rules);
-                }
-                for (r, hash) in chunk {
-                    q = bind_fields(q.bind(r.external_id), r, *hash);
-                }
-                let returned = q.fetch_all(&mut **tx).await?;
-                note_inserted(tx, directory, chunk, returned, out, &mut unchanged).await?;
-            }
+            let returned = q.fetch_all(&mut **tx).await?;
+            note_inserted(tx, directory, chunk, returned, out, &mut unchanged).await?;
         }
         Ok(out.ids.iter().copied().filter(|id| !unchanged.contains(id)).collect())
     }

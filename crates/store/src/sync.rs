@@ -82,19 +82,19 @@ fn plan_columns() -> Vec<&'static str> {
 /// placeholder such as `$4`).
 fn plan_cols(rules: &str) -> String {
     let fields = PLAN_FIELDS.iter().map(|(expr, name)| format!("{expr} AS {name}")).collect::<Vec<_>>().join(", ");
-    format!("{fields}, {} AS plan_key", plan_key_joined(rules))
+    format!("{fields}, {} AS plan_key", plan_key_joined("s", rules))
 }
 
-/// A staged row's plan key now (`s`, its user joined as `u`): its content,
-/// the rules, its problem and its user's signature.
-fn plan_key_joined(rules: &str) -> String {
-    format!("CAST(s.hash AS TEXT) || '/' || {rules} || '/' || s.problem || '/' || {USER_SIG_JOINED}")
+/// A staged row's plan key now (`row`, its user joined as `u`): its
+/// content, the rules, its problem and its user's signature.
+pub(crate) fn plan_key_joined(row: &str, rules: &str) -> String {
+    format!("CAST({row}.hash AS TEXT) || '/' || {rules} || '/' || {row}.problem || '/' || {USER_SIG_JOINED}")
 }
 
 /// Whether a staged row's last plan key differs from its key now, with
 /// the rules hash bound as `rules` (a placeholder such as `$4`).
 fn plan_stale(rules: &str) -> String {
-    format!("(s.plan_key IS NULL OR s.plan_key <> {})", plan_key_joined(rules))
+    format!("(s.plan_key IS NULL OR s.plan_key <> {})", plan_key_joined("s", rules))
 }
 
 /// The plan key of the staged row `row` (its columns `hash` and
