@@ -419,62 +419,46 @@ async fn update_many(conn: &mut AnyConnection, backend: Backend, updates: &[&Upd
         Some(Activation::Enable) => Some(true),
         None => None,
     };
-    if backend == Backend::Sqlite {
-        // One JSON parameter per 500 users (see `create_many`).
-        for chunk in rows.chunks(500) {
-            let values: Vec<_> = chunk
-                .iter()
-                .map(|u| {
-                    (
-                        u.user_id,
-                        u.rename.as_ref().map(|(n, _)| n.as_str()),
-                        u.rename.as_ref().map(|(_, k)| k.as_str()),
-                        u.name.as_deref(),
-                        u.email.as_deref(),
-                        u.external_id.as_deref(),
-                        u.role.map(|(_, after)| after.as_str()),
-                        active(u).map(b),
-                    )
-                })
-                .collect();
-            let json = crate::to_json(&values)?;
-            sqlx::query(
-                "UPDATE users SET username = COALESCE(v.value->>1, username), username_key = COALESCE(v.value->>2, username_key), \
-                 name = COALESCE(v.value->>3, name), email = COALESCE(v.value->>4, email), external_id = COALESCE(v.value->>5, external_id), \
-                 role = COALESCE(v.value->>6, role), is_active = COALESCE(v.value->>7, is_active), \
-                 dir_disabled = CASE WHEN v.value->>7 IS NULL THEN dir_disabled WHEN v.value->>7 = 0 THEN 1 ELSE 0 END, \
-                 updated_at = $1, validated_at = $1 FROM json_each($2) AS v WHERE users.id = v.value->>0",
-            )
-            .bind(now)
-            .bind(json)
-            .execute(&mut *conn)
-            .await
-            .map_err(unique("user"))?;
-        }
-    } else {
-        for chunk in rows.chunks(crate::rows_per_statement(backend, 8)) {
-            let values = crate::numbered_rows(chunk.len(), 8, 2);
-            let sql = format!(
-                "UPDATE users SET username = COALESCE(v.column2, username), username_key = COALESCE(v.column3, username_key), \
-             name = COALESCE(v.column4, name), email = COALESCE(v.column5, email), external_id = COALESCE(v.column6, external_id), \
-             role = COALESCE(v.column7, role), is_active = COALESCE(v.column8, is_active), \
-             dir_disabled = CASE WHEN v.column8 IS NULL THEN dir_disabled WHEN v.column8 = 0 THEN 1 ELSE 0 END, \
-             updated_at = $1, validated_at = $1 FROM (VALUES {values}) AS v WHERE users.id = v.column1"
-            );
-            let mut q = sqlx::query(&sql).bind(now);
-            for u in chunk {
-                q = q
-                    .bind(u.user_id)
-                    .bind(u.rename.as_ref().map(|(n, _)| n.as_str()))
-                    .bind(u.rename.as_ref().map(|(_, k)| k.as_str()))
-                    .bind(u.name.as_deref())
-                    .bind(u.email.as_deref())
-                    .bind(u.external_id.as_deref())
-                    .bind(u.role.map(|(_, after)| after.as_str()))
-                    .bind(active(u).map(b));
-            }
-            q.execute(&mut *conn).await.map_err(unique("user"))?;
-        }
+    // One JSON parameter per 500 users (see `create_many`).
+    use crate::Col::{Int, Text};
+    let sql = format!(
+        "UPDATE users SET username = COALESCE(v.username, users.username), username_key = COALESCE(v.username_key, users.username_key), \
+         name = COALESCE(v.name, users.name), email = COALESCE(v.email, users.email), external_id = COALESCE(v.external_id, users.external_id), \
+         role = COALESCE(v.role, users.role), is_active = COALESCE(v.active, users.is_active), \
+         dir_disabled = CASE WHEN v.active IS NULL THEN users.dir_disabled WHEN v.active = 0 THEN 1 ELSE 0 END, \
+         updated_at = $1, validated_at = $1 FROM ({}) AS v WHERE users.id = v.id",
+        crate::json_table(
+            backend,
+            2,
+            &[
+                Int("id"),
+                Text("username"),
+                Text("username_key"),
+                Text("name"),
+                Text("email"),
+                Text("external_id"),
+                Text("role"),
+                Int("active")
+            ]
+        )
+    );
+    for chunk in rows.chunks(500) {
+        let values: Vec<_> = chunk
+            .iter()
+            .map(|u| {
+                (
+                    u.user_id,
+                    u.rename.as_ref().map(|(n, _)| n.as_str()),
+                    u.rename.as_ref().map(|(_, k)| k.as_str()),
+                    u.name.as_deref(),
+                    u.email.as_deref(),
+                    u.external_id.as_deref(),
+                    u.role.map(|(_, after)| after.as_str()),
+                    active(u).map(b),
+                )
+            })
+            .collect();
+        sqlx::query(&sql).bind(now).bind(crate::to_json(&values)?).execute(&mut *conn).await.map_err(unique("user"))?;
     }
     // Integers and fixed words only below: inlined, nothing to bind.
     let added: Vec<String> = updates

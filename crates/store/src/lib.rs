@@ -223,24 +223,6 @@ fn like_pattern(s: &str) -> String {
     out
 }
 
-/// Rows per multi-row INSERT of `columns` bound values each.
-///
-/// SQLite: sqlx binds a SQLite statement's parameters by name, and SQLite
-/// finds each name by a linear scan, so binding is quadratic in the
-/// parameter count: statements stay near 100 parameters (a 4,500-parameter
-/// INSERT spent more time binding than inserting).
-///
-/// PostgreSQL binds by position and every statement is a round trip to the
-/// server: statements carry up to 2,000 parameters (the limit is 65,535),
-/// so a 100,000-user first sync is hundreds of statements, not thousands.
-pub(crate) fn rows_per_statement(backend: Backend, columns: usize) -> usize {
-    let params = match backend {
-        Backend::Sqlite => 100,
-        Backend::Postgres => 2000,
-    };
-    (params / columns.max(1)).max(1)
-}
-
 /// The ids of the JSON array bound as `$n`, as a subquery with one column,
 /// `id`. A list of ids is one parameter and one statement text whatever
 /// its length: inlined, each list was a statement of its own to parse and
@@ -286,12 +268,13 @@ pub(crate) fn json_table(backend: Backend, n: usize, columns: &[Col]) -> String 
     }
 }
 
-/// Rows (or ids) as one JSON parameter, for SQLite's bulk statements
-/// (`json_each`, `value->>n`) and [`json_ids`]. sqlx finds a SQLite
-/// parameter by its name in a linear scan (see [`rows_per_statement`]), so
-/// rows of bound values came about ten to a statement: a first sync of
-/// 100,000 users was 12,500 staged-row inserts, 8,400 user inserts and
-/// 7,200 item inserts.
+/// Rows (or ids) as one JSON parameter, for the bulk statements of both
+/// backends ([`json_table`], [`json_ids`]). Bound value by value, rows
+/// came about ten to a statement on SQLite, whose parameters sqlx finds by
+/// name in a linear scan (binding is quadratic in their number: a
+/// 4,500-parameter insert spent more time binding than inserting): a first
+/// sync of 100,000 users was 12,500 staged-row inserts, 8,400 user inserts
+/// and 7,200 item inserts.
 pub(crate) fn to_json<T: serde::Serialize + ?Sized>(rows: &T) -> Result<String> {
     serde_json::to_string(rows).map_err(|e| Error::Database(sqlx::Error::Encode(Box::new(e))))
 }
@@ -334,15 +317,6 @@ where
             Ok(rows.iter().map(T::from_row).collect::<std::result::Result<_, _>>()?)
         }
     }
-}
-
-/// `rows` rows of `columns` numbered placeholders each, from `$first`:
-/// `($2, $3), ($4, $5)` for (2, 2, 2). For `VALUES` lists of bound rows.
-pub(crate) fn numbered_rows(rows: usize, columns: usize, first: usize) -> String {
-    (0..rows)
-        .map(|r| format!("({})", (0..columns).map(|c| format!("${}", first + r * columns + c)).collect::<Vec<_>>().join(", ")))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn b(v: bool) -> i64 {
@@ -1263,13 +1237,7 @@ const TOKEN_SELECT: &str = "SELECT t.id AS id, t.user_id AS user_id, u.username 
 
 #[cfg(test)]
 mod tests {
-    use super::{like_pattern, numbered_rows};
-
-    #[test]
-    fn numbered_rows_count_on_from_the_first() {
-        assert_eq!(numbered_rows(2, 2, 2), "($2, $3),($4, $5)");
-        assert_eq!(numbered_rows(1, 3, 1), "($1, $2, $3)");
-    }
+    use super::like_pattern;
 
     #[test]
     fn like_pattern_escapes_wildcards() {

@@ -1045,18 +1045,14 @@ impl Store {
                 // local users): one statement computes and writes them again.
                 sqlx::query(&update_from()).bind(directory).execute(&mut *tx).await?;
             } else {
+                let sql = format!(
+                    "UPDATE staged_users SET problem = v.problem, status = v.status, \
+                     settled = CASE WHEN staged_users.problem = v.problem THEN staged_users.settled ELSE 0 END \
+                     FROM ({}) AS v WHERE staged_users.id = v.id",
+                    crate::json_table(self.backend, 1, &[crate::Col::Int("id"), crate::Col::Text("problem"), crate::Col::Text("status")])
+                );
                 for chunk in rows.chunks(500) {
-                    let values = crate::numbered_rows(chunk.len(), 3, 1);
-                    let sql = format!(
-                        "UPDATE staged_users SET problem = v.column2, status = v.column3, \
-                         settled = CASE WHEN staged_users.problem = v.column2 THEN staged_users.settled ELSE 0 END \
-                         FROM (VALUES {values}) AS v WHERE staged_users.id = v.column1"
-                    );
-                    let mut q = sqlx::query(&sql);
-                    for (id, problem, status) in chunk {
-                        q = q.bind(*id).bind(problem.as_str()).bind(status.as_str());
-                    }
-                    q.execute(&mut *tx).await?;
+                    sqlx::query(&sql).bind(crate::to_json(chunk)?).execute(&mut *tx).await?;
                 }
             }
             !rows.is_empty()

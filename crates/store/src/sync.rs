@@ -409,18 +409,14 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
+        let sql = format!(
+            "UPDATE staged_users SET settled = 1, plan_key = v.plan_key FROM ({}) AS v \
+             WHERE staged_users.id = v.id AND {} = v.plan_key",
+            crate::json_table(self.backend, 2, &[crate::Col::Int("id"), crate::Col::Text("plan_key")]),
+            plan_key_of("staged_users", "$1", "staged_users.user_id")
+        );
         for chunk in rows.chunks(500) {
-            let values = crate::numbered_rows(chunk.len(), 2, 2);
-            let sql = format!(
-                "UPDATE staged_users SET settled = 1, plan_key = v.column2 FROM (VALUES {values}) AS v \
-                 WHERE staged_users.id = v.column1 AND {} = v.column2",
-                plan_key_of("staged_users", "$1", "staged_users.user_id")
-            );
-            let mut q = sqlx::query(&sql).bind(rules);
-            for (id, key) in chunk {
-                q = q.bind(*id).bind(*key);
-            }
-            q.execute(&mut *tx).await?;
+            sqlx::query(&sql).bind(rules).bind(crate::to_json(chunk)?).execute(&mut *tx).await?;
         }
         tx.commit().await
     }
@@ -575,20 +571,12 @@ impl Store {
     pub async fn replace_group_members(&self, group_id: i64, members: &[i64]) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM group_members WHERE group_id = $1").bind(group_id).execute(&mut *tx).await?;
-        for chunk in members.chunks(crate::rows_per_statement(self.backend, 1)) {
-            let mut sql = String::from("INSERT INTO group_members (group_id, user_id) VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("($1, ${})", i + 2));
-            }
-            sql.push_str(" ON CONFLICT DO NOTHING");
-            let mut q = sqlx::query(&sql).bind(group_id);
-            for m in chunk {
-                q = q.bind(*m);
-            }
-            q.execute(&mut *tx).await?;
+        let sql = format!(
+            "INSERT INTO group_members (group_id, user_id) SELECT $1, j.id FROM ({}) j WHERE true ON CONFLICT DO NOTHING",
+            crate::json_ids(self.backend, 2)
+        );
+        for chunk in members.chunks(5000) {
+            sqlx::query(&sql).bind(group_id).bind(crate::to_json(chunk)?).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
