@@ -342,9 +342,8 @@ async fn create(conn: &mut AnyConnection, a: &NewAccount, now: i64) -> Result<i6
     Ok(id)
 }
 
-/// Create new directory users and their memberships, a chunk of accounts
-/// per statement (SQLite: the chunk as one JSON parameter, see
-/// [`create_many`]).
+/// Create new directory users and their memberships, 500 accounts per
+/// statement (each chunk one JSON parameter, see [`create_many`]).
 pub(crate) async fn create_accounts(conn: &mut AnyConnection, backend: Backend, accounts: &[&NewAccount], now: i64) -> Result<()> {
     for chunk in accounts.chunks(500) {
         create_many(conn, backend, chunk, now).await?;

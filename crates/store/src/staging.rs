@@ -397,7 +397,7 @@ pub struct StagedPage {
     pub new_rows: Vec<(String, i64)>,
 }
 
-/// A staged row as the JSON array SQLite's bulk statements read (`key`:
+/// A staged row as the JSON array the bulk statements read (`key`:
 /// its id, or its immutable id for an insert).
 type JsonRow<'a, K> = (K, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, String, i64);
 

@@ -1069,7 +1069,7 @@ both_backends!(users_are_read_by_ids_in_id_order, |store| {
     assert!(store.get_users(&[]).await.unwrap().is_empty());
 });
 
-// Staged rows written in bulk (SQLite: one JSON parameter per chunk) read
+// Staged rows written in bulk (one JSON parameter per chunk, on both backends) read
 // back exactly: quotes, backslashes, control and non-ASCII characters,
 // empty fields; inserted, then changed in place; more rows than a chunk.
 both_backends!(staged_rows_round_trip_through_bulk_writes, |store| {
