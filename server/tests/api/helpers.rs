@@ -51,7 +51,13 @@ impl TestApp {
         if req.extensions().get::<ConnectInfo<SocketAddr>>().is_none() {
             req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
         }
-        self.router.clone().oneshot(req).await.unwrap()
+        // A deadline, so that a request that never answers fails its test
+        // by name instead of hanging the suite (and CI) until it is killed.
+        let what = format!("{} {}", req.method(), req.uri());
+        match tokio::time::timeout(std::time::Duration::from_secs(60), self.router.clone().oneshot(req)).await {
+            Ok(res) => res.unwrap(),
+            Err(_) => panic!("{what}: no answer within 60 s"),
+        }
     }
 
     /// A local user with a usable password (no forced change).

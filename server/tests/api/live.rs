@@ -144,9 +144,19 @@ async fn a_user_disabled_in_the_directory_loses_sessions_and_tokens_within_10_s(
     assert!(!app.db.store.find_user("jdoe").await.unwrap().unwrap().is_active);
 
     // On the Sync runs page as a run of its own kind; no sync was started.
-    let res = app.send(api("GET", "/api/v1/sync/runs", None, Auth::Cookie(&admin))).await;
-    assert_status(&res, StatusCode::OK, "sync runs");
-    let runs = body_json(res).await;
+    // The session is refused once the disable commits; the run is marked
+    // done just after (on a loaded machine, not yet when the refusal is
+    // seen): waited for, briefly.
+    let t = Instant::now();
+    let runs = loop {
+        let res = app.send(api("GET", "/api/v1/sync/runs", None, Auth::Cookie(&admin))).await;
+        assert_status(&res, StatusCode::OK, "sync runs");
+        let runs = body_json(res).await;
+        if runs["items"][0]["state"] != "running" || t.elapsed() > Duration::from_secs(5) {
+            break runs;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
     let kinds: Vec<&str> = runs["items"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["live", "sync"], "the live disable, after the one sync `configure` ran: {runs}");
     let live_run = &runs["items"][0];
