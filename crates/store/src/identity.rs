@@ -395,12 +395,22 @@ async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&Ne
     // Users created in this transaction have no membership yet, and each
     // organisation is named once per user: no conflict to skip (a
     // speculative `ON CONFLICT` insert cost 15 % more on PostgreSQL).
-    if !pairs.is_empty() {
-        let sql = format!(
-            "INSERT INTO user_organisations (user_id, organisation_id, source) SELECT m.user_id, m.organisation_id, m.source FROM ({}) m",
-            crate::json_table(backend, 1, &[Int("user_id"), Int("organisation_id"), Text("source")])
-        );
-        sqlx::query(&sql).bind(crate::to_json(&pairs)?).execute(&mut *conn).await?;
+    insert_memberships(conn, backend, &pairs, false).await
+}
+
+/// Insert memberships `(user, organisation, source)`, 500 per statement,
+/// each chunk one JSON parameter; with `skip_existing`, one a user has
+/// already is left as it is.
+async fn insert_memberships(conn: &mut AnyConnection, backend: Backend, pairs: &[(i64, i64, &str)], skip_existing: bool) -> Result<()> {
+    use crate::Col::{Int, Text};
+    let sql = format!(
+        "INSERT INTO user_organisations (user_id, organisation_id, source) SELECT m.user_id, m.organisation_id, m.source FROM ({}) m \
+         WHERE true{}",
+        crate::json_table(backend, 1, &[Int("user_id"), Int("organisation_id"), Text("source")]),
+        if skip_existing { " ON CONFLICT DO NOTHING" } else { "" }
+    );
+    for chunk in pairs.chunks(500) {
+        sqlx::query(&sql).bind(crate::to_json(chunk)?).execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -459,20 +469,10 @@ async fn update_many(conn: &mut AnyConnection, backend: Backend, updates: &[&Upd
             .collect();
         sqlx::query(&sql).bind(now).bind(crate::to_json(&values)?).execute(&mut *conn).await.map_err(unique("user"))?;
     }
+    let added: Vec<(i64, i64, &str)> =
+        updates.iter().flat_map(|u| u.add_organisations.iter().map(move |(org, source)| (u.user_id, *org, source.as_str()))).collect();
+    insert_memberships(conn, backend, &added, true).await?;
     // Integers and fixed words only below: inlined, nothing to bind.
-    let added: Vec<String> = updates
-        .iter()
-        .flat_map(|u| u.add_organisations.iter().map(move |(org, source)| format!("({}, {org}, '{}')", u.user_id, source.as_str())))
-        .collect();
-    for chunk in added.chunks(500) {
-        sqlx::query(&format!(
-            "INSERT INTO user_organisations (user_id, organisation_id, source) VALUES {} ON CONFLICT DO NOTHING",
-            chunk.join(",")
-        ))
-        .persistent(false)
-        .execute(&mut *conn)
-        .await?;
-    }
     let removed: Vec<String> =
         updates.iter().flat_map(|u| u.remove_organisations.iter().map(move |org| format!("({}, {org})", u.user_id))).collect();
     for chunk in removed.chunks(500) {

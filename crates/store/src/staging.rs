@@ -406,10 +406,9 @@ fn json_row<'a, K>(key: K, r: &NewStaged<'a>, hash: i64) -> JsonRow<'a, K> {
 }
 
 /// The columns of [`json_row`]'s arrays, for [`crate::json_table`]
-/// (`key`: the name of the first).
-fn staged_columns(key: &'static str) -> [crate::Col; 11] {
+/// (`key`: the first).
+fn staged_columns(key: crate::Col) -> [crate::Col; 11] {
     use crate::Col::{Int, Text};
-    let key = if key == "id" { Int(key) } else { Text(key) };
     [
         key,
         Text("dn"),
@@ -690,12 +689,12 @@ impl Store {
         // A chunk's rows are one JSON parameter (`crate::json_table`; on
         // SQLite, 12,500 statements and 2.9 s of a first sync's staging
         // before).
-        let table = |key: &'static str, n: usize| crate::json_table(self.backend, n, &staged_columns(key));
+        let table = |key: crate::Col, n: usize| crate::json_table(self.backend, n, &staged_columns(key));
         let update = format!(
             "UPDATE staged_users SET dn = v.dn, username = v.username, username_key = v.username_key, name = v.name, email = v.email, \
              groups = v.groups, dir_state = v.dir_state, entry_problem = v.problem, problem = v.problem, search = v.search, \
              hash = v.hash, settled = 0 FROM ({}) AS v WHERE staged_users.id = v.id",
-            table("id", 1)
+            table(crate::Col::Int("id"), 1)
         );
         for chunk in changed.chunks(1000) {
             let rows: Vec<_> = chunk.iter().map(|(id, r, hash)| json_row(*id, r, *hash)).collect();
@@ -704,7 +703,7 @@ impl Store {
         }
         // An earlier page of this run may have inserted the entry.
         let on_conflict = if read_before { " ON CONFLICT (directory, external_id) DO NOTHING" } else { "" };
-        let rows = format!("SELECT $1 AS directory, r.* FROM ({}) r", table("external_id", 2));
+        let rows = format!("SELECT $1 AS directory, r.* FROM ({}) r", table(crate::Col::Text("external_id"), 2));
         let insert = match link {
             None => format!(
                 "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \

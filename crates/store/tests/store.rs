@@ -1739,6 +1739,9 @@ both_backends!(users_created_and_updated_in_bulk_keep_what_no_change_names, |sto
     // Only the role of one, only the email and the activation of the other.
     let mut promote = bindery_store::Update::new(ob.id, &ob.username);
     promote.role = Some((bindery_model::Role::User, bindery_model::Role::Admin));
+    // And memberships: one new, one the user has already (kept as it is).
+    let other = store.insert_organisation("Other", false, 1).await.unwrap();
+    promote.add_organisations = vec![(other, bindery_store::OrgSource::Mapping), (org, bindery_store::OrgSource::Mapping)];
     let mut disable = bindery_store::Update::new(ann.id, &ann.username);
     disable.email = Some("ann@example.net".into());
     disable.activation = Some(bindery_store::Activation::Disable);
@@ -1755,5 +1758,14 @@ both_backends!(users_created_and_updated_in_bulk_keep_what_no_change_names, |sto
         "a role change leaves every other field"
     );
     assert_eq!((ann2.email.as_str(), ann2.is_active, ann2.dir_disabled), ("ann@example.net", false, true));
+    let mut memberships = store.organisation_sources(&[ob.id, ann.id]).await.unwrap();
+    memberships.sort_by_key(|m| (m.0, m.1));
+    let mut want = vec![
+        (ob.id, org, bindery_store::OrgSource::Selection),
+        (ob.id, other, bindery_store::OrgSource::Mapping),
+        (ann.id, org, bindery_store::OrgSource::Selection),
+    ];
+    want.sort_by_key(|m| (m.0, m.1));
+    assert_eq!(memberships, want, "the created memberships, and the update's new one; the one it had already keeps its source");
     assert_eq!((&*ann2.username, &*ann2.name, ann2.role), (&*ann.username, &*ann.name, bindery_model::Role::User));
 });
