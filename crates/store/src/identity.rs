@@ -352,35 +352,43 @@ pub(crate) async fn create_accounts(conn: &mut AnyConnection, backend: Backend, 
 }
 
 /// Insert new directory users with one statement, and their memberships
-/// with another, each from one JSON parameter (`crate::json_table`).
+/// with another, each rows bound as one batch (`crate::batch`).
 async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&NewAccount], now: i64) -> Result<()> {
+    use crate::batch::Cell;
     use crate::Col::{Int, Text};
-    let rows: Vec<_> = accounts
-        .iter()
-        .map(|a| (&a.username, &a.username_key, &a.name, &a.email, a.role.as_str(), a.source.as_str(), b(a.active), &a.external_id))
-        .collect();
+    const COLUMNS: [crate::Col; 8] = [
+        Text("username"),
+        Text("username_key"),
+        Text("name"),
+        Text("email"),
+        Text("role"),
+        Text("source"),
+        Int("active"),
+        Text("external_id"),
+    ];
+    let mut batch = crate::batch::Batch::new(backend, &COLUMNS, accounts.len());
+    for a in accounts {
+        batch.push([
+            Cell::Text(&a.username),
+            Cell::Text(&a.username_key),
+            Cell::Text(&a.name),
+            Cell::Text(&a.email),
+            Cell::Text(a.role.as_str()),
+            Cell::Text(a.source.as_str()),
+            Cell::Int(b(a.active)),
+            Cell::Text(&a.external_id),
+        ]);
+    }
     // A user created disabled was disabled because of the directory.
     let sql = format!(
         "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
          must_change_password, external_id, created_at, updated_at, validated_at, dir_disabled) \
-         SELECT a.username, a.username_key, a.name, a.email, a.role, a.source, a.active, NULL, 0, a.external_id, $1, $1, $1, 1 - a.active \
-         FROM ({}) a WHERE true RETURNING id, external_id",
-        crate::json_table(
-            backend,
-            2,
-            &[
-                Text("username"),
-                Text("username_key"),
-                Text("name"),
-                Text("email"),
-                Text("role"),
-                Text("source"),
-                Int("active"),
-                Text("external_id")
-            ]
-        )
+         SELECT a.username, a.username_key, a.name, a.email, a.role, a.source, a.active, NULL, 0, a.external_id, {now}, {now}, {now}, \
+         1 - a.active FROM ({}) a WHERE true RETURNING id, external_id",
+        batch.source(),
+        now = batch.param(1),
     );
-    let created = sqlx::query(&sql).bind(now).bind(crate::to_json(&rows)?).fetch_all(&mut *conn).await.map_err(unique("user"))?;
+    let created = batch.bind(sqlx::query(&sql))?.bind(now).fetch_all(&mut *conn).await.map_err(unique("user"))?;
     let by_external_id: std::collections::HashMap<&str, &&NewAccount> = accounts.iter().map(|a| (a.external_id.as_str(), a)).collect();
     let mut pairs = Vec::new();
     for row in &created {
@@ -398,19 +406,25 @@ async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&Ne
     insert_memberships(conn, backend, &pairs, false).await
 }
 
-/// Insert memberships `(user, organisation, source)`, 500 per statement,
-/// each chunk one JSON parameter; with `skip_existing`, one a user has
-/// already is left as it is.
+/// Insert memberships `(user, organisation, source)`, 500 per statement
+/// (`crate::batch`); with `skip_existing`, one a user has already is left
+/// as it is.
 async fn insert_memberships(conn: &mut AnyConnection, backend: Backend, pairs: &[(i64, i64, &str)], skip_existing: bool) -> Result<()> {
+    use crate::batch::Cell;
     use crate::Col::{Int, Text};
-    let sql = format!(
-        "INSERT INTO user_organisations (user_id, organisation_id, source) SELECT m.user_id, m.organisation_id, m.source FROM ({}) m \
-         WHERE true{}",
-        crate::json_table(backend, 1, &[Int("user_id"), Int("organisation_id"), Text("source")]),
-        if skip_existing { " ON CONFLICT DO NOTHING" } else { "" }
-    );
+    const COLUMNS: [crate::Col; 3] = [Int("user_id"), Int("organisation_id"), Text("source")];
     for chunk in pairs.chunks(500) {
-        sqlx::query(&sql).bind(crate::to_json(chunk)?).execute(&mut *conn).await?;
+        let mut batch = crate::batch::Batch::new(backend, &COLUMNS, chunk.len());
+        for (user, org, source) in chunk {
+            batch.push([Cell::Int(*user), Cell::Int(*org), Cell::Text(source)]);
+        }
+        let sql = format!(
+            "INSERT INTO user_organisations (user_id, organisation_id, source) SELECT m.user_id, m.organisation_id, m.source FROM ({}) m \
+             WHERE true{}",
+            batch.source(),
+            if skip_existing { " ON CONFLICT DO NOTHING" } else { "" }
+        );
+        batch.bind(sqlx::query(&sql))?.execute(&mut *conn).await?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! Timestamps are Unix milliseconds and booleans 0/1 integers so that every
 //! column decodes through the Any driver identically on both backends.
 
+mod batch;
 mod bulk;
 mod first_load;
 mod group;

@@ -331,25 +331,33 @@ impl Store {
     }
 }
 
-/// Record items inside the caller's transaction ([`Store::insert_items`]).
+/// Record items inside the caller's transaction ([`Store::insert_items`]),
+/// 500 a statement (`crate::batch`).
 pub(crate) async fn insert_items_in(tx: &mut crate::WriteTx, backend: Backend, run_id: i64, items: &[NewItem<'_>]) -> Result<()> {
+    use crate::batch::Cell;
     use crate::Col::{Int, Text};
-    // One JSON parameter per 500 items (`crate::json_table`).
-    let sql = format!(
-        "INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome, change_json) \
-         SELECT $1, i.action, i.username, i.user_id, i.staged_id, i.reason, i.outcome, i.change_json FROM ({}) i",
-        crate::json_table(
-            backend,
-            2,
-            &[Text("action"), Text("username"), Int("user_id"), Int("staged_id"), Text("reason"), Text("outcome"), Text("change_json")]
-        )
-    );
+    const COLUMNS: [crate::Col; 7] =
+        [Text("action"), Text("username"), Int("user_id"), Int("staged_id"), Text("reason"), Text("outcome"), Text("change_json")];
     for chunk in items.chunks(500) {
-        let rows: Vec<_> = chunk
-            .iter()
-            .map(|it| (it.action.as_str(), it.username, it.user_id, it.staged_id, it.reason, it.outcome.as_str(), it.change_json.as_str()))
-            .collect();
-        sqlx::query(&sql).bind(run_id).bind(crate::to_json(&rows)?).execute(&mut **tx).await?;
+        let mut batch = crate::batch::Batch::new(backend, &COLUMNS, chunk.len());
+        for it in chunk {
+            batch.push([
+                Cell::Text(it.action.as_str()),
+                Cell::Text(it.username),
+                it.user_id.into(),
+                it.staged_id.into(),
+                Cell::Text(it.reason),
+                Cell::Text(it.outcome.as_str()),
+                Cell::Text(&it.change_json),
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome, change_json) \
+             SELECT {}, i.action, i.username, i.user_id, i.staged_id, i.reason, i.outcome, i.change_json FROM ({}) i",
+            batch.param(1),
+            batch.source()
+        );
+        batch.bind(sqlx::query(&sql))?.bind(run_id).execute(&mut **tx).await?;
     }
     Ok(())
 }
