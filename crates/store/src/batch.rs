@@ -145,3 +145,59 @@ impl<'a> Batch<'a> {
         }
     }
 }
+
+/// The end of a bulk insert into a table with `id` and `external_id`
+/// columns, for [`inserted_keys`]: PostgreSQL returns the new rows' keys
+/// with the insert; SQLite reads them afterwards.
+pub(crate) fn returning_keys(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => " RETURNING id, external_id",
+        Backend::Sqlite => "",
+    }
+}
+
+/// Run `insert` (ending with [`returning_keys`]) into `table` inside the
+/// caller's write transaction, and return the `(id, external_id)` of each
+/// row it added, in no particular order.
+///
+/// SQLite's driver hands a statement's rows over from its worker thread
+/// one by one, through a channel of 50: the 2,000 rows a first sync's page
+/// of 1,000 entries returned (users and snapshot rows) were about 40
+/// waits for the other thread, inside the write turn. Instead the new rows
+/// are read back as one JSON text: those with an id above the largest
+/// before the insert, which under the write lock are this insert's (SQLite
+/// gives a new row the largest id plus one; only a table whose ids reached
+/// the largest integer gets random ones, and then the count tells).
+pub(crate) async fn inserted_keys<'q>(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    table: &str,
+    insert: Query<'q, Any, AnyArguments<'q>>,
+) -> Result<Vec<(i64, String)>> {
+    use sqlx::Row;
+    match backend {
+        Backend::Postgres => {
+            let rows = insert.fetch_all(&mut *conn).await?;
+            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        }
+        Backend::Sqlite => {
+            let before: i64 = sqlx::query(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}")).fetch_one(&mut *conn).await?.try_get(0)?;
+            let added = insert.execute(&mut *conn).await?.rows_affected();
+            let text: String =
+                sqlx::query(&format!("SELECT COALESCE(json_group_array(json_array(id, external_id)), '[]') FROM {table} WHERE id > $1"))
+                    .bind(before)
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get(0)?;
+            let keys: Vec<(i64, String)> =
+                serde_json::from_str(&text).map_err(|e| crate::Error::Database(sqlx::Error::Decode(Box::new(e))))?;
+            if keys.len() as u64 != added {
+                return Err(crate::Error::Database(sqlx::Error::Protocol(format!(
+                    "{table}: {added} rows inserted but {} found above id {before} (the table's ids are exhausted)",
+                    keys.len()
+                ))));
+            }
+            Ok(keys)
+        }
+    }
+}

@@ -384,15 +384,20 @@ async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&Ne
         "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
          must_change_password, external_id, created_at, updated_at, validated_at, dir_disabled) \
          SELECT a.username, a.username_key, a.name, a.email, a.role, a.source, a.active, NULL, 0, a.external_id, {now}, {now}, {now}, \
-         1 - a.active FROM ({}) a WHERE true RETURNING id, external_id",
+         1 - a.active FROM ({}) a WHERE true{}",
         batch.source(),
+        crate::batch::returning_keys(backend),
         now = batch.param(1),
     );
-    let created = batch.bind(sqlx::query(&sql))?.bind(now).fetch_all(&mut *conn).await.map_err(unique("user"))?;
+    let insert = batch.bind(sqlx::query(&sql))?.bind(now);
+    let created = crate::batch::inserted_keys(&mut *conn, backend, "users", insert).await.map_err(|e| match e {
+        crate::Error::Database(e) => unique("user")(e),
+        other => other,
+    })?;
     let by_external_id: std::collections::HashMap<&str, &&NewAccount> = accounts.iter().map(|a| (a.external_id.as_str(), a)).collect();
     let mut pairs = Vec::new();
-    for row in &created {
-        let (id, external_id): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+    for (id, external_id) in &created {
+        let id = *id;
         if let Some(a) = by_external_id.get(external_id.as_str()) {
             let mut seen = std::collections::HashSet::new();
             for (org, source) in a.organisations.iter().filter(|(org, _)| seen.insert(*org)) {

@@ -446,7 +446,7 @@ fn staged_columns(key: crate::Col) -> [crate::Col; 11] {
 /// evaluated once a row (PostgreSQL inlined it for each use). The user is
 /// then joined once for its plan key and its status (each looked it up
 /// again before, by its id).
-fn linked_insert(rows: &str, rules: &str, on_conflict: &str, fence: &str) -> String {
+fn linked_insert(backend: Backend, rows: &str, rules: &str, on_conflict: &str, fence: &str) -> String {
     format!(
         "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
          entry_problem, problem, search, hash, user_id, settled, plan_key, status) \
@@ -454,9 +454,10 @@ fn linked_insert(rows: &str, rules: &str, on_conflict: &str, fence: &str) -> Str
          t.problem, t.problem, t.search, t.hash, t.uid, CASE WHEN t.uid IS NULL THEN 0 ELSE 1 END, \
          CASE WHEN t.uid IS NULL THEN NULL ELSE {} END, {} \
          FROM (SELECT r.*, (SELECT c.id FROM users c WHERE c.external_id = r.external_id) AS uid FROM ({rows}) r{fence}) t \
-         LEFT JOIN users u ON u.id = t.uid WHERE true{on_conflict} RETURNING id, external_id",
+         LEFT JOIN users u ON u.id = t.uid WHERE true{on_conflict}{}",
         crate::sync::plan_key_joined("t", rules),
         status_rule("t", "t.uid", &user_differs("t", "u")),
+        crate::batch::returning_keys(backend),
     )
 }
 
@@ -467,14 +468,13 @@ async fn note_inserted(
     tx: &mut crate::WriteTx,
     directory: &str,
     chunk: &[(&NewStaged<'_>, i64)],
-    returned: Vec<sqlx::any::AnyRow>,
+    returned: Vec<(i64, String)>,
     out: &mut StagedPage,
     unchanged: &mut std::collections::HashSet<i64>,
 ) -> Result<()> {
     out.inserted += returned.len() as u64;
     let start = out.new_rows.len();
-    for row in returned {
-        let (id, external_id): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+    for (id, external_id) in returned {
         out.ids.push(id);
         out.new_rows.push((external_id, id));
     }
@@ -730,12 +730,13 @@ impl Store {
                 None => format!(
                     "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
                      entry_problem, problem, search, hash) SELECT t.directory, t.external_id, t.dn, t.username, t.username_key, t.name, \
-                     t.email, t.groups, t.dir_state, t.problem, t.problem, t.search, t.hash FROM ({rows}) t WHERE true{on_conflict} \
-                     RETURNING id, external_id"
+                     t.email, t.groups, t.dir_state, t.problem, t.problem, t.search, t.hash FROM ({rows}) t WHERE true{on_conflict}{}",
+                    crate::batch::returning_keys(self.backend)
                 ),
                 // The fence keeps each row's user looked up once (PostgreSQL
                 // inlined the lookup for each use; SQLite's form of it).
                 Some(_) => linked_insert(
+                    self.backend,
                     &rows,
                     &batch.param(2),
                     on_conflict,
@@ -746,7 +747,7 @@ impl Store {
             if let Some(rules) = link {
                 q = q.bind(rules);
             }
-            let returned = q.fetch_all(&mut **tx).await?;
+            let returned = crate::batch::inserted_keys(&mut **tx, self.backend, "staged_users", q).await?;
             note_inserted(tx, directory, chunk, returned, out, &mut unchanged).await?;
         }
         Ok(out.ids.iter().copied().filter(|id| !unchanged.contains(id)).collect())

@@ -1769,3 +1769,60 @@ both_backends!(users_created_and_updated_in_bulk_keep_what_no_change_names, |sto
     assert_eq!(memberships, want, "the created memberships, and the update's new one; the one it had already keeps its source");
     assert_eq!((&*ann2.username, &*ann2.name, ann2.role), (&*ann.username, &*ann.name, bindery_model::Role::User));
 });
+
+fn ldap_account(key: &str, org: i64) -> bindery_store::NewAccount {
+    bindery_store::NewAccount {
+        username: key.into(),
+        username_key: key.into(),
+        name: key.to_uppercase(),
+        email: format!("{key}@example.org"),
+        external_id: format!("uuid-{key}"),
+        source: bindery_model::UserSource::Ldap,
+        role: bindery_model::Role::User,
+        active: true,
+        organisations: vec![(org, bindery_store::OrgSource::Selection)],
+    }
+}
+
+// A bulk create learns each new user's id from its immutable id (SQLite
+// reads the new rows back, `batch::inserted_keys`): each user gets its
+// own organisation, here one each, never another's.
+both_backends!(users_created_in_bulk_get_their_own_memberships, |store| {
+    let mut orgs = Vec::new();
+    for i in 0..3 {
+        orgs.push(store.insert_organisation(&format!("Org {i}"), i == 0, 1).await.unwrap());
+    }
+    // Ids to skip past, and rows of the table that are not new.
+    store.insert_user(&new_user("local", "local", &[orgs[0]])).await.unwrap();
+    let creates: Vec<bindery_store::Change> = (0..600)
+        .map(|i| bindery_store::Change::Create { account: ldap_account(&format!("u{i:03}"), orgs[i % 3]), reason: "new".into() })
+        .collect();
+    store.apply_changes(&creates.iter().collect::<Vec<_>>(), None, None, 5).await.unwrap();
+    for i in [0usize, 1, 2, 499, 500, 501, 599] {
+        let user = store.find_user(&format!("u{i:03}")).await.unwrap().expect("created");
+        assert_eq!(user.external_id.as_deref(), Some(format!("uuid-u{i:03}").as_str()));
+        let memberships = store.organisation_sources(&[user.id]).await.unwrap();
+        assert_eq!(memberships, vec![(user.id, orgs[i % 3], bindery_store::OrgSource::Selection)], "user {i}");
+    }
+});
+
+// SQLite gives new rows random ids once a table's largest id is the
+// largest integer: the bulk create then cannot tell its rows by id, says
+// so, and writes nothing.
+#[tokio::test]
+async fn sqlite_bulk_create_refuses_when_the_ids_are_exhausted() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.store.clone();
+    let org = store.insert_organisation("Default", true, 1).await.unwrap();
+    sqlx::query(
+        "INSERT INTO users (id, username, username_key, created_at, updated_at) VALUES (9223372036854775807, 'last', 'last', 1, 1)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let creates: Vec<bindery_store::Change> =
+        ["a", "b"].iter().map(|k| bindery_store::Change::Create { account: ldap_account(k, org), reason: "new".into() }).collect();
+    let err = store.apply_changes(&creates.iter().collect::<Vec<_>>(), None, None, 5).await.map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("ids are exhausted"), "{err}");
+    assert!(store.find_user("a").await.unwrap().is_none(), "nothing of the create is kept");
+}
