@@ -836,14 +836,32 @@ impl Store {
     /// index scan of the next minutes walks until autovacuum comes (a delta run right after a first sync spent 130 ms
     /// finding 200 marks among 100,000 dead ones), and a count can be
     /// answered from an index only once the visibility map is set.
+    ///
+    /// Each table on a connection of its own, side by side: one statement
+    /// did them one after the other, one core busy (a first sync of
+    /// 100,000 users spent 0.6 s in it).
     pub async fn refresh_statistics(&self, vacuum: bool) -> Result<()> {
         if self.backend == Backend::Postgres {
-            let sql = if vacuum {
-                "VACUUM (ANALYZE) staged_users, users, staged_dirty, sync_items"
+            let statements: &[&str] = if vacuum {
+                &["VACUUM (ANALYZE) staged_users", "VACUUM (ANALYZE) users", "VACUUM (ANALYZE) staged_dirty", "VACUUM (ANALYZE) sync_items"]
             } else {
-                "ANALYZE staged_users, users, sync_items"
+                &["ANALYZE staged_users", "ANALYZE users", "ANALYZE sync_items"]
             };
-            sqlx::query(sql).execute(&self.pool).await?;
+            self.side_by_side(statements).await?;
+        }
+        Ok(())
+    }
+
+    /// PostgreSQL: run `statements` (maintenance of a table each) at once,
+    /// each on a connection of its own.
+    async fn side_by_side(&self, statements: &[&str]) -> Result<()> {
+        let mut running = tokio::task::JoinSet::new();
+        for sql in statements {
+            let (pool, sql) = (self.pool.clone(), sql.to_string());
+            running.spawn(async move { sqlx::query(&sql).execute(&pool).await.map(|_| ()) });
+        }
+        while let Some(done) = running.join_next().await {
+            done.map_err(|e| crate::Error::Database(sqlx::Error::Protocol(format!("table maintenance stopped: {e}"))))??;
         }
         Ok(())
     }
@@ -872,10 +890,8 @@ impl Store {
             return Ok(());
         }
         let pending: bool = sqlx::query("SELECT EXISTS (SELECT 1 FROM bulk_dropped_indexes)").fetch_one(&self.pool).await?.try_get(0)?;
-        sqlx::query("VACUUM users, staged_dirty, sync_items").execute(&self.pool).await?;
         let snapshot = if pending { "VACUUM staged_users" } else { "VACUUM (ANALYZE) staged_users" };
-        sqlx::query(snapshot).execute(&self.pool).await?;
-        Ok(())
+        self.side_by_side(&[snapshot, "VACUUM users", "VACUUM staged_dirty", "VACUUM sync_items"]).await
     }
 
     /// Delete a directory's whole snapshot.
