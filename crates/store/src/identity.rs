@@ -342,10 +342,10 @@ async fn create(conn: &mut AnyConnection, a: &NewAccount, now: i64) -> Result<i6
     Ok(id)
 }
 
-/// Create new directory users and their memberships, 500 accounts per
-/// statement (each chunk one JSON parameter, see [`create_many`]).
+/// Create new directory users and their memberships, 1,000 accounts per
+/// statement (each chunk bound as one batch, `crate::batch`).
 pub(crate) async fn create_accounts(conn: &mut AnyConnection, backend: Backend, accounts: &[&NewAccount], now: i64) -> Result<()> {
-    for chunk in accounts.chunks(500) {
+    for chunk in accounts.chunks(1000) {
         create_many(conn, backend, chunk, now).await?;
     }
     Ok(())
@@ -411,14 +411,14 @@ async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&Ne
     insert_memberships(conn, backend, &pairs, false).await
 }
 
-/// Insert memberships `(user, organisation, source)`, 500 per statement
+/// Insert memberships `(user, organisation, source)`, 1,000 per statement
 /// (`crate::batch`); with `skip_existing`, one a user has already is left
 /// as it is.
 async fn insert_memberships(conn: &mut AnyConnection, backend: Backend, pairs: &[(i64, i64, &str)], skip_existing: bool) -> Result<()> {
     use crate::batch::Cell;
     use crate::Col::{Int, Text};
     const COLUMNS: [crate::Col; 3] = [Int("user_id"), Int("organisation_id"), Text("source")];
-    for chunk in pairs.chunks(500) {
+    for chunk in pairs.chunks(1000) {
         let mut batch = crate::batch::Batch::new(backend, &COLUMNS, chunk.len());
         for (user, org, source) in chunk {
             batch.push([Cell::Int(*user), Cell::Int(*org), Cell::Text(source)]);

@@ -332,13 +332,13 @@ impl Store {
 }
 
 /// Record items inside the caller's transaction ([`Store::insert_items`]),
-/// 500 a statement (`crate::batch`).
+/// 1,000 a statement (`crate::batch`).
 pub(crate) async fn insert_items_in(tx: &mut crate::WriteTx, backend: Backend, run_id: i64, items: &[NewItem<'_>]) -> Result<()> {
     use crate::batch::Cell;
     use crate::Col::{Int, Text};
     const COLUMNS: [crate::Col; 7] =
         [Text("action"), Text("username"), Int("user_id"), Int("staged_id"), Text("reason"), Text("outcome"), Text("change_json")];
-    for chunk in items.chunks(500) {
+    for chunk in items.chunks(1000) {
         let mut batch = crate::batch::Batch::new(backend, &COLUMNS, chunk.len());
         for it in chunk {
             batch.push([

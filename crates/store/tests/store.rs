@@ -1794,13 +1794,14 @@ both_backends!(users_created_in_bulk_get_their_own_memberships, |store| {
     }
     // Ids to skip past, and rows of the table that are not new.
     store.insert_user(&new_user("local", "local", &[orgs[0]])).await.unwrap();
-    let creates: Vec<bindery_store::Change> = (0..600)
-        .map(|i| bindery_store::Change::Create { account: ldap_account(&format!("u{i:03}"), orgs[i % 3]), reason: "new".into() })
+    // More than one statement's worth (1,000 a statement).
+    let creates: Vec<bindery_store::Change> = (0..1200)
+        .map(|i| bindery_store::Change::Create { account: ldap_account(&format!("u{i:04}"), orgs[i % 3]), reason: "new".into() })
         .collect();
     store.apply_changes(&creates.iter().collect::<Vec<_>>(), None, None, 5).await.unwrap();
-    for i in [0usize, 1, 2, 499, 500, 501, 599] {
-        let user = store.find_user(&format!("u{i:03}")).await.unwrap().expect("created");
-        assert_eq!(user.external_id.as_deref(), Some(format!("uuid-u{i:03}").as_str()));
+    for i in [0usize, 1, 2, 999, 1000, 1001, 1199] {
+        let user = store.find_user(&format!("u{i:04}")).await.unwrap().expect("created");
+        assert_eq!(user.external_id.as_deref(), Some(format!("uuid-u{i:04}").as_str()));
         let memberships = store.organisation_sources(&[user.id]).await.unwrap();
         assert_eq!(memberships, vec![(user.id, orgs[i % 3], bindery_store::OrgSource::Selection)], "user {i}");
     }
