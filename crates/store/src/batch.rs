@@ -9,9 +9,10 @@
 //!   statement's list of names, which made binding `$1 … $11000`
 //!   quadratic; anonymous parameters are not in that list, and sqlx binds
 //!   them in order. Reading each field back out of a JSON text
-//!   (`value->>n`, eleven a staged row) was about half of the insert: in
-//!   `sqlite3`, 100,000 rows of eleven fields went in in 0.66-0.74 s from
-//!   JSON and in 0.21-0.24 s from such a `VALUES` list.
+//!   (`value->>n`, eleven a staged row) was about half of the insert:
+//!   through Python's `sqlite3` module, 100,000 rows of eleven fields went
+//!   into an unindexed table in 0.66-0.74 s from JSON and in 0.21-0.24 s
+//!   from such a `VALUES` list.
 //!
 //! The statement's other parameters are named by [`Batch::param`] and
 //! bound after the rows ([`Batch::bind`]): on SQLite they are numbered

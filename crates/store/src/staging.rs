@@ -747,7 +747,7 @@ impl Store {
             if let Some(rules) = link {
                 q = q.bind(rules);
             }
-            let returned = crate::batch::inserted_keys(&mut **tx, self.backend, "staged_users", q).await?;
+            let returned = crate::batch::inserted_keys(tx, self.backend, "staged_users", q).await?;
             note_inserted(tx, directory, chunk, returned, out, &mut unchanged).await?;
         }
         Ok(out.ids.iter().copied().filter(|id| !unchanged.contains(id)).collect())
