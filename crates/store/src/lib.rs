@@ -236,46 +236,17 @@ pub(crate) fn json_ids(backend: Backend, n: usize) -> String {
     }
 }
 
-/// A column of [`json_table`]: its name, and whether it holds an integer
-/// (PostgreSQL reads every JSON field as text and casts these).
+/// A column of a bulk statement's rows ([`batch::Batch`]): its name, and
+/// whether it holds an integer (PostgreSQL reads every JSON field as text
+/// and casts these).
 #[derive(Clone, Copy)]
 pub(crate) enum Col {
     Text(&'static str),
     Int(&'static str),
 }
 
-/// The rows of the JSON array of arrays bound as `$n` ([`to_json`]), as a
-/// subquery with `columns` (field `i` of each array is column `i`). One
-/// parameter and one statement text whatever the number of rows: a
-/// PostgreSQL insert of rows bound value by value was a statement of up to
-/// 2,000 parameters to bind, send and plan per 166 rows. In `psql`, 1,000
-/// staged rows went in in 4.3-4.9 ms from `jsonb` against 6.5-7.2 ms from
-/// a `VALUES` list of literals (`json`, which is read again for each field,
-/// 8.3 ms).
-pub(crate) fn json_table(backend: Backend, n: usize, columns: &[Col]) -> String {
-    let fields = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| match (backend, c) {
-            (Backend::Sqlite, Col::Text(name) | Col::Int(name)) => format!("value->>{i} AS {name}"),
-            (Backend::Postgres, Col::Text(name)) => format!("value->>{i} AS {name}"),
-            (Backend::Postgres, Col::Int(name)) => format!("CAST(value->>{i} AS BIGINT) AS {name}"),
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    match backend {
-        Backend::Sqlite => format!("SELECT {fields} FROM json_each(${n})"),
-        Backend::Postgres => format!("SELECT {fields} FROM jsonb_array_elements(CAST(${n} AS jsonb)) AS j(value)"),
-    }
-}
-
-/// Rows (or ids) as one JSON parameter, for the bulk statements of both
-/// backends ([`json_table`], [`json_ids`]). Bound value by value, rows
-/// came about ten to a statement on SQLite, whose parameters sqlx finds by
-/// name in a linear scan (binding is quadratic in their number: a
-/// 4,500-parameter insert spent more time binding than inserting): a first
-/// sync of 100,000 users was 12,500 staged-row inserts, 8,400 user inserts
-/// and 7,200 item inserts.
+/// Rows or ids as one JSON parameter: PostgreSQL's bulk rows
+/// ([`batch::Batch`]) and the lists of ids of both backends ([`json_ids`]).
 pub(crate) fn to_json<T: serde::Serialize + ?Sized>(rows: &T) -> Result<String> {
     serde_json::to_string(rows).map_err(|e| Error::Database(sqlx::Error::Encode(Box::new(e))))
 }

@@ -853,17 +853,22 @@ impl Store {
     }
 
     /// PostgreSQL: run `statements` (maintenance of a table each) at once,
-    /// each on a connection of its own.
+    /// each on a connection of its own; every one ends before the first
+    /// error, if any, is returned (as `bulk.rs` builds its indexes).
     async fn side_by_side(&self, statements: &[&str]) -> Result<()> {
         let mut running = tokio::task::JoinSet::new();
         for sql in statements {
             let (pool, sql) = (self.pool.clone(), sql.to_string());
             running.spawn(async move { sqlx::query(&sql).execute(&pool).await.map(|_| ()) });
         }
+        let mut first_error = None;
         while let Some(done) = running.join_next().await {
-            done.map_err(|e| crate::Error::Database(sqlx::Error::Protocol(format!("table maintenance stopped: {e}"))))??;
+            let r = done.map_err(|e| crate::Error::Database(sqlx::Error::Protocol(format!("table maintenance stopped: {e}"))));
+            if let Err(e) = r.and_then(|r| r.map_err(Into::into)) {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// PostgreSQL, early in a large apply: the statistics of the users
@@ -1084,14 +1089,19 @@ impl Store {
                 // local users): one statement computes and writes them again.
                 sqlx::query(&update_from()).bind(directory).execute(&mut *tx).await?;
             } else {
-                let sql = format!(
-                    "UPDATE staged_users SET problem = v.problem, status = v.status, \
-                     settled = CASE WHEN staged_users.problem = v.problem THEN staged_users.settled ELSE 0 END \
-                     FROM ({}) AS v WHERE staged_users.id = v.id",
-                    crate::json_table(self.backend, 1, &[crate::Col::Int("id"), crate::Col::Text("problem"), crate::Col::Text("status")])
-                );
-                for chunk in rows.chunks(500) {
-                    sqlx::query(&sql).bind(crate::to_json(chunk)?).execute(&mut *tx).await?;
+                const COLUMNS: [crate::Col; 3] = [crate::Col::Int("id"), crate::Col::Text("problem"), crate::Col::Text("status")];
+                for chunk in rows.chunks(1000) {
+                    let mut batch = crate::batch::Batch::new(self.backend, &COLUMNS, chunk.len());
+                    for (id, problem, status) in chunk {
+                        batch.push([crate::batch::Cell::Int(*id), crate::batch::Cell::Text(problem), crate::batch::Cell::Text(status)]);
+                    }
+                    let sql = format!(
+                        "UPDATE staged_users SET problem = v.problem, status = v.status, \
+                         settled = CASE WHEN staged_users.problem = v.problem THEN staged_users.settled ELSE 0 END \
+                         FROM ({}) AS v WHERE staged_users.id = v.id",
+                        batch.source()
+                    );
+                    batch.bind(sqlx::query(&sql))?.execute(&mut *tx).await?;
                 }
             }
             !rows.is_empty()

@@ -408,15 +408,20 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
+        const COLUMNS: [crate::Col; 2] = [crate::Col::Int("id"), crate::Col::Text("plan_key")];
         let mut tx = self.write_tx().await?;
-        let sql = format!(
-            "UPDATE staged_users SET settled = 1, plan_key = v.plan_key FROM ({}) AS v \
-             WHERE staged_users.id = v.id AND {} = v.plan_key",
-            crate::json_table(self.backend, 2, &[crate::Col::Int("id"), crate::Col::Text("plan_key")]),
-            plan_key_of("staged_users", "$1", "staged_users.user_id")
-        );
-        for chunk in rows.chunks(500) {
-            sqlx::query(&sql).bind(rules).bind(crate::to_json(chunk)?).execute(&mut *tx).await?;
+        for chunk in rows.chunks(1000) {
+            let mut batch = crate::batch::Batch::new(self.backend, &COLUMNS, chunk.len());
+            for (id, key) in chunk {
+                batch.push([crate::batch::Cell::Int(*id), crate::batch::Cell::Text(key)]);
+            }
+            let sql = format!(
+                "UPDATE staged_users SET settled = 1, plan_key = v.plan_key FROM ({}) AS v \
+                 WHERE staged_users.id = v.id AND {} = v.plan_key",
+                batch.source(),
+                plan_key_of("staged_users", &batch.param(1), "staged_users.user_id")
+            );
+            batch.bind(sqlx::query(&sql))?.bind(rules).execute(&mut *tx).await?;
         }
         tx.commit().await
     }
