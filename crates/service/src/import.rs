@@ -301,6 +301,11 @@ impl Service {
             Err(f) => Enumerated::incomplete(cancel.load(Ordering::Relaxed), f.message),
         };
         drop(known);
+        // A first sync's pages settled the rows they created users for: only
+        // the others need a status (`Store::mark_first_load`).
+        if done.complete && load.as_ref().is_some_and(|l| l.failed().is_none()) {
+            self.store.mark_first_load(dir, kind.source().as_str()).await?;
+        }
         self.store.compute_staged_status(dir).await?;
         Ok(done)
     }

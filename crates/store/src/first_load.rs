@@ -74,7 +74,7 @@ impl Store {
     ) -> Result<StagedPage> {
         let rows = crate::staging::once_with_hashes(rows);
         let mut out = StagedPage { ids: Vec::with_capacity(rows.len()), ..Default::default() };
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.page_tx().await?;
         // The users first: each row is then inserted linked to its user
         // and settled, one write of it (`staging::linked_insert`).
         let accounts: Vec<&NewAccount> = creates.iter().map(|(a, _)| *a).collect();
@@ -92,6 +92,71 @@ impl Store {
         crate::staging::note_written(&mut tx, self.backend, directory, out.inserted, &written).await?;
         tx.commit().await?;
         Ok(out)
+    }
+
+    /// After a first load's complete enumeration, before its status
+    /// computation: instead of every row counting as marked (the flag a
+    /// first enumeration sets, [`Store::begin_staging`]), only the rows
+    /// whose status the pages could not know are marked:
+    ///
+    /// * rows with no user (an entry the pages did not create: a problem,
+    ///   a username another user has, one a page saw before);
+    /// * rows linked to, or with the username, immutable id or email of, a
+    ///   user that is not one the load created and nobody changed since
+    ///   (`source` is the directory's; the load began with no user of it,
+    ///   [`Store::first_load_possible`]): a local user, another
+    ///   directory's, or one of the load's that an administrator edited
+    ///   meanwhile (its `updated_at` moved on from its `created_at`).
+    ///
+    /// Rows that share a username or an email with another row need no
+    /// mark of their own: a page creates a user for the first entry with
+    /// a username or email only, so each such group has a row with no user,
+    /// and the computation marks the rows that share a value with a marked
+    /// one.
+    ///
+    /// Every other row was inserted linked to the user its page created for
+    /// it, with the status that user gives it (`staging::linked_insert`),
+    /// and nothing else can give it a problem. The users' watermark moves
+    /// to now: the load's users count as seen, and the marks above cover
+    /// every other user. A first sync at 100,000 users then computes the
+    /// status of a few rows, where it read every row and every row's user
+    /// (0.25 s on SQLite, 0.5 s on PostgreSQL, with nothing to change).
+    pub async fn mark_first_load(&self, directory: &str, source: &str) -> Result<()> {
+        // The other users are read once (a scan of the users), then each
+        // is looked up in the snapshot by its index.
+        let marks = [
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users \
+             WHERE directory = $1 AND user_id IS NULL ON CONFLICT DO NOTHING",
+            "WITH o AS MATERIALIZED (SELECT id, username_key, external_id, email FROM users \
+               WHERE source <> $2 OR updated_at <> created_at) \
+             INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM (\
+             SELECT s.directory, s.id FROM o CROSS JOIN staged_users s WHERE s.directory = $1 AND s.user_id = o.id \
+             UNION SELECT s.directory, s.id FROM o CROSS JOIN staged_users s WHERE s.directory = $1 AND s.username_key = o.username_key \
+             UNION SELECT s.directory, s.id FROM o CROSS JOIN staged_users s \
+               WHERE o.external_id IS NOT NULL AND s.directory = $1 AND s.external_id = o.external_id \
+             UNION SELECT s.directory, s.id FROM o CROSS JOIN staged_users s \
+               WHERE o.email <> '' AND s.directory = $1 AND lower(s.email) = lower(o.email)) m WHERE true \
+             ON CONFLICT DO NOTHING",
+        ];
+        let mut tx = self.write_tx().await?;
+        for (i, sql) in marks.iter().enumerate() {
+            let q = sqlx::query(sql).bind(directory);
+            // (The second names users by their source.)
+            let q = if i == 1 { q.bind(source) } else { q };
+            q.execute(&mut *tx).await?;
+        }
+        // The watermark: the newest user change now, and how many users
+        // have its time (`Store::compute_staged_status`).
+        sqlx::query(
+            "UPDATE staging_snapshots SET all_marked = 0, version = version + 1, \
+             status_at = (SELECT COALESCE(MAX(updated_at), 0) FROM users), \
+             status_users = (SELECT COUNT(*) FROM users WHERE updated_at = (SELECT MAX(updated_at) FROM users)) \
+             WHERE directory = $1",
+        )
+        .bind(directory)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
     }
 
     /// Take back users a first load (`run`) created: those whose rows the

@@ -638,7 +638,7 @@ impl Store {
                 return Ok(out);
             }
         }
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.page_tx().await?;
         let written = self.write_rows(&mut tx, directory, rows, known, None, &mut out).await?;
         note_written(&mut tx, self.backend, directory, out.inserted, &written).await?;
         tx.commit().await?;
