@@ -174,7 +174,16 @@ async fn fill_search_index(pool: &AnyPool) -> Result<bool> {
         tx.rollback().await?;
         return Ok(false);
     }
-    sqlx::query("DELETE FROM staged_search").execute(&mut *tx).await?;
+    // The index reads its text from the snapshot (migration
+    // `0021_search_external_content`): emptied by its own command. An
+    // index from before that migration (a load a stopped process left,
+    // ended before the migrations run) keeps its own copy, deleted as rows.
+    let external: i64 = sqlx::query("SELECT COUNT(*) FROM sqlite_master WHERE name = 'staged_search' AND sql LIKE '%content_rowid%'")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    let empty = if external == 1 { "INSERT INTO staged_search (staged_search) VALUES ('delete-all')" } else { "DELETE FROM staged_search" };
+    sqlx::query(empty).execute(&mut *tx).await?;
     sqlx::query("INSERT INTO staged_search (rowid, search) SELECT id, search FROM staged_users").execute(&mut *tx).await?;
     for r in &rows {
         let definition: String = r.try_get(1)?;

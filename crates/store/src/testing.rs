@@ -83,3 +83,23 @@ impl Drop for TestDb {
         }
     }
 }
+
+/// SQLite: how many snapshot rows the trigram search index holds, read
+/// from the index itself (an external-content index counted with
+/// `COUNT(*)` counts the snapshot's rows, indexed or not): the distinct
+/// row ids among its entries, listed by an `fts5vocab` table of this
+/// connection's own.
+pub async fn search_index_rows(store: &Store) -> i64 {
+    use sqlx::Row;
+    let mut conn = store.pool().acquire().await.expect("a connection");
+    sqlx::query("CREATE VIRTUAL TABLE IF NOT EXISTS temp.staged_search_entries USING fts5vocab(main, 'staged_search', 'instance')")
+        .execute(&mut *conn)
+        .await
+        .expect("the index's entries");
+    sqlx::query("SELECT COUNT(DISTINCT doc) FROM temp.staged_search_entries")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("the indexed rows")
+        .try_get(0)
+        .expect("a count")
+}

@@ -838,7 +838,7 @@ async fn search_index_state(app: &TestApp) -> (i64, i64, i64, i64) {
     let pool = app.db.store.pool();
     let one = |sql: &'static str| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap() };
     (
-        one("SELECT COUNT(*) FROM staged_search").await,
+        bindery_store::testing::search_index_rows(&app.db.store).await,
         one("SELECT COUNT(*) FROM staged_users").await,
         one("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'staged_search_insert'").await,
         one("SELECT COUNT(*) FROM bulk_dropped_indexes").await,
