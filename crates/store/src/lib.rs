@@ -117,9 +117,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 struct Checkpointer {
     pool: AnyPool,
     stop: tokio::sync::watch::Sender<()>,
-    /// A bulk load is under way ([`Store::begin_bulk_load`]): see
-    /// [`WAL_PAUSE_PAGES_BULK`].
-    bulk_load: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Until when (milliseconds since the epoch) a bulk load counts as
+    /// under way ([`Store::begin_bulk_load`]): see [`WAL_PAUSE_PAGES_BULK`].
+    bulk_until: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Drop for Checkpointer {
@@ -138,10 +138,21 @@ const WAL_PAUSE_PAGES: i64 = 4096;
 /// first sync of 100,000 users; with this limit none comes before the load
 /// ends, which measured 2.09 / 2.18 s against 2.28 / 2.26 s, alternated.
 /// The log then grows to about 180 MB at 100,000 users (the passive
-/// checkpoints keep copying it into the database file meanwhile), and the
-/// first catch-up after the load starts it over, cut back to
-/// `journal_size_limit`.
+/// checkpoints keep copying it into the database file meanwhile). The
+/// limit stays [`BULK_AFTERGLOW`] past the load's end: the catch-up that
+/// starts the log over (0.09 s after a load, which blocks every writer)
+/// then comes after the rest of the first sync (its status computation,
+/// plan and groups), not in the middle of it; the log is cut back to
+/// `journal_size_limit` then.
 const WAL_PAUSE_PAGES_BULK: i64 = 65536;
+
+/// How long past its end a bulk load still counts for the checkpointer.
+const BULK_AFTERGLOW: Duration = Duration::from_secs(3);
+
+/// Milliseconds since the Unix epoch (the checkpointer's clock).
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Checkpoint the write-ahead log every [`CHECKPOINT_EVERY`] until `stop`
 /// fires. A checkpoint syncs the database file to disk, which took up to
@@ -159,7 +170,7 @@ const WAL_PAUSE_PAGES_BULK: i64 = 65536;
 async fn checkpoints(
     pool: AnyPool,
     gate: std::sync::Arc<tokio::sync::Mutex<()>>,
-    bulk_load: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    bulk_until: std::sync::Arc<std::sync::atomic::AtomicU64>,
     mut stop: tokio::sync::watch::Receiver<()>,
 ) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
@@ -187,7 +198,7 @@ async fn checkpoints(
             _ = stop.changed() => break,
             _ = tick.tick() => {}
         }
-        let pause = match bulk_load.load(std::sync::atomic::Ordering::Relaxed) {
+        let pause = match epoch_ms() < bulk_until.load(std::sync::atomic::Ordering::Relaxed) {
             true => WAL_PAUSE_PAGES_BULK,
             false => WAL_PAUSE_PAGES,
         };
@@ -351,9 +362,9 @@ impl Store {
                 let pool = open_pool(&opts, backend, 1).await?;
                 let gate = std::sync::Arc::new(tokio::sync::Mutex::new(()));
                 let (stop, stopped) = tokio::sync::watch::channel(());
-                let bulk_load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-                tokio::spawn(checkpoints(pool.clone(), gate.clone(), bulk_load.clone(), stopped));
-                let checkpointer = std::sync::Arc::new(Checkpointer { pool, stop, bulk_load });
+                let bulk_until = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                tokio::spawn(checkpoints(pool.clone(), gate.clone(), bulk_until.clone(), stopped));
+                let checkpointer = std::sync::Arc::new(Checkpointer { pool, stop, bulk_until });
                 (Some(gate), Some(open_pool(&opts, backend, 1).await?), Some(checkpointer))
             }
             Backend::Postgres => (None, None, None),
@@ -410,11 +421,12 @@ impl Store {
         Ok(tx)
     }
 
-    /// SQLite: tell the background checkpointer whether a bulk load is
-    /// under way ([`WAL_PAUSE_PAGES_BULK`]).
+    /// SQLite: tell the background checkpointer that a bulk load is under
+    /// way, or that it ended ([`WAL_PAUSE_PAGES_BULK`], [`BULK_AFTERGLOW`]).
     pub(crate) fn note_bulk_load(&self, under_way: bool) {
         if let Some(c) = &self.checkpointer {
-            c.bulk_load.store(under_way, std::sync::atomic::Ordering::Relaxed);
+            let until = if under_way { u64::MAX } else { epoch_ms() + BULK_AFTERGLOW.as_millis() as u64 };
+            c.bulk_until.store(until, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
