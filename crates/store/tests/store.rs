@@ -1838,3 +1838,76 @@ async fn sqlite_bulk_create_refuses_when_the_ids_are_exhausted() {
     assert!(err.to_string().contains("ids are exhausted"), "{err}");
     assert!(store.find_user("a").await.unwrap().is_none(), "nothing of the create is kept");
 }
+
+// A first load's status computation (issue 16): the rows its pages created
+// users for keep the status they were inserted with, and only the others
+// are computed (`Store::mark_first_load`): the row with no user, and the
+// row of a user the load created and an administrator edited before the
+// computation, which no longer matches its entry.
+both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |store| {
+    use bindery_model::{ItemOutcome, RunKind, SyncAction, UserSource};
+    let org = store.insert_organisation("Default", true, 1).await.unwrap();
+    let run = store.start_run("ldap", RunKind::Sync, "admin", false, 10).await.unwrap();
+    store.begin_staging("ldap", run).await.unwrap();
+    let rows = [
+        staged("uuid-ann", "ann", "ann", "ann@example.org", ""),
+        staged("uuid-cy", "cy", "cy", "cy@example.org", ""),
+        staged("uuid-dee", "dee", "dee", "dee@example.org", ""),
+    ];
+    // Users for ann and cy, as a page makes them from their entries.
+    let accounts: Vec<bindery_store::NewAccount> = rows[..2]
+        .iter()
+        .map(|r| bindery_store::NewAccount {
+            username: r.username.into(),
+            username_key: r.username_key.into(),
+            name: r.name.into(),
+            email: r.email.into(),
+            external_id: r.external_id.into(),
+            source: UserSource::Ldap,
+            role: bindery_model::Role::User,
+            active: true,
+            organisations: vec![(org, bindery_store::OrgSource::Selection)],
+        })
+        .collect();
+    let creates = accounts
+        .iter()
+        .map(|a| {
+            let item = bindery_store::NewItem {
+                action: SyncAction::Create,
+                username: &a.username,
+                user_id: None,
+                staged_id: None,
+                reason: "new",
+                outcome: ItemOutcome::Applied,
+                change_json: String::new(),
+            };
+            (a, item)
+        })
+        .collect();
+    store.load_page("ldap", &rows, &std::collections::HashMap::new(), run, "rules", creates, 20).await.unwrap();
+    let status = |store: Store| async move {
+        let mut all: Vec<(String, String, bool)> = store
+            .staged_rows("ldap", &StagedFilter::default(), None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.username, r.status, r.user_id.is_some()))
+            .collect();
+        all.sort();
+        all
+    };
+    let inserted =
+        vec![("ann".into(), "imported".into(), true), ("cy".into(), "imported".into(), true), ("dee".into(), "new".into(), false)];
+    assert_eq!(status(store.clone()).await, inserted, "each row as its page inserted it");
+    // An administrator renames cy meanwhile.
+    let cy = store.find_user("cy").await.unwrap().unwrap();
+    let edit = UserRowUpdate { name: "Cy Renamed", email: &cy.email, role: "user", is_active: true, organisation_ids: None };
+    assert!(store.update_user(cy.id, &edit, 30).await.unwrap());
+    store.mark_first_load("ldap", UserSource::Ldap.as_str()).await.unwrap();
+    let marked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM staged_dirty").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(marked, 2, "dee (no user) and cy (edited): not ann");
+    store.compute_staged_status("ldap").await.unwrap();
+    let computed =
+        vec![("ann".into(), "imported".into(), true), ("cy".into(), "changed".into(), true), ("dee".into(), "new".into(), false)];
+    assert_eq!(status(store.clone()).await, computed);
+});
