@@ -26,6 +26,13 @@ use crate::{Backend, NewAccount, NewItem, NewStaged, Result, StagedPage, Store};
 /// looked up in the snapshot one by one ([`Store::mark_first_load`]).
 const OTHERS_LOOKED_UP: i64 = 5_000;
 
+/// The users that are not a first load's own untouched ones
+/// ([`Store::mark_first_load`]), `source` being the placeholder of the
+/// directory's source: another source's, or changed since created.
+fn not_the_loads_own(source: &str) -> String {
+    format!("(source <> {source} OR updated_at <> created_at)")
+}
+
 impl Store {
     /// Whether a sync of `directory` may load its pages (see the module):
     /// its snapshot has no row and no user has its source (`source`).
@@ -126,29 +133,13 @@ impl Store {
     /// status of a few rows, where it read every row and every row's user
     /// (0.25 s on SQLite, 0.5 s on PostgreSQL, with nothing to change).
     pub async fn mark_first_load(&self, directory: &str, source: &str) -> Result<()> {
-        // The other users are read once (a scan of the users), then each
-        // is looked up in the snapshot by its index.
-        let marks = [
-            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users \
-             WHERE directory = $1 AND user_id IS NULL ON CONFLICT DO NOTHING",
-            "WITH o AS MATERIALIZED (SELECT id, username_key, external_id, email FROM users \
-               WHERE source <> $2 OR updated_at <> created_at) \
-             INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM (\
-             SELECT s.directory, s.id FROM o CROSS JOIN staged_users s WHERE s.directory = $1 AND s.user_id = o.id \
-             UNION SELECT s.directory, s.id FROM o CROSS JOIN staged_users s WHERE s.directory = $1 AND s.username_key = o.username_key \
-             UNION SELECT s.directory, s.id FROM o CROSS JOIN staged_users s \
-               WHERE o.external_id IS NOT NULL AND s.directory = $1 AND s.external_id = o.external_id \
-             UNION SELECT s.directory, s.id FROM o CROSS JOIN staged_users s \
-               WHERE o.email <> '' AND s.directory = $1 AND lower(s.email) = lower(o.email)) m WHERE true \
-             ON CONFLICT DO NOTHING",
-        ];
         let mut tx = self.write_tx().await?;
         if self.backend == Backend::Postgres {
             // PostgreSQL cannot estimate the other users' condition: it took
             // them for all of the users and hashed the whole snapshot four
             // times (0.1 s at 100,000 rows, for a handful of users). When
             // they are few, each is looked up by the snapshot's indexes.
-            let others: i64 = sqlx::query("SELECT COUNT(*) FROM users WHERE source <> $1 OR updated_at <> created_at")
+            let others: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM users WHERE {}", not_the_loads_own("$1")))
                 .bind(source)
                 .fetch_one(&mut *tx)
                 .await?
@@ -159,12 +150,31 @@ impl Store {
                     .await?;
             }
         }
-        for (i, sql) in marks.iter().enumerate() {
-            let q = sqlx::query(sql).bind(directory);
-            // (The second names users by their source.)
-            let q = if i == 1 { q.bind(source) } else { q };
-            q.execute(&mut *tx).await?;
-        }
+        sqlx::query(
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users \
+             WHERE directory = $1 AND user_id IS NULL ON CONFLICT DO NOTHING",
+        )
+        .bind(directory)
+        .execute(&mut *tx)
+        .await?;
+        // The other users are read once (a scan of the users), then each
+        // is looked up in the snapshot by its index.
+        sqlx::query(&format!(
+            "WITH o AS MATERIALIZED (SELECT id, username_key, external_id, email FROM users WHERE {}) \
+             INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM (\
+             SELECT s.directory, s.id FROM o CROSS JOIN staged_users s WHERE s.directory = $1 AND s.user_id = o.id \
+             UNION SELECT s.directory, s.id FROM o CROSS JOIN staged_users s WHERE s.directory = $1 AND s.username_key = o.username_key \
+             UNION SELECT s.directory, s.id FROM o CROSS JOIN staged_users s \
+               WHERE o.external_id IS NOT NULL AND s.directory = $1 AND s.external_id = o.external_id \
+             UNION SELECT s.directory, s.id FROM o CROSS JOIN staged_users s \
+               WHERE o.email <> '' AND s.directory = $1 AND lower(s.email) = lower(o.email)) m WHERE true \
+             ON CONFLICT DO NOTHING",
+            not_the_loads_own("$2")
+        ))
+        .bind(directory)
+        .bind(source)
+        .execute(&mut *tx)
+        .await?;
         // The watermark: the newest user change now, and how many users
         // have its time (`Store::compute_staged_status`).
         sqlx::query(
