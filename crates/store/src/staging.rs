@@ -322,6 +322,23 @@ pub(crate) fn status_case(row: &str, user: &str) -> String {
     status_rule(row, user, &format!("EXISTS (SELECT 1 FROM users u WHERE u.id = {user} AND {})", user_differs(row, "u")))
 }
 
+/// The status of a changed row as its write in [`Store::write_rows`]
+/// leaves it (`v`: the new values; the row keeps its id, immutable id and
+/// user): the status computation that follows marks the row and computes
+/// it again, and writes it only where it differs. With the entry's own
+/// problem as the row's, as the write leaves it, that is where another
+/// entry or user gives it a problem. Before, every changed row was written
+/// a second time for its status: on PostgreSQL a new version of the row in
+/// each of the snapshot's ten indexes (3.3 ms of a delta run of 100 changes).
+fn rewritten_status() -> String {
+    status_rule(
+        "v",
+        "staged_users.user_id",
+        "EXISTS (SELECT 1 FROM users u WHERE u.id = staged_users.user_id AND (u.username <> v.username OR u.name <> v.name \
+         OR u.email <> v.email OR u.external_id IS NULL OR u.external_id <> staged_users.external_id))",
+    )
+}
+
 /// The status rule, with `differs` the condition that the row's user
 /// (`user`, its id) differs from the entry.
 fn status_rule(row: &str, user: &str, differs: &str) -> String {
@@ -710,7 +727,8 @@ impl Store {
             let update = format!(
                 "UPDATE staged_users SET dn = v.dn, username = v.username, username_key = v.username_key, name = v.name, email = v.email, \
                  groups = v.groups, dir_state = v.dir_state, entry_problem = v.problem, problem = v.problem, search = v.search, \
-                 hash = v.hash, settled = 0 FROM ({}) AS v WHERE staged_users.id = v.id",
+                 hash = v.hash, settled = 0, status = {} FROM ({}) AS v WHERE staged_users.id = v.id",
+                rewritten_status(),
                 batch.source()
             );
             batch.bind(sqlx::query(&update))?.execute(&mut **tx).await?;

@@ -943,9 +943,10 @@ both_backends!(page_counts_follow_every_change_to_the_snapshot, |store| {
     // A row changed in place: bob's email no longer matches.
     store.insert_staged("ldap", &[staged("u2", "bob", "bob", "b@elsewhere.org", "")]).await.unwrap();
     assert_eq!(total(Some("example"), None).await, 2);
-    // Statuses computed: carol is disabled now.
+    // Carol is disabled now: her row's write gives it the status it
+    // leads to, counted at once, and the computation agrees.
     store.insert_staged("ldap", &[staged("u3", "carol", "carol", "c@example.com", "disabled")]).await.unwrap();
-    assert_eq!(total(None, Some("disabled")).await, 0, "not computed yet");
+    assert_eq!((total(None, Some("disabled")).await, total(None, Some("new")).await), (1, 2), "as written");
     store.compute_staged_status("ldap").await.unwrap();
     assert_eq!((total(None, Some("disabled")).await, total(None, Some("new")).await), (1, 2));
     // A user linked by the status computation: alice is imported.
@@ -1012,6 +1013,33 @@ both_backends!(a_search_matching_most_rows_pages_like_a_narrow_one, |store| {
 // The apply settles a row with its status in the change's transaction,
 // and the import table's counts follow it at once: the computation after
 // the apply finds every status right and writes nothing.
+// A changed entry's row is written with the status it leads to (the
+// computation after it then finds nothing to write, which a test cannot
+// see but the row's status at once shows), and the computation agrees.
+both_backends!(a_changed_row_is_written_with_its_status, |store| {
+    let org = [store.insert_organisation("Default", true, 1).await.unwrap()];
+    let mut hal = new_user("hal", "hal", &org);
+    hal.source = "ldap";
+    hal.external_id = Some("uuid-hal");
+    hal.name = "hal";
+    hal.email = "hal@example.com";
+    store.insert_user(&hal).await.unwrap();
+    let status = || {
+        let store = store.clone();
+        async move { store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap().remove(0).status }
+    };
+    store.insert_staged("ldap", &[staged("uuid-hal", "hal", "hal", "hal@example.com", "")]).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    assert_eq!(status().await, "imported");
+    // (The row's username is its name too: "Hal" differs from the user's.)
+    for (name, state, expected) in [("Hal", "", "changed"), ("hal", "", "imported"), ("hal", "disabled", "disabled")] {
+        store.insert_staged("ldap", &[staged("uuid-hal", name, "hal", "hal@example.com", state)]).await.unwrap();
+        assert_eq!(status().await, expected, "{name} {state:?}, as written");
+        store.compute_staged_status("ldap").await.unwrap();
+        assert_eq!(status().await, expected, "{name} {state:?}, computed");
+    }
+});
+
 both_backends!(an_applied_change_settles_its_row_with_its_status, |store| {
     let org = store.insert_organisation("Default", true, 1).await.unwrap();
     store.insert_staged("ldap", &[staged("uuid-gil", "gil", "gil", "gil@example.com", "")]).await.unwrap();

@@ -43,14 +43,14 @@ impl Service {
         let svc = self.clone();
         tokio::spawn(async move {
             let keep = lease.keep_alive(svc.store.clone());
-            let r = async {
+            let r = bindery_store::Store::within_run(async {
                 // The rules may have changed since the plan: nothing is settled.
                 svc.apply(kind, id, &mut counts, None).await?;
                 if run.complete.0 {
                     svc.sync_groups(kind, &mut counts).await?;
                 }
                 svc.finish_sync(id, RunState::Done, run.complete.0, &run.error, &counts).await
-            }
+            })
             .await;
             if let Err(e) = r {
                 tracing::error!(run = id, error = %e, "applying an approved sync failed");

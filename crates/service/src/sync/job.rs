@@ -59,12 +59,16 @@ impl Service {
         let cfg = Self::resolve(&stored, &Self::stored_input(&stored.settings))?;
         let (settings, _) = self.load_sync_settings(kind).await?;
         let (run_kind, why_full) = self.run_kind_for(kind, &settings).await?;
-        let (id, lease, cancel) = self.begin_run(kind, run_kind, started_by, dry_run).await?;
+        // The run's transactions commit without waiting for their flush;
+        // its end flushes them (`Store::within_run`).
+        let (id, lease, cancel) = bindery_store::Store::within_run(self.begin_run(kind, run_kind, started_by, dry_run)).await?;
         let svc = self.clone();
         tokio::spawn(async move {
             let keep = lease.keep_alive(svc.store.clone());
             let notes = why_full.into_iter().collect();
-            if let Err(e) = svc.sync_job(kind, id, run_kind, &cfg, &settings, dry_run, &cancel, notes).await {
+            if let Err(e) =
+                bindery_store::Store::within_run(svc.sync_job(kind, id, run_kind, &cfg, &settings, dry_run, &cancel, notes)).await
+            {
                 tracing::error!(run = id, error = %e, "sync failed");
                 // A run that failed before the end of its apply.
                 svc.end_bulk_load(id).await;
