@@ -216,12 +216,20 @@ impl Store {
     }
 
     /// When the last complete full sync of the directory started (Unix ms).
+    ///
+    /// Read from the newest run back (the index of the directory's runs by
+    /// id), stopping at the first complete full one: a delta mode's runs
+    /// between two full ones are all it walks. Every delta run asks, and
+    /// runs are kept: `MAX(started_at)` over every run of the directory
+    /// grew with each run (a delta a minute is half a million a year).
     pub async fn last_complete_full_sync(&self, directory: &str) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT MAX(started_at) FROM sync_runs WHERE directory = $1 AND kind = 'sync' AND complete = 1")
-            .bind(directory)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get(0)?)
+        let row = sqlx::query(
+            "SELECT started_at FROM sync_runs WHERE directory = $1 AND kind = 'sync' AND complete = 1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(directory)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get(0)).transpose().map_err(Into::into)
     }
 
     /// The directory's run (of any kind) just before run `id`.

@@ -1942,3 +1942,27 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
         vec![("ann".into(), "imported".into(), true), ("cy".into(), "changed".into(), true), ("dee".into(), "new".into(), false)];
     assert_eq!(status(store.clone()).await, computed);
 });
+
+// The start of the directory's last complete full sync (a delta mode's
+// safety net): neither a delta run, nor an incomplete full one, nor another
+// directory's counts; the newest complete one does.
+both_backends!(the_last_complete_full_sync_is_the_newest_complete_full_run, |store| {
+    use bindery_model::{RunKind, RunState};
+    assert_eq!(store.last_complete_full_sync("ldap").await.unwrap(), None, "no run yet");
+    let run = |directory: &'static str, kind: RunKind, complete: bool, at: i64| {
+        let store = store.clone();
+        async move {
+            let id = store.start_run(directory, kind, "admin", false, at).await.unwrap();
+            store.finish_run(id, RunState::Done, complete, "", "{}", at + 1).await.unwrap();
+        }
+    };
+    run("ldap", RunKind::Sync, true, 100).await;
+    run("ldap", RunKind::Delta, true, 200).await;
+    run("ldap", RunKind::Sync, false, 300).await;
+    run("ldap_ha", RunKind::Sync, true, 400).await;
+    assert_eq!(store.last_complete_full_sync("ldap").await.unwrap(), Some(100));
+    run("ldap", RunKind::Sync, true, 500).await;
+    run("ldap", RunKind::Delta, true, 600).await;
+    assert_eq!(store.last_complete_full_sync("ldap").await.unwrap(), Some(500));
+    assert_eq!(store.last_complete_full_sync("ldap_ha").await.unwrap(), Some(400));
+});
