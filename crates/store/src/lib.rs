@@ -1312,32 +1312,28 @@ mod tests {
     async fn only_a_runs_transactions_commit_unflushed() {
         let db = crate::testing::TestDb::new(crate::Backend::Postgres).await;
         let store = db.store.clone();
-        let setting = |store: crate::Store, tx: bool| async move {
+        // The setting inside a transaction (committed), or on the pool.
+        async fn setting(store: &crate::Store, tx: Option<crate::WriteTx>) -> String {
             use sqlx::Row;
             let show = sqlx::query("SHOW synchronous_commit");
-            let row = if tx {
-                let mut tx = store.write_tx().await.unwrap();
-                let row = show.fetch_one(&mut *tx.tx).await.unwrap();
-                tx.commit().await.unwrap();
-                row
-            } else {
-                show.fetch_one(&store.pool).await.unwrap()
+            let row = match tx {
+                Some(mut tx) => {
+                    let row = show.fetch_one(&mut *tx.tx).await.unwrap();
+                    tx.commit().await.unwrap();
+                    row
+                }
+                None => show.fetch_one(&store.pool).await.unwrap(),
             };
             row.try_get::<String, _>(0).unwrap()
-        };
-        assert_eq!(setting(store.clone(), true).await, "on", "an administrator's write");
+        }
+        assert_eq!(setting(&store, Some(store.write_tx().await.unwrap())).await, "on", "an administrator's write");
         let (in_run, outside_tx) =
-            crate::Store::within_run(async { (setting(store.clone(), true).await, setting(store.clone(), false).await) }).await;
+            crate::Store::within_run(async { (setting(&store, Some(store.write_tx().await.unwrap())).await, setting(&store, None).await) })
+                .await;
         assert_eq!((in_run.as_str(), outside_tx.as_str()), ("off", "on"), "a run's transaction, and a statement of its own");
-        let page = {
-            use sqlx::Row;
-            let mut tx = store.page_tx().await.unwrap();
-            let row = sqlx::query("SHOW synchronous_commit").fetch_one(&mut *tx.tx).await.unwrap();
-            tx.commit().await.unwrap();
-            row.try_get::<String, _>(0).unwrap()
-        };
+        let page = setting(&store, Some(store.page_tx().await.unwrap())).await;
         assert_eq!(page, "off", "a page's transaction, from a task of its own");
-        assert_eq!(setting(store.clone(), true).await, "on", "the setting ends with its transaction");
+        assert_eq!(setting(&store, Some(store.write_tx().await.unwrap())).await, "on", "the setting ends with its transaction");
     }
 
     /// Eight writes, each through [`crate::Store::write_tx`] and within
