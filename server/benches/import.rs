@@ -17,6 +17,10 @@
 //!   the baseline;
 //! * the server's RSS growth during the full sync (VmHWM − VmRSS before;
 //!   the peak is reset through /proc/self/clear_refs before each backend);
+//! * the CPU time of a dump and of the full sync, by process (Bindery,
+//!   `ldapsearch`, slapd, PostgreSQL; from /proc): on a machine of two
+//!   cores a full sync is bound by the sum of the work, which moves less
+//!   from run to run than the wall-clock times do;
 //! * p50/p95/max of an import-table page (search, sort, page and the
 //!   "Total N" count) over a query mix: 1- and 2-character searches,
 //!   substrings that match nothing, a few rows, thousands of rows and every
@@ -141,10 +145,81 @@ fn change_directory(d: &Slapd, users: usize, first: usize) {
 /// slapd's CPU time in clock ticks (utime + stime of /proc/PID/stat).
 fn slapd_ticks(d: &Slapd) -> Option<u64> {
     let pid = std::fs::read_to_string(d.dir.join("slapd.pid")).ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
+    stat_ticks(&format!("/proc/{}/stat", pid.trim()), false)
+}
+
+/// The CPU time in clock ticks of the process whose `/proc/PID/stat` is
+/// `path`: utime + stime, and with `reaped` also that of the children it
+/// waited for (cutime + cstime).
+fn stat_ticks(path: &str, reaped: bool) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The fields after the command name, which is in parentheses.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    let own = field(11)? + field(12)?;
+    Some(if reaped { own + field(13)? + field(14)? } else { own })
+}
+
+/// CPU time so far, in clock ticks, of this process (Bindery: the bench
+/// runs the service in process), its reaped children (`ldapsearch`),
+/// slapd, and every PostgreSQL process with the children the postmaster
+/// reaped (backends and parallel workers that ended).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    bindery: u64,
+    children: u64,
+    slapd: u64,
+    postgres: u64,
+}
+
+impl Cpu {
+    fn now(d: &Slapd) -> Cpu {
+        let own = stat_ticks("/proc/self/stat", false).unwrap_or(0);
+        let mut postgres = 0;
+        for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = p.file_name().to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())).map(str::to_string) else {
+                continue;
+            };
+            if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres") {
+                postgres += stat_ticks(&format!("/proc/{pid}/stat"), true).unwrap_or(0);
+            }
+        }
+        Cpu { bindery: own, children: stat_ticks("/proc/self/stat", true).unwrap_or(0) - own, slapd: slapd_ticks(d).unwrap_or(0), postgres }
+    }
+
+    /// What was used since `before`, in seconds, as a line.
+    fn since(&self, before: Cpu, ticks_per_second: f64) -> String {
+        let s = |a: u64, b: u64| a.saturating_sub(b) as f64 / ticks_per_second;
+        let (b, c, l, p) = (
+            s(self.bindery, before.bindery),
+            s(self.children, before.children),
+            s(self.slapd, before.slapd),
+            s(self.postgres, before.postgres),
+        );
+        let mut parts = Vec::new();
+        if b > 0.0 {
+            parts.push(format!("Bindery {b:.2}"));
+        }
+        if c > 0.0 {
+            parts.push(format!("ldapsearch {c:.2}"));
+        }
+        parts.push(format!("slapd {l:.2}"));
+        if p > 0.0 {
+            parts.push(format!("PostgreSQL {p:.2}"));
+        }
+        format!("{} = {:.2} CPU-s", parts.join(" + "), b + c + l + p)
+    }
+}
+
+/// Clock ticks a second (`getconf CLK_TCK`; 100 on Linux).
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 /// Wait until slapd has used no CPU for 100 ms (at most 10 s), and return
@@ -185,7 +260,10 @@ async fn run_backend(label: &str, database_url: &str, d: &Slapd, users: usize, f
     // The median of three dumps: single dumps on this two-core VM ranged
     // from 0.74 s to 1.16 s in one session, and every ratio below moved
     // with the one taken.
+    let tps = ticks_per_second();
+    let cpu = Cpu::now(d);
     let mut dumps: Vec<Duration> = (0..3).map(|_| raw_dump(d, &input)).collect();
+    let dump_cpu = Cpu::now(d).since(cpu, tps * 3.0);
     dumps.sort();
     let baseline = dumps[1];
     println!(
@@ -195,6 +273,7 @@ async fn run_backend(label: &str, database_url: &str, d: &Slapd, users: usize, f
         dumps[1].as_secs_f64(),
         dumps[2].as_secs_f64()
     );
+    println!("  CPU time a dump (mean of the three): {dump_cpu}");
     let ratio = |t: Duration| t.as_secs_f64() / baseline.as_secs_f64();
 
     let dir = tempfile::tempdir().unwrap();
@@ -212,7 +291,9 @@ async fn run_backend(label: &str, database_url: &str, d: &Slapd, users: usize, f
     // Reset the peak RSS (Linux ≥ 4.0) so each backend's growth is its own.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss_before = status_kb("VmRSS:");
+    let cpu = Cpu::now(d);
     let (full, run) = sync(&service).await;
+    let full_cpu = Cpu::now(d).since(cpu, tps);
     let rss_peak = status_kb("VmHWM:");
     println!(
         "Bindery full sync (fetch + plan + apply)   {:>8.2} s   {:.2}× baseline   ({} entries, {} created)",
@@ -222,6 +303,7 @@ async fn run_backend(label: &str, database_url: &str, d: &Slapd, users: usize, f
         run.counts.create
     );
     println!("  where the time goes: {}", where_the_time_goes(&run.counts));
+    println!("  CPU time: {full_cpu} (on {} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
     let (again, run2) = sync(&service).await;
     let changes = |r: &bindery_model::SyncRun| r.counts.create + r.counts.update + r.counts.disable + r.counts.enable;
     println!(
