@@ -201,7 +201,7 @@ impl Cpu {
             parts.push(format!("Bindery {b:.2}"));
         }
         if c > 0.0 {
-            parts.push(format!("ldapsearch {c:.2}"));
+            parts.push(format!("child processes (ldapsearch) {c:.2}"));
         }
         parts.push(format!("slapd {l:.2}"));
         if p > 0.0 {
