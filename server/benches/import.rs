@@ -145,19 +145,18 @@ fn change_directory(d: &Slapd, users: usize, first: usize) {
 /// slapd's CPU time in clock ticks (utime + stime of /proc/PID/stat).
 fn slapd_ticks(d: &Slapd) -> Option<u64> {
     let pid = std::fs::read_to_string(d.dir.join("slapd.pid")).ok()?;
-    stat_ticks(&format!("/proc/{}/stat", pid.trim()), false)
+    stat_ticks(&format!("/proc/{}/stat", pid.trim())).map(|(own, _)| own)
 }
 
 /// The CPU time in clock ticks of the process whose `/proc/PID/stat` is
-/// `path`: utime + stime, and with `reaped` also that of the children it
-/// waited for (cutime + cstime).
-fn stat_ticks(path: &str, reaped: bool) -> Option<u64> {
+/// `path`, and that of the children it waited for: (utime + stime,
+/// cutime + cstime).
+fn stat_ticks(path: &str) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(path).ok()?;
     // The fields after the command name, which is in parentheses.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-    let own = field(11)? + field(12)?;
-    Some(if reaped { own + field(13)? + field(14)? } else { own })
+    Some((field(11)? + field(12)?, field(13)? + field(14)?))
 }
 
 /// CPU time so far, in clock ticks, of this process (Bindery: the bench
@@ -174,17 +173,17 @@ struct Cpu {
 
 impl Cpu {
     fn now(d: &Slapd) -> Cpu {
-        let own = stat_ticks("/proc/self/stat", false).unwrap_or(0);
+        let (own, children) = stat_ticks("/proc/self/stat").unwrap_or_default();
         let mut postgres = 0;
         for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Some(pid) = p.file_name().to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())).map(str::to_string) else {
                 continue;
             };
             if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres") {
-                postgres += stat_ticks(&format!("/proc/{pid}/stat"), true).unwrap_or(0);
+                postgres += stat_ticks(&format!("/proc/{pid}/stat")).map_or(0, |(own, reaped)| own + reaped);
             }
         }
-        Cpu { bindery: own, children: stat_ticks("/proc/self/stat", true).unwrap_or(0) - own, slapd: slapd_ticks(d).unwrap_or(0), postgres }
+        Cpu { bindery: own, children, slapd: slapd_ticks(d).unwrap_or(0), postgres }
     }
 
     /// What was used since `before`, in seconds, as a line.
