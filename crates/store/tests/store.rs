@@ -461,6 +461,46 @@ async fn sqlite_background_checkpointer_moves_the_log_into_the_database() {
     }
 }
 
+/// SQLite: a new database has pages of 8 KiB (fewer write-ahead log frames
+/// and fewer instructions for a sync's bulk writes); one made with another
+/// page size keeps it, and opens and migrates as before.
+#[tokio::test]
+async fn sqlite_new_databases_have_8_kib_pages_and_old_ones_keep_theirs() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(db.store.pool().acquire().await.unwrap());
+    }
+    for conn in &mut held {
+        let size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&mut **conn).await.unwrap();
+        assert_eq!(size, 8192);
+    }
+    drop(held);
+
+    let dir = std::env::temp_dir().join(format!("bindery_t_pages_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite:{}", dir.join("old.db").display());
+    {
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{url}?mode=rwc")).await.unwrap();
+        for sql in
+            ["PRAGMA page_size = 4096", "PRAGMA journal_mode = WAL", "CREATE TABLE kept (a TEXT)", "INSERT INTO kept VALUES ('still here')"]
+        {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+        sqlx::Connection::close(conn).await.unwrap();
+    }
+    let store = bindery_store::Store::connect(&url).await.expect("an existing database opens");
+    let size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(size, 4096);
+    let kept: String = sqlx::query_scalar("SELECT a FROM kept").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(kept, "still here");
+    let migrations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(store.pool()).await.unwrap();
+    assert!(migrations > 10, "the migrations ran: {migrations}");
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// PostgreSQL: no connection of the pool compiles queries to machine code
 /// (JIT). A delta run's status computation of 200 marks was estimated
 /// above `jit_above_cost` and spent about 150 ms compiling to run for a few
