@@ -277,6 +277,8 @@ impl Service {
         if undone > 0 {
             self.store.compute_staged_status(dir).await?;
         }
+        // The plan's items come after the pages' (all applied).
+        self.store.pass_first_load_items(id).await?;
         let kept = created - undone;
         notes.push(match undone {
             0 => format!("first sync: {kept} users were created page by page as the enumeration read them"),
