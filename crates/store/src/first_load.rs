@@ -206,7 +206,10 @@ impl Store {
         // 100,000 on SQLite). The rows with a user are not asked for here
         // (SQLite then took the index of the linked rows and read every
         // one, 18 ms): any row with such a problem sends it to the full
-        // read below.
+        // read below. (PostgreSQL cannot estimate `problem <> entry_problem`,
+        // takes it for nearly every row and scans the table for the first
+        // one instead: 9 ms at 100,000 rows, still less than the read of
+        // the items.)
         if !all {
             let any: i64 = sqlx::query(
                 "SELECT CASE WHEN EXISTS (SELECT 1 FROM staged_users WHERE directory = $1 AND problem <> entry_problem \
