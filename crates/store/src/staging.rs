@@ -813,14 +813,15 @@ impl Store {
         };
         let total = seen.len() + gone.len();
         // Whether the statistics need a refresh (PostgreSQL only: SQLite's
-        // refresh does nothing): the rows written are counted only when
+        // refresh does nothing). The rows written are counted only when
         // `refresh` does not decide it already (the count of a first
         // sync's 100,000 rows took 5 ms on SQLite, for nothing).
-        let refresh = self.backend == Backend::Postgres
-            && (refresh
-                || {
-                    // (All of them when every row counts as marked.)
-                    let written: i64 = sqlx::query(
+        let refresh = match self.backend {
+            Backend::Sqlite => false,
+            Backend::Postgres if refresh => true,
+            Backend::Postgres => {
+                // (All of them when every row counts as marked.)
+                let written: i64 = sqlx::query(
                     "SELECT CASE WHEN EXISTS (SELECT 1 FROM staging_snapshots WHERE directory = $1 AND all_marked = 1) \
                      THEN (SELECT COUNT(*) FROM staged_users WHERE directory = $1) ELSE (SELECT COUNT(*) FROM staged_dirty WHERE directory = $1) END",
                 )
@@ -828,8 +829,9 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?
                 .try_get(0)?;
-                    (written as usize + gone.len()) * 10 > total.max(10_000)
-                });
+                (written as usize + gone.len()) * 10 > total.max(10_000)
+            }
+        };
         let mut tx = self.write_tx().await?;
         for chunk in gone.chunks(500) {
             drop_staged_rows(&mut tx, directory, chunk).await?;

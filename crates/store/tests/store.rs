@@ -461,21 +461,25 @@ async fn sqlite_background_checkpointer_moves_the_log_into_the_database() {
     }
 }
 
+/// `n` of the pool's connections, held at once (so that each is its own).
+async fn held_connections(store: &Store, n: usize) -> Vec<sqlx::pool::PoolConnection<sqlx::Any>> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(store.pool().acquire().await.unwrap());
+    }
+    held
+}
+
 /// SQLite: a new database has pages of 8 KiB (fewer write-ahead log frames
 /// and fewer instructions for a sync's bulk writes); one made with another
 /// page size keeps it, and opens and migrates as before.
 #[tokio::test]
 async fn sqlite_new_databases_have_8_kib_pages_and_old_ones_keep_theirs() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        held.push(db.store.pool().acquire().await.unwrap());
-    }
-    for conn in &mut held {
+    for conn in &mut held_connections(&db.store, 2).await {
         let size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&mut **conn).await.unwrap();
         assert_eq!(size, 8192);
     }
-    drop(held);
 
     let dir = std::env::temp_dir().join(format!("bindery_t_pages_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -490,7 +494,7 @@ async fn sqlite_new_databases_have_8_kib_pages_and_old_ones_keep_theirs() {
         }
         sqlx::Connection::close(conn).await.unwrap();
     }
-    let store = bindery_store::Store::connect(&url).await.expect("an existing database opens");
+    let store = Store::connect(&url).await.expect("an existing database opens");
     let size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(store.pool()).await.unwrap();
     assert_eq!(size, 4096);
     let kept: String = sqlx::query_scalar("SELECT a FROM kept").fetch_one(store.pool()).await.unwrap();
@@ -509,11 +513,7 @@ async fn sqlite_new_databases_have_8_kib_pages_and_old_ones_keep_theirs() {
 async fn postgres_connections_do_not_jit_compile() {
     let db = TestDb::new(Backend::Postgres).await;
     // Several connections at once: each gets the setting when it connects.
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(db.store.pool().acquire().await.unwrap());
-    }
-    for conn in &mut held {
+    for conn in &mut held_connections(&db.store, 3).await {
         let jit: String = sqlx::query_scalar("SHOW jit").fetch_one(&mut **conn).await.unwrap();
         assert_eq!(jit, "off");
     }
