@@ -41,13 +41,24 @@ pub(crate) async fn users_changed(conn: &mut AnyConnection, user_ids: &[i64]) ->
 }
 
 /// The part of a plan key that is the linked user (`u`): any change to the
-/// user bumps `updated_at`; the fields the rule reads are there too.
-const USER_SIG: &str = "CAST(u.id AS TEXT) || ':' || CAST(u.updated_at AS TEXT) || ':' || CAST(u.is_active AS TEXT) || ':' || \
-     CAST(u.dir_disabled AS TEXT) || ':' || CAST(u.role_pinned AS TEXT) || ':' || u.role";
-/// [`USER_SIG`] over a `LEFT JOIN`: `-` when no user is linked.
-const USER_SIG_JOINED: &str =
-    "COALESCE(CAST(u.id AS TEXT) || ':' || CAST(u.updated_at AS TEXT) || ':' || CAST(u.is_active AS TEXT) || ':' || \
-     CAST(u.dir_disabled AS TEXT) || ':' || CAST(u.role_pinned AS TEXT) || ':' || u.role, '-')";
+/// user bumps `updated_at`; the fields the rule reads are there too. Each
+/// is a `%s` of [`PLAN_KEY`], after the row's three.
+const USER_SIG: &str = "u.id, u.updated_at, u.is_active, u.dir_disabled, u.role_pinned, u.role";
+
+/// A plan key's text: the row's content hash, the rules hash and the row's
+/// problem, then the user's [`USER_SIG`] (`:` between its fields), or `-`
+/// when no user is linked ([`PLAN_KEY_NO_USER`]). One `format` call: the
+/// same text as a chain of `CAST(… AS TEXT) || ':' || …`, which cost SQLite
+/// about 15,000 instructions a row (a copy of the text so far for each
+/// `||`), about 9 % of a first sync's writes at 100,000 users.
+const PLAN_KEY: &str = "'%s/%s/%s/%s:%s:%s:%s:%s:%s'";
+/// [`PLAN_KEY`] of a row with no user.
+const PLAN_KEY_NO_USER: &str = "'%s/%s/%s/-'";
+
+/// The row's part of a plan key: `format` arguments after the pattern.
+fn row_key_args(row: &str, rules: &str) -> String {
+    format!("{row}.hash, CAST({rules} AS TEXT), {row}.problem")
+}
 
 /// A [`PlanRow`]'s columns before its plan key, in its field order, as
 /// `(expression, name)` (`s`: the staged row, `u`: its user).
@@ -88,7 +99,8 @@ fn plan_cols(rules: &str) -> String {
 /// A staged row's plan key now (`row`, its user joined as `u`): its
 /// content, the rules, its problem and its user's signature.
 pub(crate) fn plan_key_joined(row: &str, rules: &str) -> String {
-    format!("CAST({row}.hash AS TEXT) || '/' || {rules} || '/' || {row}.problem || '/' || {USER_SIG_JOINED}")
+    let args = row_key_args(row, rules);
+    format!("CASE WHEN u.id IS NULL THEN format({PLAN_KEY_NO_USER}, {args}) ELSE format({PLAN_KEY}, {args}, {USER_SIG}) END")
 }
 
 /// Whether a staged row's last plan key differs from its key now, with
@@ -101,9 +113,9 @@ fn plan_stale(rules: &str) -> String {
 /// `problem`; `staged_users` in an `UPDATE` of it) with its user the one
 /// whose id is the SQL expression `user`.
 pub(crate) fn plan_key_of(row: &str, rules: &str, user: &str) -> String {
+    let args = row_key_args(row, rules);
     format!(
-        "CAST({row}.hash AS TEXT) || '/' || {rules} || '/' || {row}.problem || '/' || \
-         COALESCE((SELECT {USER_SIG} FROM users u WHERE u.id = {user}), '-')"
+        "COALESCE((SELECT format({PLAN_KEY}, {args}, {USER_SIG}) FROM users u WHERE u.id = {user}), format({PLAN_KEY_NO_USER}, {args}))"
     )
 }
 
