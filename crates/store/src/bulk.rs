@@ -95,7 +95,7 @@ impl Store {
     pub async fn end_bulk_load(&self) -> Result<bool> {
         if self.backend == Backend::Sqlite {
             let _turn = self.write_turn().await;
-            let filled = fill_search_index(&self.pool).await;
+            let filled = fill_search_index(self.write_pool()).await;
             if filled.is_ok() {
                 self.note_bulk_load(false);
             }

@@ -26,7 +26,7 @@ impl Store {
         if taken.is_some() {
             return Ok(false);
         }
-        sqlx::query("UPDATE users SET username_key = $1 WHERE id = $2").bind(key).bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE users SET username_key = $1 WHERE id = $2").bind(key).bind(id).execute(self.write_pool()).await?;
         Ok(true)
     }
 
@@ -44,10 +44,10 @@ impl Store {
         )
         .bind(key)
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.write_pool())
         .await?;
         // The search text changed: no cached page count holds.
-        sqlx::query("UPDATE staging_snapshots SET version = version + 1").execute(&self.pool).await?;
+        sqlx::query("UPDATE staging_snapshots SET version = version + 1").execute(self.write_pool()).await?;
         Ok(())
     }
 
@@ -63,7 +63,7 @@ impl Store {
     /// Move a lockout counter's failures to another key.
     pub async fn rename_failure_key(&self, from: &str, to: &str) -> Result<()> {
         let _turn = self.write_turn().await;
-        sqlx::query("UPDATE auth_failures SET key = $1 WHERE key = $2").bind(to).bind(from).execute(&self.pool).await?;
+        sqlx::query("UPDATE auth_failures SET key = $1 WHERE key = $2").bind(to).bind(from).execute(self.write_pool()).await?;
         Ok(())
     }
 
@@ -76,7 +76,7 @@ impl Store {
                 .bind(key)
                 .bind(value)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(self.write_pool())
                 .await?;
         }
         Ok(self.get_setting(key).await?.unwrap_or_default())

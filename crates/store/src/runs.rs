@@ -126,7 +126,7 @@ impl Store {
             .bind(entries)
             .bind(pages)
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.write_pool())
             .await?;
         Ok(())
     }
