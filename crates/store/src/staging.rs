@@ -76,7 +76,7 @@ impl StagedFilter<'_> {
     /// A search of three characters or more goes through the trigram index
     /// unless `path` is [`SearchPath::Scan`]; shorter ones scan the column
     /// (on SQLite through a sort order's index, which holds the search
-    /// text: migration 0023).
+    /// text: migration 0022).
     fn clause(&self, backend: Backend, path: SearchPath) -> (String, Vec<String>) {
         let mut sql = String::new();
         let mut binds = Vec::new();
