@@ -47,10 +47,11 @@ const USER_SIG: &str = "u.id, u.updated_at, u.is_active, u.dir_disabled, u.role_
 
 /// A plan key's text: the row's content hash, the rules hash and the row's
 /// problem, then the user's [`USER_SIG`] (`:` between its fields), or `-`
-/// when no user is linked ([`PLAN_KEY_NO_USER`]). One `format` call: the
-/// same text as a chain of `CAST(… AS TEXT) || ':' || …`, which cost SQLite
-/// about 15,000 instructions a row (a copy of the text so far for each
-/// `||`), about 9 % of a first sync's writes at 100,000 users.
+/// when no user is linked ([`PLAN_KEY_NO_USER`]). One `format` call gives
+/// the same text, on both backends, as the chain of
+/// `CAST(… AS TEXT) || ':' || …` it replaced (so keys stored before still
+/// match), which cost SQLite about 15,000 instructions a row: a copy of
+/// the text so far for each `||` (callgrind, Python's `sqlite3`).
 const PLAN_KEY: &str = "'%s/%s/%s/%s:%s:%s:%s:%s:%s'";
 /// [`PLAN_KEY`] of a row with no user.
 const PLAN_KEY_NO_USER: &str = "'%s/%s/%s/-'";
