@@ -211,10 +211,11 @@ impl Store {
         // one instead: 9 ms at 100,000 rows, still less than the read of
         // the items.)
         if !all {
-            let any: i64 = sqlx::query(
+            let any: i64 = sqlx::query(&format!(
                 "SELECT CASE WHEN EXISTS (SELECT 1 FROM staged_users WHERE directory = $1 AND problem <> entry_problem \
-                 AND problem <> '' AND problem NOT LIKE 'conflict:%') THEN 1 ELSE 0 END",
-            )
+                 AND problem <> '' AND NOT {}) THEN 1 ELSE 0 END",
+                crate::staging::is_conflict("problem")
+            ))
             .bind(directory)
             .fetch_one(&self.pool)
             .await?
@@ -223,11 +224,12 @@ impl Store {
                 return Ok(0);
             }
         }
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT i.id, s.id, s.user_id FROM sync_items i JOIN staged_users s ON s.id = i.staged_id \
              WHERE i.run_id = $1 AND i.action = 'create' AND i.outcome = 'applied' AND s.directory = $2 AND s.user_id IS NOT NULL \
-             AND ($3 = 1 OR (s.problem <> '' AND s.problem NOT LIKE 'conflict:%'))",
-        )
+             AND ($3 = 1 OR (s.problem <> '' AND NOT {}))",
+            crate::staging::is_conflict("s.problem")
+        ))
         .bind(run)
         .bind(directory)
         .bind(i64::from(all))

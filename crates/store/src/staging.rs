@@ -343,12 +343,20 @@ fn rewritten_status() -> String {
 fn status_rule(row: &str, user: &str, differs: &str) -> String {
     format!(
         "CASE WHEN {row}.problem <> '' THEN \
-         CASE WHEN substr({row}.problem, 1, 9) = 'conflict:' THEN 'conflict' ELSE 'invalid' END \
+         CASE WHEN {} THEN 'conflict' ELSE 'invalid' END \
          WHEN {row}.dir_state = 'disabled' THEN 'disabled' \
          WHEN {user} IS NULL THEN 'new' \
          WHEN {differs} THEN 'changed' \
-         ELSE 'imported' END"
+         ELSE 'imported' END",
+        is_conflict(&format!("{row}.problem"))
     )
+}
+
+/// Whether the problem `problem` (an SQL expression) is a conflict: its
+/// prefix, compared as the service's `starts_with("conflict:")` does
+/// (case-sensitive, where SQLite's `LIKE` is not).
+pub(crate) fn is_conflict(problem: &str) -> String {
+    format!("substr({problem}, 1, 9) = 'conflict:'")
 }
 
 /// Whether user `u` differs from the entry of staged row `row`.
