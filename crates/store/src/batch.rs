@@ -28,9 +28,13 @@ use sqlx::Any;
 use crate::{Backend, Col, Result};
 
 /// One field of a row.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Cell<'a> {
     Text(&'a str),
+    /// A text made for the row (a staged row's search text): the batch
+    /// owns it, so that it can be built and bound before the statement's
+    /// transaction starts.
+    Owned(String),
     Int(i64),
     Null,
 }
@@ -57,10 +61,23 @@ impl serde::Serialize for Cell<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self {
             Cell::Text(v) => s.serialize_str(v),
+            Cell::Owned(v) => s.serialize_str(v),
             Cell::Int(v) => s.serialize_i64(*v),
             Cell::Null => s.serialize_none(),
         }
     }
+}
+
+/// A statement with its values bound.
+pub(crate) type BoundQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
+
+/// A statement's SQL and its rows, made before the write transaction that
+/// runs it (`staging::RowWrites`, `identity::AccountWrites`): bound outside
+/// it too, so that the transaction, which on SQLite holds the process's
+/// one write turn, only waits for the database.
+pub(crate) struct Statement<'a> {
+    pub(crate) sql: String,
+    pub(crate) batch: Batch<'a>,
 }
 
 /// Rows of `columns.len()` fields each, for one statement.
@@ -144,9 +161,10 @@ impl<'a> Batch<'a> {
             }
             Backend::Sqlite => {
                 for cell in &self.cells {
-                    q = match *cell {
-                        Cell::Text(v) => q.bind(v),
-                        Cell::Int(v) => q.bind(v),
+                    q = match cell {
+                        Cell::Text(v) => q.bind(*v),
+                        Cell::Owned(v) => q.bind(v.as_str()),
+                        Cell::Int(v) => q.bind(*v),
                         Cell::Null => q.bind(None::<i64>),
                     };
                 }

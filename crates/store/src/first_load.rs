@@ -85,12 +85,18 @@ impl Store {
     ) -> Result<StagedPage> {
         let rows = crate::staging::once_with_hashes(rows);
         let mut out = StagedPage { ids: Vec::with_capacity(rows.len()), ..Default::default() };
+        // The users and the rows are made into statements and bound before
+        // the write turn is taken (`staging::RowWrites`).
+        let accounts: Vec<&NewAccount> = creates.iter().map(|(a, _)| *a).collect();
+        let users = crate::identity::AccountWrites::new(self.backend, &accounts, now);
+        let users_bound = users.bound()?;
+        let writes = self.row_writes(directory, rows, known, Some(rules), true);
+        let bound = writes.bound()?;
         let mut tx = self.page_tx().await?;
         // The users first: each row is then inserted linked to its user
         // and settled, one write of it (`staging::linked_insert`).
-        let accounts: Vec<&NewAccount> = creates.iter().map(|(a, _)| *a).collect();
-        crate::identity::create_accounts(&mut tx, self.backend, &accounts, now).await?;
-        let written = self.write_rows(&mut tx, directory, rows, Some(known), Some(rules), &mut out).await?;
+        users.run(&mut tx, users_bound).await?;
+        let written = writes.run(&mut tx, bound, &mut out).await?;
         let inserted: HashMap<&str, i64> = out.new_rows.iter().map(|(e, id)| (e.as_str(), *id)).collect();
         let items: Vec<NewItem<'_>> = creates
             .into_iter()

@@ -345,70 +345,98 @@ async fn create(conn: &mut AnyConnection, a: &NewAccount, now: i64) -> Result<i6
 /// Create new directory users and their memberships, 1,000 accounts per
 /// statement (each chunk bound as one batch, `crate::batch`).
 pub(crate) async fn create_accounts(conn: &mut AnyConnection, backend: Backend, accounts: &[&NewAccount], now: i64) -> Result<()> {
-    for chunk in accounts.chunks(1000) {
-        create_many(conn, backend, chunk, now).await?;
-    }
-    Ok(())
+    let writes = AccountWrites::new(backend, accounts, now);
+    let bound = writes.bound()?;
+    writes.run(conn, bound).await
 }
 
-/// Insert new directory users with one statement, and their memberships
-/// with another, each rows bound as one batch (`crate::batch`).
-async fn create_many(conn: &mut AnyConnection, backend: Backend, accounts: &[&NewAccount], now: i64) -> Result<()> {
-    use crate::batch::Cell;
-    use crate::Col::{Int, Text};
-    const COLUMNS: [crate::Col; 8] = [
-        Text("username"),
-        Text("username_key"),
-        Text("name"),
-        Text("email"),
-        Text("role"),
-        Text("source"),
-        Int("active"),
-        Text("external_id"),
-    ];
-    let mut batch = crate::batch::Batch::new(backend, &COLUMNS, accounts.len());
-    for a in accounts {
-        batch.push([
-            Cell::Text(&a.username),
-            Cell::Text(&a.username_key),
-            Cell::Text(&a.name),
-            Cell::Text(&a.email),
-            Cell::Text(a.role.as_str()),
-            Cell::Text(a.source.as_str()),
-            Cell::Int(b(a.active)),
-            Cell::Text(&a.external_id),
-        ]);
-    }
-    // A user created disabled was disabled because of the directory.
-    let sql = format!(
-        "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
-         must_change_password, external_id, created_at, updated_at, validated_at, dir_disabled) \
-         SELECT a.username, a.username_key, a.name, a.email, a.role, a.source, a.active, NULL, 0, a.external_id, {now}, {now}, {now}, \
-         1 - a.active FROM ({}) a WHERE true{}",
-        batch.source(),
-        crate::batch::returning_keys(backend),
-        now = batch.param(1),
-    );
-    let insert = batch.bind(sqlx::query(&sql))?.bind(now);
-    let created = crate::batch::inserted_keys(&mut *conn, backend, "users", insert).await.map_err(|e| match e {
-        crate::Error::Database(e) => unique("user")(e),
-        other => other,
-    })?;
-    let by_external_id: std::collections::HashMap<&str, &&NewAccount> = accounts.iter().map(|a| (a.external_id.as_str(), a)).collect();
-    let mut pairs = Vec::new();
-    for (id, external_id) in &created {
-        let id = *id;
-        if let Some(a) = by_external_id.get(external_id.as_str()) {
-            let mut seen = std::collections::HashSet::new();
-            for (org, source) in a.organisations.iter().filter(|(org, _)| seen.insert(*org)) {
-                pairs.push((id, *org, source.as_str()));
+/// New directory users made into statements before the write transaction
+/// (as `staging::RowWrites`): one insert of the users a 1,000 accounts,
+/// bound by [`AccountWrites::bound`], run with their memberships (which
+/// need the users' new ids) by [`AccountWrites::run`].
+pub(crate) struct AccountWrites<'a> {
+    backend: Backend,
+    now: i64,
+    inserts: Vec<(&'a [&'a NewAccount], crate::batch::Statement<'a>)>,
+}
+
+impl<'a> AccountWrites<'a> {
+    pub(crate) fn new(backend: Backend, accounts: &'a [&'a NewAccount], now: i64) -> AccountWrites<'a> {
+        use crate::batch::Cell;
+        use crate::Col::{Int, Text};
+        const COLUMNS: [crate::Col; 8] = [
+            Text("username"),
+            Text("username_key"),
+            Text("name"),
+            Text("email"),
+            Text("role"),
+            Text("source"),
+            Int("active"),
+            Text("external_id"),
+        ];
+        let mut inserts = Vec::new();
+        for chunk in accounts.chunks(1000) {
+            let mut batch = crate::batch::Batch::new(backend, &COLUMNS, chunk.len());
+            for a in chunk {
+                batch.push([
+                    Cell::Text(&a.username),
+                    Cell::Text(&a.username_key),
+                    Cell::Text(&a.name),
+                    Cell::Text(&a.email),
+                    Cell::Text(a.role.as_str()),
+                    Cell::Text(a.source.as_str()),
+                    Cell::Int(b(a.active)),
+                    Cell::Text(&a.external_id),
+                ]);
             }
+            // A user created disabled was disabled because of the directory.
+            let sql = format!(
+                "INSERT INTO users (username, username_key, name, email, role, source, is_active, password_hash, \
+                 must_change_password, external_id, created_at, updated_at, validated_at, dir_disabled) \
+                 SELECT a.username, a.username_key, a.name, a.email, a.role, a.source, a.active, NULL, 0, a.external_id, {now}, {now}, {now}, \
+                 1 - a.active FROM ({}) a WHERE true{}",
+                batch.source(),
+                crate::batch::returning_keys(backend),
+                now = batch.param(1),
+            );
+            inserts.push((chunk, crate::batch::Statement { sql, batch }));
         }
+        AccountWrites { backend, now, inserts }
     }
-    // Users created in this transaction have no membership yet, and each
-    // organisation is named once per user: no conflict to skip (a
-    // speculative `ON CONFLICT` insert cost 15 % more on PostgreSQL).
-    insert_memberships(conn, backend, &pairs, false).await
+
+    /// The inserts with their rows bound, in the order [`AccountWrites::run`] runs them.
+    pub(crate) fn bound(&self) -> Result<Vec<crate::batch::BoundQuery<'_>>> {
+        self.inserts.iter().map(|(_, st)| Ok(st.batch.bind(sqlx::query(&st.sql))?.bind(self.now))).collect()
+    }
+
+    /// Run `bound` ([`AccountWrites::bound`]) inside the caller's
+    /// transaction, and add each new user's memberships.
+    pub(crate) async fn run(&self, conn: &mut AnyConnection, bound: Vec<crate::batch::BoundQuery<'_>>) -> Result<()> {
+        for ((accounts, _), insert) in self.inserts.iter().zip(bound) {
+            let created = crate::batch::inserted_keys(&mut *conn, self.backend, "users", insert).await.map_err(|e| match e {
+                crate::Error::Database(e) => unique("user")(e),
+                other => other,
+            })?;
+            let by_external_id: std::collections::HashMap<&str, &&NewAccount> =
+                accounts.iter().map(|a| (a.external_id.as_str(), a)).collect();
+            let mut pairs = Vec::new();
+            for (id, external_id) in &created {
+                let id = *id;
+                if let Some(a) = by_external_id.get(external_id.as_str()) {
+                    let mut seen = std::collections::HashSet::new();
+                    for (org, source) in a.organisations.iter().filter(|(org, _)| seen.insert(*org)) {
+                        pairs.push((id, *org, source.as_str()));
+                    }
+                }
+            }
+            // Users created in this transaction have no membership yet, and
+            // each organisation is named once per user: no conflict to skip
+            // (a speculative `ON CONFLICT` insert cost 15 % more on
+            // PostgreSQL).
+            insert_memberships(conn, self.backend, &pairs, false).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Insert memberships `(user, organisation, source)`, 1,000 per statement

@@ -323,7 +323,7 @@ pub(crate) fn status_case(row: &str, user: &str) -> String {
     status_rule(row, user, &format!("EXISTS (SELECT 1 FROM users u WHERE u.id = {user} AND {})", user_differs(row, "u")))
 }
 
-/// The status of a changed row as its write in [`Store::write_rows`]
+/// The status of a changed row as its write in [`RowWrites::run`]
 /// leaves it (`v`: the new values; the row keeps its id, immutable id and
 /// user): the status computation that follows marks the row and computes
 /// it again, and writes it only where it differs. With the entry's own
@@ -428,10 +428,10 @@ pub struct StagedPage {
 }
 
 /// A staged row's fields for a bulk statement, in the order of
-/// [`staged_columns`] (`key`: its id, or its immutable id for an insert;
-/// `search`: its search text, [`NewStaged::search`]).
-fn staged_cells<'a>(key: crate::batch::Cell<'a>, r: &NewStaged<'a>, search: &'a str, hash: i64) -> [crate::batch::Cell<'a>; 11] {
-    use crate::batch::Cell::{Int, Text};
+/// [`staged_columns`] (`key`: its id, or its immutable id for an insert),
+/// its search text ([`NewStaged::search`]) made for the statement.
+fn staged_cells<'a>(key: crate::batch::Cell<'a>, r: &NewStaged<'a>, hash: i64) -> [crate::batch::Cell<'a>; 11] {
+    use crate::batch::Cell::{Int, Owned, Text};
     [
         key,
         Text(r.dn),
@@ -442,13 +442,13 @@ fn staged_cells<'a>(key: crate::batch::Cell<'a>, r: &NewStaged<'a>, search: &'a 
         Text(r.groups),
         Text(r.dir_state),
         Text(r.problem),
-        Text(search),
+        Owned(r.search()),
         Int(hash),
     ]
 }
 
 /// The columns of [`staged_cells`]' rows (`key`: the first).
-fn staged_columns(key: crate::Col) -> [crate::Col; 11] {
+const fn staged_columns(key: crate::Col) -> [crate::Col; 11] {
     use crate::Col::{Int, Text};
     [
         key,
@@ -464,6 +464,12 @@ fn staged_columns(key: crate::Col) -> [crate::Col; 11] {
         Int("hash"),
     ]
 }
+
+/// The columns of an update of staged rows, by id.
+const STAGED_BY_ID: [crate::Col; 11] = staged_columns(crate::Col::Int("id"));
+
+/// The columns of an insert of staged rows, by immutable id.
+const STAGED_BY_EXTERNAL_ID: [crate::Col; 11] = staged_columns(crate::Col::Text("external_id"));
 
 /// An insert of new staged rows (`rows`: a query with the columns
 /// `directory`, `external_id`, `dn`, `username`, `username_key`, `name`,
@@ -491,21 +497,44 @@ fn linked_insert(backend: Backend, rows: &str, rules: &str, on_conflict: &str, f
     )
 }
 
-/// After an insert of staged rows: the ids it returned go to `out`; an
-/// entry it did not insert (an earlier page of the run staged it:
-/// overlapping search OUs) is looked up and kept as it is.
+/// The stored `(id, hash)` of a page's rows, by immutable id, read inside
+/// the page's transaction (no snapshot was read before the enumeration).
+async fn read_stored(
+    tx: &mut crate::WriteTx,
+    directory: &str,
+    rows: &[(&NewStaged<'_>, i64)],
+) -> Result<std::collections::HashMap<String, (i64, i64)>> {
+    let mut stored = std::collections::HashMap::with_capacity(rows.len());
+    for chunk in rows.chunks(500) {
+        let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(",");
+        let sql = format!("SELECT id, external_id, hash FROM staged_users WHERE directory = $1 AND external_id IN ({list})");
+        let mut q = sqlx::query(&sql).bind(directory);
+        for (r, _) in chunk {
+            q = q.bind(r.external_id);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            stored.insert(row.try_get(1)?, (row.try_get(0)?, row.try_get(2)?));
+        }
+    }
+    Ok(stored)
+}
+
+/// After an insert of staged rows: the ids it returned go to `out` and
+/// to `written`; an entry it did not insert (an earlier page of the run
+/// staged it: overlapping search OUs) is looked up and kept as it is.
 async fn note_inserted(
     tx: &mut crate::WriteTx,
     directory: &str,
     chunk: &[(&NewStaged<'_>, i64)],
     returned: Vec<(i64, String)>,
     out: &mut StagedPage,
-    unchanged: &mut std::collections::HashSet<i64>,
+    written: &mut Vec<i64>,
 ) -> Result<()> {
     out.inserted += returned.len() as u64;
     let start = out.new_rows.len();
     for (id, external_id) in returned {
         out.ids.push(id);
+        written.push(id);
         out.new_rows.push((external_id, id));
     }
     let inserted: std::collections::HashSet<&str> = out.new_rows[start..].iter().map(|(e, _)| e.as_str()).collect();
@@ -517,11 +546,73 @@ async fn note_inserted(
             .bind(external_id)
             .fetch_one(&mut **tx)
             .await?;
-        let id: i64 = row.try_get(0)?;
-        out.ids.push(id);
-        unchanged.insert(id);
+        out.ids.push(row.try_get(0)?);
     }
     Ok(())
+}
+
+/// A page's staged rows compared with the stored ones
+/// ([`Store::row_writes`]) and made into statements, before the write
+/// transaction: [`RowWrites::bound`] binds them, still outside it, and
+/// [`RowWrites::run`] runs them in it. On SQLite the transaction holds
+/// the process's one write turn, and the pages of an enumeration queue for
+/// it: a first sync's page spent about 3 of its 20 ms in the turn making
+/// its search texts and binding its 19,000 values while the database
+/// waited (callgrind: 10,000 instructions a row, outside SQLite).
+pub(crate) struct RowWrites<'r, 'a> {
+    backend: Backend,
+    directory: &'r str,
+    link: Option<&'r str>,
+    /// The ids of the rows found stored (changed or not), in the page's order.
+    ids: Vec<i64>,
+    /// The ids of the changed rows, which the updates rewrite.
+    changed: Vec<i64>,
+    /// One update a chunk of changed rows, with its number of rows.
+    updates: Vec<(u64, crate::batch::Statement<'a>)>,
+    /// One insert a chunk of new rows, with those rows.
+    inserts: Vec<(Vec<(&'r NewStaged<'a>, i64)>, crate::batch::Statement<'a>)>,
+}
+
+impl<'r, 'a> RowWrites<'r, 'a> {
+    /// The statements with their rows bound, in the order [`RowWrites::run`]
+    /// runs them: the updates, then the inserts.
+    pub(crate) fn bound(&self) -> Result<Vec<crate::batch::BoundQuery<'_>>> {
+        let mut out = Vec::with_capacity(self.updates.len() + self.inserts.len());
+        for (_, st) in &self.updates {
+            out.push(st.batch.bind(sqlx::query(&st.sql))?);
+        }
+        for (_, st) in &self.inserts {
+            let mut q = st.batch.bind(sqlx::query(&st.sql))?.bind(self.directory);
+            if let Some(rules) = self.link {
+                q = q.bind(rules);
+            }
+            out.push(q);
+        }
+        Ok(out)
+    }
+
+    /// Run `bound` ([`RowWrites::bound`]) inside the caller's transaction.
+    /// Returns the ids of the rows written (new or changed), which the
+    /// caller passes to [`note_written`] last before its commit.
+    pub(crate) async fn run(
+        &self,
+        tx: &mut crate::WriteTx,
+        bound: Vec<crate::batch::BoundQuery<'_>>,
+        out: &mut StagedPage,
+    ) -> Result<Vec<i64>> {
+        out.ids.extend_from_slice(&self.ids);
+        let mut written = self.changed.clone();
+        let mut bound = bound.into_iter();
+        for ((rows, _), q) in self.updates.iter().zip(bound.by_ref()) {
+            q.execute(&mut **tx).await?;
+            out.updated += rows;
+        }
+        for ((chunk, _), q) in self.inserts.iter().zip(bound) {
+            let returned = crate::batch::inserted_keys(tx, self.backend, "staged_users", q).await?;
+            note_inserted(tx, self.directory, chunk, returned, out, &mut written).await?;
+        }
+        Ok(written)
+    }
 }
 
 /// A page's rows, each entry once (search OUs that overlap list one
@@ -531,7 +622,7 @@ pub(crate) fn once_with_hashes<'r, 'a>(rows: &'r [NewStaged<'a>]) -> Vec<(&'r Ne
     rows.iter().filter(|r| seen.insert(r.external_id)).map(|r| (r, r.hash())).collect()
 }
 
-/// After [`Store::write_rows`], last before the commit: the snapshot's
+/// After [`RowWrites::run`], last before the commit: the snapshot's
 /// version moves on, and the rows written (new or changed) get a new
 /// status: marked, unless every row counts as marked already. Last,
 /// because the snapshot's row stays locked until the commit: two pages
@@ -668,61 +759,62 @@ impl Store {
                 return Ok(out);
             }
         }
-        let mut tx = self.page_tx().await?;
-        let written = self.write_rows(&mut tx, directory, rows, known, None, &mut out).await?;
+        let mut tx;
+        let written = match known {
+            // Compared, made into statements and bound before the write
+            // turn is taken ([`RowWrites`]).
+            Some(known) => {
+                let writes = self.row_writes(directory, rows, known, None, true);
+                let bound = writes.bound()?;
+                tx = self.page_tx().await?;
+                writes.run(&mut tx, bound, &mut out).await?
+            }
+            None => {
+                tx = self.page_tx().await?;
+                let stored = read_stored(&mut tx, directory, &rows).await?;
+                let writes = self.row_writes(directory, rows, &stored, None, false);
+                let bound = writes.bound()?;
+                writes.run(&mut tx, bound, &mut out).await?
+            }
+        };
         note_written(&mut tx, self.backend, directory, out.inserted, &written).await?;
         tx.commit().await?;
         Ok(out)
     }
 
-    /// [`Store::stage_rows`]' writes, inside the caller's transaction:
-    /// `rows` are the page's rows (each entry once) with their hashes.
-    /// `link`: a first sync's rules hash, with which new rows are inserted
-    /// linked to the users the page created and settled ([`linked_insert`]).
-    /// Returns the ids of the rows written (new or changed), which the
-    /// caller passes to [`note_written`] last before its commit.
-    pub(crate) async fn write_rows(
+    /// A page's rows (each entry once, with its hash) compared with
+    /// `stored` (`external_id → (id, hash)`) and made into statements
+    /// ([`RowWrites`]): unchanged rows are only counted, changed ones
+    /// updated, new ones inserted (with `link`, a first sync's rules hash,
+    /// linked to the users the page created and settled: [`linked_insert`]).
+    /// `read_before`: `stored` was read before the enumeration, so an
+    /// earlier page of the run may have inserted an entry it lacks.
+    pub(crate) fn row_writes<'r, 'a>(
         &self,
-        tx: &mut crate::WriteTx,
-        directory: &str,
-        rows: Vec<(&NewStaged<'_>, i64)>,
-        known: Option<&std::collections::HashMap<String, (i64, i64)>>,
-        link: Option<&str>,
-        out: &mut StagedPage,
-    ) -> Result<Vec<i64>> {
-        // The stored rows were read before the enumeration: none are read now.
-        let read_before = known.is_some();
-        let mut stored: std::collections::HashMap<String, (i64, i64)> = std::collections::HashMap::with_capacity(rows.len());
-        if let Some(known) = known {
-            for (r, _) in &rows {
-                if let Some(v) = known.get(r.external_id) {
-                    stored.insert(r.external_id.to_string(), *v);
-                }
-            }
-        }
-        for chunk in rows.chunks(500).filter(|_| !read_before) {
-            let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(",");
-            let sql = format!("SELECT id, external_id, hash FROM staged_users WHERE directory = $1 AND external_id IN ({list})");
-            let mut q = sqlx::query(&sql).bind(directory);
-            for (r, _) in chunk {
-                q = q.bind(r.external_id);
-            }
-            for row in q.fetch_all(&mut **tx).await? {
-                stored.insert(row.try_get(1)?, (row.try_get(0)?, row.try_get(2)?));
-            }
-        }
+        directory: &'r str,
+        rows: Vec<(&'r NewStaged<'a>, i64)>,
+        stored: &std::collections::HashMap<String, (i64, i64)>,
+        link: Option<&'r str>,
+        read_before: bool,
+    ) -> RowWrites<'r, 'a> {
+        let mut writes = RowWrites {
+            backend: self.backend,
+            directory,
+            link,
+            ids: Vec::new(),
+            changed: Vec::new(),
+            updates: Vec::new(),
+            inserts: Vec::new(),
+        };
         let mut new = Vec::new();
         let mut changed = Vec::new();
-        let mut unchanged = std::collections::HashSet::new();
         for (r, hash) in rows {
             match stored.get(r.external_id) {
-                Some((id, h)) if *h == hash => {
-                    out.ids.push(*id);
-                    unchanged.insert(*id);
-                }
-                Some((id, _)) => {
-                    out.ids.push(*id);
-                    changed.push((*id, r, hash));
+                Some((id, h)) => {
+                    writes.ids.push(*id);
+                    if *h != hash {
+                        changed.push((*id, r, hash));
+                    }
                 }
                 None => new.push((r, hash)),
             }
@@ -730,34 +822,30 @@ impl Store {
         // A chunk's rows are bound as one batch (`crate::batch`; on SQLite,
         // 12,500 statements and 2.9 s of a first sync's staging when they
         // were bound by name, ten rows a statement).
-        let by_id = staged_columns(crate::Col::Int("id"));
         for chunk in changed.chunks(1000) {
-            let searches: Vec<String> = chunk.iter().map(|(_, r, _)| r.search()).collect();
-            let mut batch = crate::batch::Batch::new(self.backend, &by_id, chunk.len());
-            for ((id, r, hash), search) in chunk.iter().zip(&searches) {
-                batch.push(staged_cells(crate::batch::Cell::Int(*id), r, search, *hash));
+            let mut batch = crate::batch::Batch::new(self.backend, &STAGED_BY_ID, chunk.len());
+            for (id, r, hash) in chunk {
+                writes.changed.push(*id);
+                batch.push(staged_cells(crate::batch::Cell::Int(*id), r, *hash));
             }
-            let update = format!(
+            let sql = format!(
                 "UPDATE staged_users SET dn = v.dn, username = v.username, username_key = v.username_key, name = v.name, email = v.email, \
                  groups = v.groups, dir_state = v.dir_state, entry_problem = v.problem, problem = v.problem, search = v.search, \
                  hash = v.hash, settled = 0, status = {} FROM ({}) AS v WHERE staged_users.id = v.id",
                 rewritten_status(),
                 batch.source()
             );
-            batch.bind(sqlx::query(&update))?.execute(&mut **tx).await?;
-            out.updated += chunk.len() as u64;
+            writes.updates.push((chunk.len() as u64, crate::batch::Statement { sql, batch }));
         }
         // An earlier page of this run may have inserted the entry.
         let on_conflict = if read_before { " ON CONFLICT (directory, external_id) DO NOTHING" } else { "" };
-        let by_external_id = staged_columns(crate::Col::Text("external_id"));
         for chunk in new.chunks(1000) {
-            let searches: Vec<String> = chunk.iter().map(|(r, _)| r.search()).collect();
-            let mut batch = crate::batch::Batch::new(self.backend, &by_external_id, chunk.len());
-            for ((r, hash), search) in chunk.iter().zip(&searches) {
-                batch.push(staged_cells(crate::batch::Cell::Text(r.external_id), r, search, *hash));
+            let mut batch = crate::batch::Batch::new(self.backend, &STAGED_BY_EXTERNAL_ID, chunk.len());
+            for (r, hash) in chunk {
+                batch.push(staged_cells(crate::batch::Cell::Text(r.external_id), r, *hash));
             }
             let rows = format!("SELECT {} AS directory, r.* FROM ({}) r", batch.param(1), batch.source());
-            let insert = match link {
+            let sql = match link {
                 None => format!(
                     "INSERT INTO staged_users (directory, external_id, dn, username, username_key, name, email, groups, dir_state, \
                      entry_problem, problem, search, hash) SELECT t.directory, t.external_id, t.dn, t.username, t.username_key, t.name, \
@@ -774,14 +862,9 @@ impl Store {
                     if self.backend == Backend::Sqlite { " LIMIT -1 OFFSET 0" } else { " OFFSET 0" },
                 ),
             };
-            let mut q = batch.bind(sqlx::query(&insert))?.bind(directory);
-            if let Some(rules) = link {
-                q = q.bind(rules);
-            }
-            let returned = crate::batch::inserted_keys(tx, self.backend, "staged_users", q).await?;
-            note_inserted(tx, directory, chunk, returned, out, &mut unchanged).await?;
+            writes.inserts.push((chunk.to_vec(), crate::batch::Statement { sql, batch }));
         }
-        Ok(out.ids.iter().copied().filter(|id| !unchanged.contains(id)).collect())
+        writes
     }
 
     /// Stage rows outside an enumeration (tests, tools): [`Store::stage_page`].
