@@ -80,6 +80,16 @@ pub(crate) struct Statement<'a> {
     pub(crate) batch: Batch<'a>,
 }
 
+/// Statements made before their transaction (`writes`, a
+/// `staging::RowWrites` or `identity::AccountWrites`), with their values
+/// bound, in the order its `run` runs them: made by its `bound()` outside
+/// the transaction, run inside it by `run`, so the two cannot be paired
+/// wrongly.
+pub(crate) struct Bound<'w, W> {
+    pub(crate) writes: &'w W,
+    pub(crate) queries: Vec<BoundQuery<'w>>,
+}
+
 /// Rows of `columns.len()` fields each, for one statement.
 pub(crate) struct Batch<'a> {
     backend: Backend,

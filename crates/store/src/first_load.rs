@@ -95,8 +95,8 @@ impl Store {
         let mut tx = self.page_tx().await?;
         // The users first: each row is then inserted linked to its user
         // and settled, one write of it (`staging::linked_insert`).
-        users.run(&mut tx, users_bound).await?;
-        let written = writes.run(&mut tx, bound, &mut out).await?;
+        users_bound.run(&mut tx).await?;
+        let written = bound.run(&mut tx, &mut out).await?;
         let inserted: HashMap<&str, i64> = out.new_rows.iter().map(|(e, id)| (e.as_str(), *id)).collect();
         let items: Vec<NewItem<'_>> = creates
             .into_iter()

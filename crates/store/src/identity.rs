@@ -346,14 +346,13 @@ async fn create(conn: &mut AnyConnection, a: &NewAccount, now: i64) -> Result<i6
 /// statement (each chunk bound as one batch, `crate::batch`).
 pub(crate) async fn create_accounts(conn: &mut AnyConnection, backend: Backend, accounts: &[&NewAccount], now: i64) -> Result<()> {
     let writes = AccountWrites::new(backend, accounts, now);
-    let bound = writes.bound()?;
-    writes.run(conn, bound).await
+    writes.bound()?.run(conn).await
 }
 
 /// New directory users made into statements before the write transaction
 /// (as `staging::RowWrites`): one insert of the users a 1,000 accounts,
-/// bound by [`AccountWrites::bound`], run with their memberships (which
-/// need the users' new ids) by [`AccountWrites::run`].
+/// bound by [`AccountWrites::bound`], then run with their memberships
+/// (which need the users' new ids).
 pub(crate) struct AccountWrites<'a> {
     backend: Backend,
     now: i64,
@@ -404,16 +403,20 @@ impl<'a> AccountWrites<'a> {
         AccountWrites { backend, now, inserts }
     }
 
-    /// The inserts with their rows bound, in the order [`AccountWrites::run`] runs them.
-    pub(crate) fn bound(&self) -> Result<Vec<crate::batch::BoundQuery<'_>>> {
-        self.inserts.iter().map(|(_, st)| Ok(st.batch.bind(sqlx::query(&st.sql))?.bind(self.now))).collect()
+    /// The inserts with their rows bound, in the order they run.
+    pub(crate) fn bound(&self) -> Result<crate::batch::Bound<'_, Self>> {
+        let queries = self.inserts.iter().map(|(_, st)| Ok(st.batch.bind(sqlx::query(&st.sql))?.bind(self.now))).collect::<Result<_>>()?;
+        Ok(crate::batch::Bound { writes: self, queries })
     }
+}
 
-    /// Run `bound` ([`AccountWrites::bound`]) inside the caller's
-    /// transaction, and add each new user's memberships.
-    pub(crate) async fn run(&self, conn: &mut AnyConnection, bound: Vec<crate::batch::BoundQuery<'_>>) -> Result<()> {
-        for ((accounts, _), insert) in self.inserts.iter().zip(bound) {
-            let created = crate::batch::inserted_keys(&mut *conn, self.backend, "users", insert).await.map_err(|e| match e {
+impl crate::batch::Bound<'_, AccountWrites<'_>> {
+    /// Run the inserts inside the caller's transaction, and add each new
+    /// user's memberships.
+    pub(crate) async fn run(self, conn: &mut AnyConnection) -> Result<()> {
+        let w = self.writes;
+        for ((accounts, _), insert) in w.inserts.iter().zip(self.queries) {
+            let created = crate::batch::inserted_keys(&mut *conn, w.backend, "users", insert).await.map_err(|e| match e {
                 crate::Error::Database(e) => unique("user")(e),
                 other => other,
             })?;
@@ -433,7 +436,7 @@ impl<'a> AccountWrites<'a> {
             // each organisation is named once per user: no conflict to skip
             // (a speculative `ON CONFLICT` insert cost 15 % more on
             // PostgreSQL).
-            insert_memberships(conn, self.backend, &pairs, false).await?;
+            insert_memberships(conn, w.backend, &pairs, false).await?;
         }
         Ok(())
     }

@@ -323,9 +323,9 @@ pub(crate) fn status_case(row: &str, user: &str) -> String {
     status_rule(row, user, &format!("EXISTS (SELECT 1 FROM users u WHERE u.id = {user} AND {})", user_differs(row, "u")))
 }
 
-/// The status of a changed row as its write in [`RowWrites::run`]
-/// leaves it (`v`: the new values; the row keeps its id, immutable id and
-/// user): the status computation that follows marks the row and computes
+/// The status of a changed row as its update ([`RowWrites`]) leaves it
+/// (`v`: the new values; the row keeps its id, immutable id and user): the
+/// status computation that follows marks the row and computes
 /// it again, and writes it only where it differs. With the entry's own
 /// problem as the row's, as the write leaves it, that is where another
 /// entry or user gives it a problem. Before, every changed row was written
@@ -554,7 +554,7 @@ async fn note_inserted(
 /// A page's staged rows compared with the stored ones
 /// ([`Store::row_writes`]) and made into statements, before the write
 /// transaction: [`RowWrites::bound`] binds them, still outside it, and
-/// [`RowWrites::run`] runs them in it. On SQLite the transaction holds
+/// the bound statements' `run` runs them in it. On SQLite the transaction holds
 /// the process's one write turn, and a first sync's pages queue for it:
 /// each page made its 1,000 search texts and bound its 19,000 values in
 /// the turn while the database waited. Bound before, the median turn a
@@ -575,42 +575,40 @@ pub(crate) struct RowWrites<'r, 'a> {
 }
 
 impl<'r, 'a> RowWrites<'r, 'a> {
-    /// The statements with their rows bound, in the order [`RowWrites::run`]
-    /// runs them: the updates, then the inserts.
-    pub(crate) fn bound(&self) -> Result<Vec<crate::batch::BoundQuery<'_>>> {
-        let mut out = Vec::with_capacity(self.updates.len() + self.inserts.len());
+    /// The statements with their rows bound, in the order they run: the
+    /// updates, then the inserts.
+    pub(crate) fn bound(&self) -> Result<crate::batch::Bound<'_, Self>> {
+        let mut queries = Vec::with_capacity(self.updates.len() + self.inserts.len());
         for (_, st) in &self.updates {
-            out.push(st.batch.bind(sqlx::query(&st.sql))?);
+            queries.push(st.batch.bind(sqlx::query(&st.sql))?);
         }
         for (_, st) in &self.inserts {
             let mut q = st.batch.bind(sqlx::query(&st.sql))?.bind(self.directory);
             if let Some(rules) = self.link {
                 q = q.bind(rules);
             }
-            out.push(q);
+            queries.push(q);
         }
-        Ok(out)
+        Ok(crate::batch::Bound { writes: self, queries })
     }
+}
 
-    /// Run `bound` ([`RowWrites::bound`]) inside the caller's transaction.
-    /// Returns the ids of the rows written (new or changed), which the
-    /// caller passes to [`note_written`] last before its commit.
-    pub(crate) async fn run(
-        &self,
-        tx: &mut crate::WriteTx,
-        bound: Vec<crate::batch::BoundQuery<'_>>,
-        out: &mut StagedPage,
-    ) -> Result<Vec<i64>> {
-        out.ids.extend_from_slice(&self.ids);
-        let mut written = self.changed.clone();
-        let mut bound = bound.into_iter();
-        for ((rows, _), q) in self.updates.iter().zip(bound.by_ref()) {
+impl crate::batch::Bound<'_, RowWrites<'_, '_>> {
+    /// Run the statements inside the caller's transaction. Returns the ids
+    /// of the rows written (new or changed), which the caller passes to
+    /// [`note_written`] last before its commit.
+    pub(crate) async fn run(self, tx: &mut crate::WriteTx, out: &mut StagedPage) -> Result<Vec<i64>> {
+        let w = self.writes;
+        out.ids.extend_from_slice(&w.ids);
+        let mut written = w.changed.clone();
+        let mut queries = self.queries.into_iter();
+        for ((rows, _), q) in w.updates.iter().zip(queries.by_ref()) {
             q.execute(&mut **tx).await?;
             out.updated += rows;
         }
-        for ((chunk, _), q) in self.inserts.iter().zip(bound) {
-            let returned = crate::batch::inserted_keys(tx, self.backend, "staged_users", q).await?;
-            note_inserted(tx, self.directory, chunk, returned, out, &mut written).await?;
+        for ((chunk, _), q) in w.inserts.iter().zip(queries) {
+            let returned = crate::batch::inserted_keys(tx, w.backend, "staged_users", q).await?;
+            note_inserted(tx, w.directory, chunk, returned, out, &mut written).await?;
         }
         Ok(written)
     }
@@ -623,8 +621,8 @@ pub(crate) fn once_with_hashes<'r, 'a>(rows: &'r [NewStaged<'a>]) -> Vec<(&'r Ne
     rows.iter().filter(|r| seen.insert(r.external_id)).map(|r| (r, r.hash())).collect()
 }
 
-/// After [`RowWrites::run`], last before the commit: the snapshot's
-/// version moves on, and the rows written (new or changed) get a new
+/// After a page's writes ([`RowWrites`]), last before the commit: the
+/// snapshot's version moves on, and the rows written (new or changed) get a new
 /// status: marked, unless every row counts as marked already. Last,
 /// because the snapshot's row stays locked until the commit: two pages
 /// stored at once (PostgreSQL) wait for each other only that long.
@@ -768,14 +766,13 @@ impl Store {
                 let writes = self.row_writes(directory, rows, known, None, true);
                 let bound = writes.bound()?;
                 tx = self.page_tx().await?;
-                writes.run(&mut tx, bound, &mut out).await?
+                bound.run(&mut tx, &mut out).await?
             }
             None => {
                 tx = self.page_tx().await?;
                 let stored = read_stored(&mut tx, directory, &rows).await?;
                 let writes = self.row_writes(directory, rows, &stored, None, false);
-                let bound = writes.bound()?;
-                writes.run(&mut tx, bound, &mut out).await?
+                writes.bound()?.run(&mut tx, &mut out).await?
             }
         };
         note_written(&mut tx, self.backend, directory, out.inserted, &written).await?;
