@@ -614,6 +614,100 @@ impl crate::batch::Bound<'_, RowWrites<'_, '_>> {
     }
 }
 
+impl<'r, 'a> RowWrites<'r, 'a> {
+    /// SQLite: add the statements to `script` ([`crate::batch::Script`]):
+    /// the updates, then each insert with the read-back of the rows it
+    /// added and the snapshot's count of them, taken from `changes()`
+    /// (the rows an insert adds under the write lock have the largest ids
+    /// of the table, [`crate::batch::inserted_keys`]), and last the
+    /// snapshot's flag ([`note_written`]). [`ScriptedRows::finish`] reads
+    /// what they returned.
+    pub(crate) fn into_script<'s>(self, script: &mut crate::batch::Script<'s>) -> ScriptedRows<'r, 'a>
+    where
+        'r: 's,
+        'a: 's,
+    {
+        use crate::batch::Cell;
+        let mut scripted = ScriptedRows { directory: self.directory, ids: self.ids, changed: self.changed, updated: 0, chunks: Vec::new() };
+        for (rows, st) in self.updates {
+            scripted.updated += rows;
+            script.push(&st.sql, Some(st.batch), &[]);
+        }
+        let count = |added: &str| {
+            format!(
+                "INSERT INTO staging_snapshots (directory, version, row_count) VALUES ($1, 1, {added}) ON CONFLICT (directory) \
+                 DO UPDATE SET version = staging_snapshots.version + 1, row_count = staging_snapshots.row_count + excluded.row_count"
+            )
+        };
+        let directory = Cell::Text(self.directory);
+        for (chunk, st) in self.inserts {
+            let mut params = vec![directory.clone()];
+            params.extend(self.link.map(Cell::Text));
+            script.push(&st.sql, Some(st.batch), &params);
+            script.push(
+                "SELECT COALESCE(json_group_array(json_array(id, external_id)), '[]'), changes(), \
+                 (SELECT MAX(id) FROM staged_users) FROM staged_users WHERE id > (SELECT MAX(id) FROM staged_users) - changes()",
+                None,
+                &[],
+            );
+            script.push(&count("changes()"), None, &[directory.clone()]);
+            scripted.chunks.push(chunk);
+        }
+        if scripted.chunks.is_empty() && !scripted.changed.is_empty() {
+            script.push(&count("0"), None, &[directory.clone()]);
+        }
+        script.push("SELECT all_marked FROM staging_snapshots WHERE directory = $1", None, &[directory]);
+        scripted
+    }
+}
+
+/// A page's rows written by a script ([`RowWrites::into_script`]), for
+/// reading what it returned.
+pub(crate) struct ScriptedRows<'r, 'a> {
+    directory: &'r str,
+    ids: Vec<i64>,
+    changed: Vec<i64>,
+    updated: u64,
+    chunks: Vec<Vec<(&'r NewStaged<'a>, i64)>>,
+}
+
+impl ScriptedRows<'_, '_> {
+    /// After the script ran in `tx`, which returned `returned` (its rows,
+    /// in order): the page's ids and new rows go to `out`, and the rows
+    /// written are marked for a new status unless every row counts as
+    /// marked.
+    pub(crate) async fn finish(self, tx: &mut crate::WriteTx, returned: Vec<sqlx::any::AnyRow>, out: &mut StagedPage) -> Result<()> {
+        let protocol = |m: String| crate::Error::Database(sqlx::Error::Protocol(m));
+        out.ids.extend_from_slice(&self.ids);
+        out.updated += self.updated;
+        let mut written = self.changed;
+        let mut returned = returned.into_iter();
+        for chunk in &self.chunks {
+            let row = returned.next().ok_or_else(|| protocol("a page's script returned fewer rows than its inserts".into()))?;
+            let (text, added, top): (String, i64, Option<i64>) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let keys: Vec<(i64, String)> =
+                serde_json::from_str(&text).map_err(|e| crate::Error::Database(sqlx::Error::Decode(Box::new(e))))?;
+            // SQLite gives random ids once they reach the largest integer:
+            // the largest ids are then not the insert's.
+            if top == Some(i64::MAX) || keys.len() as i64 != added {
+                return Err(protocol(format!(
+                    "staged_users: {added} rows inserted but {} read back (the table's ids are exhausted)",
+                    keys.len()
+                )));
+            }
+            note_inserted(tx, self.directory, chunk, keys, out, &mut written).await?;
+        }
+        let all_marked: i64 = match returned.next() {
+            Some(row) => row.try_get(0)?,
+            None => return Err(protocol("a page's script returned no snapshot flag".into())),
+        };
+        if !written.is_empty() && all_marked == 0 {
+            mark_dirty(tx, Backend::Sqlite, self.directory, &written).await?;
+        }
+        Ok(())
+    }
+}
+
 /// A page's rows, each entry once (search OUs that overlap list one
 /// twice), with its content hash, computed once.
 pub(crate) fn once_with_hashes<'r, 'a>(rows: &'r [NewStaged<'a>]) -> Vec<(&'r NewStaged<'a>, i64)> {

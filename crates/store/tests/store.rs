@@ -1910,6 +1910,42 @@ async fn sqlite_bulk_create_refuses_when_the_ids_are_exhausted() {
     assert!(store.find_user("a").await.unwrap().is_none(), "nothing of the create is kept");
 }
 
+// The same on a first sync's page (SQLite reads the rows its script
+// inserted back as the largest ids): refused, and nothing of it is kept.
+#[tokio::test]
+async fn sqlite_first_load_page_refuses_when_the_snapshot_ids_are_exhausted() {
+    use bindery_model::{ItemOutcome, RunKind, SyncAction};
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.store.clone();
+    let org = store.insert_organisation("Default", true, 1).await.unwrap();
+    let run = store.start_run("ldap", RunKind::Sync, "admin", false, 10).await.unwrap();
+    store.begin_staging("ldap", run).await.unwrap();
+    sqlx::query(
+        "INSERT INTO staged_users (id, directory, external_id, dn, username, username_key, name, email, groups, dir_state) \
+         VALUES (9223372036854775807, 'other', 'uuid-last', '', 'last', 'last', '', '', '', '')",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let rows = [staged("uuid-ann", "ann", "ann", "ann@example.org", ""), staged("uuid-bo", "bo", "bo", "bo@example.org", "")];
+    let account = ldap_account("ann", org);
+    let item = bindery_store::NewItem {
+        action: SyncAction::Create,
+        username: "ann",
+        user_id: None,
+        staged_id: None,
+        reason: "new",
+        outcome: ItemOutcome::Applied,
+        change_json: String::new(),
+    };
+    let err =
+        store.load_page("ldap", &rows, &std::collections::HashMap::new(), run, "rules", vec![(&account, item)], 20).await.unwrap_err();
+    assert!(err.to_string().contains("ids are exhausted"), "{err}");
+    assert!(store.find_user("ann").await.unwrap().is_none(), "nothing of the page is kept");
+    let staged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM staged_users").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(staged, 1);
+}
+
 // A first load's status computation (issue 16): the rows its pages created
 // users for keep the status they were inserted with, and only the others
 // are computed (`Store::mark_first_load`): the row with no user, and the
@@ -1955,7 +1991,50 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
             (a, item)
         })
         .collect();
-    store.load_page("ldap", &rows, &std::collections::HashMap::new(), run, "rules", creates, 20).await.unwrap();
+    let page = store.load_page("ldap", &rows, &std::collections::HashMap::new(), run, "rules", creates, 20).await.unwrap();
+    // What the page wrote with its users: each created user's membership,
+    // each item pointing at its entry's row, the snapshot's count.
+    let staged_ids: std::collections::HashMap<String, i64> =
+        sqlx::query_as("SELECT external_id, id FROM staged_users").fetch_all(store.pool()).await.unwrap().into_iter().collect();
+    assert_eq!(page.inserted, 3);
+    let mut new_rows = page.new_rows.clone();
+    new_rows.sort();
+    let mut expected: Vec<(String, i64)> = staged_ids.clone().into_iter().collect();
+    expected.sort();
+    assert_eq!(new_rows, expected, "the page's new rows with their ids");
+    let mut ids = page.ids.clone();
+    ids.sort();
+    let mut all: Vec<i64> = staged_ids.values().copied().collect();
+    all.sort();
+    assert_eq!(ids, all);
+    let members: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT u.username, m.organisation_id FROM user_organisations m JOIN users u ON u.id = m.user_id ORDER BY u.username",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(members, vec![("ann".into(), org), ("cy".into(), org)]);
+    let items: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT username, staged_id FROM sync_items WHERE run_id = $1 ORDER BY username")
+            .bind(run)
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(items, vec![("ann".into(), Some(staged_ids["uuid-ann"])), ("cy".into(), Some(staged_ids["uuid-cy"]))]);
+    let counted: i64 =
+        sqlx::query_scalar("SELECT row_count FROM staging_snapshots WHERE directory = 'ldap'").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(counted, 3);
+    // A page of overlapping search OUs lists dee again: kept as it is, by
+    // its id; only the new entry is inserted and counted.
+    let again = [staged("uuid-dee", "dee", "dee", "dee@example.org", ""), staged("uuid-eve", "eve", "eve", "eve@example.org", "")];
+    let page = store.load_page("ldap", &again, &std::collections::HashMap::new(), run, "rules", Vec::new(), 21).await.unwrap();
+    assert_eq!(page.inserted, 1);
+    assert!(page.ids.contains(&staged_ids["uuid-dee"]) && page.ids.len() == 2, "{:?}", page.ids);
+    let counted: i64 =
+        sqlx::query_scalar("SELECT row_count FROM staging_snapshots WHERE directory = 'ldap'").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(counted, 4);
+    sqlx::query("DELETE FROM staged_users WHERE external_id = 'uuid-eve'").execute(store.pool()).await.unwrap();
+    sqlx::query("UPDATE staging_snapshots SET row_count = 3").execute(store.pool()).await.unwrap();
     let status = |store: Store| async move {
         let mut all: Vec<(String, String, bool)> = store
             .staged_rows("ldap", &StagedFilter::default(), None)
