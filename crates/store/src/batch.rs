@@ -132,9 +132,9 @@ impl<'a> Batch<'a> {
     /// (`sqlite3`'s statement heap) and took 4.4 ms to run prepared anew
     /// against 0.8 ms from the cache (Python's `sqlite3`). With a text for
     /// each number of rows, pages of varying sizes (a first sync's users:
-    /// as many as each page had clean entries) each added a text, and a
-    /// script ([`Script`]) of several such statements held them all.
-    /// Rounded, a statement of up to 1,000 rows has seven texts.
+    /// as many as each page had clean entries) each added a text of their
+    /// own, kept until a hundred others pushed it out. Rounded, a
+    /// statement of up to 1,000 rows has seven texts.
     fn slots(&self) -> usize {
         self.rows().next_power_of_two().max(16)
     }
@@ -269,92 +269,10 @@ pub(crate) async fn inserted_keys<'q>(
     }
 }
 
-/// SQLite: several statements sent to its worker thread as one, each
-/// with its rows ([`Batch`]) and other parameters bound in the order they
-/// appear. Each statement sent alone is a round trip between the async
-/// side and the connection's worker thread: a first sync's page made
-/// twelve of them in its write turn (begin, users, their read-back,
-/// memberships, rows, their read-back, items, the snapshot's count, its
-/// flag, commit), and the statement log of 100,000 users showed 0.1-0.45 ms
-/// between one statement's end and the next one's start, about a third of
-/// the turn. A script is one round trip; the rows it returns are those of
-/// its statements that return rows, in order.
-///
-/// Every parameter is anonymous (`?`): sqlx binds a multi-statement's
-/// anonymous parameters in order across its statements, but a numbered
-/// one (`$N`) by its absolute position in the whole list. The statements
-/// are written as for [`Batch`] (rows as `?`, other parameters as
-/// [`Batch::param`]); [`Script::push`] turns each `$N` into `?` with its
-/// value in place.
-#[derive(Default)]
-pub(crate) struct Script<'a> {
-    sql: String,
-    values: Vec<Cell<'a>>,
-}
-
-impl<'a> Script<'a> {
-    /// Add a statement: `sql` with `rows` (a [`Batch`] of `Backend::Sqlite`,
-    /// whose [`Batch::source`] it holds, or `None`) and `params`, the values
-    /// of its `$N` placeholders in the numbering of [`Batch::param`]
-    /// (`$1` first for a statement without rows).
-    pub(crate) fn push(&mut self, sql: &str, rows: Option<Batch<'a>>, params: &[Cell<'a>]) {
-        let (mut cells, before): (Box<dyn Iterator<Item = Cell<'a>>>, usize) = match rows {
-            Some(b) => {
-                debug_assert_eq!(b.backend, Backend::Sqlite, "a script is SQLite's");
-                let n = b.slots() * b.columns.len();
-                let padding: Vec<Cell<'a>> = b.padding().collect();
-                (Box::new(b.cells.into_iter().chain(padding)), n)
-            }
-            None => (Box::new(std::iter::empty()), 0),
-        };
-        if !self.sql.is_empty() {
-            self.sql.push_str(";\n");
-        }
-        let mut quoted = false;
-        let mut chars = sql.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\'' => quoted = !quoted,
-                '?' if !quoted => {
-                    self.values.push(cells.next().expect("a row value for each ? of a script's statement"));
-                }
-                '$' if !quoted && sql[i + 1..].starts_with(|d: char| d.is_ascii_digit()) => {
-                    let mut end = i + 1;
-                    while let Some((j, d)) = chars.peek().copied().filter(|(_, d)| d.is_ascii_digit()) {
-                        end = j + d.len_utf8();
-                        chars.next();
-                    }
-                    let n: usize = sql[i + 1..end].parse().expect("a numbered parameter ($N) in a script's statement");
-                    self.values.push(params[n - before - 1].clone());
-                    self.sql.push('?');
-                    continue;
-                }
-                _ => {}
-            }
-            self.sql.push(c);
-        }
-        debug_assert!(cells.next().is_none(), "every row value of a script's statement has its ?");
-    }
-
-    /// The statements as one query, every value bound.
-    pub(crate) fn query(&self) -> BoundQuery<'_> {
-        self.values.iter().fold(sqlx::query(&self.sql), |q, cell| cell.bind(q))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Col::{Int, Text};
-
-    fn text(cell: &Cell<'_>) -> String {
-        match cell {
-            Cell::Text(v) => format!("'{v}'"),
-            Cell::Owned(v) => format!("'{v}'"),
-            Cell::Int(v) => v.to_string(),
-            Cell::Null => "NULL".into(),
-        }
-    }
 
     // A SQLite batch is written for its rows rounded up to a power of two,
     // the rest bound as NULL and left out; its other parameters come after.
@@ -370,35 +288,5 @@ mod tests {
         assert!(source.ends_with(") WHERE column1 IS NOT NULL"), "{source}");
         assert_eq!(batch.param(1), "$65");
         assert_eq!(Batch::new(Backend::Sqlite, &COLUMNS, 0).source().matches('?').count(), 32, "at least 16 rows");
-    }
-
-    // A script's statements have anonymous parameters only, each value in
-    // the place of its `?` or `$N`; quoted text is left as it is.
-    #[test]
-    fn a_script_binds_each_value_where_it_appears() {
-        const COLUMNS: [crate::Col; 1] = [Text("name")];
-        let mut batch = Batch::new(Backend::Sqlite, &COLUMNS, 1);
-        batch.push([Cell::Text("ann")]);
-        let sql = format!(
-            "INSERT INTO t (a, b, c) SELECT {}, r.name, '$1 ?' FROM ({}) r WHERE {} > 0",
-            batch.param(1),
-            batch.source(),
-            batch.param(2)
-        );
-        let mut script = Script::default();
-        script.push("SELECT $2, $1", None, &[Cell::Int(1), Cell::Int(2)]);
-        script.push(&sql, Some(batch), &[Cell::Text("dir"), Cell::Int(7)]);
-        let (first, second) = script.sql.split_once(";\n").unwrap();
-        assert_eq!(first, "SELECT ?, ?");
-        assert!(
-            second.starts_with("INSERT INTO t (a, b, c) SELECT ?, r.name, '$1 ?' FROM (SELECT column1 AS name FROM (VALUES (?),"),
-            "{second}"
-        );
-        assert!(second.ends_with(" WHERE column1 IS NOT NULL) r WHERE ? > 0"), "{second}");
-        let values: Vec<String> = script.values.iter().map(text).collect();
-        let mut expected = vec!["2", "1", "'dir'", "'ann'"];
-        expected.extend(["NULL"; 15]);
-        expected.push("7");
-        assert_eq!(values, expected);
     }
 }

@@ -89,21 +89,6 @@ impl Store {
         // the write turn is taken (`staging::RowWrites`).
         let accounts: Vec<&NewAccount> = creates.iter().map(|(a, _)| *a).collect();
         let users = crate::identity::AccountWrites::new(self.backend, &accounts, now);
-        if self.backend == Backend::Sqlite {
-            // All of it one script, one round trip in the write turn
-            // (`batch::Script`): each item finds its row by its entry.
-            let items: Vec<(&str, NewItem<'_>)> = creates.into_iter().map(|(a, item)| (a.external_id.as_str(), item)).collect();
-            let mut script = crate::batch::Script::default();
-            users.into_script(&mut script);
-            let writes = self.row_writes(directory, rows, known, Some(rules), true).into_script(&mut script);
-            crate::runs::script_created_items(&mut script, run, directory, &items);
-            let query = script.query();
-            let mut tx = self.page_tx().await?;
-            let returned = query.fetch_all(&mut *tx).await.map_err(crate::unique("user"))?;
-            writes.finish(&mut tx, returned, &mut out).await?;
-            tx.commit().await?;
-            return Ok(out);
-        }
         let users_bound = users.bound()?;
         let writes = self.row_writes(directory, rows, known, Some(rules), true);
         let bound = writes.bound()?;

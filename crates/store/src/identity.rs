@@ -410,45 +410,6 @@ impl<'a> AccountWrites<'a> {
     }
 }
 
-impl<'a> AccountWrites<'a> {
-    /// SQLite: add the inserts to `script` ([`crate::batch::Script`]), each
-    /// followed by its users' memberships, found by their usernames (the
-    /// users are new in the script's transaction, which fails whole when a
-    /// username is taken).
-    pub(crate) fn into_script(self, script: &mut crate::batch::Script<'a>) {
-        use crate::batch::Cell;
-        use crate::Col::{Int, Text};
-        const COLUMNS: [crate::Col; 3] = [Text("username_key"), Int("organisation_id"), Text("source")];
-        for (accounts, st) in self.inserts {
-            script.push(&st.sql, Some(st.batch), &[Cell::Int(self.now)]);
-            let pairs: Vec<(&str, i64, &str)> = accounts
-                .iter()
-                .flat_map(|a| {
-                    let mut seen = std::collections::HashSet::new();
-                    a.organisations
-                        .iter()
-                        .filter(move |(org, _)| seen.insert(*org))
-                        .map(|(org, source)| (a.username_key.as_str(), *org, source.as_str()))
-                })
-                .collect();
-            for chunk in pairs.chunks(1000) {
-                let mut batch = crate::batch::Batch::new(self.backend, &COLUMNS, chunk.len());
-                for (key, org, source) in chunk {
-                    batch.push([Cell::Text(key), Cell::Int(*org), Cell::Text(source)]);
-                }
-                // Each row's user looked up by its unique username key
-                // (`CROSS JOIN` keeps the rows outside).
-                let sql = format!(
-                    "INSERT INTO user_organisations (user_id, organisation_id, source) SELECT u.id, m.organisation_id, m.source \
-                     FROM ({}) m CROSS JOIN users u WHERE u.username_key = m.username_key",
-                    batch.source()
-                );
-                script.push(&sql, Some(batch), &[]);
-            }
-        }
-    }
-}
-
 impl crate::batch::Bound<'_, AccountWrites<'_>> {
     /// Run the inserts inside the caller's transaction, and add each new
     /// user's memberships.

@@ -1215,7 +1215,7 @@ impl Store {
     }
 }
 
-pub(crate) fn unique(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
+fn unique(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
     move |e| match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => Error::Conflict(what),
         _ => Error::Database(e),

@@ -370,45 +370,6 @@ pub(crate) async fn insert_items_in(tx: &mut crate::WriteTx, backend: Backend, r
     Ok(())
 }
 
-/// SQLite: add the items of users a page creates to `script`
-/// ([`crate::batch::Script`]), each `(external_id, item)` recorded with
-/// the id of its entry's row in `directory`'s snapshot, which the script
-/// inserted before.
-pub(crate) fn script_created_items<'a>(
-    script: &mut crate::batch::Script<'a>,
-    run_id: i64,
-    directory: &'a str,
-    items: &'a [(&'a str, NewItem<'a>)],
-) {
-    use crate::batch::Cell;
-    use crate::Col::{Int, Text};
-    const COLUMNS: [crate::Col; 7] =
-        [Text("action"), Text("username"), Int("user_id"), Text("external_id"), Text("reason"), Text("outcome"), Text("change_json")];
-    for chunk in items.chunks(1000) {
-        let mut batch = crate::batch::Batch::new(Backend::Sqlite, &COLUMNS, chunk.len());
-        for (external_id, it) in chunk {
-            batch.push([
-                Cell::Text(it.action.as_str()),
-                Cell::Text(it.username),
-                it.user_id.into(),
-                Cell::Text(external_id),
-                Cell::Text(it.reason),
-                Cell::Text(it.outcome.as_str()),
-                Cell::Text(&it.change_json),
-            ]);
-        }
-        let sql = format!(
-            "INSERT INTO sync_items (run_id, action, username, user_id, staged_id, reason, outcome, change_json) \
-             SELECT {}, i.action, i.username, i.user_id, (SELECT s.id FROM staged_users s WHERE s.directory = {} AND s.external_id = i.external_id), \
-             i.reason, i.outcome, i.change_json FROM ({}) i",
-            batch.param(1),
-            batch.param(2),
-            batch.source()
-        );
-        script.push(&sql, Some(batch), &[Cell::Int(run_id), Cell::Text(directory)]);
-    }
-}
-
 /// A new run's row, `running`; its id.
 async fn insert_run(
     conn: &mut sqlx::AnyConnection,
