@@ -1910,8 +1910,9 @@ async fn sqlite_bulk_create_refuses_when_the_ids_are_exhausted() {
     assert!(store.find_user("a").await.unwrap().is_none(), "nothing of the create is kept");
 }
 
-// The same on a first sync's page (SQLite reads the rows its script
-// inserted back as the largest ids): refused, and nothing of it is kept.
+// The same on a first sync's page (SQLite reads the snapshot rows it
+// inserted back as those above the largest id before): refused, and
+// nothing of it is kept.
 #[tokio::test]
 async fn sqlite_first_load_page_refuses_when_the_snapshot_ids_are_exhausted() {
     use bindery_model::{ItemOutcome, RunKind, SyncAction};
