@@ -39,18 +39,6 @@ pub(crate) enum Cell<'a> {
     Null,
 }
 
-impl<'a> Cell<'a> {
-    /// Bind the field as the next parameter of `q`.
-    fn bind<'q>(&'q self, q: BoundQuery<'q>) -> BoundQuery<'q> {
-        match self {
-            Cell::Text(v) => q.bind(*v),
-            Cell::Owned(v) => q.bind(v.as_str()),
-            Cell::Int(v) => q.bind(*v),
-            Cell::Null => q.bind(None::<i64>),
-        }
-    }
-}
-
 impl<'a> From<&'a str> for Cell<'a> {
     fn from(v: &'a str) -> Self {
         Cell::Text(v)
@@ -139,9 +127,10 @@ impl<'a> Batch<'a> {
         self.rows().next_power_of_two().max(16)
     }
 
-    /// SQLite: the NULL fields of the rows beyond the batch's ([`Batch::slots`]).
-    fn padding(&self) -> impl Iterator<Item = Cell<'a>> {
-        std::iter::repeat_n(Cell::Null, (self.slots() - self.rows()) * self.columns.len())
+    /// SQLite: how many NULL fields the rows beyond the batch's take
+    /// ([`Batch::slots`]).
+    fn padding(&self) -> usize {
+        (self.slots() - self.rows()) * self.columns.len()
     }
 
     /// The rows as a subquery with the columns' names.
@@ -205,9 +194,14 @@ impl<'a> Batch<'a> {
             }
             Backend::Sqlite => {
                 for cell in &self.cells {
-                    q = cell.bind(q);
+                    q = match cell {
+                        Cell::Text(v) => q.bind(*v),
+                        Cell::Owned(v) => q.bind(v.as_str()),
+                        Cell::Int(v) => q.bind(*v),
+                        Cell::Null => q.bind(None::<i64>),
+                    };
                 }
-                Ok(self.padding().fold(q, |q, _| q.bind(None::<i64>)))
+                Ok((0..self.padding()).fold(q, |q, _| q.bind(None::<i64>)))
             }
         }
     }
