@@ -161,8 +161,9 @@ impl Service {
         tokio::spawn(async move {
             let keep = lease.keep_alive(svc.store.clone());
             let r = svc.enumerate_into_staging(kind, id, &cfg, &cancel, None).await;
-            // Before the run ends: whoever sees it done sees the import table indexed.
-            svc.end_bulk_load(id).await;
+            // Before the run ends (PostgreSQL): whoever sees it done sees
+            // the import table indexed.
+            svc.end_bulk_load_within_run(id).await;
             let r = match r {
                 Ok(e) if e.complete => {
                     svc.store
@@ -184,6 +185,9 @@ impl Service {
             }
             svc.jobs.map().remove(&id);
             keep.release(&svc.store).await;
+            // SQLite's search index, once the run has ended
+            // (`Store::end_bulk_load_within_run`).
+            svc.end_bulk_load(id).await;
         });
         self.audit(actor, "directory.fetch_users", &format!("directory:{}", kind.as_str()), None, Some(serde_json::json!({ "run": id })))
             .await;
@@ -277,9 +281,10 @@ impl Service {
         .await;
         let done = match result {
             Ok(t) => {
-                // A bulk load ends with its enumeration: the indexes are
-                // built, and the statistics refreshed next cover them.
-                // (Anything else ends it when the run ends.)
+                // A bulk load ends with its enumeration: PostgreSQL's
+                // indexes are built, and the statistics refreshed next
+                // cover them (SQLite's search index is filled once the run
+                // has ended; anything else ends the load then too).
                 if bulk {
                     self.store.end_bulk_load_unanalysed().await?;
                 }

@@ -395,7 +395,7 @@ impl<'a> AccountWrites<'a> {
                  SELECT a.username, a.username_key, a.name, a.email, a.role, a.source, a.active, NULL, 0, a.external_id, {now}, {now}, {now}, \
                  1 - a.active FROM ({}) a WHERE true{}",
                 batch.source(),
-                crate::batch::returning_keys(backend),
+                crate::batch::returning_keys(backend, "users"),
                 now = batch.param(1),
             );
             inserts.push((chunk, crate::batch::Statement { sql, batch }));

@@ -1911,8 +1911,8 @@ async fn sqlite_bulk_create_refuses_when_the_ids_are_exhausted() {
 }
 
 // The same on a first sync's page (SQLite reads the snapshot rows it
-// inserted back as those above the largest id before): refused, and
-// nothing of it is kept.
+// inserted back as the last ids up to the last one inserted): refused,
+// and nothing of it is kept.
 #[tokio::test]
 async fn sqlite_first_load_page_refuses_when_the_snapshot_ids_are_exhausted() {
     use bindery_model::{ItemOutcome, RunKind, SyncAction};

@@ -108,7 +108,7 @@ impl Service {
         // once, after the vacuum. A failed build is logged, not the run's
         // failure: what it applied stands, and the next run or start
         // builds them.
-        if self.end_bulk_load(id).await {
+        if self.end_bulk_load_within_run(id).await {
             counts.notes.push(super::BULK_LOAD_NOTE.into());
         }
         counts.apply_ms = started.elapsed().as_millis() as i64;

@@ -71,11 +71,15 @@ impl Service {
             {
                 tracing::error!(run = id, error = %e, "sync failed");
                 // A run that failed before the end of its apply.
-                svc.end_bulk_load(id).await;
+                svc.end_bulk_load_within_run(id).await;
                 let _ = svc.store.finish_run(id, RunState::Failed, false, &e.to_string(), "{}", now_ms()).await;
             }
             svc.jobs.map().remove(&id);
             keep.release(&svc.store).await;
+            // Once the run has ended and its lease is free (the next run
+            // need not wait for it): SQLite's search index after a first
+            // sync (`Store::end_bulk_load_within_run`).
+            svc.end_bulk_load(id).await;
             svc.notify_recipients(id, &settings).await;
         });
         Ok(run_dto(self.store.get_run(id).await?.ok_or(Error::NotFound("run"))?))
@@ -143,7 +147,7 @@ impl Service {
             notes.push(super::BULK_LOAD_NOTE.into());
         }
         if e.cancelled {
-            self.end_bulk_load(id).await;
+            self.end_bulk_load_within_run(id).await;
             self.store.finish_run(id, RunState::Cancelled, false, &e.error, "{}", now_ms()).await?;
             return Ok(());
         }
@@ -164,7 +168,7 @@ impl Service {
         }
         if dry_run {
             counts.notes.push("dry run: nothing was applied".into());
-            if self.end_bulk_load(id).await {
+            if self.end_bulk_load_within_run(id).await {
                 counts.notes.push(super::BULK_LOAD_NOTE.into());
             }
             return self.finish_sync(id, RunState::Done, e.complete, &e.error, &counts).await;
@@ -174,7 +178,7 @@ impl Service {
                 "held for approval: it would disable {} of {} directory users, more than the threshold of {}%",
                 counts.disable, counts.directory_users, settings.threshold_percent
             ));
-            if self.end_bulk_load(id).await {
+            if self.end_bulk_load_within_run(id).await {
                 counts.notes.push(super::BULK_LOAD_NOTE.into());
             }
             return self.finish_sync(id, RunState::Held, e.complete, &e.error, &counts).await;
@@ -292,12 +296,22 @@ impl Service {
         Ok(kept)
     }
 
-    /// End a bulk load the run began, if it is still pending; logged, not
-    /// returned: the run's own result is recorded already, and the next
-    /// run or start builds the indexes again.
+    /// End a bulk load the run began, if it is still pending, once the run
+    /// has ended; logged, not returned: the run's own result is recorded
+    /// already, and the next run or start builds the indexes again.
     /// Returns whether it built any.
     pub(crate) async fn end_bulk_load(&self, run: i64) -> bool {
         self.store.end_bulk_load().await.unwrap_or_else(|e| {
+            tracing::error!(run, error = %e, "building the import table's indexes after a bulk load failed");
+            false
+        })
+    }
+
+    /// [`Service::end_bulk_load`] inside the run, before what it reads
+    /// next: PostgreSQL's indexes (SQLite's search index waits for the
+    /// run's end, `Store::end_bulk_load_within_run`).
+    pub(crate) async fn end_bulk_load_within_run(&self, run: i64) -> bool {
+        self.store.end_bulk_load_within_run().await.unwrap_or_else(|e| {
             tracing::error!(run, error = %e, "building the import table's indexes after a bulk load failed");
             false
         })
