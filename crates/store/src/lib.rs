@@ -137,9 +137,18 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 struct Checkpointer {
     pool: AnyPool,
     stop: tokio::sync::watch::Sender<()>,
-    /// Until when (milliseconds since the epoch) a bulk load counts as
-    /// under way ([`Store::begin_bulk_load`]): see [`WAL_PAUSE_PAGES_BULK`].
-    bulk_until: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// A bulk load's times ([`Store::begin_bulk_load`]).
+    bulk: std::sync::Arc<BulkClock>,
+}
+
+/// When a bulk load began and until when it counts as under way
+/// (milliseconds since the epoch; 0: none), for the checkpointer.
+#[derive(Default)]
+struct BulkClock {
+    /// See [`WAL_PAUSE_PAGES_BULK`].
+    until: std::sync::atomic::AtomicU64,
+    /// See [`BULK_CHECKPOINT_HOLD`].
+    since: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Checkpointer {
@@ -158,7 +167,8 @@ const WAL_PAUSE_PAGES: i64 = 4096;
 /// first sync of 100,000 users; with this limit none comes before the load
 /// ends, which measured 2.09 / 2.18 s against 2.28 / 2.26 s, alternated.
 /// The log then grows to about 180 MB at 100,000 users (the passive
-/// checkpoints keep copying it into the database file meanwhile). The
+/// checkpoints copy it into the database file once the load has ended, or
+/// meanwhile after [`BULK_CHECKPOINT_HOLD`]). The
 /// limit stays [`BULK_AFTERGLOW`] past the load's end: the catch-up that
 /// starts the log over (0.09 s after a load, which blocks every writer)
 /// then comes after the rest of the first sync (its status computation,
@@ -168,6 +178,18 @@ const WAL_PAUSE_PAGES_BULK: i64 = 65536;
 
 /// How long past its end a bulk load still counts for the checkpointer.
 const BULK_AFTERGLOW: Duration = Duration::from_secs(3);
+
+/// For this long from its start, while a bulk load is under way, the
+/// checkpointer leaves the write-ahead log alone. Its passive checkpoints
+/// ran on the second of two cores beside the load's one writer, every
+/// 250 ms, 30-45 ms each at 100,000 users, copying index pages that the
+/// next pages wrote again: without them a first sync took 1.31-1.38 s
+/// against 1.36-1.51 s, five alternated pairs. The log is copied once the
+/// load has ended (passive checkpoints again, then a catch-up if still
+/// past [`WAL_PAUSE_PAGES_BULK`]). Past this time (a load of millions of
+/// entries) the checkpoints resume, so that the log cannot grow without
+/// bound, for instance if a load's end failed and nothing ended it yet.
+const BULK_CHECKPOINT_HOLD: Duration = Duration::from_secs(60);
 
 /// Milliseconds since the Unix epoch (the checkpointer's clock).
 fn epoch_ms() -> u64 {
@@ -190,7 +212,7 @@ fn epoch_ms() -> u64 {
 async fn checkpoints(
     pool: AnyPool,
     gate: std::sync::Arc<tokio::sync::Mutex<()>>,
-    bulk_until: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    bulk: std::sync::Arc<BulkClock>,
     mut stop: tokio::sync::watch::Receiver<()>,
 ) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
@@ -218,7 +240,12 @@ async fn checkpoints(
             _ = stop.changed() => break,
             _ = tick.tick() => {}
         }
-        let pause = match epoch_ms() < bulk_until.load(std::sync::atomic::Ordering::Relaxed) {
+        let (until, since) = (bulk.until.load(std::sync::atomic::Ordering::Relaxed), bulk.since.load(std::sync::atomic::Ordering::Relaxed));
+        let now = epoch_ms();
+        if since != 0 && now.saturating_sub(since) < BULK_CHECKPOINT_HOLD.as_millis() as u64 {
+            continue;
+        }
+        let pause = match now < until {
             true => WAL_PAUSE_PAGES_BULK,
             false => WAL_PAUSE_PAGES,
         };
@@ -382,9 +409,9 @@ impl Store {
                 let pool = open_pool(&opts, backend, 1).await?;
                 let gate = std::sync::Arc::new(tokio::sync::Mutex::new(()));
                 let (stop, stopped) = tokio::sync::watch::channel(());
-                let bulk_until = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-                tokio::spawn(checkpoints(pool.clone(), gate.clone(), bulk_until.clone(), stopped));
-                let checkpointer = std::sync::Arc::new(Checkpointer { pool, stop, bulk_until });
+                let bulk = std::sync::Arc::new(BulkClock::default());
+                tokio::spawn(checkpoints(pool.clone(), gate.clone(), bulk.clone(), stopped));
+                let checkpointer = std::sync::Arc::new(Checkpointer { pool, stop, bulk });
                 (Some(gate), Some(open_pool(&opts, backend, 1).await?), Some(open_pool(&opts, backend, 1).await?), Some(checkpointer))
             }
             Backend::Postgres => (None, None, None, None),
@@ -462,11 +489,13 @@ impl Store {
     }
 
     /// SQLite: tell the background checkpointer that a bulk load is under
-    /// way, or that it ended ([`WAL_PAUSE_PAGES_BULK`], [`BULK_AFTERGLOW`]).
+    /// way, or that it ended ([`WAL_PAUSE_PAGES_BULK`], [`BULK_AFTERGLOW`],
+    /// [`BULK_CHECKPOINT_HOLD`]).
     pub(crate) fn note_bulk_load(&self, under_way: bool) {
         if let Some(c) = &self.checkpointer {
             let until = if under_way { u64::MAX } else { epoch_ms() + BULK_AFTERGLOW.as_millis() as u64 };
-            c.bulk_until.store(until, std::sync::atomic::Ordering::Relaxed);
+            c.bulk.until.store(until, std::sync::atomic::Ordering::Relaxed);
+            c.bulk.since.store(if under_way { epoch_ms() } else { 0 }, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

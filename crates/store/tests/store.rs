@@ -461,6 +461,33 @@ async fn sqlite_background_checkpointer_moves_the_log_into_the_database() {
     }
 }
 
+// While a first sync's bulk load is under way, the checkpointer leaves the
+// log alone (its checkpoints competed with the load's one writer for the
+// second core); once the load ends, it moves the log into the database.
+#[tokio::test]
+async fn sqlite_checkpointer_waits_for_a_bulk_load_to_end() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let file = db.url.trim_start_matches("sqlite:").to_string();
+    let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(db.store.begin_bulk_load().await.unwrap(), "an empty snapshot: a load begins");
+    let before = size(&file);
+    let reason = "x".repeat(500);
+    for i in 0..600 {
+        let line = NewLoginEvent { at: i, username: "bulk", ip: "::1", user_agent: "t", success: false, reason: &reason, method: "web" };
+        db.store.insert_login_event(&line).await.unwrap();
+    }
+    // Four of the checkpointer's ticks.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(size(&file) < before + 300_000, "checkpointed during the load: {} -> {} bytes", before, size(&file));
+    assert!(db.store.end_bulk_load().await.unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size(&file) < before + 300_000 {
+        assert!(std::time::Instant::now() < deadline, "the log was never checkpointed after the load: {} -> {} bytes", before, size(&file));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// `n` of the pool's connections, held at once (so that each is its own).
 async fn held_connections(store: &Store, n: usize) -> Vec<sqlx::pool::PoolConnection<sqlx::Any>> {
     let mut held = Vec::new();
@@ -2051,14 +2078,51 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
         vec![("ann".into(), "imported".into(), true), ("cy".into(), "changed".into(), true), ("dee".into(), "new".into(), false)];
     assert_eq!(status(store.clone()).await, computed);
     // A page of overlapping search OUs lists dee again: kept as it is, by
-    // its id; only the new entry is inserted and counted.
+    // its id; only the new entry is inserted and counted, and eve's user
+    // created, her item pointing at her row.
     let again = [staged("uuid-dee", "dee", "dee", "dee@example.org", ""), staged("uuid-eve", "eve", "eve", "eve@example.org", "")];
-    let page = store.load_page("ldap", &again, &std::collections::HashMap::new(), run, "rules", Vec::new(), 21).await.unwrap();
+    let eve = bindery_store::NewAccount {
+        username: "eve".into(),
+        username_key: "eve".into(),
+        name: "eve".into(),
+        email: "eve@example.org".into(),
+        external_id: "uuid-eve".into(),
+        source: UserSource::Ldap,
+        role: bindery_model::Role::User,
+        active: true,
+        organisations: vec![(org, bindery_store::OrgSource::Selection)],
+    };
+    let item = bindery_store::NewItem {
+        action: SyncAction::Create,
+        username: "eve",
+        user_id: None,
+        staged_id: None,
+        reason: "new",
+        outcome: ItemOutcome::Applied,
+        change_json: String::new(),
+    };
+    let page = store.load_page("ldap", &again, &std::collections::HashMap::new(), run, "rules", vec![(&eve, item)], 21).await.unwrap();
     assert_eq!(page.inserted, 1);
     assert!(page.ids.contains(&staged_ids["uuid-dee"]) && page.ids.len() == 2, "{:?}", page.ids);
     let counted: i64 =
         sqlx::query_scalar("SELECT row_count FROM staging_snapshots WHERE directory = 'ldap'").fetch_one(store.pool()).await.unwrap();
     assert_eq!(counted, 4);
+    let eve_row: i64 =
+        sqlx::query_scalar("SELECT id FROM staged_users WHERE external_id = 'uuid-eve'").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(page.new_rows, vec![("uuid-eve".to_string(), eve_row)]);
+    let eve_item: Option<i64> = sqlx::query_scalar("SELECT staged_id FROM sync_items WHERE run_id = $1 AND username = 'eve'")
+        .bind(run)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(eve_item, Some(eve_row), "eve's item points at her row");
+    let eve_orgs: Vec<i64> = sqlx::query_scalar(
+        "SELECT m.organisation_id FROM user_organisations m JOIN users u ON u.id = m.user_id WHERE u.username = 'eve'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(eve_orgs, vec![org]);
 });
 
 // The start of the directory's last complete full sync (a delta mode's
