@@ -435,6 +435,15 @@ both_backends!(staging_statuses_links_and_runs, |store| {
     assert_eq!((r.state.as_str(), r.entries, r.finished_at), ("interrupted", 7, Some(20)));
 });
 
+/// Write 600 login events of 500 bytes (about 300 KB of the log).
+async fn log_300_kb(store: &Store) {
+    let reason = "x".repeat(500);
+    for i in 0..600 {
+        let line = NewLoginEvent { at: i, username: "bulk", ip: "::1", user_agent: "t", success: false, reason: &reason, method: "web" };
+        store.insert_login_event(&line).await.unwrap();
+    }
+}
+
 /// SQLite: no commit checkpoints the write-ahead log (its sync to disk
 /// stalled the login path); the background checkpointer moves it into the
 /// database file within moments.
@@ -442,21 +451,27 @@ both_backends!(staging_statuses_links_and_runs, |store| {
 async fn sqlite_background_checkpointer_moves_the_log_into_the_database() {
     let db = TestDb::new(Backend::Sqlite).await;
     let file = db.url.trim_start_matches("sqlite:").to_string();
-    let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     // Let the checkpointer catch up with the migrations, then stop writing
     // anything else and note the file's size.
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    let before = size(&file);
-    let reason = "x".repeat(500);
-    for i in 0..600 {
-        let line = NewLoginEvent { at: i, username: "bulk", ip: "::1", user_agent: "t", success: false, reason: &reason, method: "web" };
-        db.store.insert_login_event(&line).await.unwrap();
-    }
+    let before = file_size(&file);
+    log_300_kb(&db.store).await;
     let auto: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(db.store.pool()).await.unwrap();
     assert_eq!(auto, 0, "commits never checkpoint");
+    wait_for_checkpoint(&file, before).await;
+}
+
+/// The size of a file (0 if it does not exist).
+fn file_size(path: &str) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Wait (up to 10 s) until the database file has grown by the 300 KB that
+/// [`log_300_kb`] wrote into the log: the log was checkpointed.
+async fn wait_for_checkpoint(file: &str, before: u64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while size(&file) < before + 300_000 {
-        assert!(std::time::Instant::now() < deadline, "the log was never checkpointed: {} -> {} bytes", before, size(&file));
+    while file_size(file) < before + 300_000 {
+        assert!(std::time::Instant::now() < deadline, "the log was never checkpointed: {} -> {} bytes", before, file_size(file));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -468,24 +483,15 @@ async fn sqlite_background_checkpointer_moves_the_log_into_the_database() {
 async fn sqlite_checkpointer_waits_for_a_bulk_load_to_end() {
     let db = TestDb::new(Backend::Sqlite).await;
     let file = db.url.trim_start_matches("sqlite:").to_string();
-    let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert!(db.store.begin_bulk_load().await.unwrap(), "an empty snapshot: a load begins");
-    let before = size(&file);
-    let reason = "x".repeat(500);
-    for i in 0..600 {
-        let line = NewLoginEvent { at: i, username: "bulk", ip: "::1", user_agent: "t", success: false, reason: &reason, method: "web" };
-        db.store.insert_login_event(&line).await.unwrap();
-    }
+    let before = file_size(&file);
+    log_300_kb(&db.store).await;
     // Four of the checkpointer's ticks.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert!(size(&file) < before + 300_000, "checkpointed during the load: {} -> {} bytes", before, size(&file));
+    assert!(file_size(&file) < before + 300_000, "checkpointed during the load: {} -> {} bytes", before, file_size(&file));
     assert!(db.store.end_bulk_load().await.unwrap());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while size(&file) < before + 300_000 {
-        assert!(std::time::Instant::now() < deadline, "the log was never checkpointed after the load: {} -> {} bytes", before, size(&file));
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_checkpoint(&file, before).await;
 }
 
 /// `n` of the pool's connections, held at once (so that each is its own).
@@ -2116,12 +2122,11 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
         .await
         .unwrap();
     assert_eq!(eve_item, Some(eve_row), "eve's item points at her row");
-    let eve_orgs: Vec<i64> = sqlx::query_scalar(
-        "SELECT m.organisation_id FROM user_organisations m JOIN users u ON u.id = m.user_id WHERE u.username = 'eve'",
-    )
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
+    let eve_orgs: Vec<i64> =
+        sqlx::query_scalar("SELECT m.organisation_id FROM user_organisations m JOIN users u ON u.id = m.user_id WHERE u.username = 'eve'")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
     assert_eq!(eve_orgs, vec![org]);
 });
 
