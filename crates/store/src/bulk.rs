@@ -131,9 +131,13 @@ impl Store {
     /// The status computation, the plan and the apply then read an indexed
     /// snapshot, and the snapshot is analysed once, not before and after
     /// its indexes (a quarter of a second of a first sync at 100,000 users).
+    /// On SQLite its rows are in: the checkpointer may copy the log again.
     pub async fn end_bulk_load_unanalysed(&self) -> Result<bool> {
         match self.backend {
-            Backend::Sqlite => Ok(false),
+            Backend::Sqlite => {
+                self.note_bulk_rows_loaded();
+                Ok(false)
+            }
             Backend::Postgres => build_dropped_indexes(&self.pool, false).await,
         }
     }

@@ -185,8 +185,9 @@ const BULK_AFTERGLOW: Duration = Duration::from_secs(3);
 /// 250 ms, 30-45 ms each at 100,000 users, copying index pages that the
 /// next pages wrote again: without them a first sync took 1.31-1.38 s
 /// against 1.36-1.51 s, five alternated pairs. The log is copied once the
-/// load has ended (passive checkpoints again, then a catch-up if still
-/// past [`WAL_PAUSE_PAGES_BULK`]). Past this time (a load of millions of
+/// load's rows are in (passive checkpoints again, beside the rest of the
+/// run and the search index's fill, then a catch-up if still past
+/// [`WAL_PAUSE_PAGES_BULK`]). Past this time (a load of millions of
 /// entries) the checkpoints resume, so that the log cannot grow without
 /// bound, for instance if a load's end failed and nothing ended it yet.
 const BULK_CHECKPOINT_HOLD: Duration = Duration::from_secs(60);
@@ -496,6 +497,15 @@ impl Store {
             let until = if under_way { u64::MAX } else { epoch_ms() + BULK_AFTERGLOW.as_millis() as u64 };
             c.bulk.until.store(until, std::sync::atomic::Ordering::Relaxed);
             c.bulk.since.store(if under_way { epoch_ms() } else { 0 }, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// SQLite: a bulk load's rows are in (its search index is filled
+    /// later): the checkpointer may copy the log again
+    /// ([`BULK_CHECKPOINT_HOLD`]) while the rest of the run goes on.
+    pub(crate) fn note_bulk_rows_loaded(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.bulk.since.store(0, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -476,9 +476,11 @@ async fn wait_for_checkpoint(file: &str, before: u64) {
     }
 }
 
-// While a first sync's bulk load is under way, the checkpointer leaves the
-// log alone (its checkpoints competed with the load's one writer for the
-// second core); once the load ends, it moves the log into the database.
+// While a first sync's bulk load writes its rows, the checkpointer leaves
+// the log alone (its checkpoints competed with the load's one writer for
+// the second core); once the rows are in, it moves the log into the
+// database, while the search index still waits for its fill (after the
+// run).
 #[tokio::test]
 async fn sqlite_checkpointer_waits_for_a_bulk_load_to_end() {
     let db = TestDb::new(Backend::Sqlite).await;
@@ -490,8 +492,11 @@ async fn sqlite_checkpointer_waits_for_a_bulk_load_to_end() {
     // Four of the checkpointer's ticks.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert!(file_size(&file) < before + 300_000, "checkpointed during the load: {} -> {} bytes", before, file_size(&file));
-    assert!(db.store.end_bulk_load().await.unwrap());
+    assert!(!db.store.end_bulk_load_unanalysed().await.unwrap(), "SQLite builds nothing when the rows are in");
     wait_for_checkpoint(&file, before).await;
+    assert!(!db.store.search_index_ready().await.unwrap(), "the fill comes after the run");
+    assert!(db.store.end_bulk_load().await.unwrap());
+    assert!(db.store.search_index_ready().await.unwrap());
 }
 
 /// `n` of the pool's connections, held at once (so that each is its own).
