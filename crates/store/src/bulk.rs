@@ -97,6 +97,11 @@ impl Store {
     /// filled: [`Store::end_bulk_load_within_run`]).
     pub async fn end_bulk_load(&self) -> Result<bool> {
         if self.backend == Backend::Sqlite {
+            // Every run ends here: without a pending load, one read and
+            // not the write turn.
+            if self.search_index_ready().await? {
+                return Ok(false);
+            }
             let _turn = self.write_turn().await;
             let filled = fill_search_index(self.write_pool()).await;
             if filled.is_ok() {
