@@ -1149,14 +1149,42 @@ impl Store {
     }
 
     /// Several operation-log entries in one transaction (a sync chunk's
-    /// role changes and disables: one commit, not one per entry).
+    /// role changes and disables: one commit, not one per entry), 1,000 a
+    /// statement (`batch`): a delta sync's ten disables were ten
+    /// statements, 2.6 ms of a 50 ms run on PostgreSQL.
     pub async fn insert_operations(&self, events: &[NewOperationEvent<'_>]) -> Result<()> {
+        use crate::batch::Cell;
+        use crate::Col::{Int, Text};
+        const COLUMNS: [Col; 7] =
+            [Int("at"), Text("actor"), Text("action"), Text("target"), Text("before_json"), Text("after_json"), Text("ip")];
         if events.is_empty() {
             return Ok(());
         }
+        let mut statements = Vec::new();
+        for chunk in events.chunks(1000) {
+            let mut batch = crate::batch::Batch::new(self.backend, &COLUMNS, chunk.len());
+            for e in chunk {
+                batch.push([
+                    Cell::Int(e.at),
+                    Cell::Text(e.actor),
+                    Cell::Text(e.action),
+                    Cell::Text(e.target),
+                    e.before.into(),
+                    e.after.into(),
+                    Cell::Text(e.ip),
+                ]);
+            }
+            let sql = format!(
+                "INSERT INTO operation_log (at, actor, action, target, before_json, after_json, ip) \
+                 SELECT o.at, o.actor, o.action, o.target, o.before_json, o.after_json, o.ip FROM ({}) o",
+                batch.source()
+            );
+            statements.push(crate::batch::Statement { sql, batch });
+        }
+        let queries = statements.iter().map(|st| st.batch.bind(sqlx::query(&st.sql))).collect::<Result<Vec<_>>>()?;
         let mut tx = self.write_tx().await?;
-        for e in events {
-            operation_insert(e).execute(&mut *tx).await?;
+        for q in queries {
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await
     }

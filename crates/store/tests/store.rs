@@ -45,6 +45,48 @@ fn new_user<'a>(name: &'a str, key: &'a str, orgs: &'a [i64]) -> NewUserRow<'a> 
     }
 }
 
+// A sync's operation-log entries go in together (one statement), each as
+// given: its time, actor, action, target, before and after (or none), IP,
+// in their order.
+both_backends!(operation_entries_are_written_together_as_given, |store| {
+    let events = [
+        NewOperationEvent {
+            at: 5,
+            actor: "sync",
+            action: "user.disable",
+            target: "user:ann",
+            before: None,
+            after: Some("{\"a\":1}"),
+            ip: "",
+        },
+        NewOperationEvent {
+            at: 5,
+            actor: "sync",
+            action: "user.role",
+            target: "user:bo",
+            before: Some("user"),
+            after: Some("admin"),
+            ip: "::1",
+        },
+        NewOperationEvent { at: 6, actor: "sync", action: "user.enable", target: "user:cy", before: Some("x"), after: None, ip: "" },
+    ];
+    store.insert_operations(&events).await.unwrap();
+    store.insert_operations(&[]).await.unwrap();
+    let (rows, total) = store.list_operation_events(&LogFilter::default(), 10, 0).await.unwrap();
+    assert_eq!(total, 3);
+    let mut rows = rows;
+    rows.sort_by_key(|r| r.id);
+    type Entry<'a> = (i64, &'a str, &'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
+    let got: Vec<Entry<'_>> = rows
+        .iter()
+        .map(|r| {
+            (r.at, r.actor.as_str(), r.action.as_str(), r.target.as_str(), r.before_json.as_deref(), r.after_json.as_deref(), r.ip.as_str())
+        })
+        .collect();
+    let want: Vec<Entry<'_>> = events.iter().map(|e| (e.at, e.actor, e.action, e.target, e.before, e.after, e.ip)).collect();
+    assert_eq!(got, want);
+});
+
 both_backends!(users_are_unique_case_insensitively, |store| {
     let org = store.insert_organisation("Default", true, 1).await.unwrap();
     let id = store.insert_user(&new_user("Alice", "alice", &[org])).await.unwrap();
