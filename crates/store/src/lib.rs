@@ -264,6 +264,8 @@ pub(crate) struct WriteTx {
     // transaction is queued before the turn passes on.
     tx: sqlx::Transaction<'static, Any>,
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// The database it writes to.
+    pub(crate) backend: Backend,
 }
 
 impl WriteTx {
@@ -451,7 +453,7 @@ impl Store {
             Backend::Postgres if IN_RUN.try_with(|_| ()).is_ok() => self.pool.begin_with(BEGIN_UNFLUSHED).await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(WriteTx { tx, _turn: turn })
+        Ok(WriteTx { tx, _turn: turn, backend: self.backend })
     }
 
     /// Run `job`, a sync run's work, with its write transactions committed

@@ -175,7 +175,7 @@ pub(crate) async fn snapshot_changed(tx: &mut crate::WriteTx, directory: &str, a
     // Read after the write (which waited for the row): not as `RETURNING`,
     // which cost SQLite's upsert ten times as much (0.4-3.5 ms a page).
     const READ: &str = "SELECT all_marked FROM staging_snapshots WHERE directory = $1";
-    let all_marked: i64 = if tx.backend_name() == "SQLite" {
+    let all_marked: i64 = if tx.backend == Backend::Sqlite {
         // Both statements in one call: one hop to SQLite's worker thread
         // and back, not two, inside a page's write turn (each cost
         // 0.1-0.45 ms of a first sync's page). PostgreSQL takes one

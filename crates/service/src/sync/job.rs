@@ -301,20 +301,14 @@ impl Service {
     /// already, and the next run or start builds the indexes again.
     /// Returns whether it built any.
     pub(crate) async fn end_bulk_load(&self, run: i64) -> bool {
-        self.store.end_bulk_load().await.unwrap_or_else(|e| {
-            tracing::error!(run, error = %e, "building the import table's indexes after a bulk load failed");
-            false
-        })
+        bulk_load_ended(run, self.store.end_bulk_load().await)
     }
 
     /// [`Service::end_bulk_load`] inside the run, before what it reads
     /// next: PostgreSQL's indexes (SQLite's search index waits for the
     /// run's end, `Store::end_bulk_load_within_run`).
     pub(crate) async fn end_bulk_load_within_run(&self, run: i64) -> bool {
-        self.store.end_bulk_load_within_run().await.unwrap_or_else(|e| {
-            tracing::error!(run, error = %e, "building the import table's indexes after a bulk load failed");
-            false
-        })
+        bulk_load_ended(run, self.store.end_bulk_load_within_run().await)
     }
 
     pub(crate) async fn finish_sync(&self, id: i64, state: RunState, complete: bool, error: &str, counts: &SyncCounts) -> Result<()> {
@@ -329,4 +323,13 @@ impl Service {
         actor.require_admin()?;
         self.cancel_run(id)
     }
+}
+
+/// Whether ending a bulk load built anything; a failure is logged, not
+/// returned (the next run or start builds the indexes again).
+fn bulk_load_ended(run: i64, ended: bindery_store::Result<bool>) -> bool {
+    ended.unwrap_or_else(|e| {
+        tracing::error!(run, error = %e, "building the import table's indexes after a bulk load failed");
+        false
+    })
 }
