@@ -1,6 +1,5 @@
-//! A first sync's bulk load on PostgreSQL: the snapshot's secondary
-//! indexes are dropped while an empty snapshot table is filled, and built
-//! once when the load is over.
+//! A first sync's bulk load: indexes of the snapshot are dropped while an
+//! empty snapshot table is filled, and built once when the load is over.
 //!
 //! A first sync writes each row twice: inserted by the enumeration, then
 //! settled with the user its apply created (link, status and plan key in
@@ -17,24 +16,49 @@
 //! in `bulk_dropped_indexes` in the transaction that drops it: whatever ends
 //! the load (its enumeration once every row is in, else its run, a failed
 //! run, the next start of any replica) builds exactly those indexes again.
-//! While the table has no secondary indexes, the status computation finds
-//! shared usernames and emails by grouping the snapshot once
-//! (`Store::compute_staged_status`), not by an index lookup per row.
-//! SQLite keeps its b-tree indexes: dropping them measured slower there
-//! (1.83 s against 1.6 s for the load), and later the same (a first sync
-//! of 2.63 s against 2.69 s: its pages ended 0.5 s sooner, and building
-//! the indexes took as long again). What it leaves out is the trigger
-//! that writes each new row into the trigram search index (`staged_search`,
-//! FTS5): 100,000 rows written into it a trigger call at a time cost 1.0-1.4 s
-//! more than the load without it in `sqlite3`, and one statement fills it
-//! in 0.5 s. Until the load ends, the import table's searches read the
-//! search text row by row ([`Store::search_index_ready`]), and the
-//! background checkpointer lets the write-ahead log grow rather than hold
-//! the load's writes up to start it over (`WAL_PAUSE_PAGES_BULK`).
+//!
+//! **Two steps.** Of the dropped indexes, those the run itself reads (the
+//! user link and the partial indexes of unsettled rows and of rule
+//! problems: the status computation, the plan, the apply) are built inside
+//! the run, once its rows are in (PostgreSQL; SQLite keeps them). Those
+//! only the import table's pages read ([`PAGE_INDEXES`]: the four sort
+//! orders, each holding the search text, and the trigram search) are built
+//! once the run has ended ([`Store::end_bulk_load`]), with the vacuum and
+//! the whole statistics of what the run wrote: nothing the run decides
+//! depends on them. At 100,000 users that took 0.3 s out of a PostgreSQL
+//! first sync of 4.6-5.4 s, and 0.25 s out of a SQLite one of 1.7-1.8 s,
+//! whose one writer had spent it on the sort indexes' entries (half of a
+//! snapshot row's insert in `sqlite3`). Until then the pages sort and
+//! search without them, with the same results ([`Store::search_index_ready`]
+//! for SQLite's search), and the status computations group the values of
+//! the marked rows instead of looking each up (`Store::compute_staged_status`,
+//! `Sharing::MarkedGrouped`).
+//!
+//! SQLite's trigram search index (`staged_search`, FTS5) is filled from the
+//! snapshot in one statement: 100,000 rows written into it a trigger call
+//! at a time cost 1.0-1.4 s more than the load without it in `sqlite3`, and
+//! one statement fills it in 0.2-0.5 s. While the rows load, the background
+//! checkpointer lets the write-ahead log grow rather than hold the load's
+//! writes up to start it over (`WAL_PAUSE_PAGES_BULK`).
 
 use sqlx::{AnyPool, Row};
 
 use crate::{Backend, Result, Store};
+
+/// The snapshot's indexes that only the import table's pages read: its
+/// sort orders (each holding the search text) and its trigram search. A
+/// bulk load builds them once its run has ended (see the module). Any
+/// other index it dropped is built inside the run.
+const PAGE_INDEXES: &[&str] = &[
+    // (SQLite's index of usernames has the search text in its key;
+    // PostgreSQL's, named for its id, holds it as an included column.)
+    "staged_users_username",
+    "staged_users_username_id",
+    "staged_users_status",
+    "staged_users_name",
+    "staged_users_email",
+    "staged_users_search_trgm",
+];
 
 impl Store {
     /// Start a bulk load when the snapshot table is empty: on PostgreSQL
@@ -90,11 +114,11 @@ impl Store {
 
     /// End any bulk load: build every index it dropped, several at once
     /// (each on a connection of its own; building one takes a lock that
-    /// lets the others build beside it), then forget them; on SQLite fill
-    /// the search index. Cheap when no load is pending: one read. Returns
-    /// whether it built any. A run that may have begun a load calls it
-    /// once it has ended (on SQLite, this is where the search index is
-    /// filled: [`Store::end_bulk_load_within_run`]).
+    /// lets the others build beside it), then forget them, and vacuum and
+    /// analyse what the load wrote; on SQLite fill the search index and
+    /// build the sort indexes, in one transaction. Cheap when no load is
+    /// pending: one read. Returns whether it built any. A run that may
+    /// have begun a load calls it once it has ended (see the module).
     pub async fn end_bulk_load(&self) -> Result<bool> {
         if self.backend == Backend::Sqlite {
             // Every run ends here: without a pending load, one read and
@@ -109,23 +133,27 @@ impl Store {
             }
             return filled;
         }
-        build_dropped_indexes(&self.pool, true).await
+        // The page indexes, then the vacuum and the statistics the run
+        // left to this (`Store::refresh_statistics`); those of the indexed
+        // expressions (`lower(email)`, `lower(name)`) are taken only once
+        // their index exists.
+        if !build_dropped_indexes(&self.pool, Builds::All).await? {
+            return Ok(false);
+        }
+        self.refresh_statistics(true).await?;
+        Ok(true)
     }
 
     /// End a bulk load inside the run that began it, before the run's
     /// reads that need the snapshot's indexes (the status computation, the
-    /// plan, the apply): PostgreSQL builds the indexes it dropped, as
-    /// [`Store::end_bulk_load`] does. SQLite: nothing. Its load dropped
-    /// only the trigger that fills the trigram search index, which serves
-    /// the import table's searches and nothing a run reads; it is filled
-    /// once the run has ended ([`Store::end_bulk_load`]), so that a first
-    /// sync does not wait for it (0.18 s of 1.5 s at 100,000 users). Until
-    /// then the import table's searches read the search text row by row
-    /// ([`Store::search_index_ready`]), with the same results.
+    /// plan, the apply): PostgreSQL builds the indexes it dropped that the
+    /// run reads, and analyses the snapshot. SQLite: nothing; its load
+    /// dropped only what the import table's pages read. The rest comes
+    /// once the run has ended ([`Store::end_bulk_load`]; see the module).
     pub async fn end_bulk_load_within_run(&self) -> Result<bool> {
         match self.backend {
             Backend::Sqlite => Ok(false),
-            Backend::Postgres => build_dropped_indexes(&self.pool, true).await,
+            Backend::Postgres => build_dropped_indexes(&self.pool, Builds::RunsAnalysed).await,
         }
     }
 
@@ -133,9 +161,8 @@ impl Store {
     /// snapshot: for the enumeration that began the load, which ends it as
     /// soon as its rows are in and then refreshes the statistics of every
     /// table it wrote at once ([`Store::finish_staging`] with `refresh`).
-    /// The status computation, the plan and the apply then read an indexed
-    /// snapshot, and the snapshot is analysed once, not before and after
-    /// its indexes (a quarter of a second of a first sync at 100,000 users).
+    /// The status computation, the plan and the apply then read a snapshot
+    /// with the indexes they use, analysed once.
     /// On SQLite its rows are in: the checkpointer may copy the log again.
     pub async fn end_bulk_load_unanalysed(&self) -> Result<bool> {
         match self.backend {
@@ -143,19 +170,28 @@ impl Store {
                 self.note_bulk_rows_loaded();
                 Ok(false)
             }
-            Backend::Postgres => build_dropped_indexes(&self.pool, false).await,
+            Backend::Postgres => build_dropped_indexes(&self.pool, Builds::Runs).await,
         }
     }
 
     /// SQLite: whether the trigram search index holds every row of the
     /// snapshot, that is, no bulk load is under way. While one is, the
-    /// import table's searches read the search text instead.
+    /// import table's searches read the search text instead. PostgreSQL:
+    /// always (its searches are the same `LIKE` with the index or without).
     pub async fn search_index_ready(&self) -> Result<bool> {
-        if self.backend != Backend::Sqlite {
-            return Ok(true);
-        }
-        let pending: i64 = sqlx::query("SELECT EXISTS (SELECT 1 FROM bulk_dropped_indexes)").fetch_one(&self.pool).await?.try_get(0)?;
-        Ok(pending == 0)
+        Ok(self.backend != Backend::Sqlite || !self.bulk_load_pending().await?)
+    }
+
+    /// Whether a bulk load has indexes (or, on SQLite, the search index's
+    /// fill) still to come: until then the import table's pages sort and
+    /// search without them, and the status computations group the
+    /// snapshot rather than look names up in it.
+    pub async fn bulk_load_pending(&self) -> Result<bool> {
+        let pending: i64 = sqlx::query("SELECT CASE WHEN EXISTS (SELECT 1 FROM bulk_dropped_indexes) THEN 1 ELSE 0 END")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(pending != 0)
     }
 
     /// SQLite's bulk load ([`Store::begin_bulk_load`]): into an empty
@@ -186,6 +222,25 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(&format!("DROP TRIGGER {SEARCH_TRIGGER}")).execute(&mut *tx).await?;
+        // And the import table's sort indexes: each holds the search text,
+        // and they were half of the cost of a snapshot row's insert.
+        let indexes =
+            sqlx::query("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'staged_users' AND sql IS NOT NULL")
+                .fetch_all(&mut *tx)
+                .await?;
+        for r in &indexes {
+            let (name, definition): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            if !PAGE_INDEXES.contains(&name.as_str()) {
+                continue;
+            }
+            sqlx::query("INSERT INTO bulk_dropped_indexes (name, definition) VALUES ($1, $2)")
+                .bind(&name)
+                .bind(&definition)
+                .execute(&mut *tx)
+                .await?;
+            // Names from the catalog, quoted as identifiers.
+            sqlx::query(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\""))).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         self.note_bulk_load(true);
         Ok(true)
@@ -245,7 +300,9 @@ pub(crate) async fn end_bulk_load_before_migrations(pool: &AnyPool, backend: Bac
     }
     let exists: bool = sqlx::query("SELECT to_regclass('bulk_dropped_indexes') IS NOT NULL").fetch_one(pool).await?.try_get(0)?;
     if exists {
-        build_dropped_indexes(pool, true).await?;
+        if build_dropped_indexes(pool, Builds::All).await? {
+            sqlx::query("ANALYZE staged_users").execute(pool).await?;
+        }
     }
     Ok(())
 }
@@ -270,10 +327,24 @@ async fn build(pool: &AnyPool, sql: &str) -> std::result::Result<(), sqlx::Error
     tx.commit().await
 }
 
-/// Build every index a bulk load dropped, then (with `analyze`) analyse
-/// the snapshot; whether it built any.
-async fn build_dropped_indexes(pool: &AnyPool, analyze: bool) -> Result<bool> {
+/// Which of the indexes a bulk load dropped to build.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Builds {
+    /// Those the run reads, not the [`PAGE_INDEXES`].
+    Runs,
+    /// [`Builds::Runs`], then analyse the snapshot.
+    RunsAnalysed,
+    /// Every one left (the caller vacuums and analyses).
+    All,
+}
+
+/// Build the indexes a bulk load dropped that `which` says; whether it
+/// built any.
+async fn build_dropped_indexes(pool: &AnyPool, which: Builds) -> Result<bool> {
     let rows = sqlx::query("SELECT name, definition FROM bulk_dropped_indexes ORDER BY name").fetch_all(pool).await?;
+    let rows: Vec<(String, String)> = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_>>()?;
+    let rows: Vec<(String, String)> =
+        rows.into_iter().filter(|(name, _)| which == Builds::All || !PAGE_INDEXES.contains(&name.as_str())).collect();
     if rows.is_empty() {
         return Ok(false);
     }
@@ -282,8 +353,7 @@ async fn build_dropped_indexes(pool: &AnyPool, analyze: bool) -> Result<bool> {
     // exclude each other.
     sqlx::query("ALTER TABLE staged_users RESET (fillfactor)").execute(pool).await?;
     let mut builds = tokio::task::JoinSet::new();
-    for r in &rows {
-        let (name, definition): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+    for (name, definition) in rows {
         let pool = pool.clone();
         builds.spawn(async move {
             // `CREATE INDEX name ON …` as the catalog wrote it; another
@@ -315,10 +385,7 @@ async fn build_dropped_indexes(pool: &AnyPool, analyze: bool) -> Result<bool> {
     if let Some(e) = first_error {
         return Err(e);
     }
-    // The planner's statistics of the indexed expressions
-    // (`lower(email)`, `lower(name)`) are taken by ANALYZE only once
-    // their index exists.
-    if analyze {
+    if which == Builds::RunsAnalysed {
         sqlx::query("ANALYZE staged_users").execute(pool).await?;
     }
     Ok(true)

@@ -144,13 +144,19 @@ impl Store {
             // PostgreSQL cannot estimate the other users' condition: it took
             // them for all of the users and hashed the whole snapshot four
             // times (0.1 s at 100,000 rows, for a handful of users). When
-            // they are few, each is looked up by the snapshot's indexes.
-            let others: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM users WHERE {}", not_the_loads_own("$1")))
-                .bind(source)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
-            if others <= OTHERS_LOOKED_UP {
+            // they are few, each is looked up by the snapshot's indexes,
+            // unless the indexes of usernames and emails are still to be
+            // built after the run (`bulk.rs`): then each lookup would be a
+            // scan of the snapshot.
+            let row = sqlx::query(&format!(
+                "SELECT (SELECT COUNT(*) FROM users WHERE {}), CASE WHEN EXISTS (SELECT 1 FROM bulk_dropped_indexes) THEN 1 ELSE 0 END",
+                not_the_loads_own("$1")
+            ))
+            .bind(source)
+            .fetch_one(&mut *tx)
+            .await?;
+            let (others, pending): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+            if others <= OTHERS_LOOKED_UP && pending == 0 {
                 sqlx::query("SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)")
                     .execute(&mut *tx)
                     .await?;
@@ -164,16 +170,19 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         // The other users are read once (a scan of the users), then each
-        // is looked up in the snapshot by its index.
+        // is looked up in the snapshot by its index. The usernames and
+        // emails as lists (`IN`): while a bulk load has their indexes still
+        // to build, each list is matched in one read of the snapshot, not
+        // in one read for each other user.
         sqlx::query(&format!(
             "WITH o AS MATERIALIZED (SELECT id, username_key, external_id, email FROM users WHERE {}) \
              INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM (\
              SELECT s.directory, s.id FROM o CROSS JOIN staged_users s WHERE s.directory = $1 AND s.user_id = o.id \
-             UNION SELECT s.directory, s.id FROM o CROSS JOIN staged_users s WHERE s.directory = $1 AND s.username_key = o.username_key \
+             UNION SELECT s.directory, s.id FROM staged_users s WHERE s.directory = $1 AND s.username_key IN (SELECT username_key FROM o) \
              UNION SELECT s.directory, s.id FROM o CROSS JOIN staged_users s \
                WHERE o.external_id IS NOT NULL AND s.directory = $1 AND s.external_id = o.external_id \
-             UNION SELECT s.directory, s.id FROM o CROSS JOIN staged_users s \
-               WHERE o.email <> '' AND s.directory = $1 AND lower(s.email) = lower(o.email)) m WHERE true \
+             UNION SELECT s.directory, s.id FROM staged_users s \
+               WHERE s.directory = $1 AND s.email <> '' AND lower(s.email) IN (SELECT lower(email) FROM o WHERE email <> '')) m WHERE true \
              ON CONFLICT DO NOTHING",
             not_the_loads_own("$2")
         ))

@@ -266,34 +266,63 @@ fn subquery_fence(backend: Backend) -> &'static str {
 /// times per row; the computation over 100,000 marks took 10.7 s there and
 /// 1.9 s on SQLite, 0.9 s on SQLite fenced).
 ///
-/// Whether another row shares the username or email: with `grouped` (many
-/// marks, or a bulk load without the indexes), from the directory's shared
-/// values, grouped once (PostgreSQL hashes the list and probes it per row);
-/// else by counting the rows with the value, through its index, per row.
-/// The two agree: a value is shared when more than one row has it.
+/// How a status computation finds the rows that share a username or an
+/// email with a marked row ([`status_of_marked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sharing {
+    /// Counted per marked row, through the snapshot's indexes of usernames
+    /// and emails: few marks.
+    Lookup,
+    /// The directory's shared values, grouped once: many marks.
+    Grouped,
+    /// Only the values of the marked rows, grouped: few marks while a bulk
+    /// load has the indexes of usernames and emails still to build, where
+    /// each lookup would read the whole snapshot. One read of it for each
+    /// of the two (a first sync at 100,000 rows with a handful of marks:
+    /// the whole grouping took 0.29 s on PostgreSQL).
+    MarkedGrouped,
+}
+
+/// Whether another row shares the username or email ([`Sharing`]): from
+/// shared values, grouped (PostgreSQL hashes the list and probes it per
+/// row), or by counting the rows with the value, through its index, per
+/// row. They agree: a value is shared when more than one row has it.
 /// Whether a Bindery user other than the linked one has the email: with
-/// `grouped` on PostgreSQL, from the users counted per email once (more
-/// than one, or more than none when the linked user has another email);
-/// else an indexed lookup per row. They agree for the same reason.
+/// [`Sharing::Grouped`] on PostgreSQL, from the users counted per email
+/// once (more than one, or more than none when the linked user has another
+/// email); else an indexed lookup per row. They agree for the same reason.
 /// The status of the marked rows, or with `all` of every row of the
 /// directory (see [`marked_rows`]).
-fn status_of_marked(backend: Backend, grouped: bool, all: bool) -> String {
+fn status_of_marked(backend: Backend, sharing: Sharing, all: bool) -> String {
     let fence = subquery_fence(backend);
-    let (same_username, same_email) = if grouped {
-        (
-            "s.username_key IN (SELECT t.username_key FROM staged_users t WHERE t.directory = $1 \
-             GROUP BY t.username_key HAVING COUNT(*) > 1)",
-            "lower(s.email) IN (SELECT lower(t.email) FROM staged_users t WHERE t.directory = $1 AND t.email <> '' \
-             GROUP BY lower(t.email) HAVING COUNT(*) > 1)",
-        )
-    } else {
-        (
-            "(SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND t.username_key = s.username_key) > 1",
-            "(SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND lower(t.email) = lower(s.email)) > 1",
-        )
+    // With `MarkedGrouped`, the values grouped are those of the marked rows.
+    let (marked_names, marked_emails) = match sharing {
+        Sharing::MarkedGrouped => (
+            "AND t.username_key IN (SELECT m.username_key FROM staged_dirty md CROSS JOIN staged_users m \
+             WHERE md.directory = $1 AND m.id = md.id) ",
+            "AND lower(t.email) IN (SELECT lower(m.email) FROM staged_dirty md CROSS JOIN staged_users m \
+             WHERE md.directory = $1 AND m.id = md.id AND m.email <> '') ",
+        ),
+        _ => ("", ""),
+    };
+    let (same_username, same_email) = match sharing {
+        Sharing::Grouped | Sharing::MarkedGrouped => (
+            format!(
+                "s.username_key IN (SELECT t.username_key FROM staged_users t WHERE t.directory = $1 {marked_names}\
+                 GROUP BY t.username_key HAVING COUNT(*) > 1)"
+            ),
+            format!(
+                "lower(s.email) IN (SELECT lower(t.email) FROM staged_users t WHERE t.directory = $1 AND t.email <> '' {marked_emails}\
+                 GROUP BY lower(t.email) HAVING COUNT(*) > 1)"
+            ),
+        ),
+        Sharing::Lookup => (
+            "(SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND t.username_key = s.username_key) > 1".to_string(),
+            "(SELECT COUNT(*) FROM staged_users t WHERE t.directory = $1 AND lower(t.email) = lower(s.email)) > 1".to_string(),
+        ),
     };
     // (`u`: the row's linked user, joined; `e`: the users by email.)
-    let (users_by_email, other_user_email) = if grouped && backend == Backend::Postgres {
+    let (users_by_email, other_user_email) = if sharing == Sharing::Grouped && backend == Backend::Postgres {
         (
             // How many users have each email, counted once (hashed): the
             // linked user, if it has the email, is one of them. (SQLite
@@ -312,8 +341,8 @@ fn status_of_marked(backend: Backend, grouped: bool, all: bool) -> String {
         .replace("{which}", which)
         .replace("{users_by_email}", users_by_email)
         .replace("{fence}", fence)
-        .replace("{same_username}", same_username)
-        .replace("{same_email}", same_email)
+        .replace("{same_username}", &same_username)
+        .replace("{same_email}", &same_email)
         .replace("{other_user_email}", other_user_email)
         .replace("{differs}", &user_differs("s", "u"))
         .replace("{status}", &status_rule("p", "p.user_id", "p.user_differs"))
@@ -966,12 +995,32 @@ impl Store {
     /// Each table on a connection of its own, side by side: one statement
     /// did them one after the other, one core busy (a first sync of
     /// 100,000 users spent 0.6 s in it).
+    ///
+    /// While a bulk load's page indexes are still to be built, `vacuum`
+    /// only analyses, and only the columns the rest of the run filters and
+    /// joins on: the vacuum and the whole statistics come with those
+    /// indexes, once the run has ended ([`Store::end_bulk_load`]). Nothing
+    /// the run reads next needs them (a first sync's rows were inserted
+    /// whole, and leave few dead versions), and at 100,000 users they were
+    /// 0.3-0.4 s of the run, the statistics of the text columns most of it
+    /// (in `psql`: the snapshot's 0.38-0.48 s against 0.15-0.17 s for these
+    /// columns, the users' 0.34-0.36 s against 0.11-0.12 s).
     pub async fn refresh_statistics(&self, vacuum: bool) -> Result<()> {
         if self.backend == Backend::Postgres {
-            let statements: &[&str] = if vacuum {
-                &["VACUUM (ANALYZE) staged_users", "VACUUM (ANALYZE) users", "VACUUM (ANALYZE) staged_dirty", "VACUUM (ANALYZE) sync_items"]
-            } else {
-                &["ANALYZE staged_users", "ANALYZE users", "ANALYZE sync_items"]
+            let statements: &[&str] = match vacuum {
+                true if self.bulk_load_pending().await? => &[
+                    "ANALYZE staged_users (directory, user_id, settled, status, problem, entry_problem)",
+                    "ANALYZE users (updated_at, created_at, source)",
+                    "ANALYZE staged_dirty",
+                    "ANALYZE sync_items (run_id, action, outcome, staged_id)",
+                ],
+                true => &[
+                    "VACUUM (ANALYZE) staged_users",
+                    "VACUUM (ANALYZE) users",
+                    "VACUUM (ANALYZE) staged_dirty",
+                    "VACUUM (ANALYZE) sync_items",
+                ],
+                false => &["ANALYZE staged_users", "ANALYZE users", "ANALYZE sync_items"],
             };
             self.side_by_side(statements).await?;
         }
@@ -981,7 +1030,7 @@ impl Store {
     /// PostgreSQL: run `statements` (maintenance of a table each) at once,
     /// each on a connection of its own; every one ends before the first
     /// error, if any, is returned (as `bulk.rs` builds its indexes).
-    async fn side_by_side(&self, statements: &[&str]) -> Result<()> {
+    pub(crate) async fn side_by_side(&self, statements: &[&str]) -> Result<()> {
         let mut running = tokio::task::JoinSet::new();
         for sql in statements {
             let (pool, sql) = (self.pool.clone(), sql.to_string());
@@ -1011,18 +1060,16 @@ impl Store {
 
     /// PostgreSQL, after a bulk apply and its status computation: vacuum
     /// the tables it wrote ([`Store::refresh_statistics`] with `vacuum`),
-    /// but analyse only the snapshot, and not even that while a bulk load
-    /// is pending: the users and the run's items were analysed just before
-    /// the status computation, which wrote neither, and the end of a bulk
-    /// load analyses the snapshot once its indexes exist. Analysing the
-    /// four tables again was half a second of a first sync. SQLite: nothing.
+    /// but analyse only the snapshot: the users and the run's items were
+    /// analysed just before the status computation, which wrote neither.
+    /// Analysing the four tables again was half a second of a first sync.
+    /// Nothing while a bulk load is pending: its end vacuums, and analyses
+    /// the snapshot once its indexes exist. SQLite: nothing.
     pub async fn vacuum_after_apply(&self) -> Result<()> {
-        if self.backend != Backend::Postgres {
+        if self.backend != Backend::Postgres || self.bulk_load_pending().await? {
             return Ok(());
         }
-        let pending: bool = sqlx::query("SELECT EXISTS (SELECT 1 FROM bulk_dropped_indexes)").fetch_one(&self.pool).await?.try_get(0)?;
-        let snapshot = if pending { "VACUUM staged_users" } else { "VACUUM (ANALYZE) staged_users" };
-        self.side_by_side(&[snapshot, "VACUUM users", "VACUUM staged_dirty", "VACUUM sync_items"]).await
+        self.side_by_side(&["VACUUM (ANALYZE) staged_users", "VACUUM users", "VACUUM staged_dirty", "VACUUM sync_items"]).await
     }
 
     /// Delete a directory's whole snapshot.
@@ -1057,10 +1104,7 @@ impl Store {
         // whether every row counts as marked (`Store::begin_staging`) and
         // the snapshot's version then (see the end)
         // and (PostgreSQL) whether a bulk load has its indexes away.
-        let dropped = match self.backend {
-            Backend::Sqlite => "0",
-            Backend::Postgres => "CASE WHEN EXISTS (SELECT 1 FROM bulk_dropped_indexes) THEN 1 ELSE 0 END",
-        };
+        let dropped = "CASE WHEN EXISTS (SELECT 1 FROM bulk_dropped_indexes) THEN 1 ELSE 0 END";
         let row = sqlx::query(&format!(
             "SELECT s.since, n.newest, (SELECT COUNT(*) FROM staged_dirty WHERE directory = $1), \
              (SELECT COUNT(*) FROM users WHERE updated_at > s.since), s.row_count, {dropped}, s.all_marked, s.version, \
@@ -1100,10 +1144,18 @@ impl Store {
         // email by (`bulk.rs`).
         let bulk_load: bool = row.try_get::<i64, _>(5)? != 0;
         // Many marks: shared names and emails are grouped once, not looked
-        // up per row.
-        let grouped = bulk_load || (flagged && rows > 5000) || pending + users_since > 5000;
-        // PostgreSQL only (SQLite has neither the planner settings nor the table VACUUM below).
-        let many = self.backend == Backend::Postgres && grouped;
+        // up per row. Few while a bulk load has no index to look them up
+        // by: only the marked rows' values are grouped.
+        let sharing = if (flagged && rows > 5000) || pending + users_since > 5000 {
+            Sharing::Grouped
+        } else if bulk_load {
+            Sharing::MarkedGrouped
+        } else {
+            Sharing::Lookup
+        };
+        // Statements that read the whole snapshot (PostgreSQL only: SQLite
+        // has neither the planner settings nor the table VACUUM below).
+        let many = self.backend == Backend::Postgres && sharing != Sharing::Lookup;
         if self.backend == Backend::Postgres && !many {
             // PostgreSQL plans these statements from statistics taken when the
             // marks table was full (a first sync) and cannot estimate
@@ -1190,7 +1242,9 @@ impl Store {
             }
         }
         self.relink_marked(&mut tx, directory, all_marked).await?;
-        let status = status_of_marked(self.backend, grouped, all_marked);
+        // Every row marked: the marked rows' values are all the values.
+        let sharing = if all_marked && sharing == Sharing::MarkedGrouped { Sharing::Grouped } else { sharing };
+        let status = status_of_marked(self.backend, sharing, all_marked);
         let update_from = || {
             format!(
                 "UPDATE staged_users SET problem = c.problem, status = c.status, \

@@ -845,12 +845,13 @@ async fn search_index_state(app: &TestApp) -> (i64, i64, i64, i64) {
     )
 }
 
-/// SQLite: wait (up to 10 s) until the search index a first sync's bulk
-/// load left out is filled, which happens once its run has ended.
-async fn wait_for_search_index(app: &TestApp) {
+/// Wait (up to 10 s) until the import table's indexes a first sync's bulk
+/// load left out (SQLite: its search index too) are back, which happens
+/// once its run has ended.
+async fn wait_for_page_indexes(app: &TestApp) {
     let t = std::time::Instant::now();
-    while !app.db.store.search_index_ready().await.unwrap() {
-        assert!(t.elapsed() < std::time::Duration::from_secs(10), "the search index was not filled after the run");
+    while app.db.store.bulk_load_pending().await.unwrap() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "the import table's indexes were not built after the run");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
@@ -873,7 +874,10 @@ async fn a_first_sync_fills_the_search_index_once_on_sqlite() {
         let cookie = app.session("admin", ADMIN_PASSWORD).await;
         let run = sync(&app, &cookie, dry_run).await;
         assert_eq!(run["run"]["state"], "done", "{run}");
-        assert!(run["run"]["counts"]["notes"].to_string().contains("loaded without its search index"), "dry run {dry_run}: {run}");
+        assert!(
+            run["run"]["counts"]["notes"].to_string().contains("loaded without its indexes of sorts and search"),
+            "dry run {dry_run}: {run}"
+        );
         let page = |q: &'static str| {
             let (app, cookie) = (&app, &cookie);
             async move {
@@ -886,7 +890,7 @@ async fn a_first_sync_fills_the_search_index_once_on_sqlite() {
             }
         };
         assert_eq!(page("jdoe").await, (1, vec!["jdoe".to_string()]), "dry run {dry_run}, as soon as the run is done");
-        wait_for_search_index(&app).await;
+        wait_for_page_indexes(&app).await;
         assert_eq!(search_index_state(&app).await, (8, 8, 1, 0), "dry run {dry_run}");
         // A search the last one's count is not kept for, through the index.
         assert_eq!(page("doe").await, (1, vec!["jdoe".to_string()]), "dry run {dry_run}");
@@ -900,7 +904,7 @@ async fn a_first_sync_fills_the_search_index_once_on_sqlite() {
             d.base_dn
         ));
         let again = sync(&app, &cookie, false).await;
-        assert!(!again["run"]["counts"]["notes"].to_string().contains("loaded without its search index"), "{again}");
+        assert!(!again["run"]["counts"]["notes"].to_string().contains("loaded without its indexes of sorts and search"), "{again}");
         assert_eq!(search_index_state(&app).await, (9, 9, 1, 0));
         assert_eq!(page("lda.sea").await, (1, vec!["zelda.search".to_string()]));
     }
@@ -936,12 +940,19 @@ async fn a_first_sync_builds_the_import_tables_indexes_again_on_postgres() {
         let run = sync(&app, &cookie, dry_run).await;
         assert_eq!(run["run"]["state"], "done", "{run}");
         let notes = run["run"]["counts"]["notes"].to_string();
-        assert!(notes.contains("loaded without its search index"), "dry run {dry_run}: {run}");
+        assert!(notes.contains("loaded without its indexes of sorts and search"), "dry run {dry_run}: {run}");
+        // The indexes the run reads were built inside it; the import
+        // table's own (its sorts and search) once it ended.
+        let at_end: Vec<String> = snapshot_indexes(&app).await.0.into_iter().map(|(n, _)| n).collect();
+        for name in ["staged_users_user", "staged_users_unsettled", "staged_users_rule_problem"] {
+            assert!(at_end.contains(&name.to_string()), "dry run {dry_run}: {name} built in the run: {at_end:?}");
+        }
+        wait_for_page_indexes(&app).await;
         assert_eq!(snapshot_indexes(&app).await, migrated, "dry run {dry_run}");
         assert_eq!(app.db.store.count_staged("ldap").await.unwrap(), 8);
         // The next sync has a snapshot: no bulk load.
         let again = sync(&app, &cookie, false).await;
-        assert!(!again["run"]["counts"]["notes"].to_string().contains("loaded without its search index"), "{again}");
+        assert!(!again["run"]["counts"]["notes"].to_string().contains("loaded without its indexes of sorts and search"), "{again}");
         assert_eq!(snapshot_indexes(&app).await, migrated);
     }
 }

@@ -35,4 +35,4 @@ pub(crate) use settings::delta_fingerprint;
 const CHUNK: i64 = 1000;
 
 /// A run's note when it ended a first sync's bulk load (`bindery_store` `bulk.rs`).
-const BULK_LOAD_NOTE: &str = "first sync: the import table was loaded without its search index (and, on PostgreSQL, its other secondary indexes), which were built once its rows were in";
+const BULK_LOAD_NOTE: &str = "first sync: the import table was loaded without its indexes of sorts and search (on PostgreSQL also without the others, which were built once its rows were in); they are built once the sync has ended, and until then its pages sort and search a little slower";
