@@ -133,15 +133,7 @@ impl Store {
             }
             return filled;
         }
-        // The page indexes, then the vacuum and the statistics the run
-        // left to this (`Store::refresh_statistics`); those of the indexed
-        // expressions (`lower(email)`, `lower(name)`) are taken only once
-        // their index exists.
-        if !build_dropped_indexes(&self.pool, Builds::All).await? {
-            return Ok(false);
-        }
-        self.refresh_statistics(true).await?;
-        Ok(true)
+        build_dropped_indexes(&self.pool, Builds::All).await
     }
 
     /// End a bulk load inside the run that began it, before the run's
@@ -300,9 +292,7 @@ pub(crate) async fn end_bulk_load_before_migrations(pool: &AnyPool, backend: Bac
     }
     let exists: bool = sqlx::query("SELECT to_regclass('bulk_dropped_indexes') IS NOT NULL").fetch_one(pool).await?.try_get(0)?;
     if exists {
-        if build_dropped_indexes(pool, Builds::All).await? {
-            sqlx::query("ANALYZE staged_users").execute(pool).await?;
-        }
+        build_dropped_indexes(pool, Builds::All).await?;
     }
     Ok(())
 }
@@ -334,7 +324,12 @@ enum Builds {
     Runs,
     /// [`Builds::Runs`], then analyse the snapshot.
     RunsAnalysed,
-    /// Every one left (the caller vacuums and analyses).
+    /// Every one left, then vacuum and analyse the tables a first sync
+    /// writes (the run left that to this: `Store::refresh_statistics`; the
+    /// statistics of the indexed expressions, `lower(email)` and
+    /// `lower(name)`, are taken only once their index exists). The load
+    /// is over, and its indexes forgotten, only then: whoever waits for it
+    /// ([`Store::bulk_load_pending`]) finds the tables maintained too.
     All,
 }
 
@@ -371,22 +366,37 @@ async fn build_dropped_indexes(pool: &AnyPool, which: Builds) -> Result<bool> {
                     return Err(crate::Error::Database(e));
                 }
             }
-            sqlx::query("DELETE FROM bulk_dropped_indexes WHERE name = $1").bind(&name).execute(&pool).await?;
-            Ok::<(), crate::Error>(())
+            if which != Builds::All {
+                sqlx::query("DELETE FROM bulk_dropped_indexes WHERE name = $1").bind(&name).execute(&pool).await?;
+            }
+            Ok::<String, crate::Error>(name)
         });
     }
+    let mut built = Vec::new();
     let mut first_error = None;
     while let Some(done) = builds.join_next().await {
         let r = done.map_err(|e| crate::Error::Database(sqlx::Error::Protocol(format!("an index build stopped: {e}"))));
-        if let Err(e) = r.and_then(|r| r) {
-            first_error.get_or_insert(e);
+        match r.and_then(|r| r) {
+            Ok(name) => built.push(name),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
     }
     if let Some(e) = first_error {
         return Err(e);
     }
-    if which == Builds::RunsAnalysed {
-        sqlx::query("ANALYZE staged_users").execute(pool).await?;
+    match which {
+        Builds::Runs => {}
+        Builds::RunsAnalysed => {
+            sqlx::query("ANALYZE staged_users").execute(pool).await?;
+        }
+        Builds::All => {
+            crate::staging::side_by_side(pool, &crate::staging::VACUUM_ANALYZE_BULK).await?;
+            for name in &built {
+                sqlx::query("DELETE FROM bulk_dropped_indexes WHERE name = $1").bind(name).execute(pool).await?;
+            }
+        }
     }
     Ok(true)
 }

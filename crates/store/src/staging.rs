@@ -43,6 +43,30 @@ pub struct StagedFilter<'a> {
 
 const STAGED_COLS: &str = "id, external_id, dn, username, username_key, name, email, groups, dir_state, problem, status, user_id";
 
+/// PostgreSQL: the vacuum and statistics of the four tables a bulk change
+/// writes ([`Store::refresh_statistics`], and the end of a bulk load).
+pub(crate) const VACUUM_ANALYZE_BULK: [&str; 4] =
+    ["VACUUM (ANALYZE) staged_users", "VACUUM (ANALYZE) users", "VACUUM (ANALYZE) staged_dirty", "VACUUM (ANALYZE) sync_items"];
+
+/// PostgreSQL: run `statements` (maintenance of a table each) at once,
+/// each on a connection of its own; every one ends before the first
+/// error, if any, is returned (as `bulk.rs` builds its indexes).
+pub(crate) async fn side_by_side(pool: &sqlx::AnyPool, statements: &[&str]) -> Result<()> {
+    let mut running = tokio::task::JoinSet::new();
+    for sql in statements {
+        let (pool, sql) = (pool.clone(), sql.to_string());
+        running.spawn(async move { sqlx::query(&sql).execute(&pool).await.map(|_| ()) });
+    }
+    let mut first_error = None;
+    while let Some(done) = running.join_next().await {
+        let r = done.map_err(|e| crate::Error::Database(sqlx::Error::Protocol(format!("table maintenance stopped: {e}"))));
+        if let Err(e) = r.and_then(|r| r.map_err(Into::into)) {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 /// How a page finds the rows a search matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SearchPath {
@@ -1014,12 +1038,7 @@ impl Store {
                     "ANALYZE staged_dirty",
                     "ANALYZE sync_items (run_id, action, outcome, staged_id)",
                 ],
-                true => &[
-                    "VACUUM (ANALYZE) staged_users",
-                    "VACUUM (ANALYZE) users",
-                    "VACUUM (ANALYZE) staged_dirty",
-                    "VACUUM (ANALYZE) sync_items",
-                ],
+                true => &VACUUM_ANALYZE_BULK,
                 false => &["ANALYZE staged_users", "ANALYZE users", "ANALYZE sync_items"],
             };
             self.side_by_side(statements).await?;
@@ -1027,23 +1046,9 @@ impl Store {
         Ok(())
     }
 
-    /// PostgreSQL: run `statements` (maintenance of a table each) at once,
-    /// each on a connection of its own; every one ends before the first
-    /// error, if any, is returned (as `bulk.rs` builds its indexes).
-    pub(crate) async fn side_by_side(&self, statements: &[&str]) -> Result<()> {
-        let mut running = tokio::task::JoinSet::new();
-        for sql in statements {
-            let (pool, sql) = (self.pool.clone(), sql.to_string());
-            running.spawn(async move { sqlx::query(&sql).execute(&pool).await.map(|_| ()) });
-        }
-        let mut first_error = None;
-        while let Some(done) = running.join_next().await {
-            let r = done.map_err(|e| crate::Error::Database(sqlx::Error::Protocol(format!("table maintenance stopped: {e}"))));
-            if let Err(e) = r.and_then(|r| r.map_err(Into::into)) {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+    /// [`side_by_side`] on the store's pool.
+    async fn side_by_side(&self, statements: &[&str]) -> Result<()> {
+        side_by_side(&self.pool, statements).await
     }
 
     /// PostgreSQL, early in a large apply: the statistics of the users
