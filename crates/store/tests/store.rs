@@ -2110,14 +2110,21 @@ async fn sqlite_first_load_page_refuses_when_the_snapshot_ids_are_exhausted() {
 
 // A first load's status computation (issue 16): the rows its pages created
 // users for keep the status they were inserted with, and only the others
-// are computed (`Store::mark_first_load`): the row with no user, and the
-// row of a user the load created and an administrator edited before the
-// computation, which no longer matches its entry.
+// are computed (`Store::mark_first_load`): the row with no user, the row
+// of a user the load created and an administrator edited before the
+// computation, which no longer matches its entry, and the row whose email
+// a local user has. As in a first sync, the snapshot was loaded in bulk:
+// its indexes of usernames and emails come after the run.
 both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |store| {
     use bindery_model::{ItemOutcome, RunKind, SyncAction, UserSource};
     let org = store.insert_organisation("Default", true, 1).await.unwrap();
+    let orgs = [org];
+    let mut zed = new_user("zed", "zed", &orgs);
+    zed.email = "ANN@example.org";
+    store.insert_user(&zed).await.unwrap();
     let run = store.start_run("ldap", RunKind::Sync, "admin", false, 10).await.unwrap();
     store.begin_staging("ldap", run).await.unwrap();
+    assert!(store.begin_bulk_load().await.unwrap());
     let rows = [
         staged("uuid-ann", "ann", "ann", "ann@example.org", ""),
         staged("uuid-cy", "cy", "cy", "cy@example.org", ""),
@@ -2175,7 +2182,7 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
     .fetch_all(store.pool())
     .await
     .unwrap();
-    assert_eq!(members, vec![("ann".into(), org), ("cy".into(), org)]);
+    assert_eq!(members, vec![("ann".into(), org), ("cy".into(), org), ("zed".into(), org)], "the page's two and the local zed");
     let items: Vec<(String, Option<i64>)> =
         sqlx::query_as("SELECT username, staged_id FROM sync_items WHERE run_id = $1 ORDER BY username")
             .bind(run)
@@ -2204,12 +2211,14 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
     let cy = store.find_user("cy").await.unwrap().unwrap();
     let edit = UserRowUpdate { name: "Cy Renamed", email: &cy.email, role: "user", is_active: true, organisation_ids: None };
     assert!(store.update_user(cy.id, &edit, 30).await.unwrap());
+    // The rows are in: the indexes the run reads are built.
+    store.end_bulk_load_unanalysed().await.unwrap();
+    assert!(store.bulk_load_pending().await.unwrap(), "the import table's own indexes come after the run");
     store.mark_first_load("ldap", UserSource::Ldap.as_str()).await.unwrap();
     let marked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM staged_dirty").fetch_one(store.pool()).await.unwrap();
-    assert_eq!(marked, 2, "dee (no user) and cy (edited): not ann");
+    assert_eq!(marked, 3, "dee (no user), cy (edited) and ann (zed has her email)");
     store.compute_staged_status("ldap").await.unwrap();
-    let computed =
-        vec![("ann".into(), "imported".into(), true), ("cy".into(), "changed".into(), true), ("dee".into(), "new".into(), false)];
+    let computed = vec![("ann".into(), "invalid".into(), true), ("cy".into(), "changed".into(), true), ("dee".into(), "new".into(), false)];
     assert_eq!(status(store.clone()).await, computed);
     // A page of overlapping search OUs lists dee again: kept as it is, by
     // its id; only the new entry is inserted and counted, and eve's user
@@ -2256,6 +2265,11 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
             .await
             .unwrap();
     assert_eq!(eve_orgs, vec![org]);
+    // The load ends: every status the same once computed through the indexes.
+    let before = status(store.clone()).await;
+    assert!(store.end_bulk_load().await.unwrap());
+    store.compute_staged_status("ldap").await.unwrap();
+    assert_eq!(status(store.clone()).await, before);
 });
 
 // The start of the directory's last complete full sync (a delta mode's
