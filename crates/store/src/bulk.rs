@@ -92,14 +92,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         for r in &rows {
-            let (name, definition): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-            sqlx::query("INSERT INTO bulk_dropped_indexes (name, definition) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-                .bind(&name)
-                .bind(&definition)
-                .execute(&mut *tx)
-                .await?;
-            // Names come from the catalog: quoted as identifiers.
-            sqlx::query(&format!("DROP INDEX IF EXISTS \"{}\"", name.replace('"', "\"\""))).execute(&mut *tx).await?;
+            set_aside(&mut tx, &r.try_get::<String, _>(0)?, &r.try_get::<String, _>(1)?).await?;
         }
         // (The load's pages are filled whole. They were filled half while
         // each row was written a second time to settle it, so that the
@@ -221,22 +214,28 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
         for r in &indexes {
-            let (name, definition): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-            if !PAGE_INDEXES.contains(&name.as_str()) {
-                continue;
+            let name: String = r.try_get(0)?;
+            if PAGE_INDEXES.contains(&name.as_str()) {
+                set_aside(&mut tx, &name, &r.try_get::<String, _>(1)?).await?;
             }
-            sqlx::query("INSERT INTO bulk_dropped_indexes (name, definition) VALUES ($1, $2)")
-                .bind(&name)
-                .bind(&definition)
-                .execute(&mut *tx)
-                .await?;
-            // Names from the catalog, quoted as identifiers.
-            sqlx::query(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\""))).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         self.note_bulk_load(true);
         Ok(true)
     }
+}
+
+/// Inside a bulk load's first transaction: keep an index's definition for
+/// the load's end, and drop the index.
+async fn set_aside(tx: &mut crate::WriteTx, name: &str, definition: &str) -> Result<()> {
+    sqlx::query("INSERT INTO bulk_dropped_indexes (name, definition) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .bind(definition)
+        .execute(&mut **tx)
+        .await?;
+    // Names come from the catalog: quoted as identifiers.
+    sqlx::query(&format!("DROP INDEX IF EXISTS \"{}\"", name.replace('"', "\"\""))).execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// SQLite: the trigger that writes each new snapshot row into the search
