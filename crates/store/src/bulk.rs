@@ -225,6 +225,17 @@ impl Store {
     }
 }
 
+/// An index's definition as the catalog wrote it (`CREATE INDEX name ON
+/// …`), built only if no index has its name: another replica ending the
+/// same load may have built it already. Any other definition (SQLite's
+/// trigger, which exists only once its load has ended) as it is.
+fn if_not_there(definition: &str) -> String {
+    match definition.strip_prefix("CREATE INDEX ") {
+        Some(rest) => format!("CREATE INDEX IF NOT EXISTS {rest}"),
+        None => definition.to_string(),
+    }
+}
+
 /// Inside a bulk load's first transaction: keep an index's definition for
 /// the load's end, and drop the index.
 async fn set_aside(tx: &mut crate::WriteTx, name: &str, definition: &str) -> Result<()> {
@@ -267,7 +278,7 @@ async fn fill_search_index(pool: &AnyPool) -> Result<bool> {
     sqlx::query("INSERT INTO staged_search (rowid, search) SELECT id, search FROM staged_users").execute(&mut *tx).await?;
     for r in &rows {
         let definition: String = r.try_get(1)?;
-        sqlx::query(&definition).execute(&mut *tx).await?;
+        sqlx::query(&if_not_there(&definition)).execute(&mut *tx).await?;
     }
     sqlx::query("DELETE FROM bulk_dropped_indexes").execute(&mut *tx).await?;
     tx.commit().await?;
@@ -350,13 +361,8 @@ async fn build_dropped_indexes(pool: &AnyPool, which: Builds) -> Result<bool> {
     for (name, definition) in rows {
         let pool = pool.clone();
         builds.spawn(async move {
-            // `CREATE INDEX name ON …` as the catalog wrote it; another
-            // replica ending the same load may have built it already.
-            let sql = match definition.strip_prefix("CREATE INDEX ") {
-                Some(rest) => format!("CREATE INDEX IF NOT EXISTS {rest}"),
-                None => definition.clone(),
-            };
-            let built = build(&pool, &sql).await;
+            // Another replica ending the same load may have built it already.
+            let built = build(&pool, &if_not_there(&definition)).await;
             // Two builders of one name at once: the second fails on the
             // catalog's unique name although the index now exists.
             if let Err(e) = built {

@@ -1565,6 +1565,19 @@ async fn sqlite_bulk_load_fills_the_search_index_once() {
     assert_eq!(sqlite_staged_indexes(&restarted).await, migrated);
     assert_search_consistent(&restarted, "ldap").await;
     assert!(!restarted.end_bulk_load().await.unwrap());
+    // An index of the load that is there already (built by another
+    // process ending the same load) is kept, and the load still ends.
+    restarted.clear_staged("ldap").await.unwrap();
+    assert!(restarted.begin_bulk_load().await.unwrap());
+    let (name, definition) = migrated.iter().find(|(n, _)| n == "staged_users_name").unwrap().clone();
+    // (On a connection that has read since the drop: one that has not
+    // may still take the index for there when it reads the statement.)
+    let mut conn = restarted.pool().acquire().await.unwrap();
+    sqlx::query("SELECT COUNT(*) FROM sqlite_master").fetch_one(&mut *conn).await.unwrap();
+    sqlx::query(&definition).execute(&mut *conn).await.unwrap();
+    drop(conn);
+    assert!(restarted.end_bulk_load().await.unwrap(), "{name} was there already");
+    assert_eq!(sqlite_staged_indexes(&restarted).await, migrated);
 }
 
 // The apply records a chunk of applied items as one write of its run
