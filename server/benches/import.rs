@@ -294,10 +294,10 @@ async fn run_backend(label: &str, database_url: &str, d: &Slapd, users: usize, f
     let started = wall_ms();
     let (full, run) = sync(&service).await;
     let full_cpu = Cpu::now(d).since(cpu, tps);
-    // The import table's own indexes (SQLite: its trigram search index;
-    // PostgreSQL: its sort orders and search) come once the run has ended
-    // (`bindery_store` `bulk.rs`): waited for before anything else, and in
-    // the RSS growth.
+    // The import table's own indexes (its sort orders and its trigram
+    // search; on PostgreSQL with the vacuum of what the run wrote) come
+    // once the run has ended (`bindery_store` `bulk.rs`): waited for
+    // before anything else, and in the RSS growth.
     while service.store().bulk_load_pending().await.expect("bulk load state") {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

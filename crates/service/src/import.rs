@@ -161,8 +161,7 @@ impl Service {
         tokio::spawn(async move {
             let keep = lease.keep_alive(svc.store.clone());
             let r = svc.enumerate_into_staging(kind, id, &cfg, &cancel, None).await;
-            // Before the run ends (PostgreSQL): whoever sees it done sees
-            // the import table indexed.
+            // Before the run ends (PostgreSQL): the indexes a run reads.
             svc.end_bulk_load_within_run(id).await;
             let r = match r {
                 Ok(e) if e.complete => {
@@ -185,8 +184,8 @@ impl Service {
             }
             svc.jobs.map().remove(&id);
             keep.release(&svc.store).await;
-            // SQLite's search index, once the run has ended
-            // (`Store::end_bulk_load_within_run`).
+            // The import table's own indexes, once the run has ended
+            // (`bindery_store` `bulk.rs`).
             svc.end_bulk_load(id).await;
         });
         self.audit(actor, "directory.fetch_users", &format!("directory:{}", kind.as_str()), None, Some(serde_json::json!({ "run": id })))
@@ -281,10 +280,10 @@ impl Service {
         .await;
         let done = match result {
             Ok(t) => {
-                // A bulk load ends with its enumeration: PostgreSQL's
-                // indexes are built, and the statistics refreshed next
-                // cover them (SQLite's search index is filled once the run
-                // has ended; anything else ends the load then too).
+                // A bulk load's indexes that the rest of the run reads are
+                // built with the end of its enumeration (PostgreSQL), and
+                // the statistics refreshed next cover them; the import
+                // table's own come once the run has ended (`bulk.rs`).
                 if bulk {
                     self.store.end_bulk_load_unanalysed().await?;
                 }

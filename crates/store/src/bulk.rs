@@ -25,10 +25,10 @@
 //! orders, each holding the search text, and the trigram search) are built
 //! once the run has ended ([`Store::end_bulk_load`]), with the vacuum and
 //! the whole statistics of what the run wrote: nothing the run decides
-//! depends on them. At 100,000 users that took 0.3 s out of a PostgreSQL
-//! first sync of 4.6-5.4 s, and 0.25 s out of a SQLite one of 1.7-1.8 s,
-//! whose one writer had spent it on the sort indexes' entries (half of a
-//! snapshot row's insert in `sqlite3`). Until then the pages sort and
+//! depends on them. At 100,000 users a PostgreSQL first sync went from
+//! 4.29-4.46 s to 3.03-3.80 s (alternated runs), and a SQLite one, whose
+//! one writer had spent the time on the sort indexes' entries (half of a
+//! snapshot row's insert in `sqlite3`), from 1.72-1.79 s to 1.47-1.50 s. Until then the pages sort and
 //! search without them, with the same results ([`Store::search_index_ready`]
 //! for SQLite's search), and the status computations group the values of
 //! the marked rows instead of looking each up (`Store::compute_staged_status`,
@@ -62,8 +62,9 @@ const PAGE_INDEXES: &[&str] = &[
 
 impl Store {
     /// Start a bulk load when the snapshot table is empty: on PostgreSQL
-    /// its secondary indexes are dropped, on SQLite the trigger that fills
-    /// the search index, and remembered. Returns whether it started. With
+    /// its secondary indexes are dropped, on SQLite the import table's own
+    /// (its sort indexes and the trigger that fills the search index), and
+    /// remembered. Returns whether it started. With
     /// any snapshot row: `false`, nothing done.
     pub async fn begin_bulk_load(&self) -> Result<bool> {
         if self.backend == Backend::Sqlite {
@@ -181,7 +182,8 @@ impl Store {
 
     /// SQLite's bulk load ([`Store::begin_bulk_load`]): into an empty
     /// snapshot table, the trigger that writes each new row into the
-    /// search index is dropped, and its definition kept for the end.
+    /// search index and the sort indexes are dropped, and their
+    /// definitions kept for the end.
     async fn begin_search_load(&self) -> Result<bool> {
         let any: i64 = sqlx::query("SELECT EXISTS (SELECT 1 FROM staged_users)").fetch_one(&self.pool).await?.try_get(0)?;
         if any != 0 {

@@ -626,12 +626,11 @@ pub(crate) struct RowWrites<'r, 'a> {
     changed: Vec<i64>,
     /// One update a chunk of changed rows, with its number of rows.
     updates: Vec<(u64, crate::batch::Statement<'a>)>,
-    /// One insert a chunk of new rows, with those rows.
-    inserts: Vec<(Vec<(&'r NewStaged<'a>, i64)>, crate::batch::Statement<'a>)>,
-    /// PostgreSQL, when an earlier page of the run may have inserted one of
-    /// the rows: each insert's statement that skips such a row, run only
-    /// when the insert without it meets one ([`RowWrites::run`]).
-    skipping: Vec<String>,
+    /// One insert a chunk of new rows, with those rows and (PostgreSQL,
+    /// when an earlier page of the run may have inserted one of them) the
+    /// insert that skips such a row, run only when the insert without it
+    /// meets one ([`RowWrites::run`]).
+    inserts: Vec<(Vec<(&'r NewStaged<'a>, i64)>, crate::batch::Statement<'a>, Option<String>)>,
 }
 
 impl<'r, 'a> RowWrites<'r, 'a> {
@@ -642,7 +641,7 @@ impl<'r, 'a> RowWrites<'r, 'a> {
         for (_, st) in &self.updates {
             queries.push(st.batch.bind(sqlx::query(&st.sql))?);
         }
-        for (_, st) in &self.inserts {
+        for (_, st, _) in &self.inserts {
             let mut q = st.batch.bind(sqlx::query(&st.sql))?.bind(self.directory);
             if let Some(rules) = self.link {
                 q = q.bind(rules);
@@ -666,8 +665,8 @@ impl crate::batch::Bound<'_, RowWrites<'_, '_>> {
             q.execute(&mut **tx).await?;
             out.updated += rows;
         }
-        for (i, ((chunk, st), q)) in w.inserts.iter().zip(queries).enumerate() {
-            let returned = match w.skipping.get(i) {
+        for ((chunk, st, skipping), q) in w.inserts.iter().zip(queries) {
+            let returned = match skipping {
                 None => crate::batch::inserted_keys(tx, w.backend, "staged_users", q).await?,
                 Some(skipping) => {
                     // `ON CONFLICT DO NOTHING` checks each row against the
@@ -889,7 +888,6 @@ impl Store {
             ids: Vec::new(),
             changed: Vec::new(),
             updates: Vec::new(),
-            skipping: Vec::new(),
             inserts: Vec::new(),
         };
         let mut new = Vec::new();
@@ -952,10 +950,8 @@ impl Store {
                 ),
             };
             let sql = insert(on_conflict);
-            if retried {
-                writes.skipping.push(insert(skip));
-            }
-            writes.inserts.push((chunk.to_vec(), crate::batch::Statement { sql, batch }));
+            let skipping = retried.then(|| insert(skip));
+            writes.inserts.push((chunk.to_vec(), crate::batch::Statement { sql, batch }, skipping));
         }
         writes
     }
@@ -1147,7 +1143,7 @@ impl Store {
         // computation), how many users changed since, the snapshot's rows,
         // whether every row counts as marked (`Store::begin_staging`) and
         // the snapshot's version then (see the end)
-        // and (PostgreSQL) whether a bulk load has its indexes away.
+        // and whether a bulk load has indexes still to build (`bulk.rs`).
         let dropped = "CASE WHEN EXISTS (SELECT 1 FROM bulk_dropped_indexes) THEN 1 ELSE 0 END";
         let row = sqlx::query(&format!(
             "SELECT s.since, n.newest, (SELECT COUNT(*) FROM staged_dirty WHERE directory = $1), \

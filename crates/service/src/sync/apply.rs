@@ -103,11 +103,11 @@ impl Service {
             self.store.vacuum_after_apply().await?;
         }
         // A first sync's bulk load (PostgreSQL) that its enumeration did
-        // not end (an incomplete one: a complete one builds the indexes
-        // once its rows are in) ends here: the snapshot's indexes are built
-        // once, after the vacuum. A failed build is logged, not the run's
-        // failure: what it applied stands, and the next run or start
-        // builds them.
+        // not end (an incomplete one: a complete one builds them once its
+        // rows are in): the indexes the run reads are built here, the
+        // import table's own once the run has ended. A failed build is
+        // logged, not the run's failure: what it applied stands, and the
+        // next run or start builds them.
         if self.end_bulk_load_within_run(id).await {
             counts.notes.push(super::BULK_LOAD_NOTE.into());
         }

@@ -77,8 +77,8 @@ impl Service {
             svc.jobs.map().remove(&id);
             keep.release(&svc.store).await;
             // Once the run has ended and its lease is free (the next run
-            // need not wait for it): SQLite's search index after a first
-            // sync (`Store::end_bulk_load_within_run`).
+            // need not wait for it): the import table's own indexes after
+            // a first sync (`bindery_store` `bulk.rs`).
             svc.end_bulk_load(id).await;
             svc.notify_recipients(id, &settings).await;
         });
@@ -305,8 +305,8 @@ impl Service {
     }
 
     /// [`Service::end_bulk_load`] inside the run, before what it reads
-    /// next: PostgreSQL's indexes (SQLite's search index waits for the
-    /// run's end, `Store::end_bulk_load_within_run`).
+    /// next: the indexes a run reads (PostgreSQL; the import table's own
+    /// wait for the run's end, `Store::end_bulk_load_within_run`).
     pub(crate) async fn end_bulk_load_within_run(&self, run: i64) -> bool {
         bulk_load_ended(run, self.store.end_bulk_load_within_run().await)
     }
