@@ -626,11 +626,19 @@ pub(crate) struct RowWrites<'r, 'a> {
     changed: Vec<i64>,
     /// One update a chunk of changed rows, with its number of rows.
     updates: Vec<(u64, crate::batch::Statement<'a>)>,
-    /// One insert a chunk of new rows, with those rows and (PostgreSQL,
-    /// when an earlier page of the run may have inserted one of them) the
-    /// insert that skips such a row, run only when the insert without it
-    /// meets one ([`RowWrites::run`]).
-    inserts: Vec<(Vec<(&'r NewStaged<'a>, i64)>, crate::batch::Statement<'a>, Option<String>)>,
+    /// One insert a chunk of new rows.
+    inserts: Vec<RowInsert<'r, 'a>>,
+}
+
+/// An insert of a chunk of a page's new rows ([`RowWrites`]).
+struct RowInsert<'r, 'a> {
+    /// The rows, with their content hashes.
+    rows: Vec<(&'r NewStaged<'a>, i64)>,
+    statement: crate::batch::Statement<'a>,
+    /// PostgreSQL, when an earlier page of the run may have inserted one
+    /// of the rows: the insert that skips such a row, run only when the
+    /// insert without it meets one ([`RowWrites::run`]).
+    skipping: Option<String>,
 }
 
 impl<'r, 'a> RowWrites<'r, 'a> {
@@ -641,7 +649,7 @@ impl<'r, 'a> RowWrites<'r, 'a> {
         for (_, st) in &self.updates {
             queries.push(st.batch.bind(sqlx::query(&st.sql))?);
         }
-        for (_, st, _) in &self.inserts {
+        for RowInsert { statement: st, .. } in &self.inserts {
             let mut q = st.batch.bind(sqlx::query(&st.sql))?.bind(self.directory);
             if let Some(rules) = self.link {
                 q = q.bind(rules);
@@ -665,7 +673,7 @@ impl crate::batch::Bound<'_, RowWrites<'_, '_>> {
             q.execute(&mut **tx).await?;
             out.updated += rows;
         }
-        for ((chunk, st, skipping), q) in w.inserts.iter().zip(queries) {
+        for (RowInsert { rows: chunk, statement: st, skipping }, q) in w.inserts.iter().zip(queries) {
             let returned = match skipping {
                 None => crate::batch::inserted_keys(tx, w.backend, "staged_users", q).await?,
                 Some(skipping) => {
@@ -951,7 +959,7 @@ impl Store {
             };
             let sql = insert(on_conflict);
             let skipping = retried.then(|| insert(skip));
-            writes.inserts.push((chunk.to_vec(), crate::batch::Statement { sql, batch }, skipping));
+            writes.inserts.push(RowInsert { rows: chunk.to_vec(), statement: crate::batch::Statement { sql, batch }, skipping });
         }
         writes
     }
