@@ -2285,6 +2285,93 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
     assert_eq!(status(store.clone()).await, before);
 });
 
+// A first sync's page inserts its rows linked to the users it created,
+// settled, with the plan key and the status it gives them as it inserts
+// them (`staging::linked_insert`): each row is linked to its own user,
+// nothing is left to plan but the row with no user (the plan's own key
+// agrees with the one inserted), and a status computation of every row
+// through the indexes finds the statuses inserted. The accounts come in
+// another order than their rows; one is disabled, one is an
+// administrator, one's name differs from its entry's.
+both_backends!(a_first_load_page_links_its_rows_as_the_general_link_would, |store| {
+    use bindery_model::{ItemOutcome, Role, RunKind, SyncAction, UserSource};
+    let org = store.insert_organisation("Default", true, 1).await.unwrap();
+    // A local user first: the page's new ids do not start at 1.
+    store.insert_user(&new_user("zed", "zed", &[org])).await.unwrap();
+    let run = store.start_run("ldap", RunKind::Sync, "admin", false, 10).await.unwrap();
+    store.begin_staging("ldap", run).await.unwrap();
+    assert!(store.begin_bulk_load().await.unwrap());
+    let rows = [
+        staged("uuid-ann", "ann", "ann", "ann@example.org", ""),
+        staged("uuid-bo", "bo", "bo", "bo@example.org", "disabled"),
+        staged("uuid-cy", "cy", "cy", "cy@example.org", ""),
+        staged("uuid-dee", "dee", "dee", "dee@example.org", ""),
+        staged("uuid-eve", "eve", "eve", "eve@example.org", ""),
+    ];
+    let account = |r: &NewStaged<'_>, name: &str, role: Role, active: bool| bindery_store::NewAccount {
+        username: r.username.into(),
+        username_key: r.username_key.into(),
+        name: name.into(),
+        email: r.email.into(),
+        external_id: r.external_id.into(),
+        source: UserSource::Ldap,
+        role,
+        active,
+        organisations: vec![(org, bindery_store::OrgSource::Selection)],
+    };
+    let accounts = [
+        account(&rows[4], "eve", Role::Admin, true),
+        account(&rows[0], "ann", Role::User, true),
+        account(&rows[1], "bo", Role::User, false),
+        account(&rows[2], "Cy Other", Role::User, true),
+    ];
+    let creates = accounts
+        .iter()
+        .map(|a| {
+            let item = bindery_store::NewItem {
+                action: SyncAction::Create,
+                username: &a.username,
+                user_id: None,
+                staged_id: None,
+                reason: "new",
+                outcome: ItemOutcome::Applied,
+                change_json: String::new(),
+            };
+            (a, item)
+        })
+        .collect();
+    store.load_page("ldap", &rows, &std::collections::HashMap::new(), run, "rules", creates, 20).await.unwrap();
+    let links: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT s.external_id, u.external_id FROM staged_users s LEFT JOIN users u ON u.id = s.user_id ORDER BY s.external_id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let own = |e: &str| (e.to_string(), Some(e.to_string()));
+    assert_eq!(links, vec![own("uuid-ann"), own("uuid-bo"), own("uuid-cy"), ("uuid-dee".into(), None), own("uuid-eve")]);
+    let to_plan = |store: Store| async move {
+        store.plan_rows("ldap", "rules", 0, 100).await.unwrap().into_iter().map(|p| p.external_id).collect::<Vec<_>>()
+    };
+    assert_eq!(to_plan(store.clone()).await, vec!["uuid-dee".to_string()], "every row with its user has the key of its plan");
+    let status = |store: Store| async move {
+        let mut all: Vec<(String, String)> =
+            store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap().into_iter().map(|r| (r.username, r.status)).collect();
+        all.sort();
+        all
+    };
+    let inserted: Vec<(String, String)> = [("ann", "imported"), ("bo", "disabled"), ("cy", "changed"), ("dee", "new"), ("eve", "imported")]
+        .iter()
+        .map(|(u, s)| (u.to_string(), s.to_string()))
+        .collect();
+    assert_eq!(status(store.clone()).await, inserted);
+    // Every row computed again through the indexes: the same.
+    assert!(store.end_bulk_load().await.unwrap());
+    sqlx::query("INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users").execute(store.pool()).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    assert_eq!(status(store.clone()).await, inserted);
+    assert_eq!(to_plan(store.clone()).await, vec!["uuid-dee".to_string()]);
+});
+
 // The start of the directory's last complete full sync (a delta mode's
 // safety net): neither a delta run, nor an incomplete full one, nor another
 // directory's counts; the newest complete one does.
