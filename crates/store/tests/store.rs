@@ -2121,6 +2121,40 @@ async fn sqlite_first_load_page_refuses_when_the_snapshot_ids_are_exhausted() {
     assert_eq!(staged, 1);
 }
 
+/// A first sync page's creates of `accounts`, each with its item recorded
+/// as applied (`Store::load_page`).
+fn applied_creates(accounts: &[bindery_store::NewAccount]) -> Vec<(&bindery_store::NewAccount, bindery_store::NewItem<'_>)> {
+    use bindery_model::{ItemOutcome, SyncAction};
+    accounts
+        .iter()
+        .map(|a| {
+            let item = bindery_store::NewItem {
+                action: SyncAction::Create,
+                username: &a.username,
+                user_id: None,
+                staged_id: None,
+                reason: "new",
+                outcome: ItemOutcome::Applied,
+                change_json: String::new(),
+            };
+            (a, item)
+        })
+        .collect()
+}
+
+/// The `ldap` snapshot's rows as (username, status, linked to a user), sorted.
+async fn staged_statuses(store: &Store) -> Vec<(String, String, bool)> {
+    let mut all: Vec<(String, String, bool)> = store
+        .staged_rows("ldap", &StagedFilter::default(), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.username, r.status, r.user_id.is_some()))
+        .collect();
+    all.sort();
+    all
+}
+
 // A first load's status computation (issue 16): the rows its pages created
 // users for keep the status they were inserted with, and only the others
 // are computed (`Store::mark_first_load`): the row with no user, the row
@@ -2158,21 +2192,7 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
             organisations: vec![(org, bindery_store::OrgSource::Selection)],
         })
         .collect();
-    let creates = accounts
-        .iter()
-        .map(|a| {
-            let item = bindery_store::NewItem {
-                action: SyncAction::Create,
-                username: &a.username,
-                user_id: None,
-                staged_id: None,
-                reason: "new",
-                outcome: ItemOutcome::Applied,
-                change_json: String::new(),
-            };
-            (a, item)
-        })
-        .collect();
+    let creates = applied_creates(&accounts);
     let page = store.load_page("ldap", &rows, &std::collections::HashMap::new(), run, "rules", creates, 20).await.unwrap();
     // What the page wrote with its users: each created user's membership,
     // each item pointing at its entry's row, the snapshot's count.
@@ -2206,17 +2226,7 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
     let counted: i64 =
         sqlx::query_scalar("SELECT row_count FROM staging_snapshots WHERE directory = 'ldap'").fetch_one(store.pool()).await.unwrap();
     assert_eq!(counted, 3);
-    let status = |store: Store| async move {
-        let mut all: Vec<(String, String, bool)> = store
-            .staged_rows("ldap", &StagedFilter::default(), None)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.username, r.status, r.user_id.is_some()))
-            .collect();
-        all.sort();
-        all
-    };
+    let status = |store: Store| async move { staged_statuses(&store).await };
     let inserted =
         vec![("ann".into(), "imported".into(), true), ("cy".into(), "imported".into(), true), ("dee".into(), "new".into(), false)];
     assert_eq!(status(store.clone()).await, inserted, "each row as its page inserted it");
@@ -2294,7 +2304,7 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
 // another order than their rows; one is disabled, one is an
 // administrator, one's name differs from its entry's.
 both_backends!(a_first_load_page_links_its_rows_as_the_general_link_would, |store| {
-    use bindery_model::{ItemOutcome, Role, RunKind, SyncAction, UserSource};
+    use bindery_model::{Role, RunKind, UserSource};
     let org = store.insert_organisation("Default", true, 1).await.unwrap();
     // A local user first: the page's new ids do not start at 1.
     store.insert_user(&new_user("zed", "zed", &[org])).await.unwrap();
@@ -2325,21 +2335,7 @@ both_backends!(a_first_load_page_links_its_rows_as_the_general_link_would, |stor
         account(&rows[1], "bo", Role::User, false),
         account(&rows[2], "Cy Other", Role::User, true),
     ];
-    let creates = accounts
-        .iter()
-        .map(|a| {
-            let item = bindery_store::NewItem {
-                action: SyncAction::Create,
-                username: &a.username,
-                user_id: None,
-                staged_id: None,
-                reason: "new",
-                outcome: ItemOutcome::Applied,
-                change_json: String::new(),
-            };
-            (a, item)
-        })
-        .collect();
+    let creates = applied_creates(&accounts);
     store.load_page("ldap", &rows, &std::collections::HashMap::new(), run, "rules", creates, 20).await.unwrap();
     let links: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT s.external_id, u.external_id FROM staged_users s LEFT JOIN users u ON u.id = s.user_id ORDER BY s.external_id",
@@ -2353,22 +2349,17 @@ both_backends!(a_first_load_page_links_its_rows_as_the_general_link_would, |stor
         store.plan_rows("ldap", "rules", 0, 100).await.unwrap().into_iter().map(|p| p.external_id).collect::<Vec<_>>()
     };
     assert_eq!(to_plan(store.clone()).await, vec!["uuid-dee".to_string()], "every row with its user has the key of its plan");
-    let status = |store: Store| async move {
-        let mut all: Vec<(String, String)> =
-            store.staged_rows("ldap", &StagedFilter::default(), None).await.unwrap().into_iter().map(|r| (r.username, r.status)).collect();
-        all.sort();
-        all
-    };
-    let inserted: Vec<(String, String)> = [("ann", "imported"), ("bo", "disabled"), ("cy", "changed"), ("dee", "new"), ("eve", "imported")]
-        .iter()
-        .map(|(u, s)| (u.to_string(), s.to_string()))
-        .collect();
-    assert_eq!(status(store.clone()).await, inserted);
+    let inserted: Vec<(String, String, bool)> =
+        [("ann", "imported", true), ("bo", "disabled", true), ("cy", "changed", true), ("dee", "new", false), ("eve", "imported", true)]
+            .iter()
+            .map(|(u, s, linked)| (u.to_string(), s.to_string(), *linked))
+            .collect();
+    assert_eq!(staged_statuses(&store).await, inserted);
     // Every row computed again through the indexes: the same.
     assert!(store.end_bulk_load().await.unwrap());
     sqlx::query("INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users").execute(store.pool()).await.unwrap();
     store.compute_staged_status("ldap").await.unwrap();
-    assert_eq!(status(store.clone()).await, inserted);
+    assert_eq!(staged_statuses(&store).await, inserted);
     assert_eq!(to_plan(store.clone()).await, vec!["uuid-dee".to_string()]);
 });
 
