@@ -28,11 +28,11 @@
 //! depends on them. At 100,000 users a PostgreSQL first sync went from
 //! 4.29-4.46 s to 3.03-3.80 s (alternated runs), and a SQLite one, whose
 //! one writer had spent the time on the sort indexes' entries (half of a
-//! snapshot row's insert in `sqlite3`), from 1.72-1.79 s to 1.47-1.50 s. Until then the pages sort and
-//! search without them, with the same results ([`Store::search_index_ready`]
-//! for SQLite's search), and the status computations group the values of
-//! the marked rows instead of looking each up (`Store::compute_staged_status`,
-//! `Sharing::MarkedGrouped`).
+//! snapshot row's insert in `sqlite3`), from 1.72-1.79 s to 1.47-1.50 s.
+//! Until then the pages sort and search without them, with the same
+//! results ([`Store::search_index_ready`] for SQLite's search), and the
+//! status computations group the values of the marked rows instead of
+//! looking each up (`Store::compute_staged_status`, `Sharing::MarkedGrouped`).
 //!
 //! SQLite's trigram search index (`staged_search`, FTS5) is filled from the
 //! snapshot in one statement: 100,000 rows written into it a trigger call
@@ -44,6 +44,10 @@
 use sqlx::{AnyPool, Row};
 
 use crate::{Backend, Result, Store};
+
+/// Whether a bulk load is pending (`1`) or not (`0`), as an SQL expression
+/// to read with a statement's other values ([`Store::bulk_load_pending`]).
+pub(crate) const LOAD_PENDING: &str = "CASE WHEN EXISTS (SELECT 1 FROM bulk_dropped_indexes) THEN 1 ELSE 0 END";
 
 /// The snapshot's indexes that only the import table's pages read: its
 /// sort orders (each holding the search text) and its trigram search. A
@@ -173,10 +177,7 @@ impl Store {
     /// search without them, and the status computations group the
     /// snapshot rather than look names up in it.
     pub async fn bulk_load_pending(&self) -> Result<bool> {
-        let pending: i64 = sqlx::query("SELECT CASE WHEN EXISTS (SELECT 1 FROM bulk_dropped_indexes) THEN 1 ELSE 0 END")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
+        let pending: i64 = sqlx::query(&format!("SELECT {LOAD_PENDING}")).fetch_one(&self.pool).await?.try_get(0)?;
         Ok(pending != 0)
     }
 
@@ -348,10 +349,12 @@ enum Builds {
 /// Build the indexes a bulk load dropped that `which` says; whether it
 /// built any.
 async fn build_dropped_indexes(pool: &AnyPool, which: Builds) -> Result<bool> {
-    let rows = sqlx::query("SELECT name, definition FROM bulk_dropped_indexes ORDER BY name").fetch_all(pool).await?;
-    let rows: Vec<(String, String)> = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_>>()?;
-    let rows: Vec<(String, String)> =
-        rows.into_iter().filter(|(name, _)| which == Builds::All || !PAGE_INDEXES.contains(&name.as_str())).collect();
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT name, definition FROM bulk_dropped_indexes ORDER BY name")
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .filter(|(name, _): &(String, String)| which == Builds::All || !PAGE_INDEXES.contains(&name.as_str()))
+        .collect();
     if rows.is_empty() {
         return Ok(false);
     }

@@ -149,8 +149,9 @@ impl Store {
             // built after the run (`bulk.rs`): then each lookup would be a
             // scan of the snapshot.
             let row = sqlx::query(&format!(
-                "SELECT (SELECT COUNT(*) FROM users WHERE {}), CASE WHEN EXISTS (SELECT 1 FROM bulk_dropped_indexes) THEN 1 ELSE 0 END",
-                not_the_loads_own("$1")
+                "SELECT (SELECT COUNT(*) FROM users WHERE {}), {}",
+                not_the_loads_own("$1"),
+                crate::bulk::LOAD_PENDING
             ))
             .bind(source)
             .fetch_one(&mut *tx)

@@ -1084,14 +1084,9 @@ impl Store {
                 true => &VACUUM_ANALYZE_BULK,
                 false => &["ANALYZE staged_users", "ANALYZE users", "ANALYZE sync_items"],
             };
-            self.side_by_side(statements).await?;
+            side_by_side(&self.pool, statements).await?;
         }
         Ok(())
-    }
-
-    /// [`side_by_side`] on the store's pool.
-    async fn side_by_side(&self, statements: &[&str]) -> Result<()> {
-        side_by_side(&self.pool, statements).await
     }
 
     /// PostgreSQL, early in a large apply: the statistics of the users
@@ -1117,7 +1112,7 @@ impl Store {
         if self.backend != Backend::Postgres || self.bulk_load_pending().await? {
             return Ok(());
         }
-        self.side_by_side(&["VACUUM (ANALYZE) staged_users", "VACUUM users", "VACUUM staged_dirty", "VACUUM sync_items"]).await
+        side_by_side(&self.pool, &["VACUUM (ANALYZE) staged_users", "VACUUM users", "VACUUM staged_dirty", "VACUUM sync_items"]).await
     }
 
     /// Delete a directory's whole snapshot.
@@ -1152,7 +1147,7 @@ impl Store {
         // whether every row counts as marked (`Store::begin_staging`) and
         // the snapshot's version then (see the end)
         // and whether a bulk load has indexes still to build (`bulk.rs`).
-        let dropped = "CASE WHEN EXISTS (SELECT 1 FROM bulk_dropped_indexes) THEN 1 ELSE 0 END";
+        let dropped = crate::bulk::LOAD_PENDING;
         let row = sqlx::query(&format!(
             "SELECT s.since, n.newest, (SELECT COUNT(*) FROM staged_dirty WHERE directory = $1), \
              (SELECT COUNT(*) FROM users WHERE updated_at > s.since), s.row_count, {dropped}, s.all_marked, s.version, \
