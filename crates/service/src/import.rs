@@ -234,7 +234,7 @@ impl Service {
                 .shared()
         };
         let store = self.store.clone();
-        let seen: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let seen: Arc<Mutex<HashSet<i64, bindery_store::KeyHashing>>> = Arc::default();
         let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
         // Progress is written after the first page, then at most every half
         // second, not per page; never less than already written (pages
@@ -307,10 +307,14 @@ impl Service {
         drop(known);
         // A first sync's pages settled the rows they created users for: only
         // the others need a status (`Store::mark_first_load`).
-        if done.complete && load.as_ref().is_some_and(|l| l.failed().is_none()) {
-            self.store.mark_first_load(dir, kind.source().as_str()).await?;
+        let closed = match load.as_ref().filter(|l| done.complete && l.failed().is_none()) {
+            Some(load) => self.store.mark_first_load(dir, kind.source().as_str(), Some(&load.values())).await?,
+            None => false,
+        };
+        match closed {
+            true => self.store.compute_staged_status_closed(dir).await?,
+            false => self.store.compute_staged_status(dir).await?,
         }
-        self.store.compute_staged_status(dir).await?;
         Ok(done)
     }
 

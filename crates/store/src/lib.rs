@@ -40,6 +40,7 @@ tokio::task_local! {
 /// flush of the write-ahead log (one round trip for both statements).
 const BEGIN_UNFLUSHED: &str = "BEGIN; SET LOCAL synchronous_commit = off";
 
+pub use first_load::{KeyHasher, KeyHashing, LoadedValues, ValueHashes};
 pub use identity::{Activation, Applied, Change, NewAccount, OrgSource, Update};
 pub use live::LiveRow;
 pub use login::{Grant, GrantCredential, LoginLookup};

@@ -305,6 +305,11 @@ enum Sharing {
     /// of the two (a first sync at 100,000 rows with a handful of marks:
     /// the whole grouping took 0.29 s on PostgreSQL).
     MarkedGrouped,
+    /// The values of the marked rows, grouped among the marked rows only:
+    /// when every row that shares a value with another is marked
+    /// ([`Store::compute_staged_status_closed`]), a value is shared among
+    /// them exactly when it is in the snapshot.
+    MarkedOnly,
 }
 
 /// Whether another row shares the username or email ([`Sharing`]): from
@@ -330,6 +335,14 @@ fn status_of_marked(backend: Backend, sharing: Sharing, all: bool) -> String {
         _ => ("", ""),
     };
     let (same_username, same_email) = match sharing {
+        Sharing::MarkedOnly => (
+            "s.username_key IN (SELECT t.username_key FROM staged_dirty md CROSS JOIN staged_users t \
+             WHERE md.directory = $1 AND t.id = md.id GROUP BY t.username_key HAVING COUNT(*) > 1)"
+                .to_string(),
+            "lower(s.email) IN (SELECT lower(t.email) FROM staged_dirty md CROSS JOIN staged_users t \
+             WHERE md.directory = $1 AND t.id = md.id AND t.email <> '' GROUP BY lower(t.email) HAVING COUNT(*) > 1)"
+                .to_string(),
+        ),
         Sharing::Grouped | Sharing::MarkedGrouped => (
             format!(
                 "s.username_key IN (SELECT t.username_key FROM staged_users t WHERE t.directory = $1 {marked_names}\
@@ -985,7 +998,7 @@ impl Store {
         &self,
         directory: &str,
         run: i64,
-        seen: &std::collections::HashSet<i64>,
+        seen: &std::collections::HashSet<i64, impl std::hash::BuildHasher>,
         known: Option<&std::collections::HashMap<String, (i64, i64)>>,
         refresh: bool,
     ) -> Result<u64> {
@@ -1139,6 +1152,21 @@ impl Store {
     /// last computation saw (its watermark), and how many users had that
     /// time then: when none is newer and as many have it, no user changed.
     pub async fn compute_staged_status(&self, directory: &str) -> Result<()> {
+        self.compute_status(directory, false).await
+    }
+
+    /// [`Store::compute_staged_status`] when every row that shares a
+    /// username or email with another row is marked already
+    /// ([`Store::mark_first_load`] said so): no mark of neighbours is
+    /// looked for, and the values shared are found among the marked rows
+    /// only ([`Sharing::MarkedOnly`]), without reading the snapshot.
+    pub async fn compute_staged_status_closed(&self, directory: &str) -> Result<()> {
+        self.compute_status(directory, true).await
+    }
+
+    /// See [`Store::compute_staged_status`]; `closed`: see
+    /// [`Store::compute_staged_status_closed`].
+    async fn compute_status(&self, directory: &str, closed: bool) -> Result<()> {
         let mut tx = self.write_tx().await?;
         // One round trip for what the computation starts from: the newest
         // user change the last one saw, the newest now, the rows marked
@@ -1189,7 +1217,9 @@ impl Store {
         // Many marks: shared names and emails are grouped once, not looked
         // up per row. Few while a bulk load has no index to look them up
         // by: only the marked rows' values are grouped.
-        let sharing = if (flagged && rows > 5000) || pending + users_since > 5000 {
+        let sharing = if closed && !flagged {
+            Sharing::MarkedOnly
+        } else if (flagged && rows > 5000) || pending + users_since > 5000 {
             Sharing::Grouped
         } else if bulk_load {
             Sharing::MarkedGrouped
@@ -1198,7 +1228,7 @@ impl Store {
         };
         // Statements that read the whole snapshot (PostgreSQL only: SQLite
         // has neither the planner settings nor the table VACUUM below).
-        let many = self.backend == Backend::Postgres && sharing != Sharing::Lookup;
+        let many = self.backend == Backend::Postgres && !matches!(sharing, Sharing::Lookup | Sharing::MarkedOnly);
         if self.backend == Backend::Postgres && !many {
             // PostgreSQL plans these statements from statistics taken when the
             // marks table was full (a first sync) and cannot estimate
@@ -1260,7 +1290,7 @@ impl Store {
              (SELECT lower(s.email) FROM staged_users s JOIN staged_dirty d ON d.id = s.id AND d.directory = $1 WHERE s.email <> '') \
              ON CONFLICT DO NOTHING",
         ];
-        for sql in neighbours.into_iter().filter(|_| pending > 0 && !all_marked) {
+        for sql in neighbours.into_iter().filter(|_| pending > 0 && !all_marked && sharing != Sharing::MarkedOnly) {
             sqlx::query(sql).bind(directory).execute(&mut *tx).await?;
         }
         let mark = [
@@ -1286,7 +1316,8 @@ impl Store {
         }
         self.relink_marked(&mut tx, directory, all_marked).await?;
         // Every row marked: the marked rows' values are all the values.
-        let sharing = if all_marked && sharing == Sharing::MarkedGrouped { Sharing::Grouped } else { sharing };
+        let sharing =
+            if all_marked && matches!(sharing, Sharing::MarkedGrouped | Sharing::MarkedOnly) { Sharing::Grouped } else { sharing };
         let status = status_of_marked(self.backend, sharing, all_marked);
         let update_from = || {
             format!(

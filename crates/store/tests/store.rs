@@ -2237,7 +2237,7 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
     // The rows are in: the indexes the run reads are built.
     store.end_bulk_load_unanalysed().await.unwrap();
     assert!(store.bulk_load_pending().await.unwrap(), "the import table's own indexes come after the run");
-    store.mark_first_load("ldap", UserSource::Ldap.as_str()).await.unwrap();
+    assert!(!store.mark_first_load("ldap", UserSource::Ldap.as_str(), None).await.unwrap());
     let marked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM staged_dirty").fetch_one(store.pool()).await.unwrap();
     assert_eq!(marked, 3, "dee (no user), cy (edited) and ann (zed has her email)");
     store.compute_staged_status("ldap").await.unwrap();
@@ -2385,4 +2385,113 @@ both_backends!(the_last_complete_full_sync_is_the_newest_complete_full_run, |sto
     run("ldap", RunKind::Delta, true, 600).await;
     assert_eq!(store.last_complete_full_sync("ldap").await.unwrap(), Some(500));
     assert_eq!(store.last_complete_full_sync("ldap_ha").await.unwrap(), Some(400));
+});
+
+// A first load's values (issue 16): what its pages saw of each entry's
+// username and email (`LoadedValues`) marks, on SQLite, every row whose
+// status the pages could not know, without reading the snapshot, and the
+// computation that follows finds the shared values among the marked rows
+// only. Every status and problem is then what a computation of every row
+// through the indexes gives: a username two entries share (ann, one of
+// them created), an email two share in another case (bo created, dee
+// not), an entry listed twice (bo: one row), an email a local user has
+// (eve), a user of the load an administrator edited (gus), another
+// directory's user with an entry's immutable id (ann2's). PostgreSQL marks
+// them by reading the snapshot, and ends the same.
+both_backends!(a_first_loads_values_mark_what_reading_its_snapshot_would, |store| {
+    use bindery_model::{Role, RunKind, UserSource};
+    use bindery_store::{LoadedValues, ValueHashes};
+    let org = store.insert_organisation("Default", true, 1).await.unwrap();
+    let orgs = [org];
+    let mut zed = new_user("zed", "zed", &orgs);
+    zed.email = "Eve@Example.org";
+    store.insert_user(&zed).await.unwrap();
+    let mut other = new_user("cy2", "cy2", &orgs);
+    other.source = "ldap_ha";
+    other.external_id = Some("uuid-ann2");
+    store.insert_user(&other).await.unwrap();
+    let run = store.start_run("ldap", RunKind::Sync, "admin", false, 10).await.unwrap();
+    store.begin_staging("ldap", run).await.unwrap();
+    assert!(store.begin_bulk_load().await.unwrap());
+    let pages = [
+        vec![
+            staged("uuid-ann", "ann", "ann", "ann@example.org", ""),
+            staged("uuid-bo", "bo", "bo", "shared@example.org", ""),
+            staged("uuid-cy", "cy", "cy", "cy@example.org", ""),
+            staged("uuid-gus", "gus", "gus", "gus@example.org", ""),
+        ],
+        vec![
+            staged("uuid-ann2", "Ann", "ann", "ann2@example.org", ""),
+            staged("uuid-dee", "dee", "dee", "SHARED@example.org", ""),
+            staged("uuid-eve", "eve", "eve", "eve@example.org", ""),
+            staged("uuid-bo", "bo", "bo", "shared@example.org", ""),
+            staged("uuid-fay", "fay", "fay", "fay@example.org", ""),
+        ],
+    ];
+    let mut values = LoadedValues::default();
+    for (n, rows) in pages.iter().enumerate() {
+        // As the service plans a page: a user for each entry that is the
+        // first with its username and its email.
+        let hashes: Vec<ValueHashes> = rows.iter().map(ValueHashes::of).collect();
+        let firsts: Vec<(bool, bool)> = hashes.iter().map(|h| values.first_seen(*h)).collect();
+        let accounts: Vec<bindery_store::NewAccount> = rows
+            .iter()
+            .zip(&firsts)
+            .filter(|(_, (name, email))| *name && *email)
+            .map(|(r, _)| bindery_store::NewAccount {
+                username: r.username.into(),
+                username_key: r.username_key.into(),
+                name: r.name.into(),
+                email: r.email.into(),
+                external_id: r.external_id.into(),
+                source: UserSource::Ldap,
+                role: Role::User,
+                active: true,
+                organisations: vec![(org, bindery_store::OrgSource::Selection)],
+            })
+            .collect();
+        let page = store
+            .load_page("ldap", rows, &std::collections::HashMap::new(), run, "rules", applied_creates(&accounts), 20 + n as i64)
+            .await
+            .unwrap();
+        values.written(rows, &hashes, &page.new_rows);
+    }
+    let gus = store.find_user("gus").await.unwrap().unwrap();
+    let edit = UserRowUpdate { name: "Gus Renamed", email: &gus.email, role: "user", is_active: true, organisation_ids: None };
+    assert!(store.update_user(gus.id, &edit, 30).await.unwrap());
+    store.end_bulk_load_unanalysed().await.unwrap();
+    let closed = store.mark_first_load("ldap", UserSource::Ldap.as_str(), Some(&values)).await.unwrap();
+    assert_eq!(closed, store.backend() == Backend::Sqlite, "the values are used on SQLite");
+    if closed {
+        let marked: Vec<String> =
+            sqlx::query_scalar("SELECT s.external_id FROM staged_dirty d JOIN staged_users s ON s.id = d.id ORDER BY s.external_id")
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        let expected = ["uuid-ann", "uuid-ann2", "uuid-bo", "uuid-dee", "uuid-eve", "uuid-gus"];
+        assert_eq!(marked, expected, "every row that shares a value, has no user, or meets another user; not cy or fay");
+        store.compute_staged_status_closed("ldap").await.unwrap();
+    } else {
+        store.compute_staged_status("ldap").await.unwrap();
+    }
+    let read = |store: Store| async move {
+        sqlx::query_as::<_, (String, String, String, i64)>(
+            "SELECT external_id, problem, status, CASE WHEN user_id IS NULL THEN 0 ELSE 1 END FROM staged_users ORDER BY external_id",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+    };
+    let computed = read(store.clone()).await;
+    let problem = |e: &str| computed.iter().find(|r| r.0 == e).map(|r| r.1.clone()).unwrap();
+    for e in ["uuid-ann", "uuid-ann2", "uuid-bo", "uuid-dee", "uuid-eve"] {
+        assert!(!problem(e).is_empty(), "{e} has a problem: {computed:?}");
+    }
+    assert_eq!(computed.iter().find(|r| r.0 == "uuid-fay").unwrap().2, "imported");
+    assert_eq!(computed.iter().find(|r| r.0 == "uuid-gus").unwrap().2, "changed");
+    // Every row computed again through the indexes: the same.
+    assert!(store.end_bulk_load().await.unwrap());
+    sqlx::query("INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users").execute(store.pool()).await.unwrap();
+    store.compute_staged_status("ldap").await.unwrap();
+    assert_eq!(read(store.clone()).await, computed);
 });

