@@ -33,7 +33,8 @@
 //! names a file to keep the SQLite database in; `BENCH_TRACE` names a file
 //! that receives every SQL statement with its elapsed time (sqlx's
 //! statement log), for finding where a phase's time goes; `BENCH_KEEP_PG`
-//! keeps the PostgreSQL database (its URL is printed);
+//! keeps the PostgreSQL database (its URL is printed); `BENCH_FULL_REPEAT`
+//! runs only the SQLite full sync, that many times;
 //! `BENCH_SLAPD_LOGLEVEL` sets slapd's log level (default `none`; `stats`
 //! logs each operation with its time to `slapd.log` in slapd's directory).
 
@@ -430,6 +431,41 @@ async fn run_backend(label: &str, database_url: &str, d: &Slapd, users: usize, f
     service.store().close().await;
 }
 
+/// `BENCH_FULL_REPEAT=n`: the full sync only, `n` times, each into a new
+/// SQLite database, after the dumps: many samples of the one figure in
+/// little time, for comparing two builds (alternated: this machine's speed
+/// drifts by a third within minutes).
+async fn full_syncs_only(d: &Slapd, n: usize) {
+    let mut input = d.input();
+    let mut dumps: Vec<Duration> = (0..3).map(|_| raw_dump(d, &input)).collect();
+    dumps.sort();
+    let baseline = dumps[1].as_secs_f64();
+    println!("raw paged ldapsearch dump (baseline)      {baseline:>8.2} s");
+    input.page_size = 1000;
+    let mut times = Vec::new();
+    for _ in 0..n {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = bindery_server::Config {
+            database_url: format!("sqlite:{}/bench.db", dir.path().display()),
+            secret_key_file: format!("{}/secret.key", dir.path().display()),
+            ..Default::default()
+        };
+        let (service, _) = bindery_server::open(&cfg).await.expect("open");
+        service.save_directory(&admin(), DirectoryKind::Ldap, &input).await.expect("save");
+        let settings = bindery_model::SyncSettings { disable_missing: true, threshold_percent: 100, ..Default::default() };
+        service.save_sync_settings(&admin(), DirectoryKind::Ldap, &settings).await.expect("sync settings");
+        let (full, _) = sync(&service).await;
+        while service.store().bulk_load_pending().await.expect("bulk load state") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        service.store().close().await;
+        println!("Bindery full sync                         {:>8.2} s   {:.2}× baseline", full.as_secs_f64(), full.as_secs_f64() / baseline);
+        times.push(full.as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    println!("full syncs: median {:.2} s ({:.2}×), {:.2}-{:.2} s", times[n / 2], times[n / 2] / baseline, times[0], times[n - 1]);
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -453,6 +489,10 @@ async fn main() {
     let loglevel = std::env::var("BENCH_SLAPD_LOGLEVEL").unwrap_or_else(|_| "none".into());
     let d = Slapd::start_with(&[("SLAPD_EXTRA_USERS", &users_env), ("SLAPD_LOGLEVEL", &loglevel)]);
     println!("Import table benchmark: {users} users (+8 seeded) loaded with slapadd in {:.1} s", t.elapsed().as_secs_f64());
+    if let Some(n) = std::env::var("BENCH_FULL_REPEAT").ok().and_then(|s| s.parse::<usize>().ok()) {
+        full_syncs_only(&d, n).await;
+        return;
+    }
     if backends.contains("sqlite") {
         let dir = tempfile::tempdir().unwrap();
         run_backend("SQLite", &format!("sqlite:{}/bench.db", dir.path().display()), &d, users, 0).await;
