@@ -459,7 +459,11 @@ async fn full_syncs_only(d: &Slapd, n: usize) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         service.store().close().await;
-        println!("Bindery full sync                         {:>8.2} s   {:.2}× baseline", full.as_secs_f64(), full.as_secs_f64() / baseline);
+        println!(
+            "Bindery full sync                         {:>8.2} s   {:.2}× baseline",
+            full.as_secs_f64(),
+            full.as_secs_f64() / baseline
+        );
         times.push(full.as_secs_f64());
     }
     times.sort_by(f64::total_cmp);

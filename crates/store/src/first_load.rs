@@ -39,7 +39,7 @@ impl Hasher for KeyHasher {
     fn write(&mut self, bytes: &[u8]) {
         // Not the keys it is made for; correct for any key all the same.
         for b in bytes {
-            self.write_u64(self.0 ^ u64::from(*b));
+            self.write_u64(u64::from(*b));
         }
     }
 
@@ -481,5 +481,34 @@ impl Store {
         crate::runs::items_applied(&mut tx, run, last).await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{BuildHasher, Hash, Hasher};
+
+    use super::{KeyHasher, KeyHashing};
+
+    fn hash<T: Hash>(key: T) -> u64 {
+        KeyHashing::default().hash_one(key)
+    }
+
+    // Keys that are ids one after another, or hashes, spread over the bits a
+    // table picks buckets by (the low ones) and its tag bits (the high
+    // ones); bytes (a key of another kind) each change the hash.
+    #[test]
+    fn the_key_hasher_spreads_ids_and_counts_every_byte() {
+        let ids: std::collections::HashSet<u64> = (1..=4096_i64).map(|id| hash(id) & 0xfff).collect();
+        assert!(ids.len() > 2400, "low bits of 4,096 consecutive ids: {} distinct", ids.len());
+        let tags: std::collections::HashSet<u64> = (1..=4096_i64).map(|id| hash(id) >> 57).collect();
+        assert_eq!(tags.len(), 128, "every 7-bit tag is used");
+        let mut a = KeyHasher::default();
+        a.write(b"ab");
+        let mut b = KeyHasher::default();
+        b.write(b"bb");
+        let mut c = KeyHasher::default();
+        c.write(b"ba");
+        assert!(a.finish() != b.finish() && a.finish() != c.finish() && b.finish() != c.finish());
     }
 }
