@@ -297,14 +297,15 @@ impl Store {
     /// of SQLite's equal emails are equal, and only there are they used.)
     pub async fn mark_first_load(&self, directory: &str, source: &str, values: Option<&LoadedValues>) -> Result<bool> {
         let mut tx = self.write_tx().await?;
+        // The rows with no user, by the index of the user link.
+        sqlx::query(
+            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users \
+             WHERE directory = $1 AND user_id IS NULL ON CONFLICT DO NOTHING",
+        )
+        .bind(directory)
+        .execute(&mut *tx)
+        .await?;
         if let Some(values) = values.filter(|_| self.backend == Backend::Sqlite) {
-            sqlx::query(
-                "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users \
-                 WHERE directory = $1 AND user_id IS NULL ON CONFLICT DO NOTHING",
-            )
-            .bind(directory)
-            .execute(&mut *tx)
-            .await?;
             let others: Vec<(i64, String, Option<String>, String)> =
                 sqlx::query_as(&format!("SELECT id, username_key, external_id, email FROM users WHERE {}", not_the_loads_own("$1")))
                     .bind(source)
@@ -363,13 +364,6 @@ impl Store {
                     .await?;
             }
         }
-        sqlx::query(
-            "INSERT INTO staged_dirty (directory, id) SELECT directory, id FROM staged_users \
-             WHERE directory = $1 AND user_id IS NULL ON CONFLICT DO NOTHING",
-        )
-        .bind(directory)
-        .execute(&mut *tx)
-        .await?;
         // The other users are read once (a scan of the users), then each
         // is looked up in the snapshot by its index. The usernames and
         // emails as lists (`IN`): while a bulk load has their indexes still

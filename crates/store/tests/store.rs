@@ -2155,6 +2155,43 @@ async fn staged_statuses(store: &Store) -> Vec<(String, String, bool)> {
     all
 }
 
+/// A first load's start, as a first sync's: an organisation, a local user
+/// `zed` with `email`, a run with its staging begun and the snapshot's bulk
+/// load started. Returns the organisation and the run.
+async fn first_load_start(store: &Store, email: &str) -> (i64, i64) {
+    let org = store.insert_organisation("Default", true, 1).await.unwrap();
+    let orgs = [org];
+    let mut zed = new_user("zed", "zed", &orgs);
+    zed.email = email;
+    store.insert_user(&zed).await.unwrap();
+    let run = store.start_run("ldap", bindery_model::RunKind::Sync, "admin", false, 10).await.unwrap();
+    store.begin_staging("ldap", run).await.unwrap();
+    assert!(store.begin_bulk_load().await.unwrap());
+    (org, run)
+}
+
+/// The user a first load's page makes from an entry's row, in `org`.
+fn account_of(r: &NewStaged<'_>, org: i64) -> bindery_store::NewAccount {
+    bindery_store::NewAccount {
+        username: r.username.into(),
+        username_key: r.username_key.into(),
+        name: r.name.into(),
+        email: r.email.into(),
+        external_id: r.external_id.into(),
+        source: bindery_model::UserSource::Ldap,
+        role: bindery_model::Role::User,
+        active: true,
+        organisations: vec![(org, bindery_store::OrgSource::Selection)],
+    }
+}
+
+/// An administrator renames user `username` (its `updated_at` moves on).
+async fn rename_user(store: &Store, username: &str, name: &str) {
+    let user = store.find_user(username).await.unwrap().unwrap();
+    let edit = UserRowUpdate { name, email: &user.email, role: "user", is_active: true, organisation_ids: None };
+    assert!(store.update_user(user.id, &edit, 30).await.unwrap());
+}
+
 // A first load's status computation (issue 16): the rows its pages created
 // users for keep the status they were inserted with, and only the others
 // are computed (`Store::mark_first_load`): the row with no user, the row
@@ -2163,35 +2200,15 @@ async fn staged_statuses(store: &Store) -> Vec<(String, String, bool)> {
 // a local user has. As in a first sync, the snapshot was loaded in bulk:
 // its indexes of usernames and emails come after the run.
 both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |store| {
-    use bindery_model::{ItemOutcome, RunKind, SyncAction, UserSource};
-    let org = store.insert_organisation("Default", true, 1).await.unwrap();
-    let orgs = [org];
-    let mut zed = new_user("zed", "zed", &orgs);
-    zed.email = "ANN@example.org";
-    store.insert_user(&zed).await.unwrap();
-    let run = store.start_run("ldap", RunKind::Sync, "admin", false, 10).await.unwrap();
-    store.begin_staging("ldap", run).await.unwrap();
-    assert!(store.begin_bulk_load().await.unwrap());
+    use bindery_model::{ItemOutcome, SyncAction, UserSource};
+    let (org, run) = first_load_start(&store, "ANN@example.org").await;
     let rows = [
         staged("uuid-ann", "ann", "ann", "ann@example.org", ""),
         staged("uuid-cy", "cy", "cy", "cy@example.org", ""),
         staged("uuid-dee", "dee", "dee", "dee@example.org", ""),
     ];
     // Users for ann and cy, as a page makes them from their entries.
-    let accounts: Vec<bindery_store::NewAccount> = rows[..2]
-        .iter()
-        .map(|r| bindery_store::NewAccount {
-            username: r.username.into(),
-            username_key: r.username_key.into(),
-            name: r.name.into(),
-            email: r.email.into(),
-            external_id: r.external_id.into(),
-            source: UserSource::Ldap,
-            role: bindery_model::Role::User,
-            active: true,
-            organisations: vec![(org, bindery_store::OrgSource::Selection)],
-        })
-        .collect();
+    let accounts: Vec<bindery_store::NewAccount> = rows[..2].iter().map(|r| account_of(r, org)).collect();
     let creates = applied_creates(&accounts);
     let page = store.load_page("ldap", &rows, &std::collections::HashMap::new(), run, "rules", creates, 20).await.unwrap();
     // What the page wrote with its users: each created user's membership,
@@ -2231,9 +2248,7 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
         vec![("ann".into(), "imported".into(), true), ("cy".into(), "imported".into(), true), ("dee".into(), "new".into(), false)];
     assert_eq!(status(store.clone()).await, inserted, "each row as its page inserted it");
     // An administrator renames cy meanwhile.
-    let cy = store.find_user("cy").await.unwrap().unwrap();
-    let edit = UserRowUpdate { name: "Cy Renamed", email: &cy.email, role: "user", is_active: true, organisation_ids: None };
-    assert!(store.update_user(cy.id, &edit, 30).await.unwrap());
+    rename_user(&store, "cy", "Cy Renamed").await;
     // The rows are in: the indexes the run reads are built.
     store.end_bulk_load_unanalysed().await.unwrap();
     assert!(store.bulk_load_pending().await.unwrap(), "the import table's own indexes come after the run");
@@ -2247,17 +2262,7 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
     // its id; only the new entry is inserted and counted, and eve's user
     // created, her item pointing at her row.
     let again = [staged("uuid-dee", "dee", "dee", "dee@example.org", ""), staged("uuid-eve", "eve", "eve", "eve@example.org", "")];
-    let eve = bindery_store::NewAccount {
-        username: "eve".into(),
-        username_key: "eve".into(),
-        name: "eve".into(),
-        email: "eve@example.org".into(),
-        external_id: "uuid-eve".into(),
-        source: UserSource::Ldap,
-        role: bindery_model::Role::User,
-        active: true,
-        organisations: vec![(org, bindery_store::OrgSource::Selection)],
-    };
+    let eve = account_of(&again[1], org);
     let item = bindery_store::NewItem {
         action: SyncAction::Create,
         username: "eve",
@@ -2399,20 +2404,14 @@ both_backends!(the_last_complete_full_sync_is_the_newest_complete_full_run, |sto
 // directory's user with an entry's immutable id (ann2's). PostgreSQL marks
 // them by reading the snapshot, and ends the same.
 both_backends!(a_first_loads_values_mark_what_reading_its_snapshot_would, |store| {
-    use bindery_model::{Role, RunKind, UserSource};
+    use bindery_model::UserSource;
     use bindery_store::{LoadedValues, ValueHashes};
-    let org = store.insert_organisation("Default", true, 1).await.unwrap();
+    let (org, run) = first_load_start(&store, "Eve@Example.org").await;
     let orgs = [org];
-    let mut zed = new_user("zed", "zed", &orgs);
-    zed.email = "Eve@Example.org";
-    store.insert_user(&zed).await.unwrap();
     let mut other = new_user("cy2", "cy2", &orgs);
     other.source = "ldap_ha";
     other.external_id = Some("uuid-ann2");
     store.insert_user(&other).await.unwrap();
-    let run = store.start_run("ldap", RunKind::Sync, "admin", false, 10).await.unwrap();
-    store.begin_staging("ldap", run).await.unwrap();
-    assert!(store.begin_bulk_load().await.unwrap());
     let pages = [
         vec![
             staged("uuid-ann", "ann", "ann", "ann@example.org", ""),
@@ -2434,31 +2433,15 @@ both_backends!(a_first_loads_values_mark_what_reading_its_snapshot_would, |store
         // first with its username and its email.
         let hashes: Vec<ValueHashes> = rows.iter().map(ValueHashes::of).collect();
         let firsts: Vec<(bool, bool)> = hashes.iter().map(|h| values.first_seen(*h)).collect();
-        let accounts: Vec<bindery_store::NewAccount> = rows
-            .iter()
-            .zip(&firsts)
-            .filter(|(_, (name, email))| *name && *email)
-            .map(|(r, _)| bindery_store::NewAccount {
-                username: r.username.into(),
-                username_key: r.username_key.into(),
-                name: r.name.into(),
-                email: r.email.into(),
-                external_id: r.external_id.into(),
-                source: UserSource::Ldap,
-                role: Role::User,
-                active: true,
-                organisations: vec![(org, bindery_store::OrgSource::Selection)],
-            })
-            .collect();
+        let accounts: Vec<bindery_store::NewAccount> =
+            rows.iter().zip(&firsts).filter(|(_, (name, email))| *name && *email).map(|(r, _)| account_of(r, org)).collect();
         let page = store
             .load_page("ldap", rows, &std::collections::HashMap::new(), run, "rules", applied_creates(&accounts), 20 + n as i64)
             .await
             .unwrap();
         values.written(rows, &hashes, &page.new_rows);
     }
-    let gus = store.find_user("gus").await.unwrap().unwrap();
-    let edit = UserRowUpdate { name: "Gus Renamed", email: &gus.email, role: "user", is_active: true, organisation_ids: None };
-    assert!(store.update_user(gus.id, &edit, 30).await.unwrap());
+    rename_user(&store, "gus", "Gus Renamed").await;
     store.end_bulk_load_unanalysed().await.unwrap();
     let closed = store.mark_first_load("ldap", UserSource::Ldap.as_str(), Some(&values)).await.unwrap();
     assert_eq!(closed, store.backend() == Backend::Sqlite, "the values are used on SQLite");
