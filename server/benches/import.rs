@@ -257,14 +257,11 @@ fn where_the_time_goes(c: &bindery_model::SyncCounts) -> String {
 async fn run_backend(label: &str, database_url: &str, d: &Slapd, users: usize, first_change: usize) {
     println!("--- {label} ---");
     let mut input = d.input();
-    // The median of three dumps: single dumps on this two-core VM ranged
-    // from 0.74 s to 1.16 s in one session, and every ratio below moved
-    // with the one taken.
+    // The median of three dumps (`three_dumps`).
     let tps = ticks_per_second();
     let cpu = Cpu::now(d);
-    let mut dumps: Vec<Duration> = (0..3).map(|_| raw_dump(d, &input)).collect();
+    let dumps = three_dumps(d, &input);
     let dump_cpu = Cpu::now(d).since(cpu, tps * 3.0);
-    dumps.sort();
     let baseline = dumps[1];
     println!(
         "raw paged ldapsearch dump (baseline)      {:>8.2} s   (median of {:.2}, {:.2}, {:.2} s)",
@@ -277,16 +274,8 @@ async fn run_backend(label: &str, database_url: &str, d: &Slapd, users: usize, f
     let ratio = |t: Duration| t.as_secs_f64() / baseline.as_secs_f64();
 
     let dir = tempfile::tempdir().unwrap();
-    let cfg = bindery_server::Config {
-        database_url: database_url.to_string(),
-        secret_key_file: format!("{}/secret.key", dir.path().display()),
-        ..Default::default()
-    };
-    let (service, _) = bindery_server::open(&cfg).await.expect("open");
     input.page_size = 1000;
-    service.save_directory(&admin(), DirectoryKind::Ldap, &input).await.expect("save");
-    let settings = bindery_model::SyncSettings { disable_missing: true, threshold_percent: 100, ..Default::default() };
-    service.save_sync_settings(&admin(), DirectoryKind::Ldap, &settings).await.expect("sync settings");
+    let service = configured(database_url, dir.path(), &input).await;
 
     // Reset the peak RSS (Linux ≥ 4.0) so each backend's growth is its own.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -299,9 +288,7 @@ async fn run_backend(label: &str, database_url: &str, d: &Slapd, users: usize, f
     // search; on PostgreSQL with the vacuum of what the run wrote) come
     // once the run has ended (`bindery_store` `bulk.rs`): waited for
     // before anything else, and in the RSS growth.
-    while service.store().bulk_load_pending().await.expect("bulk load state") {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    indexes_built(&service).await;
     let index_wait = wall_ms() - (started + full.as_millis() as i64);
     let rss_peak = status_kb("VmHWM:");
     println!(
@@ -343,7 +330,7 @@ async fn run_backend(label: &str, database_url: &str, d: &Slapd, users: usize, f
     let report = service.test_directory_connection(&admin(), DirectoryKind::Ldap, None).await.expect("test connection");
     let method = report.delta.as_ref().map(|d| d.method.clone()).unwrap_or_default();
     assert_eq!(method, "syncrepl", "{:?}", report.delta);
-    let delta_settings = bindery_model::SyncSettings { mode: bindery_model::SyncMode::Delta, ..settings };
+    let delta_settings = bindery_model::SyncSettings { mode: bindery_model::SyncMode::Delta, ..sync_settings() };
     service.save_sync_settings(&admin(), DirectoryKind::Ldap, &delta_settings).await.expect("delta settings");
     let (recording, run4) = sync(&service).await;
     assert_eq!(run4.kind, bindery_model::RunKind::Sync, "the first run in delta mode is a full one");
@@ -431,33 +418,58 @@ async fn run_backend(label: &str, database_url: &str, d: &Slapd, users: usize, f
     service.store().close().await;
 }
 
+/// Three raw dumps, sorted: the median is the baseline. Single dumps on
+/// this two-core VM ranged from 0.74 s to 1.16 s in one session, and every
+/// ratio moved with the one taken.
+fn three_dumps(d: &Slapd, input: &bindery_model::DirectoryInput) -> Vec<Duration> {
+    let mut dumps: Vec<Duration> = (0..3).map(|_| raw_dump(d, input)).collect();
+    dumps.sort();
+    dumps
+}
+
+/// Bindery on `database_url` (its key file in `dir`), with the directory
+/// `input` and the bench's sync settings saved.
+async fn configured(database_url: &str, dir: &std::path::Path, input: &bindery_model::DirectoryInput) -> Service {
+    let cfg = bindery_server::Config {
+        database_url: database_url.to_string(),
+        secret_key_file: format!("{}/secret.key", dir.display()),
+        ..Default::default()
+    };
+    let (service, _) = bindery_server::open(&cfg).await.expect("open");
+    service.save_directory(&admin(), DirectoryKind::Ldap, input).await.expect("save");
+    service.save_sync_settings(&admin(), DirectoryKind::Ldap, &sync_settings()).await.expect("sync settings");
+    service
+}
+
+/// The bench's sync: it disables users missing from the directory, any
+/// number of them.
+fn sync_settings() -> bindery_model::SyncSettings {
+    bindery_model::SyncSettings { disable_missing: true, threshold_percent: 100, ..Default::default() }
+}
+
+/// Wait until the import table's own indexes, which a first sync builds
+/// once its run has ended (`bindery_store` `bulk.rs`), are built.
+async fn indexes_built(service: &Service) {
+    while service.store().bulk_load_pending().await.expect("bulk load state") {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// `BENCH_FULL_REPEAT=n`: the full sync only, `n` times, each into a new
 /// SQLite database, after the dumps: many samples of the one figure in
 /// little time, for comparing two builds (alternated: this machine's speed
 /// drifts by a third within minutes).
 async fn full_syncs_only(d: &Slapd, n: usize) {
     let mut input = d.input();
-    let mut dumps: Vec<Duration> = (0..3).map(|_| raw_dump(d, &input)).collect();
-    dumps.sort();
-    let baseline = dumps[1].as_secs_f64();
+    let baseline = three_dumps(d, &input)[1].as_secs_f64();
     println!("raw paged ldapsearch dump (baseline)      {baseline:>8.2} s");
     input.page_size = 1000;
     let mut times = Vec::new();
     for _ in 0..n {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = bindery_server::Config {
-            database_url: format!("sqlite:{}/bench.db", dir.path().display()),
-            secret_key_file: format!("{}/secret.key", dir.path().display()),
-            ..Default::default()
-        };
-        let (service, _) = bindery_server::open(&cfg).await.expect("open");
-        service.save_directory(&admin(), DirectoryKind::Ldap, &input).await.expect("save");
-        let settings = bindery_model::SyncSettings { disable_missing: true, threshold_percent: 100, ..Default::default() };
-        service.save_sync_settings(&admin(), DirectoryKind::Ldap, &settings).await.expect("sync settings");
+        let service = configured(&format!("sqlite:{}/bench.db", dir.path().display()), dir.path(), &input).await;
         let (full, _) = sync(&service).await;
-        while service.store().bulk_load_pending().await.expect("bulk load state") {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        indexes_built(&service).await;
         service.store().close().await;
         println!(
             "Bindery full sync                         {:>8.2} s   {:.2}× baseline",
@@ -493,7 +505,7 @@ async fn main() {
     let loglevel = std::env::var("BENCH_SLAPD_LOGLEVEL").unwrap_or_else(|_| "none".into());
     let d = Slapd::start_with(&[("SLAPD_EXTRA_USERS", &users_env), ("SLAPD_LOGLEVEL", &loglevel)]);
     println!("Import table benchmark: {users} users (+8 seeded) loaded with slapadd in {:.1} s", t.elapsed().as_secs_f64());
-    if let Some(n) = std::env::var("BENCH_FULL_REPEAT").ok().and_then(|s| s.parse::<usize>().ok()) {
+    if let Some(n) = std::env::var("BENCH_FULL_REPEAT").ok().and_then(|s| s.parse::<usize>().ok()).filter(|n| *n > 0) {
         full_syncs_only(&d, n).await;
         return;
     }

@@ -67,8 +67,28 @@ pub struct ValueHashes {
 
 impl ValueHashes {
     pub fn of(row: &NewStaged<'_>) -> ValueHashes {
-        let hash = |text: &str| crate::stable_hash(&[text]) as u64;
-        ValueHashes { name: hash(row.username_key), email: (!row.email.is_empty()).then(|| hash(&row.email.to_lowercase())) }
+        ValueHashes { name: value_hash(row.username_key), email: email_hash(row.email) }
+    }
+}
+
+/// A username key's or lowercased email's 64-bit hash.
+fn value_hash(text: &str) -> u64 {
+    crate::stable_hash(&[text]) as u64
+}
+
+/// An email's hash, lowercased; `None` for no email.
+fn email_hash(email: &str) -> Option<u64> {
+    (!email.is_empty()).then(|| value_hash(&email.to_lowercase()))
+}
+
+/// Whether `value` is new to `map`, which then holds it (with no row yet).
+fn first_in(map: &mut HashMap<u64, i64, KeyHashing>, value: u64) -> bool {
+    match map.entry(value) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(0);
+            true
+        }
+        std::collections::hash_map::Entry::Occupied(_) => false,
     }
 }
 
@@ -101,21 +121,7 @@ impl LoadedValues {
     /// As a page is planned: whether the entry is the first with its
     /// username, and with its email (an entry with none counts as first).
     pub fn first_seen(&mut self, h: ValueHashes) -> (bool, bool) {
-        let name = match self.names.entry(h.name) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(0);
-                true
-            }
-            std::collections::hash_map::Entry::Occupied(_) => false,
-        };
-        let email = h.email.is_none_or(|e| match self.emails.entry(e) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(0);
-                true
-            }
-            std::collections::hash_map::Entry::Occupied(_) => false,
-        });
-        (name, email)
+        (first_in(&mut self.names, h.name), h.email.is_none_or(|e| first_in(&mut self.emails, e)))
     }
 
     /// Once a page is written: its rows (`rows`, with their `hashes`, in
@@ -142,9 +148,8 @@ impl LoadedValues {
     /// The rows that hold a username key or email (lowercased) as their
     /// first: with any others that hold it, in [`LoadedValues::shared`].
     fn holders(&self, username_key: &str, email: &str) -> impl Iterator<Item = i64> + '_ {
-        let hash = |text: &str| crate::stable_hash(&[text]) as u64;
-        let name = self.names.get(&hash(username_key)).copied();
-        let email = (!email.is_empty()).then(|| self.emails.get(&hash(&email.to_lowercase())).copied()).flatten();
+        let name = self.names.get(&value_hash(username_key)).copied();
+        let email = email_hash(email).and_then(|e| self.emails.get(&e).copied());
         name.into_iter().chain(email).filter(|id| *id != 0)
     }
 }

@@ -334,22 +334,19 @@ fn status_of_marked(backend: Backend, sharing: Sharing, all: bool) -> String {
         ),
         _ => ("", ""),
     };
+    // The rows grouped: the directory's, or with `MarkedOnly` the marked ones.
+    let grouped = match sharing {
+        Sharing::MarkedOnly => "staged_dirty md CROSS JOIN staged_users t WHERE md.directory = $1 AND t.id = md.id",
+        _ => "staged_users t WHERE t.directory = $1",
+    };
     let (same_username, same_email) = match sharing {
-        Sharing::MarkedOnly => (
-            "s.username_key IN (SELECT t.username_key FROM staged_dirty md CROSS JOIN staged_users t \
-             WHERE md.directory = $1 AND t.id = md.id GROUP BY t.username_key HAVING COUNT(*) > 1)"
-                .to_string(),
-            "lower(s.email) IN (SELECT lower(t.email) FROM staged_dirty md CROSS JOIN staged_users t \
-             WHERE md.directory = $1 AND t.id = md.id AND t.email <> '' GROUP BY lower(t.email) HAVING COUNT(*) > 1)"
-                .to_string(),
-        ),
-        Sharing::Grouped | Sharing::MarkedGrouped => (
+        Sharing::Grouped | Sharing::MarkedGrouped | Sharing::MarkedOnly => (
             format!(
-                "s.username_key IN (SELECT t.username_key FROM staged_users t WHERE t.directory = $1 {marked_names}\
+                "s.username_key IN (SELECT t.username_key FROM {grouped} {marked_names}\
                  GROUP BY t.username_key HAVING COUNT(*) > 1)"
             ),
             format!(
-                "lower(s.email) IN (SELECT lower(t.email) FROM staged_users t WHERE t.directory = $1 AND t.email <> '' {marked_emails}\
+                "lower(s.email) IN (SELECT lower(t.email) FROM {grouped} AND t.email <> '' {marked_emails}\
                  GROUP BY lower(t.email) HAVING COUNT(*) > 1)"
             ),
         ),

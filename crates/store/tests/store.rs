@@ -2309,13 +2309,9 @@ both_backends!(a_first_load_computes_only_the_rows_its_pages_could_not_settle, |
 // another order than their rows; one is disabled, one is an
 // administrator, one's name differs from its entry's.
 both_backends!(a_first_load_page_links_its_rows_as_the_general_link_would, |store| {
-    use bindery_model::{Role, RunKind, UserSource};
-    let org = store.insert_organisation("Default", true, 1).await.unwrap();
+    use bindery_model::Role;
     // A local user first: the page's new ids do not start at 1.
-    store.insert_user(&new_user("zed", "zed", &[org])).await.unwrap();
-    let run = store.start_run("ldap", RunKind::Sync, "admin", false, 10).await.unwrap();
-    store.begin_staging("ldap", run).await.unwrap();
-    assert!(store.begin_bulk_load().await.unwrap());
+    let (org, run) = first_load_start(&store, "").await;
     let rows = [
         staged("uuid-ann", "ann", "ann", "ann@example.org", ""),
         staged("uuid-bo", "bo", "bo", "bo@example.org", "disabled"),
@@ -2324,15 +2320,10 @@ both_backends!(a_first_load_page_links_its_rows_as_the_general_link_would, |stor
         staged("uuid-eve", "eve", "eve", "eve@example.org", ""),
     ];
     let account = |r: &NewStaged<'_>, name: &str, role: Role, active: bool| bindery_store::NewAccount {
-        username: r.username.into(),
-        username_key: r.username_key.into(),
         name: name.into(),
-        email: r.email.into(),
-        external_id: r.external_id.into(),
-        source: UserSource::Ldap,
         role,
         active,
-        organisations: vec![(org, bindery_store::OrgSource::Selection)],
+        ..account_of(r, org)
     };
     let accounts = [
         account(&rows[4], "eve", Role::Admin, true),
